@@ -1,0 +1,33 @@
+// IDX files (the MNIST family's format): a 4-byte magic, big-endian uint32
+// dims, then the row-major payload. Only unsigned-byte payloads (type 0x08)
+// are accepted, which covers MNIST, Fashion-MNIST and EMNIST.
+//
+// Every refusal is a sentence naming the file, the byte offset, what was
+// expected and what was found: these files come from outside the process.
+// Thread-safe: free functions with no shared state.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace polis::data {
+
+struct IdxArray {
+  std::vector<int64_t> dims;  // e.g. {60000, 28, 28}
+  std::vector<uint8_t> data;  // row-major, product(dims) bytes
+};
+
+// Reads an IDX file, gzip-compressed or raw. Checks the magic (00 00 08 n,
+// n in 1..4), that each dim is > 0 and their product fits, and that the file
+// holds exactly header + product(dims) bytes: a short file or trailing bytes
+// are DataLoss with the offset where the data ends.
+StatusOr<IdxArray> ReadIdx(const std::string& path);
+
+// Reads only the header (dims) with the same checks on magic and dims,
+// inflating just enough of a gzip file; the payload size is not checked.
+StatusOr<std::vector<int64_t>> ReadIdxDims(const std::string& path);
+
+}  // namespace polis::data

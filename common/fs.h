@@ -1,0 +1,33 @@
+// Files: whole-file reads, gzip-aware reads, crash-safe writes, SHA-256.
+//
+// WriteFileAtomic writes to "<path>.tmp-<pid>-<n>", fsyncs it, renames it over
+// <path> and fsyncs the directory, so a reader sees the old file or the new
+// one, never half of one. Thread-safe (no shared state).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace polis {
+
+StatusOr<std::string> ReadFile(const std::string& path);
+// Reads a file, inflating it if it starts with the gzip magic (1f 8b).
+StatusOr<std::string> ReadMaybeGzip(const std::string& path);
+Status WriteFileAtomic(const std::string& path, std::string_view contents);
+// fsync of a directory, so a rename inside it survives a crash.
+Status SyncDirectory(const std::string& dir);
+Status MakeDirectories(const std::string& dir);
+bool PathExists(const std::string& path);
+
+// Lower-case hex SHA-256.
+std::string Sha256Hex(std::string_view data);
+StatusOr<std::string> Sha256File(const std::string& path);
+
+// "2026-11-28T13:41:45Z"
+std::string UtcTimestamp();
+
+}  // namespace polis

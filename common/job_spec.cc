@@ -1,0 +1,133 @@
+#include "common/job_spec.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include "common/data/idx.h"
+#include "common/env.h"
+#include "common/fs.h"
+
+namespace polis {
+namespace {
+
+class Collector : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit Collector(std::string source) : source_(std::move(source)) {}
+  void AddError(int line, google::protobuf::io::ColumnNumber col,
+                const std::string& message) override {
+    if (first_.empty()) first_ = fmt::format("{}:{}:{}: {}", source_, line + 1, col + 1, message);
+  }
+  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string source_, first_;
+};
+
+Status FieldError(const std::string& source, const std::string& field, const std::string& why) {
+  return InvalidArgument("{}: field '{}': {}", source, field, why);
+}
+
+}  // namespace
+
+StatusOr<LoadedJob> ParseJobText(const std::string& text, const std::string& source) {
+  LoadedJob job;
+  job.path = source;
+  job.sha256 = Sha256Hex(text);
+  google::protobuf::TextFormat::Parser parser;
+  Collector collector(source);
+  parser.RecordErrorsTo(&collector);
+  if (!parser.ParseFromString(text, &job.spec))
+    return InvalidArgument("{}", collector.first().empty() ? source + ": cannot parse job"
+                                                           : collector.first());
+  POLIS_RETURN_IF_ERROR(ValidateJobFields(job.spec, source));
+  return job;
+}
+
+StatusOr<LoadedJob> LoadJobFile(const std::string& path) {
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseJobText(text, path);
+}
+
+Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) {
+  if (!spec.has_name() || spec.name().empty()) return FieldError(source, "name", "required");
+  if (!spec.has_model()) return FieldError(source, "model", "required");
+  if (spec.model().layer_size() == 0) return FieldError(source, "model.layer", "at least one layer is required");
+  if (!spec.has_dataset()) return FieldError(source, "dataset", "required");
+  if (!spec.dataset().has_dir() || spec.dataset().dir().empty())
+    return FieldError(source, "dataset.dir", "required (a directory, or \"fashion-mnist\")");
+  if (spec.dataset().num_classes() < 2)
+    return FieldError(source, "dataset.num_classes", "must be >= 2");
+  if (spec.dataset().train_limit() < 0) return FieldError(source, "dataset.train_limit", "must be >= 0");
+  if (spec.dataset().test_limit() < 0) return FieldError(source, "dataset.test_limit", "must be >= 0");
+  const auto& t = spec.training();
+  if (t.batch_size() <= 0) return FieldError(source, "training.batch_size", "must be > 0");
+  if (t.epochs() <= 0) return FieldError(source, "training.epochs", "must be > 0");
+  if (t.shard_size() < 0) return FieldError(source, "training.shard_size", "must be >= 0");
+  if (t.report_every_steps() <= 0) return FieldError(source, "training.report_every_steps", "must be > 0");
+  if (t.eval_batch_size() <= 0) return FieldError(source, "training.eval_batch_size", "must be > 0");
+  const auto& s = spec.sync();
+  if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
+    return FieldError(source, "sync.servers", "PARAMETER_SERVER mode needs at least 1 server");
+  if (s.mode() == proto::SyncSpec::ALLREDUCE)
+    return FieldError(source, "sync.mode", "ALLREDUCE is not available in this build; use PARAMETER_SERVER");
+  const auto& o = spec.optimizer();
+  if (!(o.learning_rate() > 0)) return FieldError(source, "optimizer.learning_rate", "must be > 0");
+  if (!(o.epsilon() > 0)) return FieldError(source, "optimizer.epsilon", "must be > 0");
+  if (!(o.beta1() >= 0 && o.beta1() < 1)) return FieldError(source, "optimizer.beta1", "must be in [0, 1)");
+  if (!(o.beta2() >= 0 && o.beta2() < 1)) return FieldError(source, "optimizer.beta2", "must be in [0, 1)");
+  for (int i = 0; i < spec.model().layer_size(); ++i)
+    if (!spec.model().layer(i).has_type())
+      return FieldError(source, fmt::format("model.layer[{}].type", i), "required");
+  return Status::Ok();
+}
+
+DatasetPaths ResolveDataset(const proto::DatasetSpec& d) {
+  std::string dir = d.dir() == "fashion-mnist" ? env::FashionMnistDir() : d.dir();
+  auto join = [&](const std::string& f) { return f.empty() || f[0] == '/' ? f : dir + "/" + f; };
+  return {join(d.train_images()), join(d.train_labels()), join(d.test_images()),
+          join(d.test_labels())};
+}
+
+StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
+  const std::string& src = job.path;
+  DatasetPaths p = ResolveDataset(job.spec.dataset());
+  std::vector<int64_t> train_dims, test_dims;
+  struct Pair { const std::string& images; const std::string& labels; const char* field; std::vector<int64_t>* dims; };
+  for (const Pair& pr : {Pair{p.train_images, p.train_labels, "dataset.train_images", &train_dims},
+                         Pair{p.test_images, p.test_labels, "dataset.test_images", &test_dims}}) {
+    auto img = data::ReadIdxDims(pr.images);
+    if (!img.ok()) return FieldError(src, pr.field, img.status().message());
+    auto lab = data::ReadIdxDims(pr.labels);
+    if (!lab.ok()) return FieldError(src, "dataset labels", lab.status().message());
+    if (img->size() != 3)
+      return FieldError(src, pr.field, fmt::format("'{}' holds {}-D data; images must be 3-D (N,H,W)", pr.images, img->size()));
+    if (lab->size() != 1 || (*lab)[0] != (*img)[0])
+      return FieldError(src, pr.field, fmt::format("'{}' has {} items but '{}' has {}", pr.labels,
+                                                   lab->empty() ? 0 : (*lab)[0], pr.images, (*img)[0]));
+    *pr.dims = *img;
+  }
+  if (train_dims[1] != test_dims[1] || train_dims[2] != test_dims[2])
+    return FieldError(src, "dataset.test_images",
+                      fmt::format("test images are {}x{} but training images are {}x{}",
+                                  test_dims[1], test_dims[2], train_dims[1], train_dims[2]));
+  nn::Shape input{1, train_dims[1], train_dims[2]};
+  auto model = nn::Model::Build(job.spec.model(), input);
+  if (!model.ok()) return Status(model.status().code(), src + ": " + model.status().message());
+  if (model->output_shape().size() != 1)
+    return FieldError(src, "model.loss",
+                      fmt::format("softmax cross-entropy needs a flat output; the last layer gives {}",
+                                  nn::ShapeString(model->output_shape())));
+  if (model->output_shape() != nn::Shape{job.spec.dataset().num_classes()})
+    return FieldError(src, "model.layer",
+                      fmt::format("the last layer gives {} but dataset.num_classes is {}",
+                                  nn::ShapeString(model->output_shape()),
+                                  job.spec.dataset().num_classes()));
+  return model;
+}
+
+std::string PublishedModelName(const proto::JobSpec& spec) {
+  return spec.registry().has_model_name() ? spec.registry().model_name() : spec.name();
+}
+
+}  // namespace polis

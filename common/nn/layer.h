@@ -1,0 +1,95 @@
+// Layers of the CPU backend (oneDNN) and their registry by name.
+//
+// A layer has two halves:
+//  - LayerType: stateless; validates a LayerSpec against its input shape,
+//    infers the output shape and names its parameter tensors. Used by Model
+//    to check a job before any process starts work.
+//  - LayerExec: one layer of an executable Network for a fixed batch size.
+//    The constructor creates every oneDNN primitive and buffer (setup);
+//    Forward/Backward only execute them (hot path: no allocation).
+// Parameters and gradients live in the Model's flat buffers in a canonical
+// layout (OIHW for convolutions, (out, in) for dense); a LayerExec sees views
+// and reorders weights to whatever layout oneDNN chose, once per step.
+//
+// Thread-safety: LayerType is immutable; a LayerExec is used by one thread.
+#pragma once
+
+#include <dnnl.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/proto/job.pb.h"
+#include "common/status.h"
+
+namespace polis::nn {
+
+using Shape = std::vector<int64_t>;  // per sample: {C, H, W} or {F}
+
+std::string ShapeString(const Shape& s);
+int64_t ShapeElements(const Shape& s);
+
+struct ParamTensor {
+  std::string name;     // "weights", "bias"
+  Shape shape;          // canonical layout
+  int64_t count = 0;
+  int64_t offset = 0;   // in floats into the model's flat buffer; set by Model
+  // Glorot fan-in / fan-out; zero for tensors initialised to zero.
+  int64_t fan_in = 0;
+  int64_t fan_out = 0;
+};
+
+struct LayerContext {
+  const proto::LayerSpec* spec = nullptr;
+  Shape in_shape, out_shape;
+  int64_t batch = 0;
+  bool training = true;
+  dnnl::engine* engine = nullptr;
+  dnnl::memory src;           // the input this layer reads (fixed for the Network's life)
+  dnnl::memory::desc src_md;  // its layout
+  float* params = nullptr;    // first float of this layer's parameters
+  float* grads = nullptr;     // first float of this layer's gradients
+  bool need_diff_src = true;  // false for the first layer
+};
+
+class LayerExec {
+ public:
+  virtual ~LayerExec() = default;
+  virtual void Forward(dnnl::stream& s) = 0;
+  // Called once, before the first Backward, with the gradient of dst() (same
+  // layout), which Backward may overwrite.
+  virtual void BindDiffDst(const dnnl::memory& diff_dst) = 0;
+  // Writes this layer's parameter gradients and, when need_diff_src, diff_src().
+  virtual void Backward(dnnl::stream& s) = 0;
+  virtual dnnl::memory& dst() = 0;
+  virtual dnnl::memory& diff_src() = 0;
+  // oneDNN implementation names, for the "no reference kernels" check.
+  virtual std::vector<std::string> ImplInfo() const { return {}; }
+};
+
+class LayerType {
+ public:
+  virtual ~LayerType() = default;
+  virtual Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
+                       std::vector<ParamTensor>* params) const = 0;
+  virtual std::unique_ptr<LayerExec> Create(const LayerContext& ctx) const = 0;
+};
+
+// Registry of layer types by name ("Conv2D", ...). Built-ins are registered
+// on first use; duplicate names are refused.
+class LayerRegistry {
+ public:
+  static LayerRegistry& Global();
+  Status Register(const std::string& name, std::unique_ptr<LayerType> type);
+  // NotFound lists the known names.
+  StatusOr<const LayerType*> Find(const std::string& name) const;
+  std::vector<std::string> Names() const;
+
+ private:
+  std::map<std::string, std::unique_ptr<LayerType>> types_;
+};
+
+}  // namespace polis::nn

@@ -1,0 +1,580 @@
+// Built-in layers of the oneDNN CPU backend: Conv2D, MaxPool2D, Dense, ReLU,
+// Flatten. See layer.h for the contract.
+#include <algorithm>
+#include <mutex>
+
+#include "common/log.h"
+#include "common/nn/layer.h"
+
+namespace polis::nn {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Dt = memory::data_type;
+
+std::string ShapeString(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+int64_t ShapeElements(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+namespace {
+
+memory::dims BatchDims(int64_t batch, const Shape& s) {
+  memory::dims d{batch};
+  d.insert(d.end(), s.begin(), s.end());
+  return d;
+}
+
+memory::desc PlainDesc(const memory::dims& d) {
+  return memory::desc(d, Dt::f32, d.size() == 4 ? Tag::nchw : d.size() == 2 ? Tag::nc : Tag::x);
+}
+
+memory::desc AnyDesc(const memory::dims& d) { return memory::desc(d, Dt::f32, Tag::any); }
+
+dnnl::primitive_attr ActivationAttr(proto::Activation a) {
+  dnnl::primitive_attr attr;
+  if (a == proto::RELU) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(po);
+  }
+  return attr;
+}
+
+// A reorder between two layouts, or nothing when they are equal.
+struct MaybeReorder {
+  dnnl::reorder prim;
+  bool active = false;
+  void Init(dnnl::engine& eng, const memory::desc& from, const memory::desc& to) {
+    active = from != to;
+    if (active) prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to));
+  }
+  void Run(dnnl::stream& s, const memory& from, const memory& to) const {
+    if (active) prim.execute(s, const_cast<memory&>(from), const_cast<memory&>(to));
+  }
+};
+
+// Fused ReLU backward: diff *= (dst > 0), in place, using the forward output.
+struct ReluBackward {
+  dnnl::eltwise_backward prim;
+  bool active = false;
+  void Init(dnnl::engine& eng, bool relu, const memory::desc& dst_md) {
+    active = relu;
+    if (!relu) return;
+    auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+    dnnl::eltwise_forward::primitive_desc hint(
+        dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, dst_md, 0.f, 0.f), eng);
+    prim = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
+        dnnl::eltwise_backward::desc(alg, dst_md, dst_md, 0.f, 0.f), eng, hint));
+  }
+  void Run(dnnl::stream& s, const memory& dst, memory& diff) const {
+    if (!active) return;
+    prim.execute(s, {{DNNL_ARG_DST, dst}, {DNNL_ARG_DIFF_DST, diff}, {DNNL_ARG_DIFF_SRC, diff}});
+  }
+};
+
+std::string Impl(const dnnl::primitive_desc_base& pd) { return pd.impl_info_str(); }
+
+// ---------------------------------------------------------------- Conv2D
+
+struct ConvGeometry {
+  int64_t k, stride, pad_l, pad_r, out_h, out_w;
+};
+
+StatusOr<ConvGeometry> Conv2DGeometry(const proto::LayerSpec& spec, const Shape& in) {
+  const auto& p = spec.conv2d_param();
+  if (!spec.has_conv2d_param()) return InvalidArgument("Conv2D needs conv2d_param");
+  if (!p.has_filters() || p.filters() <= 0)
+    return InvalidArgument("conv2d_param.filters is required and must be > 0");
+  if (!p.has_kernel_size() || p.kernel_size() <= 0)
+    return InvalidArgument("conv2d_param.kernel_size is required and must be > 0");
+  if (p.stride() <= 0) return InvalidArgument("conv2d_param.stride must be > 0");
+  if (in.size() != 3)
+    return InvalidArgument("Conv2D needs a [channels,height,width] input, got {}", ShapeString(in));
+  ConvGeometry g{p.kernel_size(), p.stride(), 0, 0, 0, 0};
+  int64_t h = in[1], w = in[2];
+  if (p.padding() == proto::Conv2DParam::VALID) {
+    if (h < g.k || w < g.k)
+      return InvalidArgument("kernel {}x{} does not fit input {} with VALID padding", g.k, g.k,
+                             ShapeString(in));
+    g.out_h = (h - g.k) / g.stride + 1;
+    g.out_w = (w - g.k) / g.stride + 1;
+  } else {
+    g.out_h = (h + g.stride - 1) / g.stride;
+    g.out_w = (w + g.stride - 1) / g.stride;
+    int64_t total = std::max<int64_t>((g.out_h - 1) * g.stride + g.k - h, 0);
+    g.pad_l = total / 2;
+    g.pad_r = total - g.pad_l;
+  }
+  return g;
+}
+
+class Conv2DExec : public LayerExec {
+ public:
+  explicit Conv2DExec(const LayerContext& c) : src_(c.src) {
+    auto& eng = *c.engine;
+    ConvGeometry g = Conv2DGeometry(*c.spec, c.in_shape).value();
+    const int64_t ic = c.in_shape[0], oc = c.spec->conv2d_param().filters();
+    memory::dims src_d = BatchDims(c.batch, c.in_shape), dst_d = BatchDims(c.batch, c.out_shape);
+    memory::dims w_d{oc, ic, g.k, g.k}, b_d{oc};
+    memory::dims strides{g.stride, g.stride}, pl{g.pad_l, g.pad_l}, pr{g.pad_r, g.pad_r};
+    auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    relu_ = c.spec->activation() == proto::RELU;
+    fwd_pd_ = dnnl::convolution_forward::primitive_desc(
+        dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, AnyDesc(src_d),
+                                        AnyDesc(w_d), AnyDesc(b_d), AnyDesc(dst_d), strides, pl, pr),
+        ActivationAttr(c.spec->activation()), eng);
+    fwd_ = dnnl::convolution_forward(fwd_pd_);
+    impl_.push_back("fwd: " + Impl(fwd_pd_));
+
+    w_user_ = memory(PlainDesc(w_d), eng, c.params);
+    b_user_ = memory(PlainDesc(b_d), eng, c.params + oc * ic * g.k * g.k);
+    src_reorder_.Init(eng, c.src_md, fwd_pd_.src_desc());
+    conv_src_ = src_reorder_.active ? memory(fwd_pd_.src_desc(), eng) : src_;
+    w_fwd_reorder_.Init(eng, w_user_.get_desc(), fwd_pd_.weights_desc());
+    w_fwd_ = w_fwd_reorder_.active ? memory(fwd_pd_.weights_desc(), eng) : w_user_;
+    POLIS_ENFORCE(fwd_pd_.bias_desc() == b_user_.get_desc());
+    dst_ = memory(fwd_pd_.dst_desc(), eng);
+    fwd_args_ = {{DNNL_ARG_SRC, conv_src_}, {DNNL_ARG_WEIGHTS, w_fwd_},
+                 {DNNL_ARG_BIAS, b_user_}, {DNNL_ARG_DST, dst_}};
+    if (!c.training) return;
+
+    relu_bwd_.Init(eng, relu_, fwd_pd_.dst_desc());
+    bwd_w_pd_ = dnnl::convolution_backward_weights::primitive_desc(
+        dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
+                                                 fwd_pd_.src_desc(), AnyDesc(w_d), AnyDesc(b_d),
+                                                 fwd_pd_.dst_desc(), strides, pl, pr),
+        eng, fwd_pd_);
+    bwd_w_ = dnnl::convolution_backward_weights(bwd_w_pd_);
+    impl_.push_back("bwd_w: " + Impl(bwd_w_pd_));
+    gw_user_ = memory(PlainDesc(w_d), eng, c.grads);
+    gb_user_ = memory(PlainDesc(b_d), eng, c.grads + oc * ic * g.k * g.k);
+    POLIS_ENFORCE(bwd_w_pd_.diff_bias_desc() == gb_user_.get_desc());
+    gw_reorder_.Init(eng, bwd_w_pd_.diff_weights_desc(), gw_user_.get_desc());
+    gw_ = gw_reorder_.active ? memory(bwd_w_pd_.diff_weights_desc(), eng) : gw_user_;
+
+    need_diff_src_ = c.need_diff_src;
+    if (need_diff_src_) {
+      bwd_d_pd_ = dnnl::convolution_backward_data::primitive_desc(
+          dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct,
+                                                fwd_pd_.src_desc(), AnyDesc(w_d),
+                                                fwd_pd_.dst_desc(), strides, pl, pr),
+          eng, fwd_pd_);
+      bwd_d_ = dnnl::convolution_backward_data(bwd_d_pd_);
+      impl_.push_back("bwd_d: " + Impl(bwd_d_pd_));
+      w_bwd_reorder_.Init(eng, w_user_.get_desc(), bwd_d_pd_.weights_desc());
+      w_bwd_ = w_bwd_reorder_.active ? memory(bwd_d_pd_.weights_desc(), eng) : w_user_;
+      diff_src_reorder_.Init(eng, fwd_pd_.src_desc(), c.src_md);
+      conv_diff_src_ = memory(fwd_pd_.src_desc(), eng);
+      diff_src_ = diff_src_reorder_.active ? memory(c.src_md, eng) : conv_diff_src_;
+    }
+  }
+
+  void Forward(dnnl::stream& s) override {
+    src_reorder_.Run(s, src_, conv_src_);
+    w_fwd_reorder_.Run(s, w_user_, w_fwd_);
+    fwd_.execute(s, fwd_args_);
+  }
+
+  void BindDiffDst(const memory& diff_dst) override {
+    diff_dst_ = diff_dst;
+    bwd_w_args_ = {{DNNL_ARG_SRC, conv_src_}, {DNNL_ARG_DIFF_DST, diff_dst_},
+                   {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_}};
+    if (need_diff_src_)
+      bwd_d_args_ = {{DNNL_ARG_DIFF_DST, diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
+                     {DNNL_ARG_DIFF_SRC, conv_diff_src_}};
+  }
+
+  void Backward(dnnl::stream& s) override {
+    relu_bwd_.Run(s, dst_, diff_dst_);
+    if (need_diff_src_) {
+      w_bwd_reorder_.Run(s, w_user_, w_bwd_);
+      bwd_d_.execute(s, bwd_d_args_);
+      diff_src_reorder_.Run(s, conv_diff_src_, diff_src_);
+    }
+    bwd_w_.execute(s, bwd_w_args_);
+    gw_reorder_.Run(s, gw_, gw_user_);
+  }
+
+  memory& dst() override { return dst_; }
+  memory& diff_src() override { return diff_src_; }
+  std::vector<std::string> ImplInfo() const override { return impl_; }
+
+ private:
+  memory src_, conv_src_, w_user_, b_user_, w_fwd_, dst_;
+  memory gw_user_, gb_user_, gw_, w_bwd_, conv_diff_src_, diff_src_, diff_dst_;
+  bool relu_ = false, need_diff_src_ = false;
+  dnnl::convolution_forward::primitive_desc fwd_pd_;
+  dnnl::convolution_backward_weights::primitive_desc bwd_w_pd_;
+  dnnl::convolution_backward_data::primitive_desc bwd_d_pd_;
+  dnnl::convolution_forward fwd_;
+  dnnl::convolution_backward_weights bwd_w_;
+  dnnl::convolution_backward_data bwd_d_;
+  MaybeReorder src_reorder_, w_fwd_reorder_, gw_reorder_, w_bwd_reorder_, diff_src_reorder_;
+  ReluBackward relu_bwd_;
+  std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
+  std::vector<std::string> impl_;
+};
+
+class Conv2DType : public LayerType {
+ public:
+  Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
+               std::vector<ParamTensor>* params) const override {
+    POLIS_ASSIGN_OR_RETURN(ConvGeometry g, Conv2DGeometry(spec, in));
+    int64_t oc = spec.conv2d_param().filters(), ic = in[0];
+    *out = {oc, g.out_h, g.out_w};
+    params->push_back({"weights", {oc, ic, g.k, g.k}, oc * ic * g.k * g.k, 0, ic * g.k * g.k,
+                       oc * g.k * g.k});
+    params->push_back({"bias", {oc}, oc, 0, 0, 0});
+    return Status::Ok();
+  }
+  std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
+    return std::make_unique<Conv2DExec>(c);
+  }
+};
+
+// ---------------------------------------------------------------- MaxPool2D
+
+struct PoolGeometry {
+  int64_t k, stride;
+};
+
+PoolGeometry PoolOf(const proto::LayerSpec& spec) {
+  const auto& p = spec.pool2d_param();
+  int64_t k = p.pool_size();
+  return {k, p.has_stride() ? p.stride() : k};
+}
+
+class MaxPool2DExec : public LayerExec {
+ public:
+  explicit MaxPool2DExec(const LayerContext& c) : src_(c.src) {
+    auto& eng = *c.engine;
+    PoolGeometry g = PoolOf(*c.spec);
+    memory::dims dst_d = BatchDims(c.batch, c.out_shape);
+    memory::dims strides{g.stride, g.stride}, kernel{g.k, g.k}, pad{0, 0};
+    auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    fwd_pd_ = dnnl::pooling_forward::primitive_desc(
+        dnnl::pooling_forward::desc(prop, dnnl::algorithm::pooling_max, c.src_md, AnyDesc(dst_d),
+                                    strides, kernel, pad, pad),
+        eng);
+    fwd_ = dnnl::pooling_forward(fwd_pd_);
+    impl_.push_back("fwd: " + Impl(fwd_pd_));
+    dst_ = memory(fwd_pd_.dst_desc(), eng);
+    fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}};
+    if (!c.training) return;
+    ws_ = memory(fwd_pd_.workspace_desc(), eng);
+    fwd_args_[DNNL_ARG_WORKSPACE] = ws_;
+    need_diff_src_ = c.need_diff_src;
+    if (!need_diff_src_) return;
+    bwd_pd_ = dnnl::pooling_backward::primitive_desc(
+        dnnl::pooling_backward::desc(dnnl::algorithm::pooling_max, c.src_md, fwd_pd_.dst_desc(),
+                                     strides, kernel, pad, pad),
+        eng, fwd_pd_);
+    bwd_ = dnnl::pooling_backward(bwd_pd_);
+    impl_.push_back("bwd: " + Impl(bwd_pd_));
+    diff_src_ = memory(c.src_md, eng);
+  }
+  void Forward(dnnl::stream& s) override { fwd_.execute(s, fwd_args_); }
+  void BindDiffDst(const memory& diff_dst) override {
+    if (need_diff_src_)
+      bwd_args_ = {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_src_},
+                   {DNNL_ARG_WORKSPACE, ws_}};
+  }
+  void Backward(dnnl::stream& s) override {
+    if (need_diff_src_) bwd_.execute(s, bwd_args_);
+  }
+  memory& dst() override { return dst_; }
+  memory& diff_src() override { return diff_src_; }
+  std::vector<std::string> ImplInfo() const override { return impl_; }
+
+ private:
+  memory src_, dst_, ws_, diff_src_;
+  bool need_diff_src_ = false;
+  dnnl::pooling_forward::primitive_desc fwd_pd_;
+  dnnl::pooling_backward::primitive_desc bwd_pd_;
+  dnnl::pooling_forward fwd_;
+  dnnl::pooling_backward bwd_;
+  std::unordered_map<int, memory> fwd_args_, bwd_args_;
+  std::vector<std::string> impl_;
+};
+
+class MaxPool2DType : public LayerType {
+ public:
+  Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
+               std::vector<ParamTensor>*) const override {
+    if (in.size() != 3)
+      return InvalidArgument("MaxPool2D needs a [channels,height,width] input, got {}",
+                             ShapeString(in));
+    PoolGeometry g = PoolOf(spec);
+    if (g.k <= 0 || g.stride <= 0)
+      return InvalidArgument("pool2d_param.pool_size and stride must be > 0");
+    if (in[1] < g.k || in[2] < g.k)
+      return InvalidArgument("pool {}x{} does not fit input {}", g.k, g.k, ShapeString(in));
+    *out = {in[0], (in[1] - g.k) / g.stride + 1, (in[2] - g.k) / g.stride + 1};
+    return Status::Ok();
+  }
+  std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
+    return std::make_unique<MaxPool2DExec>(c);
+  }
+};
+
+// ---------------------------------------------------------------- Dense
+
+class DenseExec : public LayerExec {
+ public:
+  explicit DenseExec(const LayerContext& c) : src_(c.src) {
+    auto& eng = *c.engine;
+    const int64_t in = c.in_shape[0], out = c.out_shape[0];
+    memory::dims w_d{out, in}, b_d{out}, dst_d{c.batch, out};
+    auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    relu_ = c.spec->activation() == proto::RELU;
+    // The output is kept plain (nc): logits are read by the loss directly.
+    fwd_pd_ = dnnl::inner_product_forward::primitive_desc(
+        dnnl::inner_product_forward::desc(prop, c.src_md, AnyDesc(w_d), AnyDesc(b_d),
+                                          PlainDesc(dst_d)),
+        ActivationAttr(c.spec->activation()), eng);
+    fwd_ = dnnl::inner_product_forward(fwd_pd_);
+    impl_.push_back("fwd: " + Impl(fwd_pd_));
+    w_user_ = memory(PlainDesc(w_d), eng, c.params);
+    b_user_ = memory(PlainDesc(b_d), eng, c.params + out * in);
+    POLIS_ENFORCE(fwd_pd_.src_desc() == c.src_md);
+    POLIS_ENFORCE(fwd_pd_.bias_desc() == b_user_.get_desc());
+    w_fwd_reorder_.Init(eng, w_user_.get_desc(), fwd_pd_.weights_desc());
+    w_fwd_ = w_fwd_reorder_.active ? memory(fwd_pd_.weights_desc(), eng) : w_user_;
+    dst_ = memory(fwd_pd_.dst_desc(), eng);
+    fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_WEIGHTS, w_fwd_}, {DNNL_ARG_BIAS, b_user_},
+                 {DNNL_ARG_DST, dst_}};
+    if (!c.training) return;
+    relu_bwd_.Init(eng, relu_, fwd_pd_.dst_desc());
+    bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(
+        dnnl::inner_product_backward_weights::desc(c.src_md, AnyDesc(w_d), AnyDesc(b_d),
+                                                   fwd_pd_.dst_desc()),
+        eng, fwd_pd_);
+    bwd_w_ = dnnl::inner_product_backward_weights(bwd_w_pd_);
+    impl_.push_back("bwd_w: " + Impl(bwd_w_pd_));
+    gw_user_ = memory(PlainDesc(w_d), eng, c.grads);
+    gb_user_ = memory(PlainDesc(b_d), eng, c.grads + out * in);
+    POLIS_ENFORCE(bwd_w_pd_.diff_bias_desc() == gb_user_.get_desc());
+    gw_reorder_.Init(eng, bwd_w_pd_.diff_weights_desc(), gw_user_.get_desc());
+    gw_ = gw_reorder_.active ? memory(bwd_w_pd_.diff_weights_desc(), eng) : gw_user_;
+    need_diff_src_ = c.need_diff_src;
+    if (need_diff_src_) {
+      bwd_d_pd_ = dnnl::inner_product_backward_data::primitive_desc(
+          dnnl::inner_product_backward_data::desc(c.src_md, AnyDesc(w_d), fwd_pd_.dst_desc()), eng,
+          fwd_pd_);
+      bwd_d_ = dnnl::inner_product_backward_data(bwd_d_pd_);
+      impl_.push_back("bwd_d: " + Impl(bwd_d_pd_));
+      POLIS_ENFORCE(bwd_d_pd_.diff_src_desc() == c.src_md);
+      w_bwd_reorder_.Init(eng, w_user_.get_desc(), bwd_d_pd_.weights_desc());
+      w_bwd_ = w_bwd_reorder_.active ? memory(bwd_d_pd_.weights_desc(), eng) : w_user_;
+      diff_src_ = memory(c.src_md, eng);
+    }
+  }
+  void Forward(dnnl::stream& s) override {
+    w_fwd_reorder_.Run(s, w_user_, w_fwd_);
+    fwd_.execute(s, fwd_args_);
+  }
+  void BindDiffDst(const memory& diff_dst) override {
+    diff_dst_ = diff_dst;
+    bwd_w_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DIFF_DST, diff_dst_},
+                   {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_}};
+    if (need_diff_src_)
+      bwd_d_args_ = {{DNNL_ARG_DIFF_DST, diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
+                     {DNNL_ARG_DIFF_SRC, diff_src_}};
+  }
+  void Backward(dnnl::stream& s) override {
+    relu_bwd_.Run(s, dst_, diff_dst_);
+    if (need_diff_src_) {
+      w_bwd_reorder_.Run(s, w_user_, w_bwd_);
+      bwd_d_.execute(s, bwd_d_args_);
+    }
+    bwd_w_.execute(s, bwd_w_args_);
+    gw_reorder_.Run(s, gw_, gw_user_);
+  }
+  memory& dst() override { return dst_; }
+  memory& diff_src() override { return diff_src_; }
+  std::vector<std::string> ImplInfo() const override { return impl_; }
+
+ private:
+  memory src_, w_user_, b_user_, w_fwd_, dst_, gw_user_, gb_user_, gw_, w_bwd_, diff_src_,
+      diff_dst_;
+  bool relu_ = false, need_diff_src_ = false;
+  dnnl::inner_product_forward::primitive_desc fwd_pd_;
+  dnnl::inner_product_backward_weights::primitive_desc bwd_w_pd_;
+  dnnl::inner_product_backward_data::primitive_desc bwd_d_pd_;
+  dnnl::inner_product_forward fwd_;
+  dnnl::inner_product_backward_weights bwd_w_;
+  dnnl::inner_product_backward_data bwd_d_;
+  MaybeReorder w_fwd_reorder_, gw_reorder_, w_bwd_reorder_;
+  ReluBackward relu_bwd_;
+  std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
+  std::vector<std::string> impl_;
+};
+
+class DenseType : public LayerType {
+ public:
+  Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
+               std::vector<ParamTensor>* params) const override {
+    if (!spec.has_dense_param() || !spec.dense_param().has_units() ||
+        spec.dense_param().units() <= 0)
+      return InvalidArgument("dense_param.units is required and must be > 0");
+    if (in.size() != 1)
+      return InvalidArgument("Dense needs a flat input, got {}: add a Flatten layer before it",
+                             ShapeString(in));
+    int64_t o = spec.dense_param().units(), i = in[0];
+    *out = {o};
+    params->push_back({"weights", {o, i}, o * i, 0, i, o});
+    params->push_back({"bias", {o}, o, 0, 0, 0});
+    return Status::Ok();
+  }
+  std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
+    return std::make_unique<DenseExec>(c);
+  }
+};
+
+// ---------------------------------------------------------------- ReLU
+
+class ReluExec : public LayerExec {
+ public:
+  explicit ReluExec(const LayerContext& c) : src_(c.src) {
+    auto& eng = *c.engine;
+    auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+    auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+    fwd_pd_ = dnnl::eltwise_forward::primitive_desc(
+        dnnl::eltwise_forward::desc(prop, alg, c.src_md, 0.f, 0.f), eng);
+    fwd_ = dnnl::eltwise_forward(fwd_pd_);
+    dst_ = memory(fwd_pd_.dst_desc(), eng);
+    need_diff_src_ = c.training && c.need_diff_src;
+    if (need_diff_src_) {
+      bwd_ = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
+          dnnl::eltwise_backward::desc(alg, dst_.get_desc(), dst_.get_desc(), 0.f, 0.f), eng,
+          fwd_pd_));
+      diff_src_ = memory(dst_.get_desc(), eng);
+    }
+  }
+  void Forward(dnnl::stream& s) override {
+    fwd_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}});
+  }
+  void BindDiffDst(const memory& diff_dst) override { diff_dst_ = diff_dst; }
+  void Backward(dnnl::stream& s) override {
+    if (need_diff_src_)
+      bwd_.execute(s, {{DNNL_ARG_DST, dst_}, {DNNL_ARG_DIFF_DST, diff_dst_},
+                       {DNNL_ARG_DIFF_SRC, diff_src_}});
+  }
+  memory& dst() override { return dst_; }
+  memory& diff_src() override { return diff_src_; }
+
+ private:
+  memory src_, dst_, diff_src_, diff_dst_;
+  bool need_diff_src_ = false;
+  dnnl::eltwise_forward::primitive_desc fwd_pd_;
+  dnnl::eltwise_forward fwd_;
+  dnnl::eltwise_backward bwd_;
+};
+
+class ReluType : public LayerType {
+ public:
+  Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
+               std::vector<ParamTensor>*) const override {
+    if (spec.activation() != proto::NONE)
+      return InvalidArgument("ReLU takes no activation field");
+    *out = in;
+    return Status::Ok();
+  }
+  std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
+    return std::make_unique<ReluExec>(c);
+  }
+};
+
+// ---------------------------------------------------------------- Flatten
+
+// Copies any activation layout into plain NCHW order, viewed as (N, C*H*W):
+// the canonical order of the next Dense layer's weights.
+class FlattenExec : public LayerExec {
+ public:
+  explicit FlattenExec(const LayerContext& c) : src_(c.src) {
+    auto& eng = *c.engine;
+    memory::dims in_d = BatchDims(c.batch, c.in_shape);
+    memory::dims out_d{c.batch, ShapeElements(c.in_shape)};
+    plain_in_ = memory(PlainDesc(in_d), eng);
+    dst_ = memory(PlainDesc(out_d), eng, plain_in_.get_data_handle());
+    fwd_ = dnnl::reorder(dnnl::reorder::primitive_desc(eng, c.src_md, eng, plain_in_.get_desc()));
+    need_diff_src_ = c.training && c.need_diff_src;
+    if (need_diff_src_) {
+      diff_src_ = memory(c.src_md, eng);
+      bwd_ = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain_in_.get_desc(), eng, c.src_md));
+    }
+  }
+  void Forward(dnnl::stream& s) override { fwd_.execute(s, src_, plain_in_); }
+  void BindDiffDst(const memory& diff_dst) override {
+    if (need_diff_src_)
+      diff_dst_view_ = memory(plain_in_.get_desc(), diff_dst.get_engine(), diff_dst.get_data_handle());
+  }
+  void Backward(dnnl::stream& s) override {
+    if (need_diff_src_) bwd_.execute(s, diff_dst_view_, diff_src_);
+  }
+  memory& dst() override { return dst_; }
+  memory& diff_src() override { return diff_src_; }
+
+ private:
+  memory src_, plain_in_, dst_, diff_src_, diff_dst_view_;
+  bool need_diff_src_ = false;
+  dnnl::reorder fwd_, bwd_;
+};
+
+class FlattenType : public LayerType {
+ public:
+  Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
+               std::vector<ParamTensor>*) const override {
+    if (spec.activation() != proto::NONE)
+      return InvalidArgument("Flatten takes no activation field");
+    *out = {ShapeElements(in)};
+    return Status::Ok();
+  }
+  std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
+    return std::make_unique<FlattenExec>(c);
+  }
+};
+
+}  // namespace
+
+LayerRegistry& LayerRegistry::Global() {
+  static LayerRegistry* registry = [] {
+    auto* r = new LayerRegistry;
+    POLIS_ENFORCE_OK(r->Register("Conv2D", std::make_unique<Conv2DType>()));
+    POLIS_ENFORCE_OK(r->Register("MaxPool2D", std::make_unique<MaxPool2DType>()));
+    POLIS_ENFORCE_OK(r->Register("Dense", std::make_unique<DenseType>()));
+    POLIS_ENFORCE_OK(r->Register("ReLU", std::make_unique<ReluType>()));
+    POLIS_ENFORCE_OK(r->Register("Flatten", std::make_unique<FlattenType>()));
+    return r;
+  }();
+  return *registry;
+}
+
+Status LayerRegistry::Register(const std::string& name, std::unique_ptr<LayerType> type) {
+  if (types_.count(name)) return AlreadyExists("layer type '{}' is already registered", name);
+  types_[name] = std::move(type);
+  return Status::Ok();
+}
+
+StatusOr<const LayerType*> LayerRegistry::Find(const std::string& name) const {
+  auto it = types_.find(name);
+  if (it == types_.end())
+    return NotFound("unknown layer type '{}'; known types: {}", name, fmt::join(Names(), ", "));
+  return it->second.get();
+}
+
+std::vector<std::string> LayerRegistry::Names() const {
+  std::vector<std::string> names;
+  for (const auto& [k, v] : types_) names.push_back(k);
+  return names;
+}
+
+}  // namespace polis::nn

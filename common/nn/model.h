@@ -1,0 +1,93 @@
+// Model: a validated, shape-checked layer list with the layout of its flat
+// parameter buffer. Building one touches no oneDNN state, so the launcher
+// can check a job before any process starts work.
+//
+// Network: an executable of a Model for one batch size, bound to external
+// flat parameter and gradient buffers (which several Networks may share).
+// The constructor builds every primitive and buffer; Forward/Backward only
+// execute them. One thread at a time.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/nn/layer.h"
+#include "common/proto/job.pb.h"
+#include "common/status.h"
+
+namespace polis::nn {
+
+struct LayerInfo {
+  std::string name;
+  std::string type;
+  proto::LayerSpec spec;
+  Shape in_shape, out_shape;
+  std::vector<ParamTensor> params;  // offsets into the flat buffer
+  int64_t param_offset = 0;
+  int64_t param_count = 0;
+  const LayerType* impl = nullptr;
+};
+
+class Model {
+ public:
+  // Errors name the layer ("layer 3 (conv2d_2, Conv2D): ...").
+  static StatusOr<Model> Build(const proto::ModelSpec& spec, const Shape& input_shape);
+
+  const std::vector<LayerInfo>& layers() const { return layers_; }
+  const Shape& input_shape() const { return input_shape_; }
+  const Shape& output_shape() const { return output_shape_; }
+  int64_t parameter_count() const { return parameter_count_; }
+  // Glorot-uniform weights, zero biases, from a seeded generator.
+  void InitParams(float* params, uint64_t seed) const;
+
+ private:
+  std::vector<LayerInfo> layers_;
+  Shape input_shape_, output_shape_;
+  int64_t parameter_count_ = 0;
+};
+
+class Network {
+ public:
+  Network(const Model& model, int64_t batch, float* params, float* grads, bool training,
+          bool want_input_grad = false);
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  int64_t batch() const { return batch_; }
+  // batch × input elements, plain (NCHW) layout; fill before Forward.
+  float* input() { return input_.data(); }
+  void Forward();
+  // batch × output elements, plain layout; valid after Forward.
+  const float* output();
+  // batch × output elements: fill with d(loss)/d(output), then Backward.
+  float* output_diff() { return output_diff_.data(); }
+  // Calls on_layer_done(i) as soon as layer i's gradients are final (last
+  // layer first), so a synchroniser can start sending them.
+  void Backward(const std::function<void(int)>& on_layer_done = nullptr);
+  // d(loss)/d(input), plain; only when built with want_input_grad.
+  const float* input_diff();
+  // oneDNN implementation names per primitive; "ref" means a slow kernel.
+  std::vector<std::string> ImplInfo() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int64_t batch_;
+  std::vector<float> input_, output_, output_diff_, input_diff_;
+};
+
+// Softmax cross-entropy over logits[n][k]. Returns the summed loss and the
+// number of rows whose argmax equals the label; when dlogits is not null,
+// writes (softmax - onehot) * grad_scale into it.
+struct LossStats {
+  double loss_sum = 0;
+  int64_t correct = 0;
+};
+LossStats SoftmaxCrossEntropy(const float* logits, const int32_t* labels, int64_t n, int64_t k,
+                              float* dlogits, float grad_scale);
+
+}  // namespace polis::nn

@@ -1,0 +1,58 @@
+// What every role (coordinator, parameter server, worker) is given by
+// polis-train: the checked job, the model, and its place in the MPI job.
+//
+// Rank layout (ARCHITECTURE.md): rank 0 coordinator, ranks 1..S parameter
+// servers, ranks S+1..N-1 workers. Two communicators duplicate
+// MPI_COMM_WORLD: `ctrl` for control messages, `data` for raw tensors, so
+// control traffic never queues behind the data plane.
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+
+#include "common/job_spec.h"
+#include "common/nn/model.h"
+
+namespace polis {
+
+struct RoleContext {
+  LoadedJob job;
+  nn::Model model;
+  MPI_Comm ctrl = MPI_COMM_NULL;
+  MPI_Comm data = MPI_COMM_NULL;
+  int rank = 0;
+  int world = 0;
+  int servers = 0;
+  int workers = 0;
+  std::string run_dir;
+
+  int coordinator_rank() const { return 0; }
+  int server_rank(int s) const { return 1 + s; }
+  int worker_rank(int w) const { return 1 + servers + w; }
+  int worker_index() const { return rank - 1 - servers; }
+  int server_index() const { return rank - 1; }
+  bool is_server() const { return rank >= 1 && rank <= servers; }
+  bool is_worker() const { return rank > servers; }
+  std::string RoleName(int r) const {
+    return r == 0 ? "coordinator" : r <= servers ? "server" : "worker";
+  }
+};
+
+// Raw data-plane headers (POD, not protobuf).
+struct PushHeader {
+  int64_t step = 0;
+  int64_t samples = 0;   // samples behind this gradient (0: nothing to add)
+};
+struct PullHeader {
+  int64_t step = 0;
+  int64_t total_samples = 0;  // over all workers this step; 0 ends the epoch
+};
+
+// Samples per shard when the job does not say: 16 batches.
+inline int64_t ShardSize(const proto::JobSpec& spec) {
+  return spec.training().shard_size() > 0 ? spec.training().shard_size()
+                                          : 16 * static_cast<int64_t>(spec.training().batch_size());
+}
+
+}  // namespace polis

@@ -1,0 +1,20 @@
+// Coordinator role (rank 0): owns the epoch plan and hands shards to workers
+// on request (dynamic assignment), gathers epoch reports and prints progress
+// (loss, test accuracy, images/s, ETA), writes <run-dir>/metrics.jsonl, and
+// at job end gathers the final parameters from the servers, publishes them
+// to the registry, reloads the published artifact to verify it, and writes
+// <run-dir>/result.json. Runs on the calling thread; waits back off.
+#pragma once
+
+#include "common/role.h"
+#include "common/status.h"
+
+namespace polis::coordinator {
+
+struct CoordinatorOptions {
+  bool progress_bar = false;  // redraw one line in place (a terminal)
+};
+
+Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options);
+
+}  // namespace polis::coordinator

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Polis needs to build, run and test.
+# Idempotent: packages already present are not touched; apt-get runs only when
+# something is missing. Needs root (or sudo) the first time.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git ca-certificates
+  openmpi-bin libopenmpi-dev
+  libprotobuf-dev protobuf-compiler
+  libboost-dev
+  libdnnl-dev
+  zlib1g-dev libssl-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  dataset-fashion-mnist
+)
+# Extra groups: "bench" adds the PyTorch peer used by benchmarks/.
+if [[ " $* " == *" bench "* ]]; then
+  PACKAGES+=(python3-torch python3-numpy)
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "polis: installing missing packages: ${missing[*]}" >&2
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

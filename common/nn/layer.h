@@ -53,6 +53,11 @@ struct LayerContext {
   float* params = nullptr;    // first float of this layer's parameters
   float* grads = nullptr;     // first float of this layer's gradients
   bool need_diff_src = true;  // false for the first layer
+  // ReLU followed by max-pooling: the ReLU gradient is applied after the pool
+  // (on its 4x smaller output, exact since max-pool commutes with ReLU), so
+  // the activation layer skips it and the pool applies it to its diff_dst.
+  bool relu_grad_deferred = false;  // this layer's fused ReLU: skip its gradient
+  bool relu_grad_on_dst = false;    // apply a ReLU gradient to diff_dst first
 };
 
 class LayerExec {

@@ -146,7 +146,7 @@ class Conv2DExec : public LayerExec {
                  {DNNL_ARG_BIAS, b_user_}, {DNNL_ARG_DST, dst_}};
     if (!c.training) return;
 
-    relu_bwd_.Init(eng, relu_, fwd_pd_.dst_desc());
+    relu_bwd_.Init(eng, relu_ && !c.relu_grad_deferred, fwd_pd_.dst_desc());
     bwd_w_pd_ = dnnl::convolution_backward_weights::primitive_desc(
         dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
                                                  fwd_pd_.src_desc(), AnyDesc(w_d), AnyDesc(b_d),
@@ -273,6 +273,7 @@ class MaxPool2DExec : public LayerExec {
     fwd_args_[DNNL_ARG_WORKSPACE] = ws_;
     need_diff_src_ = c.need_diff_src;
     if (!need_diff_src_) return;
+    relu_bwd_.Init(eng, c.relu_grad_on_dst, fwd_pd_.dst_desc());
     bwd_pd_ = dnnl::pooling_backward::primitive_desc(
         dnnl::pooling_backward::desc(dnnl::algorithm::pooling_max, c.src_md, fwd_pd_.dst_desc(),
                                      strides, kernel, pad, pad),
@@ -283,20 +284,24 @@ class MaxPool2DExec : public LayerExec {
   }
   void Forward(dnnl::stream& s) override { fwd_.execute(s, fwd_args_); }
   void BindDiffDst(const memory& diff_dst) override {
+    diff_dst_ = diff_dst;
     if (need_diff_src_)
       bwd_args_ = {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_src_},
                    {DNNL_ARG_WORKSPACE, ws_}};
   }
   void Backward(dnnl::stream& s) override {
-    if (need_diff_src_) bwd_.execute(s, bwd_args_);
+    if (!need_diff_src_) return;
+    relu_bwd_.Run(s, dst_, diff_dst_);
+    bwd_.execute(s, bwd_args_);
   }
   memory& dst() override { return dst_; }
   memory& diff_src() override { return diff_src_; }
   std::vector<std::string> ImplInfo() const override { return impl_; }
 
  private:
-  memory src_, dst_, ws_, diff_src_;
+  memory src_, dst_, ws_, diff_src_, diff_dst_;
   bool need_diff_src_ = false;
+  ReluBackward relu_bwd_;
   dnnl::pooling_forward::primitive_desc fwd_pd_;
   dnnl::pooling_backward::primitive_desc bwd_pd_;
   dnnl::pooling_forward fwd_;
@@ -352,7 +357,7 @@ class DenseExec : public LayerExec {
     fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_WEIGHTS, w_fwd_}, {DNNL_ARG_BIAS, b_user_},
                  {DNNL_ARG_DST, dst_}};
     if (!c.training) return;
-    relu_bwd_.Init(eng, relu_, fwd_pd_.dst_desc());
+    relu_bwd_.Init(eng, relu_ && !c.relu_grad_deferred, fwd_pd_.dst_desc());
     bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(
         dnnl::inner_product_backward_weights::desc(c.src_md, AnyDesc(w_d), AnyDesc(b_d),
                                                    fwd_pd_.dst_desc()),

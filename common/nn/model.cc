@@ -132,6 +132,13 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
     c.params = params + infos[i].param_offset;
     c.grads = grads ? grads + infos[i].param_offset : nullptr;
     c.need_diff_src = i > 0 || want_input_grad;
+    // Move a fused ReLU's gradient past a following max-pool (see layer.h).
+    auto relu_then_pool = [&](size_t a) {
+      return a + 1 < infos.size() && infos[a].spec.activation() == proto::RELU &&
+             infos[a + 1].type == "MaxPool2D";
+    };
+    c.relu_grad_deferred = relu_then_pool(i);
+    c.relu_grad_on_dst = i > 0 && relu_then_pool(i - 1) && c.need_diff_src;
     impl_->layers.push_back(infos[i].impl->Create(c));
     src = impl_->layers.back()->dst();
   }

@@ -1,6 +1,9 @@
 #include "common/env.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 namespace polis::env {
 namespace {
@@ -34,5 +37,27 @@ int TimeoutSeconds() {
 std::string FashionMnistDir() {
   return GetString("POLIS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist");
 }
+
+// ---- Collectives ----
+std::string AllreduceAlgo() { return GetString("POLIS_ALLREDUCE_ALGO", ""); }
+int AllreduceRdMaxKiB() { return GetInt("POLIS_ALLREDUCE_RD_MAX_KB", -1); }
+int AllreduceSegmentKiB() {
+  const int v = GetInt("POLIS_ALLREDUCE_SEGMENT_KB", 128);
+  return v > 0 ? std::min(v, 65536) : 128;
+}
+int CommSpinMicros() { return GetInt("POLIS_COMM_SPIN_US", 50); }
+
+namespace {
+std::pair<int, int> SlowWorker() {
+  const char* v = std::getenv("POLIS_TEST_SLOW_WORKER");
+  int w = -1, ms = 0;
+  if (v && std::sscanf(v, "%d:%d", &w, &ms) == 2) return {w, ms};
+  return {-1, 0};
+}
+}  // namespace
+
+int TestSlowWorkerIndex() { return SlowWorker().first; }
+int TestSlowWorkerMillis() { return SlowWorker().second; }
+std::string TestSampleLogDir() { return GetString("POLIS_TEST_SAMPLE_LOG", ""); }
 
 }  // namespace polis::env

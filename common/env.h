@@ -19,4 +19,28 @@ int TimeoutSeconds();
 // Default /usr/share/datasets/fashion-mnist.
 std::string FashionMnistDir();
 
+// ---- Collectives (common/comm/communicator.h, docs/design/allreduce.md) ----
+// These are read when a communicator is built (not cached), so tests can
+// vary them.
+// POLIS_ALLREDUCE_ALGO: auto (default), mpi, ring, rd; forces what kAuto
+// picks. Empty means auto.
+std::string AllreduceAlgo();
+// POLIS_ALLREDUCE_RD_MAX_KB: largest message (wire KiB) for which kAuto picks
+// recursive doubling; -1 (default) means the measured per-size table.
+int AllreduceRdMaxKiB();
+// POLIS_ALLREDUCE_SEGMENT_KB: ring pipeline segment, in wire KiB (1..65536).
+// Default 128.
+int AllreduceSegmentKiB();
+// POLIS_COMM_SPIN_US: how long a collective's wait polls before it starts
+// sleeping with back-off (POLIS_IDLE_MAX_US caps the sleeps). Default 50.
+int CommSpinMicros();
+
+// Test hooks (documented in docs/env.md; never needed in production):
+// POLIS_TEST_SLOW_WORKER="W:MS" makes worker index W sleep MS milliseconds
+// per step; POLIS_TEST_SAMPLE_LOG=DIR makes each worker append "epoch index"
+// per trained sample to DIR/worker-<rank>-<pid>.log.
+int TestSlowWorkerIndex();
+int TestSlowWorkerMillis();
+std::string TestSampleLogDir();
+
 }  // namespace polis::env

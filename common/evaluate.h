@@ -1,12 +1,14 @@
-// Test-set evaluation of a model on a range of an image dataset: summed loss
-// and correct predictions. Used by workers at epoch end, by the coordinator
-// to verify a published artifact, and by `polis-train --evaluate`.
+// Test-set evaluation of a model on a range of a dataset's part: summed loss
+// and, for classification, correct predictions; for regression, error sums
+// in the target's original units (MAE, RMSE, MAPE, sMAPE). Used by workers
+// at epoch end, by the coordinator to verify a published artifact, and by
+// `polis-train --evaluate`.
 #pragma once
 
 #include <map>
 #include <memory>
 
-#include "common/data/image_dataset.h"
+#include "common/data/dataset.h"
 #include "common/nn/model.h"
 
 namespace polis {
@@ -15,25 +17,36 @@ struct EvalResult {
   int64_t samples = 0;
   int64_t correct = 0;
   double loss_sum = 0;
+  // Regression, original units, over samples × horizon values.
+  int64_t values = 0;
+  double abs_error_sum = 0, sq_error_sum = 0, ape_sum = 0, sape_sum = 0;
+  int64_t ape_count = 0;
+
   double accuracy() const { return samples ? static_cast<double>(correct) / samples : 0.0; }
   double loss() const { return samples ? loss_sum / samples : 0.0; }
+  double mae() const { return values ? abs_error_sum / values : 0.0; }
+  double rmse() const;
+  double mape() const { return ape_count ? 100.0 * ape_sum / ape_count : 0.0; }
+  double smape() const { return values ? 100.0 * sape_sum / values : 0.0; }
+  void Add(const EvalResult& o);
 };
 
 // Inference networks by batch size, bound to one parameter buffer; builds
 // each size once and reuses it.
 class Evaluator {
  public:
-  Evaluator(const nn::Model& model, const float* params, int64_t batch);
-  EvalResult Run(const data::ImageDataset& ds, int64_t begin, int64_t end);
+  Evaluator(const nn::Model& model, const proto::ModelSpec& spec, const float* params, int64_t batch);
+  EvalResult Run(const data::Dataset& ds, data::Part part, int64_t begin, int64_t end);
 
  private:
   nn::Network& NetFor(int64_t n);
   const nn::Model& model_;
+  proto::ModelSpec spec_;
   float* params_;
   int64_t batch_;
   std::map<int64_t, std::unique_ptr<nn::Network>> nets_;
   std::vector<int64_t> indices_;
-  std::vector<int32_t> labels_;
+  std::vector<float> targets_;
 };
 
 }  // namespace polis

@@ -3,9 +3,11 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include "common/data/dataset.h"
 #include "common/data/idx.h"
 #include "common/env.h"
 #include "common/fs.h"
+#include "common/optimizer.h"
 
 namespace polis {
 namespace {
@@ -54,8 +56,16 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
   if (!spec.has_model()) return FieldError(source, "model", "required");
   if (spec.model().layer_size() == 0) return FieldError(source, "model.layer", "at least one layer is required");
   if (!spec.has_dataset()) return FieldError(source, "dataset", "required");
-  if (!spec.dataset().has_dir() || spec.dataset().dir().empty())
+  if (spec.dataset().format() == proto::DatasetSpec::CSV) {
+    const auto& ts = spec.dataset().timeseries();
+    if (!spec.dataset().has_timeseries()) return FieldError(source, "dataset.timeseries", "required for format CSV");
+    if (!ts.has_path() || ts.path().empty()) return FieldError(source, "dataset.timeseries.path", "required");
+    if (!ts.has_target_column()) return FieldError(source, "dataset.timeseries.target_column", "required");
+    if (ts.lookback() <= 0) return FieldError(source, "dataset.timeseries.lookback", "must be > 0");
+    if (ts.horizon() <= 0) return FieldError(source, "dataset.timeseries.horizon", "must be > 0");
+  } else if (!spec.dataset().has_dir() || spec.dataset().dir().empty()) {
     return FieldError(source, "dataset.dir", "required (a directory, or \"fashion-mnist\")");
+  }
   if (spec.dataset().num_classes() < 2)
     return FieldError(source, "dataset.num_classes", "must be >= 2");
   if (spec.dataset().train_limit() < 0) return FieldError(source, "dataset.train_limit", "must be >= 0");
@@ -69,13 +79,20 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
   const auto& s = spec.sync();
   if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
     return FieldError(source, "sync.servers", "PARAMETER_SERVER mode needs at least 1 server");
-  if (s.mode() == proto::SyncSpec::ALLREDUCE)
-    return FieldError(source, "sync.mode", "ALLREDUCE is not available in this build; use PARAMETER_SERVER");
-  const auto& o = spec.optimizer();
-  if (!(o.learning_rate() > 0)) return FieldError(source, "optimizer.learning_rate", "must be > 0");
-  if (!(o.epsilon() > 0)) return FieldError(source, "optimizer.epsilon", "must be > 0");
-  if (!(o.beta1() >= 0 && o.beta1() < 1)) return FieldError(source, "optimizer.beta1", "must be in [0, 1)");
-  if (!(o.beta2() >= 0 && o.beta2() < 1)) return FieldError(source, "optimizer.beta2", "must be in [0, 1)");
+  if (s.mode() == proto::SyncSpec::ALLREDUCE && s.servers() != 0)
+    return FieldError(source, "sync.servers", "ALLREDUCE mode runs no parameter servers; set servers: 0");
+  if (s.servers() < 0) return FieldError(source, "sync.servers", "must be >= 0");
+  if (s.bucket_bytes() < 0) return FieldError(source, "sync.bucket_bytes", "must be >= 0");
+  if (s.allreduce_algorithm() != "auto" && s.allreduce_algorithm() != "mpi" &&
+      s.allreduce_algorithm() != "ring" && s.allreduce_algorithm() != "rd")
+    return FieldError(source, "sync.allreduce_algorithm",
+                      fmt::format("'{}' is not one of auto, mpi, ring, rd", s.allreduce_algorithm()));
+  if (Status st = ValidateOptimizer(spec.optimizer()); !st.ok()) {
+    // "optimizer.x must be ..." -> "field 'optimizer.x': must be ..."
+    const std::string& m = st.message();
+    size_t sp = m.find(' ');
+    return FieldError(source, m.substr(0, sp), m.substr(sp + 1));
+  }
   for (int i = 0; i < spec.model().layer_size(); ++i)
     if (!spec.model().layer(i).has_type())
       return FieldError(source, fmt::format("model.layer[{}].type", i), "required");
@@ -89,8 +106,30 @@ DatasetPaths ResolveDataset(const proto::DatasetSpec& d) {
           join(d.test_labels())};
 }
 
+namespace {
+
+StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
+  const std::string& src = job.path;
+  if (job.spec.model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
+    return FieldError(src, "model.loss", "a CSV time series is regression: use MSE, MAE or HUBER");
+  auto ds = data::OpenDataset(job.spec.dataset());
+  if (!ds.ok()) return FieldError(src, "dataset.timeseries", ds.status().message());
+  auto model = nn::Model::Build(job.spec.model(), (*ds)->sample_shape());
+  if (!model.ok()) return Status(model.status().code(), src + ": " + model.status().message());
+  if (model->output_shape() != nn::Shape{(*ds)->target_width()})
+    return FieldError(src, "model.layer",
+                      fmt::format("the last layer gives {} but the forecast horizon is {}",
+                                  nn::ShapeString(model->output_shape()), (*ds)->target_width()));
+  return model;
+}
+
+}  // namespace
+
 StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   const std::string& src = job.path;
+  if (job.spec.dataset().format() == proto::DatasetSpec::CSV) return CheckTimeSeriesJob(job);
+  if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
+    return FieldError(src, "model.loss", "IDX images are classification: use SOFTMAX_CROSS_ENTROPY");
   DatasetPaths p = ResolveDataset(job.spec.dataset());
   std::vector<int64_t> train_dims, test_dims;
   struct Pair { const std::string& images; const std::string& labels; const char* field; std::vector<int64_t>* dims; };

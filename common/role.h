@@ -21,11 +21,15 @@ struct RoleContext {
   nn::Model model;
   MPI_Comm ctrl = MPI_COMM_NULL;
   MPI_Comm data = MPI_COMM_NULL;
+  MPI_Comm workers_comm = MPI_COMM_NULL;  // the workers only (all-reduce); null elsewhere
   int rank = 0;
   int world = 0;
   int servers = 0;
   int workers = 0;
   std::string run_dir;
+  int64_t train_samples = 0;  // after dataset.train_limit
+  // Set by --resume: the manifest of the checkpoint to start from.
+  std::string resume_manifest;
 
   int coordinator_rank() const { return 0; }
   int server_rank(int s) const { return 1 + s; }
@@ -40,13 +44,24 @@ struct RoleContext {
 };
 
 // Raw data-plane headers (POD, not protobuf).
+enum PushFlags : int64_t {
+  kPushEpochEnd = 1,      // this worker has no data left in `epoch`
+};
+enum PullFlags : int64_t {
+  kPullEpochDone = 1,     // every worker finished the epoch; params are final for it
+  kPullCheckpoint = 2,    // a checkpoint was taken at this step
+};
 struct PushHeader {
-  int64_t step = 0;
-  int64_t samples = 0;   // samples behind this gradient (0: nothing to add)
+  int64_t step = 0;       // the worker's idea of the server step (BSP check)
+  int64_t samples = 0;    // samples behind this gradient (a sum over them)
+  int64_t flags = 0;      // PushFlags
+  int64_t epoch = 0;
+  int64_t consumed = 0;   // samples of `epoch` this worker has pushed, this one included
 };
 struct PullHeader {
-  int64_t step = 0;
-  int64_t total_samples = 0;  // over all workers this step; 0 ends the epoch
+  int64_t step = 0;       // server updates so far
+  int64_t total_samples = 0;  // BSP: over all workers this step
+  int64_t flags = 0;      // PullFlags
 };
 
 // Samples per shard when the job does not say: 16 batches.

@@ -1,6 +1,10 @@
 #include "coordinator/coordinator.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <map>
 
 #include <chrono>
 #include <cstdio>
@@ -8,10 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "common/artifact/artifact.h"
+#include "common/checkpoint.h"
+#include "common/env.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
 #include "common/data/idx.h"
-#include "common/data/image_dataset.h"
+#include "common/data/dataset.h"
 #include "common/data/shard_plan.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
@@ -34,7 +40,10 @@ std::string Duration(double s) {
 
 struct EpochTotals {
   int reports = 0;
+  std::vector<int64_t> worker_samples;
   proto::EpochReport sum;
+  std::string params_sha256;
+  bool replicas_identical = true;
 };
 
 void Add(proto::EpochReport* a, const proto::EpochReport& b) {
@@ -47,6 +56,28 @@ void Add(proto::EpochReport* a, const proto::EpochReport& b) {
   a->set_compute_seconds(a->compute_seconds() + b.compute_seconds());
   a->set_comm_seconds(a->comm_seconds() + b.comm_seconds());
   a->set_steps(std::max(a->steps(), b.steps()));
+  a->set_test_abs_error_sum(a->test_abs_error_sum() + b.test_abs_error_sum());
+  a->set_test_sq_error_sum(a->test_sq_error_sum() + b.test_sq_error_sum());
+  a->set_test_ape_sum(a->test_ape_sum() + b.test_ape_sum());
+  a->set_test_ape_count(a->test_ape_count() + b.test_ape_count());
+  a->set_test_sape_sum(a->test_sape_sum() + b.test_sape_sum());
+  a->set_test_values(a->test_values() + b.test_values());
+}
+
+std::atomic<bool> g_stop_requested{false};
+
+void OnStopSignal(int) { g_stop_requested = true; }
+
+using Range = data::ShardPlanner::Range;
+
+// The first `count` positions of a worker's grants, in the order granted.
+void TakePrefix(const std::vector<Range>& grants, int64_t count, std::vector<Range>* out) {
+  for (const Range& g : grants) {
+    if (count <= 0) return;
+    int64_t take = std::min(count, g.end - g.begin);
+    out->push_back({g.begin, g.begin + take});
+    count -= take;
+  }
 }
 
 }  // namespace
@@ -55,13 +86,44 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   const proto::JobSpec& spec = ctx.job.spec;
   const int E = spec.training().epochs();
   const int W = ctx.workers;
-  DatasetPaths paths = ResolveDataset(spec.dataset());
-  POLIS_ASSIGN_OR_RETURN(auto train_dims, data::ReadIdxDims(paths.train_images));
-  int64_t N = train_dims[0];
-  if (spec.dataset().train_limit() > 0) N = std::min(N, spec.dataset().train_limit());
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> dataset, data::OpenDataset(spec.dataset()));
+  const bool regression = dataset->task() == data::Task::kRegression;
+  const int64_t N = dataset->size(data::Part::kTrain);
   data::ShardPlanner planner(N, ShardSize(spec));
+  int start_epoch = 0;
+  std::vector<Range> resumed_consumed;  // of start_epoch, from the checkpoint
+  int resumed_epoch = -1;
+  if (!ctx.resume_manifest.empty()) {
+    POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx.resume_manifest));
+    start_epoch = m.epoch + (m.epoch_complete ? 1 : 0);
+    if (!m.epoch_complete) {
+      resumed_epoch = m.epoch;
+      resumed_consumed = m.consumed;
+      planner.SetRemaining(m.epoch, Complement(MergeRanges(m.consumed), N));
+    }
+    int64_t done = 0;
+    for (const auto& r : m.consumed) done += r.end - r.begin;
+    std::printf("polis: resuming from %s (step %lld, epoch %d%s, %lld of its samples done; it ran "
+                "with %d worker(s) and %d server(s))\n",
+                m.dir.c_str(), static_cast<long long>(m.step), m.epoch + 1,
+                m.epoch_complete ? " complete" : "", static_cast<long long>(m.epoch_complete ? N : done),
+                m.workers, m.servers);
+  }
+  // SIGTERM (scancel, a time limit, polisctl stop): checkpoint, then stop.
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 
   POLIS_RETURN_IF_ERROR(MakeDirectories(ctx.run_dir));
+  {
+    // Where tools find this job (polisctl, tests): the coordinator's pid.
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    json info = {{"pid", getpid()}, {"host", host}, {"job", spec.name()}, {"run_dir", ctx.run_dir},
+                 {"started_at", UtcTimestamp()}, {"workers", W}, {"servers", ctx.servers}};
+    POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/coordinator.json", info.dump(2) + "\n"));
+  }
   std::ofstream metrics(ctx.run_dir + "/metrics.jsonl", std::ios::app);
   std::printf("polis: job %s: %d worker(s), %d server(s), %lld training images, %d epoch(s), "
               "batch %d per worker, %lld parameters\n",
@@ -72,17 +134,58 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   const auto start = comm::Clock::now();
   std::vector<EpochTotals> totals(E);
   std::vector<int64_t> progress_samples(W, 0);  // current epoch, per worker
-  std::vector<int> worker_epoch(W, 0);
+  std::vector<int> worker_epoch(W, start_epoch);
   json history = json::array();
-  int epochs_done = 0;
+  if (start_epoch > 0) {
+    // Earlier epochs' rows, so result.json tells the whole story.
+    std::ifstream old(ctx.run_dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(old, line)) {
+      auto row = json::parse(line, nullptr, false);
+      if (!row.is_discarded() && row.value("epoch", 0) <= start_epoch) history.push_back(row);
+    }
+  }
+  int epochs_done = start_epoch;
+  // Checkpoint bookkeeping: grants per epoch and worker, in order; shard
+  // reports per checkpoint until every server's is in.
+  std::map<int, std::vector<std::vector<Range>>> grants;
+  std::map<std::pair<int64_t, bool>, std::vector<proto::ShardSaved>> saved;
+  std::string last_checkpoint;
+  bool stopping = false;
+  std::vector<proto::ServerStats> server_stats;
   auto last_print = start;
   int64_t samples_done = 0;  // over finished epochs
 
   while (epochs_done < E) {
     int from = -1;
     proto::ControlMessage msg;
-    Status st = comm::RecvControl(ctx.ctrl, MPI_ANY_SOURCE, &from, &msg, comm::DeadlineFromNow(),
-                                  "any message from the workers");
+    if (g_stop_requested && !stopping) {
+      stopping = true;
+      if (ctx.servers == 0) break;  // all-reduce jobs keep no checkpoints: stop now
+      std::printf("polis: stop requested: taking a checkpoint\n");
+      std::fflush(stdout);
+      for (int s = 0; s < ctx.servers; ++s) {
+        proto::ControlMessage cmd;
+        cmd.mutable_server_command()->set_kind(proto::ServerCommand::CHECKPOINT_AT);
+        POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(s), cmd));
+      }
+    }
+    Status st = Status::Ok();
+    {
+      comm::Backoff backoff;
+      const auto deadline = comm::DeadlineFromNow();
+      while (true) {
+        st = comm::TryRecvControl(ctx.ctrl, MPI_ANY_SOURCE, &from, &msg);
+        if (st.code() != Code::kNotFound) break;
+        if (g_stop_requested && !stopping) break;
+        if (comm::Clock::now() > deadline) {
+          st = Timeout("no message");
+          break;
+        }
+        backoff.Pause();
+      }
+    }
+    if (st.code() == Code::kNotFound) continue;  // a stop request to act on
     if (st.code() == Code::kTimeout) {
       std::string who;
       for (int w = 0; w < W; ++w)
@@ -95,11 +198,56 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     const int w = from - 1 - ctx.servers;
     if (msg.has_fatal_error())
       return RemoteError("rank {} ({}) failed: {}", from, ctx.RoleName(from), msg.fatal_error().message());
+    if (msg.has_shard_saved()) {
+      const auto& ss = msg.shard_saved();
+      auto& list = saved[{ss.step(), ss.epoch_complete()}];
+      list.push_back(ss);
+      if (static_cast<int>(list.size()) < ctx.servers) continue;
+      // Every server's shard is on disk: the manifest makes it a checkpoint.
+      CheckpointManifest m;
+      m.step = ss.step();
+      m.epoch = ss.epoch();
+      m.epoch_complete = ss.epoch_complete();
+      m.workers = W;
+      m.servers = ctx.servers;
+      m.parameter_count = ctx.model.parameter_count();
+      m.job_sha256 = ctx.job.sha256;
+      for (const auto& x : list) {
+        if (x.consumed_size() != W || (x.epoch() != ss.epoch()))
+          return InternalError("servers disagree on checkpoint {}", ss.step());
+        for (int k = 0; k < W; ++k)
+          if (x.consumed(k) != list[0].consumed(k))
+            return InternalError("servers disagree on worker {}'s samples in checkpoint {}", k, ss.step());
+        m.shards.push_back({x.server(), x.begin(), x.end(), x.path(), x.sha256()});
+      }
+      if (!m.epoch_complete) {
+        std::vector<Range> consumed = ss.epoch() == resumed_epoch ? resumed_consumed : std::vector<Range>{};
+        auto& g = grants[ss.epoch()];
+        g.resize(W);
+        for (int k = 0; k < W; ++k) TakePrefix(g[k], list[0].consumed(k), &consumed);
+        m.consumed = MergeRanges(consumed);
+      } else {
+        m.consumed = {{0, N}};
+      }
+      const std::string dir = ctx.run_dir + "/checkpoints/" + CheckpointDirName(m.step, m.epoch_complete);
+      POLIS_RETURN_IF_ERROR(WriteManifest(dir, m));
+      PruneCheckpoints(ctx.run_dir, spec.training().keep_checkpoints());
+      saved.erase({ss.step(), ss.epoch_complete()});
+      last_checkpoint = dir;
+      POLIS_LOG(kInfo, kCoord, "checkpoint {} complete", dir);
+      if (stopping) break;
+      continue;
+    }
     if (w < 0 || w >= W) return RemoteError("unexpected control message from rank {}", from);
     if (msg.has_shard_request()) {
       int e = msg.shard_request().epoch();
       if (e < 0 || e >= E) return RemoteError("rank {} asked for a shard of epoch {}", from, e);
       auto r = planner.Next(e);
+      if (r.end > r.begin) {
+        auto& g = grants[e];
+        g.resize(W);
+        g[w].push_back(r);
+      }
       proto::ControlMessage reply;
       auto* g = reply.mutable_shard_grant();
       g->set_epoch(e);
@@ -138,6 +286,10 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       worker_epoch[w] = e + 1;
       progress_samples[w] = 0;
       Add(&totals[e].sum, r);
+      totals[e].worker_samples.resize(W);
+      totals[e].worker_samples[w] = r.train_samples();
+      if (totals[e].reports == 0) totals[e].params_sha256 = r.params_sha256();
+      else if (r.params_sha256() != totals[e].params_sha256) totals[e].replicas_identical = false;
       if (++totals[e].reports == W) {
         const auto& s = totals[e].sum;
         samples_done += s.train_samples();
@@ -148,11 +300,24 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
         double train_acc = static_cast<double>(s.train_correct()) / std::max<int64_t>(s.train_samples(), 1);
         double test_acc = static_cast<double>(s.test_correct()) / std::max<int64_t>(s.test_samples(), 1);
         double test_loss = s.test_loss_sum() / std::max<int64_t>(s.test_samples(), 1);
+        EvalResult ev;
+        ev.values = s.test_values();
+        ev.abs_error_sum = s.test_abs_error_sum();
+        ev.sq_error_sum = s.test_sq_error_sum();
+        ev.ape_sum = s.test_ape_sum();
+        ev.ape_count = s.test_ape_count();
+        ev.sape_sum = s.test_sape_sum();
         if (options.progress_bar) std::printf("\r%100s\r", "");
-        std::printf("epoch %d/%d  loss %.4f  train_acc %.4f  test_acc %.4f  test_loss %.4f  "
-                    "images/s %.0f  elapsed %s  ETA %s\n",
-                    e + 1, E, train_loss, train_acc, test_acc, test_loss, rate,
-                    Duration(elapsed).c_str(), Duration(eta).c_str());
+        if (regression)
+          std::printf("epoch %d/%d  loss %.4f  test_loss %.4f  test_mae %.2f  test_rmse %.2f  "
+                      "test_mape %.1f%%  samples/s %.0f  elapsed %s  ETA %s\n",
+                      e + 1, E, train_loss, test_loss, ev.mae(), ev.rmse(), ev.mape(), rate,
+                      Duration(elapsed).c_str(), Duration(eta).c_str());
+        else
+          std::printf("epoch %d/%d  loss %.4f  train_acc %.4f  test_acc %.4f  test_loss %.4f  "
+                      "images/s %.0f  elapsed %s  ETA %s\n",
+                      e + 1, E, train_loss, train_acc, test_acc, test_loss, rate,
+                      Duration(elapsed).c_str(), Duration(eta).c_str());
         std::fflush(stdout);
         json row = {{"epoch", e + 1},
                     {"train_loss", train_loss},
@@ -165,7 +330,19 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
                     {"elapsed_seconds", elapsed},
                     {"images_per_second", rate},
                     {"worker_compute_seconds", s.compute_seconds()},
-                    {"worker_comm_seconds", s.comm_seconds()}};
+                    {"worker_comm_seconds", s.comm_seconds()},
+                    {"replicas_identical", totals[e].replicas_identical},
+                    {"worker_train_samples", totals[e].worker_samples}};
+        if (regression) {
+          row["test_mae"] = ev.mae();
+          row["test_rmse"] = ev.rmse();
+          row["test_mape"] = ev.mape();
+          row["test_smape"] = ev.smape();
+          row.erase("train_accuracy");
+          row.erase("test_accuracy");
+        }
+        if (!totals[e].replicas_identical)
+          return InternalError("after epoch {} the workers hold different parameters", e + 1);
         metrics << row.dump() << "\n";
         metrics.flush();
         history.push_back(row);
@@ -176,26 +353,64 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     }
   }
   const double train_seconds = Seconds(comm::Clock::now() - start).count();
-
-  // Gather the final parameters from the servers.
-  std::vector<float> params(ctx.model.parameter_count());
-  const auto ranges = comm::PartitionByBytes(ctx.model.parameter_count(), ctx.servers);
-  std::vector<MPI_Request> reqs(ctx.servers);
-  for (int s = 0; s < ctx.servers; ++s) {
-    POLIS_MPI_CHECK(MPI_Irecv(params.data() + ranges[s].begin, static_cast<int>(ranges[s].size()),
-                              MPI_FLOAT, ctx.server_rank(s), comm::kTagFinalParams, ctx.data, &reqs[s]));
-    proto::ControlMessage cmd;
-    cmd.mutable_server_command()->set_kind(proto::ServerCommand::SEND_PARAMETERS_AND_STOP);
-    POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(s), cmd));
+  if (stopping) {
+    // Stopped by a signal: everyone leaves; the checkpoint is what remains.
+    for (int r = 1; r < ctx.world; ++r) {
+      proto::ControlMessage cmd;
+      cmd.mutable_server_command()->set_kind(proto::ServerCommand::STOP);
+      POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, r, cmd));
+    }
+    json result = {{"job", spec.name()}, {"state", "stopped"}, {"checkpoint", last_checkpoint},
+                   {"epochs_done", epochs_done}, {"train_seconds", train_seconds}, {"history", history}};
+    POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
+    std::printf("polis: stopped; %s\n",
+                last_checkpoint.empty() ? "no checkpoint was taken"
+                                        : ("resume with: polis-run --resume " + ctx.run_dir).c_str());
+    std::fflush(stdout);
+    return Cancelled();
   }
-  POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx.servers, reqs.data(), comm::DeadlineFromNow(),
-                                      [] { return std::string("final parameters from the servers"); }));
+
+  // Gather the final parameters: from the servers' ranges, or (all-reduce)
+  // from worker 0, whose replica equals every other's.
+  std::vector<float> params(ctx.model.parameter_count());
+  if (ctx.servers > 0) {
+    const auto ranges = comm::PartitionByBytes(ctx.model.parameter_count(), ctx.servers);
+    std::vector<MPI_Request> reqs(ctx.servers);
+    for (int s = 0; s < ctx.servers; ++s) {
+      POLIS_MPI_CHECK(MPI_Irecv(params.data() + ranges[s].begin, static_cast<int>(ranges[s].size()),
+                                MPI_FLOAT, ctx.server_rank(s), comm::kTagFinalParams, ctx.data, &reqs[s]));
+      proto::ControlMessage cmd;
+      cmd.mutable_server_command()->set_kind(proto::ServerCommand::SEND_PARAMETERS_AND_STOP);
+      POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(s), cmd));
+    }
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx.servers, reqs.data(), comm::DeadlineFromNow(),
+                                        [] { return std::string("final parameters from the servers"); }));
+    for (int s = 0; s < ctx.servers; ++s) {
+      proto::ControlMessage msg;
+      POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, ctx.server_rank(s), nullptr, &msg,
+                                              comm::DeadlineFromNow(), "a server's statistics"));
+      if (msg.has_server_stats()) server_stats.push_back(msg.server_stats());
+    }
+  }
   // Release the workers.
+  MPI_Request from_worker = MPI_REQUEST_NULL;
   for (int w = 0; w < W; ++w) {
     proto::ControlMessage cmd;
-    cmd.mutable_server_command()->set_kind(proto::ServerCommand::STOP);
+    bool send_params = ctx.servers == 0 && w == 0;
+    if (send_params)
+      POLIS_MPI_CHECK(MPI_Irecv(params.data(), static_cast<int>(params.size()), MPI_FLOAT,
+                                ctx.worker_rank(0), comm::kTagFinalParams, ctx.data, &from_worker));
+    cmd.mutable_server_command()->set_kind(send_params ? proto::ServerCommand::SEND_PARAMETERS_AND_STOP
+                                                       : proto::ServerCommand::STOP);
     POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.worker_rank(w), cmd));
   }
+  if (ctx.servers == 0)
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &from_worker, comm::DeadlineFromNow(),
+                                        [] { return std::string("final parameters from worker 0"); }));
+  const std::string final_sha = Sha256Hex(std::string_view(reinterpret_cast<const char*>(params.data()),
+                                                           sizeof(float) * params.size()));
+  if (final_sha != totals[E - 1].params_sha256)
+    return InternalError("the gathered parameters differ from those the workers evaluated");
 
   // The artifact: header with spec, shapes, metrics and lineage, then weights.
   const json& last = history.back();
@@ -218,7 +433,10 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     m->set_name(name);
     m->set_value(v);
   };
-  metric("test_accuracy", last["test_accuracy"].get<double>());
+  const char* kMetric = regression ? "test_mae" : "test_accuracy";
+  metric(kMetric, last[kMetric].get<double>());
+  if (regression)
+    for (const char* m : {"test_rmse", "test_mape", "test_smape"}) metric(m, last[m].get<double>());
   metric("test_loss", last["test_loss"].get<double>());
   metric("train_loss", last["train_loss"].get<double>());
   metric("epochs", E);
@@ -226,7 +444,8 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   auto* lin = h.mutable_lineage();
   lin->set_job_file(ctx.job.path);
   lin->set_job_sha256(ctx.job.sha256);
-  for (const std::string& f : {paths.train_images, paths.train_labels, paths.test_images, paths.test_labels}) {
+  h.set_preprocessing_json(dataset->PreprocessingJson());
+  for (const std::string& f : dataset->files()) {
     POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(f));
     auto* c = lin->add_dataset_files();
     c->set_path(f);
@@ -251,16 +470,14 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   POLIS_ASSIGN_OR_RETURN(nn::Model rebuilt, nn::Model::Build(reloaded.header.job().model(),
                                                              nn::Shape(reloaded.header.input_shape().begin(),
                                                                        reloaded.header.input_shape().end())));
-  const auto& ds = spec.dataset();
-  POLIS_ASSIGN_OR_RETURN(auto test, data::ImageDataset::Open(paths.test_images, paths.test_labels,
-                                                             ds.num_classes(), ds.scale(), ds.shift(),
-                                                             ds.test_limit()));
-  Evaluator evaluator(rebuilt, reloaded.weights.data(), spec.training().eval_batch_size());
-  EvalResult check = evaluator.Run(test, 0, test.size());
-  const double test_acc = last["test_accuracy"].get<double>();
-  std::printf("published %s version %lld to %s (sha256 %s); reloaded test_acc %.4f\n",
+  Evaluator evaluator(rebuilt, reloaded.header.job().model(), reloaded.weights.data(),
+                      spec.training().eval_batch_size());
+  EvalResult check = evaluator.Run(*dataset, data::Part::kTest, 0, dataset->size(data::Part::kTest));
+  const double trained = last[kMetric].get<double>();
+  const double reloaded_metric = regression ? check.mae() : check.accuracy();
+  std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f\n",
               model_name.c_str(), static_cast<long long>(pub.version), pub.dir.c_str(),
-              pub.sha256.substr(0, 16).c_str(), check.accuracy());
+              pub.sha256.substr(0, 16).c_str(), kMetric, reloaded_metric);
   std::fflush(stdout);
 
   json result = {{"job", spec.name()},
@@ -269,22 +486,43 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
                  {"artifact", pub.artifact_path},
                  {"artifact_sha256", pub.sha256},
                  {"registry_root", root},
-                 {"test_accuracy", test_acc},
+                 {kMetric, trained},
+                 {std::string("reloaded_") + kMetric, reloaded_metric},
                  {"test_loss", last["test_loss"]},
                  {"train_loss", last["train_loss"]},
-                 {"reloaded_test_accuracy", check.accuracy()},
                  {"epochs", E},
                  {"train_seconds", train_seconds},
                  {"images_per_second", samples_done / train_seconds},
                  {"workers", W},
                  {"servers", ctx.servers},
+                 {"sync", proto::SyncSpec::Mode_Name(spec.sync().mode())},
+                 {"consistency", proto::SyncSpec::Consistency_Name(spec.sync().consistency())},
+                 {"last_checkpoint", last_checkpoint},
                  {"batch_size_per_worker", spec.training().batch_size()},
                  {"parameters", ctx.model.parameter_count()},
                  {"history", history}};
+  if (!server_stats.empty()) {
+    json stats = json::array();
+    int64_t max_staleness = 0;
+    for (const auto& st : server_stats) {
+      stats.push_back({{"server", st.server()}, {"updates", st.updates()},
+                       {"max_staleness", st.max_staleness()}, {"held_replies", st.held_replies()}});
+      max_staleness = std::max(max_staleness, st.max_staleness());
+    }
+    result["server_stats"] = stats;
+    result["max_staleness_observed"] = max_staleness;
+  }
+  if (regression) {
+    for (const char* m : {"test_rmse", "test_mape", "test_smape"}) result[m] = last[m];
+    const json baselines = dataset->Baselines();
+    for (const auto& [k, v] : baselines.items()) result[k] = v;
+    result["windows_per_second"] = result["images_per_second"];
+    result.erase("images_per_second");
+  }
   POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
-  if (std::abs(check.accuracy() - test_acc) > 1e-6)
-    return InternalError("the reloaded artifact gives test accuracy {} but training reported {}",
-                         check.accuracy(), test_acc);
+  if (std::abs(reloaded_metric - trained) > 1e-6 * std::max(1.0, std::abs(trained)))
+    return InternalError("the reloaded artifact gives {} {} but training reported {}", kMetric,
+                         reloaded_metric, trained);
   return Status::Ok();
 }
 

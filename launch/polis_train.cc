@@ -8,6 +8,7 @@
 //
 // Exit codes: 0 done, 1 the job failed while running, 2 bad flags or job.
 #include <mpi.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,8 +16,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/artifact/artifact.h"
+#include "common/checkpoint.h"
+#include "common/data/idx.h"
 #include "common/comm/mpi_util.h"
-#include "common/data/image_dataset.h"
+#include "common/data/dataset.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
@@ -36,10 +39,12 @@ struct Flags {
   int64_t train_limit = -1;
   int64_t test_limit = -1;
   int servers = -1;
+  std::string csv;
   bool print_servers = false;
   std::string progress = "lines";
   bool check = false;
   std::string evaluate;
+  std::string resume;
 };
 
 polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
@@ -50,6 +55,7 @@ polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
   if (f.train_limit >= 0) s.mutable_dataset()->set_train_limit(f.train_limit);
   if (f.test_limit >= 0) s.mutable_dataset()->set_test_limit(f.test_limit);
   if (f.servers >= 0) s.mutable_sync()->set_servers(f.servers);
+  if (!f.csv.empty()) s.mutable_dataset()->mutable_timeseries()->set_path(f.csv);
   POLIS_RETURN_IF_ERROR(polis::ValidateJobFields(s, f.job_path));
   return job;
 }
@@ -75,18 +81,23 @@ int Evaluate(const Flags& f) {
     std::fprintf(stderr, "polis-train: %s: %s\n", f.evaluate.c_str(), model.status().ToString().c_str());
     return 2;
   }
-  const auto& ds = spec.dataset();
-  auto paths = polis::ResolveDataset(ds);
-  auto test = polis::data::ImageDataset::Open(paths.test_images, paths.test_labels, ds.num_classes(),
-                                              ds.scale(), ds.shift(), ds.test_limit());
+  if (f.test_limit >= 0) spec.mutable_dataset()->set_test_limit(f.test_limit);
+  auto test = polis::data::OpenDataset(spec.dataset());
   if (!test.ok()) {
     std::fprintf(stderr, "polis-train: %s\n", test.status().ToString().c_str());
     return 2;
   }
-  polis::Evaluator ev(*model, art->weights.data(), spec.training().eval_batch_size());
-  polis::EvalResult r = ev.Run(*test, 0, test->size());
-  nlohmann::json out = {{"artifact", f.evaluate}, {"test_samples", r.samples},
-                        {"test_accuracy", r.accuracy()}, {"test_loss", r.loss()}};
+  polis::Evaluator ev(*model, spec.model(), art->weights.data(), spec.training().eval_batch_size());
+  polis::EvalResult r = ev.Run(**test, polis::data::Part::kTest, 0, (*test)->size(polis::data::Part::kTest));
+  nlohmann::json out = {{"artifact", f.evaluate}, {"test_samples", r.samples}, {"test_loss", r.loss()}};
+  if ((*test)->task() == polis::data::Task::kRegression) {
+    out["test_mae"] = r.mae();
+    out["test_rmse"] = r.rmse();
+    out["test_mape"] = r.mape();
+    out["test_smape"] = r.smape();
+  } else {
+    out["test_accuracy"] = r.accuracy();
+  }
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }
@@ -103,16 +114,24 @@ int main(int argc, char** argv) {
   app.add_option("--train-limit", f.train_limit, "use only the first N training images");
   app.add_option("--test-limit", f.test_limit, "use only the first N test images");
   app.add_option("--servers", f.servers, "override sync.servers (parameter-server ranks)");
+  app.add_option("--csv", f.csv, "override dataset.timeseries.path (your copy of the CSV)");
   app.add_flag("--print-servers", f.print_servers, "print the job's sync.servers and exit");
   app.add_option("--progress", f.progress, "coordinator progress: lines or bar")
       ->check(CLI::IsMember({"lines", "bar"}));
   app.add_flag("--check", f.check, "check the job (fields, dataset, shapes) and exit; no MPI");
   app.add_option("--evaluate", f.evaluate,
                  "evaluate a model artifact on its job's test set (or JOB's dataset) and exit");
+  app.add_option("--resume", f.resume,
+                 "continue the run in RUN_DIR from its newest complete checkpoint (the job defaults to "
+                 "RUN_DIR/job.pbtxt; worker and server counts may differ)");
   app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" POLIS_SOURCE_REVISION ")");
   CLI11_PARSE(app, argc, argv);
 
   if (!f.evaluate.empty()) return Evaluate(f);
+  if (!f.resume.empty()) {
+    if (f.job_path.empty()) f.job_path = f.resume + "/job.pbtxt";
+    if (f.run_dir.empty()) f.run_dir = f.resume;
+  }
   if (f.job_path.empty()) {
     std::fprintf(stderr, "polis-train: a job file is required (see --help)\n");
     return 2;
@@ -142,7 +161,9 @@ int main(int argc, char** argv) {
   }
 
   int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  // All-reduce workers call MPI from a communication thread, never at the
+  // same time as the training thread: SERIALIZED is enough.
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   int rank = 0, world = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -158,11 +179,48 @@ int main(int argc, char** argv) {
   auto model = polis::CheckJob(*job);
   if (!model.ok()) return fail_setup(model.status());
 
+  // Rank 0 picks the checkpoint to resume from; every rank uses the same one.
+  std::string manifest_dir;
+  if (!f.resume.empty()) {
+    int ok = 1;
+    if (rank == 0) {
+      std::vector<std::string> skipped;
+      auto m = polis::FindLatestCheckpoint(f.resume, &skipped);
+      for (const auto& line : skipped) std::fprintf(stderr, "polis-train: %s\n", line.c_str());
+      if (m.ok()) manifest_dir = m->dir;
+      else {
+        std::fprintf(stderr, "polis-train: cannot resume: %s\n", m.status().ToString().c_str());
+        ok = 0;
+      }
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok) {
+      MPI_Finalize();
+      return 2;
+    }
+    int len = static_cast<int>(manifest_dir.size());
+    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    manifest_dir.resize(len);
+    MPI_Bcast(manifest_dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  }
+
   polis::RoleContext ctx{std::move(*job), std::move(*model)};
+  ctx.resume_manifest = manifest_dir;
+  if (ctx.job.spec.dataset().format() == polis::proto::DatasetSpec::IDX) {
+    auto dims = polis::data::ReadIdxDims(polis::ResolveDataset(ctx.job.spec.dataset()).train_images);
+    ctx.train_samples = dims.ok() ? (*dims)[0] : 0;
+    int64_t limit = ctx.job.spec.dataset().train_limit();
+    if (limit > 0) ctx.train_samples = std::min(ctx.train_samples, limit);
+  } else {
+    auto ds = polis::data::OpenDataset(ctx.job.spec.dataset());
+    ctx.train_samples = ds.ok() ? (*ds)->size(polis::data::Part::kTrain) : 0;
+  }
   ctx.rank = rank;
   ctx.world = world;
   ctx.servers = ctx.job.spec.sync().servers();
   ctx.workers = world - 1 - ctx.servers;
+  // Collective over every rank, so before any role can fail.
+  MPI_Comm_split(MPI_COMM_WORLD, ctx.is_worker() ? 1 : MPI_UNDEFINED, rank, &ctx.workers_comm);
   if (ctx.workers < 1)
     return fail_setup(polis::InvalidArgument(
         "{} ranks cannot hold 1 coordinator, {} server(s) and at least 1 worker; start at least {} "
@@ -177,6 +235,9 @@ int main(int argc, char** argv) {
   MPI_Comm_set_errhandler(ctx.data, MPI_ERRORS_RETURN);
   polis::SetLogIdentity(rank, ctx.RoleName(rank));
 
+  // The coordinator turns SIGTERM into a checkpoint and an orderly stop;
+  // the other ranks ignore it and leave when the coordinator tells them.
+  if (rank != 0) signal(SIGTERM, SIG_IGN);
   polis::Status st;
   if (rank == 0) {
     polis::coordinator::CoordinatorOptions options;
@@ -187,6 +248,7 @@ int main(int argc, char** argv) {
   } else {
     st = polis::worker::RunWorker(ctx);
   }
+  if (st.code() == polis::Code::kCancelled) st = polis::Status::Ok();  // an orderly stop
   if (!st.ok()) {
     std::fprintf(stderr, "polis-train: rank %d (%s): %s\n", rank, ctx.RoleName(rank).c_str(),
                  st.ToString().c_str());
@@ -200,6 +262,7 @@ int main(int argc, char** argv) {
     MPI_Abort(MPI_COMM_WORLD, 1);
     return 1;
   }
+  if (ctx.workers_comm != MPI_COMM_NULL) MPI_Comm_free(&ctx.workers_comm);
   MPI_Comm_free(&ctx.ctrl);
   MPI_Comm_free(&ctx.data);
   MPI_Finalize();

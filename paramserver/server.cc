@@ -1,125 +1,374 @@
 #include "paramserver/server.h"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
+#include "common/checkpoint.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
+#include "common/env.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/optimizer.h"
 
 namespace polis::paramserver {
+namespace {
 
 using comm::DataTag;
 
-Status RunServer(const RoleContext& ctx) {
-  const auto ranges = comm::PartitionByBytes(ctx.model.parameter_count(), ctx.servers);
-  const comm::KeyRange range = ranges[ctx.server_index()];
-  const int64_t n = range.size();
-  const int W = ctx.workers;
-  POLIS_LOG(kInfo, kPs, "server {} owns floats [{}, {}) of {}", ctx.server_index(), range.begin,
-            range.end, ctx.model.parameter_count());
+int64_t TotalStepsHint(const RoleContext& ctx) {
+  const auto& t = ctx.job.spec.training();
+  int64_t per_step = static_cast<int64_t>(t.batch_size()) * std::max(ctx.workers, 1);
+  return t.epochs() * ((ctx.train_samples + per_step - 1) / std::max<int64_t>(per_step, 1));
+}
 
-  // Every rank derives the same initial parameters from the job's seed.
-  std::vector<float> full(ctx.model.parameter_count());
-  ctx.model.InitParams(full.data(), ctx.job.spec.training().seed());
-  std::vector<float> params(full.begin() + range.begin, full.begin() + range.end);
-  std::vector<float>().swap(full);
-  POLIS_ASSIGN_OR_RETURN(auto optimizer, MakeOptimizer(ctx.job.spec.optimizer(), n));
+class Server {
+ public:
+  explicit Server(const RoleContext& ctx) : ctx_(ctx), W_(ctx.workers) {}
 
-  std::vector<PushHeader> push(W);
-  std::vector<PullHeader> pull(W);
-  std::vector<std::vector<float>> recv(W, std::vector<float>(n));
-  std::vector<float> sum(n);
-  std::vector<MPI_Request> rreq(2 * W, MPI_REQUEST_NULL), sreq(2 * W, MPI_REQUEST_NULL);
-  const int cn = static_cast<int>(n);
+  Status Init() {
+    const auto& spec = ctx_.job.spec;
+    range_ = comm::PartitionByBytes(ctx_.model.parameter_count(), ctx_.servers)[ctx_.server_index()];
+    n_ = range_.size();
+    mode_ = spec.sync().consistency();
+    staleness_ = mode_ == proto::SyncSpec::SSP ? spec.sync().staleness()
+                 : mode_ == proto::SyncSpec::ASP ? std::numeric_limits<int64_t>::max() / 4 : 0;
+    int64_t hint = TotalStepsHint(ctx_);
+    if (mode_ != proto::SyncSpec::BSP) hint *= std::max(W_, 1);  // one update per push
+    POLIS_ASSIGN_OR_RETURN(optimizer_, MakeOptimizer(spec.optimizer(), n_, hint));
+    checkpoint_every_ = spec.training().checkpoint_every_steps();
+    checkpoint_epochs_ = spec.training().checkpoint_epochs();
 
-  auto post_receives = [&]() -> Status {
-    for (int w = 0; w < W; ++w) {
-      int src = ctx.worker_rank(w);
-      POLIS_MPI_CHECK(MPI_Irecv(&push[w], sizeof(PushHeader), MPI_BYTE, src,
-                                DataTag::kTagPushHeader, ctx.data, &rreq[2 * w]));
-      POLIS_MPI_CHECK(MPI_Irecv(recv[w].data(), cn, MPI_FLOAT, src, DataTag::kTagPushData,
-                                ctx.data, &rreq[2 * w + 1]));
+    if (!ctx_.resume_manifest.empty()) {
+      POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx_.resume_manifest));
+      POLIS_ASSIGN_OR_RETURN(FullState full, LoadFullState(m));
+      params_.assign(full.params.begin() + range_.begin, full.params.begin() + range_.end);
+      auto state = optimizer_->State();
+      if (state.size() != full.state.size())
+        return DataLoss("checkpoint '{}' holds {} optimizer state vectors; {} needs {}", m.dir,
+                        full.state.size(), proto::OptimizerSpec::Type_Name(spec.optimizer().type()), state.size());
+      for (size_t i = 0; i < state.size(); ++i)
+        state[i].second->assign(full.state[i].second.begin() + range_.begin,
+                                full.state[i].second.begin() + range_.end);
+      optimizer_->set_step_count(full.optimizer_steps);
+      step_ = m.step;
+      epoch_ = m.epoch + (m.epoch_complete ? 1 : 0);
+      POLIS_LOG(kInfo, kPs, "server {} resumed from '{}' at step {}", ctx_.server_index(), m.dir, step_);
+    } else {
+      std::vector<float> full(ctx_.model.parameter_count());
+      ctx_.model.InitParams(full.data(), spec.training().seed());
+      params_.assign(full.begin() + range_.begin, full.begin() + range_.end);
     }
+    push_.resize(W_);
+    pull_.resize(W_);
+    recv_.assign(W_, std::vector<float>(n_));
+    snapshot_.assign(W_, std::vector<float>(n_));
+    sum_.resize(n_);
+    rreq_.assign(2 * W_, MPI_REQUEST_NULL);
+    sreq_.assign(2 * W_, MPI_REQUEST_NULL);
+    w_.assign(W_, WorkerState{});
+    for (int w = 0; w < W_; ++w) POLIS_RETURN_IF_ERROR(PostReceive(w));
     return Status::Ok();
-  };
+  }
 
-  // Control: the coordinator tells us to hand over our range and stop.
-  bool stop = false;
-  auto check_control = [&]() -> Status {
-    proto::ControlMessage msg;
-    Status st = comm::TryRecvControl(ctx.ctrl, ctx.coordinator_rank(), nullptr, &msg);
-    if (st.code() == Code::kNotFound) return Status::Ok();
-    POLIS_RETURN_IF_ERROR(st);
-    if (msg.has_server_command()) {
-      stop = true;
-      if (msg.server_command().kind() == proto::ServerCommand::SEND_PARAMETERS_AND_STOP) {
-        POLIS_MPI_CHECK(MPI_Send(params.data(), cn, MPI_FLOAT, ctx.coordinator_rank(),
-                                 DataTag::kTagFinalParams, ctx.data));
+  Status Run() {
+    comm::Backoff backoff;
+    auto last_progress = comm::Clock::now();
+    while (!stop_) {
+      bool progressed = false;
+      for (int w = 0; w < W_; ++w) {
+        if (!w_[w].receiving) continue;
+        int done = 0;
+        POLIS_MPI_CHECK(MPI_Testall(2, &rreq_[2 * w], &done, MPI_STATUSES_IGNORE));
+        if (!done) continue;
+        w_[w].receiving = false;
+        POLIS_RETURN_IF_ERROR(OnPush(w));
+        progressed = true;
       }
-      return Cancelled();
+      if (progressed) {
+        POLIS_RETURN_IF_ERROR(Advance());
+        backoff.Reset();
+        last_progress = comm::Clock::now();
+        continue;
+      }
+      POLIS_RETURN_IF_ERROR(CheckControl());
+      if (comm::Clock::now() - last_progress > std::chrono::seconds(env::TimeoutSeconds()))
+        return Timeout("server {}: no push for {} s; waiting for {}", ctx_.server_index(),
+                       env::TimeoutSeconds(), Waiting());
+      backoff.Pause();
     }
-    return InternalError("server got an unexpected control message");
+    for (auto& r : rreq_)
+      if (r != MPI_REQUEST_NULL) {
+        MPI_Cancel(&r);
+        MPI_Wait(&r, MPI_STATUS_IGNORE);
+      }
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(sreq_.size()), sreq_.data(), comm::DeadlineFromNow(),
+                                        [] { return std::string("last replies to workers"); }));
+    return Status::Ok();
+  }
+
+ private:
+  struct WorkerState {
+    bool receiving = false;   // receives posted
+    bool arrived = false;     // BSP: gradient waiting for the step's aggregate
+    bool done = false;        // sent its epoch-end push
+    bool reply_pending = false;
+    bool counted_held = false;
+    int64_t clock = 0;        // pushes applied (SSP)
+    int64_t consumed = 0;     // samples of the epoch pushed so far
+    int64_t total = 0;        // BSP: the step's total samples for its reply
   };
 
-  POLIS_RETURN_IF_ERROR(post_receives());
-  for (int64_t step = 0;; ++step) {
-    Status st = comm::WaitAll(
-        2 * W, rreq.data(), comm::DeadlineFromNow(),
-        [&] {
-          std::string who;
-          for (int w = 0; w < W; ++w) {
-            int flag = 0;
-            MPI_Request_get_status(rreq[2 * w + 1], &flag, MPI_STATUS_IGNORE);
-            if (!flag) who += fmt::format("{}rank {} (worker)", who.empty() ? "" : ", ", ctx.worker_rank(w));
-          }
-          return fmt::format("step {} gradients from {}", step, who);
-        },
-        check_control);
-    if (stop) {
-      for (auto& r : rreq)
-        if (r != MPI_REQUEST_NULL) {
-          MPI_Cancel(&r);
-          MPI_Wait(&r, MPI_STATUS_IGNORE);
-        }
-      POLIS_LOG(kInfo, kPs, "server {} stopping after {} steps", ctx.server_index(), step);
+  Status PostReceive(int w) {
+    int src = ctx_.worker_rank(w);
+    POLIS_MPI_CHECK(MPI_Irecv(&push_[w], sizeof(PushHeader), MPI_BYTE, src, DataTag::kTagPushHeader,
+                              ctx_.data, &rreq_[2 * w]));
+    POLIS_MPI_CHECK(MPI_Irecv(recv_[w].data(), static_cast<int>(n_), MPI_FLOAT, src,
+                              DataTag::kTagPushData, ctx_.data, &rreq_[2 * w + 1]));
+    w_[w].receiving = true;
+    return Status::Ok();
+  }
+
+  Status OnPush(int w) {
+    const PushHeader& h = push_[w];
+    WorkerState& s = w_[w];
+    if (h.epoch != epoch_)
+      return RemoteError("rank {} (worker) pushed for epoch {} while server {} is in epoch {}",
+                         ctx_.worker_rank(w), h.epoch + 1, ctx_.server_index(), epoch_ + 1);
+    s.consumed = h.consumed;
+    if (h.flags & kPushEpochEnd) {
+      s.done = true;
+      s.reply_pending = true;  // answered when every worker is done
       return Status::Ok();
     }
-    POLIS_RETURN_IF_ERROR(st);
-
-    int64_t total = 0;
-    for (int w = 0; w < W; ++w) {
-      if (push[w].step != step)
+    if (mode_ == proto::SyncSpec::BSP) {
+      if (h.step != step_)
         return RemoteError("rank {} (worker) pushed step {} while server {} is at step {}",
-                           ctx.worker_rank(w), push[w].step, ctx.server_index(), step);
-      total += push[w].samples;
+                           ctx_.worker_rank(w), h.step, ctx_.server_index(), step_);
+      s.arrived = true;
+      return Status::Ok();
     }
-    if (total > 0) {
-      // Workers push gradient sums; the update uses the mean over all samples.
-      float* __restrict s = sum.data();
-      std::memcpy(s, recv[0].data(), sizeof(float) * n);
-      for (int w = 1; w < W; ++w) {
-        const float* __restrict r = recv[w].data();
-        for (int64_t i = 0; i < n; ++i) s[i] += r[i];
-      }
-      const float inv = 1.0f / static_cast<float>(total);
-      for (int64_t i = 0; i < n; ++i) s[i] *= inv;
-      optimizer->Step(params.data(), s);
+    if (h.samples > 0) {
+      const float inv = 1.0f / static_cast<float>(h.samples);
+      const float* __restrict r = recv_[w].data();
+      float* __restrict g = sum_.data();
+      for (int64_t i = 0; i < n_; ++i) g[i] = r[i] * inv;
+      optimizer_->Step(params_.data(), sum_.data());
+      ++step_;
+      ++updates_since_checkpoint_;
     }
-    for (int w = 0; w < W; ++w) {
-      pull[w] = {step, total};
-      int dst = ctx.worker_rank(w);
-      POLIS_MPI_CHECK(MPI_Isend(&pull[w], sizeof(PullHeader), MPI_BYTE, dst,
-                                DataTag::kTagPullHeader, ctx.data, &sreq[2 * w]));
-      POLIS_MPI_CHECK(MPI_Isend(params.data(), cn, MPI_FLOAT, dst, DataTag::kTagPullData,
-                                ctx.data, &sreq[2 * w + 1]));
-    }
-    POLIS_RETURN_IF_ERROR(post_receives());
-    // The next update writes params: the sends must be done first.
-    POLIS_RETURN_IF_ERROR(comm::WaitAll(2 * W, sreq.data(), comm::DeadlineFromNow(),
-                                        [&] { return fmt::format("step {} replies to workers", step); }));
+    ++s.clock;
+    s.total = h.samples;
+    s.reply_pending = true;
+    return PostReceive(w);
   }
+
+  // Aggregates a BSP step, takes checkpoints, ends epochs, sends replies.
+  Status Advance() {
+    if (mode_ == proto::SyncSpec::BSP) {
+      bool all_in = true, any = false;
+      int64_t total = 0;
+      for (const auto& s : w_) {
+        all_in &= s.arrived || s.done;
+        if (s.arrived) {
+          any = true;
+          total += push_[&s - w_.data()].samples;
+        }
+      }
+      if (all_in && any) {
+        bool first = true;
+        float* __restrict g = sum_.data();
+        for (int w = 0; w < W_; ++w) {
+          if (!w_[w].arrived) continue;
+          const float* __restrict r = recv_[w].data();
+          if (first) std::memcpy(g, r, sizeof(float) * n_);
+          else for (int64_t i = 0; i < n_; ++i) g[i] += r[i];
+          first = false;
+        }
+        if (total > 0) {
+          const float inv = 1.0f / static_cast<float>(total);
+          for (int64_t i = 0; i < n_; ++i) g[i] *= inv;
+          optimizer_->Step(params_.data(), sum_.data());
+        }
+        ++step_;
+        ++updates_since_checkpoint_;
+        for (int w = 0; w < W_; ++w) {
+          if (!w_[w].arrived) continue;
+          w_[w].arrived = false;
+          ++w_[w].clock;
+          w_[w].total = total;
+          w_[w].reply_pending = true;
+          POLIS_RETURN_IF_ERROR(PostReceive(w));
+        }
+      }
+    }
+    if (checkpoint_every_ > 0 && updates_since_checkpoint_ > 0 && step_ % checkpoint_every_ == 0)
+      quiesce_ = true;
+    bool all_done = std::all_of(w_.begin(), w_.end(), [](const WorkerState& s) { return s.done; });
+    if (quiesce_ || all_done) {
+      // A consistent cut: every worker waits on us (or has finished the epoch).
+      bool cut = std::all_of(w_.begin(), w_.end(), [](const WorkerState& s) {
+        return s.done || (s.reply_pending && !s.arrived);
+      });
+      if (!cut) return Status::Ok();  // keep holding replies until it is
+      if (quiesce_ || (all_done && checkpoint_epochs_)) POLIS_RETURN_IF_ERROR(Checkpoint(all_done));
+      quiesce_ = false;
+    }
+    if (all_done) {
+      for (int w = 0; w < W_; ++w) {
+        w_[w].done = false;
+        w_[w].clock = 0;
+        w_[w].consumed = 0;
+        POLIS_RETURN_IF_ERROR(Reply(w, kPullEpochDone, 0));
+        POLIS_RETURN_IF_ERROR(PostReceive(w));
+      }
+      ++epoch_;
+      return Status::Ok();
+    }
+    // Answer whoever may go on: under SSP, not more than s ahead of the
+    // slowest worker still in the epoch.
+    int64_t slowest = std::numeric_limits<int64_t>::max();
+    for (const auto& s : w_)
+      if (!s.done) slowest = std::min(slowest, s.clock);
+    for (int w = 0; w < W_; ++w) {
+      WorkerState& s = w_[w];
+      if (!s.reply_pending || s.done) continue;
+      const int64_t gap = s.clock - slowest;
+      if (gap > staleness_) {
+        if (!s.counted_held) ++held_replies_;
+        s.counted_held = true;
+        continue;
+      }
+      max_staleness_ = std::max(max_staleness_, gap);
+      s.counted_held = false;
+      POLIS_RETURN_IF_ERROR(Reply(w, 0, s.total));
+    }
+    return Status::Ok();
+  }
+
+  Status Reply(int w, int64_t flags, int64_t total) {
+    // The previous reply's send must be done before its snapshot is reused;
+    // the snapshot lets updates continue while the send is in flight.
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(2, &sreq_[2 * w], comm::DeadlineFromNow(), [&] {
+      return fmt::format("the previous reply to rank {} (worker)", ctx_.worker_rank(w));
+    }));
+    std::memcpy(snapshot_[w].data(), params_.data(), sizeof(float) * n_);
+    pull_[w] = {step_, total, flags};
+    int dst = ctx_.worker_rank(w);
+    POLIS_MPI_CHECK(MPI_Isend(&pull_[w], sizeof(PullHeader), MPI_BYTE, dst, DataTag::kTagPullHeader,
+                              ctx_.data, &sreq_[2 * w]));
+    POLIS_MPI_CHECK(MPI_Isend(snapshot_[w].data(), static_cast<int>(n_), MPI_FLOAT, dst,
+                              DataTag::kTagPullData, ctx_.data, &sreq_[2 * w + 1]));
+    w_[w].reply_pending = false;
+    return Status::Ok();
+  }
+
+  Status Checkpoint(bool epoch_complete) {
+    const std::string dir =
+        ctx_.run_dir + "/checkpoints/" + CheckpointDirName(step_, epoch_complete);
+    POLIS_RETURN_IF_ERROR(MakeDirectories(dir));
+    ShardFile shard;
+    shard.server = ctx_.server_index();
+    shard.begin = range_.begin;
+    shard.end = range_.end;
+    shard.step = step_;
+    shard.optimizer_steps = optimizer_->step_count();
+    shard.params = params_;
+    for (auto& [name, v] : optimizer_->State()) shard.state.emplace_back(name, *v);
+    const std::string file = fmt::format("server-{}.shard", ctx_.server_index());
+    POLIS_RETURN_IF_ERROR(WriteShardFile(dir + "/" + file, shard, ctx_.job.sha256));
+    POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + file));
+    proto::ControlMessage msg;
+    auto* s = msg.mutable_shard_saved();
+    s->set_step(step_);
+    s->set_epoch(epoch_);
+    s->set_epoch_complete(epoch_complete);
+    s->set_server(ctx_.server_index());
+    s->set_begin(range_.begin);
+    s->set_end(range_.end);
+    s->set_path(file);
+    s->set_sha256(sum);
+    for (const auto& w : w_) s->add_consumed(w.consumed);
+    updates_since_checkpoint_ = 0;
+    POLIS_LOG(kInfo, kPs, "server {} checkpoint at step {}{}", ctx_.server_index(), step_,
+              epoch_complete ? " (epoch end)" : "");
+    return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), msg);
+  }
+
+  Status CheckControl() {
+    proto::ControlMessage msg;
+    Status st = comm::TryRecvControl(ctx_.ctrl, ctx_.coordinator_rank(), nullptr, &msg);
+    if (st.code() == Code::kNotFound) return Status::Ok();
+    POLIS_RETURN_IF_ERROR(st);
+    if (!msg.has_server_command()) return InternalError("server got an unexpected control message");
+    switch (msg.server_command().kind()) {
+      case proto::ServerCommand::CHECKPOINT_AT:
+        quiesce_ = true;
+        return Advance();
+      case proto::ServerCommand::SEND_PARAMETERS_AND_STOP:
+        POLIS_MPI_CHECK(MPI_Send(params_.data(), static_cast<int>(n_), MPI_FLOAT,
+                                 ctx_.coordinator_rank(), DataTag::kTagFinalParams, ctx_.data));
+        [[fallthrough]];
+      case proto::ServerCommand::STOP: {
+        proto::ControlMessage stats;
+        auto* s = stats.mutable_server_stats();
+        s->set_server(ctx_.server_index());
+        s->set_updates(step_);
+        s->set_max_staleness(max_staleness_);
+        s->set_held_replies(held_replies_);
+        POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), stats));
+        stop_ = true;
+        return Status::Ok();
+      }
+      case proto::ServerCommand::QUERY_STEP: {
+        proto::ControlMessage reply;
+        reply.mutable_server_step()->set_step(step_);
+        return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), reply);
+      }
+    }
+    return InternalError("unknown server command");
+  }
+
+  std::string Waiting() const {
+    std::string who;
+    for (int w = 0; w < W_; ++w)
+      if (w_[w].receiving && !w_[w].reply_pending)
+        who += fmt::format("{}rank {} (worker)", who.empty() ? "" : ", ", ctx_.worker_rank(w));
+    return who.empty() ? "the coordinator" : who;
+  }
+
+  const RoleContext& ctx_;
+  const int W_;
+  comm::KeyRange range_;
+  int64_t n_ = 0;
+  proto::SyncSpec::Consistency mode_ = proto::SyncSpec::BSP;
+  int64_t staleness_ = 0;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::vector<float> params_, sum_;
+  std::vector<std::vector<float>> recv_, snapshot_;
+  std::vector<PushHeader> push_;
+  std::vector<PullHeader> pull_;
+  std::vector<MPI_Request> rreq_, sreq_;
+  std::vector<WorkerState> w_;
+  int64_t step_ = 0;
+  int epoch_ = 0;
+  int64_t checkpoint_every_ = 0;
+  bool checkpoint_epochs_ = true;
+  int64_t updates_since_checkpoint_ = 0;
+  bool quiesce_ = false;
+  bool stop_ = false;
+  int64_t max_staleness_ = 0;
+  int64_t held_replies_ = 0;
+};
+
+}  // namespace
+
+Status RunServer(const RoleContext& ctx) {
+  Server server(ctx);
+  POLIS_RETURN_IF_ERROR(server.Init());
+  return server.Run();
 }
 
 }  // namespace polis::paramserver

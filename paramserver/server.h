@@ -1,8 +1,23 @@
 // Parameter server role: owns one key range of the flat parameter buffer and
-// its optimizer state. BSP: each step it waits for every worker's pushed
-// gradient slice, averages them by samples, applies the optimizer, and
-// answers every worker with the fresh slice (push and pull are one round
-// trip). Waits back off rather than spin. Runs on the calling thread.
+// its optimizer state, and answers workers' push/pull rounds.
+//
+// Consistency (job sync.consistency):
+//  - BSP: a step waits for every active worker's gradient, averages them by
+//    samples, applies one optimizer update and answers everyone;
+//  - ASP: each push is applied as it arrives and answered at once;
+//  - SSP(s): like ASP, but the answer to a worker whose clock (pushes so
+//    far) is more than s ahead of the slowest active worker's is held until
+//    the slowest catches up. The largest gap seen at an answer is reported
+//    to the coordinator (ServerStats) so tests can check the bound.
+// A worker with no data left sends an epoch-end push; its answer is held
+// until every worker has finished the epoch, so all evaluate the same
+// parameters.
+//
+// Checkpoints: every training.checkpoint_every_steps updates, at epoch ends,
+// and when the coordinator asks, the server stops answering until every
+// active worker waits on it (a cut that every server reaches at the same
+// set of applied pushes), writes its shard, reports it, and resumes.
+// Waits back off rather than spin. Runs on the calling thread.
 #pragma once
 
 #include "common/role.h"

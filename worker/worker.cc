@@ -1,16 +1,22 @@
 #include "worker/worker.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <thread>
 
-#include "common/comm/key_ranges.h"
+#include "common/checkpoint.h"
 #include "common/comm/mpi_util.h"
-#include "common/comm/ps_client.h"
-#include "common/data/image_dataset.h"
+#include "common/env.h"
+#include "common/data/dataset.h"
 #include "common/data/shard_plan.h"
 #include "common/evaluate.h"
+#include "common/fs.h"
 #include "common/log.h"
+#include "worker/gradient_sync.h"
 
 namespace polis::worker {
 namespace {
@@ -23,24 +29,31 @@ double Since(comm::Clock::time_point t) { return Seconds(comm::Clock::now() - t)
 
 Status RunWorker(const RoleContext& ctx) {
   const proto::JobSpec& spec = ctx.job.spec;
-  const auto& ds_spec = spec.dataset();
-  DatasetPaths paths = ResolveDataset(ds_spec);
-  POLIS_ASSIGN_OR_RETURN(auto train, data::ImageDataset::Open(paths.train_images, paths.train_labels,
-                                                              ds_spec.num_classes(), ds_spec.scale(),
-                                                              ds_spec.shift(), ds_spec.train_limit()));
-  POLIS_ASSIGN_OR_RETURN(auto test, data::ImageDataset::Open(paths.test_images, paths.test_labels,
-                                                             ds_spec.num_classes(), ds_spec.scale(),
-                                                             ds_spec.shift(), ds_spec.test_limit()));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> ds, data::OpenDataset(spec.dataset()));
   const nn::Model& model = ctx.model;
   const int64_t P = model.parameter_count();
   const int64_t B = spec.training().batch_size();
   const int64_t K = nn::ShapeElements(model.output_shape());
-  std::vector<float> params(P), grads(P);
-  model.InitParams(params.data(), spec.training().seed());
-
-  std::vector<int> server_ranks;
-  for (int s = 0; s < ctx.servers; ++s) server_ranks.push_back(ctx.server_rank(s));
-  comm::PsClient ps(ctx.data, server_ranks, comm::PartitionByBytes(P, ctx.servers));
+  // One spare float after the gradients: the all-reduce sample count.
+  std::vector<float> params(P), grads(P + 1);
+  int start_epoch = 0;
+  int64_t step = 0;
+  if (!ctx.resume_manifest.empty()) {
+    POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx.resume_manifest));
+    POLIS_ASSIGN_OR_RETURN(FullState full, LoadFullState(m));
+    params = std::move(full.params);
+    start_epoch = m.epoch + (m.epoch_complete ? 1 : 0);
+    step = m.step;
+  } else {
+    model.InitParams(params.data(), spec.training().seed());
+  }
+  std::unique_ptr<GradientSync> sync;
+  if (spec.sync().mode() == proto::SyncSpec::ALLREDUCE) {
+    POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data()));
+  } else {
+    POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data()));
+  }
+  auto on_layer = [&](int layer) { sync->OnLayerGradients(layer); };
 
   std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by batch size
   auto net_for = [&](int64_t n) -> nn::Network& {
@@ -49,22 +62,26 @@ Status RunWorker(const RoleContext& ctx) {
     return *slot;
   };
   net_for(B);
-  Evaluator evaluator(model, params.data(), spec.training().eval_batch_size());
-  std::vector<int32_t> labels(B);
+  Evaluator evaluator(model, spec.model(), params.data(), spec.training().eval_batch_size());
+  std::vector<float> targets(B * K);
   std::vector<int64_t> batch_indices(B);
 
   const int coord = ctx.coordinator_rank();
   const int w = ctx.worker_index();
   const int report_every = spec.training().report_every_steps();
-  int64_t step = 0;
+  const int slow_ms = env::TestSlowWorkerIndex() == w ? env::TestSlowWorkerMillis() : 0;
+  std::ofstream sample_log;
+  if (!env::TestSampleLogDir().empty())
+    sample_log.open(fmt::format("{}/worker-{}-{}.log", env::TestSampleLogDir(), ctx.rank, getpid()),
+                    std::ios::app);
 
-  for (int epoch = 0; epoch < spec.training().epochs(); ++epoch) {
-    const std::vector<int64_t> perm = data::EpochPermutation(spec.training().seed(), epoch, train.size());
+  for (int epoch = start_epoch; epoch < spec.training().epochs(); ++epoch) {
+    const std::vector<int64_t> perm = data::EpochPermutation(spec.training().seed(), epoch, ds->size(data::Part::kTrain));
     std::vector<int64_t> queue;  // positions into perm, consumed from `head`
     size_t head = 0;
     bool exhausted = false;
     double compute_s = 0, comm_s = 0, loss_sum = 0, report_loss = 0;
-    int64_t samples = 0, correct = 0, steps = 0, report_samples = 0;
+    int64_t samples = 0, correct = 0, steps = 0, report_samples = 0, consumed = 0;
     double report_compute = 0, report_comm = 0;
 
     while (true) {
@@ -75,6 +92,7 @@ Status RunWorker(const RoleContext& ctx) {
         POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, req));
         POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &reply,
                                                 comm::DeadlineFromNow(), "a shard from the coordinator"));
+        if (reply.has_server_command()) return Cancelled();  // the job is stopping
         if (!reply.has_shard_grant() || reply.shard_grant().epoch() != epoch)
           return RemoteError("coordinator answered a shard request with something else");
         const auto& g = reply.shard_grant();
@@ -86,13 +104,18 @@ Status RunWorker(const RoleContext& ctx) {
       if (n > 0) {
         for (int64_t i = 0; i < n; ++i) batch_indices[i] = perm[queue[head + i]];
         head += n;
+        consumed += n;
+        if (sample_log.is_open())
+          for (int64_t i = 0; i < n; ++i) sample_log << epoch << ' ' << batch_indices[i] << '\n';
         nn::Network& net = net_for(n);
-        train.Gather(batch_indices.data(), n, net.input(), labels.data());
+        ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data());
         net.Forward();
         // Gradient of the summed loss: servers divide by all workers' samples.
-        nn::LossStats st = nn::SoftmaxCrossEntropy(net.output(), labels.data(), n, K,
-                                                   net.output_diff(), 1.0f);
-        net.Backward();
+        nn::LossStats st = nn::ComputeLoss(spec.model(), net.output(), targets.data(), n, K,
+                                           net.output_diff(), 1.0f);
+        sync->BeginStep(n);
+        net.Backward(on_layer);
+        if (slow_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
         loss_sum += st.loss_sum;
         report_loss += st.loss_sum;
         correct += st.correct;
@@ -100,18 +123,18 @@ Status RunWorker(const RoleContext& ctx) {
         report_samples += n;
       } else {
         std::memset(grads.data(), 0, sizeof(float) * P);
+        sync->BeginStep(0);
       }
       auto t1 = comm::Clock::now();
-      int64_t total = 0;
-      POLIS_ASSIGN_OR_RETURN(int64_t ts, ps.PushPull(step, n, grads.data(), params.data()));
-      POLIS_RETURN_IF_ERROR(ps.Wait(ts, &total));
+      GradientSync::StepResult result;
+      POLIS_RETURN_IF_ERROR(sync->Sync({step, n, epoch, consumed}, &result));
       double c = Seconds(t1 - t0).count(), m = Since(t1);
       compute_s += c;
       comm_s += m;
       report_compute += c;
       report_comm += m;
-      ++step;
-      if (total == 0) break;  // no worker had data: the epoch is over
+      step = result.server_step >= 0 ? result.server_step : step + 1;
+      if (result.epoch_over) break;  // every worker has finished the epoch
       ++steps;
       if (steps % report_every == 0 && report_samples > 0) {
         proto::ControlMessage msg;
@@ -128,10 +151,11 @@ Status RunWorker(const RoleContext& ctx) {
       }
     }
 
+    if (sample_log.is_open()) sample_log.flush();
     // Each worker evaluates its slice of the test set with the parameters
     // every worker now shares.
-    const int64_t T = test.size();
-    EvalResult ev = evaluator.Run(test, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+    const int64_t T = ds->size(data::Part::kTest);
+    EvalResult ev = evaluator.Run(*ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
     proto::ControlMessage msg;
     auto* r = msg.mutable_epoch_report();
     r->set_epoch(epoch);
@@ -141,17 +165,32 @@ Status RunWorker(const RoleContext& ctx) {
     r->set_test_samples(ev.samples);
     r->set_test_correct(ev.correct);
     r->set_test_loss_sum(ev.loss_sum);
+    r->set_test_abs_error_sum(ev.abs_error_sum);
+    r->set_test_sq_error_sum(ev.sq_error_sum);
+    r->set_test_ape_sum(ev.ape_sum);
+    r->set_test_ape_count(ev.ape_count);
+    r->set_test_sape_sum(ev.sape_sum);
+    r->set_test_values(ev.values);
     r->set_compute_seconds(compute_s);
     r->set_comm_seconds(comm_s);
     r->set_steps(steps);
+    r->set_params_sha256(Sha256Hex(std::string_view(reinterpret_cast<const char*>(params.data()),
+                                                    sizeof(float) * P)));
     POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, msg));
     POLIS_LOG(kInfo, kWorker, "epoch {} done: {} samples, {} steps, compute {:.2f}s comm {:.2f}s",
               epoch, samples, steps, compute_s, comm_s);
   }
-  // Wait (without spinning) for the coordinator to release us.
-  proto::ControlMessage stop;
+  // Wait (without spinning) for the coordinator to release us; in
+  // all-reduce mode it asks one worker for the final parameters.
+  proto::ControlMessage cmd;
   auto deadline = comm::Clock::now() + std::chrono::hours(24);
-  return comm::RecvControl(ctx.ctrl, coord, nullptr, &stop, deadline, "the coordinator's stop");
+  POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &cmd, deadline, "the coordinator's stop"));
+  if (cmd.has_server_command() &&
+      cmd.server_command().kind() == proto::ServerCommand::SEND_PARAMETERS_AND_STOP) {
+    POLIS_MPI_CHECK(MPI_Send(params.data(), static_cast<int>(P), MPI_FLOAT, coord,
+                             comm::kTagFinalParams, ctx.data));
+  }
+  return Status::Ok();
 }
 
 }  // namespace polis::worker

@@ -163,27 +163,35 @@ std::string JoinVersions(const std::vector<int64_t>& v) {
 
 }  // namespace
 
-std::string EncodeArtifact(const ModelArtifact& a) {
-  std::string header;
-  POLIS_ENFORCE(a.header.SerializeToString(&header));
-  const uint64_t weight_bytes = uint64_t{a.weights.size()} * sizeof(float);
+std::string EncodeFramed(std::string_view magic, std::string_view header,
+                         const std::vector<float>& floats) {
+  POLIS_ENFORCE_EQ(magic.size(), kMagicBytes);
+  const uint64_t weight_bytes = uint64_t{floats.size()} * sizeof(float);
   std::string out;
   out.reserve(kArtifactPreambleBytes + header.size() + weight_bytes + kArtifactChecksumBytes);
-  out.append(kArtifactMagic, kMagicBytes);
+  out.append(magic.data(), kMagicBytes);
   PutU64(out, header.size());
   PutU64(out, weight_bytes);
   out += header;
-  AppendFloatsLe(out, a.weights);
+  AppendFloatsLe(out, floats);
   out += HexToBytes(Sha256Hex(out));
   return out;
 }
 
-StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string& source) {
+std::string EncodeArtifact(const ModelArtifact& a) {
+  std::string header;
+  POLIS_ENFORCE(a.header.SerializeToString(&header));
+  return EncodeFramed(std::string_view(kArtifactMagic, kMagicBytes), header, a.weights);
+}
+
+StatusOr<FramedFile> DecodeFramed(std::string_view bytes, std::string_view magic,
+                                  const std::string& kind, const std::string& source) {
+  const std::string expected_magic(magic);
   const size_t size = bytes.size();
   // Magic: compare what is there first, so a short non-artifact is called that.
   const size_t magic_have = std::min(size, kMagicBytes);
   for (size_t i = 0; i < magic_have; ++i) {
-    if (bytes[i] != kArtifactMagic[i]) {
+    if (bytes[i] != expected_magic[i]) {
       return DataLoss(
           "'{}': not a Polis model artifact: bad magic at byte offset {} (expected \"{}\", found "
           "\"{}\")",
@@ -192,7 +200,7 @@ StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string
   }
   if (size < kArtifactPreambleBytes + kArtifactChecksumBytes) {
     return DataLoss(
-        "'{}': truncated at byte offset {}: an artifact has at least {} bytes (24-byte preamble + "
+        "'{}': truncated at byte offset {}: a framed file has at least {} bytes (24-byte preamble + "
         "32-byte checksum)",
         source, size, kArtifactPreambleBytes + kArtifactChecksumBytes);
   }
@@ -236,24 +244,34 @@ StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string
         source, stored, computed, checksum_at, checksum_at);
   }
 
-  ModelArtifact a;
+  FramedFile f;
   const size_t header_at = kArtifactPreambleBytes;
-  if (!a.header.ParseFromArray(bytes.data() + header_at, static_cast<int>(header_len))) {
+  f.header.assign(bytes.data() + header_at, header_len);
+  f.header_offset = header_at;
+  f.floats_offset = header_at + header_len;
+  f.floats.resize(weight_len / sizeof(float));
+  ReadFloatsLe(bytes.substr(f.floats_offset, weight_len), f.floats);
+  return f;
+}
+
+StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string& source) {
+  POLIS_ASSIGN_OR_RETURN(FramedFile f, DecodeFramed(bytes, std::string_view(kArtifactMagic, kMagicBytes),
+                                                    "model artifact", source));
+  ModelArtifact a;
+  if (!a.header.ParseFromString(f.header)) {
     return DataLoss(
         "'{}': the header at byte offset {} ({} bytes) does not parse as ArtifactHeader", source,
-        header_at, header_len);
+        f.header_offset, f.header.size());
   }
-  const size_t weights_at = header_at + header_len;
-  const uint64_t count = weight_len / sizeof(float);
+  const uint64_t count = f.floats.size();
   if (a.header.parameter_count() < 0 ||
       static_cast<uint64_t>(a.header.parameter_count()) != count) {
     return DataLoss(
         "'{}': header parameter_count is {} but the weights at byte offset {} hold {} floats "
         "({} bytes)",
-        source, a.header.parameter_count(), weights_at, count, weight_len);
+        source, a.header.parameter_count(), f.floats_offset, count, count * sizeof(float));
   }
-  a.weights.resize(count);
-  ReadFloatsLe(bytes.substr(weights_at, weight_len), a.weights);
+  a.weights = std::move(f.floats);
   return a;
 }
 

@@ -54,6 +54,19 @@ inline constexpr size_t kMaxModelNameLength = 128;
 // Encodes as given; a header whose parameter_count() differs from
 // weights.size() yields bytes that DecodeArtifact refuses.
 std::string EncodeArtifact(const ModelArtifact& a);
+
+// The framing itself, shared with checkpoint shards: an 8-byte magic, two
+// lengths, a header (opaque bytes), raw float32s and a SHA-256 of it all.
+struct FramedFile {
+  std::string header;
+  std::vector<float> floats;
+  size_t header_offset = 0, floats_offset = 0;
+};
+std::string EncodeFramed(std::string_view magic, std::string_view header,
+                         const std::vector<float>& floats);
+// `kind` names what was expected in messages ("model artifact").
+StatusOr<FramedFile> DecodeFramed(std::string_view bytes, std::string_view magic,
+                                  const std::string& kind, const std::string& source);
 // `source` names the bytes in error messages (usually the file path).
 StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string& source);
 // Refuses (InvalidArgument) an artifact whose parameter_count() differs from

@@ -20,15 +20,19 @@ namespace polis::comm {
 
 class PsClient {
  public:
-  PsClient(MPI_Comm data, std::vector<int> server_ranks, std::vector<KeyRange> ranges);
+  // `ctrl`/`coordinator`: while waiting, a STOP from the coordinator ends the
+  // wait with CANCELLED (the job is stopping).
+  PsClient(MPI_Comm data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
+           MPI_Comm ctrl = MPI_COMM_NULL, int coordinator = 0);
   // Starts one round. `grads` and `params` must stay valid until Wait.
-  StatusOr<int64_t> PushPull(int64_t step, int64_t samples, const float* grads, float* params);
-  // Completes the round; *total_samples is the sum over all workers (0 means
-  // no worker had data left: the epoch is over).
-  Status Wait(int64_t ts, int64_t* total_samples);
+  StatusOr<int64_t> PushPull(const PushHeader& header, const float* grads, float* params);
+  // Completes the round; every server's answer must agree on the step and flags.
+  Status Wait(int64_t ts, PullHeader* reply);
 
  private:
   MPI_Comm data_;
+  MPI_Comm ctrl_;
+  int coordinator_;
   std::vector<int> servers_;
   std::vector<KeyRange> ranges_;
   std::vector<PushHeader> push_;

@@ -34,16 +34,35 @@ ShardPlanner::ShardPlanner(int64_t dataset_size, int64_t shard_size)
 
 ShardPlanner::Range ShardPlanner::Next(int epoch) {
   POLIS_ENFORCE_GE(epoch, 0);
-  if (cursor_.size() <= static_cast<size_t>(epoch)) cursor_.resize(epoch + 1, 0);
+  if (cursor_.size() <= static_cast<size_t>(epoch)) {
+    cursor_.resize(epoch + 1, 0);
+    granted_.resize(epoch + 1, 0);
+  }
+  if (epoch == remaining_epoch_) {
+    while (!remaining_.empty() && remaining_.front().begin >= remaining_.front().end)
+      remaining_.erase(remaining_.begin());
+    if (remaining_.empty()) return {0, 0};
+    Range& f = remaining_.front();
+    Range r{f.begin, std::min(f.end, f.begin + shard_)};
+    f.begin = r.end;
+    ++granted_[epoch];
+    return r;
+  }
   int64_t& c = cursor_[epoch];
   Range r{c, std::min(size_, c + shard_)};
+  if (r.end > r.begin) ++granted_[epoch];
   c = r.end;
   return r;
 }
 
 int64_t ShardPlanner::shards_granted(int epoch) const {
-  if (cursor_.size() <= static_cast<size_t>(epoch)) return 0;
-  return (cursor_[epoch] + shard_ - 1) / shard_;
+  if (granted_.size() <= static_cast<size_t>(epoch)) return 0;
+  return granted_[epoch];
+}
+
+void ShardPlanner::SetRemaining(int epoch, std::vector<Range> remaining) {
+  remaining_epoch_ = epoch;
+  remaining_ = std::move(remaining);
 }
 
 }  // namespace polis::data

@@ -23,10 +23,15 @@ class ShardPlanner {
   };
   Range Next(int epoch);
   int64_t shards_granted(int epoch) const;
+  // After a resume: only these positions of `epoch` are left to hand out.
+  void SetRemaining(int epoch, std::vector<Range> remaining);
 
  private:
   int64_t size_, shard_;
   std::vector<int64_t> cursor_;  // per epoch
+  std::vector<int64_t> granted_;  // shards handed out, per epoch
+  int remaining_epoch_ = -1;
+  std::vector<Range> remaining_;  // for remaining_epoch_, consumed from the front
 };
 
 }  // namespace polis::data

@@ -40,6 +40,7 @@ struct ParamTensor {
   // Glorot fan-in / fan-out; zero for tensors initialised to zero.
   int64_t fan_in = 0;
   int64_t fan_out = 0;
+  bool init_one = false;  // with fan_in == 0: initialised to one (a LayerNorm gain)
 };
 
 struct LayerContext {
@@ -96,5 +97,8 @@ class LayerRegistry {
  private:
   std::map<std::string, std::unique_ptr<LayerType>> types_;
 };
+
+// Adds the sequence layers (common/nn/seq_layers.cc); called by Global().
+void RegisterSequenceLayers(LayerRegistry& r);
 
 }  // namespace polis::nn

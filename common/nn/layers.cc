@@ -558,6 +558,7 @@ LayerRegistry& LayerRegistry::Global() {
     POLIS_ENFORCE_OK(r->Register("Dense", std::make_unique<DenseType>()));
     POLIS_ENFORCE_OK(r->Register("ReLU", std::make_unique<ReluType>()));
     POLIS_ENFORCE_OK(r->Register("Flatten", std::make_unique<FlattenType>()));
+    RegisterSequenceLayers(*r);
     return r;
   }();
   return *registry;

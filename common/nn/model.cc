@@ -1,5 +1,6 @@
 #include "common/nn/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -60,7 +61,8 @@ void Model::InitParams(float* params, uint64_t seed) const {
     for (const ParamTensor& p : l.params) {
       float* dst = params + p.offset;
       if (p.fan_in == 0) {
-        std::memset(dst, 0, sizeof(float) * p.count);
+        if (p.init_one) std::fill(dst, dst + p.count, 1.0f);
+        else std::memset(dst, 0, sizeof(float) * p.count);
         continue;
       }
       if (l.spec.initializer() == proto::HE_NORMAL) {
@@ -242,6 +244,54 @@ LossStats SoftmaxCrossEntropy(const float* logits, const int32_t* labels, int64_
         d[j] = static_cast<float>((p - (j == y ? 1.0 : 0.0)) * grad_scale);
       }
     }
+  }
+  return st;
+}
+
+}  // namespace polis::nn
+
+namespace polis::nn {
+
+LossStats ComputeLoss(const proto::ModelSpec& spec, const float* out, const float* y, int64_t n,
+                      int64_t k, float* dout, float grad_scale) {
+  if (spec.loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY) {
+    int32_t labels[256];
+    LossStats total;
+    for (int64_t at = 0; at < n; at += 256) {
+      const int64_t m = std::min<int64_t>(256, n - at);
+      for (int64_t i = 0; i < m; ++i) labels[i] = static_cast<int32_t>(y[at + i]);
+      LossStats st = SoftmaxCrossEntropy(out + at * k, labels, m, k, dout ? dout + at * k : nullptr, grad_scale);
+      total.loss_sum += st.loss_sum;
+      total.correct += st.correct;
+    }
+    return total;
+  }
+  LossStats st;
+  const double inv_k = 1.0 / static_cast<double>(k);
+  const double delta = spec.huber_delta();
+  for (int64_t i = 0; i < n * k; ++i) {
+    const double e = static_cast<double>(out[i]) - y[i];
+    double loss, grad;
+    switch (spec.loss()) {
+      case proto::ModelSpec::MAE:
+        loss = std::abs(e);
+        grad = e > 0 ? 1.0 : e < 0 ? -1.0 : 0.0;
+        break;
+      case proto::ModelSpec::HUBER:
+        if (std::abs(e) <= delta) {
+          loss = 0.5 * e * e;
+          grad = e;
+        } else {
+          loss = delta * (std::abs(e) - 0.5 * delta);
+          grad = e > 0 ? delta : -delta;
+        }
+        break;
+      default:  // MSE
+        loss = e * e;
+        grad = 2.0 * e;
+    }
+    st.loss_sum += loss * inv_k;
+    if (dout) dout[i] = static_cast<float>(grad * inv_k * grad_scale);
   }
   return st;
 }

@@ -90,4 +90,11 @@ struct LossStats {
 LossStats SoftmaxCrossEntropy(const float* logits, const int32_t* labels, int64_t n, int64_t k,
                               float* dlogits, float grad_scale);
 
+// The job's loss over outputs[n][k] against targets y: class labels (as
+// floats, n of them) for SOFTMAX_CROSS_ENTROPY, or n × k values for MSE,
+// MAE and HUBER, whose per-sample loss is the mean over the k outputs.
+// When dout is not null it receives d(loss)/d(output) * grad_scale.
+LossStats ComputeLoss(const proto::ModelSpec& spec, const float* out, const float* y, int64_t n,
+                      int64_t k, float* dout, float grad_scale);
+
 }  // namespace polis::nn

@@ -58,3 +58,99 @@ TEST(MakeOptimizer, RefusesBadSettings) {
 
 }  // namespace
 }  // namespace polis
+
+namespace polis {
+namespace {
+
+TEST(AdamW, DecoupledDecayShrinksFirst) {
+  proto::OptimizerSpec spec;
+  spec.set_type(proto::OptimizerSpec::ADAMW);
+  spec.set_learning_rate(0.01f);
+  spec.set_weight_decay(0.1f);
+  auto opt = MakeOptimizer(spec, 1);
+  ASSERT_TRUE(opt.ok());
+  float p = 2.0f, g = 0.5f;
+  (*opt)->Step(&p, &g);
+  // p * (1 - lr*wd) - lr * g/|g| (first Adam step is lr * sign(g)).
+  EXPECT_NEAR(p, 2.0 * (1 - 0.001) - 0.01 * 0.5 / (0.5 + 1e-7), 1e-6);
+}
+
+TEST(Sgd, NesterovStep) {
+  proto::OptimizerSpec spec;
+  spec.set_type(proto::OptimizerSpec::SGD);
+  spec.set_learning_rate(0.1f);
+  spec.set_momentum(0.9f);
+  spec.set_nesterov(true);
+  auto opt = MakeOptimizer(spec, 1);
+  ASSERT_TRUE(opt.ok());
+  float p = 1.0f, g = 1.0f;
+  (*opt)->Step(&p, &g);  // v = 1; p -= 0.1 * (1 + 0.9 * 1)
+  EXPECT_FLOAT_EQ(p, 1.0f - 0.19f);
+  (*opt)->Step(&p, &g);  // v = 1.9; p -= 0.1 * (1 + 0.9 * 1.9)
+  EXPECT_FLOAT_EQ(p, 1.0f - 0.19f - 0.1f * (1.0f + 0.9f * 1.9f));
+}
+
+TEST(Sgd, WeightDecayIsL2) {
+  proto::OptimizerSpec spec;
+  spec.set_type(proto::OptimizerSpec::SGD);
+  spec.set_learning_rate(0.1f);
+  spec.set_weight_decay(0.5f);
+  auto opt = MakeOptimizer(spec, 1);
+  float p = 2.0f, g = 0.0f;
+  (*opt)->Step(&p, &g);
+  EXPECT_FLOAT_EQ(p, 2.0f - 0.1f * 0.5f * 2.0f);
+}
+
+TEST(Schedule, WarmupStepAndCosine) {
+  proto::OptimizerSpec spec;
+  spec.set_learning_rate(1.0f);
+  auto* s = spec.mutable_schedule();
+  s->set_warmup_steps(4);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 1, 0), 0.25);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 4, 0), 1.0);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 100, 0), 1.0);
+  s->set_type(proto::LrSchedule::STEP);
+  s->set_step_size(10);
+  s->set_gamma(0.5f);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 5, 0), 1.0);    // first update after warm-up
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 14, 0), 1.0);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 15, 0), 0.5);
+  EXPECT_DOUBLE_EQ(ScheduledLearningRate(spec, 25, 0), 0.25);
+  s->set_type(proto::LrSchedule::COSINE);
+  s->set_min_lr(0.1f);
+  // Total from the hint: 104 updates, 100 after warm-up.
+  EXPECT_NEAR(ScheduledLearningRate(spec, 5, 104), 1.0, 1e-12);
+  EXPECT_NEAR(ScheduledLearningRate(spec, 55, 104), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 0.5)), 1e-6);
+  EXPECT_NEAR(ScheduledLearningRate(spec, 104, 104), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 0.99)), 1e-6);
+  EXPECT_NEAR(ScheduledLearningRate(spec, 500, 104), 0.1, 1e-6);  // clamped after the end
+}
+
+TEST(Schedule, AdamUsesTheScheduledRate) {
+  proto::OptimizerSpec spec;
+  spec.set_learning_rate(0.01f);
+  spec.mutable_schedule()->set_warmup_steps(2);
+  auto opt = MakeOptimizer(spec, 1);
+  float p = 0.0f, g = 1.0f;
+  (*opt)->Step(&p, &g);  // lr 0.005, first Adam step moves by lr * sign(g)
+  EXPECT_NEAR(p, -0.005, 1e-7);
+  EXPECT_NEAR((*opt)->current_lr(), 0.01, 1e-9);
+}
+
+TEST(Optimizer, StateRoundTripsForCheckpoints) {
+  proto::OptimizerSpec spec;
+  auto a = MakeOptimizer(spec, 4);
+  std::vector<float> p(4, 1.0f), g = {0.1f, -0.2f, 0.3f, -0.4f};
+  (*a)->Step(p.data(), g.data());
+  (*a)->Step(p.data(), g.data());
+  auto b = MakeOptimizer(spec, 4);
+  auto sa = (*a)->State(), sb = (*b)->State();
+  for (size_t i = 0; i < sa.size(); ++i) *sb[i].second = *sa[i].second;
+  (*b)->set_step_count((*a)->step_count());
+  std::vector<float> pb = p;
+  (*a)->Step(p.data(), g.data());
+  (*b)->Step(pb.data(), g.data());
+  EXPECT_EQ(p, pb);  // bit-exact
+}
+
+}  // namespace
+}  // namespace polis

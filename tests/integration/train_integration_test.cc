@@ -11,31 +11,12 @@
 
 #include "common/artifact/artifact.h"
 #include "common/fs.h"
+#include "tests/integration/shell.h"
 
 namespace polis {
 namespace {
 
-const std::string kSrc = POLIS_SOURCE_DIR;
-const std::string kBin = POLIS_BINARY_DIR;
-
-struct ShellRun {
-  int exit_code = -1;
-  std::string output;
-};
-
-ShellRun Shell(const std::string& cmd) {
-  ShellRun r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.output.append(buf.data(), n);
-  int st = pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-bool HaveFashionMnist() {
-  return PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
-}
+using namespace polis::it;
 
 class TrainIntegration : public ::testing::Test {
  protected:
@@ -100,6 +81,30 @@ TEST_F(TrainIntegration, ParameterServerJobTrainsPublishesAndReloads) {
   EXPECT_EQ(bad.exit_code, 1) << bad.output;
   EXPECT_NE(bad.output.find("checksum mismatch"), std::string::npos) << bad.output;
 }
+
+// All-reduce: no servers, every worker applies the same update; with
+// verify_replicas every step checks that all replicas are bit-identical.
+void AllReduceRun(const std::string& dir, const std::string& compression) {
+  std::string job = JobVariant(dir, "ar.pbtxt",
+                               {{"compression: NONE", "compression: " + compression},
+                                {"bucket_bytes: 65536", "bucket_bytes: 16384 verify_replicas: true"}},
+                               "fashion_cnn_allreduce.pbtxt");
+  ShellRun r = Shell(PolisRun("--workers 2 --epochs 2 --registry " + dir + "/registry --run-dir " + dir +
+                              "/run " + job + " -- --train-limit 6000 --test-limit 2000"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto result = ReadJson(dir + "/run/result.json");
+  EXPECT_EQ(result["sync"], "ALLREDUCE");
+  EXPECT_EQ(result["servers"], 0);
+  EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
+  EXPECT_EQ(result["reloaded_test_accuracy"], result["test_accuracy"]);
+  for (const auto& h : result["history"]) {
+    EXPECT_TRUE(h["replicas_identical"].get<bool>());
+    EXPECT_EQ(h["train_samples"], 6000);
+  }
+}
+
+TEST_F(TrainIntegration, AllReduceJobKeepsReplicasBitIdentical) { AllReduceRun(dir_, "NONE"); }
+TEST_F(TrainIntegration, AllReduceWithBf16Gradients) { AllReduceRun(dir_, "BF16"); }
 
 TEST_F(TrainIntegration, BadJobIsRefusedBeforeAnyWork) {
   std::string job = dir_ + "/bad.pbtxt";

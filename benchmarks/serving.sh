@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# serving.sh: requests/s and latency of polis-registry's OIP /infer under wrk,
+# with dynamic batching, after checking that what is timed is right.
+#
+#   benchmarks/serving.sh [--root DIR] [--model NAME] [--rows N] [--connections C]
+#                         [--duration S] [--wrk-threads T] [--threads N]
+#                         [--max-batch B] [--delay-us D] [--compute-threads K]
+#
+# Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
+# --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 500.
+# Make the default root with (10 s):
+#   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
+#       jobs/fashion_cnn.pbtxt -- --train-limit 6000
+#
+# Verification before timing: the server's answers for the first 500
+# Fashion-MNIST test images (sent as UINT8 pixels, batched) must reach the
+# accuracy recorded in the artifact (within 0.02), and the timed request must
+# answer 200 with probabilities summing to 1. After timing: wrk must report
+# no errors and no non-2xx responses. Needs wrk and python3.
+set -euo pipefail
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
+BIN=$BUILD/registry/polis-registry
+REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
+MAX_BATCH=32 DELAY=500 COMPUTE=1
+ARGS="$*"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --root) REG=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    --rows) ROWS=$2; shift 2 ;;
+    --connections) CONN=$2; shift 2 ;;
+    --duration) DUR=$2; shift 2 ;;
+    --wrk-threads) WRK_THREADS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --max-batch) MAX_BATCH=$2; shift 2 ;;
+    --delay-us) DELAY=$2; shift 2 ;;
+    --compute-threads) COMPUTE=$2; shift 2 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    *) echo "serving.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+command -v wrk > /dev/null || { echo "serving.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
+[[ -x $BIN ]] || { echo "serving.sh: $BIN not built (launch/build.sh)" >&2; exit 2; }
+[[ -d $REG/$MODEL ]] || { echo "serving.sh: no model $MODEL under $REG; see the header of $0" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/polis-serving-XXXXXX)
+SERVER_PID=
+cleanup() {
+  [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2> /dev/null && wait "$SERVER_PID" 2> /dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
+  --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
+  > "$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 200); do [[ -s $WORK/port ]] && break; sleep 0.05; done
+[[ -s $WORK/port ]] || { cat "$WORK/server.log" >&2; exit 1; }
+PORT=$(cat "$WORK/port")
+URL=http://127.0.0.1:$PORT
+
+# Verify, and write the timed request.
+python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" <<'EOF'
+import gzip, json, os, struct, sys, urllib.request
+url, model, rows, out, data_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def call(path, body=None):
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+meta = call(f"/v2/models/{model}")
+shape = meta["inputs"][0]["shape"][1:]
+n = 1
+for d in shape: n *= d
+images, labels = None, None
+path = os.path.join(data_dir, "t10k-images-idx3-ubyte.gz")
+if os.path.exists(path) and n == 784:
+    raw = gzip.open(path).read()
+    count = struct.unpack(">I", raw[4:8])[0]
+    images = [list(raw[16 + i * 784:16 + (i + 1) * 784]) for i in range(min(500, count))]
+    lab = gzip.open(os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz")).read()
+    labels = list(lab[8:8 + len(images)])
+    correct = 0
+    for at in range(0, len(images), 25):
+        chunk = images[at:at + 25]
+        r = call(f"/v2/models/{model}/infer", {"inputs": [{"name": "input", "shape": [len(chunk)] + shape,
+                 "datatype": "UINT8", "data": [p for img in chunk for p in img]}],
+                 "outputs": [{"name": "probabilities"}]})
+        probs = r["outputs"][0]["data"]
+        k = len(probs) // len(chunk)
+        for i, label in enumerate(labels[at:at + len(chunk)]):
+            row = probs[i * k:(i + 1) * k]
+            correct += row.index(max(row)) == label
+    acc = correct / len(images)
+    recorded = meta["parameters"]["metrics"].get("test_accuracy")
+    print(f"verify: accuracy on {len(images)} test images {acc:.4f} (artifact records {recorded})")
+    if recorded is not None and abs(acc - recorded) > 0.02 + 0.05 * (len(images) < 10000):
+        sys.exit(f"verify: accuracy {acc:.4f} is far from the recorded {recorded}")
+else:
+    print("verify: no Fashion-MNIST test set here; checking one answer only")
+pixels = images[:rows] if images else [[(i * 37) % 256 for i in range(n)] for _ in range(rows)]
+while len(pixels) < rows: pixels += pixels[:rows - len(pixels)]
+body = {"inputs": [{"name": "input", "shape": [rows] + shape, "datatype": "UINT8",
+                    "data": [p for img in pixels for p in img]}]}
+r = call(f"/v2/models/{model}/infer", body)
+probs = r["outputs"][0]["data"]
+assert r["outputs"][0]["shape"][0] == rows, r["outputs"][0]["shape"]
+k = len(probs) // rows
+for i in range(rows):
+    s = sum(probs[i * k:(i + 1) * k])
+    assert abs(s - 1) < 1e-4, f"row {i}: probabilities sum to {s}"
+json.dump(body, open(out, "w"))
+print(f"verify: request of {rows} row(s) answered by version {r['model_version']}: ok")
+EOF
+
+cat > "$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$WORK/body.json", "rb"); wrk.body = f:read("*a"); f:close()
+EOF
+echo "wrk: $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE"
+wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
+
+if grep -qE "Non-2xx|Socket errors" "$WORK/wrk.txt"; then
+  echo "serving.sh: FAILED: wrk saw errors or non-2xx responses" >&2
+  exit 1
+fi
+curl -s "$URL/metrics" > "$WORK/metrics.txt"
+python3 - "$WORK/metrics.txt" "$WORK/wrk.txt" "$ROWS" <<'EOF'
+import re, sys
+m = open(sys.argv[1]).read()
+def total(name):
+    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", m, re.M))
+batches, rows_batched = total("polis_inference_batch_rows_count"), total("polis_inference_batch_rows_sum")
+queue_sum, queue_n = total("polis_inference_queue_seconds_sum"), total("polis_inference_queue_seconds_count")
+fails = sum(float(v) for v in re.findall(r'^polis_inference_requests_total\{[^}]*outcome="failure"\} (\S+)$', m, re.M))
+rps = float(re.search(r"Requests/sec:\s+(\S+)", open(sys.argv[2]).read()).group(1))
+print(f"result: {rps:.0f} requests/s = {rps * int(sys.argv[3]):.0f} rows/s; mean batch {rows_batched / max(batches, 1):.2f} rows; "
+      f"mean queue wait {1e6 * queue_sum / max(queue_n, 1):.0f} us; server-side failures {fails:.0f}")
+if fails: sys.exit("serving.sh: FAILED: the server counted failed inferences")
+EOF
+echo "reproduce: benchmarks/serving.sh $ARGS"

@@ -1,0 +1,197 @@
+#include "common/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/artifact/artifact.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/proto/checkpoint.pb.h"
+
+namespace polis {
+namespace {
+
+constexpr char kShardMagic[] = "POLISCK1";
+using Range = data::ShardPlanner::Range;
+
+}  // namespace
+
+Status WriteShardFile(const std::string& path, const ShardFile& s, const std::string& job_sha256) {
+  proto::CheckpointShard h;
+  h.set_server(s.server);
+  h.set_begin(s.begin);
+  h.set_end(s.end);
+  h.set_step(s.step);
+  h.set_optimizer_steps(s.optimizer_steps);
+  h.set_job_sha256(job_sha256);
+  std::vector<float> floats = s.params;
+  for (const auto& [name, v] : s.state) {
+    h.add_state_names(name);
+    floats.insert(floats.end(), v.begin(), v.end());
+  }
+  std::string header;
+  POLIS_ENFORCE(h.SerializeToString(&header));
+  return WriteFileAtomic(path, EncodeFramed(std::string_view(kShardMagic, 8), header, floats));
+}
+
+StatusOr<ShardFile> ReadShardFile(const std::string& path) {
+  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  POLIS_ASSIGN_OR_RETURN(FramedFile f, DecodeFramed(bytes, std::string_view(kShardMagic, 8),
+                                                    "checkpoint shard", path));
+  proto::CheckpointShard h;
+  if (!h.ParseFromString(f.header))
+    return DataLoss("'{}': the header at byte offset {} does not parse", path, f.header_offset);
+  const int64_t n = h.end() - h.begin();
+  const size_t parts = 1 + h.state_names_size();
+  if (n < 0 || f.floats.size() != parts * static_cast<size_t>(n))
+    return DataLoss("'{}': holds {} floats but range [{}, {}) with {} state vectors needs {}", path,
+                    f.floats.size(), h.begin(), h.end(), h.state_names_size(), parts * n);
+  ShardFile s;
+  s.server = h.server();
+  s.begin = h.begin();
+  s.end = h.end();
+  s.step = h.step();
+  s.optimizer_steps = h.optimizer_steps();
+  s.params.assign(f.floats.begin(), f.floats.begin() + n);
+  for (int i = 0; i < h.state_names_size(); ++i)
+    s.state.emplace_back(h.state_names(i), std::vector<float>(f.floats.begin() + (i + 1) * n,
+                                                              f.floats.begin() + (i + 2) * n));
+  return s;
+}
+
+std::string CheckpointDirName(int64_t step, bool epoch_complete) {
+  return fmt::format("step-{:09}{}", step, epoch_complete ? "-end" : "");
+}
+
+namespace {
+
+nlohmann::json ToJson(const CheckpointManifest& m) {
+  nlohmann::json shards = nlohmann::json::array(), consumed = nlohmann::json::array();
+  for (const auto& s : m.shards)
+    shards.push_back({{"server", s.server}, {"begin", s.begin}, {"end", s.end}, {"file", s.file},
+                      {"sha256", s.sha256}});
+  for (const auto& r : m.consumed) consumed.push_back({r.begin, r.end});
+  return {{"step", m.step}, {"epoch", m.epoch}, {"epoch_complete", m.epoch_complete},
+          {"workers", m.workers}, {"servers", m.servers}, {"parameter_count", m.parameter_count},
+          {"job_sha256", m.job_sha256}, {"shards", shards}, {"consumed", consumed}};
+}
+
+}  // namespace
+
+Status WriteManifest(const std::string& dir, const CheckpointManifest& m) {
+  nlohmann::json j = ToJson(m);
+  const std::string body = j.dump();
+  nlohmann::json out = {{"manifest", j}, {"sha256", Sha256Hex(body)}, {"created_at", UtcTimestamp()}};
+  return WriteFileAtomic(dir + "/manifest.json", out.dump(2) + "\n");
+}
+
+StatusOr<CheckpointManifest> ReadManifest(const std::string& dir) {
+  const std::string path = dir + "/manifest.json";
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  auto out = nlohmann::json::parse(text, nullptr, false);
+  if (out.is_discarded() || !out.contains("manifest") || !out.contains("sha256"))
+    return DataLoss("'{}' is not a checkpoint manifest (partial write?)", path);
+  const nlohmann::json& j = out["manifest"];
+  if (Sha256Hex(j.dump()) != out["sha256"].get<std::string>())
+    return DataLoss("'{}': checksum mismatch", path);
+  CheckpointManifest m;
+  try {
+    m.step = j.at("step");
+    m.epoch = j.at("epoch");
+    m.epoch_complete = j.at("epoch_complete");
+    m.workers = j.at("workers");
+    m.servers = j.at("servers");
+    m.parameter_count = j.at("parameter_count");
+    m.job_sha256 = j.at("job_sha256");
+    for (const auto& s : j.at("shards"))
+      m.shards.push_back({s.at("server"), s.at("begin"), s.at("end"), s.at("file"), s.at("sha256")});
+    for (const auto& r : j.at("consumed")) m.consumed.push_back({r.at(0), r.at(1)});
+  } catch (const nlohmann::json::exception& e) {
+    return DataLoss("'{}': {}", path, e.what());
+  }
+  m.dir = dir;
+  int64_t covered = 0;
+  for (const auto& s : m.shards) {
+    POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + s.file));
+    if (sum != s.sha256)
+      return DataLoss("'{}/{}': checksum mismatch: the manifest says {}, the file has {}", dir,
+                      s.file, s.sha256, sum);
+    covered += s.end - s.begin;
+  }
+  if (covered != m.parameter_count)
+    return DataLoss("'{}': shards cover {} of {} parameters", path, covered, m.parameter_count);
+  return m;
+}
+
+StatusOr<CheckpointManifest> FindLatestCheckpoint(const std::string& run_dir,
+                                                  std::vector<std::string>* skipped) {
+  const std::string root = run_dir + "/checkpoints";
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
+      dirs.push_back(e.path().string());
+  if (ec) return NotFound("no checkpoints in '{}': {}", root, ec.message());
+  // Names sort by step, and "-end" after the mid-epoch one of the same step.
+  std::sort(dirs.rbegin(), dirs.rend());
+  for (const auto& d : dirs) {
+    auto m = ReadManifest(d);
+    if (m.ok()) return m;
+    if (skipped) skipped->push_back(fmt::format("skipping checkpoint '{}': {}", d, m.status().message()));
+  }
+  return NotFound("no complete checkpoint in '{}'", root);
+}
+
+void PruneCheckpoints(const std::string& run_dir, int keep) {
+  const std::string root = run_dir + "/checkpoints";
+  std::vector<std::string> complete;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec))
+    if (e.is_directory() && PathExists(e.path().string() + "/manifest.json")) complete.push_back(e.path().string());
+  std::sort(complete.begin(), complete.end());
+  for (size_t i = 0; i + keep < complete.size(); ++i) std::filesystem::remove_all(complete[i], ec);
+}
+
+StatusOr<FullState> LoadFullState(const CheckpointManifest& m) {
+  FullState full;
+  full.params.assign(m.parameter_count, 0.f);
+  for (const auto& s : m.shards) {
+    POLIS_ASSIGN_OR_RETURN(ShardFile f, ReadShardFile(m.dir + "/" + s.file));
+    if (f.begin != s.begin || f.end != s.end)
+      return DataLoss("'{}/{}': holds [{}, {}) but the manifest says [{}, {})", m.dir, s.file, f.begin,
+                      f.end, s.begin, s.end);
+    std::copy(f.params.begin(), f.params.end(), full.params.begin() + f.begin);
+    if (full.state.empty())
+      for (const auto& [name, v] : f.state) full.state.emplace_back(name, std::vector<float>(m.parameter_count));
+    if (full.state.size() != f.state.size())
+      return DataLoss("'{}/{}': optimizer state differs from the other shards", m.dir, s.file);
+    for (size_t i = 0; i < f.state.size(); ++i)
+      std::copy(f.state[i].second.begin(), f.state[i].second.end(), full.state[i].second.begin() + f.begin);
+    full.optimizer_steps = f.optimizer_steps;
+  }
+  return full;
+}
+
+std::vector<Range> MergeRanges(std::vector<Range> r) {
+  std::sort(r.begin(), r.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  std::vector<Range> out;
+  for (const Range& x : r) {
+    if (x.begin >= x.end) continue;
+    if (!out.empty() && x.begin <= out.back().end) out.back().end = std::max(out.back().end, x.end);
+    else out.push_back(x);
+  }
+  return out;
+}
+
+std::vector<Range> Complement(const std::vector<Range>& merged, int64_t n) {
+  std::vector<Range> out;
+  int64_t at = 0;
+  for (const Range& r : merged) {
+    if (r.begin > at) out.push_back({at, r.begin});
+    at = std::max(at, r.end);
+  }
+  if (at < n) out.push_back({at, n});
+  return out;
+}
+
+}  // namespace polis

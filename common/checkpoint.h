@@ -1,0 +1,82 @@
+// Checkpoints of a parameter-server job: one shard file per server (its key
+// range and optimizer state) and a manifest written last by the
+// coordinator, naming every shard with its SHA-256 and the data cursor: the
+// positions of the epoch's permutation whose gradients the snapshot holds.
+//
+//   <run-dir>/checkpoints/step-<step>[-end]/server-<s>.shard
+//   <run-dir>/checkpoints/step-<step>[-end]/manifest.json
+//
+// Shards and manifest are written to temporary names, fsynced and renamed;
+// a checkpoint without a valid manifest, or whose shards fail their
+// checksums, is skipped (with a warning naming it) in favour of the newest
+// complete one. Stateless functions; safe from any thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/data/shard_plan.h"
+#include "common/optimizer.h"
+#include "common/status.h"
+
+namespace polis {
+
+struct ShardFile {
+  int server = 0;
+  int64_t begin = 0, end = 0;
+  int64_t step = 0;
+  int64_t optimizer_steps = 0;
+  std::vector<float> params;
+  std::vector<std::pair<std::string, std::vector<float>>> state;
+};
+
+Status WriteShardFile(const std::string& path, const ShardFile& shard, const std::string& job_sha256);
+StatusOr<ShardFile> ReadShardFile(const std::string& path);
+
+struct CheckpointManifest {
+  int64_t step = 0;
+  int epoch = 0;                   // in progress, or just completed
+  bool epoch_complete = false;
+  int workers = 0, servers = 0;
+  int64_t parameter_count = 0;
+  std::string job_sha256;
+  struct Shard {
+    int server = 0;
+    int64_t begin = 0, end = 0;
+    std::string file;              // relative to the checkpoint directory
+    std::string sha256;
+  };
+  std::vector<Shard> shards;
+  // Positions of `epoch`'s permutation already trained on (merged ranges).
+  std::vector<data::ShardPlanner::Range> consumed;
+  std::string dir;                 // set when read
+};
+
+std::string CheckpointDirName(int64_t step, bool epoch_complete);
+Status WriteManifest(const std::string& dir, const CheckpointManifest& m);
+// Verifies the manifest's own checksum and every shard's.
+StatusOr<CheckpointManifest> ReadManifest(const std::string& dir);
+// The newest complete checkpoint under <run_dir>/checkpoints; NotFound if none.
+// Skipped ones are reported in *skipped (one line each).
+StatusOr<CheckpointManifest> FindLatestCheckpoint(const std::string& run_dir,
+                                                  std::vector<std::string>* skipped);
+// Removes all but the newest `keep` checkpoint directories.
+void PruneCheckpoints(const std::string& run_dir, int keep);
+
+// Reassembles the full parameter vector (and each optimizer state vector)
+// from a checkpoint's shards, whatever key ranges they had.
+struct FullState {
+  std::vector<float> params;
+  std::vector<std::pair<std::string, std::vector<float>>> state;
+  int64_t optimizer_steps = 0;
+};
+StatusOr<FullState> LoadFullState(const CheckpointManifest& m);
+
+// Merges ranges into sorted, disjoint ones; Complement gives [0, n) minus them.
+std::vector<data::ShardPlanner::Range> MergeRanges(std::vector<data::ShardPlanner::Range> r);
+std::vector<data::ShardPlanner::Range> Complement(const std::vector<data::ShardPlanner::Range>& merged,
+                                                  int64_t n);
+
+}  // namespace polis

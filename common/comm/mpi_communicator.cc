@@ -1,0 +1,259 @@
+// MpiCommunicator: the MPI implementation of Communicator
+// (common/comm/communicator.h; design in docs/design/allreduce.md).
+#include <mpi.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "common/comm/allreduce_context.h"
+#include "common/comm/allreduce_recursive_doubling.h"
+#include "common/comm/allreduce_ring.h"
+#include "common/comm/communicator.h"
+#include "common/env.h"
+#include "common/log.h"
+
+namespace polis::comm {
+
+StatusOr<AllreduceAlgorithm> ParseAllreduceAlgorithm(const std::string& name) {
+  if (name == "auto") return AllreduceAlgorithm::kAuto;
+  if (name == "mpi") return AllreduceAlgorithm::kMpi;
+  if (name == "ring") return AllreduceAlgorithm::kRing;
+  if (name == "rd") return AllreduceAlgorithm::kRecursiveDoubling;
+  return InvalidArgument("unknown all-reduce algorithm '{}'; known: auto, mpi, ring, rd", name);
+}
+
+const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm) {
+  switch (algorithm) {
+    case AllreduceAlgorithm::kAuto: return "auto";
+    case AllreduceAlgorithm::kMpi: return "mpi";
+    case AllreduceAlgorithm::kRing: return "ring";
+    case AllreduceAlgorithm::kRecursiveDoubling: return "rd";
+  }
+  return "?";
+}
+
+const char* WireTypeName(WireType wire) {
+  switch (wire) {
+    case WireType::kFloat32: return "fp32";
+    case WireType::kBFloat16: return "bf16";
+    case WireType::kFloat16: return "fp16";
+  }
+  return "?";
+}
+
+int WireBytes(WireType wire) { return wire == WireType::kFloat32 ? 4 : 2; }
+
+namespace {
+
+using internal::CallInfo;
+using internal::CollectiveContext;
+using internal::kCollectivePeer;
+
+// Pipeline depth of the ring: receives posted ahead, each into its own
+// segment slot (8 x 128 KiB = 1 MiB of slots).
+constexpr int kRingDepth = 8;
+
+// Largest message, in wire bytes, for which kAuto takes recursive doubling
+// over the ring, by group size. Measured on the 2-core build VM
+// (docs/design/allreduce.md, "Thresholds"): recursive doubling moves the
+// whole buffer log2(p) times (+2 for the folded ranks of a non-power of two)
+// in as many latencies and adds it all on every rank; the ring moves
+// 2(n-1)/n of it in 2(n-1) latencies. With 2 ranks both move the same bytes
+// and the ring adds half as much; with 4, recursive doubling saves 4 of 6
+// latencies.
+int64_t RecursiveDoublingMaxBytes(int size) {
+  if (size <= 2) return 16 << 10;
+  if (size == 4) return 64 << 10;
+  return 32 << 10;
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm dup, int64_t max_count, std::optional<AllreduceAlgorithm> forced,
+                  int64_t rd_max_bytes, int64_t segment_bytes)
+      : ctx_(dup),
+        ring_(&ctx_, segment_bytes, kRingDepth),
+        rd_(&ctx_),
+        forced_(forced),
+        rd_max_bytes_(rd_max_bytes) {
+    max_count_ = std::max<int64_t>(max_count, 0);
+    // Every algorithm and wire fits in 4 bytes per float (see ScratchBytes).
+    ctx_.scratch().Reserve(static_cast<size_t>(max_count_) * 4);
+  }
+
+  int rank() const override { return ctx_.rank(); }
+  int size() const override { return ctx_.size(); }
+
+  AllreduceAlgorithm Choose(int64_t count, WireType wire) const override {
+    AllreduceAlgorithm a;
+    if (forced_ && *forced_ != AllreduceAlgorithm::kAuto) {
+      a = *forced_;
+    } else if (count * WireBytes(wire) <= rd_max_bytes_) {
+      a = AllreduceAlgorithm::kRecursiveDoubling;
+    } else {
+      a = AllreduceAlgorithm::kRing;
+    }
+    // Open MPI reduces only what MPI_FLOAT carries.
+    if (a == AllreduceAlgorithm::kMpi && wire != WireType::kFloat32) a = AllreduceAlgorithm::kRing;
+    return a;
+  }
+
+  Status Allreduce(float* data, int64_t count, const AllreduceOptions& options) override {
+    POLIS_RETURN_IF_ERROR(CheckUsable());
+    if (count < 0) return InvalidArgument("Allreduce: count is {}, expected >= 0", count);
+    if (count > 0 && data == nullptr)
+      return InvalidArgument("Allreduce: data is null for {} floats", count);
+    AllreduceAlgorithm algo = options.algorithm == AllreduceAlgorithm::kAuto
+                                  ? Choose(count, options.wire)
+                                  : options.algorithm;
+    if (algo == AllreduceAlgorithm::kMpi && options.wire != WireType::kFloat32)
+      algo = AllreduceAlgorithm::kRing;
+    ctx_.BeginCall(CallInfo{"Allreduce", algo, options.wire, count});
+    if (count == 0 || size() == 1) return Status::Ok();
+
+    int64_t need = 0;
+    if (algo == AllreduceAlgorithm::kRing) need = internal::AllreduceRing::ScratchBytes(count, options.wire);
+    if (algo == AllreduceAlgorithm::kRecursiveDoubling)
+      need = internal::AllreduceRecursiveDoubling::ScratchBytes(count, options.wire);
+    if (static_cast<size_t>(need) > ctx_.scratch().capacity()) {
+      // Grow to what any algorithm needs for this count, so it happens once.
+      POLIS_LOG(kWarn, kNet,
+                "Allreduce of {} floats is larger than the max_count {} this communicator was "
+                "built for: growing its scratch to {:.1f} MiB (pass a larger max_count)",
+                count, max_count_, count * 4.0 / (1 << 20));
+      ctx_.scratch().Reserve(static_cast<size_t>(count) * 4);
+      max_count_ = count;
+    }
+
+    Status st;
+    switch (algo) {
+      case AllreduceAlgorithm::kRing: st = ring_.Run(data, count, options.wire); break;
+      case AllreduceAlgorithm::kRecursiveDoubling: st = rd_.Run(data, count, options.wire); break;
+      case AllreduceAlgorithm::kMpi: st = RunMpi(data, count); break;
+      case AllreduceAlgorithm::kAuto: st = InternalError("kAuto was not resolved"); break;
+    }
+    return Checked(st);
+  }
+
+  Status Broadcast(void* data, int64_t bytes, int root) override {
+    POLIS_RETURN_IF_ERROR(CheckUsable());
+    if (root < 0 || root >= size())
+      return InvalidArgument("Broadcast: root is rank {}, expected 0..{}", root, size() - 1);
+    if (bytes < 0) return InvalidArgument("Broadcast: bytes is {}, expected >= 0", bytes);
+    if (bytes > 0 && data == nullptr) return InvalidArgument("Broadcast: data is null for {} bytes", bytes);
+    ctx_.BeginCall(CallInfo{"Broadcast", AllreduceAlgorithm::kAuto, WireType::kFloat32, bytes});
+    constexpr int64_t kPiece = int64_t{1} << 30;
+    for (int64_t off = 0; off < bytes; off += kPiece) {
+      MPI_Request req = MPI_REQUEST_NULL;
+      const int len = static_cast<int>(std::min(kPiece, bytes - off));
+      POLIS_RETURN_IF_ERROR(Checked(ToStatus(
+          MPI_Ibcast(static_cast<std::byte*>(data) + off, len, MPI_BYTE, root, ctx_.comm(), &req),
+          "MPI_Ibcast")));
+      POLIS_RETURN_IF_ERROR(WaitCollective(&req));
+    }
+    return Status::Ok();
+  }
+
+  Status Allgather(const void* send, void* recv, int64_t bytes_per_rank) override {
+    POLIS_RETURN_IF_ERROR(CheckUsable());
+    if (bytes_per_rank < 0 || bytes_per_rank > INT32_MAX)
+      return InvalidArgument("Allgather: bytes_per_rank is {}, expected 0..{}", bytes_per_rank,
+                             INT32_MAX);
+    if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr))
+      return InvalidArgument("Allgather: null buffer for {} bytes per rank", bytes_per_rank);
+    ctx_.BeginCall(
+        CallInfo{"Allgather", AllreduceAlgorithm::kAuto, WireType::kFloat32, bytes_per_rank});
+    const int len = static_cast<int>(bytes_per_rank);
+    // MPI forbids aliased buffers; the caller's own slot in recv means in-place.
+    const void* src = send == static_cast<const std::byte*>(recv) + rank() * bytes_per_rank
+                          ? MPI_IN_PLACE
+                          : send;
+    MPI_Request req = MPI_REQUEST_NULL;
+    POLIS_RETURN_IF_ERROR(Checked(ToStatus(
+        MPI_Iallgather(src, len, MPI_BYTE, recv, len, MPI_BYTE, ctx_.comm(), &req),
+        "MPI_Iallgather")));
+    return WaitCollective(&req);
+  }
+
+  Status Barrier() override {
+    POLIS_RETURN_IF_ERROR(CheckUsable());
+    ctx_.BeginCall(CallInfo{"Barrier", AllreduceAlgorithm::kAuto, WireType::kFloat32, -1});
+    MPI_Request req = MPI_REQUEST_NULL;
+    POLIS_RETURN_IF_ERROR(Checked(ToStatus(MPI_Ibarrier(ctx_.comm(), &req), "MPI_Ibarrier")));
+    return WaitCollective(&req);
+  }
+
+ private:
+  static Status ToStatus(int rc, const char* what) {
+    return rc == MPI_SUCCESS ? Status::Ok() : MpiStatus(rc, what, __FILE__, __LINE__);
+  }
+
+  // A failed collective may leave messages in flight: refuse later calls.
+  Status Checked(Status st) {
+    if (!st.ok() && broken_.ok()) broken_ = st;
+    return st;
+  }
+  Status CheckUsable() const {
+    if (broken_.ok()) return Status::Ok();
+    return FailedPrecondition("communicator is unusable after an earlier failure: {}",
+                              broken_.ToString());
+  }
+
+  Status WaitCollective(MPI_Request* req) {
+    Status st = ctx_.WaitOne(req, kCollectivePeer, false);
+    if (!st.ok()) ctx_.Abandon(1, req, nullptr);
+    return Checked(st);
+  }
+
+  // Open MPI's own algorithm, non-blocking so that the deadline and the
+  // back-off apply (a blocking MPI_Allreduce would spin and never time out).
+  Status RunMpi(float* data, int64_t count) {
+    constexpr int64_t kPiece = int64_t{1} << 28;  // floats per call (MPI counts are int)
+    for (int64_t off = 0; off < count; off += kPiece) {
+      const int len = static_cast<int>(std::min(kPiece, count - off));
+      MPI_Request req = MPI_REQUEST_NULL;
+      POLIS_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + off, len, MPI_FLOAT, MPI_SUM, ctx_.comm(),
+                                     &req));
+      POLIS_RETURN_IF_ERROR(WaitCollective(&req));
+    }
+    return Status::Ok();
+  }
+
+  CollectiveContext ctx_;
+  internal::AllreduceRing ring_;
+  internal::AllreduceRecursiveDoubling rd_;
+  std::optional<AllreduceAlgorithm> forced_;
+  int64_t rd_max_bytes_;
+  int64_t max_count_ = 0;
+  Status broken_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(MPI_Comm comm, int64_t max_count) {
+  if (comm == MPI_COMM_NULL) return InvalidArgument("MakeMpiCommunicator: comm is MPI_COMM_NULL");
+  if (max_count < 0) return InvalidArgument("MakeMpiCommunicator: max_count is {}, expected >= 0", max_count);
+  std::optional<AllreduceAlgorithm> forced;
+  const std::string algo = env::AllreduceAlgo();
+  if (!algo.empty()) {
+    auto parsed = ParseAllreduceAlgorithm(algo);
+    if (!parsed.ok()) return parsed.status().WithContext("POLIS_ALLREDUCE_ALGO");
+    forced = *parsed;
+    POLIS_LOG(kInfo, kNet, "POLIS_ALLREDUCE_ALGO={}: all-reduce uses {} when asked for auto", algo,
+              AllreduceAlgorithmName(*forced));
+  }
+  MPI_Comm dup = MPI_COMM_NULL;
+  POLIS_MPI_CHECK(MPI_Comm_dup(comm, &dup));
+  int size = 1;
+  POLIS_MPI_CHECK(MPI_Comm_size(dup, &size));
+  int64_t rd_max = RecursiveDoublingMaxBytes(size);
+  if (env::AllreduceRdMaxKiB() >= 0) {
+    rd_max = int64_t{env::AllreduceRdMaxKiB()} << 10;
+    POLIS_LOG(kInfo, kNet, "POLIS_ALLREDUCE_RD_MAX_KB={}", env::AllreduceRdMaxKiB());
+  }
+  const int64_t segment = int64_t{env::AllreduceSegmentKiB()} << 10;
+  return std::unique_ptr<Communicator>(
+      std::make_unique<MpiCommunicator>(dup, max_count, forced, rd_max, segment));
+}
+
+}  // namespace polis::comm

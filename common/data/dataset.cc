@@ -1,0 +1,89 @@
+#include "common/data/dataset.h"
+
+#include <algorithm>
+
+#include "common/data/image_dataset.h"
+#include "common/data/timeseries.h"
+#include "common/env.h"
+
+namespace polis::data {
+namespace {
+
+int64_t Limit(int64_t size, int64_t limit) { return limit > 0 ? std::min(size, limit) : size; }
+
+class Images : public Dataset {
+ public:
+  Images(ImageDataset train, ImageDataset test, std::vector<std::string> files)
+      : train_(std::move(train)), test_(std::move(test)), files_(std::move(files)) {}
+  Task task() const override { return Task::kClassification; }
+  int64_t size(Part p) const override { return p == Part::kTrain ? train_.size() : test_.size(); }
+  std::vector<int64_t> sample_shape() const override { return train_.sample_shape(); }
+  int64_t target_width() const override { return train_.num_classes(); }
+  void Gather(Part p, const int64_t* idx, int64_t n, float* x, float* y) const override {
+    const ImageDataset& d = p == Part::kTrain ? train_ : test_;
+    const int64_t e = d.sample_elements();
+    for (int64_t i = 0; i < n; ++i) {
+      d.Gather(idx + i, 1, x + i * e, &label_);
+      y[i] = static_cast<float>(label_);
+    }
+  }
+  std::vector<std::string> files() const override { return files_; }
+
+ private:
+  ImageDataset train_, test_;
+  std::vector<std::string> files_;
+  mutable int32_t label_ = 0;
+};
+
+class Series : public Dataset {
+ public:
+  Series(TimeSeriesDataset ds, int64_t train_limit, int64_t test_limit)
+      : ds_(std::move(ds)), train_limit_(train_limit), test_limit_(test_limit) {}
+  Task task() const override { return Task::kRegression; }
+  int64_t size(Part p) const override {
+    return p == Part::kTrain ? Limit(ds_.size(TimeSeriesDataset::kTrain), train_limit_)
+                             : Limit(ds_.size(TimeSeriesDataset::kTest), test_limit_);
+  }
+  std::vector<int64_t> sample_shape() const override { return ds_.sample_shape(); }
+  int64_t target_width() const override { return ds_.horizon(); }
+  void Gather(Part p, const int64_t* idx, int64_t n, float* x, float* y) const override {
+    ds_.Gather(p == Part::kTrain ? TimeSeriesDataset::kTrain : TimeSeriesDataset::kTest, idx, n, x, y);
+  }
+  double TargetToOriginal(double v) const override { return ds_.TargetToOriginal(v); }
+  std::vector<std::string> files() const override { return {ds_.spec().path()}; }
+  nlohmann::json Baselines() const override {
+    auto sn = ds_.SeasonalNaive(TimeSeriesDataset::kTest, std::min<int64_t>(168, ds_.lookback()));
+    auto lv = ds_.LastValue(TimeSeriesDataset::kTest);
+    return {{"seasonal_naive_mae", sn.mae}, {"seasonal_naive_rmse", sn.rmse},
+            {"seasonal_naive_mape", sn.mape}, {"seasonal_naive_smape", sn.smape},
+            {"last_value_mae", lv.mae}, {"last_value_rmse", lv.rmse},
+            {"last_value_mape", lv.mape}, {"last_value_smape", lv.smape}};
+  }
+  std::string PreprocessingJson() const override { return ds_.stats().ToJson(); }
+  std::string Report() const override { return ds_.report(); }
+
+ private:
+  TimeSeriesDataset ds_;
+  int64_t train_limit_, test_limit_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d) {
+  if (d.format() == proto::DatasetSpec::CSV) {
+    if (!d.has_timeseries()) return InvalidArgument("dataset.timeseries is required for format CSV");
+    POLIS_ASSIGN_OR_RETURN(TimeSeriesDataset ds, TimeSeriesDataset::Open(d.timeseries()));
+    return std::unique_ptr<Dataset>(new Series(std::move(ds), d.train_limit(), d.test_limit()));
+  }
+  std::string dir = d.dir() == "fashion-mnist" ? env::FashionMnistDir() : d.dir();
+  auto join = [&](const std::string& f) { return f.empty() || f[0] == '/' ? f : dir + "/" + f; };
+  std::vector<std::string> files = {join(d.train_images()), join(d.train_labels()),
+                                    join(d.test_images()), join(d.test_labels())};
+  POLIS_ASSIGN_OR_RETURN(ImageDataset train, ImageDataset::Open(files[0], files[1], d.num_classes(),
+                                                                d.scale(), d.shift(), d.train_limit()));
+  POLIS_ASSIGN_OR_RETURN(ImageDataset test, ImageDataset::Open(files[2], files[3], d.num_classes(),
+                                                               d.scale(), d.shift(), d.test_limit()));
+  return std::unique_ptr<Dataset>(new Images(std::move(train), std::move(test), std::move(files)));
+}
+
+}  // namespace polis::data

@@ -1,0 +1,48 @@
+// Dataset: what training and evaluation read, whatever the file format.
+// Two kinds today: labelled images (IDX, classification) and windows of a
+// CSV time series (regression, common/data/timeseries.h). Immutable after
+// Open; Gather may be called from one thread at a time per object.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/proto/job.pb.h"
+#include "common/status.h"
+
+namespace polis::data {
+
+enum class Task { kClassification, kRegression };
+enum class Part { kTrain, kTest };
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual Task task() const = 0;
+  // Samples (windows) in a part, after dataset.train_limit / test_limit.
+  virtual int64_t size(Part p) const = 0;
+  virtual std::vector<int64_t> sample_shape() const = 0;
+  // Outputs the model must give: classes, or forecast horizon.
+  virtual int64_t target_width() const = 0;
+  // x: n × sample floats; y: n class labels (as floats) or n × horizon
+  // standardised targets. No allocation.
+  virtual void Gather(Part p, const int64_t* indices, int64_t n, float* x, float* y) const = 0;
+  // A (standardised) target value in the original units.
+  virtual double TargetToOriginal(double v) const { return v; }
+  // Files read, for lineage checksums.
+  virtual std::vector<std::string> files() const = 0;
+  // Regression: reference forecasts on the test part (seasonal naive, last
+  // value) as {"seasonal_naive_mae": …, …}; empty for classification.
+  virtual nlohmann::json Baselines() const { return nlohmann::json::object(); }
+  // Preprocessing to store in the model artifact ("" when none).
+  virtual std::string PreprocessingJson() const { return ""; }
+  // One line on what was read (rows, drops, splits).
+  virtual std::string Report() const { return ""; }
+};
+
+StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& spec);
+
+}  // namespace polis::data

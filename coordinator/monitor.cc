@@ -1,0 +1,614 @@
+// The Beast half of coordinator/monitor.h. Beast and Asio errors are turned
+// into Status values (Start) or HTTP answers (requests) here, once.
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility>.
+#include <utility>
+
+#include "coordinator/monitor.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "common/fs.h"
+#include "common/log.h"
+
+namespace polis::coordinator {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+using Ms = std::chrono::milliseconds;
+
+// Limits for a monitoring API: small requests, few clients.
+constexpr size_t kMaxBodyBytes = 64 << 10;
+constexpr uint32_t kMaxHeaderBytes = 16 << 10;
+constexpr size_t kMaxConnections = 256;
+constexpr int kReadTimeoutMs = 10000;   // a request's header and body
+constexpr int kIdleTimeoutMs = 60000;   // a kept-alive connection between requests
+constexpr int kWriteTimeoutMs = 10000;
+
+struct Reply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+Reply JsonReply(int status, const json& doc) {
+  return Reply{status, "application/json",
+               doc.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", {}};
+}
+Reply ErrorReply(int status, const std::string& message) {
+  return JsonReply(status, json{{"error", message}});
+}
+
+// Equal-time comparison, so response timing does not reveal a token prefix.
+bool TokenEquals(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i)
+    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+std::string ContentTypeFor(const std::string& name) {
+  const std::string ext = std::filesystem::path(name).extension().string();
+  if (ext == ".html") return "text/html; charset=utf-8";
+  if (ext == ".js") return "text/javascript; charset=utf-8";
+  if (ext == ".css") return "text/css; charset=utf-8";
+  if (ext == ".json") return "application/json";
+  if (ext == ".svg") return "image/svg+xml";
+  if (ext == ".png") return "image/png";
+  if (ext == ".ico") return "image/x-icon";
+  return "application/octet-stream";
+}
+
+// A dashboard asset name: one path component, no dot files (no traversal).
+bool SafeAssetName(const std::string& name) {
+  if (name.empty() || name[0] == '.' || name.size() > 128) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
+std::string ExecutableDir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : exe.parent_path().string();
+}
+
+// See Monitor::Start in monitor.h.
+std::string BuiltinDashboardDir() {
+  const std::string exe_dir = ExecutableDir();
+  std::vector<std::string> candidates;
+  if (!exe_dir.empty()) {
+    candidates.push_back(exe_dir + "/dashboard");                 // build/launch/polis-train
+    candidates.push_back(exe_dir + "/../launch/dashboard");       // build/tests/*_tests
+    candidates.push_back(exe_dir + "/../../launch/dashboard");    // a source tree above build/
+  }
+  for (const auto& c : candidates)
+    if (PathExists(c + "/index.html")) return std::filesystem::weakly_canonical(c).string();
+  return candidates.empty() ? std::string("dashboard") : candidates.front();
+}
+
+}  // namespace
+
+const char* CommandName(Monitor::Command command) {
+  switch (command) {
+    case Monitor::Command::kCheckpoint: return "checkpoint";
+    case Monitor::Command::kStop: return "stop";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text format.
+
+namespace {
+
+std::string PromNumber(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{}", static_cast<int64_t>(v));
+  return fmt::format("{}", v);
+}
+
+std::string PromLabelValue(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::optional<double> Number(const json& doc, const char* key) {
+  if (!doc.is_object()) return std::nullopt;
+  auto it = doc.find(key);
+  if (it == doc.end()) return std::nullopt;
+  if (it->is_number()) return it->get<double>();
+  if (it->is_boolean()) return it->get<bool>() ? 1.0 : 0.0;
+  return std::nullopt;
+}
+
+// One metric family: HELP and TYPE, then its samples. Written only if it
+// has samples.
+class Family {
+ public:
+  Family(std::string name, std::string type, std::string help)
+      : name_(std::move(name)), type_(std::move(type)), help_(std::move(help)) {}
+  void Add(const std::string& labels, double value) {
+    samples_ += name_;
+    if (!labels.empty()) samples_ += "{" + labels + "}";
+    samples_ += " " + PromNumber(value) + "\n";
+  }
+  void AppendTo(std::string* out) const {
+    if (samples_.empty()) return;
+    *out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name_, help_, name_, type_);
+    *out += samples_;
+  }
+
+ private:
+  std::string name_, type_, help_, samples_;
+};
+
+std::string RankLabel(const json& row) {
+  if (auto r = Number(row, "rank")) return fmt::format("rank=\"{}\"", static_cast<int64_t>(*r));
+  return {};
+}
+
+bool Contains(const json& list, int64_t rank) {
+  if (!list.is_array()) return false;
+  for (const auto& v : list)
+    if (v.is_number_integer() && v.get<int64_t>() == rank) return true;
+  return false;
+}
+
+}  // namespace
+
+std::string PrometheusText(const json& s) {
+  std::string out;
+  if (!s.is_object()) return out;
+
+  {
+    Family info("polis_job_info", "gauge", "The job's name and state (the value is always 1).");
+    std::string labels;
+    if (auto it = s.find("job"); it != s.end() && it->is_string())
+      labels += fmt::format("job_name=\"{}\"", PromLabelValue(it->get<std::string>()));
+    if (auto it = s.find("state"); it != s.end() && it->is_string())
+      labels += fmt::format("{}state=\"{}\"", labels.empty() ? "" : ",",
+                            PromLabelValue(it->get<std::string>()));
+    if (!labels.empty()) info.Add(labels, 1);
+    info.AppendTo(&out);
+  }
+  struct JobGauge {
+    const char* key;
+    const char* name;
+    const char* help;
+  };
+  static const JobGauge kJobGauges[] = {
+      {"epoch", "polis_job_epoch", "Current epoch of the job."},
+      {"epochs", "polis_job_epochs", "Epochs the job will train in all."},
+      {"step", "polis_job_step", "Global training step."},
+      {"loss", "polis_job_loss", "Latest training loss."},
+      {"accuracy", "polis_job_accuracy", "Latest test accuracy (0..1)."},
+      {"samples_per_second", "polis_job_samples_per_second", "Training throughput of all workers together."},
+      {"eta_seconds", "polis_job_eta_seconds", "Estimated seconds until the job ends."},
+      {"elapsed_seconds", "polis_job_elapsed_seconds", "Seconds since the job started."},
+  };
+  for (const auto& g : kJobGauges) {
+    Family f(g.name, "gauge", g.help);
+    if (auto v = Number(s, g.key)) f.Add("", *v);
+    f.AppendTo(&out);
+  }
+
+  const json empty = json::array();
+  const json& workers = s.contains("workers") && s["workers"].is_array() ? s["workers"] : empty;
+  const json& servers = s.contains("servers") && s["servers"].is_array() ? s["servers"] : empty;
+  const json& stragglers = s.contains("stragglers") ? s["stragglers"] : empty;
+  const json& stalled = s.contains("stalled") ? s["stalled"] : empty;
+  {
+    Family n("polis_job_workers", "gauge", "Worker ranks in the job.");
+    Family st("polis_job_stragglers", "gauge", "Worker ranks currently flagged as stragglers.");
+    Family sl("polis_job_stalled", "gauge", "Worker ranks currently flagged as stalled.");
+    if (s.contains("workers")) n.Add("", static_cast<double>(workers.size()));
+    if (stragglers.is_array()) st.Add("", static_cast<double>(stragglers.size()));
+    if (stalled.is_array()) sl.Add("", static_cast<double>(stalled.size()));
+    n.AppendTo(&out);
+    st.AppendTo(&out);
+    sl.AppendTo(&out);
+  }
+
+  struct RowMetric {
+    const char* key;
+    const char* name;
+    const char* type;
+    const char* help;
+  };
+  static const RowMetric kWorkerMetrics[] = {
+      {"step", "polis_worker_step", "gauge", "Training step of the worker."},
+      {"shards_done", "polis_worker_shards_done", "gauge", "Shards the worker has finished."},
+      {"samples", "polis_worker_samples_total", "counter", "Samples the worker has trained on."},
+      {"compute_seconds", "polis_worker_compute_seconds_total", "counter", "Seconds the worker spent computing."},
+      {"comm_seconds", "polis_worker_comm_seconds_total", "counter", "Seconds the worker spent communicating."},
+      {"wait_seconds", "polis_worker_wait_seconds_total", "counter", "Seconds the worker spent waiting (shards, stragglers)."},
+      {"clock", "polis_worker_clock", "gauge", "The worker's logical clock (SSP consistency)."},
+      {"last_heartbeat_age_seconds", "polis_worker_last_heartbeat_age_seconds", "gauge", "Seconds since the worker's last report."},
+      {"straggler", "polis_worker_straggler", "gauge", "1 if the worker is flagged as a straggler."},
+  };
+  for (const auto& m : kWorkerMetrics) {
+    Family f(m.name, m.type, m.help);
+    for (const auto& w : workers) {
+      const std::string label = RankLabel(w);
+      if (label.empty()) continue;
+      if (auto v = Number(w, m.key)) f.Add(label, *v);
+    }
+    f.AppendTo(&out);
+  }
+  {
+    Family f("polis_worker_stalled", "gauge", "1 if the worker is flagged as stalled.");
+    for (const auto& w : workers) {
+      auto rank = Number(w, "rank");
+      if (rank) f.Add(RankLabel(w), Contains(stalled, static_cast<int64_t>(*rank)) ? 1 : 0);
+    }
+    f.AppendTo(&out);
+  }
+
+  static const RowMetric kServerMetrics[] = {
+      {"bytes_in", "polis_server_received_bytes_total", "counter", "Bytes the parameter server received."},
+      {"bytes_out", "polis_server_sent_bytes_total", "counter", "Bytes the parameter server sent."},
+      {"updates_per_second", "polis_server_updates_per_second", "gauge", "Optimizer updates the server applies per second."},
+  };
+  for (const auto& m : kServerMetrics) {
+    Family f(m.name, m.type, m.help);
+    for (const auto& sv : servers) {
+      const std::string label = RankLabel(sv);
+      if (label.empty()) continue;
+      if (auto v = Number(sv, m.key)) f.Add(label, *v);
+    }
+    f.AppendTo(&out);
+  }
+  {
+    Family f("polis_server_keys", "gauge", "Parameters in the server's key range.");
+    for (const auto& sv : servers) {
+      const std::string label = RankLabel(sv);
+      auto it = sv.find("key_range");
+      if (label.empty() || it == sv.end() || !it->is_array() || it->size() != 2) continue;
+      if ((*it)[0].is_number() && (*it)[1].is_number())
+        f.Add(label, (*it)[1].get<double>() - (*it)[0].get<double>());
+    }
+    f.AppendTo(&out);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// The server.
+
+struct Monitor::Impl {
+  Options opt;
+  std::string dashboard_dir;
+  std::string address;
+
+  std::mutex mu;
+  std::shared_ptr<const json> status;  // guarded by mu
+  std::vector<Command> commands;       // guarded by mu
+
+  // Declared before the io_context: sessions destroyed with it still count.
+  std::atomic<size_t> connections{0};
+  std::atomic<bool> stopped{false};
+  net::io_context ioc{1};
+  tcp::acceptor acceptor{net::make_strand(ioc)};
+  std::thread thread;
+
+  void DoAccept();
+  Reply Handle(const std::string& method, const std::string& target, const std::string& authorization);
+  Reply HandleStatus();
+  Reply HandleCommand(Monitor::Command command, const std::string& authorization);
+  Reply HandleAsset(const std::string& path);
+};
+
+Reply Monitor::Impl::HandleStatus() {
+  std::shared_ptr<const json> snapshot;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    snapshot = status;
+  }
+  if (!snapshot) return ErrorReply(503, "the coordinator has not published a status yet");
+  return JsonReply(200, *snapshot);
+}
+
+Reply Monitor::Impl::HandleCommand(Monitor::Command command, const std::string& authorization) {
+  if (opt.token.empty())
+    return ErrorReply(403, "commands are disabled: the monitor was started without a token");
+  static constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() <= kBearer.size() ||
+      strncasecmp(authorization.c_str(), kBearer.data(), kBearer.size()) != 0) {
+    Reply r = ErrorReply(401, "this command needs 'Authorization: Bearer <token>'");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"polis\"");
+    return r;
+  }
+  if (!TokenEquals(authorization.substr(kBearer.size()), opt.token))
+    return ErrorReply(403, "wrong token");
+  size_t queued = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (commands.size() >= kMaxQueuedCommands)
+      return ErrorReply(503, fmt::format("{} commands are already waiting for the coordinator",
+                                         commands.size()));
+    commands.push_back(command);
+    queued = commands.size();
+  }
+  POLIS_LOG(kInfo, kCoord, "monitor: {} command queued", CommandName(command));
+  return JsonReply(202, json{{"accepted", CommandName(command)}, {"queued", queued}});
+}
+
+Reply Monitor::Impl::HandleAsset(const std::string& path) {
+  std::string name = path == "/" ? "index.html" : path.substr(1);
+  if (!SafeAssetName(name)) return ErrorReply(404, fmt::format("no such page: {}", path));
+  const std::string file = dashboard_dir + "/" + name;
+  auto text = ReadFile(file);
+  if (!text.ok()) {
+    if (name == "index.html")
+      return Reply{404, "text/plain; charset=utf-8",
+                   fmt::format("The dashboard is not installed ({} is missing: build the "
+                               "polis-train or polisctl target, or pass dashboard_dir).\n"
+                               "/api/status and /metrics work without it.\n",
+                               file),
+                   {}};
+    return ErrorReply(404, fmt::format("no such page: {}", path));
+  }
+  Reply r{200, ContentTypeFor(name), std::move(*text), {}};
+  // The page loads nothing from elsewhere, and may not be framed.
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  return r;
+}
+
+Reply Monitor::Impl::Handle(const std::string& method, const std::string& target,
+                            const std::string& authorization) {
+  const std::string path = target.substr(0, target.find('?'));
+  const bool get = method == "GET" || method == "HEAD";
+  auto only = [&](const char* allow) {
+    Reply r = ErrorReply(405, fmt::format("{} takes {} only", path, allow));
+    r.headers.emplace_back("Allow", allow);
+    return r;
+  };
+  if (path == "/api/status") return get ? HandleStatus() : only("GET, HEAD");
+  if (path == "/metrics") {
+    if (!get) return only("GET, HEAD");
+    std::shared_ptr<const json> snapshot;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      snapshot = status;
+    }
+    return Reply{200, "text/plain; version=0.0.4; charset=utf-8",
+                 snapshot ? PrometheusText(*snapshot) : std::string(), {}};
+  }
+  if (path == "/healthz") return get ? Reply{200, "text/plain", "ok\n", {}} : only("GET, HEAD");
+  if (path == "/api/checkpoint")
+    return method == "POST" ? HandleCommand(Command::kCheckpoint, authorization) : only("POST");
+  if (path == "/api/stop") return method == "POST" ? HandleCommand(Command::kStop, authorization) : only("POST");
+  if (path.starts_with("/api/")) return ErrorReply(404, fmt::format("no such endpoint: {}", path));
+  return get ? HandleAsset(path) : only("GET, HEAD");
+}
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket&& socket, Monitor::Impl* monitor) : stream_(std::move(socket)), m_(monitor) {
+    m_->connections++;
+  }
+  ~Session() { m_->connections--; }
+
+  void Run() {
+    net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::Read, shared_from_this()));
+  }
+
+ private:
+  void Read() {
+    parser_.emplace();
+    parser_->header_limit(kMaxHeaderBytes);
+    parser_->body_limit(kMaxBodyBytes);
+    stream_.expires_after(Ms(first_ ? kReadTimeoutMs : kIdleTimeoutMs));
+    first_ = false;
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, std::size_t) {
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+        ec == beast::error::timeout)
+      return Close();
+    if (ec == http::error::header_limit) return Refuse(431, "request header too large");
+    if (ec == http::error::body_limit)
+      return Refuse(413, fmt::format("request body exceeds {} bytes", kMaxBodyBytes));
+    if (ec) return Refuse(400, fmt::format("malformed HTTP request: {}", ec.message()));
+
+    const auto& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    version_ = req.version();
+    const std::string method(req.method_string());
+    Reply reply;
+    try {
+      reply = m_->Handle(method, std::string(req.target()),
+                         std::string(req[http::field::authorization]));
+    } catch (const std::exception& e) {
+      POLIS_LOG(kError, kCoord, "monitor: {} {} failed: {}", method, std::string(req.target()), e.what());
+      reply = ErrorReply(500, std::string("internal error: ") + e.what());
+    }
+    Write(std::move(reply), method == "HEAD");
+  }
+
+  void Refuse(int status, const std::string& why) {
+    POLIS_LOG(kInfo, kNet, "monitor: refused a request with {}: {}", status, why);
+    keep_alive_ = false;
+    Write(ErrorReply(status, why), false);
+  }
+
+  void Write(Reply r, bool head) {
+    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status),
+                                                                   version_);
+    res->set(http::field::server, "polis-monitor");
+    res->set(http::field::content_type, r.content_type);
+    res->set(http::field::cache_control, "no-store");
+    for (auto& [k, v] : r.headers) res->set(k, v);
+    res->keep_alive(keep_alive_ && !m_->stopped);
+    if (head) {
+      res->content_length(r.body.size());
+    } else {
+      res->body() = std::move(r.body);
+      res->prepare_payload();
+    }
+    stream_.expires_after(Ms(kWriteTimeoutMs));
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+      if (ec || !res->keep_alive()) return self->Close();
+      self->Read();
+    });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Monitor::Impl* m_;
+  bool keep_alive_ = false;
+  bool first_ = true;
+  unsigned version_ = 11;
+};
+
+}  // namespace
+
+void Monitor::Impl::DoAccept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !acceptor.is_open() || stopped) return;
+    if (ec) {
+      POLIS_LOG(kWarn, kNet, "monitor: accept failed: {}", ec.message());
+    } else if (connections >= kMaxConnections) {
+      POLIS_LOG(kWarn, kNet, "monitor: {} connections open; closing a new one", connections.load());
+      beast::error_code ignored;
+      socket.close(ignored);
+    } else {
+      std::make_shared<Session>(std::move(socket), this)->Run();
+    }
+    DoAccept();
+  });
+}
+
+Monitor::Monitor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
+  // HOST:PORT, [V6]:PORT; "localhost" means 127.0.0.1.
+  const std::string& listen = options.listen;
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos)
+    return InvalidArgument("monitor listen address '{}' is not HOST:PORT", listen);
+  std::string host = listen.substr(0, colon);
+  const std::string port_text = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "localhost") host = "127.0.0.1";
+  char* end = nullptr;
+  const long port = std::strtol(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
+    return InvalidArgument("monitor listen address '{}': port '{}' is not 0..65535", listen, port_text);
+  beast::error_code ec;
+  const auto ip = net::ip::make_address(host, ec);
+  if (ec) return InvalidArgument("monitor listen address '{}': '{}' is not an IP address", listen, host);
+
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  impl->dashboard_dir = options.dashboard_dir.empty() ? BuiltinDashboardDir() : options.dashboard_dir;
+  const tcp::endpoint ep(ip, static_cast<unsigned short>(port));
+  impl->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(ep, ec);
+  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return IoError("monitor cannot listen on {}: {}", listen, ec.message());
+  const int bound = impl->acceptor.local_endpoint(ec).port();
+
+  std::string shown = ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string();
+  if (ip.is_unspecified()) {
+    char name[256] = "";
+    if (gethostname(name, sizeof(name) - 1) == 0 && name[0]) shown = name;
+  }
+  impl->address = fmt::format("http://{}:{}", shown, bound);
+
+  impl->DoAccept();
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] {
+    // Process-directed signals (SIGTERM from scancel, SIGINT, ...) go to the
+    // coordinator's threads, never to this one.
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD})
+      sigaddset(&set, sig);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    raw->ioc.run();
+  });
+  POLIS_LOG(kInfo, kCoord, "monitor: serving {} (dashboard from {})", impl->address, impl->dashboard_dir);
+  return std::unique_ptr<Monitor>(new Monitor(std::move(impl)));
+}
+
+std::string Monitor::address() const { return impl_->address; }
+
+void Monitor::Publish(json status) {
+  auto next = std::make_shared<const json>(std::move(status));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->status.swap(next);
+  }
+  // `next` now holds the previous snapshot; it is freed here, outside the lock.
+}
+
+std::vector<Monitor::Command> Monitor::TakeCommands() {
+  std::vector<Command> out;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  out.swap(impl_->commands);
+  return out;
+}
+
+Monitor::~Monitor() {
+  Impl& m = *impl_;
+  m.stopped = true;
+  net::post(m.acceptor.get_executor(), [&m] {
+    beast::error_code ec;
+    m.acceptor.close(ec);
+  });
+  // Handlers never block, so whatever is in flight is answered within
+  // microseconds; a short grace lets those answers go out.
+  const auto deadline = std::chrono::steady_clock::now() + Ms(200);
+  while (m.connections > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(Ms(5));
+  m.ioc.stop();
+  if (m.thread.joinable()) m.thread.join();
+}
+
+}  // namespace polis::coordinator

@@ -1,0 +1,328 @@
+// The Beast half of registry/http.h: server. Wraps Beast/Asio errors once,
+// here, into Status values and HTTP refusals.
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility>.
+#include <utility>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+#include "registry/http.h"
+
+namespace polis::registry {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+std::string ErrorBody(const std::string& message) {
+  return nlohmann::json{{"error", message}}.dump(-1, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  HttpServerOptions opt;
+  HttpHandler handler;
+  std::atomic<size_t> connections{0};
+  std::atomic<int64_t> active{0};  // requests handed to the handler, not yet written
+  std::atomic<bool> stopped{false};
+  bool started = false;
+  int bound_port = 0;
+  // Declared after the counters: sessions destroyed with the io_context
+  // still update them.
+  net::io_context ioc;
+  tcp::acceptor acceptor{net::make_strand(ioc)};
+  std::vector<std::thread> threads;
+
+  void Refused(const std::string& method, int status, const std::string& why) {
+    POLIS_LOG(kInfo, kNet, "refused {} with {}: {}", method.empty() ? "request" : method, status, why);
+    if (opt.on_refused) opt.on_refused(method, status, why);
+  }
+  void DoAccept();
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket&& socket, HttpServer::Impl* server)
+      : stream_(std::move(socket)), srv_(server) {
+    srv_->connections++;
+    beast::error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    remote_ = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+  ~Session() { srv_->connections--; }
+
+  void Run() {
+    net::dispatch(stream_.get_executor(),
+                  beast::bind_front_handler(&Session::ReadHeader, shared_from_this()));
+  }
+
+ private:
+  using Ms = std::chrono::milliseconds;
+
+  void ReadHeader() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(srv_->opt.max_header_bytes));
+    // No limit while the header is read (Beast would refuse a large declared
+    // Content-Length as a parse error); the right one is set after it.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    stream_.expires_after(Ms(first_ ? srv_->opt.read_timeout_ms : srv_->opt.idle_timeout_ms));
+    first_ = false;
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
+  }
+
+  void OnHeader(beast::error_code ec, std::size_t) {
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted)
+      return Close();
+    if (ec == beast::error::timeout) {
+      POLIS_LOG(kInfo, kNet, "{}: no complete request header within the timeout; closing", remote_);
+      return;  // the stream closed the socket
+    }
+    if (ec == http::error::header_limit)
+      return Refuse(431, fmt::format("request header exceeds {} bytes", srv_->opt.max_header_bytes));
+    if (ec) return Refuse(400, fmt::format("malformed HTTP request: {}", ec.message()));
+
+    auto& req = parser_->get();
+    method_ = std::string(req.method_string());
+    const std::string_view target(req.target().data(), req.target().size());
+    const bool upload = srv_->opt.is_upload && srv_->opt.is_upload(method_, target);
+    const size_t limit = upload ? srv_->opt.max_upload_bytes : srv_->opt.max_body_bytes;
+    const auto declared = parser_->content_length();
+    if (declared && *declared > limit)
+      return Refuse(413, fmt::format("request body of {} bytes exceeds the limit of {} bytes ({})",
+                                     *declared, limit,
+                                     upload ? "--max-upload-bytes" : "--max-body-bytes"));
+    parser_->body_limit(limit);
+    body_limit_ = limit;
+    if (parser_->is_done()) return OnBody({}, 0);
+    // Slow clients: the body gets the read timeout plus a second per MiB declared.
+    const int64_t allowance_ms = declared ? static_cast<int64_t>(*declared >> 20) * 1000 : 0;
+    stream_.expires_after(Ms(srv_->opt.read_timeout_ms + allowance_ms));
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+                                                                    req.version());
+      http::async_write(stream_, *cont,
+                        [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
+                          if (wec) return self->Close();
+                          self->ReadBody();
+                        });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnBody, shared_from_this()));
+  }
+
+  void OnBody(beast::error_code ec, std::size_t) {
+    if (ec == http::error::body_limit)
+      return Refuse(413, fmt::format("request body exceeds the limit of {} bytes", body_limit_));
+    if (ec == beast::error::timeout) {
+      POLIS_LOG(kInfo, kNet, "{}: {} body not received within the timeout; closing", remote_,
+                method_);
+      return;
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset)
+      return Close();
+    if (ec) return Refuse(400, fmt::format("malformed HTTP request body: {}", ec.message()));
+
+    http::request<http::string_body> req = parser_->release();
+    parser_.reset();
+    keep_alive_ = req.keep_alive();
+    version_ = req.version();
+    stream_.expires_never();  // the handler may take a while (queued inference)
+
+    HttpRequest r;
+    r.method = std::string(req.method_string());
+    r.target = std::string(req.target());
+    r.body = std::move(req.body());
+    r.authorization = std::string(req[http::field::authorization]);
+    r.content_type = std::string(req[http::field::content_type]);
+    r.remote = remote_;
+
+    srv_->active++;
+    auto self = shared_from_this();
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    Respond respond = [self, once](HttpResponse response) {
+      if (once->exchange(true)) return;  // exactly once
+      net::post(self->stream_.get_executor(),
+                [self, response = std::move(response)]() mutable {
+                  self->Write(std::move(response), /*handled=*/true);
+                });
+    };
+    Post post = [self](std::function<void()> fn) {
+      net::post(self->stream_.get_executor(), std::move(fn));
+    };
+    try {
+      srv_->handler(std::move(r), respond, std::move(post));
+    } catch (const std::exception& e) {
+      POLIS_LOG(kError, kRegistry, "handler threw: {}", e.what());
+      respond(HttpResponse{500, "application/json", ErrorBody(std::string("internal error: ") + e.what()), {}});
+    }
+  }
+
+  void Refuse(int status, const std::string& why) {
+    srv_->Refused(method_, status, why);
+    keep_alive_ = false;
+    Write(HttpResponse{status, "application/json", ErrorBody(why), {}}, /*handled=*/false);
+  }
+
+  void Write(HttpResponse r, bool handled) {
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(r.status), version_ ? version_ : 11);
+    res->set(http::field::server, "polis-registry");
+    res->set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res->set(k, v);
+    res->body() = std::move(r.body);
+    res->keep_alive(keep_alive_);
+    res->prepare_payload();
+    stream_.expires_after(Ms(srv_->opt.write_timeout_ms));
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, handled](beast::error_code ec, std::size_t) {
+                        if (handled) self->srv_->active--;
+                        if (ec) return self->Close();
+                        if (!handled) return self->LingerClose();
+                        if (!self->keep_alive_ || self->srv_->stopped) return self->Close();
+                        self->ReadHeader();
+                      });
+  }
+
+  // After a refusal the client may still be sending a body we will not read;
+  // closing at once would reset the connection before it reads the answer.
+  // Stop sending, drain what arrives for a moment, then close.
+  void LingerClose() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(Ms(2000));
+    drain_.resize(64 << 10);
+    Drain();
+  }
+  void Drain() {
+    stream_.async_read_some(net::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec) return self->Close();
+                              self->Drain();
+                            });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::vector<char> drain_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  HttpServer::Impl* srv_;
+  std::string remote_, method_;
+  size_t body_limit_ = 0;
+  bool keep_alive_ = false;
+  bool first_ = true;
+  unsigned version_ = 11;
+};
+
+}  // namespace
+
+void HttpServer::Impl::DoAccept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
+    if (!ec) {
+      if (connections >= opt.max_connections) {
+        POLIS_LOG(kWarn, kNet, "{} connections open (max {}); closing a new one", connections.load(),
+                  opt.max_connections);
+        beast::error_code ignored;
+        socket.close(ignored);
+      } else {
+        std::make_shared<Session>(std::move(socket), this)->Run();
+      }
+    } else {
+      POLIS_LOG(kWarn, kNet, "accept failed: {}", ec.message());
+    }
+    DoAccept();
+  });
+}
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
+    : impl_(std::make_shared<Impl>()) {
+  impl_->opt = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() { Stop(0); }
+
+Status HttpServer::Start() {
+  Impl& s = *impl_;
+  if (s.started) return FailedPrecondition("HTTP server already started");
+  beast::error_code ec;
+  const auto address = net::ip::make_address(s.opt.host, ec);
+  if (ec) return InvalidArgument("'{}' is not an IP address: {}", s.opt.host, ec.message());
+  const tcp::endpoint ep(address, static_cast<unsigned short>(s.opt.port));
+  const std::string where = fmt::format("{}:{}", s.opt.host, s.opt.port);
+  s.acceptor.open(ep.protocol(), ec);
+  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(ep, ec);
+  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return IoError("cannot listen on {}: {}", where, ec.message());
+  s.bound_port = s.acceptor.local_endpoint(ec).port();
+  s.started = true;
+  s.DoAccept();
+  const int n = std::max(1, s.opt.threads);
+  for (int i = 0; i < n; ++i) s.threads.emplace_back([&s] { s.ioc.run(); });
+  return Status::Ok();
+}
+
+int HttpServer::port() const { return impl_->bound_port; }
+
+void HttpServer::Stop(int grace_ms) {
+  Impl& s = *impl_;
+  if (!s.started || s.stopped.exchange(true)) return;
+  net::post(s.acceptor.get_executor(), [&s] {
+    beast::error_code ec;
+    s.acceptor.close(ec);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+  while (s.active > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  s.ioc.stop();
+  for (auto& t : s.threads) t.join();
+  s.threads.clear();
+}
+
+StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& text) {
+  std::string host = "127.0.0.1", port = text;
+  const size_t colon = text.rfind(':');
+  if (colon != std::string::npos) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+  }
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535)
+    return InvalidArgument("'{}' is not HOST:PORT (port 0..65535)", text);
+  return std::make_pair(host, static_cast<int>(p));
+}
+
+}  // namespace polis::registry

@@ -1,0 +1,112 @@
+#include "registry/metrics.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace polis::registry {
+namespace {
+
+std::string ModelLabels(const std::string& model, int64_t version) {
+  return fmt::format("model=\"{}\",version=\"{}\"", model, version);
+}
+
+const std::vector<double> kSecondsBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                             0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+const std::vector<double> kRowBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+}  // namespace
+
+Metrics::Metrics() {
+  auto family = [&](const char* name, const char* type, const char* help,
+                    std::vector<double> bounds = {}) {
+    Family& f = families_[name];
+    f.type = type;
+    f.help = help;
+    f.bounds = std::move(bounds);
+  };
+  family("polis_http_requests_total", "counter", "HTTP requests answered, by method and status code");
+  family("polis_http_auth_refusals_total", "counter", "Requests refused for a missing, unknown or insufficient token");
+  family("polis_inference_requests_total", "counter", "Inference requests by model, version and outcome");
+  family("polis_inference_rows_total", "counter", "Rows (samples) inferred");
+  family("polis_inference_request_seconds", "histogram", "Inference request time from arrival to result", kSecondsBuckets);
+  family("polis_inference_queue_seconds", "histogram", "Time a request waited for its batch", kSecondsBuckets);
+  family("polis_inference_compute_seconds", "histogram", "Forward pass time of one executed batch", kSecondsBuckets);
+  family("polis_inference_batch_rows", "histogram", "Rows per executed batch (dynamic batching)", kRowBuckets);
+  family("polis_model_version_loaded", "gauge", "1 for each loaded model version");
+}
+
+void Metrics::Add(const std::string& name, const std::string& labels, double v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  families_[name].values[labels] += v;
+}
+
+void Metrics::Observe(const std::string& name, const std::string& labels, double v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Family& f = families_[name];
+  Histogram& h = f.histograms[labels];
+  if (h.counts.empty()) h.counts.assign(f.bounds.size() + 1, 0);
+  const size_t b = std::lower_bound(f.bounds.begin(), f.bounds.end(), v) - f.bounds.begin();
+  h.counts[b]++;
+  h.sum += v;
+  h.count++;
+}
+
+void Metrics::CountHttp(const std::string& method, int code) {
+  Add("polis_http_requests_total", fmt::format("method=\"{}\",code=\"{}\"", method, code), 1);
+}
+
+void Metrics::CountAuthRefusal(int code) {
+  Add("polis_http_auth_refusals_total", fmt::format("code=\"{}\"", code), 1);
+}
+
+void Metrics::ObserveInference(const std::string& model, int64_t version, bool ok, double seconds,
+                               int64_t rows) {
+  const std::string l = ModelLabels(model, version);
+  Add("polis_inference_requests_total", l + (ok ? ",outcome=\"success\"" : ",outcome=\"failure\""), 1);
+  if (ok) {
+    Add("polis_inference_rows_total", l, static_cast<double>(rows));
+    Observe("polis_inference_request_seconds", l, seconds);
+  }
+}
+
+void Metrics::ObserveQueue(const std::string& model, int64_t version, double seconds) {
+  Observe("polis_inference_queue_seconds", ModelLabels(model, version), seconds);
+}
+
+void Metrics::ObserveBatch(const std::string& model, int64_t version, int64_t rows,
+                           double compute_seconds) {
+  const std::string l = ModelLabels(model, version);
+  Observe("polis_inference_batch_rows", l, static_cast<double>(rows));
+  Observe("polis_inference_compute_seconds", l, compute_seconds);
+}
+
+void Metrics::AdjustLoaded(const std::string& model, int64_t version, int delta) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& values = families_["polis_model_version_loaded"].values;
+  const std::string l = ModelLabels(model, version);
+  if ((values[l] += delta) <= 0) values.erase(l);
+}
+
+std::string Metrics::Render() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  for (const auto& [name, f] : families_) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, f.help, name, f.type);
+    for (const auto& [labels, v] : f.values)
+      out += fmt::format("{}{{{}}} {}\n", name, labels, v);
+    for (const auto& [labels, h] : f.histograms) {
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < f.bounds.size(); ++i) {
+        cumulative += h.counts[i];
+        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, f.bounds[i], cumulative);
+      }
+      out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, h.count);
+      out += fmt::format("{}_sum{{{}}} {}\n{}_count{{{}}} {}\n", name, labels, h.sum, name, labels,
+                         h.count);
+    }
+  }
+  return out;
+}
+
+}  // namespace polis::registry

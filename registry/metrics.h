@@ -1,0 +1,57 @@
+// Prometheus metrics of the registry server (text exposition format 0.0.4,
+// served at GET /metrics).
+//
+//   polis_http_requests_total{method,code}                 counter
+//   polis_http_auth_refusals_total{code}                    counter
+//   polis_inference_requests_total{model,version,outcome}   counter (outcome: success|failure)
+//   polis_inference_rows_total{model,version}                counter
+//   polis_inference_request_seconds{model,version}           histogram (arrival to result)
+//   polis_inference_queue_seconds{model,version}             histogram (queued until its batch ran)
+//   polis_inference_compute_seconds{model,version}           histogram (one batch's forward pass)
+//   polis_inference_batch_rows{model,version}                histogram (rows per executed batch)
+//   polis_model_version_loaded{model,version}                gauge (instances loaded; gone at 0)
+//
+// Thread-safe: one mutex; each update is a map lookup and a few adds.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace polis::registry {
+
+class Metrics {
+ public:
+  Metrics();
+  void CountHttp(const std::string& method, int code);
+  void CountAuthRefusal(int code);
+  void ObserveInference(const std::string& model, int64_t version, bool ok, double seconds,
+                        int64_t rows);
+  void ObserveQueue(const std::string& model, int64_t version, double seconds);
+  void ObserveBatch(const std::string& model, int64_t version, int64_t rows, double compute_seconds);
+  // +1 when a version is loaded, -1 when it is unloaded (a reload overlaps).
+  void AdjustLoaded(const std::string& model, int64_t version, int delta);
+  std::string Render() const;
+
+ private:
+  struct Histogram {
+    std::vector<uint64_t> counts;  // per bucket, not cumulative
+    double sum = 0;
+    uint64_t count = 0;
+  };
+  struct Family {
+    std::string help, type;
+    std::vector<double> bounds;                  // histograms only
+    std::map<std::string, double> values;        // counters and gauges, by label set
+    std::map<std::string, Histogram> histograms;
+  };
+  void Add(const std::string& name, const std::string& labels, double v);
+  void Observe(const std::string& name, const std::string& labels, double v);
+
+  mutable std::mutex mu_;
+  std::map<std::string, Family> families_;
+};
+
+}  // namespace polis::registry

@@ -1,0 +1,503 @@
+#include "registry/served_version.h"
+
+#include <malloc.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "registry/metrics.h"
+
+namespace polis::registry {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+struct Item {
+  bool explain = false;
+  std::vector<float> input;
+  int64_t rows = 0;
+  Clock::time_point enqueued;
+  std::function<void(InferOutcome)> infer_done;
+  ExplainRequest explain_request;
+  std::function<void(ExplainOutcome)> explain_done;
+};
+
+// Buckets of batch sizes: powers of two below max, and max itself.
+std::vector<int64_t> Buckets(int64_t max_batch) {
+  std::vector<int64_t> b;
+  for (int64_t s = 1; s < max_batch; s *= 2) b.push_back(s);
+  b.push_back(max_batch);
+  return b;
+}
+
+// Gives the allocator's free pages back to the OS, so that unloading a
+// version shows in RSS (glibc keeps freed heap memory otherwise).
+void ReturnMemoryToOs() { malloc_trim(0); }
+
+}  // namespace
+
+struct ServedVersion::Core {
+  std::string model_name;
+  int64_t version = 0;
+  std::string sha256;
+  proto::ArtifactHeader header;
+  nn::Model model;  // Networks point into its layer specs: never moved after construction
+  std::vector<float> weights;
+  BatchingOptions options;
+  Metrics* metrics = nullptr;
+  int64_t in_elems = 0, classes = 0;
+  bool classifier = true;
+  float scale = 1, shift = 0;
+  std::vector<int64_t> buckets;
+  Clock::time_point loaded_at;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Item> queue;   // GUARDED_BY(mu)
+  int64_t queued_rows = 0;  // GUARDED_BY(mu)
+  bool stop = false;        // GUARDED_BY(mu)
+};
+
+namespace {
+
+using Core = ServedVersion::Core;
+
+// The thread's own state: the Networks it alone uses.
+struct Executor {
+  std::shared_ptr<Core> c;
+  std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by bucket size
+  std::vector<float> grads;                              // explanations only
+  std::map<int64_t, std::unique_ptr<nn::Network>> explain_nets;  // by batch (steps + 1)
+
+  Status Warm() {
+    try {
+      for (int64_t b : c->buckets) {
+        auto net = std::make_unique<nn::Network>(c->model, b, c->weights.data(), nullptr, false);
+        net->Forward();
+        nets[b] = std::move(net);
+      }
+    } catch (const std::exception& e) {
+      return InternalError("building the networks of model '{}' version {}: {}", c->model_name,
+                           c->version, e.what());
+    }
+    return Status::Ok();
+  }
+
+  // True when the leading inference items fill a batch (or an explanation
+  // waits behind them), so there is no point in waiting longer.
+  bool BatchFull() const {
+    int64_t rows = 0;
+    for (const Item& it : c->queue) {
+      if (it.explain) return true;
+      if (rows + it.rows > c->options.max_batch_size) return true;
+      rows += it.rows;
+      if (rows == c->options.max_batch_size) return true;
+    }
+    return false;
+  }
+
+  void RunBatch(std::vector<Item>& batch, int64_t rows) {
+    const auto start = Clock::now();
+    const int64_t bucket =
+        *std::lower_bound(c->buckets.begin(), c->buckets.end(), rows);
+    nn::Network& net = *nets.at(bucket);
+    float* in = net.input();
+    int64_t at = 0;
+    for (const Item& it : batch) {
+      std::memcpy(in + at * c->in_elems, it.input.data(), sizeof(float) * it.rows * c->in_elems);
+      at += it.rows;
+    }
+    std::memset(in + rows * c->in_elems, 0, sizeof(float) * (bucket - rows) * c->in_elems);
+    Status st;
+    const float* out = nullptr;
+    try {
+      net.Forward();
+      out = net.output();
+    } catch (const std::exception& e) {
+      st = InternalError("forward pass of model '{}' version {} failed: {}", c->model_name,
+                         c->version, e.what());
+    }
+    const double compute = Seconds(Clock::now() - start);
+    if (c->metrics) c->metrics->ObserveBatch(c->model_name, c->version, rows, compute);
+    at = 0;
+    for (Item& it : batch) {
+      InferOutcome o;
+      o.status = st;
+      o.rows = it.rows;
+      o.batch_rows = rows;
+      o.queue_seconds = Seconds(start - it.enqueued);
+      o.compute_seconds = compute;
+      if (st.ok())
+        o.logits.assign(out + at * c->classes, out + (at + it.rows) * c->classes);
+      at += it.rows;
+      if (c->metrics) c->metrics->ObserveQueue(c->model_name, c->version, o.queue_seconds);
+      auto done = std::move(it.infer_done);
+      it = Item();  // free the input before the callback, which may take a while
+      done(std::move(o));
+    }
+  }
+
+  nn::Network& ExplainNet(int64_t batch) {
+    auto it = explain_nets.find(batch);
+    if (it != explain_nets.end()) return *it->second;
+    if (grads.empty()) grads.assign(c->weights.size(), 0.f);
+    // Keep at most two step counts' networks: each is a training Network.
+    if (explain_nets.size() >= 2) explain_nets.erase(explain_nets.begin());
+    auto net = std::make_unique<nn::Network>(c->model, batch, c->weights.data(), grads.data(),
+                                             /*training=*/true, /*want_input_grad=*/true);
+    return *(explain_nets[batch] = std::move(net));
+  }
+
+  ExplainOutcome RunExplain(const ExplainRequest& req) {
+    ExplainOutcome out;
+    try {
+      const int64_t E = c->in_elems, K = c->classes, S = req.steps;
+      // Rows 0..S of one pass are the input scaled by k/S: row 0 is the
+      // (zero) baseline, row S the input itself.
+      nn::Network& net = ExplainNet(S + 1);
+      for (int64_t r = 0; r < req.rows; ++r) {
+        const float* x = req.input.data() + r * E;
+        float* in = net.input();
+        for (int64_t k = 0; k <= S; ++k) {
+          const float alpha = static_cast<float>(k) / static_cast<float>(S);
+          for (int64_t i = 0; i < E; ++i) in[k * E + i] = alpha * x[i];
+        }
+        net.Forward();
+        const float* logits = net.output();
+        ExplainRow row;
+        row.logits.assign(logits + S * K, logits + (S + 1) * K);
+        row.baseline_logits.assign(logits, logits + K);
+        row.target = req.targets[r];
+        if (row.target < 0)
+          row.target = c->classifier ? std::max_element(row.logits.begin(), row.logits.end()) -
+                                           row.logits.begin()
+                                     : 0;
+        float* diff = net.output_diff();
+        std::fill(diff, diff + (S + 1) * K, 0.f);
+        for (int64_t k = 0; k <= S; ++k) diff[k * K + row.target] = 1.f;
+        net.Backward();
+        const float* g = net.input_diff();
+        row.saliency.resize(E);
+        row.integrated_gradients.resize(E);
+        double ig_sum = 0;
+        for (int64_t i = 0; i < E; ++i) {
+          // Right Riemann sum over alpha = 1/S .. 1 of the path gradient.
+          double acc = 0;
+          for (int64_t k = 1; k <= S; ++k) acc += g[k * E + i];
+          const double ig = static_cast<double>(x[i]) * acc / static_cast<double>(S);
+          row.integrated_gradients[i] = static_cast<float>(ig);
+          row.saliency[i] = x[i] * g[S * E + i];
+          ig_sum += ig;
+        }
+        row.convergence_delta =
+            ig_sum - (static_cast<double>(row.logits[row.target]) - row.baseline_logits[row.target]);
+        out.rows.push_back(std::move(row));
+      }
+    } catch (const std::exception& e) {
+      out.status = InternalError("explaining with model '{}' version {} failed: {}", c->model_name,
+                                 c->version, e.what());
+      out.rows.clear();
+    }
+    return out;
+  }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lk(c->mu);
+    const auto delay = std::chrono::microseconds(c->options.max_queue_delay_us);
+    while (true) {
+      c->cv.wait(lk, [&] { return c->stop || !c->queue.empty(); });
+      if (c->queue.empty()) break;  // stopping, and every queued request is answered
+      if (c->queue.front().explain) {
+        Item it = std::move(c->queue.front());
+        c->queue.pop_front();
+        lk.unlock();
+        ExplainOutcome o = RunExplain(it.explain_request);
+        auto done = std::move(it.explain_done);
+        it = Item();
+        done(std::move(o));
+        lk.lock();
+        continue;
+      }
+      const auto deadline = c->queue.front().enqueued + delay;
+      while (!c->stop && !BatchFull() && Clock::now() < deadline) c->cv.wait_until(lk, deadline);
+      std::vector<Item> batch;
+      int64_t rows = 0;
+      while (!c->queue.empty() && !c->queue.front().explain &&
+             rows + c->queue.front().rows <= c->options.max_batch_size) {
+        rows += c->queue.front().rows;
+        batch.push_back(std::move(c->queue.front()));
+        c->queue.pop_front();
+      }
+      c->queued_rows -= rows;
+      lk.unlock();
+      RunBatch(batch, rows);
+      batch.clear();
+      lk.lock();
+    }
+  }
+};
+
+void ThreadMain(std::shared_ptr<Core> core, std::promise<Status> ready) {
+  // oneDNN (OpenMP build) sizes its parallel regions by this thread's
+  // setting: each version gets its own, so versions do not oversubscribe.
+  omp_set_num_threads(static_cast<int>(core->options.compute_threads));
+  {
+    Executor ex;
+    ex.c = core;
+    Status st = ex.Warm();
+    const bool ok = st.ok();
+    ready.set_value(std::move(st));
+    if (ok) ex.Loop();
+  }
+  // Networks are gone; drop the weights too if the version is gone.
+  core.reset();
+  ReturnMemoryToOs();
+}
+
+}  // namespace
+
+StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::string& model,
+                                          const BatchingOptions& defaults) {
+  const std::string path = root + "/" + model + "/" + kModelConfigFileName;
+  BatchingOptions o = defaults;
+  if (!PathExists(path)) return o;
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument("'{}' is not a JSON object", path);
+  for (const auto& [key, v] : j.items()) {
+    int64_t* field = key == "max_batch_size"       ? &o.max_batch_size
+                     : key == "max_queue_delay_us" ? &o.max_queue_delay_us
+                     : key == "max_queue_rows"     ? &o.max_queue_rows
+                     : key == "compute_threads"    ? &o.compute_threads
+                                                   : nullptr;
+    if (!field)
+      return InvalidArgument(
+          "'{}': unknown key '{}'; known keys: max_batch_size, max_queue_delay_us, max_queue_rows, "
+          "compute_threads",
+          path, key);
+    if (!v.is_number_integer()) return InvalidArgument("'{}': '{}' must be an integer", path, key);
+    *field = v.get<int64_t>();
+  }
+  POLIS_RETURN_IF_ERROR(ValidateBatchingOptions(o, path));
+  return o;
+}
+
+Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& source) {
+  if (o.max_batch_size < 1 || o.max_batch_size > 4096)
+    return InvalidArgument("{}: max_batch_size must be in 1..4096, got {}", source, o.max_batch_size);
+  if (o.max_queue_delay_us < 0 || o.max_queue_delay_us > 10'000'000)
+    return InvalidArgument("{}: max_queue_delay_us must be in 0..10000000, got {}", source,
+                           o.max_queue_delay_us);
+  if (o.max_queue_rows < o.max_batch_size)
+    return InvalidArgument("{}: max_queue_rows ({}) must be at least max_batch_size ({})", source,
+                           o.max_queue_rows, o.max_batch_size);
+  if (o.compute_threads < 1 || o.compute_threads > 256)
+    return InvalidArgument("{}: compute_threads must be in 1..256, got {}", source, o.compute_threads);
+  return Status::Ok();
+}
+
+StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::Load(const std::string& root,
+                                                             const std::string& model,
+                                                             int64_t version,
+                                                             const BatchingOptions& options,
+                                                             Metrics* metrics) {
+  POLIS_RETURN_IF_ERROR(ValidateModelName(model));
+  const std::string path = fmt::format("{}/{}/{}/{}", root, model, version, kArtifactFileName);
+  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  POLIS_ASSIGN_OR_RETURN(ModelArtifact a, DecodeArtifact(bytes, path));
+  const std::string sha = ArtifactSha256(bytes);
+  bytes = std::string();
+  return FromArtifact(model, version, std::move(a), sha, options, metrics);
+}
+
+StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
+    const std::string& model, int64_t version, ModelArtifact artifact, const std::string& sha256,
+    const BatchingOptions& options, Metrics* metrics) {
+  const std::string what = fmt::format("model '{}' version {}", model, version);
+  POLIS_RETURN_IF_ERROR(ValidateBatchingOptions(options, what));
+  const proto::ArtifactHeader& h = artifact.header;
+  nn::Shape in_shape(h.input_shape().begin(), h.input_shape().end());
+  auto built = nn::Model::Build(h.job().model(), in_shape);
+  if (!built.ok()) return built.status().WithContext(what);
+  if (built->parameter_count() != static_cast<int64_t>(artifact.weights.size()))
+    return DataLoss("{}: the model rebuilds with {} parameters but the artifact holds {}", what,
+                    built->parameter_count(), artifact.weights.size());
+
+  auto core = std::make_shared<Core>();
+  core->model_name = model;
+  core->version = version;
+  core->sha256 = sha256;
+  core->header = h;
+  core->model = std::move(built).value();
+  core->weights = std::move(artifact.weights);
+  core->options = options;
+  core->metrics = metrics;
+  core->in_elems = nn::ShapeElements(core->model.input_shape());
+  core->classes = nn::ShapeElements(core->model.output_shape());
+  core->classifier = h.job().model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY &&
+                     core->model.output_shape().size() == 1;
+  // Integer inputs of image models are pixels, preprocessed as in training;
+  // other models take their values as they are.
+  const bool images = h.job().dataset().format() == proto::DatasetSpec::IDX;
+  core->scale = images ? h.job().dataset().scale() : 1.f;
+  core->shift = images ? h.job().dataset().shift() : 0.f;
+  core->buckets = Buckets(options.max_batch_size);
+  core->loaded_at = Clock::now();
+
+  std::shared_ptr<ServedVersion> sv(new ServedVersion());
+  sv->core_ = core;
+  std::promise<Status> ready;
+  std::future<Status> warmed = ready.get_future();
+  sv->thread_ = std::thread(ThreadMain, core, std::move(ready));
+  Status st = warmed.get();
+  if (!st.ok()) return st;  // the thread has exited; ~ServedVersion joins it
+  POLIS_LOG(kInfo, kRegistry, "loaded model '{}' version {} ({} parameters, buckets up to {})",
+            model, version, core->weights.size(), options.max_batch_size);
+  if (metrics) metrics->AdjustLoaded(model, version, +1);
+  return sv;
+}
+
+ServedVersion::~ServedVersion() {
+  if (core_) {
+    {
+      std::lock_guard<std::mutex> lock(core_->mu);
+      core_->stop = true;
+    }
+    core_->cv.notify_all();
+    if (core_->metrics) core_->metrics->AdjustLoaded(core_->model_name, core_->version, -1);
+    POLIS_LOG(kInfo, kRegistry, "unloading model '{}' version {}", core_->model_name,
+              core_->version);
+  }
+  if (thread_.joinable()) {
+    // The last reference may be dropped by a completion callback on the
+    // inference thread itself; it then finishes on its own.
+    if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+    else thread_.join();
+  }
+  core_.reset();
+  ReturnMemoryToOs();
+}
+
+const std::string& ServedVersion::model_name() const { return core_->model_name; }
+int64_t ServedVersion::version() const { return core_->version; }
+const std::string& ServedVersion::sha256() const { return core_->sha256; }
+const proto::ArtifactHeader& ServedVersion::header() const { return core_->header; }
+const nn::Shape& ServedVersion::input_shape() const { return core_->model.input_shape(); }
+int64_t ServedVersion::input_elements() const { return core_->in_elems; }
+int64_t ServedVersion::classes() const { return core_->classes; }
+const nn::Shape& ServedVersion::output_shape() const { return core_->model.output_shape(); }
+bool ServedVersion::classifier() const { return core_->classifier; }
+float ServedVersion::input_scale() const { return core_->scale; }
+float ServedVersion::input_shift() const { return core_->shift; }
+const BatchingOptions& ServedVersion::options() const { return core_->options; }
+std::chrono::steady_clock::time_point ServedVersion::loaded_at() const { return core_->loaded_at; }
+
+void ServedVersion::Infer(std::vector<float> input, int64_t rows,
+                          std::function<void(InferOutcome)> done) {
+  Core& c = *core_;
+  if (rows < 1 || rows > c.options.max_batch_size ||
+      static_cast<int64_t>(input.size()) != rows * c.in_elems) {
+    InferOutcome o;
+    o.status = InvalidArgument("{} rows of {} values: expected 1..{} rows of {} values", rows,
+                               rows ? static_cast<int64_t>(input.size()) / rows : 0,
+                               c.options.max_batch_size, c.in_elems);
+    done(std::move(o));
+    return;
+  }
+  InferOutcome refused;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    if (c.queued_rows + rows > c.options.max_queue_rows) {
+      refused.status = FailedPrecondition(
+          "model '{}' version {} has {} rows queued (max_queue_rows {}); try again later",
+          c.model_name, c.version, c.queued_rows, c.options.max_queue_rows);
+    } else {
+      Item it;
+      it.input = std::move(input);
+      it.rows = rows;
+      it.enqueued = Clock::now();
+      it.infer_done = std::move(done);
+      c.queue.push_back(std::move(it));
+      c.queued_rows += rows;
+    }
+  }
+  if (!refused.status.ok()) {
+    done(std::move(refused));  // outside the lock
+    return;
+  }
+  c.cv.notify_one();
+}
+
+void ServedVersion::Explain(ExplainRequest request, std::function<void(ExplainOutcome)> done) {
+  Core& c = *core_;
+  Status bad;
+  if (request.rows < 1 || static_cast<int64_t>(request.input.size()) != request.rows * c.in_elems)
+    bad = InvalidArgument("explain: {} values for {} rows of {} values", request.input.size(),
+                          request.rows, c.in_elems);
+  else if (request.steps < 1 || request.steps > 256)
+    bad = InvalidArgument("explain: steps must be in 1..256, got {}", request.steps);
+  else if (static_cast<int64_t>(request.targets.size()) != request.rows)
+    bad = InvalidArgument("explain: {} targets for {} rows", request.targets.size(), request.rows);
+  for (int64_t t : request.targets)
+    if (bad.ok() && (t < -1 || t >= c.classes))
+      bad = InvalidArgument("explain: target {} is outside 0..{}", t, c.classes - 1);
+  if (!bad.ok()) {
+    ExplainOutcome o;
+    o.status = bad;
+    done(std::move(o));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    Item it;
+    it.explain = true;
+    it.enqueued = Clock::now();
+    it.explain_request = std::move(request);
+    it.explain_done = std::move(done);
+    c.queue.push_back(std::move(it));
+  }
+  c.cv.notify_one();
+}
+
+InferOutcome ServedVersion::InferSync(std::vector<float> input, int64_t rows) {
+  std::promise<InferOutcome> p;
+  auto f = p.get_future();
+  Infer(std::move(input), rows, [&p](InferOutcome o) { p.set_value(std::move(o)); });
+  return f.get();
+}
+
+ExplainOutcome ServedVersion::ExplainSync(ExplainRequest request) {
+  std::promise<ExplainOutcome> p;
+  auto f = p.get_future();
+  Explain(std::move(request), [&p](ExplainOutcome o) { p.set_value(std::move(o)); });
+  return f.get();
+}
+
+std::vector<float> Softmax(const std::vector<float>& logits, int64_t rows, int64_t k) {
+  std::vector<float> out(logits.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = logits.data() + r * k;
+    const float mx = *std::max_element(row, row + k);
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(row[j] - mx));
+    for (int64_t j = 0; j < k; ++j)
+      out[r * k + j] = static_cast<float>(std::exp(static_cast<double>(row[j] - mx)) / sum);
+  }
+  return out;
+}
+
+}  // namespace polis::registry

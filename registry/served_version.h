@@ -1,0 +1,152 @@
+// One loaded model version, ready to answer inference and explanation
+// requests, with dynamic batching.
+//
+// Each ServedVersion owns one inference thread. That thread owns every
+// nn::Network of the version (a Network is single-threaded): one per batch
+// bucket (1, 2, 4, ... up to max_batch_size, and max_batch_size itself), all
+// built and run once ("warmed") before Load returns, so the first request
+// after a swap pays no setup. Requests are queued; the thread takes the
+// oldest, then waits until the queued rows reach max_batch_size or the oldest
+// has waited max_queue_delay_us, runs the merged rows through the smallest
+// bucket that holds them (padding with zeros) and hands each request its
+// slice. Rows are independent in every layer, so a row's result does not
+// depend on what it was batched with (up to float rounding of the kernels).
+//
+// Explanations (gradient x input and integrated gradients) run on the same
+// thread between batches, on training Networks (training=true,
+// want_input_grad=true) built on first use.
+//
+// Lifetime: the destructor lets the thread answer every queued request
+// (requests in flight finish on the version they were queued on), joins it,
+// frees the Networks and weights and returns the memory to the OS. So the
+// last reference may be dropped from any thread but the inference thread;
+// callbacks should therefore not capture the ServedVersion (if one does and
+// drops the last reference, the thread is detached and finishes alone, and
+// `metrics` must outlive it).
+//
+// Thread-safety: Infer/Explain and the accessors may be called from any
+// thread; callbacks run on the inference thread and must not block.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/artifact/artifact.h"
+#include "common/nn/model.h"
+#include "common/status.h"
+
+namespace polis::registry {
+
+class Metrics;
+
+inline constexpr char kModelConfigFileName[] = "config.json";
+
+struct BatchingOptions {
+  int64_t max_batch_size = 32;      // rows per executed batch, and per request
+  int64_t max_queue_delay_us = 500; // how long the oldest request may wait for others
+  int64_t max_queue_rows = 2048;    // beyond this, requests are refused (503)
+  int64_t compute_threads = 1;      // OpenMP threads of this version's inference thread
+  bool operator==(const BatchingOptions&) const = default;
+};
+
+// <root>/<model>/config.json over `defaults`; keys: max_batch_size,
+// max_queue_delay_us, max_queue_rows, compute_threads. Unknown keys and out-of-range values
+// are InvalidArgument naming the file and key.
+StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::string& model,
+                                          const BatchingOptions& defaults);
+Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& source);
+
+struct InferOutcome {
+  Status status;
+  std::vector<float> logits;  // rows x classes, row-major
+  int64_t rows = 0;
+  int64_t batch_rows = 0;     // rows of the executed (merged) batch
+  double queue_seconds = 0;   // enqueued until its batch started
+  double compute_seconds = 0; // that batch's forward pass
+};
+
+struct ExplainRequest {
+  std::vector<float> input;      // rows x input elements, model input space
+  int64_t rows = 0;
+  std::vector<int64_t> targets;  // per row: an output index; -1 = the predicted class (0 for regression)
+  int steps = 32;                // integrated-gradients steps (1..256)
+};
+
+struct ExplainRow {
+  int64_t target = 0;
+  std::vector<float> logits;     // at the input
+  std::vector<float> baseline_logits;
+  std::vector<float> saliency;   // input x d logit[target] / d input
+  std::vector<float> integrated_gradients;
+  double convergence_delta = 0;  // sum(IG) - (logit(x) - logit(baseline)) for target
+};
+
+struct ExplainOutcome {
+  Status status;
+  std::vector<ExplainRow> rows;
+};
+
+class ServedVersion {
+ public:
+  // Reads <root>/<model>/<version>/model.polis, checks it, builds and warms
+  // the Networks. Blocks until the version is ready.
+  static StatusOr<std::shared_ptr<ServedVersion>> Load(const std::string& root,
+                                                       const std::string& model, int64_t version,
+                                                       const BatchingOptions& options,
+                                                       Metrics* metrics);
+  static StatusOr<std::shared_ptr<ServedVersion>> FromArtifact(const std::string& model,
+                                                               int64_t version,
+                                                               ModelArtifact artifact,
+                                                               const std::string& sha256,
+                                                               const BatchingOptions& options,
+                                                               Metrics* metrics);
+  ~ServedVersion();
+  ServedVersion(const ServedVersion&) = delete;
+  ServedVersion& operator=(const ServedVersion&) = delete;
+
+  const std::string& model_name() const;
+  int64_t version() const;
+  const std::string& sha256() const;
+  const proto::ArtifactHeader& header() const;
+  const nn::Shape& input_shape() const;
+  int64_t input_elements() const;
+  const nn::Shape& output_shape() const;
+  // Elements of one row's output: the classes of a classifier.
+  int64_t classes() const;
+  // Trained with softmax cross-entropy on a vector of logits; otherwise a
+  // regression model whose outputs are the predictions.
+  bool classifier() const;
+  // Raw integer inputs are preprocessed as value * scale + shift: the job's
+  // dataset scale and shift for image (IDX) data, 1 and 0 otherwise.
+  float input_scale() const;
+  float input_shift() const;
+  const BatchingOptions& options() const;
+  std::chrono::steady_clock::time_point loaded_at() const;
+
+  // `input` holds rows x input_elements() floats; 1 <= rows <= max_batch_size.
+  // `done` runs on the inference thread (or, for an immediate refusal, on
+  // the caller's). A full queue is FailedPrecondition.
+  void Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done);
+  void Explain(ExplainRequest request, std::function<void(ExplainOutcome)> done);
+
+  // Blocking conveniences for tests and tools.
+  InferOutcome InferSync(std::vector<float> input, int64_t rows);
+  ExplainOutcome ExplainSync(ExplainRequest request);
+
+  struct Core;
+
+ private:
+  ServedVersion() = default;
+  std::shared_ptr<Core> core_;
+  std::thread thread_;
+};
+
+// Softmax of each row of logits (rows x k), computed in double.
+std::vector<float> Softmax(const std::vector<float>& logits, int64_t rows, int64_t k);
+
+}  // namespace polis::registry

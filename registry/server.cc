@@ -1,0 +1,1000 @@
+#include "registry/server.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+#include <cmath>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "polis_config.h"
+#include "registry/aliases.h"
+#include "registry/http.h"
+#include "registry/metrics.h"
+#include "registry/repository.h"
+#include "registry/store.h"
+#include "registry/tensor_json.h"
+#include "registry/tokens.h"
+
+namespace polis::registry {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kInputName[] = "input";
+constexpr char kProbabilities[] = "probabilities";
+constexpr char kLogits[] = "logits";
+constexpr char kPredictions[] = "predictions";  // regression models
+
+std::vector<std::string> OutputNames(const ServedVersion& sv) {
+  if (sv.classifier()) return {kProbabilities, kLogits};
+  return {kPredictions};
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+HttpResponse JsonResponse(int status, const json& j) {
+  return HttpResponse{status, "application/json", Dump(j), {}};
+}
+
+HttpResponse ErrorResponse(int status, const std::string& message) {
+  return JsonResponse(status, json{{"error", message}});
+}
+
+// Triton's mapping of failures to HTTP status codes.
+int HttpStatusFor(const Status& st) {
+  switch (st.code()) {
+    case Code::kOk: return 200;
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists: return 409;
+    case Code::kFailedPrecondition: return 409;
+    case Code::kTimeout: return 503;
+    case Code::kCancelled: return 503;
+    case Code::kUnimplemented: return 501;
+    case Code::kRemote: return 502;
+    case Code::kDataLoss:
+    case Code::kIo:
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+HttpResponse StatusResponse(const Status& st) { return ErrorResponse(HttpStatusFor(st), st.message()); }
+
+// Blocking work (loads, publishes, alias writes, file reads) off the I/O
+// threads. Stop() runs what is queued, then joins.
+class TaskRunner {
+ public:
+  void Start(int threads) {
+    for (int i = 0; i < std::max(1, threads); ++i)
+      threads_.emplace_back([this] {
+        std::unique_lock<std::mutex> lock(mu_);
+        while (true) {
+          cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+          if (tasks_.empty()) return;
+          auto task = std::move(tasks_.front());
+          tasks_.pop_front();
+          lock.unlock();
+          task();
+          lock.lock();
+        }
+      });
+  }
+  void Submit(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+  ~TaskRunner() { Stop(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+StatusOr<std::string> PercentDecode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%') {
+      if (i + 2 >= s.size() || HexValue(s[i + 1]) < 0 || HexValue(s[i + 2]) < 0)
+        return InvalidArgument("bad percent-encoding at offset {} of the request target", i);
+      out.push_back(static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+struct Target {
+  std::string path;
+  std::vector<std::string> seg;  // decoded
+  std::map<std::string, std::string> query;
+  std::string Query(const std::string& k, const std::string& fallback = "") const {
+    auto it = query.find(k);
+    return it == query.end() ? fallback : it->second;
+  }
+};
+
+StatusOr<Target> ParseTarget(const std::string& raw) {
+  Target t;
+  const size_t q = raw.find('?');
+  t.path = raw.substr(0, q);
+  if (t.path.empty() || t.path[0] != '/') return InvalidArgument("request target must start with '/'");
+  size_t at = 1;
+  while (at <= t.path.size()) {
+    size_t next = t.path.find('/', at);
+    if (next == std::string::npos) next = t.path.size();
+    std::string_view part(t.path.data() + at, next - at);
+    if (!part.empty()) {
+      POLIS_ASSIGN_OR_RETURN(std::string decoded, PercentDecode(part, false));
+      t.seg.push_back(std::move(decoded));
+    }
+    at = next + 1;
+  }
+  if (q != std::string::npos) {
+    std::string_view qs(raw.data() + q + 1, raw.size() - q - 1);
+    while (!qs.empty()) {
+      size_t amp = qs.find('&');
+      std::string_view kv = qs.substr(0, amp);
+      size_t eq = kv.find('=');
+      POLIS_ASSIGN_OR_RETURN(std::string k, PercentDecode(kv.substr(0, eq), true));
+      std::string v;
+      if (eq != std::string_view::npos) {
+        POLIS_ASSIGN_OR_RETURN(v, PercentDecode(kv.substr(eq + 1), true));
+      }
+      if (!k.empty()) t.query[k] = v;
+      if (amp == std::string_view::npos) break;
+      qs.remove_prefix(amp + 1);
+    }
+  }
+  return t;
+}
+
+bool IsUpload(std::string_view method, std::string_view target) {
+  if (method != "POST") return false;
+  std::string_view path = target.substr(0, target.find('?'));
+  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+  constexpr std::string_view kPrefix = "/v2/registry/models/", kSuffix = "/versions";
+  return path.size() > kPrefix.size() + kSuffix.size() && path.substr(0, kPrefix.size()) == kPrefix &&
+         path.substr(path.size() - kSuffix.size()) == kSuffix;
+}
+
+StatusOr<json> ParseJsonBody(const std::string& body, bool allow_empty) {
+  if (body.empty()) {
+    if (allow_empty) return json::object();
+    return InvalidArgument("the request body is empty; expected a JSON object");
+  }
+  try {
+    json j = json::parse(body);
+    if (!j.is_object()) return InvalidArgument("the request body must be a JSON object, got {}", j.type_name());
+    return j;
+  } catch (const json::parse_error& e) {
+    return InvalidArgument("the request body is not valid JSON: {}", e.what());
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ Impl
+
+struct RegistryServer::Impl {
+  ServerOptions opt;
+  Metrics metrics;
+  TokenSet tokens;
+  std::unique_ptr<Repository> repo;
+  TaskRunner runner;
+  std::unique_ptr<HttpServer> http;
+  bool started = false, stopped = false;
+
+  // ---- helpers
+
+  bool Authorize(const HttpRequest& req, const Target& t, Scope scope, const std::string& model,
+                 const Respond& done, std::string* who) {
+    AuthDecision d = tokens.Authorize(req.authorization, scope, model);
+    if (d.outcome == AuthOutcome::kAllowed) {
+      if (who) *who = d.who;
+      return true;
+    }
+    const int code = d.outcome == AuthOutcome::kUnauthenticated ? 401 : 403;
+    POLIS_LOG(kWarn, kRegistry, "{} {} {} from {} (caller '{}'): {}", code, req.method, t.path,
+              req.remote, d.who, d.message);
+    metrics.CountAuthRefusal(code);
+    HttpResponse r = ErrorResponse(code, d.message);
+    if (code == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"polis-registry\"");
+    done(std::move(r));
+    return false;
+  }
+
+  // Runs `cont` with the loaded version `ref` of `model`; loads it on the
+  // runner first if needed.
+  void WithVersion(const std::string& model, const std::string& ref, const Respond& done,
+                   std::function<void(std::shared_ptr<ServedVersion>)> cont) {
+    auto r = repo->Acquire(model, ref);
+    if (r.ok() && *r) return cont(*r);
+    if (!r.ok() && r.status().code() != Code::kNotFound) return done(StatusResponse(r.status()));
+    // Not loaded (or not yet seen by the poller): load off the I/O thread.
+    runner.Submit([this, model, ref, done, cont = std::move(cont)] {
+      auto l = repo->Load(model, ref);
+      if (!l.ok()) {
+        const Status& st = l.status();
+        const bool client = st.code() == Code::kNotFound || st.code() == Code::kInvalidArgument;
+        return done(ErrorResponse(client ? HttpStatusFor(st) : 503,
+                                  client ? st.message()
+                                         : fmt::format("model '{}' version '{}' is not ready: {}",
+                                                       model, ref, st.message())));
+      }
+      cont(*l);
+    });
+  }
+
+  json ModelMetadata(const ServedVersion& sv, const ModelStatus* ms, bool version_route) {
+    std::vector<int64_t> in_shape{-1};
+    in_shape.insert(in_shape.end(), sv.input_shape().begin(), sv.input_shape().end());
+    std::vector<int64_t> out_shape{-1};
+    out_shape.insert(out_shape.end(), sv.output_shape().begin(), sv.output_shape().end());
+    json versions = json::array();
+    if (version_route || !ms) versions.push_back(std::to_string(sv.version()));
+    else
+      for (int64_t v : ms->versions) versions.push_back(std::to_string(v));
+    json aliases = json::object();
+    if (ms)
+      for (const auto& [a, v] : ms->aliases) aliases[a] = std::to_string(v);
+    json metrics_json = json::object();
+    for (const auto& m : sv.header().metric()) metrics_json[m.name()] = m.value();
+    json outputs = json::array();
+    for (const auto& name : OutputNames(sv))
+      outputs.push_back(json{{"name", name}, {"datatype", "FP32"}, {"shape", out_shape}});
+    return json{
+        {"name", sv.model_name()},
+        {"versions", versions},
+        {"platform", "polis_onednn"},
+        {"inputs", json::array({json{{"name", kInputName}, {"datatype", "FP32"}, {"shape", in_shape}}})},
+        {"outputs", outputs},
+        {"parameters",
+         {{"version", std::to_string(sv.version())},
+          {"aliases", aliases},
+          {"sha256", sv.sha256()},
+          {"max_batch_size", sv.options().max_batch_size},
+          {"task", sv.classifier() ? "classification" : "regression"},
+          {"max_queue_delay_us", sv.options().max_queue_delay_us},
+          {"accepted_input_datatypes", {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
+                                        "UINT8", "UINT16", "UINT32", "UINT64"}},
+          {"integer_input_scale", sv.input_scale()},
+          {"integer_input_shift", sv.input_shift()},
+          {"metrics", metrics_json}}},
+    };
+  }
+
+  // The single input tensor of an infer or explain request.
+  StatusOr<DecodedInput> DecodeRequestInput(const json& body, const ServedVersion& sv,
+                                            bool* too_large) {
+    *too_large = false;
+    auto inputs = body.find("inputs");
+    if (inputs == body.end() || !inputs->is_array() || inputs->empty())
+      return InvalidArgument("\"inputs\" is required: an array with one tensor named '{}'", kInputName);
+    if (inputs->size() != 1) {
+      std::vector<std::string> names;
+      for (const auto& t : *inputs) names.push_back(t.is_object() ? t.value("name", "?") : "?");
+      return InvalidArgument("{} inputs given ({}); model '{}' has one input, '{}'", inputs->size(),
+                             fmt::join(names, ", "), sv.model_name(), kInputName);
+    }
+    const json& t = (*inputs)[0];
+    if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
+      return InvalidArgument("inputs[0] needs a \"name\" (string); the model's input is '{}'",
+                             kInputName);
+    const std::string name = t["name"].get<std::string>();
+    if (name != kInputName)
+      return InvalidArgument("unknown input '{}'; model '{}' has one input, '{}'", name,
+                             sv.model_name(), kInputName);
+    InputTensorSpec spec;
+    spec.name = kInputName;
+    spec.sample_shape = sv.input_shape();
+    spec.max_batch = sv.options().max_batch_size;
+    spec.max_elements = opt.max_tensor_elements;
+    spec.scale = sv.input_scale();
+    spec.shift = sv.input_shift();
+    return DecodeInputTensor(t, spec, too_large);
+  }
+
+  // ---- OIP handlers
+
+  void Infer(const HttpRequest& req, const Target& t, const std::string& model,
+             const std::string& ref, Respond done, Post post) {
+    if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
+    auto parsed = ParseJsonBody(req.body, false);
+    if (!parsed.ok()) return done(StatusResponse(parsed.status()));
+    auto body = std::make_shared<json>(std::move(parsed).value());
+    const auto start = Clock::now();
+    WithVersion(model, ref, done, [this, body, done, post, start](std::shared_ptr<ServedVersion> sv) {
+      RunInfer(sv, *body, start, done, post);
+    });
+  }
+
+  struct OutputRequest {
+    std::string name;
+    int64_t classification = 0;  // top-k as "score:index" strings
+  };
+
+  void RunInfer(const std::shared_ptr<ServedVersion>& sv, const json& body, Clock::time_point start,
+                const Respond& done, const Post& post) {
+    const std::string model = sv->model_name();
+    const int64_t version = sv->version();
+    auto fail = [&](int code, const std::string& message) {
+      metrics.ObserveInference(model, version, false, 0, 0);
+      done(ErrorResponse(code, message));
+    };
+    // id, parameters, outputs
+    std::string id;
+    bool has_id = false;
+    if (auto it = body.find("id"); it != body.end()) {
+      if (!it->is_string()) return fail(400, "\"id\" must be a string");
+      id = it->get<std::string>();
+      has_id = true;
+    }
+    if (auto it = body.find("parameters"); it != body.end()) {
+      if (!it->is_object()) return fail(400, "\"parameters\" must be an object");
+      if (it->value("binary_data_output", false))
+        return fail(400, "binary_data_output is not supported; outputs are returned as JSON");
+    }
+    std::vector<OutputRequest> outputs;
+    if (auto it = body.find("outputs"); it != body.end()) {
+      if (!it->is_array()) return fail(400, "\"outputs\" must be an array");
+      for (size_t i = 0; i < it->size(); ++i) {
+        const json& o = (*it)[i];
+        if (!o.is_object() || !o.contains("name") || !o["name"].is_string())
+          return fail(400, fmt::format("outputs[{}] needs a \"name\" (string)", i));
+        OutputRequest r;
+        r.name = o["name"].get<std::string>();
+        const auto names = OutputNames(*sv);
+        if (std::find(names.begin(), names.end(), r.name) == names.end())
+          return fail(400, fmt::format("unknown output '{}'; model '{}' has outputs: {}", r.name,
+                                       model, fmt::join(names, ", ")));
+        for (const auto& prev : outputs)
+          if (prev.name == r.name) return fail(400, fmt::format("output '{}' requested twice", r.name));
+        if (auto p = o.find("parameters"); p != o.end()) {
+          if (!p->is_object()) return fail(400, fmt::format("outputs[{}].parameters must be an object", i));
+          if (p->value("binary_data", false))
+            return fail(400, fmt::format("output '{}': binary_data is not supported", r.name));
+          if (auto c = p->find("classification"); c != p->end()) {
+            if (!sv->classifier())
+              return fail(400, fmt::format("output '{}': classification needs a classifier; model "
+                                           "'{}' is a regression model", r.name, model));
+            if (!c->is_number_integer() || c->get<int64_t>() < 1 || c->get<int64_t>() > sv->classes())
+              return fail(400, fmt::format("output '{}': classification must be an integer in 1..{}",
+                                           r.name, sv->classes()));
+            r.classification = c->get<int64_t>();
+          }
+        }
+        outputs.push_back(std::move(r));
+      }
+    } else {
+      for (const auto& name : OutputNames(*sv)) outputs.push_back({name, 0});
+    }
+    bool too_large = false;
+    auto input = DecodeRequestInput(body, *sv, &too_large);
+    if (!input.ok()) return fail(too_large ? 413 : 400, input.status().message());
+    const int64_t rows = input->rows;
+    const int64_t k = sv->classes();
+    std::vector<int64_t> out_shape(sv->output_shape().begin(), sv->output_shape().end());
+    // The callback holds no reference to `sv`: the repository (or this
+    // handler, until Infer returns) holds the last one, and a version's
+    // destructor drains its queue, so every queued request is answered.
+    sv->Infer(std::move(input->values), rows,
+              [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
+               post](InferOutcome o) {
+                // Format on the connection's thread, not the inference thread.
+                post([this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
+                      o = std::move(o)]() {
+                  const double seconds =
+                      std::chrono::duration<double>(Clock::now() - start).count();
+                  if (!o.status.ok()) {
+                    metrics.ObserveInference(model, version, false, seconds, rows);
+                    const int code = o.status.code() == Code::kFailedPrecondition
+                                         ? 503
+                                         : HttpStatusFor(o.status);
+                    return done(ErrorResponse(code, o.status.message()));
+                  }
+                  metrics.ObserveInference(model, version, true, seconds, rows);
+                  done(HttpResponse{200, "application/json",
+                                    InferBody(model, version, has_id ? &id : nullptr, outputs, o,
+                                              rows, k, out_shape),
+                                    {}});
+                });
+              });
+  }
+
+  static std::string InferBody(const std::string& model, int64_t version, const std::string* id,
+                               const std::vector<OutputRequest>& outputs, const InferOutcome& o,
+                               int64_t rows, int64_t k, const std::vector<int64_t>& out_shape) {
+    std::vector<int64_t> shape{rows};
+    shape.insert(shape.end(), out_shape.begin(), out_shape.end());
+    std::string b;
+    b.reserve(64 + outputs.size() * (rows * k * 12 + 96));
+    b += "{\"model_name\":" + JsonQuote(model) + ",\"model_version\":\"" + std::to_string(version) + "\"";
+    if (id) b += ",\"id\":" + JsonQuote(*id);
+    b += fmt::format(",\"parameters\":{{\"batch_rows\":{},\"queue_time_us\":{},\"compute_time_us\":{}}}",
+                     o.batch_rows, static_cast<int64_t>(o.queue_seconds * 1e6),
+                     static_cast<int64_t>(o.compute_seconds * 1e6));
+    b += ",\"outputs\":[";
+    std::vector<float> probs;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const OutputRequest& r = outputs[i];
+      const bool is_prob = r.name == kProbabilities;
+      if (is_prob && probs.empty()) probs = Softmax(o.logits, rows, k);
+      const std::vector<float>& values = is_prob ? probs : o.logits;
+      if (i) b += ',';
+      b += "{\"name\":\"" + r.name + "\",";
+      if (r.classification > 0) {
+        // Triton's classification extension: top-k "value:index" strings.
+        b += fmt::format("\"datatype\":\"BYTES\",\"shape\":[{},{}],\"data\":[", rows, r.classification);
+        for (int64_t row = 0; row < rows; ++row) {
+          std::vector<int64_t> order(k);
+          for (int64_t j = 0; j < k; ++j) order[j] = j;
+          const float* v = values.data() + row * k;
+          std::partial_sort(order.begin(), order.begin() + r.classification, order.end(),
+                            [&](int64_t a, int64_t c) { return v[a] > v[c]; });
+          for (int64_t j = 0; j < r.classification; ++j)
+            b += fmt::format("{}\"{}:{}\"", row == 0 && j == 0 ? "" : ",", v[order[j]], order[j]);
+        }
+        b += "]}";
+      } else {
+        b += "\"datatype\":\"FP32\",\"shape\":" + ShapeJson(shape) + ",\"data\":";
+        AppendJsonFloats(b, values.data(), values.size());
+        b += '}';
+      }
+    }
+    b += "]}";
+    return b;
+  }
+
+  void Explain(const HttpRequest& req, const Target& t, const std::string& model,
+               const std::string& ref, Respond done, Post post) {
+    if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
+    auto parsed = ParseJsonBody(req.body, false);
+    if (!parsed.ok()) return done(StatusResponse(parsed.status()));
+    auto body = std::make_shared<json>(std::move(parsed).value());
+    WithVersion(model, ref, done, [this, body, done, post](std::shared_ptr<ServedVersion> sv) {
+      RunExplain(sv, *body, done, post);
+    });
+  }
+
+  void RunExplain(const std::shared_ptr<ServedVersion>& sv, const json& body, const Respond& done,
+                  const Post& post) {
+    std::string id;
+    bool has_id = false;
+    if (auto it = body.find("id"); it != body.end()) {
+      if (!it->is_string()) return done(ErrorResponse(400, "\"id\" must be a string"));
+      id = it->get<std::string>();
+      has_id = true;
+    }
+    bool too_large = false;
+    auto input = DecodeRequestInput(body, *sv, &too_large);
+    if (!input.ok()) return done(ErrorResponse(too_large ? 413 : 400, input.status().message()));
+    ExplainRequest er;
+    er.rows = input->rows;
+    er.steps = opt.explain_default_steps;
+    er.targets.assign(er.rows, -1);
+    if (auto p = body.find("parameters"); p != body.end()) {
+      if (!p->is_object()) return done(ErrorResponse(400, "\"parameters\" must be an object"));
+      if (auto s = p->find("steps"); s != p->end()) {
+        if (!s->is_number_integer() || s->get<int64_t>() < 1 || s->get<int64_t>() > 256)
+          return done(ErrorResponse(400, "parameters.steps must be an integer in 1..256"));
+        er.steps = static_cast<int>(s->get<int64_t>());
+      }
+      if (auto tg = p->find("target"); tg != p->end()) {
+        auto one = [&](const json& v, int64_t* out) {
+          if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= sv->classes())
+            return false;
+          *out = v.get<int64_t>();
+          return true;
+        };
+        const std::string why = fmt::format(
+            "parameters.target must be an output (class) index in 0..{} or an array of one per row "
+            "({} rows)",
+            sv->classes() - 1, er.rows);
+        if (tg->is_array()) {
+          if (static_cast<int64_t>(tg->size()) != er.rows) return done(ErrorResponse(400, why));
+          for (int64_t r = 0; r < er.rows; ++r)
+            if (!one((*tg)[r], &er.targets[r])) return done(ErrorResponse(400, why));
+        } else {
+          int64_t c = 0;
+          if (!one(*tg, &c)) return done(ErrorResponse(400, why));
+          er.targets.assign(er.rows, c);
+        }
+      }
+    }
+    er.input = std::move(input->values);
+    const std::string model = sv->model_name();
+    const int64_t version = sv->version();
+    const int steps = er.steps;
+    std::vector<int64_t> sample_shape(sv->input_shape().begin(), sv->input_shape().end());
+    const int64_t k = sv->classes();
+    const bool classifier = sv->classifier();
+    sv->Explain(std::move(er), [model, version, id, has_id, steps, sample_shape, k, classifier, done,
+                                post](ExplainOutcome o) {
+      post([model, version, id, has_id, steps, sample_shape, k, classifier, done,
+            o = std::move(o)]() {
+        if (!o.status.ok()) return done(StatusResponse(o.status));
+        std::string b = "{\"model_name\":" + JsonQuote(model) + ",\"model_version\":\"" +
+                        std::to_string(version) + "\"";
+        if (has_id) b += ",\"id\":" + JsonQuote(id);
+        b += ",\"explanations\":[";
+        const std::string shape = ShapeJson(sample_shape);
+        for (size_t r = 0; r < o.rows.size(); ++r) {
+          const ExplainRow& row = o.rows[r];
+          if (r) b += ',';
+          b += fmt::format("{{\"row\":{},\"target\":{},", r, row.target);
+          if (classifier)
+            b += fmt::format("\"probability\":{},\"logit\":{},\"baseline_logit\":{},",
+                             Softmax(row.logits, 1, k)[row.target], row.logits[row.target],
+                             row.baseline_logits[row.target]);
+          else
+            b += fmt::format("\"prediction\":{},\"baseline_prediction\":{},", row.logits[row.target],
+                             row.baseline_logits[row.target]);
+          b += fmt::format("\"convergence_delta\":{},", std::isfinite(row.convergence_delta)
+                                                           ? fmt::format("{}", row.convergence_delta)
+                                                           : "null");
+          b += "\"saliency\":{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":" + shape +
+               ",\"method\":\"gradient_x_input\",\"data\":";
+          AppendJsonFloats(b, row.saliency.data(), row.saliency.size());
+          b += fmt::format("}},\"integrated_gradients\":{{\"name\":\"input\",\"datatype\":\"FP32\","
+                           "\"shape\":{},\"steps\":{},\"baseline\":\"zero\",\"data\":",
+                           shape, steps);
+          AppendJsonFloats(b, row.integrated_gradients.data(), row.integrated_gradients.size());
+          b += "}}";
+        }
+        b += "]}";
+        done(HttpResponse{200, "application/json", std::move(b), {}});
+      });
+    });
+  }
+
+  void ModelMetadataRoute(const HttpRequest& req, const Target& t, const std::string& model,
+                          const std::string& ref, bool version_route, Respond done) {
+    if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+    WithVersion(model, ref, done, [this, model, version_route, done](std::shared_ptr<ServedVersion> sv) {
+      auto ms = repo->Describe(model);
+      done(JsonResponse(200, ModelMetadata(*sv, ms.ok() ? &*ms : nullptr, version_route)));
+    });
+  }
+
+  void ModelReadyRoute(const HttpRequest& req, const Target& t, const std::string& model,
+                       const std::string& ref, Respond done) {
+    if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+    auto r = repo->Acquire(model, ref);
+    if (!r.ok()) return done(StatusResponse(r.status()));
+    if (*r) return done(JsonResponse(200, json{{"name", model}, {"version", std::to_string((*r)->version())}, {"ready", true}}));
+    auto ms = repo->Describe(model);
+    done(JsonResponse(503, json{{"name", model}, {"ready", false},
+                                {"error", ms.ok() && !ms->reason.empty() ? ms->reason : "not loaded"}}));
+  }
+
+  void RepositoryIndex(const HttpRequest& req, const Target& t, Respond done) {
+    if (!Authorize(req, t, kScopeRead, "", done, nullptr)) return;
+    auto parsed = ParseJsonBody(req.body, true);
+    if (!parsed.ok()) return done(StatusResponse(parsed.status()));
+    const bool ready_only = parsed->value("ready", false);
+    json out = json::array();
+    for (const auto& ms : repo->DescribeAll()) {
+      for (const auto& vs : ms.version_status) {
+        if (ready_only && !vs.loaded) continue;
+        json e = {{"name", ms.name}, {"version", std::to_string(vs.version)},
+                  {"state", vs.loaded ? "READY" : "UNAVAILABLE"}};
+        if (!vs.reason.empty()) e["reason"] = vs.reason;
+        out.push_back(std::move(e));
+      }
+    }
+    done(JsonResponse(200, out));
+  }
+
+  // ---- registry handlers
+
+  json ChangeJson(const AliasChange& c) {
+    json events = json::array();
+    for (const auto& e : c.events) events.push_back(AliasEventJson(e));
+    json aliases = json::object();
+    for (const auto& [a, v] : c.table.aliases) aliases[a] = v;
+    return json{{"changed", c.changed()}, {"events", events}, {"aliases", aliases}};
+  }
+
+  // Runs a write on the runner and answers with its JSON.
+  void AdminTask(Respond done, std::function<StatusOr<json>()> work, int ok_status = 200) {
+    runner.Submit([done, work = std::move(work), ok_status] {
+      auto r = work();
+      if (!r.ok()) return done(StatusResponse(r.status()));
+      done(JsonResponse(ok_status, *r));
+    });
+  }
+
+  std::string Why(const Target& t, const json& body) {
+    if (body.contains("why") && body["why"].is_string()) return body["why"].get<std::string>();
+    return t.Query("why");
+  }
+
+  void Registry(const HttpRequest& req, const Target& t, Respond done) {
+    const auto& s = t.seg;  // v2 registry models ...
+    const std::string& method = req.method;
+    if (s.size() == 3) {
+      if (method != "GET") return MethodNotAllowed(done, "GET");
+      if (!Authorize(req, t, kScopeRead, "", done, nullptr)) return;
+      json models = json::array();
+      for (const auto& ms : repo->DescribeAll()) {
+        json aliases = json::object();
+        for (const auto& [a, v] : ms.aliases) aliases[a] = v;
+        models.push_back(json{{"name", ms.name}, {"versions", ms.versions}, {"aliases", aliases},
+                              {"default_version", ms.default_version}, {"ready", ms.ready}});
+      }
+      return done(JsonResponse(200, json{{"models", models}}));
+    }
+    const std::string model = s[3];
+    if (Status st = ValidateModelName(model); !st.ok()) return done(StatusResponse(st));
+    const std::string root = opt.root;
+
+    if (s.size() == 4) {  // /v2/registry/models/{m}
+      if (method != "GET") return MethodNotAllowed(done, "GET");
+      if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+      return AdminTask(done, [root, model]() -> StatusOr<json> {
+        POLIS_ASSIGN_OR_RETURN(AliasTable table, ReadAliases(root, model));
+        POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root, model));
+        json metas = json::array();
+        for (int64_t v : versions) {
+          auto m = ReadMetadata(root, model, v);
+          if (m.ok()) metas.push_back(*m);
+        }
+        json out = AliasTableJson(table);
+        out["name"] = model;
+        out["versions"] = metas;
+        return out;
+      });
+    }
+    const std::string& kind = s[4];
+    if (kind == "versions") {
+      if (s.size() == 5) {
+        if (method == "GET") {
+          if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+          return AdminTask(done, [root, model]() -> StatusOr<json> {
+            POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root, model));
+            json metas = json::array();
+            for (int64_t v : versions) {
+              auto m = ReadMetadata(root, model, v);
+              if (m.ok()) metas.push_back(*m);
+            }
+            return json{{"name", model}, {"versions", metas}};
+          });
+        }
+        if (method != "POST") return MethodNotAllowed(done, "GET, POST");
+        std::string who;
+        if (!Authorize(req, t, kScopePublish, model, done, &who)) return;
+        const std::string alias = t.Query("alias");
+        if (!alias.empty()) {
+          if (Status st = ValidateAliasName(alias); !st.ok()) return done(StatusResponse(st));
+          if (!Authorize(req, t, kScopeAdmin, model, done, nullptr)) return;
+        }
+        Actor actor{who, t.Query("why")};
+        auto bytes = std::make_shared<std::string>(std::move(const_cast<HttpRequest&>(req).body));
+        Repository* repo_ptr = repo.get();
+        return runner.Submit([repo_ptr, model, bytes, actor, alias, done] {
+          auto pub = repo_ptr->Publish(model, *bytes, actor);
+          bytes->clear();
+          if (!pub.ok()) {
+            const Status& st = pub.status();
+            // Bad bytes are the uploader's problem, not the server's.
+            const int code = st.code() == Code::kDataLoss ? 400 : HttpStatusFor(st);
+            return done(ErrorResponse(code, st.message()));
+          }
+          json out = {{"model", pub->model}, {"version", pub->version}, {"sha256", pub->sha256}};
+          if (!alias.empty()) {
+            auto change = repo_ptr->Promote(model, alias, pub->version, actor);
+            if (!change.ok())
+              return done(ErrorResponse(HttpStatusFor(change.status()),
+                                        fmt::format("published version {}, but promoting it to '{}' "
+                                                    "failed: {}",
+                                                    pub->version, alias, change.status().message())));
+            out["alias"] = alias;
+          }
+          POLIS_LOG(kInfo, kRegistry, "published model '{}' version {} by {}", model, pub->version,
+                    actor.who);
+          done(JsonResponse(201, out));
+        });
+      }
+      const std::string ref = s[5];
+      if (s.size() == 6) {
+        if (method == "GET") {
+          if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+          return AdminTask(done, [root, model, ref]() -> StatusOr<json> {
+            POLIS_ASSIGN_OR_RETURN(int64_t v, ResolveVersionRef(root, model, ref));
+            return ReadMetadata(root, model, v);
+          });
+        }
+        if (method != "DELETE") return MethodNotAllowed(done, "GET, DELETE");
+        std::string who;
+        if (!Authorize(req, t, kScopeAdmin, model, done, &who)) return;
+        const int64_t v = ParseVersionNumber(ref);
+        if (v <= 0) return done(ErrorResponse(400, fmt::format("'{}' is not a version number (deleting by alias is not allowed)", ref)));
+        const bool force = t.Query("force") == "true" || t.Query("force") == "1";
+        Actor actor{who, t.Query("why")};
+        return AdminTask(done, [this, model, v, force, actor]() -> StatusOr<json> {
+          POLIS_ASSIGN_OR_RETURN(AliasChange c, repo->Delete(model, v, force, actor));
+          json out = ChangeJson(c);
+          out["deleted"] = v;
+          return out;
+        });
+      }
+      if (s.size() == 7 && s[6] == "artifact") {
+        if (method != "GET") return MethodNotAllowed(done, "GET");
+        if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+        return runner.Submit([root, model, ref, done] {
+          auto v = ResolveVersionRef(root, model, ref);
+          if (!v.ok()) return done(StatusResponse(v.status()));
+          auto bytes = ReadFile(fmt::format("{}/{}/{}/{}", root, model, *v, kArtifactFileName));
+          if (!bytes.ok()) return done(StatusResponse(bytes.status()));
+          HttpResponse r{200, "application/octet-stream", std::move(bytes).value(), {}};
+          r.headers.emplace_back("X-Polis-Sha256", ArtifactSha256(r.body));
+          r.headers.emplace_back("X-Polis-Version", std::to_string(*v));
+          done(std::move(r));
+        });
+      }
+      return NoRoute(req, t, done);
+    }
+    if (kind == "aliases") {
+      if (s.size() == 5) {
+        if (method != "GET") return MethodNotAllowed(done, "GET");
+        if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+        return AdminTask(done, [root, model]() -> StatusOr<json> {
+          POLIS_ASSIGN_OR_RETURN(AliasTable table, ReadAliases(root, model));
+          json out = AliasTableJson(table);
+          out["name"] = model;
+          return out;
+        });
+      }
+      const std::string alias = s[5];
+      if (Status st = ValidateAliasName(alias); !st.ok()) return done(StatusResponse(st));
+      std::string who;
+      if (s.size() == 6) {
+        if (method == "PUT" || method == "POST") {
+          if (!Authorize(req, t, kScopeAdmin, model, done, &who)) return;
+          auto body = ParseJsonBody(req.body, false);
+          if (!body.ok()) return done(StatusResponse(body.status()));
+          auto v = body->find("version");
+          int64_t version = 0;
+          if (v != body->end() && v->is_number_integer()) version = v->get<int64_t>();
+          else if (v != body->end() && v->is_string()) version = ParseVersionNumber(v->get<std::string>());
+          if (version <= 0)
+            return done(ErrorResponse(400, "the body needs \"version\": a positive version number"));
+          Actor actor{who, Why(t, *body)};
+          return AdminTask(done, [this, model, alias, version, actor]() -> StatusOr<json> {
+            POLIS_ASSIGN_OR_RETURN(AliasChange c, repo->Promote(model, alias, version, actor));
+            json out = ChangeJson(c);
+            out["alias"] = alias;
+            out["version"] = version;
+            return out;
+          });
+        }
+        if (method == "DELETE") {
+          if (!Authorize(req, t, kScopeAdmin, model, done, &who)) return;
+          Actor actor{who, t.Query("why")};
+          return AdminTask(done, [this, model, alias, actor]() -> StatusOr<json> {
+            POLIS_ASSIGN_OR_RETURN(AliasChange c, repo->Unalias(model, alias, actor));
+            return ChangeJson(c);
+          });
+        }
+        return MethodNotAllowed(done, "PUT, POST, DELETE");
+      }
+      if (s.size() == 7 && s[6] == "rollback") {
+        if (method != "POST") return MethodNotAllowed(done, "POST");
+        if (!Authorize(req, t, kScopeAdmin, model, done, &who)) return;
+        auto body = ParseJsonBody(req.body, true);
+        if (!body.ok()) return done(StatusResponse(body.status()));
+        Actor actor{who, Why(t, *body)};
+        return AdminTask(done, [this, model, alias, actor]() -> StatusOr<json> {
+          POLIS_ASSIGN_OR_RETURN(AliasChange c, repo->Rollback(model, alias, actor));
+          json out = ChangeJson(c);
+          out["alias"] = alias;
+          out["version"] = c.table.aliases.count(alias) ? c.table.aliases.at(alias) : 0;
+          return out;
+        });
+      }
+    }
+    return NoRoute(req, t, done);
+  }
+
+  void MethodNotAllowed(const Respond& done, const std::string& allow) {
+    HttpResponse r = ErrorResponse(405, fmt::format("method not allowed here; allowed: {}", allow));
+    r.headers.emplace_back("Allow", allow);
+    done(std::move(r));
+  }
+
+  void NoRoute(const HttpRequest& req, const Target& t, const Respond& done) {
+    done(ErrorResponse(404, fmt::format("no route for {} {} (see docs/registry.md)", req.method, t.path)));
+  }
+
+  // ---- dispatch
+
+  void Handle(HttpRequest req, Respond respond, Post post) {
+    const std::string method = req.method;
+    Respond done = [this, respond, method](HttpResponse r) {
+      metrics.CountHttp(method, r.status);
+      respond(std::move(r));
+    };
+    auto parsed = ParseTarget(req.target);
+    if (!parsed.ok()) return done(StatusResponse(parsed.status()));
+    const Target& t = *parsed;
+    const auto& s = t.seg;
+    POLIS_LOG(kTrace, kRegistry, "{} {} from {}", req.method, t.path, req.remote);
+
+    if (s.size() == 1 && s[0] == "metrics") {
+      if (method != "GET") return MethodNotAllowed(done, "GET");
+      return done(HttpResponse{200, "text/plain; version=0.0.4", metrics.Render(), {}});
+    }
+    if (s.empty() || s[0] != "v2") return NoRoute(req, t, done);
+    if (s.size() == 1) {
+      if (method != "GET") return MethodNotAllowed(done, "GET");
+      return done(JsonResponse(200, json{{"name", "polis-registry"},
+                                         {"version", POLIS_VERSION},
+                                         {"extensions", {"model_repository", "classification",
+                                                         "polis_explain", "polis_registry"}}}));
+    }
+    if (s[1] == "health" && s.size() == 3) {
+      if (method != "GET") return MethodNotAllowed(done, "GET");
+      if (s[2] == "live") return done(JsonResponse(200, json{{"live", true}}));
+      if (s[2] == "ready") {
+        if (!repo->ready()) return done(JsonResponse(503, json{{"ready", false}, {"error", "loading models"}}));
+        std::vector<std::string> not_ready;
+        for (const auto& ms : repo->DescribeAll())
+          if (!ms.ready && !ms.versions.empty()) not_ready.push_back(ms.name + ": " + ms.reason);
+        if (!not_ready.empty())
+          return done(JsonResponse(503, json{{"ready", false},
+                                             {"error", fmt::format("models not ready: {}", fmt::join(not_ready, "; "))}}));
+        return done(JsonResponse(200, json{{"ready", true}}));
+      }
+      return NoRoute(req, t, done);
+    }
+    if (s[1] == "repository" && s.size() == 3 && s[2] == "index") {
+      if (method != "POST" && method != "GET") return MethodNotAllowed(done, "POST");
+      return RepositoryIndex(req, t, done);
+    }
+    if (s[1] == "registry" && s.size() >= 3 && s[2] == "models") return Registry(req, t, done);
+    if (s[1] == "models" && s.size() >= 3) {
+      const std::string& model = s[2];
+      if (Status st = ValidateModelName(model); !st.ok()) return done(StatusResponse(st));
+      std::string ref;
+      size_t at = 3;
+      if (s.size() >= 5 && s[3] == "versions") {
+        ref = s[4];
+        if (ParseVersionNumber(ref) == 0 && ref != kLatest) {
+          if (Status st = ValidateAliasName(ref); !st.ok())
+            return done(ErrorResponse(400, fmt::format("'{}' is neither a version number nor an alias: {}",
+                                                       ref, st.message())));
+        }
+        at = 5;
+      } else if (s.size() == 4 && s[3] == "versions") {
+        return NoRoute(req, t, done);
+      }
+      const bool version_route = at == 5;
+      if (s.size() == at) {
+        if (method != "GET") return MethodNotAllowed(done, "GET");
+        return ModelMetadataRoute(req, t, model, ref, version_route, done);
+      }
+      if (s.size() == at + 1) {
+        const std::string& action = s[at];
+        if (action == "ready") {
+          if (method != "GET") return MethodNotAllowed(done, "GET");
+          return ModelReadyRoute(req, t, model, ref, done);
+        }
+        if (action == "infer" || action == "explain") {
+          if (method != "POST") return MethodNotAllowed(done, "POST");
+          if (action == "infer") return Infer(req, t, model, ref, done, post);
+          return Explain(req, t, model, ref, done, post);
+        }
+      }
+    }
+    return NoRoute(req, t, done);
+  }
+};
+
+RegistryServer::RegistryServer(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->opt = std::move(options);
+}
+
+RegistryServer::~RegistryServer() { Stop(0); }
+
+Status RegistryServer::Start() {
+  Impl& s = *impl_;
+  if (s.started) return FailedPrecondition("the registry server is already started");
+  POLIS_RETURN_IF_ERROR(ValidateBatchingOptions(s.opt.batching, "server defaults"));
+  if (s.opt.mmap_threshold_bytes > 0) {
+    // A fixed threshold (glibc otherwise raises it as large blocks are freed)
+    // keeps every large buffer -- weights, networks, request bodies -- in its
+    // own mapping, so an unloaded version's memory goes back to the OS.
+    mallopt(M_MMAP_THRESHOLD, s.opt.mmap_threshold_bytes);
+  }
+  if (!s.opt.tokens_file.empty()) {
+    POLIS_ASSIGN_OR_RETURN(s.tokens, TokenSet::Load(s.opt.tokens_file));
+    POLIS_LOG(kInfo, kRegistry, "{} tokens from '{}'", s.tokens.size(), s.opt.tokens_file);
+  }
+  RepositoryOptions ro;
+  ro.root = s.opt.root;
+  ro.batching = s.opt.batching;
+  ro.poll_interval_ms = s.opt.poll_interval_ms;
+  ro.max_unpinned_versions = s.opt.max_unpinned_versions;
+  s.repo = std::make_unique<Repository>(ro, &s.metrics);
+  POLIS_RETURN_IF_ERROR(s.repo->Start());
+  s.runner.Start(s.opt.admin_threads);
+
+  HttpServerOptions ho;
+  ho.host = s.opt.host;
+  ho.port = s.opt.port;
+  ho.threads = s.opt.threads;
+  ho.max_body_bytes = s.opt.max_body_bytes;
+  ho.max_upload_bytes = s.opt.max_upload_bytes;
+  ho.is_upload = IsUpload;
+  ho.read_timeout_ms = s.opt.read_timeout_ms;
+  ho.idle_timeout_ms = s.opt.idle_timeout_ms;
+  Impl* impl = &s;
+  ho.on_refused = [impl](const std::string& method, int status, const std::string&) {
+    impl->metrics.CountHttp(method.empty() ? "?" : method, status);
+  };
+  s.http = std::make_unique<HttpServer>(ho, [impl](HttpRequest req, Respond respond, Post post) {
+    impl->Handle(std::move(req), std::move(respond), std::move(post));
+  });
+  POLIS_RETURN_IF_ERROR(s.http->Start());
+  s.started = true;
+  POLIS_LOG(kInfo, kRegistry, "serving '{}' on {}:{}", s.opt.root, s.opt.host, s.http->port());
+  return Status::Ok();
+}
+
+void RegistryServer::Stop(int grace_ms) {
+  Impl& s = *impl_;
+  if (s.stopped) return;
+  s.stopped = true;
+  // Order matters: no new requests; then the work that may still answer
+  // requests (runner, inference threads) drains into the stopped I/O
+  // context; the HttpServer (and its io_context) goes last.
+  if (s.http) s.http->Stop(grace_ms);
+  s.runner.Stop();
+  if (s.repo) s.repo->Stop();
+  s.http.reset();
+}
+
+int RegistryServer::port() const { return impl_->http ? impl_->http->port() : 0; }
+Repository& RegistryServer::repository() { return *impl_->repo; }
+Metrics& RegistryServer::metrics() { return impl_->metrics; }
+
+}  // namespace polis::registry

@@ -1,0 +1,77 @@
+// The registry server: a Repository of loaded models behind the Open
+// Inference Protocol v2 REST API (as Triton and KServe implement it), plus
+// the registry's own endpoints (publish, aliases, history), Prometheus
+// metrics and bearer-token checks. docs/registry.md documents every route.
+//
+//   GET  /v2/health/live | /v2/health/ready | /v2 | /metrics
+//   GET  /v2/models/{m}[/versions/{v}][/ready]
+//   POST /v2/models/{m}[/versions/{v}]/infer | .../explain
+//   POST /v2/repository/index
+//   /v2/registry/models[/{m}[/versions[/{v}[/artifact]] | /aliases[/{a}[/rollback]]]]
+//
+// {v} is a version number, "latest" or an alias. Errors are
+// {"error": "..."} with 400 (bad request), 401/403 (token), 404 (unknown
+// model or version), 405, 409 (conflict), 413 (too large), 503 (not ready,
+// queue full).
+//
+// Threads: `threads` HTTP I/O threads parse requests and write responses;
+// one inference thread per loaded version; `admin_threads` run blocking work
+// (loads, publishes, alias writes) off the I/O threads; one poller.
+// Start/Stop from one thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "registry/served_version.h"
+
+namespace polis::registry {
+
+class Repository;
+class Metrics;
+
+struct ServerOptions {
+  std::string root = "registry-root";
+  std::string host = "127.0.0.1";
+  int port = 8000;                       // 0: ephemeral (see RegistryServer::port)
+  int threads = 2;
+  int admin_threads = 2;
+  std::string tokens_file;               // "": anonymous read + infer, no writes
+  BatchingOptions batching;              // per-model defaults
+  size_t max_body_bytes = 8u << 20;
+  size_t max_upload_bytes = size_t{1} << 30;
+  int64_t max_tensor_elements = 4 << 20;  // per input tensor
+  int read_timeout_ms = 30000;
+  int idle_timeout_ms = 60000;
+  int poll_interval_ms = 1000;
+  int64_t max_unpinned_versions = 2;
+  int explain_default_steps = 32;
+  // Process-wide: allocations of at least this many bytes get their own
+  // mapping (mallopt M_MMAP_THRESHOLD), so memory of unloaded versions is
+  // returned to the OS. 0 leaves the allocator alone.
+  int mmap_threshold_bytes = 1 << 20;
+};
+
+class RegistryServer {
+ public:
+  explicit RegistryServer(ServerOptions options);
+  ~RegistryServer();
+  RegistryServer(const RegistryServer&) = delete;
+  RegistryServer& operator=(const RegistryServer&) = delete;
+
+  // Loads the token file and every model's pinned versions, then listens.
+  Status Start();
+  // Stops listening, lets requests in flight finish (grace_ms), unloads.
+  void Stop(int grace_ms = 5000);
+  int port() const;
+  Repository& repository();
+  Metrics& metrics();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace polis::registry

@@ -1,0 +1,214 @@
+// Dynamic batching (concurrent requests merged, results equal to unbatched
+// ones, queue limits) and explanations (closed forms on a linear model,
+// completeness on a CNN), directly and over HTTP.
+#include "registry/served_version.h"
+
+#include <cmath>
+#include <future>
+#include <thread>
+
+#include "tests/registry/registry_test_util.h"
+
+namespace polis::registry {
+namespace {
+
+using namespace testing;  // NOLINT
+
+std::shared_ptr<ServedVersion> Serve(const ModelArtifact& a, BatchingOptions o) {
+  auto sv = ServedVersion::FromArtifact("m", 1, a, "sha", o, nullptr);
+  EXPECT_TRUE(sv.ok()) << sv.status().ToString();
+  return sv.ok() ? *sv : nullptr;
+}
+
+TEST(BatchingTest, QueuedRequestsAreMergedAndMatchUnbatchedResults) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 5);
+  BatchingOptions o;
+  o.max_batch_size = 8;
+  o.max_queue_delay_us = 2'000'000;  // long: the batch closes because it is full
+  auto sv = Serve(a, o);
+  ASSERT_TRUE(sv);
+  // 1 + 2 + 1 + 3 + 1 = 8 rows: one batch.
+  const std::vector<int> rows = {1, 2, 1, 3, 1};
+  std::vector<std::promise<InferOutcome>> done(rows.size());
+  std::vector<std::vector<float>> inputs;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::vector<float> x;
+    for (int r = 0; r < rows[i]; ++r) {
+      auto p = Pattern(64, static_cast<int>(10 * i + r));
+      x.insert(x.end(), p.begin(), p.end());
+    }
+    inputs.push_back(x);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < rows.size(); ++i)
+    sv->Infer(inputs[i], rows[i], [&done, i](InferOutcome r) { done[i].set_value(std::move(r)); });
+  for (size_t i = 0; i < rows.size(); ++i) {
+    InferOutcome r = done[i].get_future().get();
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_EQ(r.batch_rows, 8) << "request " << i;
+    ASSERT_EQ(r.logits.size(), static_cast<size_t>(rows[i] * 5));
+    for (int row = 0; row < rows[i]; ++row) {
+      std::vector<float> x(inputs[i].begin() + row * 64, inputs[i].begin() + (row + 1) * 64);
+      auto ref = ReferenceLogits(a, x);
+      for (int k = 0; k < 5; ++k) EXPECT_NEAR(r.logits[row * 5 + k], ref[k], 1e-5);
+    }
+  }
+  // Full batches do not wait for the delay.
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.5);
+
+  // A lone request waits at most the queue delay, then runs alone.
+  BatchingOptions quick = o;
+  quick.max_queue_delay_us = 1000;
+  auto sv2 = Serve(a, quick);
+  InferOutcome lone = sv2->InferSync(Pattern(64, 1), 1);
+  ASSERT_TRUE(lone.status.ok());
+  EXPECT_EQ(lone.batch_rows, 1);
+}
+
+TEST(BatchingTest, RequestsTooLargeOrBeyondTheQueueAreRefused) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 5);
+  BatchingOptions o;
+  o.max_batch_size = 2;
+  o.max_queue_rows = 2;
+  o.max_queue_delay_us = 300'000;
+  auto sv = Serve(a, o);
+  EXPECT_EQ(sv->InferSync(Pattern(3 * 64, 1), 3).status.code(), Code::kInvalidArgument);
+  std::promise<InferOutcome> first;
+  sv->Infer(Pattern(64, 1), 1, [&](InferOutcome r) { first.set_value(std::move(r)); });
+  // One row waits for company (300 ms); two more would exceed max_queue_rows.
+  InferOutcome refused = sv->InferSync(Pattern(2 * 64, 2), 2);
+  EXPECT_EQ(refused.status.code(), Code::kFailedPrecondition) << refused.status.ToString();
+  InferOutcome r = first.get_future().get();
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(r.batch_rows, 1);
+}
+
+TEST(BatchingTest, ConcurrentHttpRequestsAreMergedAndCorrect) {
+  TempDir dir;
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 6);
+  ASSERT_EQ(Publish(dir.path(), "m", a), 1);
+  // Per-model config.json overrides the server defaults.
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/m/config.json",
+                              R"({"max_batch_size": 8, "max_queue_delay_us": 50000})").ok());
+  ServerOptions so;
+  so.threads = 4;
+  ServerHarness h(dir.path(), so);
+  constexpr int kClients = 8, kEach = 6;
+  std::atomic<int> failures{0}, merged{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kClients; ++t)
+    threads.emplace_back([&, t] {
+      HttpClient c = h.Client();
+      for (int i = 0; i < kEach; ++i) {
+        const auto x = Pattern(64, t * 100 + i);
+        auto r = c.Request("POST", "/v2/models/m/infer", InferBody(x, 1, kTinyInput).dump());
+        if (!r.ok() || r->status != 200) {
+          failures++;
+          continue;
+        }
+        json j = json::parse(r->body);
+        if (j["parameters"]["batch_rows"].get<int>() > 1) merged++;
+        const auto logits = OutputData(j, "logits");
+        const auto ref = ReferenceLogits(a, x);
+        for (int k = 0; k < 5; ++k)
+          if (std::fabs(logits[k] - ref[k]) > 1e-5) failures++;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  // With 8 clients and a 50 ms window, most requests share a batch.
+  EXPECT_GT(merged.load(), kClients * kEach / 2) << merged.load();
+  auto meta = json::parse(h.Client().Get("/v2/models/m")->body);
+  EXPECT_EQ(meta["parameters"]["max_batch_size"], 8);
+}
+
+TEST(ExplainTest, LinearModelHasClosedFormAttributions) {
+  // f(x) = W x + b: gradient of logit c is W[c], so both saliency and
+  // integrated gradients (zero baseline) are x * W[c], for any step count.
+  const ModelArtifact a = MakeArtifact(kLinear, {4}, 7);
+  auto sv = Serve(a, BatchingOptions());
+  const std::vector<float> x = {0.5f, -1.f, 2.f, 0.25f};
+  ExplainRequest req;
+  req.input = x;
+  req.rows = 1;
+  req.targets = {2};
+  req.steps = 8;
+  ExplainOutcome o = sv->ExplainSync(req);
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  ASSERT_EQ(o.rows.size(), 1u);
+  const ExplainRow& r = o.rows[0];
+  EXPECT_EQ(r.target, 2);
+  const float* w = a.weights.data() + 2 * 4;  // weights are (out, in)
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(r.saliency[i], x[i] * w[i], 1e-5) << i;
+    EXPECT_NEAR(r.integrated_gradients[i], x[i] * w[i], 1e-5) << i;
+  }
+  EXPECT_NEAR(r.convergence_delta, 0.0, 1e-4);
+  // The predicted class when no target is given.
+  req.targets = {-1};
+  o = sv->ExplainSync(req);
+  const auto ref = ReferenceLogits(a, x);
+  EXPECT_EQ(o.rows[0].target, std::max_element(ref.begin(), ref.end()) - ref.begin());
+  // Bad requests are refused before they are queued.
+  req.targets = {3};
+  EXPECT_EQ(sv->ExplainSync(req).status.code(), Code::kInvalidArgument);
+  req.targets = {0};
+  req.steps = 0;
+  EXPECT_EQ(sv->ExplainSync(req).status.code(), Code::kInvalidArgument);
+}
+
+TEST(ExplainTest, IntegratedGradientsAreCompleteOnACnnOverHttp) {
+  TempDir dir;
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 8);
+  ASSERT_EQ(Publish(dir.path(), "cnn", a), 1);
+  ServerHarness h(dir.path());
+  HttpClient c = h.Client();
+  std::vector<float> x = Pattern(2 * 64, 3);
+  json body = InferBody(x, 2, kTinyInput, "why-1");
+  body["parameters"] = {{"steps", 128}, {"target", {1, 4}}};
+  auto r = Call(c, "POST", "/v2/models/cnn/explain", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = ParseJson(r);
+  EXPECT_EQ(j["id"], "why-1");
+  ASSERT_EQ(j["explanations"].size(), 2u);
+  for (int row = 0; row < 2; ++row) {
+    const json& e = j["explanations"][row];
+    EXPECT_EQ(e["target"], row == 0 ? 1 : 4);
+    EXPECT_EQ(e["integrated_gradients"]["shape"], json({1, 8, 8}));
+    EXPECT_EQ(e["integrated_gradients"]["steps"], 128);
+    const auto ig = e["integrated_gradients"]["data"].get<std::vector<float>>();
+    const auto sal = e["saliency"]["data"].get<std::vector<float>>();
+    ASSERT_EQ(ig.size(), 64u);
+    ASSERT_EQ(sal.size(), 64u);
+    // Completeness: the attributions add up to logit(x) - logit(baseline).
+    double sum = 0;
+    for (float v : ig) sum += v;
+    const double diff = e["logit"].get<double>() - e["baseline_logit"].get<double>();
+    EXPECT_NEAR(sum, diff, 0.05 * std::fabs(diff) + 2e-3) << "row " << row;
+    // The logit is the model's.
+    std::vector<float> xr(x.begin() + row * 64, x.begin() + (row + 1) * 64);
+    EXPECT_NEAR(e["logit"].get<float>(), ReferenceLogits(a, xr)[row == 0 ? 1 : 4], 1e-4);
+  }
+  // Saliency is gradient x input: check one element by central differences
+  // on the reference forward pass.
+  const json& e0 = j["explanations"][0];
+  const auto sal = e0["saliency"]["data"].get<std::vector<float>>();
+  std::vector<float> x0(x.begin(), x.begin() + 64);
+  const int i = static_cast<int>(std::max_element(sal.begin(), sal.end(),
+                                                  [](float p, float q) { return std::fabs(p) < std::fabs(q); }) -
+                                 sal.begin());
+  const float h_step = 1e-2f;
+  auto xp = x0, xm = x0;
+  xp[i] += h_step;
+  xm[i] -= h_step;
+  const double grad = (ReferenceLogits(a, xp)[1] - ReferenceLogits(a, xm)[1]) / (2 * h_step);
+  EXPECT_NEAR(sal[i], x0[i] * grad, 1e-2 * std::fabs(sal[i]) + 1e-4);
+
+  body["parameters"] = {{"target", 9}};
+  auto bad = Call(c, "POST", "/v2/models/cnn/explain", body.dump());
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("parameters.target"), std::string::npos) << bad.body;
+}
+
+}  // namespace
+}  // namespace polis::registry

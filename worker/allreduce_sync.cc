@@ -1,0 +1,181 @@
+// AllReduceSync: gradients summed across workers in buckets, in the order
+// backward produces them, on a communication thread that overlaps the rest
+// of backward; then the same optimizer step on every replica.
+//
+// The flat gradient buffer holds one extra float after the parameters: this
+// worker's sample count. It rides in the first bucket, so the step's total
+// sample count (the divisor of the mean, and 0 at an epoch's end) costs no
+// extra collective.
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "common/comm/communicator.h"
+#include "common/log.h"
+#include "common/optimizer.h"
+#include "worker/gradient_sync.h"
+
+namespace polis::worker {
+
+std::vector<Bucket> PlanBuckets(const nn::Model& model, int64_t bucket_bytes) {
+  std::vector<Bucket> out;
+  const int64_t cap = bucket_bytes > 0 ? std::max<int64_t>(bucket_bytes / 4, 1) : INT64_MAX;
+  const auto& layers = model.layers();
+  int64_t open_end = model.parameter_count() + 1;  // + the sample-count slot
+  int lowest = static_cast<int>(layers.size()) - 1;
+  for (int i = static_cast<int>(layers.size()) - 1; i >= 0; --i) {
+    if (layers[i].param_count == 0) continue;
+    lowest = i;
+    const int64_t begin = layers[i].param_offset;
+    // The open bucket spans [begin, open_end) and is final once layer i is.
+    while (open_end - begin > cap) {
+      out.push_back({open_end - cap, open_end, i});
+      open_end -= cap;
+    }
+    if (bucket_bytes == 0 || open_end - begin >= cap) {
+      if (open_end > begin) out.push_back({begin, open_end, i});
+      open_end = begin;
+    }
+  }
+  if (open_end > 0) out.push_back({0, open_end, lowest});
+  return out;
+}
+
+namespace {
+
+uint64_t Fnv1a(const void* data, size_t bytes) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+class AllReduceSync : public GradientSync {
+ public:
+  AllReduceSync(const RoleContext& ctx, float* params, float* grads,
+                std::unique_ptr<comm::Communicator> comm, std::unique_ptr<Optimizer> opt,
+                comm::AllreduceOptions options)
+      : params_(params), grads_(grads), P_(ctx.model.parameter_count()),
+        buckets_(PlanBuckets(ctx.model, ctx.job.spec.sync().bucket_bytes())),
+        comm_(std::move(comm)), optimizer_(std::move(opt)), options_(options),
+        verify_(ctx.job.spec.sync().verify_replicas()) {
+    POLIS_LOG(kInfo, kWorker, "{} gradient buckets", buckets_.size());
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~AllReduceSync() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  void OnLayerGradients(int layer) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (next_ < buckets_.size() && buckets_[next_].ready_after_layer >= layer) queue_.push_back(next_++);
+    cv_.notify_all();
+  }
+
+  Status Sync(const StepInfo& info, StepResult* result) override {
+    const int64_t step = info.step;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // A step without backward (no data left) sends every bucket now.
+      while (next_ < buckets_.size()) queue_.push_back(next_++);
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return done_ == buckets_.size() || !error_.ok(); });
+      if (!error_.ok()) return error_.WithContext(fmt::format("all-reduce of step {}", step));
+      next_ = 0;
+      done_ = 0;
+    }
+    const int64_t total = static_cast<int64_t>(grads_[P_] + 0.5f);
+    result->epoch_over = total == 0;
+    if (total > 0) {
+      const float inv = 1.0f / static_cast<float>(total);
+      float* __restrict g = grads_;
+      for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
+      optimizer_->Step(params_, grads_);
+    }
+    if (verify_) return VerifyReplicas(step);
+    return Status::Ok();
+  }
+
+  // The count slot is part of the first bucket, sent during backward.
+  void BeginStep(int64_t samples) override { grads_[P_] = static_cast<float>(samples); }
+
+  Status VerifyReplicas(int64_t step) override {
+    uint64_t mine = Fnv1a(params_, sizeof(float) * P_);
+    std::vector<uint64_t> all(comm_->size());
+    POLIS_RETURN_IF_ERROR(comm_->Allgather(&mine, all.data(), sizeof(uint64_t)));
+    for (int r = 0; r < comm_->size(); ++r)
+      if (all[r] != all[0])
+        return InternalError("after step {} worker {} holds different parameters from worker 0", step, r);
+    return Status::Ok();
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      size_t b;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (stop_) return;
+        b = queue_.front();
+        queue_.pop_front();
+      }
+      const Bucket& k = buckets_[b];
+      Status st = comm_->Allreduce(grads_ + k.begin, k.end - k.begin, options_);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!st.ok() && error_.ok()) error_ = st;
+        ++done_;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  float* params_;
+  float* grads_;
+  const int64_t P_;
+  std::vector<Bucket> buckets_;
+  std::unique_ptr<comm::Communicator> comm_;
+  std::unique_ptr<Optimizer> optimizer_;
+  comm::AllreduceOptions options_;
+  bool verify_;
+
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<size_t> queue_;  // GUARDED_BY(mu_)
+  size_t next_ = 0;           // GUARDED_BY(mu_): next bucket to enqueue
+  size_t done_ = 0;           // GUARDED_BY(mu_)
+  Status error_;              // GUARDED_BY(mu_)
+  bool stop_ = false;         // GUARDED_BY(mu_)
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
+                                                          float* grads) {
+  if (ctx.workers_comm == MPI_COMM_NULL) return InternalError("no workers communicator");
+  const int64_t P = ctx.model.parameter_count();
+  POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + 1));
+  POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P));
+  comm::AllreduceOptions options;
+  POLIS_ASSIGN_OR_RETURN(options.algorithm,
+                         comm::ParseAllreduceAlgorithm(ctx.job.spec.sync().allreduce_algorithm()));
+  switch (ctx.job.spec.sync().compression()) {
+    case proto::SyncSpec::NONE: options.wire = comm::WireType::kFloat32; break;
+    case proto::SyncSpec::BF16: options.wire = comm::WireType::kBFloat16; break;
+    case proto::SyncSpec::FP16: options.wire = comm::WireType::kFloat16; break;
+  }
+  return std::unique_ptr<GradientSync>(
+      new AllReduceSync(ctx, params, grads, std::move(comm), std::move(opt), options));
+}
+
+}  // namespace polis::worker

@@ -1,0 +1,60 @@
+// GradientSync: how a worker turns its local gradients into the next
+// parameters. Two implementations on two separate transports (STYLE.md):
+//  - ParameterServerSync: push gradient slices / pull parameter slices to
+//    the key-range servers (PsClient); the servers run the optimizer.
+//  - AllReduceSync: sum gradients across workers in buckets (Communicator)
+//    on a communication thread, overlapping backward; every worker then
+//    applies the same optimizer step to its replica.
+// The training loop calls OnLayerGradients(i) as backward finishes layer i
+// (last layer first) and Sync() once per step. One training thread.
+#pragma once
+
+#include <memory>
+
+#include "common/nn/model.h"
+#include "common/role.h"
+#include "common/status.h"
+
+namespace polis::worker {
+
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+  // Before backward: this worker's sample count for the step.
+  virtual void BeginStep(int64_t samples) {}
+  // Layer `layer`'s gradients in the flat buffer are final.
+  virtual void OnLayerGradients(int layer) {}
+  struct StepInfo {
+    int64_t step = 0;      // the step this worker believes it is at
+    int64_t samples = 0;   // this worker's samples (0: it has no data left)
+    int epoch = 0;
+    int64_t consumed = 0;  // samples of the epoch this worker has used, these included
+  };
+  struct StepResult {
+    bool epoch_over = false;  // every worker finished the epoch
+    int64_t server_step = -1; // parameter servers' update count (-1: not known)
+  };
+  // Finishes the step: on return the parameters are updated.
+  virtual Status Sync(const StepInfo& info, StepResult* result) = 0;
+  // Optional end-of-step check that all replicas agree (all-reduce).
+  virtual Status VerifyReplicas(int64_t step) { return Status::Ok(); }
+};
+
+// params/grads: the model's flat buffers (grads has room for one extra
+// float after the parameters, used by AllReduceSync to carry the count).
+// A contiguous range of the gradient buffer reduced as one all-reduce.
+struct Bucket {
+  int64_t begin = 0, end = 0;  // floats in the gradient buffer
+  int ready_after_layer = 0;   // final once backward has finished this layer
+};
+// Buckets from the last layer to the first, covering [0, P] (P = parameter
+// count; float P is the sample-count slot), of about bucket_bytes each; a
+// layer larger than that is split; bucket_bytes 0 gives one per layer.
+std::vector<Bucket> PlanBuckets(const nn::Model& model, int64_t bucket_bytes);
+
+StatusOr<std::unique_ptr<GradientSync>> MakeParameterServerSync(const RoleContext& ctx,
+                                                                float* params, float* grads);
+StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
+                                                          float* grads);
+
+}  // namespace polis::worker

@@ -52,8 +52,6 @@ bool ParseImpl(const std::string& name, Impl* out) {
   else if (name == "rd") out->options = {AllreduceAlgorithm::kRecursiveDoubling, WireType::kFloat32};
   else if (name == "auto") out->options = {AllreduceAlgorithm::kAuto, WireType::kFloat32};
   else if (name == "polis-mpi") out->options = {AllreduceAlgorithm::kMpi, WireType::kFloat32};
-  else if (name == "ring0") out->options = {AllreduceAlgorithm::kRing, WireType::kFloat32};
-  else if (name == "ring1") out->options = {AllreduceAlgorithm::kRing, WireType::kFloat32};
   else if (name == "ring-bf16") out->options = {AllreduceAlgorithm::kRing, WireType::kBFloat16};
   else if (name == "auto-bf16") out->options = {AllreduceAlgorithm::kAuto, WireType::kBFloat16};
   else if (name == "mpi" || name == "memcpy") out->polis = false;
@@ -114,10 +112,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   comm = std::move(made).value();
-  setenv("POLIS_ALLREDUCE_SEGMENT_KB", getenv("X_SEG0") ? getenv("X_SEG0") : "512", 1);
-  auto comm0 = std::move(polis::comm::MakeMpiCommunicator(MPI_COMM_WORLD, max_count)).value();
-  setenv("POLIS_ALLREDUCE_SEGMENT_KB", getenv("X_SEG1") ? getenv("X_SEG1") : "2048", 1);
-  auto comm1 = std::move(polis::comm::MakeMpiCommunicator(MPI_COMM_WORLD, max_count)).value();
 
   // Inputs and expected sums computed once: per iteration the harness only
   // copies and compares (memcpy/memcmp speed), so it keeps the VM's cores
@@ -152,7 +146,7 @@ int main(int argc, char** argv) {
           MPI_Barrier(MPI_COMM_WORLD);
           const double t0 = MPI_Wtime();
           if (impl.polis) {
-            polis::Status st = (impl.name == "ring0" ? comm0 : impl.name == "ring1" ? comm1 : comm)->Allreduce(data.data(), count, impl.options);
+            polis::Status st = comm->Allreduce(data.data(), count, impl.options);
             if (!st.ok()) {
               std::fprintf(stderr, "rank %d: %s\n", rank, st.ToString().c_str());
               MPI_Abort(MPI_COMM_WORLD, 1);

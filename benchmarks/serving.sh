@@ -83,8 +83,9 @@ if os.path.exists(path) and n == 784:
     lab = gzip.open(os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz")).read()
     labels = list(lab[8:8 + len(images)])
     correct = 0
-    for at in range(0, len(images), 25):
-        chunk = images[at:at + 25]
+    step = min(25, meta["parameters"]["max_batch_size"])
+    for at in range(0, len(images), step):
+        chunk = images[at:at + step]
         r = call(f"/v2/models/{model}/infer", {"inputs": [{"name": "input", "shape": [len(chunk)] + shape,
                  "datatype": "UINT8", "data": [p for img in chunk for p in img]}],
                  "outputs": [{"name": "probabilities"}]})

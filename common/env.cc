@@ -56,6 +56,8 @@ std::pair<int, int> SlowWorker() {
 }
 }  // namespace
 
+std::string MonitorToken() { return GetString("POLIS_MONITOR_TOKEN", ""); }
+
 int TestSlowWorkerIndex() { return SlowWorker().first; }
 int TestSlowWorkerMillis() { return SlowWorker().second; }
 std::string TestSampleLogDir() { return GetString("POLIS_TEST_SAMPLE_LOG", ""); }

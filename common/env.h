@@ -35,6 +35,10 @@ int AllreduceSegmentKiB();
 // sleeping with back-off (POLIS_IDLE_MAX_US caps the sleeps). Default 50.
 int CommSpinMicros();
 
+// POLIS_MONITOR_TOKEN: bearer token for the monitoring API's POSTs ("" =
+// the coordinator makes a random one).
+std::string MonitorToken();
+
 // Test hooks (documented in docs/env.md; never needed in production):
 // POLIS_TEST_SLOW_WORKER="W:MS" makes worker index W sleep MS milliseconds
 // per step; POLIS_TEST_SAMPLE_LOG=DIR makes each worker append "epoch index"

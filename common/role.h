@@ -64,6 +64,14 @@ struct PullHeader {
   int64_t flags = 0;      // PullFlags
 };
 
+// Optimizer updates a synchronous job makes (for schedules that need a
+// total, such as cosine decay): epochs × steps per epoch.
+inline int64_t TotalStepsHint(const RoleContext& ctx) {
+  const auto& t = ctx.job.spec.training();
+  const int64_t per_step = static_cast<int64_t>(t.batch_size()) * (ctx.workers > 0 ? ctx.workers : 1);
+  return t.epochs() * ((ctx.train_samples + per_step - 1) / per_step);
+}
+
 // Samples per shard when the job does not say: 16 batches.
 inline int64_t ShardSize(const proto::JobSpec& spec) {
   return spec.training().shard_size() > 0 ? spec.training().shard_size()

@@ -1,6 +1,7 @@
 #include "coordinator/coordinator.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,6 +23,7 @@
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "coordinator/monitor.h"
 #include "polis_config.h"
 
 namespace polis::coordinator {
@@ -65,6 +67,21 @@ void Add(proto::EpochReport* a, const proto::EpochReport& b) {
 }
 
 std::atomic<bool> g_stop_requested{false};
+
+// What the monitoring API shows of each rank.
+struct WorkerView {
+  int epoch = 0;
+  int64_t step = 0, samples = 0, shards = 0;
+  double compute = 0, comm = 0, wait = 0, loss = 0, rate = 0;
+  double compute_rate = 0;  // samples per second of compute (excludes waiting)
+  comm::Clock::time_point last_seen = comm::Clock::now(), last_rate_at = comm::Clock::now();
+  int64_t last_rate_samples = 0;
+};
+struct ServerView {
+  proto::ServerStats stats;
+  double updates_per_second = 0;
+  comm::Clock::time_point last_seen = comm::Clock::now();
+};
 
 void OnStopSignal(int) { g_stop_requested = true; }
 
@@ -116,13 +133,29 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   sigaction(SIGINT, &sa, nullptr);
 
   POLIS_RETURN_IF_ERROR(MakeDirectories(ctx.run_dir));
+  // The monitoring API (GET /api/status, /metrics, the dashboard), and
+  // where tools find it: <run-dir>/coordinator.json.
+  Monitor::Options mo;
+  mo.listen = options.monitor_listen;
+  mo.token = !env::MonitorToken().empty() ? env::MonitorToken() : Sha256Hex(fmt::format("{}-{}-{}", getpid(), ctx.run_dir,
+                                                                        comm::Clock::now().time_since_epoch().count()));
+  POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/monitor.token", mo.token + "\n"));
+  chmod((ctx.run_dir + "/monitor.token").c_str(), 0600);
+  std::unique_ptr<Monitor> monitor;
+  if (!options.monitor_listen.empty()) {
+    auto m = Monitor::Start(mo);
+    if (!m.ok()) return m.status().WithContext("starting the monitoring API");
+    monitor = std::move(*m);
+  }
   {
-    // Where tools find this job (polisctl, tests): the coordinator's pid.
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
     json info = {{"pid", getpid()}, {"host", host}, {"job", spec.name()}, {"run_dir", ctx.run_dir},
-                 {"started_at", UtcTimestamp()}, {"workers", W}, {"servers", ctx.servers}};
+                 {"started_at", UtcTimestamp()}, {"workers", W}, {"servers", ctx.servers},
+                 {"address", monitor ? monitor->address() : ""}};
     POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/coordinator.json", info.dump(2) + "\n"));
+    if (monitor) std::printf("polis: monitoring at %s (polisctl status --run-dir %s)\n", monitor->address().c_str(),
+                             ctx.run_dir.c_str());
   }
   std::ofstream metrics(ctx.run_dir + "/metrics.jsonl", std::ios::app);
   std::printf("polis: job %s: %d worker(s), %d server(s), %lld training images, %d epoch(s), "
@@ -155,6 +188,64 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   std::vector<proto::ServerStats> server_stats;
   auto last_print = start;
   int64_t samples_done = 0;  // over finished epochs
+  std::vector<WorkerView> workers_view(W);
+  std::vector<ServerView> servers_view(ctx.servers);
+  json series = json::array();
+  double last_loss = 0;
+  std::string state = "running";
+  auto last_publish = start - std::chrono::seconds(1);
+  auto publish = [&]() {
+    if (!monitor) return;
+    const auto now = comm::Clock::now();
+    const double elapsed = Seconds(now - start).count();
+    int64_t in_epoch = 0;
+    for (const auto& v : workers_view) in_epoch += v.epoch == epochs_done ? v.samples : 0;
+    const double done = samples_done + in_epoch;
+    const double rate = elapsed > 0 ? done / elapsed : 0;
+    double best = 0;
+    for (const auto& v : workers_view) best = std::max(best, v.compute_rate);
+    json wj = json::array(), stragglers = json::array(), stalled = json::array();
+    for (int k = 0; k < W; ++k) {
+      const auto& v = workers_view[k];
+      const double age = Seconds(now - v.last_seen).count();
+      // A straggler computes at under 2/3 of the fastest worker's rate (in
+      // BSP everyone moves at the slowest's pace; compute time tells who).
+      const bool straggler = W > 1 && v.compute_rate > 0 && best > 0 && v.compute_rate < best * 2.0 / 3.0;
+      const bool is_stalled = age > std::max(30.0, env::TimeoutSeconds() / 10.0);
+      if (straggler) stragglers.push_back(ctx.worker_rank(k));
+      if (is_stalled) stalled.push_back(ctx.worker_rank(k));
+      wj.push_back({{"rank", ctx.worker_rank(k)}, {"epoch", v.epoch + 1}, {"step", v.step}, {"shards_done", v.shards},
+                    {"samples", v.samples}, {"samples_per_second", v.rate}, {"compute_samples_per_second", v.compute_rate}, {"loss", v.loss},
+                    {"compute_seconds", v.compute}, {"comm_seconds", v.comm}, {"wait_seconds", v.wait},
+                    {"clock", v.step}, {"last_heartbeat_age_seconds", age}, {"straggler", straggler}});
+    }
+    json sj = json::array();
+    for (int k = 0; k < ctx.servers; ++k) {
+      const auto& v = servers_view[k];
+      const double age = Seconds(now - v.last_seen).count();
+      if (age > std::max(30.0, env::TimeoutSeconds() / 10.0)) stalled.push_back(ctx.server_rank(k));
+      sj.push_back({{"rank", ctx.server_rank(k)}, {"key_range", {v.stats.key_begin(), v.stats.key_end()}},
+                    {"bytes_in", v.stats.bytes_in()}, {"bytes_out", v.stats.bytes_out()},
+                    {"updates", v.stats.updates()}, {"updates_per_second", v.updates_per_second},
+                    {"max_staleness", v.stats.max_staleness()}, {"last_heartbeat_age_seconds", age}});
+    }
+    json hist = json::array();
+    for (const auto& h : history)
+      hist.push_back({{"epoch", h["epoch"]}, {"train_loss", h["train_loss"]},
+                      {"test_accuracy", h.value("test_accuracy", 0.0)}, {"test_mae", h.value("test_mae", 0.0)},
+                      {"images_per_second", h["images_per_second"]}, {"elapsed_seconds", h["elapsed_seconds"]}});
+    const double total = static_cast<double>(N) * E;
+    json status = {{"job", spec.name()}, {"state", state}, {"epoch", std::min(epochs_done + 1, E)}, {"epochs", E},
+                   {"step", workers_view.empty() ? 0 : workers_view[0].step}, {"loss", last_loss},
+                   {"accuracy", history.empty() ? 0.0 : history.back().value("test_accuracy", 0.0)},
+                   {"samples_per_second", rate},
+                   {"eta_seconds", rate > 0 ? std::max(0.0, (total - done) / rate) : -1.0},
+                   {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series}, {"workers", wj},
+                   {"servers", sj}, {"stragglers", stragglers}, {"stalled", stalled},
+                   {"sync", proto::SyncSpec::Mode_Name(spec.sync().mode())},
+                   {"last_checkpoint", last_checkpoint}};
+    monitor->Publish(std::move(status));
+  };
 
   while (epochs_done < E) {
     int from = -1;
@@ -162,6 +253,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     if (g_stop_requested && !stopping) {
       stopping = true;
       if (ctx.servers == 0) break;  // all-reduce jobs keep no checkpoints: stop now
+      state = "stopping";
       std::printf("polis: stop requested: taking a checkpoint\n");
       std::fflush(stdout);
       for (int s = 0; s < ctx.servers; ++s) {
@@ -178,6 +270,22 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
         st = comm::TryRecvControl(ctx.ctrl, MPI_ANY_SOURCE, &from, &msg);
         if (st.code() != Code::kNotFound) break;
         if (g_stop_requested && !stopping) break;
+        if (monitor && comm::Clock::now() - last_publish > std::chrono::milliseconds(500)) {
+          last_publish = comm::Clock::now();
+          publish();
+          for (Monitor::Command c : monitor->TakeCommands()) {
+            if (c == Monitor::Command::kStop) g_stop_requested = true;
+            if (c == Monitor::Command::kCheckpoint && ctx.servers > 0) {
+              for (int k = 0; k < ctx.servers; ++k) {
+                proto::ControlMessage cmd;
+                cmd.mutable_server_command()->set_kind(proto::ServerCommand::CHECKPOINT_AT);
+                POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(k), cmd));
+              }
+              state = "checkpointing";
+            }
+          }
+          if (g_stop_requested && !stopping) break;
+        }
         if (comm::Clock::now() > deadline) {
           st = Timeout("no message");
           break;
@@ -238,11 +346,22 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       if (stopping) break;
       continue;
     }
+    if (msg.has_server_stats() && from >= 1 && from <= ctx.servers) {
+      ServerView& v = servers_view[from - 1];
+      const auto now = comm::Clock::now();
+      const double dt = Seconds(now - v.last_seen).count();
+      if (dt > 0) v.updates_per_second = (msg.server_stats().updates() - v.stats.updates()) / dt;
+      v.stats = msg.server_stats();
+      v.last_seen = now;
+      continue;
+    }
     if (w < 0 || w >= W) return RemoteError("unexpected control message from rank {}", from);
+    workers_view[w].last_seen = comm::Clock::now();
     if (msg.has_shard_request()) {
       int e = msg.shard_request().epoch();
       if (e < 0 || e >= E) return RemoteError("rank {} asked for a shard of epoch {}", from, e);
       auto r = planner.Next(e);
+      if (r.end > r.begin) ++workers_view[w].shards;
       if (r.end > r.begin) {
         auto& g = grants[e];
         g.resize(W);
@@ -257,6 +376,27 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     } else if (msg.has_progress()) {
       const auto& p = msg.progress();
       progress_samples[w] = p.samples();
+      {
+        WorkerView& v = workers_view[w];
+        const auto now = comm::Clock::now();
+        if (v.epoch != p.epoch()) v.last_rate_samples = 0;
+        const double dt = Seconds(now - v.last_rate_at).count();
+        if (dt > 0 && p.samples() >= v.last_rate_samples) v.rate = (p.samples() - v.last_rate_samples) / dt;
+        v.last_rate_at = now;
+        if (p.compute_seconds() > 0 && p.samples() >= v.last_rate_samples)
+          v.compute_rate = (p.samples() - v.last_rate_samples) / p.compute_seconds();
+        v.last_rate_samples = p.samples();
+        v.epoch = p.epoch();
+        v.step = p.step();
+        v.samples = p.samples();
+        v.loss = p.loss();
+        v.compute += p.compute_seconds();
+        v.wait += p.wait_seconds();
+        v.comm += p.comm_seconds();
+        last_loss = p.loss();
+        if (series.size() >= 500) series.erase(series.begin());
+        series.push_back({{"t", Seconds(now - start).count()}, {"loss", p.loss()}, {"samples_per_second", v.rate}});
+      }
       auto now = comm::Clock::now();
       double since = Seconds(now - last_print).count();
       if (since >= (options.progress_bar ? 0.5 : 10.0)) {
@@ -387,9 +527,11 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
                                         [] { return std::string("final parameters from the servers"); }));
     for (int s = 0; s < ctx.servers; ++s) {
       proto::ControlMessage msg;
-      POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, ctx.server_rank(s), nullptr, &msg,
-                                              comm::DeadlineFromNow(), "a server's statistics"));
-      if (msg.has_server_stats()) server_stats.push_back(msg.server_stats());
+      do {  // heartbeats may still be queued before the final statistics
+        POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, ctx.server_rank(s), nullptr, &msg,
+                                                comm::DeadlineFromNow(), "a server's statistics"));
+      } while (!(msg.has_server_stats() && msg.server_stats().final()));
+      server_stats.push_back(msg.server_stats());
     }
   }
   // Release the workers.
@@ -520,6 +662,8 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     result.erase("images_per_second");
   }
   POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
+  state = "done";
+  publish();
   if (std::abs(reloaded_metric - trained) > 1e-6 * std::max(1.0, std::abs(trained)))
     return InternalError("the reloaded artifact gives {} {} but training reported {}", kMetric,
                          reloaded_metric, trained);

@@ -13,6 +13,8 @@ namespace polis::coordinator {
 
 struct CoordinatorOptions {
   bool progress_bar = false;  // redraw one line in place (a terminal)
+  // HOST:PORT of the monitoring API (port 0: any free one); "" = none.
+  std::string monitor_listen = "127.0.0.1:0";
 };
 
 Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options);

@@ -14,10 +14,15 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  # Services the tests start on loopback: Prometheus, headless Chromium, a
+  # single-node Slurm with munge; and the PyTorch peer of the benchmarks.
+  prometheus chromium slurm-wlm munge
+  # ONNX export of published models.
+  libonnx-dev
 )
 # Extra groups: "bench" adds the PyTorch peer used by benchmarks/.
 if [[ " $* " == *" bench "* ]]; then
-  PACKAGES+=(python3-torch python3-numpy)
+  PACKAGES+=(python3-torch python3-numpy wrk python3-onnx)
 fi
 
 missing=()

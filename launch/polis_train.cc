@@ -40,11 +40,13 @@ struct Flags {
   int64_t test_limit = -1;
   int servers = -1;
   std::string csv;
+  std::string sync;
   bool print_servers = false;
   std::string progress = "lines";
   bool check = false;
   std::string evaluate;
   std::string resume;
+  std::string monitor = "127.0.0.1:0";
 };
 
 polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
@@ -56,6 +58,13 @@ polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
   if (f.test_limit >= 0) s.mutable_dataset()->set_test_limit(f.test_limit);
   if (f.servers >= 0) s.mutable_sync()->set_servers(f.servers);
   if (!f.csv.empty()) s.mutable_dataset()->mutable_timeseries()->set_path(f.csv);
+  if (f.sync == "allreduce") {
+    s.mutable_sync()->set_mode(polis::proto::SyncSpec::ALLREDUCE);
+    if (f.servers < 0) s.mutable_sync()->set_servers(0);
+  } else if (f.sync == "ps") {
+    s.mutable_sync()->set_mode(polis::proto::SyncSpec::PARAMETER_SERVER);
+    if (f.servers < 0 && s.sync().servers() == 0) s.mutable_sync()->set_servers(1);
+  }
   POLIS_RETURN_IF_ERROR(polis::ValidateJobFields(s, f.job_path));
   return job;
 }
@@ -115,12 +124,18 @@ int main(int argc, char** argv) {
   app.add_option("--test-limit", f.test_limit, "use only the first N test images");
   app.add_option("--servers", f.servers, "override sync.servers (parameter-server ranks)");
   app.add_option("--csv", f.csv, "override dataset.timeseries.path (your copy of the CSV)");
+  app.add_option("--sync", f.sync, "override sync.mode: ps (parameter servers) or allreduce")
+      ->check(CLI::IsMember({"ps", "allreduce"}));
   app.add_flag("--print-servers", f.print_servers, "print the job's sync.servers and exit");
   app.add_option("--progress", f.progress, "coordinator progress: lines or bar")
       ->check(CLI::IsMember({"lines", "bar"}));
   app.add_flag("--check", f.check, "check the job (fields, dataset, shapes) and exit; no MPI");
   app.add_option("--evaluate", f.evaluate,
                  "evaluate a model artifact on its job's test set (or JOB's dataset) and exit");
+  app.add_option("--monitor", f.monitor,
+                 "HOST:PORT of the coordinator's monitoring API and dashboard (port 0: any free port; "
+                 "\"\" to turn it off)")
+      ->capture_default_str();
   app.add_option("--resume", f.resume,
                  "continue the run in RUN_DIR from its newest complete checkpoint (the job defaults to "
                  "RUN_DIR/job.pbtxt; worker and server counts may differ)");
@@ -242,6 +257,7 @@ int main(int argc, char** argv) {
   if (rank == 0) {
     polis::coordinator::CoordinatorOptions options;
     options.progress_bar = f.progress == "bar";
+    options.monitor_listen = f.monitor;
     st = polis::coordinator::RunCoordinator(ctx, options);
   } else if (ctx.is_server()) {
     st = polis::paramserver::RunServer(ctx);

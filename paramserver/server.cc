@@ -18,12 +18,6 @@ namespace {
 
 using comm::DataTag;
 
-int64_t TotalStepsHint(const RoleContext& ctx) {
-  const auto& t = ctx.job.spec.training();
-  int64_t per_step = static_cast<int64_t>(t.batch_size()) * std::max(ctx.workers, 1);
-  return t.epochs() * ((ctx.train_samples + per_step - 1) / std::max<int64_t>(per_step, 1));
-}
-
 class Server {
  public:
   explicit Server(const RoleContext& ctx) : ctx_(ctx), W_(ctx.workers) {}
@@ -77,6 +71,10 @@ class Server {
     comm::Backoff backoff;
     auto last_progress = comm::Clock::now();
     while (!stop_) {
+      if (comm::Clock::now() - last_heartbeat_ > std::chrono::seconds(2)) {
+        POLIS_RETURN_IF_ERROR(SendStats(false));
+        last_heartbeat_ = comm::Clock::now();
+      }
       bool progressed = false;
       for (int w = 0; w < W_; ++w) {
         if (!w_[w].receiving) continue;
@@ -84,6 +82,7 @@ class Server {
         POLIS_MPI_CHECK(MPI_Testall(2, &rreq_[2 * w], &done, MPI_STATUSES_IGNORE));
         if (!done) continue;
         w_[w].receiving = false;
+        bytes_in_ += sizeof(PushHeader) + sizeof(float) * n_;
         POLIS_RETURN_IF_ERROR(OnPush(w));
         progressed = true;
       }
@@ -262,6 +261,7 @@ class Server {
     POLIS_MPI_CHECK(MPI_Isend(snapshot_[w].data(), static_cast<int>(n_), MPI_FLOAT, dst,
                               DataTag::kTagPullData, ctx_.data, &sreq_[2 * w + 1]));
     w_[w].reply_pending = false;
+    bytes_out_ += sizeof(PullHeader) + sizeof(float) * n_;
     return Status::Ok();
   }
 
@@ -311,17 +311,10 @@ class Server {
         POLIS_MPI_CHECK(MPI_Send(params_.data(), static_cast<int>(n_), MPI_FLOAT,
                                  ctx_.coordinator_rank(), DataTag::kTagFinalParams, ctx_.data));
         [[fallthrough]];
-      case proto::ServerCommand::STOP: {
-        proto::ControlMessage stats;
-        auto* s = stats.mutable_server_stats();
-        s->set_server(ctx_.server_index());
-        s->set_updates(step_);
-        s->set_max_staleness(max_staleness_);
-        s->set_held_replies(held_replies_);
-        POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), stats));
+      case proto::ServerCommand::STOP:
+        POLIS_RETURN_IF_ERROR(SendStats(true));
         stop_ = true;
         return Status::Ok();
-      }
       case proto::ServerCommand::QUERY_STEP: {
         proto::ControlMessage reply;
         reply.mutable_server_step()->set_step(step_);
@@ -329,6 +322,22 @@ class Server {
       }
     }
     return InternalError("unknown server command");
+  }
+
+  // Heartbeat (every 2 s while idle) and final statistics.
+  Status SendStats(bool final) {
+    proto::ControlMessage stats;
+    auto* s = stats.mutable_server_stats();
+    s->set_server(ctx_.server_index());
+    s->set_updates(step_);
+    s->set_max_staleness(max_staleness_);
+    s->set_held_replies(held_replies_);
+    s->set_final(final);
+    s->set_bytes_in(bytes_in_);
+    s->set_bytes_out(bytes_out_);
+    s->set_key_begin(range_.begin);
+    s->set_key_end(range_.end);
+    return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), stats);
   }
 
   std::string Waiting() const {
@@ -361,6 +370,8 @@ class Server {
   bool stop_ = false;
   int64_t max_staleness_ = 0;
   int64_t held_replies_ = 0;
+  int64_t bytes_in_ = 0, bytes_out_ = 0;
+  comm::Clock::time_point last_heartbeat_ = comm::Clock::now();
 };
 
 }  // namespace

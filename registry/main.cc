@@ -8,6 +8,7 @@
 //   polis-registry rollback --root DIR MODEL ALIAS [--why TEXT] [--who NAME]
 //   polis-registry unalias  --root DIR MODEL ALIAS [--why TEXT] [--who NAME]
 //   polis-registry delete   --root DIR MODEL VERSION [--force] [--why TEXT] [--who NAME]
+//   polis-registry export-onnx --root DIR MODEL [VERSION]  (writes model.onnx beside the artifact)
 //   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE] ...
 //
 // A running server notices promote/rollback/unalias/delete made here within
@@ -24,6 +25,7 @@
 #include "common/fs.h"
 #include "registry/aliases.h"
 #include "registry/http.h"
+#include "registry/onnx_export.h"
 #include "registry/server.h"
 #include "registry/store.h"
 
@@ -56,11 +58,12 @@ int main(int argc, char** argv) {
   auto* rollback = app.add_subcommand("rollback", "move an alias back to its previous version");
   auto* unalias = app.add_subcommand("unalias", "remove an alias");
   auto* del = app.add_subcommand("delete", "delete a version (refused while an alias names it)");
+  auto* onnx = app.add_subcommand("export-onnx", "write model.onnx (ONNX opset 13) beside a version's artifact");
   auto* serve = app.add_subcommand("serve", "serve the models over HTTP (Open Inference Protocol v2)");
-  for (auto* c : {list, show, verify, aliases, promote, rollback, unalias, del, serve})
+  for (auto* c : {list, show, verify, aliases, promote, rollback, unalias, del, onnx, serve})
     c->add_option("--root", root, "registry root")->capture_default_str();
   list->add_flag("--json", as_json, "print JSON");
-  for (auto* c : {show, verify}) {
+  for (auto* c : {show, verify, onnx}) {
     c->add_option("model", model, "model name")->required();
     c->add_option("version", ref, "version number, alias or 'latest' (default: latest)");
   }
@@ -149,6 +152,14 @@ int main(int argc, char** argv) {
     auto r = *show ? reg::ReadMetadata(root, model, *v) : reg::VerifyVersion(root, model, *v);
     if (!r.ok()) return fail(r.status());
     return print(*r);
+  }
+  if (*onnx) {
+    auto v = resolve();
+    if (!v.ok()) return fail(v.status());
+    auto path = reg::ExportOnnxFile(root, model, *v);
+    if (!path.ok()) return fail(path.status());
+    std::printf("%s\n", path->c_str());
+    return 0;
   }
   if (*aliases) {
     auto t = reg::ReadAliases(root, model);

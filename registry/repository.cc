@@ -366,9 +366,18 @@ StatusOr<std::shared_ptr<ServedVersion>> Repository::Load(const std::string& mod
   auto r = Acquire(model, ref);
   if (!r.ok() && r.status().code() == Code::kNotFound && ValidateModelName(model).ok() &&
       std::filesystem::is_directory(opt_.root + "/" + model)) {
-    // Published by another process since the last poll.
-    POLIS_RETURN_IF_ERROR(Refresh(model));
-    r = Acquire(model, ref);
+    // Perhaps published or promoted by another process since the last poll;
+    // re-read only if the model changed on disk (bogus names cost a stat).
+    auto e = FindEntry(model);
+    std::string known;
+    if (e) {
+      std::lock_guard<std::mutex> lock(mu_);
+      known = e->fingerprint;
+    }
+    if (!e || Fingerprint(model) != known) {
+      POLIS_RETURN_IF_ERROR(Refresh(model));
+      r = Acquire(model, ref);
+    }
   }
   if (!r.ok() || *r) return r;
   auto e = FindEntry(model);

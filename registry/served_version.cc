@@ -62,6 +62,9 @@ struct ServedVersion::Core {
   int64_t in_elems = 0, classes = 0;
   bool classifier = true;
   float scale = 1, shift = 0;
+  bool timeseries = false;
+  data::TimeSeriesStats ts_stats;
+  std::vector<std::string> ts_header;
   std::vector<int64_t> buckets;
   Clock::time_point loaded_at;
 
@@ -355,6 +358,30 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
   const bool images = h.job().dataset().format() == proto::DatasetSpec::IDX;
   core->scale = images ? h.job().dataset().scale() : 1.f;
   core->shift = images ? h.job().dataset().shift() : 0.f;
+  // Time-series forecasters carry the statistics fitted on the training
+  // split; with them, raw CSV rows are served exactly as training saw them.
+  if (h.job().dataset().format() == proto::DatasetSpec::CSV && h.job().dataset().has_timeseries() &&
+      !h.preprocessing_json().empty()) {
+    auto stats = data::TimeSeriesStats::FromJson(h.preprocessing_json());
+    if (!stats.ok()) return stats.status().WithContext(what);
+    const proto::TimeSeriesSpec& ts = h.job().dataset().timeseries();
+    const int64_t expect = ts.lookback() * static_cast<int64_t>(stats->feature_names.size());
+    if (expect != core->in_elems)
+      return DataLoss("{}: lookback {} x {} features = {} values per window, but the model takes {}",
+                      what, ts.lookback(), stats->feature_names.size(), expect, core->in_elems);
+    json pj = json::parse(h.preprocessing_json(), nullptr, false);
+    if (pj.is_object() && pj.contains("header")) {
+      const json& hd = pj["header"];
+      if (!hd.is_array()) return DataLoss("{}: preprocessing_json \"header\" is not an array", what);
+      for (const auto& c : hd) {
+        if (!c.is_string())
+          return DataLoss("{}: preprocessing_json \"header\" holds a non-string", what);
+        core->ts_header.push_back(c.get<std::string>());
+      }
+    }
+    core->ts_stats = std::move(stats).value();
+    core->timeseries = true;
+  }
   core->buckets = Buckets(options.max_batch_size);
   core->loaded_at = Clock::now();
 
@@ -404,6 +431,16 @@ bool ServedVersion::classifier() const { return core_->classifier; }
 float ServedVersion::input_scale() const { return core_->scale; }
 float ServedVersion::input_shift() const { return core_->shift; }
 const BatchingOptions& ServedVersion::options() const { return core_->options; }
+bool ServedVersion::timeseries() const { return core_->timeseries; }
+const proto::TimeSeriesSpec& ServedVersion::timeseries_spec() const {
+  return core_->header.job().dataset().timeseries();
+}
+const data::TimeSeriesStats& ServedVersion::timeseries_stats() const { return core_->ts_stats; }
+const std::vector<std::string>& ServedVersion::timeseries_header() const { return core_->ts_header; }
+double ServedVersion::TargetToOriginal(double standardised) const {
+  if (!core_->timeseries) return standardised;
+  return standardised * core_->ts_stats.target_stddev + core_->ts_stats.target_mean;
+}
 std::chrono::steady_clock::time_point ServedVersion::loaded_at() const { return core_->loaded_at; }
 
 void ServedVersion::Infer(std::vector<float> input, int64_t rows,

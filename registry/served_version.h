@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "common/artifact/artifact.h"
+#include "common/data/timeseries.h"
 #include "common/nn/model.h"
 #include "common/status.h"
 
@@ -126,6 +127,17 @@ class ServedVersion {
   float input_scale() const;
   float input_shift() const;
   const BatchingOptions& options() const;
+  // A time-series forecaster (dataset format CSV with a TimeSeriesSpec and
+  // TimeSeriesStats in header().preprocessing_json()): it also takes raw CSV
+  // rows, preprocessed with timeseries_spec() and timeseries_stats().
+  bool timeseries() const;
+  const proto::TimeSeriesSpec& timeseries_spec() const;
+  const data::TimeSeriesStats& timeseries_stats() const;
+  // The training file's column names when preprocessing_json records them
+  // ("header": [...]); empty otherwise.
+  const std::vector<std::string>& timeseries_header() const;
+  // Standardised target -> original units (identity when not a time series).
+  double TargetToOriginal(double standardised) const;
   std::chrono::steady_clock::time_point loaded_at() const;
 
   // `input` holds rows x input_elements() floats; 1 <= rows <= max_batch_size.

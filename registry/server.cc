@@ -14,6 +14,8 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "common/data/csv.h"
+#include "common/data/timeseries.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "polis_config.h"
@@ -32,6 +34,8 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kInputName[] = "input";
+constexpr char kRowsInput[] = "rows";      // time series: raw CSV lines
+constexpr char kHeaderInput[] = "header";  // time series: their column names
 constexpr char kProbabilities[] = "probabilities";
 constexpr char kLogits[] = "logits";
 constexpr char kPredictions[] = "predictions";  // regression models
@@ -248,7 +252,9 @@ struct RegistryServer::Impl {
                    std::function<void(std::shared_ptr<ServedVersion>)> cont) {
     auto r = repo->Acquire(model, ref);
     if (r.ok() && *r) return cont(*r);
-    if (!r.ok() && r.status().code() != Code::kNotFound) return done(StatusResponse(r.status()));
+    if (!r.ok() && (r.status().code() != Code::kNotFound ||
+                    !std::filesystem::is_directory(opt.root + "/" + model)))
+      return done(StatusResponse(r.status()));
     // Not loaded (or not yet seen by the poller): load off the I/O thread.
     runner.Submit([this, model, ref, done, cont = std::move(cont)] {
       auto l = repo->Load(model, ref);
@@ -281,11 +287,20 @@ struct RegistryServer::Impl {
     json outputs = json::array();
     for (const auto& name : OutputNames(sv))
       outputs.push_back(json{{"name", name}, {"datatype", "FP32"}, {"shape", out_shape}});
-    return json{
+    json inputs =
+        json::array({json{{"name", kInputName}, {"datatype", "FP32"}, {"shape", in_shape}}});
+    if (sv.timeseries()) {
+      const proto::TimeSeriesSpec& ts = sv.timeseries_spec();
+      inputs.push_back(json{{"name", kRowsInput}, {"datatype", "BYTES"},
+                            {"shape", json::array({-1, ts.lookback()})}});
+      inputs.push_back(json{{"name", kHeaderInput}, {"datatype", "BYTES"}, {"shape", json::array({-1})},
+                            {"optional", !sv.timeseries_header().empty()}});
+    }
+    json meta = json{
         {"name", sv.model_name()},
         {"versions", versions},
         {"platform", "polis_onednn"},
-        {"inputs", json::array({json{{"name", kInputName}, {"datatype", "FP32"}, {"shape", in_shape}}})},
+        {"inputs", inputs},
         {"outputs", outputs},
         {"parameters",
          {{"version", std::to_string(sv.version())},
@@ -300,15 +315,202 @@ struct RegistryServer::Impl {
           {"integer_input_shift", sv.input_shift()},
           {"metrics", metrics_json}}},
     };
+    if (sv.timeseries()) {
+      const proto::TimeSeriesSpec& ts = sv.timeseries_spec();
+      json header = sv.timeseries_header();
+      meta["parameters"]["timeseries"] = json{
+          {"lookback", ts.lookback()},
+          {"horizon", ts.horizon()},
+          {"frequency_seconds", ts.frequency_seconds()},
+          {"timestamp_column", ts.timestamp_column()},
+          {"target_column", ts.target_column()},
+          {"feature_names", sv.timeseries_stats().feature_names},
+          {"header", header.empty() ? json(nullptr) : header},
+          {"predictions", "original units of the target for input 'rows'; standardised for 'input'"}};
+    }
+    return meta;
+  }
+
+  // Raw CSV rows of a time-series model: input 'rows' (BYTES, [N] or [B, N]
+  // CSV lines, N = lookback) and optionally 'header' (BYTES, column names),
+  // preprocessed window by window with the artifact's stats.
+  StatusOr<DecodedInput> DecodeTimeSeriesRows(const json& inputs, const ServedVersion& sv,
+                                              bool* too_large) {
+    const json* rows_t = nullptr;
+    const json* header_t = nullptr;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const json& t = inputs[i];
+      if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
+        return InvalidArgument("inputs[{}] needs a \"name\" (string)", i);
+      const std::string name = t["name"].get<std::string>();
+      const json** slot = name == kRowsInput ? &rows_t : name == kHeaderInput ? &header_t : nullptr;
+      if (!slot)
+        return InvalidArgument(
+            "unknown input '{}' next to '{}'; time-series model '{}' takes '{}' (BYTES CSV lines) "
+            "with an optional '{}', or '{}' (FP32, already preprocessed) alone",
+            name, kRowsInput, sv.model_name(), kRowsInput, kHeaderInput, kInputName);
+      if (*slot) return InvalidArgument("input '{}' given twice", name);
+      *slot = &t;
+    }
+    if (!rows_t)
+      return InvalidArgument("input '{}' needs input '{}' (BYTES, CSV lines)", kHeaderInput, kRowsInput);
+    auto check_bytes = [](const json& t, const char* name) -> Status {
+      auto dt = t.find("datatype");
+      if (dt == t.end() || !dt->is_string() || dt->get<std::string>() != "BYTES")
+        return InvalidArgument("input '{}': datatype must be \"BYTES\" (strings), got {}", name,
+                               dt == t.end() ? "none" : dt->dump());
+      if (!t.contains("data") || !t["data"].is_array())
+        return InvalidArgument("input '{}': \"data\" must be an array of strings", name);
+      return Status::Ok();
+    };
+    POLIS_RETURN_IF_ERROR(check_bytes(*rows_t, kRowsInput));
+    const proto::TimeSeriesSpec& spec = sv.timeseries_spec();
+    const int64_t lookback = spec.lookback();
+    // Shape: [N] or [B, N].
+    auto sh = rows_t->find("shape");
+    std::vector<int64_t> shape;
+    if (sh == rows_t->end() || !sh->is_array() || sh->empty() || sh->size() > 2)
+      return InvalidArgument("input '{}': \"shape\" must be [N] or [B, N] with N = lookback = {}",
+                             kRowsInput, lookback);
+    for (const auto& d : *sh) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 1)
+        return InvalidArgument("input '{}': shape {} must hold positive integers", kRowsInput,
+                               sh->dump());
+      shape.push_back(d.get<int64_t>());
+    }
+    const int64_t windows = shape.size() == 2 ? shape[0] : 1;
+    const int64_t per_window = shape.back();
+    if (per_window != lookback)
+      return InvalidArgument("input '{}': {} rows per window (shape {}); model '{}' takes lookback = "
+                             "{} rows per window",
+                             kRowsInput, per_window, sh->dump(), sv.model_name(), lookback);
+    if (windows > sv.options().max_batch_size)
+      return InvalidArgument("input '{}': {} windows; model '{}' takes at most max_batch_size = {}",
+                             kRowsInput, windows, sv.model_name(), sv.options().max_batch_size);
+    if (opt.max_tensor_elements > 0 &&
+        windows * sv.input_elements() > opt.max_tensor_elements) {
+      *too_large = true;
+      return InvalidArgument("input '{}': {} windows of {} values exceed the limit of {} elements",
+                             kRowsInput, windows, sv.input_elements(), opt.max_tensor_elements);
+    }
+    // Data: flat, or nested one level per window.
+    std::vector<const std::string*> lines;
+    const json& data = (*rows_t)["data"];
+    auto take = [&](const json& v, const std::string& where) -> Status {
+      if (!v.is_string())
+        return InvalidArgument("input '{}': {} is {}; expected a CSV line (string)", kRowsInput,
+                               where, v.type_name());
+      lines.push_back(v.get_ptr<const std::string*>());
+      return Status::Ok();
+    };
+    for (size_t i = 0; i < data.size(); ++i) {
+      if (data[i].is_array()) {
+        for (size_t j = 0; j < data[i].size(); ++j)
+          POLIS_RETURN_IF_ERROR(take(data[i][j], fmt::format("data[{}][{}]", i, j)));
+      } else {
+        POLIS_RETURN_IF_ERROR(take(data[i], fmt::format("data[{}]", i)));
+      }
+    }
+    if (static_cast<int64_t>(lines.size()) != windows * per_window)
+      return InvalidArgument("input '{}': {} CSV lines for shape {} ({} expected)", kRowsInput,
+                             lines.size(), sh->dump(), windows * per_window);
+    // Header: given, or recorded in the artifact.
+    std::vector<std::string> header;
+    if (header_t) {
+      POLIS_RETURN_IF_ERROR(check_bytes(*header_t, kHeaderInput));
+      const json& hd = (*header_t)["data"];
+      for (size_t i = 0; i < hd.size(); ++i) {
+        if (!hd[i].is_string())
+          return InvalidArgument("input '{}': data[{}] is {}; expected a column name (string)",
+                                 kHeaderInput, i, hd[i].type_name());
+        header.push_back(hd[i].get<std::string>());
+      }
+      // One string holding the whole header line is accepted too.
+      if (header.size() == 1 && header[0].find(',') != std::string::npos) {
+        auto split = data::SplitCsvLine(header[0]);
+        if (!split.ok())
+          return InvalidArgument("input '{}': {}", kHeaderInput, split.status().message());
+        header = std::move(split).value();
+      }
+      if (header.empty()) return InvalidArgument("input '{}' holds no column names", kHeaderInput);
+    } else {
+      header = sv.timeseries_header();
+      if (header.empty())
+        return InvalidArgument(
+            "input '{}' is required: model '{}' version {} does not record the training file's "
+            "column names; send them as input '{}' (BYTES, shape [C])",
+            kHeaderInput, sv.model_name(), sv.version(), kHeaderInput);
+    }
+    DecodedInput out;
+    out.rows = windows;
+    out.datatype = "BYTES";
+    out.values.reserve(static_cast<size_t>(windows * sv.input_elements()));
+    std::vector<std::vector<std::string>> window(static_cast<size_t>(per_window));
+    for (int64_t b = 0; b < windows; ++b) {
+      for (int64_t r = 0; r < per_window; ++r) {
+        const int64_t row = b * per_window + r;
+        auto fields = data::SplitCsvLine(*lines[row]);
+        if (!fields.ok())
+          return InvalidArgument("input '{}': row {} (window {}, row {}): {}", kRowsInput, row, b, r,
+                                 fields.status().message());
+        window[r] = std::move(fields).value();
+      }
+      auto x = data::PreprocessTimeSeriesWindow(spec, sv.timeseries_stats(), header, window);
+      if (!x.ok()) {
+        // "window row K: why" (K from 1) -> the request's row index.
+        std::string msg = x.status().message();
+        constexpr std::string_view kPrefix = "window row ";
+        if (msg.rfind(kPrefix, 0) == 0) {
+          const size_t colon = msg.find(": ", kPrefix.size());
+          int64_t k = 0;
+          try {
+            k = std::stoll(msg.substr(kPrefix.size(), colon - kPrefix.size()));
+          } catch (...) {
+            k = 0;
+          }
+          if (colon != std::string::npos && k >= 1 && k <= per_window)
+            return InvalidArgument("input '{}': row {} (window {}, row {}): {}", kRowsInput,
+                                   b * per_window + k - 1, b, k - 1, msg.substr(colon + 2));
+        }
+        return InvalidArgument("input '{}': window {} (rows {}..{}): {}", kRowsInput, b,
+                               b * per_window, b * per_window + per_window - 1, msg);
+      }
+      if (static_cast<int64_t>(x->size()) != sv.input_elements())
+        return InvalidArgument("input '{}': window {} preprocesses to {} values; the model takes {}",
+                               kRowsInput, b, x->size(), sv.input_elements());
+      out.values.insert(out.values.end(), x->begin(), x->end());
+    }
+    return out;
   }
 
   // The single input tensor of an infer or explain request.
+  // *raw_rows (when given) tells raw time-series rows from model inputs.
   StatusOr<DecodedInput> DecodeRequestInput(const json& body, const ServedVersion& sv,
-                                            bool* too_large) {
+                                            bool* too_large, bool* raw_rows = nullptr) {
     *too_large = false;
+    if (raw_rows) *raw_rows = false;
     auto inputs = body.find("inputs");
     if (inputs == body.end() || !inputs->is_array() || inputs->empty())
-      return InvalidArgument("\"inputs\" is required: an array with one tensor named '{}'", kInputName);
+      return InvalidArgument("\"inputs\" is required: an array with one tensor named '{}'{}",
+                             kInputName,
+                             sv.timeseries() ? fmt::format(", or '{}' (BYTES CSV lines) with an "
+                                                           "optional '{}'", kRowsInput, kHeaderInput)
+                                             : "");
+    bool names_rows = false;
+    for (const auto& t : *inputs)
+      if (t.is_object() && t.contains("name") && t["name"].is_string() &&
+          (t["name"] == kRowsInput || t["name"] == kHeaderInput))
+        names_rows = true;
+    if (names_rows) {
+      if (!sv.timeseries())
+        return InvalidArgument(
+            "inputs '{}' and '{}' (raw CSV rows) are for time-series models; model '{}' version {} "
+            "has no time-series preprocessing (dataset format CSV with preprocessing_json); send "
+            "'{}'",
+            kRowsInput, kHeaderInput, sv.model_name(), sv.version(), kInputName);
+      if (raw_rows) *raw_rows = true;
+      return DecodeTimeSeriesRows(*inputs, sv, too_large);
+    }
     if (inputs->size() != 1) {
       std::vector<std::string> names;
       for (const auto& t : *inputs) names.push_back(t.is_object() ? t.value("name", "?") : "?");
@@ -407,9 +609,13 @@ struct RegistryServer::Impl {
     } else {
       for (const auto& name : OutputNames(*sv)) outputs.push_back({name, 0});
     }
-    bool too_large = false;
-    auto input = DecodeRequestInput(body, *sv, &too_large);
+    bool too_large = false, raw_rows = false;
+    auto input = DecodeRequestInput(body, *sv, &too_large, &raw_rows);
     if (!input.ok()) return fail(too_large ? 413 : 400, input.status().message());
+    // Predictions from raw time-series rows go back in the target's units.
+    const bool to_original = raw_rows && !sv->classifier();
+    const double target_mean = to_original ? sv->timeseries_stats().target_mean : 0;
+    const double target_std = to_original ? sv->timeseries_stats().target_stddev : 1;
     const int64_t rows = input->rows;
     const int64_t k = sv->classes();
     std::vector<int64_t> out_shape(sv->output_shape().begin(), sv->output_shape().end());
@@ -417,8 +623,11 @@ struct RegistryServer::Impl {
     // handler, until Infer returns) holds the last one, and a version's
     // destructor drains its queue, so every queued request is answered.
     sv->Infer(std::move(input->values), rows,
-              [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
-               post](InferOutcome o) {
+              [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
+               to_original, target_mean, target_std](InferOutcome o) {
+                if (to_original && o.status.ok())
+                  for (float& v : o.logits)
+                    v = static_cast<float>(static_cast<double>(v) * target_std + target_mean);
                 // Format on the connection's thread, not the inference thread.
                 post([this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
                       o = std::move(o)]() {

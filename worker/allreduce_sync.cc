@@ -165,7 +165,7 @@ StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx
   if (ctx.workers_comm == MPI_COMM_NULL) return InternalError("no workers communicator");
   const int64_t P = ctx.model.parameter_count();
   POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + 1));
-  POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P));
+  POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P, TotalStepsHint(ctx)));
   comm::AllreduceOptions options;
   POLIS_ASSIGN_OR_RETURN(options.algorithm,
                          comm::ParseAllreduceAlgorithm(ctx.job.spec.sync().allreduce_algorithm()));

@@ -82,10 +82,11 @@ Status RunWorker(const RoleContext& ctx) {
     bool exhausted = false;
     double compute_s = 0, comm_s = 0, loss_sum = 0, report_loss = 0;
     int64_t samples = 0, correct = 0, steps = 0, report_samples = 0, consumed = 0;
-    double report_compute = 0, report_comm = 0;
+    double report_compute = 0, report_comm = 0, report_wait = 0;
 
     while (true) {
       // Ask for more shards while fewer than a batch is queued.
+      const auto ask_start = comm::Clock::now();
       while (queue.size() - head < static_cast<size_t>(B) && !exhausted) {
         proto::ControlMessage req, reply;
         req.mutable_shard_request()->set_epoch(epoch);
@@ -101,6 +102,7 @@ Status RunWorker(const RoleContext& ctx) {
       }
       const int64_t n = std::min<int64_t>(B, static_cast<int64_t>(queue.size() - head));
       auto t0 = comm::Clock::now();
+      report_wait += Seconds(t0 - ask_start).count();
       if (n > 0) {
         for (int64_t i = 0; i < n; ++i) batch_indices[i] = perm[queue[head + i]];
         head += n;
@@ -132,7 +134,8 @@ Status RunWorker(const RoleContext& ctx) {
       compute_s += c;
       comm_s += m;
       report_compute += c;
-      report_comm += m;
+      // With no data left, the round waits for the other workers to finish.
+      (n > 0 ? report_comm : report_wait) += m;
       step = result.server_step >= 0 ? result.server_step : step + 1;
       if (result.epoch_over) break;  // every worker has finished the epoch
       ++steps;
@@ -145,8 +148,9 @@ Status RunWorker(const RoleContext& ctx) {
         p->set_loss(report_loss / report_samples);
         p->set_compute_seconds(report_compute);
         p->set_comm_seconds(report_comm);
+        p->set_wait_seconds(report_wait);
         POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, msg));
-        report_loss = report_compute = report_comm = 0;
+        report_loss = report_compute = report_comm = report_wait = 0;
         report_samples = 0;
       }
     }

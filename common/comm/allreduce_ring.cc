@@ -153,22 +153,30 @@ Status AllreduceRing::Run(float* data, int64_t count, WireType wire) {
   };
 
   int64_t next_send = 0, next_recv = 0;
+  auto post_recvs = [&](int64_t u, int64_t limit) -> Status {
+    while (next_recv < limit && next_recv < u + depth) {
+      // An all-gather receive lands where a reduce-scatter send read from:
+      // it waits until that send has been posted (and then completed).
+      if (next_recv >= rs_units && next_recv - rs_units >= next_send) break;
+      POLIS_RETURN_IF_ERROR(post_recv(next_recv++));
+    }
+    return Status::Ok();
+  };
   for (int64_t u = 0; u < units; ++u) {
+    // Reduce-scatter receives first, so that the neighbour's messages find
+    // them posted (an unexpected message is queued and copied once more).
+    Status st = post_recvs(u, rs_units);
+    if (!st.ok()) return fail(st);
     // Send v carries what unit v - nsegs reduced: post it as soon as that is
     // done (up to kSendSlots in flight), so that the neighbour can pull it
     // whenever it runs, without this rank having to be scheduled again.
     while (next_send < units && next_send < u + nsegs && next_send < u + kSendSlots) {
-      Status st = post_send(next_send++);
+      st = post_send(next_send++);
       if (!st.ok()) return fail(st);
     }
-    while (next_recv < units && next_recv < u + depth) {
-      // An all-gather receive waits for its region's reduce-scatter send to
-      // have been posted (it is, by the time the unit itself comes up).
-      if (next_recv >= rs_units && next_recv - rs_units >= next_send) break;
-      Status st = post_recv(next_recv++);
-      if (!st.ok()) return fail(st);
-    }
-    Status st = ctx_->WaitOne(&recv_[u % depth], left, false);
+    st = post_recvs(u, units);
+    if (!st.ok()) return fail(st);
+    st = ctx_->WaitOne(&recv_[u % depth], left, false);
     if (!st.ok()) return fail(st);
     reduce(u);
   }

@@ -33,7 +33,10 @@ memory::dims BatchDims(int64_t batch, const Shape& s) {
 }
 
 memory::desc PlainDesc(const memory::dims& d) {
-  return memory::desc(d, Dt::f32, d.size() == 4 ? Tag::nchw : d.size() == 2 ? Tag::nc : Tag::x);
+  return memory::desc(d, Dt::f32, d.size() == 4   ? Tag::nchw
+                                  : d.size() == 3 ? Tag::ncw
+                                  : d.size() == 2 ? Tag::nc
+                                                  : Tag::x);
 }
 
 memory::desc AnyDesc(const memory::dims& d) { return memory::desc(d, Dt::f32, Tag::any); }

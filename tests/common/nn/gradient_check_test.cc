@@ -115,3 +115,12 @@ TEST(Model, KernelTooLarge) {
 
 }  // namespace
 }  // namespace polis::nn
+
+namespace polis::nn {
+namespace {
+// A sequence [T, F] flattened into a dense head (time-series models).
+TEST(GradientCheck, FlattenSequence) {
+  CheckModel(R"(layer { type: "Flatten" } layer { type: "Dense" dense_param { units: 2 } })", {4, 3});
+}
+}  // namespace
+}  // namespace polis::nn

@@ -1,0 +1,98 @@
+// launch/slurm/: a real single-node Slurm cluster (start-test-cluster.sh),
+// polis.sbatch running a small job through the time-limit warning
+// (checkpoint, stop, requeue, resume), and stop-test-cluster.sh stopping
+// every daemon. Skipped without root, Debian's slurm-wlm and munge, a built
+// polis-train or the Fashion-MNIST files.
+#include <gtest/gtest.h>
+
+#include "tests/ops/ops_test_util.h"
+
+namespace polis {
+namespace {
+
+using ops_test::kBin;
+using ops_test::kSrc;
+using ops_test::Shell;
+using json = nlohmann::json;
+
+std::string Field(const std::string& text, const std::string& key) {
+  const size_t at = text.find(key + "=");
+  if (at == std::string::npos) return "";
+  const size_t from = at + key.size() + 1;
+  return text.substr(from, text.find_first_of(" \n", from) - from);
+}
+
+bool Alive(const std::string& pidfile) {
+  const std::string pid = ops_test::ReadOrEmpty(pidfile);
+  return !pid.empty() && kill(std::atoi(pid.c_str()), 0) == 0;
+}
+
+TEST(Slurm, SbatchTemplateCheckpointsRequeuesAndResumes) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (SlurmUser=root)";
+  if (!ops_test::HaveProgram("slurmctld") || !ops_test::HaveProgram("munged"))
+    GTEST_SKIP() << "slurm-wlm / munge not installed";
+  if (!PathExists(kBin + "/launch/polis-train") || !PathExists(kBin + "/launch/polisctl"))
+    GTEST_SKIP() << "polis-train and polisctl are not built in " << kBin;
+  if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "no Fashion-MNIST files";
+
+  ops_test::TempDir tmp;
+  const std::string cluster = tmp.path() + "/cluster";
+  auto up = Shell(kSrc + "/launch/slurm/start-test-cluster.sh " + cluster + " --cpus 8");
+  ASSERT_EQ(up.exit_code, 0) << up.output << up.errors;
+  const std::string env = "SLURM_CONF=" + cluster + "/etc/slurm.conf ";
+  struct Stopper {
+    std::string cmd;
+    ~Stopper() { Shell(cmd); }
+  } stopper{kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster};
+
+  const std::string run_dir = tmp.path() + "/run";
+  auto submit = Shell(
+      env + "sbatch --parsable --chdir=" + kSrc + " --output=" + tmp.path() + "/job-%j.out" +
+      " --export=ALL,POLIS_JOB=jobs/fashion_cnn.pbtxt,POLIS_BUILD_DIR=" + kBin + ",POLIS_RUN_DIR=" +
+      run_dir + ",POLIS_TRAIN_ARGS=\"--epochs 3 --train-limit 12000 --test-limit 1000 --registry " +
+      tmp.path() + "/registry\" " + kSrc + "/launch/slurm/polis.sbatch");
+  ASSERT_EQ(submit.exit_code, 0) << submit.errors;
+  const std::string job = submit.output.substr(0, submit.output.find_first_of(";\n"));
+
+  // Once the first epoch is done, warn the batch shell as the time limit would.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline &&
+         ops_test::ReadOrEmpty(run_dir + "/metrics.jsonl").empty()) {
+    const std::string state = Field(Shell(env + "scontrol show job " + job).output, "JobState");
+    if (state != "PENDING" && state != "RUNNING") break;  // ended early: the assertion below shows why
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_FALSE(ops_test::ReadOrEmpty(run_dir + "/metrics.jsonl").empty())
+      << "no epoch finished:\n" << Shell(env + "scontrol show job " + job).output
+      << ops_test::ReadOrEmpty(tmp.path() + "/job-" + job + ".out")
+      << ops_test::ReadOrEmpty(run_dir + "/stderr.log") << Shell("tail -n 30 " + cluster + "/log/*.log").output;
+  ASSERT_EQ(Shell(env + "scancel --signal=USR1 --batch " + job).exit_code, 0);
+
+  std::string info;
+  while (std::chrono::steady_clock::now() < deadline + std::chrono::seconds(60)) {
+    info = Shell(env + "scontrol show job " + job).output;
+    const std::string state = Field(info, "JobState");
+    if (state == "FAILED" || state == "CANCELLED" || state == "TIMEOUT") break;
+    if (state == "COMPLETED" && Field(info, "Restarts") == "1") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  const std::string out = ops_test::ReadOrEmpty(tmp.path() + "/job-" + job + ".out");
+  EXPECT_EQ(Field(info, "JobState"), "COMPLETED") << info << out;
+  EXPECT_EQ(Field(info, "Restarts"), "1") << info;
+  EXPECT_NE(out.find("sent SIGTERM to the coordinator"), std::string::npos) << out;
+  EXPECT_NE(out.find("requeueing job"), std::string::npos) << out;
+  EXPECT_NE(out.find("polis: resuming from"), std::string::npos) << out;
+  json result = json::parse(ops_test::ReadOrEmpty(run_dir + "/result.json"), nullptr, false);
+  EXPECT_TRUE(result.is_object() && result.contains("test_accuracy")) << result.dump();
+
+  // The stop script stops every daemon by its pid file.
+  stopper.cmd.clear();
+  auto down = Shell(kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster);
+  EXPECT_EQ(down.exit_code, 0) << down.errors;
+  for (const char* daemon : {"slurmd", "slurmctld", "munged"})
+    EXPECT_FALSE(Alive(cluster + "/run/" + daemon + ".pid")) << daemon << " still runs";
+}
+
+}  // namespace
+}  // namespace polis

@@ -1,0 +1,195 @@
+// ONNX export: the exported graph, run by a small reference interpreter
+// written here from the ONNX operator definitions, gives the network's own
+// outputs (checks weight layouts, padding, flatten order, Gemm transposes).
+#include "registry/onnx_export.h"
+
+#include <cmath>
+#include <map>
+
+#include "tests/registry/registry_test_util.h"
+
+#if POLIS_TEST_WITH_ONNX
+#include <onnx/onnx_pb.h>
+#endif
+
+namespace polis::registry {
+namespace {
+
+using namespace testing;  // NOLINT
+
+#if POLIS_TEST_WITH_ONNX
+
+struct Tensor {
+  std::vector<int64_t> dims;
+  std::vector<float> v;
+};
+
+std::vector<int64_t> Ints(const onnx::NodeProto& n, const std::string& name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return std::vector<int64_t>(a.ints().begin(), a.ints().end());
+  return {};
+}
+
+int64_t Int(const onnx::NodeProto& n, const std::string& name, int64_t fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.i();
+  return fallback;
+}
+
+// Runs the graph on one batch; only the operators the exporter emits.
+std::map<std::string, Tensor> Interpret(const onnx::ModelProto& m, const Tensor& input) {
+  std::map<std::string, Tensor> t;
+  t["input"] = input;
+  for (const auto& init : m.graph().initializer()) {
+    Tensor x;
+    x.dims.assign(init.dims().begin(), init.dims().end());
+    x.v.resize(init.raw_data().size() / 4);
+    std::memcpy(x.v.data(), init.raw_data().data(), init.raw_data().size());
+    t[init.name()] = x;
+  }
+  for (const auto& n : m.graph().node()) {
+    const Tensor& x = t.at(n.input(0));
+    Tensor y;
+    const std::string& op = n.op_type();
+    if (op == "Conv") {
+      const Tensor &w = t.at(n.input(1)), &b = t.at(n.input(2));
+      const auto s = Ints(n, "strides"), p = Ints(n, "pads");
+      const int64_t N = x.dims[0], C = x.dims[1], H = x.dims[2], W = x.dims[3];
+      const int64_t O = w.dims[0], K = w.dims[2];
+      const int64_t OH = (H + p[0] + p[2] - K) / s[0] + 1, OW = (W + p[1] + p[3] - K) / s[1] + 1;
+      y.dims = {N, O, OH, OW};
+      y.v.assign(N * O * OH * OW, 0.f);
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t o = 0; o < O; ++o)
+          for (int64_t oh = 0; oh < OH; ++oh)
+            for (int64_t ow = 0; ow < OW; ++ow) {
+              double acc = b.v[o];
+              for (int64_t c = 0; c < C; ++c)
+                for (int64_t kh = 0; kh < K; ++kh)
+                  for (int64_t kw = 0; kw < K; ++kw) {
+                    const int64_t ih = oh * s[0] - p[0] + kh, iw = ow * s[1] - p[1] + kw;
+                    if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
+                    acc += static_cast<double>(x.v[((i * C + c) * H + ih) * W + iw]) *
+                           w.v[((o * C + c) * K + kh) * K + kw];
+                  }
+              y.v[((i * O + o) * OH + oh) * OW + ow] = static_cast<float>(acc);
+            }
+    } else if (op == "MaxPool") {
+      const auto k = Ints(n, "kernel_shape"), s = Ints(n, "strides");
+      const int64_t N = x.dims[0], C = x.dims[1], H = x.dims[2], W = x.dims[3];
+      const int64_t OH = (H - k[0]) / s[0] + 1, OW = (W - k[1]) / s[1] + 1;
+      y.dims = {N, C, OH, OW};
+      for (int64_t i = 0; i < N * C; ++i)
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            float mx = -INFINITY;
+            for (int64_t a = 0; a < k[0]; ++a)
+              for (int64_t c = 0; c < k[1]; ++c)
+                mx = std::max(mx, x.v[(i * H + oh * s[0] + a) * W + ow * s[1] + c]);
+            y.v.push_back(mx);
+          }
+    } else if (op == "Flatten") {
+      EXPECT_EQ(Int(n, "axis", 1), 1);
+      y = x;
+      int64_t rest = 1;
+      for (size_t i = 1; i < x.dims.size(); ++i) rest *= x.dims[i];
+      y.dims = {x.dims[0], rest};
+    } else if (op == "Gemm") {
+      EXPECT_EQ(Int(n, "transB", 0), 1);
+      const Tensor &w = t.at(n.input(1)), &b = t.at(n.input(2));
+      const int64_t N = x.dims[0], I = x.dims[1], O = w.dims[0];
+      EXPECT_EQ(w.dims[1], I);
+      y.dims = {N, O};
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t o = 0; o < O; ++o) {
+          double acc = b.v[o];
+          for (int64_t k = 0; k < I; ++k) acc += static_cast<double>(x.v[i * I + k]) * w.v[o * I + k];
+          y.v.push_back(static_cast<float>(acc));
+        }
+    } else if (op == "Relu") {
+      y = x;
+      for (float& v : y.v) v = std::max(v, 0.f);
+    } else if (op == "Identity") {
+      y = x;
+    } else if (op == "Softmax") {
+      y = x;
+      const int64_t k = x.dims[1];
+      for (int64_t i = 0; i < x.dims[0]; ++i) {
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < k; ++j) mx = std::max(mx, x.v[i * k + j]);
+        double sum = 0;
+        for (int64_t j = 0; j < k; ++j) sum += std::exp(x.v[i * k + j] - mx);
+        for (int64_t j = 0; j < k; ++j) y.v[i * k + j] = static_cast<float>(std::exp(x.v[i * k + j] - mx) / sum);
+      }
+    } else {
+      ADD_FAILURE() << "unexpected operator " << op;
+    }
+    t[n.output(0)] = y;
+  }
+  return t;
+}
+
+TEST(OnnxExportTest, ExportedGraphComputesWhatTheNetworkComputes) {
+  // SAME padding with stride 2 (uneven pads), pooling, two dense layers.
+  const std::string spec = R"(
+    layer { type: "Conv2D" activation: RELU conv2d_param { filters: 4 kernel_size: 3 stride: 2 padding: SAME } }
+    layer { type: "Conv2D" activation: RELU conv2d_param { filters: 3 kernel_size: 2 } }
+    layer { type: "MaxPool2D" pool2d_param { pool_size: 2 } }
+    layer { type: "Flatten" }
+    layer { type: "Dense" activation: RELU dense_param { units: 6 } }
+    layer { type: "Dense" dense_param { units: 4 } })";
+  const nn::Shape in = {2, 11, 11};
+  const ModelArtifact a = MakeArtifact(spec, in, 21);
+  auto bytes = ExportOnnx(a, "tiny");
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  onnx::ModelProto m;
+  ASSERT_TRUE(m.ParseFromString(*bytes));
+  EXPECT_EQ(m.opset_import(0).version(), 13);
+  ASSERT_EQ(m.graph().output_size(), 2);
+  EXPECT_EQ(m.graph().output(0).name(), "probabilities");
+  EXPECT_EQ(m.graph().input(0).type().tensor_type().shape().dim(0).dim_param(), "batch");
+
+  const int64_t rows = 3, E = 2 * 11 * 11;
+  Tensor x;
+  x.dims = {rows, 2, 11, 11};
+  x.v = Pattern(rows * E, 4);
+  auto out = Interpret(m, x);
+  const Tensor& logits = out.at("logits");
+  const Tensor& probs = out.at("probabilities");
+  ASSERT_EQ(logits.dims, (std::vector<int64_t>{rows, 4}));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<float> xr(x.v.begin() + r * E, x.v.begin() + (r + 1) * E);
+    const auto ref = ReferenceLogits(a, xr);
+    double sum = 0;
+    for (int k = 0; k < 4; ++k) {
+      EXPECT_NEAR(logits.v[r * 4 + k], ref[k], 1e-4) << "row " << r << " class " << k;
+      sum += probs.v[r * 4 + k];
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+  }
+}
+
+TEST(OnnxExportTest, WritesModelOnnxBesideTheArtifact) {
+  TempDir dir;
+  ASSERT_EQ(Publish(dir.path(), "m", MakeArtifact(kTinyCnn, kTinyInput, 1)), 1);
+  auto path = ExportOnnxFile(dir.path(), "m", 0);
+  ASSERT_TRUE(path.ok()) << path.status().ToString();
+  EXPECT_EQ(*path, dir.path() + "/m/1/model.onnx");
+  onnx::ModelProto m;
+  auto bytes = ReadFile(*path);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(m.ParseFromString(*bytes));
+  EXPECT_EQ(m.graph().node_size(), 7);  // conv, relu, pool, flatten, gemm, identity, softmax
+}
+
+#else
+
+TEST(OnnxExportTest, UnavailableWithoutLibonnx) {
+  EXPECT_FALSE(OnnxExportAvailable());
+  EXPECT_EQ(ExportOnnx(ModelArtifact(), "m").status().code(), Code::kUnimplemented);
+}
+
+#endif
+
+}  // namespace
+}  // namespace polis::registry

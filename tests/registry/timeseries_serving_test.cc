@@ -1,0 +1,218 @@
+// Serving a time-series forecaster from raw CSV rows: the server applies the
+// artifact's TimeSeriesStats (PreprocessTimeSeriesWindow), runs the model and
+// answers in the target's original units.
+#include <cmath>
+#include <fstream>
+
+#include <fmt/ranges.h>
+
+#include "common/data/timeseries.h"
+#include "tests/registry/registry_test_util.h"
+
+namespace polis::registry {
+namespace {
+
+using namespace testing;  // NOLINT
+
+constexpr int64_t kLookback = 4;
+constexpr char kHeaderLine[] = "time,temp,weather,demand";
+
+// SequencePool (last step) -> Dense(1): a regression model on lookback x F
+// windows.
+constexpr char kForecaster[] = R"(
+  loss: MSE
+  layer { type: "SequencePool" }
+  layer { type: "Dense" dense_param { units: 1 } }
+)";
+
+std::vector<std::string> Split(const std::string& line) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (true) {
+    const size_t c = line.find(',', at);
+    out.push_back(line.substr(at, c == std::string::npos ? std::string::npos : c - at));
+    if (c == std::string::npos) break;
+    at = c + 1;
+  }
+  return out;
+}
+
+class TimeSeriesServingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // 48 hourly rows.
+    for (int i = 0; i < 48; ++i)
+      lines_.push_back(fmt::format("2024-01-0{} {:02}:00:00,{:.1f},{},{:.2f}", 1 + i / 24, i % 24,
+                                   10 + (i % 5) * 0.7, i % 3 == 0 ? "sun" : "rain",
+                                   100 + 20 * std::sin(i / 3.0) + i));
+    csv_ = data_.path() + "/series.csv";
+    {
+      std::ofstream f(csv_);
+      f << kHeaderLine << "\n";
+      for (const auto& l : lines_) f << l << "\n";
+    }
+    spec_.set_path(csv_);
+    spec_.set_timestamp_column("time");
+    spec_.set_target_column("demand");
+    spec_.add_numeric_features("temp");
+    spec_.add_categorical_features()->set_column("weather");
+    spec_.mutable_calendar_features()->set_weekday(false);
+    spec_.mutable_calendar_features()->set_month(false);
+    spec_.set_lookback(kLookback);
+    spec_.set_horizon(1);
+    auto ds = data::TimeSeriesDataset::Open(spec_);
+    ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+    stats_ = ds->stats();
+    ASSERT_GT(ds->size(data::TimeSeriesDataset::kTrain), 0);
+    ASSERT_NE(stats_.target_stddev, 1.0);  // un-standardising must matter
+
+    const nn::Shape in = {ds->lookback(), ds->num_features()};
+    art_ = MakeArtifact(kForecaster, in, 7);
+    proto::DatasetSpec& d = *art_.header.mutable_job()->mutable_dataset();
+    d.set_format(proto::DatasetSpec::CSV);
+    *d.mutable_timeseries() = spec_;
+    // "ts" records the training header next to the stats; "ts-plain" does not.
+    json with_header = json::parse(stats_.ToJson());
+    with_header["header"] = Split(kHeaderLine);
+    art_.header.set_preprocessing_json(with_header.dump());
+    ASSERT_EQ(Publish(root_.path(), "ts", art_), 1);
+    ModelArtifact plain = art_;
+    plain.header.set_preprocessing_json(stats_.ToJson());
+    ASSERT_EQ(Publish(root_.path(), "ts-plain", plain), 1);
+  }
+
+  // Rows [first, first + n) of the file.
+  std::vector<std::string> Rows(int first, int n = kLookback) const {
+    return std::vector<std::string>(lines_.begin() + first, lines_.begin() + first + n);
+  }
+
+  // What the server should answer for one window: the same Network on
+  // PreprocessTimeSeriesWindow's output, un-standardised.
+  double Expected(const std::vector<std::string>& rows) const {
+    std::vector<std::vector<std::string>> fields;
+    for (const auto& r : rows) fields.push_back(Split(r));
+    auto x = data::PreprocessTimeSeriesWindow(spec_, stats_, Split(kHeaderLine), fields);
+    EXPECT_TRUE(x.ok()) << x.status().ToString();
+    if (!x.ok()) return NAN;
+    const std::vector<float> y = ReferenceLogits(art_, *x);
+    return y[0] * stats_.target_stddev + stats_.target_mean;
+  }
+
+  static json RowsBody(const json& data, const json& shape, const json* header = nullptr) {
+    json inputs = json::array({json{{"name", "rows"}, {"datatype", "BYTES"}, {"shape", shape},
+                                    {"data", data}}});
+    if (header)
+      inputs.push_back(json{{"name", "header"}, {"datatype", "BYTES"},
+                            {"shape", json::array({static_cast<int64_t>(header->size())})},
+                            {"data", *header}});
+    return json{{"inputs", inputs}};
+  }
+
+  TempDir data_, root_;
+  std::string csv_;
+  std::vector<std::string> lines_;
+  proto::TimeSeriesSpec spec_;
+  data::TimeSeriesStats stats_;
+  ModelArtifact art_;
+};
+
+TEST_F(TimeSeriesServingTest, RawRowsGivePredictionsInOriginalUnits) {
+  ServerHarness h(root_.path());
+  HttpClient c = h.Client();
+
+  // One window, header from the artifact.
+  auto r = Call(c, "POST", "/v2/models/ts/infer", RowsBody(Rows(10), {kLookback}).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = ParseJson(r);
+  ASSERT_EQ(j["outputs"].size(), 1u);
+  EXPECT_EQ(j["outputs"][0]["name"], "predictions");
+  EXPECT_EQ(j["outputs"][0]["shape"], json::array({1, 1}));
+  std::vector<float> p = OutputData(j, "predictions");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_NEAR(p[0], Expected(Rows(10)), 1e-4 * std::max(1.0, std::abs(Expected(Rows(10)))));
+
+  // A batch of two windows, nested data, explicit header (one CSV line).
+  const json header = json::array({kHeaderLine});
+  json nested = json::array({Rows(3), Rows(30)});
+  r = Call(c, "POST", "/v2/models/ts-plain/versions/1/infer",
+           RowsBody(nested, {2, kLookback}, &header).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  j = ParseJson(r);
+  EXPECT_EQ(j["outputs"][0]["shape"], json::array({2, 1}));
+  p = OutputData(j, "predictions");
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_NEAR(p[0], Expected(Rows(3)), 1e-4 * std::max(1.0, std::abs(Expected(Rows(3)))));
+  EXPECT_NEAR(p[1], Expected(Rows(30)), 1e-4 * std::max(1.0, std::abs(Expected(Rows(30)))));
+
+  // The float path still takes preprocessed windows and answers standardised.
+  std::vector<std::vector<std::string>> fields;
+  for (const auto& l : Rows(10)) fields.push_back(Split(l));
+  auto x = data::PreprocessTimeSeriesWindow(spec_, stats_, Split(kHeaderLine), fields);
+  ASSERT_TRUE(x.ok());
+  nn::Shape sample(art_.header.input_shape().begin(), art_.header.input_shape().end());
+  r = Call(c, "POST", "/v2/models/ts/infer", InferBody(*x, 1, sample).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  p = OutputData(ParseJson(r), "predictions");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_NEAR(p[0], ReferenceLogits(art_, *x)[0], 1e-4);
+
+  // Metadata lists the raw-rows input.
+  r = Call(c, "GET", "/v2/models/ts");
+  ASSERT_EQ(r.status, 200) << r.body;
+  j = ParseJson(r);
+  bool found = false;
+  for (const auto& in : j["inputs"])
+    if (in["name"] == "rows") {
+      found = true;
+      EXPECT_EQ(in["datatype"], "BYTES");
+      EXPECT_EQ(in["shape"], json::array({-1, kLookback}));
+    }
+  EXPECT_TRUE(found) << j.dump();
+  EXPECT_EQ(j["parameters"]["timeseries"]["lookback"], kLookback);
+}
+
+TEST_F(TimeSeriesServingTest, BadRowsAreRefused) {
+  ServerHarness h(root_.path());
+  HttpClient c = h.Client();
+
+  // A malformed row: row 2 has a non-numeric temperature.
+  std::vector<std::string> rows = Rows(10);
+  std::vector<std::string> f = Split(rows[2]);
+  f[1] = "warm";
+  rows[2] = fmt::format("{}", fmt::join(f, ","));
+  auto r = Call(c, "POST", "/v2/models/ts/infer", RowsBody(rows, {kLookback}).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  std::string err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("input 'rows'"), std::string::npos) << err;
+  EXPECT_NE(err.find("row 2"), std::string::npos) << err;
+  EXPECT_NE(err.find("warm"), std::string::npos) << err;
+
+  // A row with a field missing.
+  rows = Rows(10);
+  rows[1] = rows[1].substr(0, rows[1].rfind(','));
+  r = Call(c, "POST", "/v2/models/ts/infer", RowsBody(rows, {kLookback}).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("row 1"), std::string::npos) << err;
+
+  // The wrong number of rows per window.
+  r = Call(c, "POST", "/v2/models/ts/infer", RowsBody(Rows(10, 3), {3}).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("input 'rows'"), std::string::npos) << err;
+  EXPECT_NE(err.find("lookback = 4"), std::string::npos) << err;
+
+  // No header given and none recorded.
+  r = Call(c, "POST", "/v2/models/ts-plain/infer", RowsBody(Rows(10), {kLookback}).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("input 'header' is required"), std::string::npos) << err;
+
+  // Not strings.
+  r = Call(c, "POST", "/v2/models/ts/infer",
+           RowsBody(json::array({1, 2, 3, 4}), {kLookback}).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+}
+
+}  // namespace
+}  // namespace polis::registry

@@ -1,6 +1,8 @@
 #include "common/data/dataset.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "common/data/image_dataset.h"
 #include "common/data/timeseries.h"
@@ -59,7 +61,27 @@ class Series : public Dataset {
             {"last_value_mae", lv.mae}, {"last_value_rmse", lv.rmse},
             {"last_value_mape", lv.mape}, {"last_value_smape", lv.smape}};
   }
-  std::string PreprocessingJson() const override { return ds_.stats().ToJson(); }
+  // The fitted statistics, plus the CSV's header so that serving can parse
+  // raw rows without the client repeating it.
+  std::string PreprocessingJson() const override {
+    auto j = nlohmann::json::parse(ds_.stats().ToJson(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return ds_.stats().ToJson();
+    std::ifstream in(ds_.spec().path());
+    std::string line;
+    if (std::getline(in, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.rfind("\xEF\xBB\xBF", 0) == 0) line = line.substr(3);
+      nlohmann::json names = nlohmann::json::array();
+      std::stringstream ss(line);
+      std::string name;
+      while (std::getline(ss, name, ',')) {
+        if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+        names.push_back(name);
+      }
+      j["header"] = names;
+    }
+    return j.dump();
+  }
   std::string Report() const override { return ds_.report(); }
 
  private:

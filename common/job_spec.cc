@@ -99,13 +99,6 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
   return Status::Ok();
 }
 
-DatasetPaths ResolveDataset(const proto::DatasetSpec& d) {
-  std::string dir = d.dir() == "fashion-mnist" ? env::FashionMnistDir() : d.dir();
-  auto join = [&](const std::string& f) { return f.empty() || f[0] == '/' ? f : dir + "/" + f; };
-  return {join(d.train_images()), join(d.train_labels()), join(d.test_images()),
-          join(d.test_labels())};
-}
-
 namespace {
 
 StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {

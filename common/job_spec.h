@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "common/data/dataset.h"
 #include "common/nn/model.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
@@ -19,16 +20,14 @@ struct LoadedJob {
   std::string sha256;  // of the file's bytes
 };
 
-struct DatasetPaths {
-  std::string train_images, train_labels, test_images, test_labels;
-};
+using data::DatasetPaths;
+using data::ResolveDataset;
 
 // Parses and validates the fields themselves (not the dataset files).
 StatusOr<LoadedJob> LoadJobFile(const std::string& path);
 StatusOr<LoadedJob> ParseJobText(const std::string& text, const std::string& source);
 Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source);
 
-DatasetPaths ResolveDataset(const proto::DatasetSpec& d);
 // Reads the dataset headers and builds the model from them: checks that the
 // files exist, agree with each other, and fit the layers. Returns the model.
 StatusOr<nn::Model> CheckJob(const LoadedJob& job);

@@ -166,7 +166,6 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
 
   const auto start = comm::Clock::now();
   std::vector<EpochTotals> totals(E);
-  std::vector<int64_t> progress_samples(W, 0);  // current epoch, per worker
   std::vector<int> worker_epoch(W, start_epoch);
   json history = json::array();
   if (start_epoch > 0) {
@@ -375,7 +374,6 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, from, reply));
     } else if (msg.has_progress()) {
       const auto& p = msg.progress();
-      progress_samples[w] = p.samples();
       {
         WorkerView& v = workers_view[w];
         const auto now = comm::Clock::now();
@@ -402,7 +400,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       if (since >= (options.progress_bar ? 0.5 : 10.0)) {
         last_print = now;
         int64_t in_epoch = 0;
-        for (int64_t s : progress_samples) in_epoch += s;
+        for (const auto& v : workers_view) in_epoch += v.epoch == p.epoch() ? v.samples : 0;
         double elapsed = Seconds(now - start).count();
         double done = samples_done + in_epoch;
         double rate = done / elapsed;
@@ -424,7 +422,6 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       int e = r.epoch();
       if (e < 0 || e >= E) return RemoteError("rank {} reported epoch {}", from, e);
       worker_epoch[w] = e + 1;
-      progress_samples[w] = 0;
       Add(&totals[e].sum, r);
       totals[e].worker_samples.resize(W);
       totals[e].worker_samples[w] = r.train_samples();

@@ -97,15 +97,20 @@ StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d) {
     POLIS_ASSIGN_OR_RETURN(TimeSeriesDataset ds, TimeSeriesDataset::Open(d.timeseries()));
     return std::unique_ptr<Dataset>(new Series(std::move(ds), d.train_limit(), d.test_limit()));
   }
-  std::string dir = d.dir() == "fashion-mnist" ? env::FashionMnistDir() : d.dir();
-  auto join = [&](const std::string& f) { return f.empty() || f[0] == '/' ? f : dir + "/" + f; };
-  std::vector<std::string> files = {join(d.train_images()), join(d.train_labels()),
-                                    join(d.test_images()), join(d.test_labels())};
+  const DatasetPaths p = ResolveDataset(d);
+  std::vector<std::string> files = {p.train_images, p.train_labels, p.test_images, p.test_labels};
   POLIS_ASSIGN_OR_RETURN(ImageDataset train, ImageDataset::Open(files[0], files[1], d.num_classes(),
                                                                 d.scale(), d.shift(), d.train_limit()));
   POLIS_ASSIGN_OR_RETURN(ImageDataset test, ImageDataset::Open(files[2], files[3], d.num_classes(),
                                                                d.scale(), d.shift(), d.test_limit()));
   return std::unique_ptr<Dataset>(new Images(std::move(train), std::move(test), std::move(files)));
+}
+
+DatasetPaths ResolveDataset(const proto::DatasetSpec& d) {
+  std::string dir = d.dir() == "fashion-mnist" ? env::FashionMnistDir() : d.dir();
+  auto join = [&](const std::string& f) { return f.empty() || f[0] == '/' ? f : dir + "/" + f; };
+  return {join(d.train_images()), join(d.train_labels()), join(d.test_images()),
+          join(d.test_labels())};
 }
 
 }  // namespace polis::data

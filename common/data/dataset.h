@@ -45,4 +45,11 @@ class Dataset {
 
 StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& spec);
 
+// The four IDX files of an image dataset, resolved against dataset.dir
+// ("fashion-mnist" means $POLIS_FASHION_MNIST_DIR).
+struct DatasetPaths {
+  std::string train_images, train_labels, test_images, test_labels;
+};
+DatasetPaths ResolveDataset(const proto::DatasetSpec& d);
+
 }  // namespace polis::data

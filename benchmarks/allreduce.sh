@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# All-reduce bandwidth, side by side: Polis ring / recursive doubling / auto
-# (polis-bench-allreduce), Open MPI's MPI_Allreduce with stock malloc and with
+# All-reduce bandwidth, side by side: Polis ring / recursive doubling /
+# Rabenseifner / direct / auto (polis-bench-allreduce), Open MPI's MPI_Allreduce with stock malloc and with
 # MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ (no per-call page faults),
 # PyTorch gloo (benchmarks/allreduce_torch.py, tcp:// rendezvous on
 # 127.0.0.1), and single-core memcpy of the same size as a ceiling.
@@ -103,7 +103,7 @@ START=$(date +%s)
 for ((round = 1; round <= ROUNDS; round++)); do
   for n in $RANKS; do
     echo "round $round/$ROUNDS, $n ranks: Polis + Open MPI (stock malloc)" >&2
-    IMPLS=ring,rd,auto,mpi run_polis "$n" mpi
+    IMPLS=ring,rd,rabenseifner,direct,auto,mpi run_polis "$n" mpi
     echo "round $round/$ROUNDS, $n ranks: Open MPI (tuned malloc) + Polis auto" >&2
     IMPLS=mpi,auto run_polis "$n" mpi-tuned "${TUNED_MALLOC[@]}"
     echo "round $round/$ROUNDS, $n ranks: PyTorch gloo" >&2
@@ -151,7 +151,8 @@ def ratios(n, size, stat):
 def fmt_ratio(r):
     return "—" if r is None else f"{r:.2f}×"
 
-cols = [("ring", "Polis ring"), ("rd", "Polis rd"), ("auto", "Polis auto"),
+cols = [("ring", "Polis ring"), ("rd", "Polis rd"), ("rabenseifner", "Polis Rabenseifner"),
+        ("direct", "Polis direct"), ("auto", "Polis auto"),
         ("mpi", "Open MPI"), ("mpi-tuned", "Open MPI, tuned malloc"), ("gloo", "PyTorch gloo")]
 print(f"Command: `{cmd}`  ")
 print(f"Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}  ")

@@ -3,11 +3,12 @@
 // noise of a shared VM hits every implementation alike (CLUSTER-NOTES).
 // Every timed call is verified against its closed-form result.
 //
-//   mpirun -np 4 polis-bench-allreduce --impls ring,rd,auto,mpi
+//   mpirun -np 4 polis-bench-allreduce --impls ring,rd,rabenseifner,auto,mpi
 //   polis-bench-allreduce --impls memcpy            (one process)
 //
-// Implementations: ring, rd, auto (Polis, fp32 wire), ring-bf16, auto-bf16
-// (Polis, bf16 wire; bandwidth counted on the fp32 bytes), mpi (blocking
+// Implementations: ring, rd, rabenseifner, direct, auto, polis-mpi (Polis, fp32
+// wire), ring-bf16, rabenseifner-bf16, auto-bf16 (Polis, bf16 wire; bandwidth
+// counted on the fp32 bytes), mpi (blocking
 // MPI_Allreduce on MPI_COMM_WORLD, Open MPI's tuned choice), memcpy
 // (single-core copy of the same size, rank 0 alone, as a ceiling).
 //
@@ -50,9 +51,12 @@ bool ParseImpl(const std::string& name, Impl* out) {
   out->polis = true;
   if (name == "ring") out->options = {AllreduceAlgorithm::kRing, WireType::kFloat32};
   else if (name == "rd") out->options = {AllreduceAlgorithm::kRecursiveDoubling, WireType::kFloat32};
+  else if (name == "rabenseifner") out->options = {AllreduceAlgorithm::kRabenseifner, WireType::kFloat32};
+  else if (name == "direct") out->options = {AllreduceAlgorithm::kDirect, WireType::kFloat32};
   else if (name == "auto") out->options = {AllreduceAlgorithm::kAuto, WireType::kFloat32};
   else if (name == "polis-mpi") out->options = {AllreduceAlgorithm::kMpi, WireType::kFloat32};
   else if (name == "ring-bf16") out->options = {AllreduceAlgorithm::kRing, WireType::kBFloat16};
+  else if (name == "rabenseifner-bf16") out->options = {AllreduceAlgorithm::kRabenseifner, WireType::kBFloat16};
   else if (name == "auto-bf16") out->options = {AllreduceAlgorithm::kAuto, WireType::kBFloat16};
   else if (name == "mpi" || name == "memcpy") out->polis = false;
   else return false;
@@ -73,7 +77,7 @@ int main(int argc, char** argv) {
   int64_t min_bytes = 4 << 10, max_bytes = 64 << 20;
   int factor = 4, warmup = 2, min_iters = 5, max_iters = 40;
   double target_mb = 256;
-  app.add_option("--impls", impls_arg, "comma-separated: ring rd auto polis-mpi ring-bf16 auto-bf16 mpi memcpy");
+  app.add_option("--impls", impls_arg, "comma-separated: ring rd rabenseifner direct auto polis-mpi ring-bf16 rabenseifner-bf16 auto-bf16 mpi memcpy");
   app.add_option("--min-bytes", min_bytes, "smallest message (fp32 bytes)");
   app.add_option("--max-bytes", max_bytes, "largest message (fp32 bytes)");
   app.add_option("--factor", factor, "size step (multiply)")->check(CLI::Range(2, 16));

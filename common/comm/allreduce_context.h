@@ -1,5 +1,6 @@
 // Internal to the MPI communicator (mpi_communicator.cc) and its algorithms
-// (allreduce_ring.cc, allreduce_recursive_doubling.cc): the duplicated
+// (allreduce_ring.cc, allreduce_recursive_doubling.cc,
+// allreduce_rabenseifner.cc): the duplicated
 // communicator, the per-call deadline, the waits that back off, the stall
 // inspector that names the ranks that have not entered a collective, and the
 // preallocated buffers. Not thread-safe: owned by one MpiCommunicator, used by
@@ -23,6 +24,8 @@ namespace polis::comm::internal {
 enum CollectiveTag : int {
   kTagRing = 201,
   kTagRecursiveDoubling = 202,
+  kTagRabenseifner = 203,
+  kTagDirect = 204,
   kTagStallQuery = 210,  // "which call are you in?" (int64 call number)
   kTagStallReply = 211,  // the answer (int64 call number)
 };

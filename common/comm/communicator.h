@@ -2,7 +2,7 @@
 // a fixed group of ranks, for all-reduce training (STYLE.md habit 1: this is
 // the collectives interface; key-range push/pull lives in PsClient).
 //
-// The MPI implementation (MakeMpiCommunicator) offers three all-reduce
+// The MPI implementation (MakeMpiCommunicator) offers five all-reduce
 // algorithms (docs/design/allreduce.md):
 //   kMpi                Open MPI's non-blocking MPI_Iallreduce (fp32 wire only;
 //                       a 16-bit wire falls back to kRing)
@@ -10,6 +10,12 @@
 //                       segmented and pipelined: bandwidth-optimal
 //   kRecursiveDoubling  log2(n) full exchanges (non-powers of two fold the
 //                       extra ranks in first): latency-optimal, small messages
+//   kRabenseifner       reduce-scatter by recursive halving + all-gather by
+//                       recursive doubling (same fold): bandwidth-optimal in
+//                       2 log2(n) steps instead of the ring's 2(n-1)
+//   kDirect             every rank sends each block straight to its owner,
+//                       which sums it and sends it straight to everyone:
+//                       bandwidth-optimal in two handoffs, for one host
 // kAuto picks one by Choose(): POLIS_ALLREDUCE_ALGO if set, else by size.
 //
 // Thread-compatible: one thread calls it at a time (the worker's
@@ -37,11 +43,12 @@ namespace polis::comm {
 
 // What travels on the wire; the reduction itself is always fp32.
 enum class WireType { kFloat32, kBFloat16, kFloat16 };
-enum class AllreduceAlgorithm { kAuto, kMpi, kRing, kRecursiveDoubling };
+enum class AllreduceAlgorithm { kAuto, kMpi, kRing, kRecursiveDoubling, kRabenseifner, kDirect };
 
-// "auto", "mpi", "ring", "rd"; anything else is InvalidArgument listing those.
+// "auto", "mpi", "ring", "rd", "rabenseifner", "direct"; anything else is
+// InvalidArgument listing those.
 StatusOr<AllreduceAlgorithm> ParseAllreduceAlgorithm(const std::string& name);
-// The inverse: "auto", "mpi", "ring", "rd".
+// The inverse: "auto", "mpi", "ring", "rd", "rabenseifner", "direct".
 const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm);
 // "fp32", "bf16", "fp16".
 const char* WireTypeName(WireType wire);

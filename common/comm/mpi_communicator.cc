@@ -3,9 +3,12 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 
 #include "common/comm/allreduce_context.h"
+#include "common/comm/allreduce_direct.h"
+#include "common/comm/allreduce_rabenseifner.h"
 #include "common/comm/allreduce_recursive_doubling.h"
 #include "common/comm/allreduce_ring.h"
 #include "common/comm/communicator.h"
@@ -19,7 +22,10 @@ StatusOr<AllreduceAlgorithm> ParseAllreduceAlgorithm(const std::string& name) {
   if (name == "mpi") return AllreduceAlgorithm::kMpi;
   if (name == "ring") return AllreduceAlgorithm::kRing;
   if (name == "rd") return AllreduceAlgorithm::kRecursiveDoubling;
-  return InvalidArgument("unknown all-reduce algorithm '{}'; known: auto, mpi, ring, rd", name);
+  if (name == "rabenseifner") return AllreduceAlgorithm::kRabenseifner;
+  if (name == "direct") return AllreduceAlgorithm::kDirect;
+  return InvalidArgument(
+      "unknown all-reduce algorithm '{}'; known: auto, mpi, ring, rd, rabenseifner, direct", name);
 }
 
 const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm) {
@@ -28,6 +34,8 @@ const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm) {
     case AllreduceAlgorithm::kMpi: return "mpi";
     case AllreduceAlgorithm::kRing: return "ring";
     case AllreduceAlgorithm::kRecursiveDoubling: return "rd";
+    case AllreduceAlgorithm::kRabenseifner: return "rabenseifner";
+    case AllreduceAlgorithm::kDirect: return "direct";
   }
   return "?";
 }
@@ -53,32 +61,54 @@ using internal::kCollectivePeer;
 // segment slot (8 x 128 KiB = 1 MiB of slots).
 constexpr int kRingDepth = 8;
 
-// Largest message, in wire bytes, for which kAuto takes recursive doubling
-// over the ring, by group size. Measured on the 2-core build VM
-// (docs/design/allreduce.md, "Thresholds"): recursive doubling moves the
-// whole buffer log2(p) times (+2 for the folded ranks of a non-power of two)
-// in as many latencies and adds it all on every rank; the ring moves
-// 2(n-1)/n of it in 2(n-1) latencies. With 2 ranks both move the same bytes
-// and the ring adds half as much; with 4, recursive doubling saves 4 of 6
-// latencies.
-int64_t RecursiveDoublingMaxBytes(int size) {
-  if (size <= 2) return 16 << 10;
-  if (size == 4) return 64 << 10;
-  return 32 << 10;
+// How kAuto picks by size: the largest message, in wire bytes, that takes
+// each algorithm, tried in this order; larger ones take the ring. Measured
+// on the 2-core build VM (docs/design/allreduce.md, "Thresholds").
+// Recursive doubling moves the whole buffer log2(p) times (+2 for the folded
+// ranks of a non-power of two) in as many handoffs; the others move 2(n-1)/n
+// of it, in 2 log2(p) (+2) handoffs (Rabenseifner), two (direct, on one
+// host) or 2(n-1) (the ring). With 2 ranks all but recursive doubling are
+// the same exchange and the ring is the tuned one; the ring's steady stream
+// of cache-sized segments wins again once the copies dominate.
+struct SizeThresholds {
+  int64_t rd_max = 0;
+  int64_t rabenseifner_max = 0;
+  int64_t direct_max = 0;
+};
+
+SizeThresholds DefaultThresholds(int size, bool one_host) {
+  SizeThresholds t;
+  t.rd_max = size <= 2 ? 16 << 10 : size == 4 ? 64 << 10 : 32 << 10;
+  if (size <= 2) return t;
+  if (one_host && size <= 8) {
+    // Measured at 3, 4 and 8 ranks; 5-7 take the 8-rank rule.
+    if (size >= 5) t.rabenseifner_max = 64 << 10;
+    t.direct_max = size == 3 ? 16 << 20 : size == 4 ? 4 << 20 : 8 << 20;
+  } else {
+    // Across hosts (n-1 messages per phase do not pay there) or beyond the
+    // measured group sizes: Rabenseifner's few steps (not measured).
+    t.rabenseifner_max = size == 3 ? 256 << 10 : 16 << 20;
+  }
+  return t;
 }
 
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator(MPI_Comm dup, int64_t max_count, std::optional<AllreduceAlgorithm> forced,
-                  int64_t rd_max_bytes, int64_t segment_bytes)
+                  SizeThresholds thresholds, int64_t segment_bytes)
       : ctx_(dup),
         ring_(&ctx_, segment_bytes, kRingDepth),
         rd_(&ctx_),
+        rabenseifner_(&ctx_, segment_bytes, kRingDepth),
+        direct_(&ctx_),
         forced_(forced),
-        rd_max_bytes_(rd_max_bytes) {
+        thresholds_(thresholds) {
     max_count_ = std::max<int64_t>(max_count, 0);
-    // Every algorithm and wire fits in 4 bytes per float (see ScratchBytes).
-    ctx_.scratch().Reserve(static_cast<size_t>(max_count_) * 4);
+    // Every algorithm and wire fits in 4 bytes per float (see ScratchBytes),
+    // but for the direct algorithm's block rounding with tiny counts.
+    ctx_.scratch().Reserve(static_cast<size_t>(std::max(
+        max_count_ * 4, internal::AllreduceDirect::ScratchBytes(max_count_, WireType::kBFloat16,
+                                                                ctx_.size()))));
   }
 
   int rank() const override { return ctx_.rank(); }
@@ -88,8 +118,12 @@ class MpiCommunicator final : public Communicator {
     AllreduceAlgorithm a;
     if (forced_ && *forced_ != AllreduceAlgorithm::kAuto) {
       a = *forced_;
-    } else if (count * WireBytes(wire) <= rd_max_bytes_) {
+    } else if (count * WireBytes(wire) <= thresholds_.rd_max) {
       a = AllreduceAlgorithm::kRecursiveDoubling;
+    } else if (count * WireBytes(wire) <= thresholds_.rabenseifner_max) {
+      a = AllreduceAlgorithm::kRabenseifner;
+    } else if (count * WireBytes(wire) <= thresholds_.direct_max) {
+      a = AllreduceAlgorithm::kDirect;
     } else {
       a = AllreduceAlgorithm::kRing;
     }
@@ -115,13 +149,17 @@ class MpiCommunicator final : public Communicator {
     if (algo == AllreduceAlgorithm::kRing) need = internal::AllreduceRing::ScratchBytes(count, options.wire);
     if (algo == AllreduceAlgorithm::kRecursiveDoubling)
       need = internal::AllreduceRecursiveDoubling::ScratchBytes(count, options.wire);
+    if (algo == AllreduceAlgorithm::kRabenseifner)
+      need = internal::AllreduceRabenseifner::ScratchBytes(count, options.wire);
+    if (algo == AllreduceAlgorithm::kDirect)
+      need = internal::AllreduceDirect::ScratchBytes(count, options.wire, size());
     if (static_cast<size_t>(need) > ctx_.scratch().capacity()) {
       // Grow to what any algorithm needs for this count, so it happens once.
       POLIS_LOG(kWarn, kNet,
                 "Allreduce of {} floats is larger than the max_count {} this communicator was "
                 "built for: growing its scratch to {:.1f} MiB (pass a larger max_count)",
                 count, max_count_, count * 4.0 / (1 << 20));
-      ctx_.scratch().Reserve(static_cast<size_t>(count) * 4);
+      ctx_.scratch().Reserve(static_cast<size_t>(std::max(count * 4, need)));
       max_count_ = count;
     }
 
@@ -129,6 +167,10 @@ class MpiCommunicator final : public Communicator {
     switch (algo) {
       case AllreduceAlgorithm::kRing: st = ring_.Run(data, count, options.wire); break;
       case AllreduceAlgorithm::kRecursiveDoubling: st = rd_.Run(data, count, options.wire); break;
+      case AllreduceAlgorithm::kRabenseifner:
+        st = rabenseifner_.Run(data, count, options.wire);
+        break;
+      case AllreduceAlgorithm::kDirect: st = direct_.Run(data, count, options.wire); break;
       case AllreduceAlgorithm::kMpi: st = RunMpi(data, count); break;
       case AllreduceAlgorithm::kAuto: st = InternalError("kAuto was not resolved"); break;
     }
@@ -222,8 +264,10 @@ class MpiCommunicator final : public Communicator {
   CollectiveContext ctx_;
   internal::AllreduceRing ring_;
   internal::AllreduceRecursiveDoubling rd_;
+  internal::AllreduceRabenseifner rabenseifner_;
+  internal::AllreduceDirect direct_;
   std::optional<AllreduceAlgorithm> forced_;
-  int64_t rd_max_bytes_;
+  SizeThresholds thresholds_;
   int64_t max_count_ = 0;
   Status broken_;
 };
@@ -246,14 +290,20 @@ StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(MPI_Comm comm, int64
   POLIS_MPI_CHECK(MPI_Comm_dup(comm, &dup));
   int size = 1;
   POLIS_MPI_CHECK(MPI_Comm_size(dup, &size));
-  int64_t rd_max = RecursiveDoublingMaxBytes(size);
+  // Whether every rank shares this host (kDirect is for one host only).
+  MPI_Comm host = MPI_COMM_NULL;
+  POLIS_MPI_CHECK(MPI_Comm_split_type(dup, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host));
+  int host_size = 0;
+  POLIS_MPI_CHECK(MPI_Comm_size(host, &host_size));
+  POLIS_MPI_CHECK(MPI_Comm_free(&host));
+  SizeThresholds thresholds = DefaultThresholds(size, host_size == size);
   if (env::AllreduceRdMaxKiB() >= 0) {
-    rd_max = int64_t{env::AllreduceRdMaxKiB()} << 10;
+    thresholds.rd_max = int64_t{env::AllreduceRdMaxKiB()} << 10;
     POLIS_LOG(kInfo, kNet, "POLIS_ALLREDUCE_RD_MAX_KB={}", env::AllreduceRdMaxKiB());
   }
   const int64_t segment = int64_t{env::AllreduceSegmentKiB()} << 10;
   return std::unique_ptr<Communicator>(
-      std::make_unique<MpiCommunicator>(dup, max_count, forced, rd_max, segment));
+      std::make_unique<MpiCommunicator>(dup, max_count, forced, thresholds, segment));
 }
 
 }  // namespace polis::comm

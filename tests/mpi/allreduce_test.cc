@@ -1,5 +1,5 @@
-// Collectives under real mpirun (registered in tests/CMakeLists.txt for 1, 2,
-// 3, 4, 5 and 8 ranks). Every rank runs every test, in the same order; a
+// Collectives under real mpirun (registered in tests/CMakeLists.txt for 1 to
+// 8 ranks). Every rank runs every test, in the same order; a
 // failure on any rank fails the run (main combines the ranks' results).
 //
 // Allreduce is checked for every algorithm x wire type x count against
@@ -170,7 +170,8 @@ TEST(Half, Fp16MatchesCompilerFloat16) {
 
 TEST(Names, ParseAndPrint) {
   for (auto a : {AllreduceAlgorithm::kAuto, AllreduceAlgorithm::kMpi, AllreduceAlgorithm::kRing,
-                 AllreduceAlgorithm::kRecursiveDoubling}) {
+                 AllreduceAlgorithm::kRecursiveDoubling, AllreduceAlgorithm::kRabenseifner,
+                 AllreduceAlgorithm::kDirect}) {
     auto parsed = ParseAllreduceAlgorithm(AllreduceAlgorithmName(a));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, a);
@@ -178,14 +179,15 @@ TEST(Names, ParseAndPrint) {
   auto bad = ParseAllreduceAlgorithm("bcube");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("known: auto, mpi, ring, rd"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("known: auto, mpi, ring, rd, rabenseifner, direct"), std::string::npos);
 }
 
 // ---- Allreduce against closed forms ----
 
 const AllreduceAlgorithm kAlgorithms[] = {AllreduceAlgorithm::kMpi, AllreduceAlgorithm::kRing,
                                           AllreduceAlgorithm::kRecursiveDoubling,
-                                          AllreduceAlgorithm::kAuto};
+                                          AllreduceAlgorithm::kRabenseifner,
+                                          AllreduceAlgorithm::kDirect, AllreduceAlgorithm::kAuto};
 const WireType kWires[] = {WireType::kFloat32, WireType::kBFloat16, WireType::kFloat16};
 const int64_t kCounts[] = {0, 1, 4, 100, 1000, 10000, 1000003};
 
@@ -351,11 +353,18 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-TEST(Choose, DefaultPicksRecursiveDoublingSmallAndRingLarge) {
+TEST(Choose, DefaultPicksBySizeAndGroupSize) {
   ScopedEnv algo("POLIS_ALLREDUCE_ALGO", nullptr);
   ScopedEnv rd("POLIS_ALLREDUCE_RD_MAX_KB", nullptr);
   auto comm = MakeComm(16);
+  const int n = comm->size();
   EXPECT_EQ(comm->Choose(1, WireType::kFloat32), AllreduceAlgorithm::kRecursiveDoubling);
+  // 1 MiB of fp32 (all ranks on this host): direct from 3 ranks on, the
+  // ring below.
+  const AllreduceAlgorithm mid = n >= 3 ? AllreduceAlgorithm::kDirect : AllreduceAlgorithm::kRing;
+  EXPECT_EQ(comm->Choose(1 << 18, WireType::kFloat32), mid);
+  // The thresholds count wire bytes: 2^19 floats are 1 MiB as bf16.
+  EXPECT_EQ(comm->Choose(1 << 19, WireType::kBFloat16), mid);
   EXPECT_EQ(comm->Choose(1 << 24, WireType::kFloat32), AllreduceAlgorithm::kRing);
   EXPECT_EQ(comm->Choose(1 << 24, WireType::kBFloat16), AllreduceAlgorithm::kRing);
   for (int64_t c : {int64_t{0}, int64_t{1000}, int64_t{1} << 20})
@@ -378,6 +387,20 @@ TEST(Choose, EnvironmentForcesAnAlgorithm) {
     EXPECT_EQ(comm->Choose(1 << 24, WireType::kFloat32), AllreduceAlgorithm::kRecursiveDoubling);
   }
   {
+    ScopedEnv e("POLIS_ALLREDUCE_ALGO", "rabenseifner");
+    auto comm = MakeComm(16);
+    EXPECT_EQ(comm->Choose(1, WireType::kFloat32), AllreduceAlgorithm::kRabenseifner);
+    EXPECT_EQ(comm->Choose(1 << 24, WireType::kBFloat16), AllreduceAlgorithm::kRabenseifner);
+    float x[3] = {1, 2, 3};
+    ASSERT_TRUE(comm->Allreduce(x, 3, {}).ok());
+    EXPECT_EQ(x[2], 3.0f * comm->size());
+  }
+  {
+    ScopedEnv e("POLIS_ALLREDUCE_ALGO", "direct");
+    auto comm = MakeComm(16);
+    EXPECT_EQ(comm->Choose(1 << 24, WireType::kFloat32), AllreduceAlgorithm::kDirect);
+  }
+  {
     ScopedEnv e("POLIS_ALLREDUCE_ALGO", "mpi");
     auto comm = MakeComm(16);
     EXPECT_EQ(comm->Choose(1 << 10, WireType::kFloat32), AllreduceAlgorithm::kMpi);
@@ -392,7 +415,10 @@ TEST(Choose, EnvironmentForcesAnAlgorithm) {
   {
     ScopedEnv e("POLIS_ALLREDUCE_RD_MAX_KB", "0");
     auto comm = MakeComm(16);
-    EXPECT_EQ(comm->Choose(1, WireType::kFloat32), AllreduceAlgorithm::kRing);
+    const int n = comm->size();
+    EXPECT_EQ(comm->Choose(1, WireType::kFloat32), n >= 5   ? AllreduceAlgorithm::kRabenseifner
+                                                   : n >= 3 ? AllreduceAlgorithm::kDirect
+                                                            : AllreduceAlgorithm::kRing);
   }
   {
     ScopedEnv e("POLIS_ALLREDUCE_ALGO", "tree");
@@ -400,7 +426,7 @@ TEST(Choose, EnvironmentForcesAnAlgorithm) {
     ASSERT_FALSE(comm.ok());
     EXPECT_EQ(comm.status().code(), Code::kInvalidArgument);
     EXPECT_NE(comm.status().message().find("POLIS_ALLREDUCE_ALGO"), std::string::npos);
-    EXPECT_NE(comm.status().message().find("known: auto, mpi, ring, rd"), std::string::npos);
+    EXPECT_NE(comm.status().message().find("known: auto, mpi, ring, rd, rabenseifner, direct"), std::string::npos);
   }
 }
 
@@ -523,6 +549,35 @@ TEST_F(DeadPeer, RecursiveDoublingIsTimedOutAndNamed) {
   ExpectLastRankNamed("rd 64K", [&](Communicator& c) {
     return c.Allreduce(data.data(), 1 << 16,
                        {AllreduceAlgorithm::kRecursiveDoubling, WireType::kFloat32});
+  });
+}
+
+TEST_F(DeadPeer, RabenseifnerSmallIsTimedOutAndNamed) {
+  std::vector<float> data(1000, 1.0f);
+  ExpectLastRankNamed("rabenseifner 1000", [&](Communicator& c) {
+    return c.Allreduce(data.data(), 1000, {AllreduceAlgorithm::kRabenseifner, WireType::kFloat32});
+  });
+}
+
+TEST_F(DeadPeer, RabenseifnerLargeFp16IsTimedOutAndNamed) {
+  std::vector<float> data(1 << 20, 1.0f);
+  ExpectLastRankNamed("rabenseifner fp16 1M", [&](Communicator& c) {
+    return c.Allreduce(data.data(), 1 << 20,
+                       {AllreduceAlgorithm::kRabenseifner, WireType::kFloat16});
+  });
+}
+
+TEST_F(DeadPeer, DirectSmallIsTimedOutAndNamed) {
+  std::vector<float> data(1000, 1.0f);
+  ExpectLastRankNamed("direct 1000", [&](Communicator& c) {
+    return c.Allreduce(data.data(), 1000, {AllreduceAlgorithm::kDirect, WireType::kFloat32});
+  });
+}
+
+TEST_F(DeadPeer, DirectLargeBf16IsTimedOutAndNamed) {
+  std::vector<float> data(1 << 20, 1.0f);
+  ExpectLastRankNamed("direct bf16 1M", [&](Communicator& c) {
+    return c.Allreduce(data.data(), 1 << 20, {AllreduceAlgorithm::kDirect, WireType::kBFloat16});
   });
 }
 

@@ -8,6 +8,7 @@
 #include "common/checkpoint.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
+#include "common/comm/ps_pieces.h"
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -55,13 +56,21 @@ class Server {
       ctx_.model.InitParams(full.data(), spec.training().seed());
       params_.assign(full.begin() + range_.begin, full.begin() + range_.end);
     }
+    for (const comm::Piece& p : comm::PlanPieces(ctx_.model, ctx_.servers, spec.sync().ps_piece_bytes()))
+      if (p.server == ctx_.server_index()) pieces_.push_back(p);
+    std::sort(pieces_.begin(), pieces_.end(),
+              [](const comm::Piece& a, const comm::Piece& b) { return a.slot < b.slot; });
+    R_ = 1 + static_cast<int>(pieces_.size());
     push_.resize(W_);
     pull_.resize(W_);
     recv_.assign(W_, std::vector<float>(n_));
-    snapshot_.assign(W_, std::vector<float>(n_));
+    // BSP replies straight from the parameters (see Reply); the others need
+    // a copy per worker, since updates go on while a reply is in flight.
+    if (mode_ != proto::SyncSpec::BSP) snapshot_.assign(W_, std::vector<float>(n_));
     sum_.resize(n_);
-    rreq_.assign(2 * W_, MPI_REQUEST_NULL);
-    sreq_.assign(2 * W_, MPI_REQUEST_NULL);
+    arrived_.reserve(W_);
+    rreq_.assign(R_ * W_, MPI_REQUEST_NULL);
+    sreq_.assign(R_ * W_, MPI_REQUEST_NULL);
     w_.assign(W_, WorkerState{});
     for (int w = 0; w < W_; ++w) POLIS_RETURN_IF_ERROR(PostReceive(w));
     return Status::Ok();
@@ -79,7 +88,9 @@ class Server {
       for (int w = 0; w < W_; ++w) {
         if (!w_[w].receiving) continue;
         int done = 0;
-        POLIS_MPI_CHECK(MPI_Testall(2, &rreq_[2 * w], &done, MPI_STATUSES_IGNORE));
+        // A push is complete once its header and every piece are in, in
+        // whatever order they arrived.
+        POLIS_MPI_CHECK(MPI_Testall(R_, &rreq_[R_ * w], &done, MPI_STATUSES_IGNORE));
         if (!done) continue;
         w_[w].receiving = false;
         bytes_in_ += sizeof(PushHeader) + sizeof(float) * n_;
@@ -120,12 +131,18 @@ class Server {
     int64_t total = 0;        // BSP: the step's total samples for its reply
   };
 
+  // Posts the receives of worker w's next push: its header and every piece,
+  // each straight into its place in recv_[w].
   Status PostReceive(int w) {
     int src = ctx_.worker_rank(w);
+    MPI_Request* q = &rreq_[R_ * w];
     POLIS_MPI_CHECK(MPI_Irecv(&push_[w], sizeof(PushHeader), MPI_BYTE, src, DataTag::kTagPushHeader,
-                              ctx_.data, &rreq_[2 * w]));
-    POLIS_MPI_CHECK(MPI_Irecv(recv_[w].data(), static_cast<int>(n_), MPI_FLOAT, src,
-                              DataTag::kTagPushData, ctx_.data, &rreq_[2 * w + 1]));
+                              ctx_.data, &q[0]));
+    for (size_t k = 0; k < pieces_.size(); ++k) {
+      const comm::Piece& p = pieces_[k];
+      POLIS_MPI_CHECK(MPI_Irecv(recv_[w].data() + (p.begin - range_.begin), static_cast<int>(p.size()),
+                                MPI_FLOAT, src, comm::kTagPushPieceBase + p.slot, ctx_.data, &q[1 + k]));
+    }
     w_[w].receiving = true;
     return Status::Ok();
   }
@@ -177,18 +194,14 @@ class Server {
         }
       }
       if (all_in && any) {
-        bool first = true;
-        float* __restrict g = sum_.data();
-        for (int w = 0; w < W_; ++w) {
-          if (!w_[w].arrived) continue;
-          const float* __restrict r = recv_[w].data();
-          if (first) std::memcpy(g, r, sizeof(float) * n_);
-          else for (int64_t i = 0; i < n_; ++i) g[i] += r[i];
-          first = false;
-        }
         if (total > 0) {
-          const float inv = 1.0f / static_cast<float>(total);
-          for (int64_t i = 0; i < n_; ++i) g[i] *= inv;
+          // The replies of the previous step went out straight from params_;
+          // every worker has received its reply before pushing again, so
+          // these complete at once.
+          POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(sreq_.size()), sreq_.data(),
+                                              comm::DeadlineFromNow(),
+                                              [] { return std::string("the previous step's replies"); }));
+          Average(total);
           optimizer_->Step(params_.data(), sum_.data());
         }
         ++step_;
@@ -247,19 +260,61 @@ class Server {
     return Status::Ok();
   }
 
+  // BSP: sum_ = (sum of the arrived workers' gradients) / total, adding in
+  // worker order (the same floats whatever the pieces were).
+  void Average(int64_t total) {
+    const float inv = 1.0f / static_cast<float>(total);
+    std::vector<const float*>& in = arrived_;
+    in.clear();
+    for (int w = 0; w < W_; ++w)
+      if (w_[w].arrived) in.push_back(recv_[w].data());
+    float* __restrict g = sum_.data();
+    const size_t k = in.size();
+    if (k == 1) {
+      const float* __restrict a = in[0];
+      for (int64_t i = 0; i < n_; ++i) g[i] = a[i] * inv;
+      return;
+    }
+    {
+      const float* __restrict a = in[0];
+      const float* __restrict b = in[1];
+      if (k == 2) {
+        for (int64_t i = 0; i < n_; ++i) g[i] = (a[i] + b[i]) * inv;
+        return;
+      }
+      for (int64_t i = 0; i < n_; ++i) g[i] = a[i] + b[i];
+    }
+    for (size_t j = 2; j + 1 < k; ++j) {
+      const float* __restrict a = in[j];
+      for (int64_t i = 0; i < n_; ++i) g[i] += a[i];
+    }
+    const float* __restrict a = in[k - 1];
+    for (int64_t i = 0; i < n_; ++i) g[i] = (g[i] + a[i]) * inv;
+  }
+
   Status Reply(int w, int64_t flags, int64_t total) {
-    // The previous reply's send must be done before its snapshot is reused;
-    // the snapshot lets updates continue while the send is in flight.
-    POLIS_RETURN_IF_ERROR(comm::WaitAll(2, &sreq_[2 * w], comm::DeadlineFromNow(), [&] {
+    // The previous reply's sends must be done before their buffer changes.
+    MPI_Request* q = &sreq_[R_ * w];
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(R_, q, comm::DeadlineFromNow(), [&] {
       return fmt::format("the previous reply to rank {} (worker)", ctx_.worker_rank(w));
     }));
-    std::memcpy(snapshot_[w].data(), params_.data(), sizeof(float) * n_);
+    // BSP changes params_ only after every worker has pushed again, which
+    // each does only once it has this reply: send from params_ itself.
+    // ASP/SSP apply other workers' pushes meanwhile: send a snapshot.
+    const float* src = params_.data();
+    if (mode_ != proto::SyncSpec::BSP) {
+      std::memcpy(snapshot_[w].data(), params_.data(), sizeof(float) * n_);
+      src = snapshot_[w].data();
+    }
     pull_[w] = {step_, total, flags};
     int dst = ctx_.worker_rank(w);
     POLIS_MPI_CHECK(MPI_Isend(&pull_[w], sizeof(PullHeader), MPI_BYTE, dst, DataTag::kTagPullHeader,
-                              ctx_.data, &sreq_[2 * w]));
-    POLIS_MPI_CHECK(MPI_Isend(snapshot_[w].data(), static_cast<int>(n_), MPI_FLOAT, dst,
-                              DataTag::kTagPullData, ctx_.data, &sreq_[2 * w + 1]));
+                              ctx_.data, &q[0]));
+    for (size_t k = 0; k < pieces_.size(); ++k) {
+      const comm::Piece& p = pieces_[k];
+      POLIS_MPI_CHECK(MPI_Isend(src + (p.begin - range_.begin), static_cast<int>(p.size()), MPI_FLOAT, dst,
+                                comm::kTagPullPieceBase + p.slot, ctx_.data, &q[1 + k]));
+    }
     w_[w].reply_pending = false;
     bytes_out_ += sizeof(PullHeader) + sizeof(float) * n_;
     return Status::Ok();
@@ -359,7 +414,10 @@ class Server {
   std::vector<std::vector<float>> recv_, snapshot_;
   std::vector<PushHeader> push_;
   std::vector<PullHeader> pull_;
+  std::vector<comm::Piece> pieces_;  // this server's pieces, by slot
+  int R_ = 0;                         // requests per worker: header + pieces
   std::vector<MPI_Request> rreq_, sreq_;
+  std::vector<const float*> arrived_;
   std::vector<WorkerState> w_;
   int64_t step_ = 0;
   int epoch_ = 0;

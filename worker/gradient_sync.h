@@ -5,8 +5,9 @@
 //  - AllReduceSync: sum gradients across workers in buckets (Communicator)
 //    on a communication thread, overlapping backward; every worker then
 //    applies the same optimizer step to its replica.
-// The training loop calls OnLayerGradients(i) as backward finishes layer i
-// (last layer first) and Sync() once per step. One training thread.
+// The training loop calls BeforeLayerForward(i) before forward runs layer
+// i, OnLayerGradients(i) as backward finishes layer i (last layer first) and
+// Sync() once per step. One training thread.
 #pragma once
 
 #include <memory>
@@ -24,6 +25,13 @@ class GradientSync {
   virtual void BeginStep(int64_t samples) {}
   // Layer `layer`'s gradients in the flat buffer are final.
   virtual void OnLayerGradients(int layer) {}
+  // Forward is about to run layer `layer`: its parameters must be in place
+  // (a parameter-server reply may still be landing). A failure is returned
+  // by the next Sync.
+  virtual void BeforeLayerForward(int layer) {}
+  // Seconds BeforeLayerForward spent waiting since the last call: time of
+  // communication the forward did not hide.
+  virtual double TakeForwardWaitSeconds() { return 0; }
   struct StepInfo {
     int64_t step = 0;      // the step this worker believes it is at
     int64_t samples = 0;   // this worker's samples (0: it has no data left)

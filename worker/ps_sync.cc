@@ -1,30 +1,82 @@
-// ParameterServerSync: one combined push/pull round per step (BSP).
+// ParameterServerSync: a push/pull round per step, in pieces (see
+// common/comm/ps_pieces.h). Each piece of the gradient is sent as soon as
+// backward has finished the layers it covers; Sync sends the header, waits
+// for every server's answer and returns while the parameter pieces may
+// still be landing; the next forward waits for layer i's pieces just before
+// running layer i. With sync.ps_piece_bytes < 0 the whole reply is waited
+// for in Sync (one message per server, no overlap).
 #include "common/comm/key_ranges.h"
+#include "common/comm/mpi_util.h"
 #include "common/comm/ps_client.h"
+#include "common/log.h"
 #include "worker/gradient_sync.h"
 
 namespace polis::worker {
 namespace {
 
+using Seconds = std::chrono::duration<double>;
+
 class ParameterServerSync : public GradientSync {
  public:
   ParameterServerSync(const RoleContext& ctx, float* params, float* grads)
-      : params_(params), grads_(grads),
+      : params_(params), grads_(grads), overlap_pulls_(ctx.job.spec.sync().ps_piece_bytes() >= 0),
         client_(ctx.data, ServerRanks(ctx), comm::PartitionByBytes(ctx.model.parameter_count(), ctx.servers),
-                ctx.ctrl, ctx.coordinator_rank()) {}
+                comm::PlanPieces(ctx.model, ctx.servers, ctx.job.spec.sync().ps_piece_bytes()), ctx.ctrl,
+                ctx.coordinator_rank()) {
+    const auto& pieces = client_.pieces();
+    const auto& layers = ctx.model.layers();
+    layer_pieces_.resize(layers.size());
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const int64_t b = layers[i].param_offset, e = b + layers[i].param_count;
+      for (size_t k = 0; k < pieces.size(); ++k)
+        if (pieces[k].begin < e && pieces[k].end > b) layer_pieces_[i].push_back(static_cast<int>(k));
+    }
+    POLIS_LOG(kInfo, kWorker, "parameter-server round in {} pieces{}", pieces.size(),
+              overlap_pulls_ ? ", pulls overlapped with forward" : "");
+  }
+
+  void BeginStep(int64_t samples) override { next_ = 0; }
+
+  void OnLayerGradients(int layer) override {
+    const auto& pieces = client_.pieces();
+    while (next_ < pieces.size() && pieces[next_].first_layer >= layer) {
+      Status st = client_.Push(static_cast<int>(next_++), grads_);
+      if (!st.ok() && error_.ok()) error_ = st;
+    }
+  }
+
+  void BeforeLayerForward(int layer) override {
+    if (!client_.pulls_pending() || layer_pieces_[layer].empty()) return;
+    const auto t0 = comm::Clock::now();
+    Status st = client_.WaitPieces(layer_pieces_[layer].data(), static_cast<int>(layer_pieces_[layer].size()));
+    forward_wait_s_ += Seconds(comm::Clock::now() - t0).count();
+    if (!st.ok() && error_.ok()) error_ = st;
+  }
+
+  double TakeForwardWaitSeconds() override {
+    const double s = forward_wait_s_;
+    forward_wait_s_ = 0;
+    return s;
+  }
 
   Status Sync(const StepInfo& info, StepResult* result) override {
+    POLIS_RETURN_IF_ERROR(error_);
     PushHeader h;
     h.step = info.step;
     h.samples = info.samples;
-    h.flags = info.samples == 0 ? kPushEpochEnd : 0;
+    h.flags = info.samples == 0 ? static_cast<int64_t>(kPushEpochEnd) : int64_t{0};
     h.epoch = info.epoch;
     h.consumed = info.consumed;
-    POLIS_ASSIGN_OR_RETURN(int64_t ts, client_.PushPull(h, grads_, params_));
+    // Sends the pieces backward did not (all of them on a step without
+    // data), after completing the previous round's pulls.
+    POLIS_ASSIGN_OR_RETURN(int64_t ts, client_.Finish(h, grads_, params_));
+    next_ = client_.pieces().size();
     PullHeader reply;
-    POLIS_RETURN_IF_ERROR(client_.Wait(ts, &reply));
+    POLIS_RETURN_IF_ERROR(client_.WaitHeaders(ts, &reply));
     result->epoch_over = (reply.flags & kPullEpochDone) != 0;
     result->server_step = reply.step;
+    // Evaluation and the parameter checksum read the whole buffer.
+    if (!overlap_pulls_ || result->epoch_over) POLIS_RETURN_IF_ERROR(client_.WaitPulls());
     return Status::Ok();
   }
 
@@ -36,7 +88,12 @@ class ParameterServerSync : public GradientSync {
   }
   float* params_;
   float* grads_;
+  const bool overlap_pulls_;
   comm::PsClient client_;
+  std::vector<std::vector<int>> layer_pieces_;  // pieces holding layer i's parameters
+  size_t next_ = 0;                             // first piece not yet pushed this step
+  double forward_wait_s_ = 0;
+  Status error_;
 };
 
 }  // namespace

@@ -54,6 +54,7 @@ Status RunWorker(const RoleContext& ctx) {
     POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data()));
   }
   auto on_layer = [&](int layer) { sync->OnLayerGradients(layer); };
+  auto before_layer = [&](int layer) { sync->BeforeLayerForward(layer); };
 
   std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by batch size
   auto net_for = [&](int64_t n) -> nn::Network& {
@@ -81,6 +82,9 @@ Status RunWorker(const RoleContext& ctx) {
     size_t head = 0;
     bool exhausted = false;
     double compute_s = 0, comm_s = 0, loss_sum = 0, report_loss = 0;
+    // For the log line: waits (shards, steps without data) and the part of
+    // comm_s spent in forward waiting for parameters.
+    double shard_wait_s = 0, no_data_s = 0, forward_wait_s = 0;
     int64_t samples = 0, correct = 0, steps = 0, report_samples = 0, consumed = 0;
     double report_compute = 0, report_comm = 0, report_wait = 0;
 
@@ -103,6 +107,7 @@ Status RunWorker(const RoleContext& ctx) {
       const int64_t n = std::min<int64_t>(B, static_cast<int64_t>(queue.size() - head));
       auto t0 = comm::Clock::now();
       report_wait += Seconds(t0 - ask_start).count();
+      shard_wait_s += Seconds(t0 - ask_start).count();
       if (n > 0) {
         for (int64_t i = 0; i < n; ++i) batch_indices[i] = perm[queue[head + i]];
         head += n;
@@ -111,7 +116,7 @@ Status RunWorker(const RoleContext& ctx) {
           for (int64_t i = 0; i < n; ++i) sample_log << epoch << ' ' << batch_indices[i] << '\n';
         nn::Network& net = net_for(n);
         ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data());
-        net.Forward();
+        net.Forward(before_layer);
         // Gradient of the summed loss: servers divide by all workers' samples.
         nn::LossStats st = nn::ComputeLoss(spec.model(), net.output(), targets.data(), n, K,
                                            net.output_diff(), 1.0f);
@@ -130,12 +135,16 @@ Status RunWorker(const RoleContext& ctx) {
       auto t1 = comm::Clock::now();
       GradientSync::StepResult result;
       POLIS_RETURN_IF_ERROR(sync->Sync({step, n, epoch, consumed}, &result));
-      double c = Seconds(t1 - t0).count(), m = Since(t1);
+      // Waits inside forward for parameters still arriving are communication.
+      const double fw_wait = sync->TakeForwardWaitSeconds();
+      double c = Seconds(t1 - t0).count() - fw_wait, m = Since(t1) + fw_wait;
       compute_s += c;
       comm_s += m;
       report_compute += c;
       // With no data left, the round waits for the other workers to finish.
       (n > 0 ? report_comm : report_wait) += m;
+      if (n == 0) no_data_s += m;
+      forward_wait_s += fw_wait;
       step = result.server_step >= 0 ? result.server_step : step + 1;
       if (result.epoch_over) break;  // every worker has finished the epoch
       ++steps;
@@ -181,8 +190,10 @@ Status RunWorker(const RoleContext& ctx) {
     r->set_params_sha256(Sha256Hex(std::string_view(reinterpret_cast<const char*>(params.data()),
                                                     sizeof(float) * P)));
     POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, msg));
-    POLIS_LOG(kInfo, kWorker, "epoch {} done: {} samples, {} steps, compute {:.2f}s comm {:.2f}s",
-              epoch, samples, steps, compute_s, comm_s);
+    POLIS_LOG(kInfo, kWorker,
+              "epoch {} done: {} samples, {} steps, compute {:.3f}s comm {:.3f}s (forward waiting for "
+              "parameters {:.3f}s, steps without data {:.3f}s), waiting for shards {:.3f}s",
+              epoch, samples, steps, compute_s, comm_s, forward_wait_s, no_data_s, shard_wait_s);
   }
   // Wait (without spinning) for the coordinator to release us; in
   // all-reduce mode it asks one worker for the final parameters.

@@ -1,62 +1,83 @@
 #include "common/comm/ps_client.h"
 
 #include "common/comm/mpi_util.h"
+#include "common/env.h"
 
 namespace polis::comm {
 
 PsClient::PsClient(MPI_Comm data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
-                   MPI_Comm ctrl, int coordinator)
-    : data_(data), ctrl_(ctrl), coordinator_(coordinator), servers_(std::move(server_ranks)), ranges_(std::move(ranges)),
-      push_(servers_.size()), pull_(servers_.size()),
-      reqs_(4 * servers_.size(), MPI_REQUEST_NULL) {
+                   std::vector<Piece> pieces, MPI_Comm ctrl, int coordinator)
+    : data_(data), ctrl_(ctrl), coordinator_(coordinator), servers_(std::move(server_ranks)),
+      ranges_(std::move(ranges)), pieces_(std::move(pieces)), push_(servers_.size()), pull_(servers_.size()),
+      round_reqs_(2 * servers_.size() + pieces_.size(), MPI_REQUEST_NULL),
+      pull_reqs_(pieces_.size(), MPI_REQUEST_NULL), pushed_(pieces_.size(), 0) {
   POLIS_ENFORCE_EQ(servers_.size(), ranges_.size());
-}
-
-StatusOr<int64_t> PsClient::PushPull(const PushHeader& header, const float* grads, float* params) {
-  POLIS_ENFORCE_EQ(pending_, -1);
-  const int64_t step = header.step;
-  for (size_t s = 0; s < servers_.size(); ++s) {
-    const KeyRange& r = ranges_[s];
-    const int count = static_cast<int>(r.size());
-    push_[s] = header;
-    MPI_Request* q = &reqs_[4 * s];
-    // Post the receives first so the replies land straight in `params`.
-    POLIS_MPI_CHECK(MPI_Irecv(&pull_[s], sizeof(PullHeader), MPI_BYTE, servers_[s],
-                              kTagPullHeader, data_, &q[0]));
-    POLIS_MPI_CHECK(MPI_Irecv(params + r.begin, count, MPI_FLOAT, servers_[s], kTagPullData,
-                              data_, &q[1]));
-    POLIS_MPI_CHECK(MPI_Isend(&push_[s], sizeof(PushHeader), MPI_BYTE, servers_[s],
-                              kTagPushHeader, data_, &q[2]));
-    POLIS_MPI_CHECK(MPI_Isend(grads + r.begin, count, MPI_FLOAT, servers_[s], kTagPushData,
-                              data_, &q[3]));
+  for (const Piece& p : pieces_) {
+    POLIS_ENFORCE_LT(p.server, static_cast<int>(servers_.size()));
+    POLIS_ENFORCE_LT(p.slot, kMaxPiecesPerServer);
   }
-  pending_ = step;
-  return step;
 }
 
-Status PsClient::Wait(int64_t ts, PullHeader* reply) {
+Status PsClient::Push(int k, const float* grads) {
+  POLIS_ENFORCE_EQ(pushed_[k], 0);
+  const Piece& p = pieces_[k];
+  pushed_[k] = 1;
+  POLIS_MPI_CHECK(MPI_Isend(grads + p.begin, static_cast<int>(p.size()), MPI_FLOAT, servers_[p.server],
+                            kTagPushPieceBase + p.slot, data_, &round_reqs_[2 * servers_.size() + k]));
+  return Status::Ok();
+}
+
+StatusOr<int64_t> PsClient::Finish(const PushHeader& header, const float* grads, float* params) {
+  POLIS_ENFORCE_EQ(pending_, -1);
+  POLIS_RETURN_IF_ERROR(WaitPulls());
+  for (size_t k = 0; k < pieces_.size(); ++k)
+    if (!pushed_[k]) POLIS_RETURN_IF_ERROR(Push(static_cast<int>(k), grads));
+  // Receives first, so the reply lands straight in `params`.
+  const size_t S = servers_.size();
+  for (size_t k = 0; k < pieces_.size(); ++k) {
+    const Piece& p = pieces_[k];
+    POLIS_MPI_CHECK(MPI_Irecv(params + p.begin, static_cast<int>(p.size()), MPI_FLOAT, servers_[p.server],
+                              kTagPullPieceBase + p.slot, data_, &pull_reqs_[k]));
+  }
+  pulls_pending_ = !pieces_.empty();
+  for (size_t s = 0; s < S; ++s) {
+    push_[s] = header;
+    POLIS_MPI_CHECK(MPI_Irecv(&pull_[s], sizeof(PullHeader), MPI_BYTE, servers_[s], kTagPullHeader,
+                              data_, &round_reqs_[s]));
+    POLIS_MPI_CHECK(MPI_Isend(&push_[s], sizeof(PushHeader), MPI_BYTE, servers_[s], kTagPushHeader,
+                              data_, &round_reqs_[S + s]));
+  }
+  pending_ = header.step;
+  return header.step;
+}
+
+Status PsClient::PollControl() {
+  if (ctrl_ == MPI_COMM_NULL) return Status::Ok();
+  int flag = 0;
+  POLIS_MPI_CHECK(MPI_Iprobe(coordinator_, kTagControl, ctrl_, &flag, MPI_STATUS_IGNORE));
+  if (!flag) return Status::Ok();
+  proto::ControlMessage msg;
+  POLIS_RETURN_IF_ERROR(TryRecvControl(ctrl_, coordinator_, nullptr, &msg));
+  if (msg.has_server_command()) return Cancelled();
+  return RemoteError("unexpected control message while waiting for servers");
+}
+
+Status PsClient::WaitHeaders(int64_t ts, PullHeader* reply) {
   POLIS_ENFORCE_EQ(pending_, ts);
   pending_ = -1;
   POLIS_RETURN_IF_ERROR(WaitAll(
-      static_cast<int>(reqs_.size()), reqs_.data(), DeadlineFromNow(), [&] {
+      static_cast<int>(round_reqs_.size()), round_reqs_.data(), DeadlineFromNow(),
+      [&] {
         std::string who;
         for (size_t s = 0; s < servers_.size(); ++s) {
           int flag = 0;
-          MPI_Request_get_status(reqs_[4 * s + 1], &flag, MPI_STATUS_IGNORE);
+          MPI_Request_get_status(round_reqs_[s], &flag, MPI_STATUS_IGNORE);
           if (!flag) who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
         }
-        return fmt::format("the answer to push {} from {}", ts, who);
+        return fmt::format("the answer to push {} from {}", ts, who.empty() ? "no server (sends pending)" : who);
       },
-      [&]() -> Status {
-        if (ctrl_ == MPI_COMM_NULL) return Status::Ok();
-        int flag = 0;
-        POLIS_MPI_CHECK(MPI_Iprobe(coordinator_, kTagControl, ctrl_, &flag, MPI_STATUS_IGNORE));
-        if (!flag) return Status::Ok();
-        proto::ControlMessage msg;
-        POLIS_RETURN_IF_ERROR(TryRecvControl(ctrl_, coordinator_, nullptr, &msg));
-        if (msg.has_server_command()) return Cancelled();
-        return RemoteError("unexpected control message while waiting for servers");
-      }));
+      [&] { return PollControl(); }));
+  std::fill(pushed_.begin(), pushed_.end(), 0);
   for (size_t s = 1; s < servers_.size(); ++s) {
     if (pull_[s].flags != pull_[0].flags)
       return RemoteError("rank {} (server) answered with flags {} but rank {} with {}", servers_[s],
@@ -64,6 +85,55 @@ Status PsClient::Wait(int64_t ts, PullHeader* reply) {
   }
   *reply = pull_[0];
   return Status::Ok();
+}
+
+Status PsClient::WaitPieces(const int* ids, int n) {
+  Backoff backoff;
+  const auto deadline = DeadlineFromNow();
+  while (true) {
+    bool all = true;
+    for (int i = 0; i < n; ++i) {
+      MPI_Request& r = pull_reqs_[ids[i]];
+      if (r == MPI_REQUEST_NULL) continue;
+      int done = 0;
+      POLIS_MPI_CHECK(MPI_Test(&r, &done, MPI_STATUS_IGNORE));
+      all &= done != 0;
+    }
+    if (all) return Status::Ok();
+    if (Clock::now() > deadline) {
+      std::string who;
+      for (int i = 0; i < n; ++i)
+        if (pull_reqs_[ids[i]] != MPI_REQUEST_NULL)
+          who += fmt::format("{}piece {} from rank {} (server)", who.empty() ? "" : ", ", ids[i],
+                             servers_[pieces_[ids[i]].server]);
+      return Timeout("no progress after {} s waiting for parameters: {}", env::TimeoutSeconds(), who);
+    }
+    backoff.Pause();
+  }
+}
+
+Status PsClient::WaitPulls() {
+  if (!pulls_pending_) return Status::Ok();
+  POLIS_RETURN_IF_ERROR(WaitAll(
+      static_cast<int>(pull_reqs_.size()), pull_reqs_.data(), DeadlineFromNow(), [&] {
+        std::string who;
+        for (size_t k = 0; k < pieces_.size(); ++k)
+          if (pull_reqs_[k] != MPI_REQUEST_NULL)
+            who += fmt::format("{}piece {} from rank {} (server)", who.empty() ? "" : ", ", k,
+                               servers_[pieces_[k].server]);
+        return "parameters: " + who;
+      }));
+  pulls_pending_ = false;
+  return Status::Ok();
+}
+
+StatusOr<int64_t> PsClient::PushPull(const PushHeader& header, const float* grads, float* params) {
+  return Finish(header, grads, params);
+}
+
+Status PsClient::Wait(int64_t ts, PullHeader* reply) {
+  POLIS_RETURN_IF_ERROR(WaitHeaders(ts, reply));
+  return WaitPulls();
 }
 
 }  // namespace polis::comm

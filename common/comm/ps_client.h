@@ -1,11 +1,19 @@
 // PsClient: a worker's side of key-range push/pull (ps-lite's small API).
 //
-// PushPull(step, samples, grads, params) sends each server its slice of the
-// flat gradient buffer and receives the fresh slice of the parameters
-// straight into the flat parameter buffer: raw MPI buffers, no copies, no
-// protobuf. It returns a timestamp; Wait(ts) blocks (backing off, with a
-// deadline that names the servers that have not answered). One outstanding
-// round at a time; one thread.
+// A round moves the flat gradient buffer to the servers and the fresh
+// parameters back, in pieces (common/comm/ps_pieces.h), as raw MPI buffers:
+// no copies, no protobuf. Push(k) starts sending piece k straight from the
+// gradient buffer (as soon as backward has produced it); Finish(header)
+// sends what is left and every server's header and posts the receives of
+// the reply straight into the parameter buffer. WaitHeaders(ts) returns once
+// every server has answered (the round's step and flags are then known)
+// while the parameter pieces may still be landing; WaitPieces / WaitPulls
+// complete them, so the next forward can wait for layer i's parameters only
+// before running layer i. PushPull + Wait is the whole round in one go.
+//
+// Every wait backs off and has a deadline whose message names the servers
+// that have not answered; while waiting for headers, a STOP from the
+// coordinator ends the wait with CANCELLED. One round at a time; one thread.
 #pragma once
 
 #include <mpi.h>
@@ -13,6 +21,7 @@
 #include <vector>
 
 #include "common/comm/key_ranges.h"
+#include "common/comm/ps_pieces.h"
 #include "common/role.h"
 #include "common/status.h"
 
@@ -20,25 +29,49 @@ namespace polis::comm {
 
 class PsClient {
  public:
-  // `ctrl`/`coordinator`: while waiting, a STOP from the coordinator ends the
-  // wait with CANCELLED (the job is stopping).
+  // `pieces` must come from PlanPieces over the same `ranges` (the servers
+  // compute the same plan). `ctrl`/`coordinator`: see above.
   PsClient(MPI_Comm data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
-           MPI_Comm ctrl = MPI_COMM_NULL, int coordinator = 0);
-  // Starts one round. `grads` and `params` must stay valid until Wait.
+           std::vector<Piece> pieces, MPI_Comm ctrl = MPI_COMM_NULL, int coordinator = 0);
+
+  const std::vector<Piece>& pieces() const { return pieces_; }
+
+  // Starts sending piece k of `grads`; it must stay valid until WaitHeaders.
+  // Pushing a piece twice in a round is a bug.
+  Status Push(int k, const float* grads);
+  // Ends the push side of the round (see above). Completes the previous
+  // round's pulls first. Returns the round's timestamp.
+  StatusOr<int64_t> Finish(const PushHeader& header, const float* grads, float* params);
+  // Every server's reply header; they must agree on the flags. Every push
+  // send has completed on return, so `grads` may be overwritten.
+  Status WaitHeaders(int64_t ts, PullHeader* reply);
+  // The given pull pieces have landed in `params`.
+  Status WaitPieces(const int* ids, int n);
+  Status WaitPulls();
+  bool pulls_pending() const { return pulls_pending_; }
+
+  // The whole round: Push(every piece) + Finish; Wait = WaitHeaders + WaitPulls.
   StatusOr<int64_t> PushPull(const PushHeader& header, const float* grads, float* params);
-  // Completes the round; every server's answer must agree on the step and flags.
   Status Wait(int64_t ts, PullHeader* reply);
 
  private:
+  Status PollControl();
+
   MPI_Comm data_;
   MPI_Comm ctrl_;
   int coordinator_;
   std::vector<int> servers_;
   std::vector<KeyRange> ranges_;
+  std::vector<Piece> pieces_;
   std::vector<PushHeader> push_;
   std::vector<PullHeader> pull_;
-  std::vector<MPI_Request> reqs_;
+  // [0, S): header receives; [S, 2S): header sends; then one push send per
+  // piece: these complete together in WaitHeaders.
+  std::vector<MPI_Request> round_reqs_;
+  std::vector<MPI_Request> pull_reqs_;  // one per piece
+  std::vector<char> pushed_;
   int64_t pending_ = -1;
+  bool pulls_pending_ = false;
 };
 
 }  // namespace polis::comm

@@ -72,6 +72,9 @@ class LayerExec {
   virtual void Backward(dnnl::stream& s) = 0;
   virtual dnnl::memory& dst() = 0;
   virtual dnnl::memory& diff_src() = 0;
+  // The parameters will not change again (a served model): a layer may
+  // reorder them into its own layout once, now, and skip that in Forward.
+  virtual void FreezeParams(dnnl::stream& s) {}
   // oneDNN implementation names, for the "no reference kernels" check.
   virtual std::vector<std::string> ImplInfo() const { return {}; }
 };

@@ -182,8 +182,12 @@ class Conv2DExec : public LayerExec {
 
   void Forward(dnnl::stream& s) override {
     src_reorder_.Run(s, src_, conv_src_);
-    w_fwd_reorder_.Run(s, w_user_, w_fwd_);
+    if (!frozen_) w_fwd_reorder_.Run(s, w_user_, w_fwd_);
     fwd_.execute(s, fwd_args_);
+  }
+  void FreezeParams(dnnl::stream& s) override {
+    w_fwd_reorder_.Run(s, w_user_, w_fwd_);
+    frozen_ = true;
   }
 
   void BindDiffDst(const memory& diff_dst) override {
@@ -221,6 +225,7 @@ class Conv2DExec : public LayerExec {
   dnnl::convolution_backward_weights bwd_w_;
   dnnl::convolution_backward_data bwd_d_;
   MaybeReorder src_reorder_, w_fwd_reorder_, gw_reorder_, w_bwd_reorder_, diff_src_reorder_;
+  bool frozen_ = false;  // FreezeParams: w_fwd_ holds the weights for good
   ReluBackward relu_bwd_;
   std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
   std::vector<std::string> impl_;
@@ -386,8 +391,12 @@ class DenseExec : public LayerExec {
     }
   }
   void Forward(dnnl::stream& s) override {
-    w_fwd_reorder_.Run(s, w_user_, w_fwd_);
+    if (!frozen_) w_fwd_reorder_.Run(s, w_user_, w_fwd_);
     fwd_.execute(s, fwd_args_);
+  }
+  void FreezeParams(dnnl::stream& s) override {
+    w_fwd_reorder_.Run(s, w_user_, w_fwd_);
+    frozen_ = true;
   }
   void BindDiffDst(const memory& diff_dst) override {
     diff_dst_ = diff_dst;
@@ -421,6 +430,7 @@ class DenseExec : public LayerExec {
   dnnl::inner_product_backward_weights bwd_w_;
   dnnl::inner_product_backward_data bwd_d_;
   MaybeReorder w_fwd_reorder_, gw_reorder_, w_bwd_reorder_;
+  bool frozen_ = false;  // FreezeParams: w_fwd_ holds the weights for good
   ReluBackward relu_bwd_;
   std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
   std::vector<std::string> impl_;

@@ -178,8 +178,16 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
 
 Network::~Network() = default;
 
-void Network::Forward() {
-  for (auto& l : impl_->layers) l->Forward(impl_->stream);
+void Network::FreezeParams() {
+  for (auto& l : impl_->layers) l->FreezeParams(impl_->stream);
+  impl_->stream.wait();
+}
+
+void Network::Forward(const std::function<void(int)>& before_layer) {
+  for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    if (before_layer) before_layer(static_cast<int>(i));
+    impl_->layers[i]->Forward(impl_->stream);
+  }
   memory& last = impl_->layers.back()->dst();
   if (impl_->out_needs_reorder) impl_->out_reorder.execute(impl_->stream, last, impl_->output_plain);
   impl_->stream.wait();

@@ -60,9 +60,15 @@ class Network {
   int64_t batch() const { return batch_; }
   // batch × input elements, plain (NCHW) layout; fill before Forward.
   float* input() { return input_.data(); }
-  void Forward();
+  // before_layer(i), when given, runs before layer i is submitted (a
+  // synchroniser waits there for layer i's parameters to arrive).
+  void Forward(const std::function<void(int)>& before_layer = nullptr);
   // batch × output elements, plain layout; valid after Forward.
   const float* output();
+  // Promises that the parameters will not change for this Network's life
+  // (a served version): layers reorder their weights once, here, instead of
+  // on every Forward. For inference Networks only.
+  void FreezeParams();
   // batch × output elements: fill with d(loss)/d(output), then Backward.
   float* output_diff() { return output_diff_.data(); }
   // Calls on_layer_done(i) as soon as layer i's gradients are final (last

@@ -101,6 +101,22 @@ TEST(Sgd, WeightDecayIsL2) {
   EXPECT_FLOAT_EQ(p, 2.0f - 0.1f * 0.5f * 2.0f);
 }
 
+TEST(Sgd, PlainStepsUseOnlyThisStepsGradient) {
+  proto::OptimizerSpec spec;
+  spec.set_type(proto::OptimizerSpec::SGD);
+  spec.set_learning_rate(0.1f);
+  spec.set_weight_decay(0.01f);
+  auto opt = MakeOptimizer(spec, 2);
+  float p[2] = {1.0f, -2.0f}, ref[2] = {1.0f, -2.0f};
+  const float g[3][2] = {{0.5f, 1.0f}, {-0.25f, 2.0f}, {3.0f, -1.0f}};
+  for (const auto& gs : g) {
+    (*opt)->Step(p, gs);
+    for (int i = 0; i < 2; ++i) ref[i] -= 0.1f * (gs[i] + 0.01f * ref[i]);
+  }
+  EXPECT_EQ(p[0], ref[0]);
+  EXPECT_EQ(p[1], ref[1]);
+}
+
 TEST(Schedule, WarmupStepAndCosine) {
   proto::OptimizerSpec spec;
   spec.set_learning_rate(1.0f);

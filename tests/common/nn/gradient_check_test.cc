@@ -113,8 +113,6 @@ TEST(Model, KernelTooLarge) {
   EXPECT_NE(m.status().message().find("does not fit"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace polis::nn
 
 namespace polis::nn {
 namespace {
@@ -122,5 +120,34 @@ namespace {
 TEST(GradientCheck, FlattenSequence) {
   CheckModel(R"(layer { type: "Flatten" } layer { type: "Dense" dense_param { units: 2 } })", {4, 3});
 }
+}  // namespace
+}  // namespace polis::nn
+
+// A frozen inference Network (a served version) computes exactly what an
+// unfrozen one does.
+TEST(Network, FrozenParamsGiveTheSameOutputs) {
+  auto job = LoadJobFile(std::string(POLIS_SOURCE_DIR) + "/jobs/fashion_cnn.pbtxt");
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  auto model = Model::Build(job->spec.model(), {1, 28, 28});
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::vector<float> params(model->parameter_count());
+  model->InitParams(params.data(), 11);
+  for (int64_t batch : {1, 5}) {
+    Network plain(*model, batch, params.data(), nullptr, false);
+    Network frozen(*model, batch, params.data(), nullptr, false);
+    frozen.FreezeParams();
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    for (int64_t i = 0; i < batch * 784; ++i) plain.input()[i] = frozen.input()[i] = u(rng);
+    plain.Forward();
+    frozen.Forward();
+    const int64_t n = batch * 10;
+    std::vector<float> a(plain.output(), plain.output() + n), b(frozen.output(), frozen.output() + n);
+    EXPECT_EQ(a, b) << "batch " << batch;
+    frozen.Forward();  // again: the frozen weights are reused, not re-read
+    EXPECT_EQ(std::vector<float>(frozen.output(), frozen.output() + n), a);
+  }
+}
+
 }  // namespace
 }  // namespace polis::nn

@@ -1,0 +1,262 @@
+// The parameter-server transport under real mpirun, with the real server:
+// rank 0 stands in for the coordinator, ranks 1..2 are servers
+// (paramserver::RunServer), ranks 3..4 are workers driving PsClient.
+//
+// A three-layer model whose middle layer straddles the two servers' key
+// ranges; SGD with learning rate 1, so after every BSP round the exact
+// parameters are known in closed form. Workers push their pieces in a
+// different shuffled order every round, with pauses between them, and wait
+// for pull pieces in shuffled order too. The same rounds run with one piece
+// per layer and with one message per server, and must end bit-identical.
+//
+//   mpirun -np 5 polis_ps_mpi_tests
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <google/protobuf/text_format.h>
+#include <random>
+#include <thread>
+
+#include "common/comm/mpi_util.h"
+#include "common/comm/ps_client.h"
+#include "common/role.h"
+#include "paramserver/server.h"
+
+namespace polis {
+namespace {
+
+constexpr int kServers = 2, kWorkers = 2, kRounds = 6;
+
+float F(int64_t i) { return static_cast<float>((i % 7) - 3) * std::ldexp(1.0f, static_cast<int>(i % 5) - 4); }
+
+RoleContext MakeContext(int64_t piece_bytes, const std::string& run_dir) {
+  RoleContext ctx;
+  const std::string text = R"(
+    name: "ps_transport"
+    model {
+      layer { type: "Dense" dense_param { units: 20 } }
+      layer { type: "Dense" dense_param { units: 30 } }
+      layer { type: "Dense" dense_param { units: 5 } }
+      loss: MSE
+    }
+    optimizer { type: SGD learning_rate: 1 momentum: 0 }
+    training { batch_size: 1 epochs: 1 seed: 7 checkpoint_epochs: false }
+    sync { mode: PARAMETER_SERVER consistency: BSP })";
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &ctx.job.spec));
+  ctx.job.spec.mutable_sync()->set_servers(kServers);
+  ctx.job.spec.mutable_sync()->set_ps_piece_bytes(piece_bytes);
+  auto model = nn::Model::Build(ctx.job.spec.model(), {37});
+  EXPECT_TRUE(model.ok()) << model.status().ToString();
+  ctx.model = std::move(*model);
+  MPI_Comm_rank(MPI_COMM_WORLD, &ctx.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ctx.world);
+  ctx.servers = kServers;
+  ctx.workers = kWorkers;
+  ctx.run_dir = run_dir;
+  ctx.train_samples = 1000;
+  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.ctrl);
+  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.data);
+  return ctx;
+}
+
+// Stands in for the coordinator: drains the servers' statistics until the
+// workers are done, then stops the servers and waits for their last word.
+void Coordinator(const RoleContext& ctx, MPI_Comm done_comm) {
+  MPI_Request done;
+  MPI_Ibarrier(done_comm, &done);
+  comm::Backoff backoff;
+  int finished = 0, finals = 0;
+  while (finals < kServers) {
+    proto::ControlMessage msg;
+    Status st = comm::TryRecvControl(ctx.ctrl, MPI_ANY_SOURCE, nullptr, &msg);
+    if (st.ok()) {
+      if (msg.has_server_stats() && msg.server_stats().final()) ++finals;
+      backoff.Reset();
+      continue;
+    }
+    if (!finished) {
+      MPI_Test(&done, &finished, MPI_STATUS_IGNORE);
+      if (finished) {
+        proto::ControlMessage stop;
+        stop.mutable_server_command()->set_kind(proto::ServerCommand::STOP);
+        for (int s = 0; s < kServers; ++s) ASSERT_TRUE(comm::SendControl(ctx.ctrl, ctx.server_rank(s), stop).ok());
+      }
+    }
+    backoff.Pause();
+  }
+}
+
+void PsClientRound(comm::PsClient* client, const std::vector<int>& order, int r, const float* grads,
+                   float* params, std::mt19937* rng) {
+  const int n = static_cast<int>(order.size());
+  // Push all but one piece now, in shuffled order, pausing so the servers
+  // see partial pushes; Finish sends the last one, then the header.
+  for (int k = 0; k + 1 < n; ++k) {
+    EXPECT_TRUE(client->Push(order[k], grads).ok());
+    if ((k + r) % 2 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  PushHeader h;
+  h.step = r;
+  h.samples = 1;
+  h.consumed = r + 1;
+  auto ts = client->Finish(h, grads, params);
+  ASSERT_TRUE(ts.ok());
+  PullHeader reply;
+  Status st = client->WaitHeaders(*ts, &reply);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(reply.step, r + 1);
+  EXPECT_EQ(reply.total_samples, kWorkers);
+  std::vector<int> pulls = order;
+  std::shuffle(pulls.begin(), pulls.end(), *rng);
+  for (int k : pulls) EXPECT_TRUE(client->WaitPieces(&k, 1).ok());
+  EXPECT_TRUE(client->WaitPulls().ok());
+}
+
+void RawRound(const RoleContext& ctx, const std::vector<comm::Piece>& pieces, const std::vector<int>& order,
+              int r, const float* grads, float* params) {
+  std::vector<MPI_Request> reqs;
+  reqs.reserve(2 * pieces.size() + 2 * kServers);
+  std::vector<PullHeader> replies(kServers);
+  std::vector<PushHeader> headers(kServers);
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    const comm::Piece& p = pieces[k];
+    reqs.emplace_back();
+    MPI_Irecv(params + p.begin, static_cast<int>(p.size()), MPI_FLOAT, ctx.server_rank(p.server),
+              comm::kTagPullPieceBase + p.slot, ctx.data, &reqs.back());
+  }
+  for (int s = 0; s < kServers; ++s) {
+    headers[s].step = r;
+    headers[s].samples = 1;
+    headers[s].consumed = r + 1;
+    reqs.emplace_back();
+    MPI_Irecv(&replies[s], sizeof(PullHeader), MPI_BYTE, ctx.server_rank(s), comm::kTagPullHeader, ctx.data,
+              &reqs.back());
+    reqs.emplace_back();
+    MPI_Isend(&headers[s], sizeof(PushHeader), MPI_BYTE, ctx.server_rank(s), comm::kTagPushHeader, ctx.data,
+              &reqs.back());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int k : order) {
+    const comm::Piece& p = pieces[k];
+    reqs.emplace_back();
+    MPI_Isend(grads + p.begin, static_cast<int>(p.size()), MPI_FLOAT, ctx.server_rank(p.server),
+              comm::kTagPushPieceBase + p.slot, ctx.data, &reqs.back());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  Status st = comm::WaitAll(static_cast<int>(reqs.size()), reqs.data(), comm::DeadlineFromNow(),
+                            [] { return std::string("a hand-made round"); });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (const PullHeader& h : replies) EXPECT_EQ(h.step, r + 1);
+}
+
+// Runs kRounds BSP rounds on a worker; returns its final parameters.
+std::vector<float> Worker(const RoleContext& ctx, int64_t piece_bytes) {
+  const int64_t P = ctx.model.parameter_count();
+  const int w = ctx.worker_index();
+  std::vector<int> servers;
+  for (int s = 0; s < kServers; ++s) servers.push_back(ctx.server_rank(s));
+  comm::PsClient client(ctx.data, servers, comm::PartitionByBytes(P, kServers),
+                        comm::PlanPieces(ctx.model, kServers, piece_bytes));
+  const int n = static_cast<int>(client.pieces().size());
+  std::vector<float> params(P), grads(P), expected(P);
+  ctx.model.InitParams(expected.data(), ctx.job.spec.training().seed());
+  std::mt19937 rng(1234 + w);
+  for (int r = 0; r < kRounds; ++r) {
+    for (int64_t i = 0; i < P; ++i) grads[i] = static_cast<float>(w + 1) * F(i + r);
+    std::vector<int> order(n);
+    for (int k = 0; k < n; ++k) order[k] = k;
+    std::shuffle(order.begin(), order.end(), rng);
+    if (w == 1 && r % 2 == 1) {
+      // The wire protocol by hand: this time the header goes first and the
+      // pieces follow later, in shuffled order.
+      RawRound(ctx, client.pieces(), order, r, grads.data(), params.data());
+    } else {
+      PsClientRound(&client, order, r, grads.data(), params.data(), &rng);
+    }
+    // The server's update: p -= 1 * ((g0 + g1) * (1/2)).
+    for (int64_t i = 0; i < P; ++i) expected[i] -= (1.0f * F(i + r) + 2.0f * F(i + r)) * 0.5f;
+    for (int64_t i = 0; i < P; ++i) {
+      if (params[i] != expected[i]) {
+        ADD_FAILURE() << "worker " << w << " round " << r << " piece_bytes " << piece_bytes << ": parameter " << i
+                      << " is " << params[i] << ", expected " << expected[i];
+        break;
+      }
+    }
+  }
+  return params;
+}
+
+std::vector<float> RunJob(int64_t piece_bytes) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  // No checkpoints are configured, so the run directory stays unused.
+  RoleContext ctx = MakeContext(piece_bytes, "/tmp");
+  MPI_Comm done_comm;
+  MPI_Comm_split(MPI_COMM_WORLD, ctx.is_server() ? MPI_UNDEFINED : 0, rank, &done_comm);
+  std::vector<float> params;
+  if (rank == 0) {
+    Coordinator(ctx, done_comm);
+  } else if (ctx.is_server()) {
+    Status st = paramserver::RunServer(ctx);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  } else {
+    params = Worker(ctx, piece_bytes);
+    // Rank 0 takes part with MPI_Ibarrier; a blocking barrier would not match it.
+    MPI_Request done;
+    MPI_Ibarrier(done_comm, &done);
+    MPI_Wait(&done, MPI_STATUS_IGNORE);
+  }
+  if (done_comm != MPI_COMM_NULL) MPI_Comm_free(&done_comm);
+  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Comm_free(&ctx.ctrl);
+  MPI_Comm_free(&ctx.data);
+  return params;
+}
+
+TEST(PsTransport, PiecesOutOfOrderAndALayerAcrossTwoServers) {
+  int world = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  ASSERT_EQ(world, 1 + kServers + kWorkers);
+  // One piece per layer: the middle layer is two pieces, one per server.
+  std::vector<float> per_layer = RunJob(0);
+  // One message per server per round (no overlap): the same parameters.
+  std::vector<float> whole = RunJob(-1);
+  EXPECT_EQ(per_layer, whole);
+}
+
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (r.failed())
+      std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
+                   r.line_number(), r.summary());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
+}  // namespace polis
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new polis::FailurePrinter(rank));
+  }
+  int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
+  int any_failed = 0;
+  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (rank == 0 && any_failed && !failed) std::fprintf(stderr, "a test failed on another rank\n");
+  MPI_Finalize();
+  return any_failed;
+}

@@ -7,7 +7,7 @@
 #                         [--max-batch B] [--delay-us D] [--compute-threads K]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
-# --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 500.
+# --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0.
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -22,7 +22,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
-MAX_BATCH=32 DELAY=500 COMPUTE=1
+MAX_BATCH=32 DELAY=0 COMPUTE=1
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in

@@ -57,6 +57,7 @@ std::pair<int, int> SlowWorker() {
 }  // namespace
 
 std::string MonitorToken() { return GetString("POLIS_MONITOR_TOKEN", ""); }
+std::string RegistryToken() { return GetString("POLIS_REGISTRY_TOKEN", ""); }
 
 int TestSlowWorkerIndex() { return SlowWorker().first; }
 int TestSlowWorkerMillis() { return SlowWorker().second; }

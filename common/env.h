@@ -22,8 +22,8 @@ std::string FashionMnistDir();
 // ---- Collectives (common/comm/communicator.h, docs/design/allreduce.md) ----
 // These are read when a communicator is built (not cached), so tests can
 // vary them.
-// POLIS_ALLREDUCE_ALGO: auto (default), mpi, ring, rd; forces what kAuto
-// picks. Empty means auto.
+// POLIS_ALLREDUCE_ALGO: auto (default), mpi, ring, rd, rabenseifner, direct;
+// forces what kAuto picks. Empty means auto.
 std::string AllreduceAlgo();
 // POLIS_ALLREDUCE_RD_MAX_KB: largest message (wire KiB) for which kAuto picks
 // recursive doubling; -1 (default) means the measured per-size table.
@@ -38,6 +38,10 @@ int CommSpinMicros();
 // POLIS_MONITOR_TOKEN: bearer token for the monitoring API's POSTs ("" =
 // the coordinator makes a random one).
 std::string MonitorToken();
+// POLIS_REGISTRY_TOKEN: bearer token for a polis-registry server (publishing
+// from a job with registry.url and no registry.token_file; polisctl models
+// without --token-file). "" = none.
+std::string RegistryToken();
 
 // Test hooks (documented in docs/env.md; never needed in production):
 // POLIS_TEST_SLOW_WORKER="W:MS" makes worker index W sleep MS milliseconds

@@ -3,10 +3,12 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include "common/comm/communicator.h"
 #include "common/data/dataset.h"
 #include "common/data/idx.h"
 #include "common/env.h"
 #include "common/fs.h"
+#include "common/http/http_client.h"
 #include "common/optimizer.h"
 
 namespace polis {
@@ -56,6 +58,10 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
   if (!spec.has_model()) return FieldError(source, "model", "required");
   if (spec.model().layer_size() == 0) return FieldError(source, "model.layer", "at least one layer is required");
   if (!spec.has_dataset()) return FieldError(source, "dataset", "required");
+  if (spec.registry().has_url()) {
+    auto url = http::ParseHttpUrl(spec.registry().url());
+    if (!url.ok()) return FieldError(source, "registry.url", url.status().message());
+  }
   if (spec.dataset().format() == proto::DatasetSpec::CSV) {
     const auto& ts = spec.dataset().timeseries();
     if (!spec.dataset().has_timeseries()) return FieldError(source, "dataset.timeseries", "required for format CSV");
@@ -83,10 +89,8 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
     return FieldError(source, "sync.servers", "ALLREDUCE mode runs no parameter servers; set servers: 0");
   if (s.servers() < 0) return FieldError(source, "sync.servers", "must be >= 0");
   if (s.bucket_bytes() < 0) return FieldError(source, "sync.bucket_bytes", "must be >= 0");
-  if (s.allreduce_algorithm() != "auto" && s.allreduce_algorithm() != "mpi" &&
-      s.allreduce_algorithm() != "ring" && s.allreduce_algorithm() != "rd")
-    return FieldError(source, "sync.allreduce_algorithm",
-                      fmt::format("'{}' is not one of auto, mpi, ring, rd", s.allreduce_algorithm()));
+  if (auto algo = comm::ParseAllreduceAlgorithm(s.allreduce_algorithm()); !algo.ok())
+    return FieldError(source, "sync.allreduce_algorithm", algo.status().message());
   if (Status st = ValidateOptimizer(spec.optimizer()); !st.ok()) {
     // "optimizer.x must be ..." -> "field 'optimizer.x': must be ..."
     const std::string& m = st.message();
@@ -120,6 +124,7 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
 
 StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   const std::string& src = job.path;
+  if (job.spec.registry().has_url()) POLIS_RETURN_IF_ERROR(RegistryToken(job.spec.registry(), src).status());
   if (job.spec.dataset().format() == proto::DatasetSpec::CSV) return CheckTimeSeriesJob(job);
   if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
     return FieldError(src, "model.loss", "IDX images are classification: use SOFTMAX_CROSS_ENTROPY");
@@ -160,6 +165,29 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
 
 std::string PublishedModelName(const proto::JobSpec& spec) {
   return spec.registry().has_model_name() ? spec.registry().model_name() : spec.name();
+}
+
+StatusOr<std::string> RegistryToken(const proto::RegistrySpec& registry, const std::string& source) {
+  if (registry.has_token_file() && !registry.token_file().empty()) {
+    auto text = ReadFile(registry.token_file());
+    if (!text.ok())
+      return FieldError(source, "registry.token_file",
+                        fmt::format("cannot read the token: {}", text.status().message()));
+    std::string token = text->substr(0, text->find('\n'));
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+      token.pop_back();
+    if (token.empty())
+      return FieldError(source, "registry.token_file",
+                        fmt::format("'{}' holds no token (its first line is empty)", registry.token_file()));
+    return token;
+  }
+  std::string token = env::RegistryToken();
+  if (token.empty())
+    return FieldError(source, "registry.url",
+                      fmt::format("publishing to {} needs a token: set registry.token_file (polis-train "
+                                  "--registry-token-file) or POLIS_REGISTRY_TOKEN",
+                                  registry.url()));
+  return token;
 }
 
 }  // namespace polis

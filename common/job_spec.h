@@ -35,4 +35,10 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job);
 // Name the model is published under (registry.model_name or the job name).
 std::string PublishedModelName(const proto::JobSpec& spec);
 
+// The bearer token for publishing to registry.url: the first line of
+// registry.token_file, else $POLIS_REGISTRY_TOKEN. InvalidArgument naming
+// the file when it is unreadable or empty, or naming both sources when
+// neither gives a token. Only meaningful when registry.url is set.
+StatusOr<std::string> RegistryToken(const proto::RegistrySpec& registry, const std::string& source);
+
 }  // namespace polis

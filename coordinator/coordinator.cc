@@ -22,6 +22,8 @@
 #include "common/data/shard_plan.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
+#include "common/http/http_client.h"
+#include "common/job_spec.h"
 #include "common/log.h"
 #include "coordinator/monitor.h"
 #include "polis_config.h"
@@ -95,6 +97,57 @@ void TakePrefix(const std::vector<Range>& grants, int64_t count, std::vector<Ran
     out->push_back({g.begin, g.begin + take});
     count -= take;
   }
+}
+
+// Publishing to a running polis-registry (registry.url): the artifact file's
+// bytes go up as they are, with the bearer token; the server's answer must
+// name the same SHA-256 as the file's trailer.
+struct RemoteVersion {
+  int64_t version = 0;
+  std::string sha256;
+  std::string url;  // the version's registry URL
+};
+
+StatusOr<RemoteVersion> PublishOverHttp(const proto::JobSpec& spec, const std::string& model,
+                                        const std::string& artifact_path) {
+  const std::string& url_text = spec.registry().url();
+  POLIS_ASSIGN_OR_RETURN(http::HttpUrl url, http::ParseHttpUrl(url_text));
+  POLIS_ASSIGN_OR_RETURN(std::string token, RegistryToken(spec.registry(), "registry"));
+  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(artifact_path));
+  const std::string local_sha = ArtifactSha256(bytes);
+  const std::string path = fmt::format("/v2/registry/models/{}/versions", http::UrlEncode(model));
+  const std::string target =
+      fmt::format("{}{}?why={}", url.base_path, path, http::UrlEncode("trained by job " + spec.name()));
+  const std::string where = fmt::format("POST {}{}", url.text, path);
+  // Uploading and the server's checks (rebuild, one forward pass) of a large
+  // model take a while: a generous deadline, at least POLIS_TIMEOUT_S.
+  http::HttpClient client(url.host, url.port, 1000 * std::max(env::TimeoutSeconds(), 120));
+  auto r = client.Request("POST", target, bytes,
+                          {{"Authorization", "Bearer " + token},
+                           {"Content-Type", "application/octet-stream"}});
+  if (!r.ok()) return RemoteError("{}: the registry is unreachable: {}", where, r.status().message());
+  if (r->status != 201) {
+    std::string hint;
+    if (r->status == 401 || r->status == 403)
+      hint = fmt::format(" (check the token in {}; it needs the publish scope for model '{}')",
+                         spec.registry().token_file().empty() ? std::string("POLIS_REGISTRY_TOKEN")
+                                                              : spec.registry().token_file(),
+                         model);
+    return RemoteError("{}: HTTP {}: {}{}", where, r->status, http::ErrorMessage(*r), hint);
+  }
+  json answer = json::parse(r->body, nullptr, false);
+  if (!answer.is_object() || !answer.contains("version") || !answer["version"].is_number_integer() ||
+      !answer.contains("sha256") || !answer["sha256"].is_string())
+    return RemoteError("{}: HTTP 201 but the answer is not {{\"version\", \"sha256\"}}: {}", where,
+                       r->body.substr(0, 200));
+  RemoteVersion out;
+  out.version = answer["version"].get<int64_t>();
+  out.sha256 = answer["sha256"].get<std::string>();
+  out.url = fmt::format("{}/v2/registry/models/{}/versions/{}", url.text, model, out.version);
+  if (out.sha256 != local_sha)
+    return DataLoss("{}: the registry stored version {} with sha256 {}, but the artifact {} has {}",
+                    where, out.version, out.sha256, artifact_path, local_sha);
+  return out;
 }
 
 }  // namespace
@@ -599,12 +652,21 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
 
   const std::string model_name = PublishedModelName(spec);
   const std::string root = spec.registry().root();
-  POLIS_ASSIGN_OR_RETURN(PublishedVersion pub,
-                         PublishVersion(root, model_name, std::move(artifact),
-                                        json{{"job_name", spec.name()}, {"workers", W}, {"servers", ctx.servers}}));
+  const bool over_http = spec.registry().has_url();
+  const json extra = {{"job_name", spec.name()}, {"workers", W}, {"servers", ctx.servers}};
+  PublishedVersion pub;
+  if (over_http) {
+    // The artifact stays in the run directory whatever the registry answers.
+    if (h.lineage().created_at().empty()) h.mutable_lineage()->set_created_at(UtcTimestamp());
+    pub.model = model_name;
+    pub.artifact_path = ctx.run_dir + "/" + kArtifactFileName;
+    POLIS_RETURN_IF_ERROR(WriteArtifactFile(pub.artifact_path, artifact));
+  } else {
+    POLIS_ASSIGN_OR_RETURN(pub, PublishVersion(root, model_name, std::move(artifact), extra));
+  }
 
-  // Reload what was published, verify its checksum, rebuild the model and
-  // evaluate it: the registry copy must reproduce the reported accuracy.
+  // Reload what was written, verify its checksum, rebuild the model and
+  // evaluate it: the stored copy must reproduce the reported accuracy.
   POLIS_ASSIGN_OR_RETURN(ModelArtifact reloaded, ReadArtifactFile(pub.artifact_path));
   POLIS_ASSIGN_OR_RETURN(nn::Model rebuilt, nn::Model::Build(reloaded.header.job().model(),
                                                              nn::Shape(reloaded.header.input_shape().begin(),
@@ -614,9 +676,29 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   EvalResult check = evaluator.Run(*dataset, data::Part::kTest, 0, dataset->size(data::Part::kTest));
   const double trained = last[kMetric].get<double>();
   const double reloaded_metric = regression ? check.mae() : check.accuracy();
-  std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f\n",
-              model_name.c_str(), static_cast<long long>(pub.version), pub.dir.c_str(),
-              pub.sha256.substr(0, 16).c_str(), kMetric, reloaded_metric);
+
+  Status publish_status;
+  if (over_http) {
+    auto remote = PublishOverHttp(spec, model_name, pub.artifact_path);
+    if (remote.ok()) {
+      pub.version = remote->version;
+      pub.sha256 = remote->sha256;
+      pub.dir = remote->url;
+      std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f; artifact kept at %s\n",
+                  model_name.c_str(), static_cast<long long>(pub.version), remote->url.c_str(),
+                  pub.sha256.substr(0, 16).c_str(), kMetric, reloaded_metric, pub.artifact_path.c_str());
+      POLIS_LOG(kInfo, kCoord, "published model '{}' version {} to {}", model_name, pub.version,
+                remote->url);
+    } else {
+      publish_status = Status(remote.status().code(),
+                              fmt::format("publishing model '{}' failed: {}; the artifact is kept at {}",
+                                          model_name, remote.status().message(), pub.artifact_path));
+    }
+  } else {
+    std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f\n",
+                model_name.c_str(), static_cast<long long>(pub.version), pub.dir.c_str(),
+                pub.sha256.substr(0, 16).c_str(), kMetric, reloaded_metric);
+  }
   std::fflush(stdout);
 
   json result = {{"job", spec.name()},
@@ -624,7 +706,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
                  {"version", pub.version},
                  {"artifact", pub.artifact_path},
                  {"artifact_sha256", pub.sha256},
-                 {"registry_root", root},
+                 {over_http ? "registry_url" : "registry_root", over_http ? spec.registry().url() : root},
                  {kMetric, trained},
                  {std::string("reloaded_") + kMetric, reloaded_metric},
                  {"test_loss", last["test_loss"]},
@@ -658,9 +740,15 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     result["windows_per_second"] = result["images_per_second"];
     result.erase("images_per_second");
   }
+  if (!publish_status.ok()) {
+    result.erase("version");
+    result.erase("artifact_sha256");
+    result["publish_error"] = publish_status.message();
+  }
   POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
-  state = "done";
+  state = publish_status.ok() ? "done" : "failed";
   publish();
+  if (!publish_status.ok()) return publish_status;
   if (std::abs(reloaded_metric - trained) > 1e-6 * std::max(1.0, std::abs(trained)))
     return InternalError("the reloaded artifact gives {} {} but training reported {}", kMetric,
                          reloaded_metric, trained);

@@ -3,7 +3,9 @@
 // (loss, test accuracy, images/s, ETA), writes <run-dir>/metrics.jsonl, and
 // at job end gathers the final parameters from the servers, publishes them
 // to the registry, reloads the published artifact to verify it, and writes
-// <run-dir>/result.json. Runs on the calling thread; waits back off.
+// <run-dir>/result.json. With registry.url the artifact is written to
+// <run-dir>/model.polis and uploaded to that polis-registry with a bearer
+// token; a refused or failed upload fails the job (the file stays). Runs on the calling thread; waits back off.
 #pragma once
 
 #include "common/role.h"

@@ -11,18 +11,19 @@ PACKAGES=(
   libboost-dev
   libdnnl-dev
   zlib1g-dev libssl-dev
-  nlohmann-json3-dev libcli11-dev libfmt-dev
+  nlohmann-json3-dev libsimdjson-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   # Services the tests start on loopback: Prometheus, headless Chromium, a
   # single-node Slurm with munge; and the PyTorch peer of the benchmarks.
   prometheus chromium slurm-wlm munge
-  # ONNX export of published models.
-  libonnx-dev
+  # ONNX export of published models, and the test that checks the export
+  # with onnx.checker and OpenCV's DNN module (registry/tools/check_onnx.py).
+  libonnx-dev python3-numpy python3-onnx python3-opencv
 )
 # Extra groups: "bench" adds the PyTorch peer used by benchmarks/.
 if [[ " $* " == *" bench "* ]]; then
-  PACKAGES+=(python3-torch python3-numpy wrk python3-onnx)
+  PACKAGES+=(python3-torch wrk)
 fi
 
 missing=()

@@ -35,6 +35,8 @@ struct Flags {
   std::string job_path;
   int epochs = 0;
   std::string registry;
+  std::string registry_url;
+  std::string registry_token_file;
   std::string run_dir;
   int64_t train_limit = -1;
   int64_t test_limit = -1;
@@ -54,6 +56,8 @@ polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
   auto& s = job.spec;
   if (f.epochs > 0) s.mutable_training()->set_epochs(f.epochs);
   if (!f.registry.empty()) s.mutable_registry()->set_root(f.registry);
+  if (!f.registry_url.empty()) s.mutable_registry()->set_url(f.registry_url);
+  if (!f.registry_token_file.empty()) s.mutable_registry()->set_token_file(f.registry_token_file);
   if (f.train_limit >= 0) s.mutable_dataset()->set_train_limit(f.train_limit);
   if (f.test_limit >= 0) s.mutable_dataset()->set_test_limit(f.test_limit);
   if (f.servers >= 0) s.mutable_sync()->set_servers(f.servers);
@@ -119,6 +123,11 @@ int main(int argc, char** argv) {
   app.add_option("job", f.job_path, "job spec (protobuf text, see jobs/)");
   app.add_option("--epochs", f.epochs, "override training.epochs");
   app.add_option("--registry", f.registry, "override registry.root");
+  app.add_option("--registry-url", f.registry_url,
+                 "override registry.url: publish to a running polis-registry (http://HOST:PORT) with a "
+                 "bearer token instead of writing registry.root");
+  app.add_option("--registry-token-file", f.registry_token_file,
+                 "override registry.token_file (default: $POLIS_REGISTRY_TOKEN)");
   app.add_option("--run-dir", f.run_dir, "run directory (default runs/<job>/<time>)");
   app.add_option("--train-limit", f.train_limit, "use only the first N training images");
   app.add_option("--test-limit", f.test_limit, "use only the first N test images");

@@ -1,9 +1,14 @@
-// polisctl: the operator's CLI for a running Polis job. It talks to the
-// coordinator's monitoring API (coordinator/monitor.h, docs/operations.md),
-// found from <run-dir>/coordinator.json ("address") or given as --address.
+// polisctl: the operator's CLI for a running Polis job and for the model
+// registry. Job commands talk to the coordinator's monitoring API
+// (coordinator/monitor.h, docs/operations.md), found from
+// <run-dir>/coordinator.json ("address") or given as --address; `models`
+// commands talk to a polis-registry or work on a registry root
+// (launch/polisctl_models.h, docs/registry.md).
 //
 //   polisctl status|top|workers|servers|logs|checkpoint|stop
 //            [--run-dir DIR | --address URL] [--json] [--token T]
+//   polisctl models list|show|versions|history|promote|rollback|delete|predict
+//            (--registry URL | --root DIR) [--json] [--token-file F]
 //
 // Exit codes: 0 done, 1 the coordinator is unreachable or the command
 // failed, 2 usage.
@@ -35,6 +40,7 @@
 
 #include "common/fs.h"
 #include "common/status.h"
+#include "launch/polisctl_models.h"
 
 namespace polis::ctl {
 namespace {
@@ -416,7 +422,7 @@ int CmdTop(const Options& o) {
       std::fwrite(frame.data(), 1, frame.size(), stdout);
     }
     std::fflush(stdout);
-    if (state == "done") break;
+    if (state == "done" || state == "failed") break;
     if (o.iterations != 0 && i + 1 >= o.iterations) break;
     if (!SleepInterruptible(o.interval_s)) break;
   }
@@ -579,14 +585,15 @@ int CmdCommand(const Options& o, const std::string& what) {
 
 int Main(int argc, char** argv) {
   Options o;
-  CLI::App app{"polisctl: watch and steer a running Polis training job (docs/operations.md).\n"
+  CLI::App app{"polisctl: watch and steer a running Polis training job (docs/operations.md), and\n"
+               "manage the models of a registry (polisctl models --help, docs/registry.md).\n"
                "Exit codes: 0 done, 1 unreachable or failed, 2 usage."};
   app.fallthrough();
   app.require_subcommand(1, 1);
   app.add_option("--run-dir", o.run_dir, "the job's run directory (its coordinator.json names the address)");
   app.add_option("--address", o.address, "the coordinator's monitor, http://HOST:PORT");
   app.add_flag("--json", o.json, "machine-readable output (JSON; JSON lines for top and logs)");
-  app.add_option("--token", o.token, "bearer token for checkpoint and stop");
+  app.add_option("--token", o.token, "bearer token for checkpoint and stop (or for the registry: models)");
   app.add_option("--token-file", o.token_file, "file holding the bearer token");
   app.add_option("--timeout", o.timeout_s, "seconds to wait for the coordinator (default 5)")
       ->check(CLI::PositiveNumber);
@@ -606,6 +613,8 @@ int Main(int argc, char** argv) {
   auto* stop = app.add_subcommand("stop", "ask the coordinator to checkpoint and stop the job");
   stop->add_flag("--signal", o.signal,
                  "send SIGTERM to the coordinator's pid instead (same host; no token needed)");
+  ModelsOptions mo;
+  CLI::App* models = AddModelsCommands(app, &mo);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -625,6 +634,22 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   const std::string cmd = app.get_subcommands().front()->get_name();
+  if (cmd == "models") {
+    // The registry's token: --token, --token-file, else POLIS_REGISTRY_TOKEN
+    // (never the monitor's).
+    std::string token = o.token;
+    if (token.empty() && !o.token_file.empty()) {
+      auto t = ReadFile(o.token_file);
+      if (!t.ok()) {
+        std::fprintf(stderr, "polisctl models: --token-file: %s\n", t.status().message().c_str());
+        return kExitUsage;
+      }
+      token = t->substr(0, t->find('\n'));
+      while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    }
+    // Promotes load and warm the target first: a longer default than the monitor's.
+    return RunModels(models, mo, o.json, token, app.count("--timeout") ? o.timeout_s : 30);
+  }
   try {
     if (cmd == "status" || cmd == "workers" || cmd == "servers") return CmdRead(o, cmd);
     if (cmd == "top") return CmdTop(o);

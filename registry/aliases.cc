@@ -349,6 +349,8 @@ StatusOr<AliasChange> DeleteVersion(const std::string& root, const std::string& 
           "delete (which removes them)",
           version, model, JoinAliases(pointing));
     const std::string dir = ModelDir(root, model) + "/" + std::to_string(version);
+    // The number is never handed out again (PublishVersion reads this).
+    POLIS_RETURN_IF_ERROR(RetireVersionNumber(root, model, version));
     // Rename first: the version disappears in one step, then is removed at leisure.
     const std::string trash = ModelDir(root, model) + "/.deleted-" + std::to_string(version) +
                               "-" + std::to_string(getpid()) + "-" +

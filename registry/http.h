@@ -1,6 +1,6 @@
-// A small HTTP/1.1 server and client on Boost.Beast, for the registry's ops
-// plane. Beast and Asio stay inside http_server.cc and http_client.cc; users
-// see plain structs.
+// A small HTTP/1.1 server on Boost.Beast, for the registry's ops plane (the
+// blocking client is common/http/http_client.h). Beast and Asio stay inside
+// http_server.cc; users see plain structs.
 //
 // Server: N threads run one io_context; each connection runs on its own
 // strand. A request is read in two steps: the header (within
@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/http/http_client.h"
 #include "common/status.h"
 
 namespace polis::registry {
@@ -35,6 +36,9 @@ struct HttpRequest {
   std::string body;
   std::string authorization;  // the Authorization header, "" if absent
   std::string content_type;
+  // The binary tensor extension's "Inference-Header-Content-Length": the
+  // body is that many bytes of JSON followed by raw tensor bytes. "" if absent.
+  std::string inference_header_length;
   std::string remote;         // "127.0.0.1:53211"
 };
 
@@ -76,6 +80,13 @@ class HttpServer {
   // Binds and starts the threads. IoError naming the address on failure.
   Status Start();
   int port() const;
+  // Open connections, and requests handed to the handler whose response is
+  // not yet written. Without pipelining (HTTP/1.1 clients do not pipeline
+  // POSTs) a connection carries at most one request at a time, so while
+  // active_requests() >= connections() no further request can arrive except
+  // on a new connection.
+  size_t connections() const;
+  int64_t active_requests() const;
   // Stops accepting, lets requests in flight finish for up to grace_ms, then
   // stops the threads. Idempotent.
   void Stop(int grace_ms = 5000);
@@ -86,33 +97,11 @@ class HttpServer {
   std::shared_ptr<Impl> impl_;
 };
 
-struct HttpResult {
-  int status = 0;
-  std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string Header(const std::string& name) const;  // case-insensitive; "" if absent
-};
-
-// A blocking client over one kept-alive connection (reconnects once when the
-// server has closed it). One thread at a time.
-class HttpClient {
- public:
-  HttpClient(std::string host, int port, int timeout_ms = 30000);
-  ~HttpClient();
-  StatusOr<HttpResult> Request(const std::string& method, const std::string& target,
-                               const std::string& body = "",
-                               const std::vector<std::pair<std::string, std::string>>& headers = {});
-  StatusOr<HttpResult> Get(const std::string& target) { return Request("GET", target); }
-  StatusOr<HttpResult> Post(const std::string& target, const std::string& body) {
-    return Request("POST", target, body, {{"Content-Type", "application/json"}});
-  }
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
-
-// "127.0.0.1:8000" -> host, port; "8000" -> 127.0.0.1, 8000.
-StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& text);
+// The blocking client and address parsing live in common/http (the
+// coordinator publishes with them too); these names keep registry callers
+// unchanged.
+using http::HttpClient;
+using http::HttpResult;
+using http::ParseHostPort;
 
 }  // namespace polis::registry

@@ -157,6 +157,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.body = std::move(req.body());
     r.authorization = std::string(req[http::field::authorization]);
     r.content_type = std::string(req[http::field::content_type]);
+    r.inference_header_length = std::string(req["Inference-Header-Content-Length"]);
     r.remote = remote_;
 
     srv_->active++;
@@ -292,6 +293,9 @@ Status HttpServer::Start() {
   return Status::Ok();
 }
 
+size_t HttpServer::connections() const { return impl_->connections.load(); }
+int64_t HttpServer::active_requests() const { return impl_->active.load(); }
+
 int HttpServer::port() const { return impl_->bound_port; }
 
 void HttpServer::Stop(int grace_ms) {
@@ -307,22 +311,6 @@ void HttpServer::Stop(int grace_ms) {
   s.ioc.stop();
   for (auto& t : s.threads) t.join();
   s.threads.clear();
-}
-
-StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& text) {
-  std::string host = "127.0.0.1", port = text;
-  const size_t colon = text.rfind(':');
-  if (colon != std::string::npos) {
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
-  }
-  char* end = nullptr;
-  const long p = std::strtol(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p < 0 || p > 65535)
-    return InvalidArgument("'{}' is not HOST:PORT (port 0..65535)", text);
-  return std::make_pair(host, static_cast<int>(p));
 }
 
 }  // namespace polis::registry

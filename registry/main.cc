@@ -9,6 +9,9 @@
 //   polis-registry unalias  --root DIR MODEL ALIAS [--why TEXT] [--who NAME]
 //   polis-registry delete   --root DIR MODEL VERSION [--force] [--why TEXT] [--who NAME]
 //   polis-registry export-onnx --root DIR MODEL [VERSION]  (writes model.onnx beside the artifact)
+//   polis-registry predict  --root DIR MODEL [VERSION|ALIAS] --idx-images FILE --out FILE
+//                           [--idx-labels FILE] [--limit N] [--logits]
+//                           (the served outputs of every image, raw float32, for other runtimes to compare)
 //   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE] ...
 //
 // A running server notices promote/rollback/unalias/delete made here within
@@ -16,16 +19,19 @@
 // Exit codes: 0 ok, 1 a check or an operation failed, 2 bad flags.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <unistd.h>
 
 #include "common/artifact/artifact.h"
+#include "common/data/idx.h"
 #include "common/fs.h"
 #include "registry/aliases.h"
 #include "registry/http.h"
 #include "registry/onnx_export.h"
+#include "registry/served_version.h"
 #include "registry/server.h"
 #include "registry/store.h"
 
@@ -59,11 +65,15 @@ int main(int argc, char** argv) {
   auto* unalias = app.add_subcommand("unalias", "remove an alias");
   auto* del = app.add_subcommand("delete", "delete a version (refused while an alias names it)");
   auto* onnx = app.add_subcommand("export-onnx", "write model.onnx (ONNX opset 13) beside a version's artifact");
+  auto* predict = app.add_subcommand(
+      "predict",
+      "run a version over the images of an IDX file, as the server does, and write its outputs (raw "
+      "little-endian float32, images x outputs; probabilities for classifiers) to --out");
   auto* serve = app.add_subcommand("serve", "serve the models over HTTP (Open Inference Protocol v2)");
-  for (auto* c : {list, show, verify, aliases, promote, rollback, unalias, del, onnx, serve})
+  for (auto* c : {list, show, verify, aliases, promote, rollback, unalias, del, onnx, predict, serve})
     c->add_option("--root", root, "registry root")->capture_default_str();
   list->add_flag("--json", as_json, "print JSON");
-  for (auto* c : {show, verify, onnx}) {
+  for (auto* c : {show, verify, onnx, predict}) {
     c->add_option("model", model, "model name")->required();
     c->add_option("version", ref, "version number, alias or 'latest' (default: latest)");
   }
@@ -80,6 +90,17 @@ int main(int argc, char** argv) {
     c->add_option("--why", why, "reason, kept in the alias history");
     c->add_option("--who", who, "who does it, kept in the alias history")->capture_default_str();
   }
+
+  std::string idx_images, idx_labels, out_path;
+  int64_t limit = -1, batch = 64;
+  bool logits_out = false;
+  predict->add_option("--idx-images", idx_images, "IDX image file (gzip or raw), e.g. t10k-images-idx3-ubyte.gz")
+      ->required();
+  predict->add_option("--idx-labels", idx_labels, "IDX label file: also report the accuracy");
+  predict->add_option("--out", out_path, "where to write the outputs (raw float32)")->required();
+  predict->add_option("--limit", limit, "only the first N images (default: all)");
+  predict->add_option("--batch", batch, "rows per forward pass")->capture_default_str()->check(CLI::Range(1, 4096));
+  predict->add_flag("--logits", logits_out, "write logits instead of probabilities (classifiers)");
 
   reg::ServerOptions so;
   std::string listen = "127.0.0.1:8000";
@@ -160,6 +181,70 @@ int main(int argc, char** argv) {
     if (!path.ok()) return fail(path.status());
     std::printf("%s\n", path->c_str());
     return 0;
+  }
+  if (*predict) {
+    auto v = resolve();
+    if (!v.ok()) return fail(v.status());
+    int64_t version = *v;
+    if (version == 0) {
+      auto versions = polis::ListVersions(root, model);
+      if (!versions.ok()) return fail(versions.status());
+      if (versions->empty()) return fail(polis::NotFound("model '{}' has no versions", model));
+      version = versions->back();
+    }
+    reg::BatchingOptions bo;
+    bo.max_batch_size = batch;
+    bo.max_queue_rows = batch;
+    bo.max_queue_delay_us = 0;
+    auto sv = reg::ServedVersion::Load(root, model, version, bo, nullptr);
+    if (!sv.ok()) return fail(sv.status());
+    auto images = polis::data::ReadIdx(idx_images);
+    if (!images.ok()) return fail(images.status());
+    int64_t per_image = 1;
+    for (size_t i = 1; i < images->dims.size(); ++i) per_image *= images->dims[i];
+    if (per_image != (*sv)->input_elements())
+      return fail(polis::InvalidArgument("{}: an image has {} values, model '{}' version {} takes {}",
+                                         idx_images, per_image, model, version, (*sv)->input_elements()));
+    int64_t n = images->dims[0];
+    if (limit >= 0) n = std::min(n, limit);
+    const int64_t k = (*sv)->classes();
+    const bool probabilities = (*sv)->classifier() && !logits_out;
+    std::string bytes;
+    bytes.reserve(static_cast<size_t>(n * k) * sizeof(float));
+    std::vector<int64_t> predicted;
+    for (int64_t at = 0; at < n; at += batch) {
+      const int64_t rows = std::min(batch, n - at);
+      // Pixels are preprocessed exactly as an integer (UINT8) request is.
+      std::vector<float> x(static_cast<size_t>(rows * per_image));
+      const uint8_t* px = images->data.data() + at * per_image;
+      for (size_t i = 0; i < x.size(); ++i)
+        x[i] = static_cast<float>(static_cast<double>(px[i])) * (*sv)->input_scale() + (*sv)->input_shift();
+      reg::InferOutcome o = (*sv)->InferSync(std::move(x), rows);
+      if (!o.status.ok()) return fail(o.status.WithContext(fmt::format("images {}..{}", at, at + rows - 1)));
+      const std::vector<float> y = probabilities ? reg::Softmax(o.logits, rows, k) : o.logits;
+      bytes.append(reinterpret_cast<const char*>(y.data()), y.size() * sizeof(float));
+      for (int64_t r = 0; r < rows; ++r)
+        predicted.push_back(std::max_element(o.logits.begin() + r * k, o.logits.begin() + (r + 1) * k) -
+                            (o.logits.begin() + r * k));
+    }
+    if (polis::Status st = polis::WriteFileAtomic(out_path, bytes); !st.ok()) return fail(st);
+    nlohmann::json summary = {{"model", model},          {"version", version},
+                              {"sha256", (*sv)->sha256()}, {"images", n},
+                              {"outputs", k},            {"dtype", "float32"},
+                              {"output", probabilities ? "probabilities" : ((*sv)->classifier() ? "logits" : "predictions")},
+                              {"out", out_path},         {"input_scale", (*sv)->input_scale()},
+                              {"input_shift", (*sv)->input_shift()}};
+    if (!idx_labels.empty()) {
+      auto labels = polis::data::ReadIdx(idx_labels);
+      if (!labels.ok()) return fail(labels.status());
+      if (static_cast<int64_t>(labels->data.size()) < n)
+        return fail(polis::InvalidArgument("{} holds {} labels, fewer than the {} images", idx_labels,
+                                           labels->data.size(), n));
+      int64_t correct = 0;
+      for (int64_t i = 0; i < n; ++i) correct += predicted[i] == labels->data[i];
+      summary["accuracy"] = n > 0 ? static_cast<double>(correct) / n : 0.0;
+    }
+    return print(summary);
   }
   if (*aliases) {
     auto t = reg::ReadAliases(root, model);

@@ -24,6 +24,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using json = nlohmann::json;
 
+// While waiting for a batch to fill, how often to ask whether more requests
+// may still arrive (that can change without the queue being notified).
+constexpr auto kArrivalRecheck = std::chrono::microseconds(100);
+
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 struct Item {
@@ -90,6 +94,7 @@ struct Executor {
     try {
       for (int64_t b : c->buckets) {
         auto net = std::make_unique<nn::Network>(c->model, b, c->weights.data(), nullptr, false);
+        net->FreezeParams();  // the version's weights never change
         net->Forward();
         nets[b] = std::move(net);
       }
@@ -236,7 +241,9 @@ struct Executor {
         continue;
       }
       const auto deadline = c->queue.front().enqueued + delay;
-      while (!c->stop && !BatchFull() && Clock::now() < deadline) c->cv.wait_until(lk, deadline);
+      const auto* more = c->options.more_may_arrive.get();
+      while (!c->stop && !BatchFull() && Clock::now() < deadline && (!more || (*more)()))
+        c->cv.wait_until(lk, std::min(deadline, Clock::now() + kArrivalRecheck));
       std::vector<Item> batch;
       int64_t rows = 0;
       while (!c->queue.empty() && !c->queue.front().explain &&

@@ -49,9 +49,14 @@ inline constexpr char kModelConfigFileName[] = "config.json";
 
 struct BatchingOptions {
   int64_t max_batch_size = 32;      // rows per executed batch, and per request
-  int64_t max_queue_delay_us = 500; // how long the oldest request may wait for others
+  int64_t max_queue_delay_us = 0;   // how long the oldest request may wait for others
   int64_t max_queue_rows = 2048;    // beyond this, requests are refused (503)
   int64_t compute_threads = 1;      // OpenMP threads of this version's inference thread
+  // Whether another request may still join the batch being formed. While it
+  // returns false the batch runs at once instead of waiting out
+  // max_queue_delay_us (a lone client is not delayed). Null: always wait.
+  // The server's answers this from its connections (HttpServer).
+  std::shared_ptr<const std::function<bool()>> more_may_arrive;
   bool operator==(const BatchingOptions&) const = default;
 };
 

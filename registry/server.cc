@@ -225,6 +225,8 @@ struct RegistryServer::Impl {
   std::unique_ptr<Repository> repo;
   TaskRunner runner;
   std::unique_ptr<HttpServer> http;
+  std::atomic<HttpServer*> http_ptr{nullptr};  // http, for the batching threads
+  std::atomic<int64_t> decoding{0};            // infer requests not yet queued
   bool started = false, stopped = false;
 
   // ---- helpers
@@ -485,10 +487,12 @@ struct RegistryServer::Impl {
 
   // The single input tensor of an infer or explain request.
   // *raw_rows (when given) tells raw time-series rows from model inputs.
-  StatusOr<DecodedInput> DecodeRequestInput(const json& body, const ServedVersion& sv,
+  StatusOr<DecodedInput> DecodeRequestInput(const ParsedBody& parsed, const ServedVersion& sv,
                                             bool* too_large, bool* raw_rows = nullptr) {
+    const json& body = parsed.doc;
     *too_large = false;
     if (raw_rows) *raw_rows = false;
+    POLIS_ASSIGN_OR_RETURN(auto slices, BinarySlices(parsed));
     auto inputs = body.find("inputs");
     if (inputs == body.end() || !inputs->is_array() || inputs->empty())
       return InvalidArgument("\"inputs\" is required: an array with one tensor named '{}'{}",
@@ -509,6 +513,10 @@ struct RegistryServer::Impl {
             "'{}'",
             kRowsInput, kHeaderInput, sv.model_name(), sv.version(), kInputName);
       if (raw_rows) *raw_rows = true;
+      for (const auto& s : slices)
+        if (s)
+          return InvalidArgument("inputs '{}' and '{}' are BYTES CSV lines; send them as JSON "
+                                 "strings, not binary data", kRowsInput, kHeaderInput);
       return DecodeTimeSeriesRows(*inputs, sv, too_large);
     }
     if (inputs->size() != 1) {
@@ -532,30 +540,61 @@ struct RegistryServer::Impl {
     spec.max_elements = opt.max_tensor_elements;
     spec.scale = sv.input_scale();
     spec.shift = sv.input_shift();
-    return DecodeInputTensor(t, spec, too_large);
+    return DecodeInputTensor(t, spec, too_large,
+                             parsed.has_fast_data && parsed.fast_index == 0 ? &parsed.fast_data
+                                                                            : nullptr,
+                             slices[0] ? &*slices[0] : nullptr);
   }
 
   // ---- OIP handlers
 
+  // Counts an infer request from its arrival until it is queued (or
+  // refused): while any is counted, a forming batch waits for it.
+  class DecodingScope {
+   public:
+    explicit DecodingScope(std::atomic<int64_t>& n) : n_(n) { n_++; }
+    ~DecodingScope() { Release(); }
+    void Release() {
+      if (!released_.exchange(true)) n_--;
+    }
+
+   private:
+    std::atomic<int64_t>& n_;
+    std::atomic<bool> released_{false};
+  };
+
+  // BatchingOptions::more_may_arrive: a request is being decoded, or some
+  // connection has no request at the server and may send one.
+  bool MoreMayArrive() const {
+    if (decoding.load() > 0) return true;
+    const HttpServer* h = http_ptr.load();
+    return !h || h->active_requests() < static_cast<int64_t>(h->connections());
+  }
+
   void Infer(const HttpRequest& req, const Target& t, const std::string& model,
              const std::string& ref, Respond done, Post post) {
     if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
-    auto parsed = ParseJsonBody(req.body, false);
-    if (!parsed.ok()) return done(StatusResponse(parsed.status()));
-    auto body = std::make_shared<json>(std::move(parsed).value());
     const auto start = Clock::now();
-    WithVersion(model, ref, done, [this, body, done, post, start](std::shared_ptr<ServedVersion> sv) {
-      RunInfer(sv, *body, start, done, post);
-    });
+    auto scope = std::make_shared<DecodingScope>(decoding);
+    auto parsed = ParseRequestBody(req.body, false, kInputName, req.inference_header_length);
+    if (!parsed.ok()) return done(StatusResponse(parsed.status()));
+    auto body = std::make_shared<ParsedBody>(std::move(parsed).value());
+    WithVersion(model, ref, done,
+                [this, body, done, post, start, scope](std::shared_ptr<ServedVersion> sv) {
+                  RunInfer(sv, *body, start, done, post, scope.get());
+                });
   }
 
   struct OutputRequest {
     std::string name;
     int64_t classification = 0;  // top-k as "score:index" strings
+    bool binary = false;         // raw bytes after the JSON (binary tensor extension)
   };
 
-  void RunInfer(const std::shared_ptr<ServedVersion>& sv, const json& body, Clock::time_point start,
-                const Respond& done, const Post& post) {
+  void RunInfer(const std::shared_ptr<ServedVersion>& sv, const ParsedBody& parsed,
+                Clock::time_point start, const Respond& done, const Post& post,
+                DecodingScope* scope) {
+    const json& body = parsed.doc;
     const std::string model = sv->model_name();
     const int64_t version = sv->version();
     auto fail = [&](int code, const std::string& message) {
@@ -570,10 +609,13 @@ struct RegistryServer::Impl {
       id = it->get<std::string>();
       has_id = true;
     }
+    bool binary_default = false;  // parameters.binary_data_output
     if (auto it = body.find("parameters"); it != body.end()) {
       if (!it->is_object()) return fail(400, "\"parameters\" must be an object");
-      if (it->value("binary_data_output", false))
-        return fail(400, "binary_data_output is not supported; outputs are returned as JSON");
+      if (auto b = it->find("binary_data_output"); b != it->end()) {
+        if (!b->is_boolean()) return fail(400, "parameters.binary_data_output must be true or false");
+        binary_default = b->get<bool>();
+      }
     }
     std::vector<OutputRequest> outputs;
     if (auto it = body.find("outputs"); it != body.end()) {
@@ -584,6 +626,7 @@ struct RegistryServer::Impl {
           return fail(400, fmt::format("outputs[{}] needs a \"name\" (string)", i));
         OutputRequest r;
         r.name = o["name"].get<std::string>();
+        r.binary = binary_default;
         const auto names = OutputNames(*sv);
         if (std::find(names.begin(), names.end(), r.name) == names.end())
           return fail(400, fmt::format("unknown output '{}'; model '{}' has outputs: {}", r.name,
@@ -592,8 +635,11 @@ struct RegistryServer::Impl {
           if (prev.name == r.name) return fail(400, fmt::format("output '{}' requested twice", r.name));
         if (auto p = o.find("parameters"); p != o.end()) {
           if (!p->is_object()) return fail(400, fmt::format("outputs[{}].parameters must be an object", i));
-          if (p->value("binary_data", false))
-            return fail(400, fmt::format("output '{}': binary_data is not supported", r.name));
+          if (auto b = p->find("binary_data"); b != p->end()) {
+            if (!b->is_boolean())
+              return fail(400, fmt::format("outputs[{}].parameters.binary_data must be true or false", i));
+            r.binary = b->get<bool>();
+          }
           if (auto c = p->find("classification"); c != p->end()) {
             if (!sv->classifier())
               return fail(400, fmt::format("output '{}': classification needs a classifier; model "
@@ -607,10 +653,10 @@ struct RegistryServer::Impl {
         outputs.push_back(std::move(r));
       }
     } else {
-      for (const auto& name : OutputNames(*sv)) outputs.push_back({name, 0});
+      for (const auto& name : OutputNames(*sv)) outputs.push_back({name, 0, binary_default});
     }
     bool too_large = false, raw_rows = false;
-    auto input = DecodeRequestInput(body, *sv, &too_large, &raw_rows);
+    auto input = DecodeRequestInput(parsed, *sv, &too_large, &raw_rows);
     if (!input.ok()) return fail(too_large ? 413 : 400, input.status().message());
     // Predictions from raw time-series rows go back in the target's units.
     const bool to_original = raw_rows && !sv->classifier();
@@ -619,6 +665,7 @@ struct RegistryServer::Impl {
     const int64_t rows = input->rows;
     const int64_t k = sv->classes();
     std::vector<int64_t> out_shape(sv->output_shape().begin(), sv->output_shape().end());
+    scope->Release();  // about to be queued: the batch need not wait for it
     // The callback holds no reference to `sv`: the repository (or this
     // handler, until Infer returns) holds the last one, and a version's
     // destructor drains its queue, so every queued request is answered.
@@ -641,17 +688,31 @@ struct RegistryServer::Impl {
                     return done(ErrorResponse(code, o.status.message()));
                   }
                   metrics.ObserveInference(model, version, true, seconds, rows);
-                  done(HttpResponse{200, "application/json",
-                                    InferBody(model, version, has_id ? &id : nullptr, outputs, o,
-                                              rows, k, out_shape),
-                                    {}});
+                  std::string binary;
+                  HttpResponse res{200, "application/json",
+                                   InferBody(model, version, has_id ? &id : nullptr, outputs, o,
+                                             rows, k, out_shape, &binary),
+                                   {}};
+                  if (!binary.empty() ||
+                      std::any_of(outputs.begin(), outputs.end(),
+                                  [](const OutputRequest& r) { return r.binary; })) {
+                    res.headers.emplace_back("Inference-Header-Content-Length",
+                                             std::to_string(res.body.size()));
+                    res.content_type = "application/octet-stream";
+                    res.body += binary;
+                  }
+                  done(std::move(res));
                 });
               });
   }
 
+  // The JSON response; outputs asked for as binary append their bytes to
+  // *binary (FP32 little-endian; BYTES as 4-byte length + bytes per element)
+  // and carry parameters.binary_data_size instead of "data".
   static std::string InferBody(const std::string& model, int64_t version, const std::string* id,
                                const std::vector<OutputRequest>& outputs, const InferOutcome& o,
-                               int64_t rows, int64_t k, const std::vector<int64_t>& out_shape) {
+                               int64_t rows, int64_t k, const std::vector<int64_t>& out_shape,
+                               std::string* binary) {
     std::vector<int64_t> shape{rows};
     shape.insert(shape.end(), out_shape.begin(), out_shape.end());
     std::string b;
@@ -672,7 +733,8 @@ struct RegistryServer::Impl {
       b += "{\"name\":\"" + r.name + "\",";
       if (r.classification > 0) {
         // Triton's classification extension: top-k "value:index" strings.
-        b += fmt::format("\"datatype\":\"BYTES\",\"shape\":[{},{}],\"data\":[", rows, r.classification);
+        b += fmt::format("\"datatype\":\"BYTES\",\"shape\":[{},{}],", rows, r.classification);
+        std::vector<std::string> labels;
         for (int64_t row = 0; row < rows; ++row) {
           std::vector<int64_t> order(k);
           for (int64_t j = 0; j < k; ++j) order[j] = j;
@@ -680,9 +742,26 @@ struct RegistryServer::Impl {
           std::partial_sort(order.begin(), order.begin() + r.classification, order.end(),
                             [&](int64_t a, int64_t c) { return v[a] > v[c]; });
           for (int64_t j = 0; j < r.classification; ++j)
-            b += fmt::format("{}\"{}:{}\"", row == 0 && j == 0 ? "" : ",", v[order[j]], order[j]);
+            labels.push_back(fmt::format("{}:{}", v[order[j]], order[j]));
         }
-        b += "]}";
+        if (r.binary) {
+          size_t bytes = 0;
+          for (const std::string& s : labels) {
+            const uint32_t n = static_cast<uint32_t>(s.size());
+            binary->append(reinterpret_cast<const char*>(&n), 4);
+            binary->append(s);
+            bytes += 4 + s.size();
+          }
+          b += fmt::format("\"parameters\":{{\"binary_data_size\":{}}}}}", bytes);
+        } else {
+          b += "\"data\":[";
+          for (size_t j = 0; j < labels.size(); ++j) b += fmt::format("{}\"{}\"", j ? "," : "", labels[j]);
+          b += "]}";
+        }
+      } else if (r.binary) {
+        b += "\"datatype\":\"FP32\",\"shape\":" + ShapeJson(shape) +
+             fmt::format(",\"parameters\":{{\"binary_data_size\":{}}}}}", values.size() * 4);
+        binary->append(reinterpret_cast<const char*>(values.data()), values.size() * 4);
       } else {
         b += "\"datatype\":\"FP32\",\"shape\":" + ShapeJson(shape) + ",\"data\":";
         AppendJsonFloats(b, values.data(), values.size());
@@ -696,16 +775,17 @@ struct RegistryServer::Impl {
   void Explain(const HttpRequest& req, const Target& t, const std::string& model,
                const std::string& ref, Respond done, Post post) {
     if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
-    auto parsed = ParseJsonBody(req.body, false);
+    auto parsed = ParseRequestBody(req.body, false, kInputName, req.inference_header_length);
     if (!parsed.ok()) return done(StatusResponse(parsed.status()));
-    auto body = std::make_shared<json>(std::move(parsed).value());
+    auto body = std::make_shared<ParsedBody>(std::move(parsed).value());
     WithVersion(model, ref, done, [this, body, done, post](std::shared_ptr<ServedVersion> sv) {
       RunExplain(sv, *body, done, post);
     });
   }
 
-  void RunExplain(const std::shared_ptr<ServedVersion>& sv, const json& body, const Respond& done,
-                  const Post& post) {
+  void RunExplain(const std::shared_ptr<ServedVersion>& sv, const ParsedBody& parsed,
+                  const Respond& done, const Post& post) {
+    const json& body = parsed.doc;
     std::string id;
     bool has_id = false;
     if (auto it = body.find("id"); it != body.end()) {
@@ -714,7 +794,7 @@ struct RegistryServer::Impl {
       has_id = true;
     }
     bool too_large = false;
-    auto input = DecodeRequestInput(body, *sv, &too_large);
+    auto input = DecodeRequestInput(parsed, *sv, &too_large);
     if (!input.ok()) return done(ErrorResponse(too_large ? 413 : 400, input.status().message()));
     ExplainRequest er;
     er.rows = input->rows;
@@ -1078,7 +1158,8 @@ struct RegistryServer::Impl {
       return done(JsonResponse(200, json{{"name", "polis-registry"},
                                          {"version", POLIS_VERSION},
                                          {"extensions", {"model_repository", "classification",
-                                                         "polis_explain", "polis_registry"}}}));
+                                                         "binary_tensor_data", "polis_explain",
+                                                         "polis_registry"}}}));
     }
     if (s[1] == "health" && s.size() == 3) {
       if (method != "GET") return MethodNotAllowed(done, "GET");
@@ -1163,6 +1244,9 @@ Status RegistryServer::Start() {
   ro.batching = s.opt.batching;
   ro.poll_interval_ms = s.opt.poll_interval_ms;
   ro.max_unpinned_versions = s.opt.max_unpinned_versions;
+  Impl* self = &s;
+  ro.batching.more_may_arrive =
+      std::make_shared<const std::function<bool()>>([self] { return self->MoreMayArrive(); });
   s.repo = std::make_unique<Repository>(ro, &s.metrics);
   POLIS_RETURN_IF_ERROR(s.repo->Start());
   s.runner.Start(s.opt.admin_threads);
@@ -1184,6 +1268,7 @@ Status RegistryServer::Start() {
     impl->Handle(std::move(req), std::move(respond), std::move(post));
   });
   POLIS_RETURN_IF_ERROR(s.http->Start());
+  s.http_ptr = s.http.get();
   s.started = true;
   POLIS_LOG(kInfo, kRegistry, "serving '{}' on {}:{}", s.opt.root, s.opt.host, s.http->port());
   return Status::Ok();
@@ -1199,6 +1284,7 @@ void RegistryServer::Stop(int grace_ms) {
   if (s.http) s.http->Stop(grace_ms);
   s.runner.Stop();
   if (s.repo) s.repo->Stop();
+  s.http_ptr = nullptr;
   s.http.reset();
 }
 

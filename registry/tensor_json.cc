@@ -1,10 +1,16 @@
 #include "registry/tensor_json.h"
 
 #include <cmath>
+#include <charconv>
+#include <cstring>
 #include <limits>
+
+#include <simdjson.h>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include "common/comm/half.h"
 
 namespace polis::registry {
 namespace {
@@ -15,26 +21,63 @@ struct DType {
   const char* name;
   bool is_float;
   double min, max;  // integer types
+  int bytes;        // in the binary tensor encoding (little-endian)
 };
 
 constexpr DType kTypes[] = {
-    {"FP16", true, 0, 0},
-    {"FP32", true, 0, 0},
-    {"FP64", true, 0, 0},
-    {"INT8", false, -128, 127},
-    {"INT16", false, -32768, 32767},
-    {"INT32", false, -2147483648.0, 2147483647.0},
-    {"INT64", false, -9223372036854775808.0, 9223372036854775807.0},
-    {"UINT8", false, 0, 255},
-    {"UINT16", false, 0, 65535},
-    {"UINT32", false, 0, 4294967295.0},
-    {"UINT64", false, 0, 18446744073709551615.0},
+    {"FP16", true, 0, 0, 2},
+    {"FP32", true, 0, 0, 4},
+    {"FP64", true, 0, 0, 8},
+    {"INT8", false, -128, 127, 1},
+    {"INT16", false, -32768, 32767, 2},
+    {"INT32", false, -2147483648.0, 2147483647.0, 4},
+    {"INT64", false, -9223372036854775808.0, 9223372036854775807.0, 8},
+    {"UINT8", false, 0, 255, 1},
+    {"UINT16", false, 0, 65535, 2},
+    {"UINT32", false, 0, 4294967295.0, 4},
+    {"UINT64", false, 0, 18446744073709551615.0, 8},
 };
+
+// Element i of a little-endian binary tensor of type t, as a JsonNumber.
+JsonNumber BinaryElement(const DType& t, const char* p) {
+  JsonNumber n;
+  auto load = [p](auto v) {
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  const std::string_view name = t.name;
+  if (name == "FP16") n.d = comm::HalfToFloat(load(uint16_t{}));
+  else if (name == "FP32") n.d = load(float{});
+  else if (name == "FP64") n.d = load(double{});
+  else {
+    n.kind = name[0] == 'U' ? JsonNumber::kUint : JsonNumber::kInt;
+    switch (t.bytes * (n.kind == JsonNumber::kUint ? 1 : -1)) {
+      case -1: n.i = load(int8_t{}); break;
+      case -2: n.i = load(int16_t{}); break;
+      case -4: n.i = load(int32_t{}); break;
+      case -8: n.i = load(int64_t{}); break;
+      case 1: n.u = load(uint8_t{}); break;
+      case 2: n.u = load(uint16_t{}); break;
+      case 4: n.u = load(uint32_t{}); break;
+      default: n.u = load(uint64_t{}); break;
+    }
+    n.d = n.kind == JsonNumber::kUint ? static_cast<double>(n.u) : static_cast<double>(n.i);
+  }
+  return n;
+}
 
 std::string Dump(const json& j) {
   std::string s = j.dump(-1, ' ', false, json::error_handler_t::replace);
   if (s.size() > 40) s = s.substr(0, 37) + "...";
   return s;
+}
+
+std::string Dump(const JsonNumber& n) {
+  switch (n.kind) {
+    case JsonNumber::kInt: return std::to_string(n.i);
+    case JsonNumber::kUint: return std::to_string(n.u);
+    default: return Dump(json(n.d));
+  }
 }
 
 std::string IndexPath(const std::vector<size_t>& idx) {
@@ -49,22 +92,38 @@ class Converter {
 
   // Empty string on success, else why.
   std::string Convert(const json& v, float* out) const {
+    if (!v.is_number()) {
+      if (t_.is_float) return fmt::format("{} is not a number", Dump(v));
+      return fmt::format("{} is not an integer ({} values are integers)", Dump(v), t_.name);
+    }
+    JsonNumber n;
+    if (v.is_number_unsigned()) {
+      n.kind = JsonNumber::kUint;
+      n.u = v.get<uint64_t>();
+      n.d = static_cast<double>(n.u);
+    } else if (v.is_number_integer()) {
+      n.kind = JsonNumber::kInt;
+      n.i = v.get<int64_t>();
+      n.d = static_cast<double>(n.i);
+    } else {
+      n.d = v.get<double>();
+    }
+    return Convert(n, out);
+  }
+
+  std::string Convert(const JsonNumber& n, float* out) const {
     if (t_.is_float) {
-      if (!v.is_number()) return fmt::format("{} is not a number", Dump(v));
-      const double d = v.get<double>();
-      const float f = static_cast<float>(d);
-      if (!std::isfinite(f)) return fmt::format("{} is out of range for {}", Dump(v), t_.name);
+      const float f = static_cast<float>(n.d);
+      if (!std::isfinite(f)) return fmt::format("{} is out of range for {}", Dump(n), t_.name);
       *out = f;
       return {};
     }
-    if (!v.is_number_integer())
-      return fmt::format("{} is not an integer ({} values are integers)", Dump(v), t_.name);
-    const double d = v.is_number_unsigned() ? static_cast<double>(v.get<uint64_t>())
-                                            : static_cast<double>(v.get<int64_t>());
-    if (d < t_.min || d > t_.max)
-      return fmt::format("{} is out of range for {} ({}..{})", Dump(v), t_.name,
+    if (n.kind == JsonNumber::kFloat)
+      return fmt::format("{} is not an integer ({} values are integers)", Dump(n), t_.name);
+    if (n.d < t_.min || n.d > t_.max)
+      return fmt::format("{} is out of range for {} ({}..{})", Dump(n), t_.name,
                          static_cast<long double>(t_.min), static_cast<long double>(t_.max));
-    *out = static_cast<float>(d) * spec_.scale + spec_.shift;
+    *out = static_cast<float>(n.d) * spec_.scale + spec_.shift;
     return {};
   }
 
@@ -73,7 +132,185 @@ class Converter {
   const InputTensorSpec& spec_;
 };
 
+// simdjson DOM -> nlohmann, as json::parse would have built it (duplicate
+// keys: the last one wins, as in nlohmann).
+json ToJson(const simdjson::dom::element& e) {
+  using simdjson::dom::element_type;
+  switch (e.type()) {
+    case element_type::OBJECT: {
+      json o = json::object();
+      for (simdjson::dom::key_value_pair kv : simdjson::dom::object(e))
+        o[std::string(kv.key)] = ToJson(kv.value);
+      return o;
+    }
+    case element_type::ARRAY: {
+      json a = json::array();
+      for (simdjson::dom::element v : simdjson::dom::array(e)) a.push_back(ToJson(v));
+      return a;
+    }
+    case element_type::STRING: return json(std::string(std::string_view(e)));
+    case element_type::INT64: return json(int64_t(e));
+    case element_type::UINT64: return json(uint64_t(e));
+    case element_type::DOUBLE: return json(double(e));
+    case element_type::BOOL: return json(bool(e));
+    case element_type::NULL_VALUE: return json(nullptr);
+  }
+  return json();
+}
+
+// The numbers of a flat array; false if any element is not a number.
+bool FlatNumbers(const simdjson::dom::array& a, std::vector<JsonNumber>* out) {
+  using simdjson::dom::element_type;
+  out->clear();
+  out->reserve(a.size());
+  for (simdjson::dom::element v : a) {
+    JsonNumber n;
+    switch (v.type()) {
+      case element_type::INT64:
+        n.kind = JsonNumber::kInt;
+        n.i = int64_t(v);
+        n.d = static_cast<double>(n.i);
+        break;
+      case element_type::UINT64:
+        n.kind = JsonNumber::kUint;
+        n.u = uint64_t(v);
+        n.d = static_cast<double>(n.u);
+        break;
+      case element_type::DOUBLE:
+        n.d = double(v);
+        break;
+      default:
+        return false;
+    }
+    out->push_back(n);
+  }
+  return true;
+}
+
 }  // namespace
+
+StatusOr<std::vector<std::optional<std::string_view>>> BinarySlices(const ParsedBody& body) {
+  std::vector<std::optional<std::string_view>> out;
+  size_t at = 0;
+  auto inputs = body.doc.find("inputs");
+  if (inputs != body.doc.end() && inputs->is_array()) {
+    for (size_t i = 0; i < inputs->size(); ++i) {
+      const json& t = (*inputs)[i];
+      out.emplace_back();
+      if (!t.is_object() || !t.contains("parameters") || !t["parameters"].is_object()) continue;
+      auto s = t["parameters"].find("binary_data_size");
+      if (s == t["parameters"].end()) continue;
+      if (!s->is_number_integer() || s->get<int64_t>() < 0)
+        return InvalidArgument("inputs[{}].parameters.binary_data_size must be a non-negative "
+                               "integer, found {}", i, Dump(*s));
+      const size_t n = static_cast<size_t>(s->get<int64_t>());
+      if (n > 0 && body.binary.empty())
+        return InvalidArgument(
+            "inputs[{}].parameters.binary_data_size is {} but the request has no binary section: "
+            "send the JSON's length in the Inference-Header-Content-Length header, then the "
+            "tensor bytes",
+            i, n);
+      if (n > body.binary.size() - at)
+        return InvalidArgument(
+            "inputs[{}].parameters.binary_data_size {} runs past the binary section ({} bytes, "
+            "{} taken by earlier inputs)",
+            i, n, body.binary.size(), at);
+      out.back() = std::string_view(body.binary).substr(at, n);
+      at += n;
+    }
+  }
+  if (at != body.binary.size())
+    return InvalidArgument(
+        "the binary section holds {} bytes but the inputs' binary_data_size add up to {}",
+        body.binary.size(), at);
+  return out;
+}
+
+StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty,
+                                      std::string_view fast_input,
+                                      const std::string& header_length) {
+  ParsedBody out;
+  std::string json_part;
+  const std::string* body_ptr = &whole;
+  if (!header_length.empty()) {
+    size_t n = 0;
+    const auto* end = header_length.data() + header_length.size();
+    auto [p, ec] = std::from_chars(header_length.data(), end, n);
+    if (ec != std::errc() || p != end)
+      return InvalidArgument("Inference-Header-Content-Length '{}' is not a byte count",
+                             header_length);
+    if (n > whole.size())
+      return InvalidArgument(
+          "Inference-Header-Content-Length {} exceeds the body's {} bytes", n, whole.size());
+    json_part = whole.substr(0, n);
+    out.binary = whole.substr(n);
+    body_ptr = &json_part;
+  }
+  const std::string& body = *body_ptr;
+  if (body.empty()) {
+    if (allow_empty) {
+      out.doc = json::object();
+      return out;
+    }
+    return InvalidArgument("the request body is empty; expected a JSON object");
+  }
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(body.data(), body.size()).get(root) == simdjson::SUCCESS &&
+      root.type() == simdjson::dom::element_type::OBJECT) {
+    out.doc = json::object();
+    for (simdjson::dom::key_value_pair kv : simdjson::dom::object(root)) {
+      if (kv.key != "inputs" || !kv.value.is_array()) {
+        out.doc[std::string(kv.key)] = ToJson(kv.value);
+        continue;
+      }
+      // Duplicate "inputs": the last wins, so the fast data must come from it.
+      out.has_fast_data = false;
+      json inputs = json::array();
+      size_t index = 0;
+      for (simdjson::dom::element t : simdjson::dom::array(kv.value)) {
+        std::string_view name;
+        simdjson::dom::array data;
+        if (!out.has_fast_data && t.is_object() && t["name"].get(name) == simdjson::SUCCESS &&
+            name == fast_input && t["data"].get(data) == simdjson::SUCCESS &&
+            FlatNumbers(data, &out.fast_data)) {
+          json o = json::object();
+          bool duplicate_data = false;
+          int data_fields = 0;
+          for (simdjson::dom::key_value_pair f : simdjson::dom::object(t)) {
+            if (f.key == "data") {
+              duplicate_data = ++data_fields > 1;
+              continue;
+            }
+            o[std::string(f.key)] = ToJson(f.value);
+          }
+          if (!duplicate_data) {
+            out.has_fast_data = true;
+            out.fast_index = index;
+            inputs.push_back(std::move(o));
+            ++index;
+            continue;
+          }
+        }
+        inputs.push_back(ToJson(t));
+        ++index;
+      }
+      out.doc[std::string(kv.key)] = std::move(inputs);
+    }
+    if (!out.has_fast_data) out.fast_data.clear();
+    return out;
+  }
+  // Invalid JSON (or something simdjson does not take): nlohmann decides,
+  // and its messages say where.
+  try {
+    out.doc = json::parse(body);
+  } catch (const json::parse_error& e) {
+    return InvalidArgument("the request body is not valid JSON: {}", e.what());
+  }
+  if (!out.doc.is_object())
+    return InvalidArgument("the request body must be a JSON object, got {}", out.doc.type_name());
+  return out;
+}
 
 std::string ShapeJson(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ","));
@@ -94,7 +331,8 @@ void AppendJsonFloats(std::string& out, const float* values, size_t n) {
 }
 
 StatusOr<DecodedInput> DecodeInputTensor(const nlohmann::json& tensor, const InputTensorSpec& spec,
-                                         bool* too_large) {
+                                         bool* too_large, const std::vector<JsonNumber>* fast_data,
+                                         const std::string_view* binary) {
   *too_large = false;
   const std::string who = fmt::format("input '{}'", spec.name);
   if (!tensor.is_object()) return InvalidArgument("{}: a tensor must be a JSON object", who);
@@ -144,12 +382,48 @@ StatusOr<DecodedInput> DecodeInputTensor(const nlohmann::json& tensor, const Inp
         "{}: datatype '{}' is not accepted; send FP16/FP32/FP64 model inputs or "
         "INT8..INT64/UINT8..UINT64 raw values",
         who, dt);
-  if (auto p = tensor.find("parameters"); p != tensor.end() && p->is_object() &&
-                                          p->contains("binary_data_size"))
-    return InvalidArgument("{}: binary tensor data is not supported; send the values in \"data\"",
-                           who);
+  const bool says_binary = tensor.contains("parameters") && tensor["parameters"].is_object() &&
+                          tensor["parameters"].contains("binary_data_size");
+  if (says_binary && !binary)
+    return InvalidArgument(
+        "{}: parameters.binary_data_size is given but the request has no binary section (send "
+        "the Inference-Header-Content-Length header with the JSON's length)",
+        who);
+  if (binary) {
+    const int64_t want = total * type->bytes;
+    if (static_cast<int64_t>(binary->size()) != want)
+      return InvalidArgument("{}: binary data of {} bytes, but shape {} of {} needs {} bytes", who,
+                             binary->size(), ShapeJson(shape), dt, want);
+    DecodedInput out;
+    out.rows = rows;
+    out.datatype = dt;
+    out.values.resize(static_cast<size_t>(total));
+    Converter conv(*type, spec);
+    for (int64_t i = 0; i < total; ++i) {
+      std::string why = conv.Convert(BinaryElement(*type, binary->data() + i * type->bytes),
+                                     &out.values[i]);
+      if (!why.empty()) return InvalidArgument("{}: binary element {} = {}", who, i, why);
+    }
+    return out;
+  }
 
   // data
+  if (fast_data) {
+    if (static_cast<int64_t>(fast_data->size()) != total)
+      return InvalidArgument(
+          "{}: \"data\" holds {} values but shape {} needs {} (flat, row-major)", who,
+          fast_data->size(), ShapeJson(shape), total);
+    DecodedInput out;
+    out.rows = rows;
+    out.datatype = dt;
+    out.values.resize(static_cast<size_t>(total));
+    Converter conv(*type, spec);
+    for (size_t i = 0; i < fast_data->size(); ++i) {
+      std::string why = conv.Convert((*fast_data)[i], &out.values[i]);
+      if (!why.empty()) return InvalidArgument("{}: data[{}] = {}", who, i, why);
+    }
+    return out;
+  }
   auto data_it = tensor.find("data");
   if (data_it == tensor.end() || !data_it->is_array())
     return InvalidArgument("{}: \"data\" is required: an array of {} values, flat or nested as {}",

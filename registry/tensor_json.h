@@ -14,7 +14,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -38,10 +40,54 @@ struct DecodedInput {
   std::string datatype;
 };
 
+// A JSON number as the parser saw it: integers keep their exact value
+// (INT and UINT datatypes refuse fractions), others are doubles.
+struct JsonNumber {
+  enum Kind : uint8_t { kInt, kUint, kFloat } kind = kFloat;
+  int64_t i = 0;
+  uint64_t u = 0;
+  double d = 0;  // the value as a double, for every kind
+};
+
+// A request body parsed for the inference hot path. simdjson reads the
+// body; everything becomes nlohmann JSON as json::parse would have made it,
+// except the flat all-number "data" array of the first input tensor whose
+// "name" is `fast_input`: that one is kept as numbers in `fast_data` (and
+// "data" is absent from that tensor in `doc`), so the largest part of an
+// infer request never becomes a DOM. Anything simdjson refuses (invalid
+// JSON, integers beyond 64 bits) is parsed by nlohmann instead, whose error
+// messages users get. `doc` must be an object.
+//
+// The binary tensor extension: with `header_length` (the request's
+// Inference-Header-Content-Length, "" when absent) the body's first that
+// many bytes are the JSON and the rest is `binary`, the tensors' raw bytes
+// one after another in "inputs" order (each tensor's
+// parameters.binary_data_size; see BinarySlices).
+struct ParsedBody {
+  nlohmann::json doc;
+  bool has_fast_data = false;
+  size_t fast_index = 0;  // which element of "inputs" it came from
+  std::vector<JsonNumber> fast_data;
+  std::string binary;
+};
+StatusOr<ParsedBody> ParseRequestBody(const std::string& body, bool allow_empty,
+                                      std::string_view fast_input = "input",
+                                      const std::string& header_length = "");
+// The binary section cut per input: element i is inputs[i]'s bytes, or null
+// for an input sent as JSON. InvalidArgument when a binary_data_size is not
+// a non-negative integer or the sizes do not add up to the section.
+StatusOr<std::vector<std::optional<std::string_view>>> BinarySlices(const ParsedBody& body);
+
 // On refusal, *too_large tells a request over max_elements (413) from a
-// malformed one (400).
+// malformed one (400). `fast_data`, when given, is the tensor's flat "data"
+// (ParsedBody) and tensor["data"] is not read. `binary`, when given, is the
+// tensor's bytes from the binary tensor extension (little-endian elements
+// of the datatype, row-major; its parameters.binary_data_size), decoded
+// with the same rules as JSON values.
 StatusOr<DecodedInput> DecodeInputTensor(const nlohmann::json& tensor, const InputTensorSpec& spec,
-                                         bool* too_large);
+                                         bool* too_large,
+                                         const std::vector<JsonNumber>* fast_data = nullptr,
+                                         const std::string_view* binary = nullptr);
 
 // Appends a JSON array of floats in their shortest round-trip form; a
 // non-finite value is written as null (JSON has no NaN or Infinity).

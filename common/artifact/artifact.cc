@@ -347,6 +347,25 @@ StatusOr<std::vector<int64_t>> ListVersions(const std::string& root, const std::
   return versions;
 }
 
+StatusOr<int64_t> HighestRetiredVersion(const std::string& root, const std::string& model) {
+  const std::string path = JoinPath(JoinPath(root, model), kRetiredVersionsFileName);
+  if (!PathExists(path)) return int64_t{0};
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  const int64_t v = ParseVersionName(text);
+  if (v <= 0)
+    return DataLoss("'{}' should hold the highest deleted version number, found '{}'", path,
+                    text.substr(0, 40));
+  return v;
+}
+
+Status RetireVersionNumber(const std::string& root, const std::string& model, int64_t version) {
+  POLIS_ASSIGN_OR_RETURN(int64_t high, HighestRetiredVersion(root, model));
+  if (version <= high) return Status::Ok();
+  return WriteFileAtomic(JoinPath(JoinPath(root, model), kRetiredVersionsFileName),
+                         std::to_string(version) + "\n");
+}
+
 StatusOr<ModelArtifact> LoadVersion(const std::string& root, const std::string& model,
                                     int64_t version) {
   if (version < 0)
@@ -417,7 +436,11 @@ StatusOr<PublishedVersion> PublishVersion(const std::string& root, const std::st
   while (true) {
     auto versions = ListVersions(root, model);
     if (!versions.ok()) return fail(versions.status());
-    next = std::max(next + 1, versions->empty() ? int64_t{1} : versions->back() + 1);
+    // Read after listing: a delete records the number before removing it.
+    auto retired = HighestRetiredVersion(root, model);
+    if (!retired.ok()) return fail(retired.status());
+    next = std::max({next + 1, versions->empty() ? int64_t{1} : versions->back() + 1,
+                     *retired + 1});
     meta_base["version"] = next;
     st = WriteFileAtomic(JoinPath(staging, kMetadataFileName), meta_base.dump(2) + "\n");
     if (!st.ok()) return fail(st);

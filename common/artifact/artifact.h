@@ -109,6 +109,14 @@ struct PublishedVersion {
 StatusOr<PublishedVersion> PublishVersion(const std::string& root, const std::string& model,
                                           ModelArtifact artifact, const nlohmann::json& extra);
 
+// Version numbers are never reused: deleting a version first records it in
+// <root>/<model>/.retired_versions (the highest deleted number, written
+// atomically), and PublishVersion numbers past it. 0 when none was deleted;
+// DataLoss naming the file if it is not a number.
+inline constexpr char kRetiredVersionsFileName[] = ".retired_versions";
+StatusOr<int64_t> HighestRetiredVersion(const std::string& root, const std::string& model);
+Status RetireVersionNumber(const std::string& root, const std::string& model, int64_t version);
+
 // Numeric version directories of <root>/<model>, ascending. Staging
 // directories and other names (including non-canonical numbers such as "007")
 // are ignored. NotFound if the model directory does not exist.

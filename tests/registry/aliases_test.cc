@@ -124,6 +124,21 @@ TEST_F(AliasesTest, DeleteRefusesAliasedVersionUnlessForced) {
   EXPECT_TRUE(DeleteVersion(root(), "m", 1, false, alice).ok());
 }
 
+// A deleted version's number is never handed out again: a client that
+// cached "version 4" must not silently get another model under that name.
+TEST_F(AliasesTest, DeletedVersionNumbersAreNotReused) {
+  ASSERT_TRUE(DeleteVersion(root(), "m", 4, false, alice).ok());
+  ASSERT_TRUE(DeleteVersion(root(), "m", 3, false, alice).ok());
+  EXPECT_EQ(*HighestRetiredVersion(root(), "m"), 4);
+  EXPECT_EQ(testing::Publish(root(), "m", testing::MakeArtifact(testing::kLinear, {4}, 30)), 5);
+  EXPECT_EQ(*ListVersions(root(), "m"), (std::vector<int64_t>{1, 2, 5}));
+  // A damaged record is reported, not guessed around.
+  ASSERT_TRUE(WriteFileAtomic(root() + "/m/.retired_versions", "four\n").ok());
+  auto bad = HighestRetiredVersion(root(), "m");
+  ASSERT_EQ(bad.status().code(), Code::kDataLoss);
+  EXPECT_NE(bad.status().message().find(".retired_versions"), std::string::npos);
+}
+
 TEST_F(AliasesTest, TamperedFileIsRefused) {
   ASSERT_TRUE(SetAlias(root(), "m", "production", 2, alice).ok());
   const std::string path = root() + "/m/aliases.json";

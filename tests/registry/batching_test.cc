@@ -122,6 +122,29 @@ TEST(BatchingTest, ConcurrentHttpRequestsAreMergedAndCorrect) {
   EXPECT_EQ(meta["parameters"]["max_batch_size"], 8);
 }
 
+// A forming batch waits for more requests only while one may still come:
+// with a single connection, whose request is already queued, it runs at once
+// instead of waiting out the (here 2 s) queue delay.
+TEST(BatchingTest, ALoneClientIsNotHeldForTheQueueDelay) {
+  TempDir dir;
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 7);
+  ASSERT_EQ(Publish(dir.path(), "m", a), 1);
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/m/config.json",
+                              R"({"max_batch_size": 8, "max_queue_delay_us": 2000000})").ok());
+  ServerHarness h(dir.path(), ServerOptions{});
+  HttpClient c = h.Client();
+  for (int i = 0; i < 5; ++i) {
+    const auto x = Pattern(64, i);
+    auto r = c.Request("POST", "/v2/models/m/infer", InferBody(x, 1, kTinyInput).dump());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->status, 200) << r->body;
+    json j = json::parse(r->body);
+    EXPECT_EQ(j["parameters"]["batch_rows"], 1);
+    // The server's own account of the wait: far below the 2 s window.
+    EXPECT_LT(j["parameters"]["queue_time_us"].get<int64_t>(), 1'000'000) << r->body;
+  }
+}
+
 TEST(ExplainTest, LinearModelHasClosedFormAttributions) {
   // f(x) = W x + b: gradient of logit c is W[c], so both saliency and
   // integrated gradients (zero baseline) are x * W[c], for any step count.

@@ -197,6 +197,98 @@ TEST_F(ServerTest, InferFlatNestedAndOutputSelection) {
   EXPECT_EQ(top.substr(top.find(':') + 1), std::to_string(best));
 }
 
+// The binary tensor extension as Triton's clients use it: the JSON header's
+// length in Inference-Header-Content-Length, raw little-endian tensors after
+// it; outputs asked for as binary come back the same way.
+TEST_F(ServerTest, BinaryTensorDataInAndOut) {
+  ServerHarness h(root());
+  HttpClient c = h.Client();
+  const std::vector<float> x0 = Pattern(64, 3), x1 = Pattern(64, 4);
+  std::vector<float> both = x0;
+  both.insert(both.end(), x1.begin(), x1.end());
+  const json reference = ParseJson(Call(c, "POST", "/v2/models/tiny/versions/2/infer",
+                                        InferBody(both, 2, kTinyInput).dump()));
+  auto binary_request = [&](const json& header, const std::string& bytes) {
+    const std::string head = header.dump();
+    auto r = c.Request("POST", "/v2/models/tiny/versions/2/infer", head + bytes,
+                       {{"Content-Type", "application/octet-stream"},
+                        {"Inference-Header-Content-Length", std::to_string(head.size())}});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : HttpResult{};
+  };
+  const std::string fp32(reinterpret_cast<const char*>(both.data()), both.size() * 4);
+  json header = {{"inputs", json::array({json{{"name", "input"}, {"shape", {2, 1, 8, 8}},
+                                              {"datatype", "FP32"},
+                                              {"parameters", {{"binary_data_size", fp32.size()}}}}})},
+                 {"outputs", json::array({json{{"name", "logits"}, {"parameters", {{"binary_data", true}}}},
+                                          json{{"name", "probabilities"}}})}};
+  HttpResult r = binary_request(header, fp32);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string len = r.Header("Inference-Header-Content-Length");
+  ASSERT_FALSE(len.empty());
+  const size_t n = std::stoul(len);
+  json j = json::parse(r.body.substr(0, n));
+  ASSERT_EQ(j["outputs"][0]["name"], "logits");
+  EXPECT_FALSE(j["outputs"][0].contains("data"));
+  EXPECT_EQ(j["outputs"][0]["parameters"]["binary_data_size"], 40);
+  ASSERT_EQ(r.body.size(), n + 40);
+  std::vector<float> logits(10);
+  std::memcpy(logits.data(), r.body.data() + n, 40);
+  EXPECT_EQ(logits, OutputData(reference, "logits"));  // same bits as the JSON path
+  EXPECT_EQ(OutputData(j, "probabilities"), OutputData(reference, "probabilities"));
+
+  // UINT8 pixels in binary are preprocessed like JSON UINT8 values;
+  // binary_data_output makes every output binary, classification included.
+  std::vector<uint8_t> px(64);
+  for (int i = 0; i < 64; ++i) px[i] = static_cast<uint8_t>(i * 3);
+  json u8 = {{"inputs", json::array({json{{"name", "input"}, {"shape", {1, 1, 8, 8}},
+                                          {"datatype", "UINT8"},
+                                          {"parameters", {{"binary_data_size", 64}}}}})},
+             {"parameters", {{"binary_data_output", true}}},
+             {"outputs", json::array({json{{"name", "probabilities"},
+                                           {"parameters", {{"classification", 2}}}}})}};
+  r = binary_request(u8, std::string(px.begin(), px.end()));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const size_t n2 = std::stoul(r.Header("Inference-Header-Content-Length"));
+  json j2 = json::parse(r.body.substr(0, n2));
+  EXPECT_EQ(j2["outputs"][0]["datatype"], "BYTES");
+  const std::string tail = r.body.substr(n2);
+  EXPECT_EQ(static_cast<size_t>(j2["outputs"][0]["parameters"]["binary_data_size"]), tail.size());
+  uint32_t first_len = 0;
+  std::memcpy(&first_len, tail.data(), 4);
+  const std::string first = tail.substr(4, first_len);
+  json as_json = {{"inputs", json::array({json{{"name", "input"}, {"shape", {1, 1, 8, 8}},
+                                               {"datatype", "UINT8"},
+                                               {"data", std::vector<int>(px.begin(), px.end())}}})},
+                  {"outputs", json::array({json{{"name", "probabilities"},
+                                                {"parameters", {{"classification", 2}}}}})}};
+  json j3 = ParseJson(Call(c, "POST", "/v2/models/tiny/versions/2/infer", as_json.dump()));
+  EXPECT_EQ(first, j3["outputs"][0]["data"][0].get<std::string>());
+
+  // Sizes that do not add up are refused, saying why.
+  r = binary_request(header, fp32.substr(4));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("runs past the binary section"), std::string::npos) << r.body;
+  r = binary_request(header, fp32 + "xx");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("add up to"), std::string::npos) << r.body;
+  json wrong = header;
+  wrong["inputs"][0]["parameters"]["binary_data_size"] = 64;
+  r = binary_request(wrong, fp32.substr(0, 64));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("needs 512 bytes"), std::string::npos) << r.body;
+  auto no_header = c.Request("POST", "/v2/models/tiny/versions/2/infer", header.dump(),
+                             {{"Content-Type", "application/json"}});
+  ASSERT_TRUE(no_header.ok());
+  EXPECT_EQ(no_header->status, 400);
+  EXPECT_NE(no_header->body.find("Inference-Header-Content-Length"), std::string::npos);
+  auto bad_len = c.Request("POST", "/v2/models/tiny/versions/2/infer", header.dump(),
+                           {{"Inference-Header-Content-Length", "99999"}});
+  ASSERT_TRUE(bad_len.ok());
+  EXPECT_EQ(bad_len->status, 400);
+  EXPECT_NE(bad_len->body.find("exceeds the body"), std::string::npos) << bad_len->body;
+}
+
 TEST_F(ServerTest, IntegerInputsAreScaledLikeTrainingData) {
   ServerHarness h(root());
   HttpClient c = h.Client();
@@ -256,8 +348,8 @@ TEST_F(ServerTest, InferErrorsSayWhatIsWrong) {
   b["id"] = 7;
   expect(b.dump(), 400, "\"id\" must be a string");
   b = good;
-  b["parameters"] = {{"binary_data_output", true}};
-  expect(b.dump(), 400, "binary_data_output is not supported");
+  b["parameters"] = {{"binary_data_output", "yes"}};
+  expect(b.dump(), 400, "binary_data_output must be true or false");
   expect(good.dump(), 404, "no version or alias 'staging'", "/v2/models/tiny/versions/staging/infer");
   expect(good.dump(), 404, "model 'other' is not in the registry", "/v2/models/other/infer");
   EXPECT_EQ(Call(c, "GET", "/v2/models/tiny/infer").status, 405);

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace polis::registry {
 namespace {
 
@@ -105,6 +107,83 @@ TEST(TensorJsonTest, FloatsAreWrittenShortestAndNonFiniteAsNull) {
   EXPECT_EQ(out, "[0.1,-2,1e-08,null]");
   auto j = json::parse(out);
   EXPECT_FLOAT_EQ(j[0].get<float>(), 0.1f);
+}
+
+
+// ParseRequestBody (simdjson) must decode exactly what json::parse +
+// DecodeInputTensor decode, and refuse with the same message.
+StatusOr<DecodedInput> DecodeViaBody(const std::string& body, bool* fast) {
+  auto parsed = ParseRequestBody(body, false);
+  if (!parsed.ok()) return parsed.status();
+  *fast = parsed->has_fast_data;
+  const json& t = parsed->doc["inputs"][parsed->fast_index];
+  bool tl = false;
+  return DecodeInputTensor(t, Spec(), &tl, parsed->has_fast_data ? &parsed->fast_data : nullptr);
+}
+
+TEST(TensorJsonTest, FastRequestParsingDecodesLikeNlohmann) {
+  const std::vector<json> tensors = {
+      Tensor({1, 1, 2, 3}, "UINT8", {0, 2, 4, 6, 8, 255}),
+      Tensor({1, 1, 2, 3}, "FP32", {0.1, -2.5e-3, 1e30, 7, -0.0, 3.4028234e38}),
+      Tensor({2, 1, 2, 3}, "INT64", {-9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}),
+      Tensor({1, 1, 2, 3}, "UINT8", {0, 1, 2, 3, 300, 5}),          // out of range
+      Tensor({1, 1, 2, 3}, "INT32", {0, 1, 2.5, 3, 4, 5}),          // not an integer
+      Tensor({1, 1, 2, 3}, "FP32", {1e39, 0, 0, 0, 0, 0}),          // out of range for FP32
+      Tensor({1, 1, 2, 3}, "FP32", {1, 2}),                         // too few values
+      Tensor({1, 1, 2, 3}, "FP32", {0, 1, "x", 3, 4, 5}),           // not a number: slow path
+      Tensor({1, 1, 2, 3}, "FP32", {{{{1, 2, 3}, {4, 5, 6}}}}),     // nested: slow path
+      Tensor({1, 1, 2, 3}, "UINT64", {0, 1, 2, 3, 4, 18446744073709551615ull}),
+  };
+  for (const json& t : tensors) {
+    const std::string body = json{{"id", "x"}, {"inputs", json::array({t})}}.dump();
+    bool tl = false, fast = false;
+    auto slow = DecodeInputTensor(json::parse(body)["inputs"][0], Spec(), &tl);
+    auto quick = DecodeViaBody(body, &fast);
+    ASSERT_EQ(slow.ok(), quick.ok()) << body;
+    if (slow.ok()) {
+      EXPECT_EQ(slow->values, quick->values) << body;
+      EXPECT_EQ(slow->rows, quick->rows);
+    } else {
+      EXPECT_EQ(slow.status().message(), quick.status().message()) << body;
+    }
+    const bool flat_numbers = t["data"].is_array() && !t["data"].empty() &&
+                              std::all_of(t["data"].begin(), t["data"].end(),
+                                          [](const json& v) { return v.is_number(); });
+    EXPECT_EQ(fast, flat_numbers) << body;
+  }
+}
+
+TEST(TensorJsonTest, FastRequestParsingKeepsTheRestOfTheBody) {
+  auto p = ParseRequestBody(
+      R"({"id":"r1","parameters":{"a":[1,{"b":null}]},"inputs":[{"name":"other","data":[1,2]},)"
+      R"({"name":"input","shape":[1,6],"datatype":"FP32","data":[1,2,3,4,5,6]}],)"
+      R"("outputs":[{"name":"probabilities","parameters":{"classification":3}}]})",
+      false);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_TRUE(p->has_fast_data);
+  EXPECT_EQ(p->fast_index, 1u);
+  EXPECT_EQ(p->fast_data.size(), 6u);
+  EXPECT_FALSE(p->doc["inputs"][1].contains("data"));
+  EXPECT_EQ(p->doc["inputs"][0]["data"], json({1, 2}));  // not the fast input: kept
+  EXPECT_EQ(p->doc["parameters"], json::parse(R"({"a":[1,{"b":null}]})"));
+  EXPECT_EQ(p->doc["outputs"][0]["parameters"]["classification"], 3);
+  // Duplicate keys: the last wins, as with json::parse.
+  auto d = ParseRequestBody(R"({"id":"a","id":"b"})", false);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->doc["id"], "b");
+  // Invalid JSON and non-objects are refused with nlohmann's message.
+  auto bad = ParseRequestBody(R"({"inputs":[1,2)", false);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("not valid JSON"), std::string::npos);
+  auto arr = ParseRequestBody("[1,2]", false);
+  ASSERT_FALSE(arr.ok());
+  EXPECT_NE(arr.status().message().find("must be a JSON object"), std::string::npos);
+  // Integers beyond 64 bits: simdjson refuses them; nlohmann reads a double.
+  auto big = ParseRequestBody(R"({"x":123456789012345678901234567890})", false);
+  ASSERT_TRUE(big.ok());
+  EXPECT_TRUE(big->doc["x"].is_number_float());
+  EXPECT_FALSE(ParseRequestBody("", false).ok());
+  EXPECT_TRUE(ParseRequestBody("", true).ok());
 }
 
 }  // namespace

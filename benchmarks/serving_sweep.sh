@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# serving_sweep.sh: the serving table of docs/benchmarks.md in one run.
+# benchmarks/serving.sh (wrk against polis-registry's /infer, answers
+# verified first) at concurrency 1, 16 and 64, with batching off
+# (--max-batch 1 --delay-us 0) and on (--max-batch B, with no queue delay,
+# the server's default, and with --delay-us D), beside
+# the model's own forward time in-process for batch 1 and B
+# (polis-bench-infer: the limit), with the issue's goals checked:
+#   p99 at concurrency 1 <= 1 ms; batched QPS at 64 >= 3x unbatched QPS at
+#   64, with batched p99 at 64 <= 1.5x unbatched p99 at 16; no errors.
+#
+#   benchmarks/serving_sweep.sh [--root DIR] [--model NAME] [--duration S]
+#                               [--max-batch B] [--delay-us D] [--threads N]
+#                               [--rounds R]
+# Defaults: --root /tmp/reg-demo --model fashion_cnn --duration 8
+# --max-batch 32 --delay-us 500 --threads 1 --rounds 1 (see serving.sh for
+# how to make the default root). Rows: each request carries one image.
+set -euo pipefail
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
+REG=/tmp/reg-demo MODEL=fashion_cnn DUR=8 MAX_BATCH=32 DELAY=500 THREADS=1 ROUNDS=1
+ARGS="$*"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --root) REG=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    --duration) DUR=$2; shift 2 ;;
+    --max-batch) MAX_BATCH=$2; shift 2 ;;
+    --delay-us) DELAY=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+    *) echo "serving_sweep.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[[ -x $BUILD/benchmarks/polis-bench-infer ]] || { echo "serving_sweep.sh: build polis-bench-infer first (launch/build.sh)" >&2; exit 2; }
+OUT=$(mktemp -d /tmp/polis-sweep-XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
+
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+"$BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches "1,$MAX_BATCH" \
+  --threads 1 --iters 500 --json > "$OUT/limit.json"
+
+for round in $(seq "$ROUNDS"); do
+  for conn in 1 16 64; do
+    for mode in off greedy delay; do
+      case $mode in
+        off) extra=(--max-batch 1 --delay-us 0) ;;
+        greedy) extra=(--max-batch "$MAX_BATCH" --delay-us 0) ;;
+        delay) extra=(--max-batch "$MAX_BATCH" --delay-us "$DELAY") ;;
+      esac
+      "$ROOT_DIR/benchmarks/serving.sh" --root "$REG" --model "$MODEL" --connections "$conn" \
+        --duration "$DUR" --threads "$THREADS" "${extra[@]}" > "$OUT/run-$round-$conn-$mode.txt" 2>&1 \
+        || { cat "$OUT/run-$round-$conn-$mode.txt" >&2; exit 1; }
+    done
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" "$MAX_BATCH" "$DELAY" "$THREADS" <<'EOF'
+import json, re, statistics, sys
+out, rounds, max_batch, delay, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def ms(text):
+    v, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+res = {}
+for conn in (1, 16, 64):
+    for mode in ("off", "greedy", "delay"):
+        qps, p50, p99, batch = [], [], [], []
+        for r in range(1, rounds + 1):
+            t = open(f"{out}/run-{r}-{conn}-{mode}.txt").read()
+            qps.append(float(re.search(r"Requests/sec:\s+(\S+)", t).group(1)))
+            p50.append(ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)))
+            p99.append(ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1)))
+            batch.append(float(re.search(r"mean batch (\S+) rows", t).group(1)))
+        res[conn, mode] = dict(qps=statistics.median(qps), p50=statistics.median(p50),
+                               p99=statistics.median(p99), batch=statistics.median(batch))
+limit = {j["batch"]: j for j in (json.loads(l) for l in open(f"{out}/limit.json") if l.startswith("{"))}
+print(f"In-process forward (polis-bench-infer, 1 thread): batch 1 {limit[1]['median_us']:.0f} us "
+      f"({limit[1]['rows_per_s']:.0f} rows/s); batch {max_batch} {limit[int(max_batch)]['median_us']:.0f} us "
+      f"({limit[int(max_batch)]['rows_per_s']:.0f} rows/s)")
+print()
+print(f"| connections | batching | requests/s | p50 ms | p99 ms | mean batch | ÷ in-process limit |")
+print("|---:|---|---:|---:|---:|---:|---:|")
+for conn in (1, 16, 64):
+    for mode in ("off", "greedy", "delay"):
+        r = res[conn, mode]
+        lim = limit[1 if mode == "off" else int(max_batch)]["rows_per_s"]
+        label = {"off": "off", "greedy": f"on (max {max_batch}, no delay)",
+                 "delay": f"on (max {max_batch}, {delay} us delay)"}[mode]
+        print(f"| {conn} | {label} | {r['qps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['batch']:.1f} | {r['qps'] / lim:.2f} |")
+print()
+p99_1 = max(res[1, m]["p99"] for m in ("off", "greedy", "delay"))
+best = max(("greedy", "delay"), key=lambda m: res[64, m]["qps"])
+ratio = res[64, best]["qps"] / res[64, "off"]["qps"]
+p99_ratio = res[64, best]["p99"] / res[16, "off"]["p99"]
+ceiling = limit[int(max_batch)]["rows_per_s"] / limit[1]["rows_per_s"]
+print(f"goal p99 <= 1 ms at 1 connection (worst of the three settings): {p99_1:.2f} ms -> {'met' if p99_1 <= 1 else 'NOT met'}")
+print(f"goal batched QPS at 64 >= 3x unbatched ({best}): {ratio:.2f}x -> {'met' if ratio >= 3 else 'NOT met'} "
+      f"(the forward pass alone gains {ceiling:.2f}x from batch 1 to {max_batch})")
+print(f"goal batched p99 at 64 <= 1.5x unbatched p99 at 16: {p99_ratio:.2f}x -> {'met' if p99_ratio <= 1.5 else 'NOT met'}")
+EOF
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "reproduce: benchmarks/serving_sweep.sh $ARGS"

@@ -1,0 +1,750 @@
+#include "launch/polisctl_models.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <sstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/artifact/artifact.h"
+#include "common/data/csv.h"
+#include "common/data/idx.h"
+#include "common/env.h"
+#include "common/fs.h"
+#include "common/http/http_client.h"
+#include "common/status.h"
+#include "registry/aliases.h"
+#include "registry/served_version.h"
+#include "registry/store.h"
+#include "registry/tensor_json.h"
+
+namespace polis::ctl {
+namespace {
+
+using json = nlohmann::json;
+namespace reg = polis::registry;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+// Rows one local (--root) predict may hold: the server's default max batch.
+constexpr int64_t kLocalMaxBatch = 32;
+
+struct Usage {
+  std::string message;
+};
+
+std::string DefaultWho() {
+  const char* u = std::getenv("USER");
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  return fmt::format("{}@{}", u && *u ? u : "unknown", host);
+}
+
+// What a model takes, for building an inference request.
+struct ModelInfo {
+  std::vector<int64_t> sample_shape;  // without the batch dimension
+  int64_t lookback = 0;               // time series only
+};
+
+// One interface, two backends: a polis-registry over HTTP, or a root on disk.
+// Every answer is JSON shaped as the registry API answers (docs/registry.md).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Where() const = 0;
+  virtual StatusOr<json> List() = 0;
+  virtual StatusOr<json> Show(const std::string& model, const std::string& ref) = 0;
+  virtual StatusOr<json> Versions(const std::string& model) = 0;  // name, versions, aliases, history
+  virtual StatusOr<json> History(const std::string& model) = 0;   // aliases, history
+  virtual StatusOr<json> Promote(const std::string& model, const std::string& alias, int64_t version,
+                                 const reg::Actor& actor) = 0;
+  virtual StatusOr<json> Rollback(const std::string& model, const std::string& alias,
+                                  const reg::Actor& actor) = 0;
+  virtual StatusOr<json> Delete(const std::string& model, int64_t version, bool force,
+                                const reg::Actor& actor) = 0;
+  virtual StatusOr<ModelInfo> Info(const std::string& model, const std::string& ref) = 0;
+  // An OIP v2 infer request body -> the OIP response.
+  virtual StatusOr<json> Infer(const std::string& model, const std::string& ref, const json& body) = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Over HTTP.
+
+class HttpBackend : public Backend {
+ public:
+  HttpBackend(http::HttpUrl url, std::string token, double timeout_s)
+      : url_(std::move(url)),
+        token_(std::move(token)),
+        client_(url_.host, url_.port, static_cast<int>(timeout_s * 1000)) {}
+
+  std::string Where() const override { return url_.text; }
+
+  StatusOr<json> List() override { return Call("GET", "/v2/registry/models"); }
+  StatusOr<json> Show(const std::string& model, const std::string& ref) override {
+    return Call("GET", fmt::format("/v2/registry/models/{}/versions/{}", Enc(model),
+                                   Enc(ref.empty() ? std::string(reg::kLatest) : ref)));
+  }
+  StatusOr<json> Versions(const std::string& model) override {
+    return Call("GET", fmt::format("/v2/registry/models/{}", Enc(model)));
+  }
+  StatusOr<json> History(const std::string& model) override {
+    return Call("GET", fmt::format("/v2/registry/models/{}/aliases", Enc(model)));
+  }
+  StatusOr<json> Promote(const std::string& model, const std::string& alias, int64_t version,
+                         const reg::Actor& actor) override {
+    return Call("PUT", fmt::format("/v2/registry/models/{}/aliases/{}", Enc(model), Enc(alias)),
+                json{{"version", version}, {"why", actor.why}});
+  }
+  StatusOr<json> Rollback(const std::string& model, const std::string& alias,
+                          const reg::Actor& actor) override {
+    return Call("POST", fmt::format("/v2/registry/models/{}/aliases/{}/rollback", Enc(model), Enc(alias)),
+                json{{"why", actor.why}});
+  }
+  StatusOr<json> Delete(const std::string& model, int64_t version, bool force,
+                        const reg::Actor& actor) override {
+    std::string target = fmt::format("/v2/registry/models/{}/versions/{}?why={}", Enc(model), version,
+                                     Enc(actor.why));
+    if (force) target += "&force=true";
+    return Call("DELETE", target);
+  }
+  StatusOr<ModelInfo> Info(const std::string& model, const std::string& ref) override {
+    POLIS_ASSIGN_OR_RETURN(json meta, Call("GET", ModelPath(model, ref)));
+    ModelInfo info;
+    if (!meta.contains("inputs") || !meta["inputs"].is_array() || meta["inputs"].empty())
+      return DataLoss("{}: the metadata of model '{}' lists no inputs", url_.text, model);
+    for (const auto& in : meta["inputs"]) {
+      if (in.value("name", "") != "input") continue;
+      const auto& shape = in["shape"];
+      for (size_t i = 1; i < shape.size(); ++i) info.sample_shape.push_back(shape[i].get<int64_t>());
+    }
+    if (meta.contains("parameters") && meta["parameters"].contains("timeseries"))
+      info.lookback = meta["parameters"]["timeseries"].value("lookback", int64_t{0});
+    return info;
+  }
+  StatusOr<json> Infer(const std::string& model, const std::string& ref, const json& body) override {
+    return Call("POST", ModelPath(model, ref) + "/infer", body);
+  }
+
+ private:
+  static std::string Enc(const std::string& s) { return http::UrlEncode(s); }
+  static std::string ModelPath(const std::string& model, const std::string& ref) {
+    return ref.empty() ? fmt::format("/v2/models/{}", Enc(model))
+                       : fmt::format("/v2/models/{}/versions/{}", Enc(model), Enc(ref));
+  }
+
+  StatusOr<json> Call(const std::string& method, const std::string& path,
+                      const std::optional<json>& body = std::nullopt) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!token_.empty()) headers.emplace_back("Authorization", "Bearer " + token_);
+    if (body) headers.emplace_back("Content-Type", "application/json");
+    auto r = client_.Request(method, url_.base_path + path, body ? body->dump() : "", headers);
+    if (!r.ok()) return r.status().WithContext(fmt::format("{} {}{}", method, url_.text, path));
+    json doc = json::parse(r->body, nullptr, false);
+    if (r->status < 200 || r->status >= 300) {
+      std::string hint;
+      if (r->status == 401)
+        hint = " (give --token-file FILE or set POLIS_REGISTRY_TOKEN)";
+      else if (r->status == 403)
+        hint = " (the token lacks the scope or the model: see the server's token file)";
+      return RemoteError("{} {}{}: HTTP {}: {}{}", method, url_.text, path, r->status,
+                         http::ErrorMessage(*r), hint);
+    }
+    if (doc.is_discarded())
+      return DataLoss("{} {}{}: HTTP {} but the answer is not JSON: {}", method, url_.text, path,
+                      r->status, r->body.substr(0, 200));
+    return doc;
+  }
+
+  http::HttpUrl url_;
+  std::string token_;
+  http::HttpClient client_;
+};
+
+// ---------------------------------------------------------------------------
+// On a root directory, through the registry library.
+
+json ChangeJson(const reg::AliasChange& c) {
+  json events = json::array();
+  for (const auto& e : c.events) events.push_back(reg::AliasEventJson(e));
+  return json{{"changed", c.changed()}, {"events", events},
+              {"aliases", reg::AliasTableJson(c.table)["aliases"]}};
+}
+
+class RootBackend : public Backend {
+ public:
+  explicit RootBackend(std::string root) : root_(std::move(root)) {}
+
+  std::string Where() const override { return root_; }
+
+  StatusOr<json> List() override {
+    if (!PathExists(root_)) return NotFound("registry root '{}' does not exist", root_);
+    POLIS_ASSIGN_OR_RETURN(auto names, reg::ListModels(root_));
+    json models = json::array();
+    for (const auto& m : names) {
+      POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root_, m));
+      POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, m));
+      json aliases = json::object();
+      for (const auto& [a, v] : table.aliases) aliases[a] = v;
+      int64_t def = versions.empty() ? 0 : versions.back();
+      if (auto it = table.aliases.find("production");
+          it != table.aliases.end() && std::binary_search(versions.begin(), versions.end(), it->second))
+        def = it->second;
+      models.push_back(json{{"name", m}, {"versions", versions}, {"aliases", aliases},
+                            {"default_version", def}});
+    }
+    return json{{"models", models}};
+  }
+  StatusOr<json> Show(const std::string& model, const std::string& ref) override {
+    POLIS_ASSIGN_OR_RETURN(int64_t v, reg::ResolveVersionRef(root_, model, ref.empty() ? reg::kLatest : ref));
+    return reg::ReadMetadata(root_, model, v);
+  }
+  StatusOr<json> Versions(const std::string& model) override {
+    POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
+    POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root_, model));
+    json metas = json::array();
+    for (int64_t v : versions) {
+      auto m = reg::ReadMetadata(root_, model, v);
+      if (m.ok()) metas.push_back(*m);
+      else metas.push_back(json{{"version", v}, {"error", m.status().message()}});
+    }
+    json out = reg::AliasTableJson(table);
+    out["name"] = model;
+    out["versions"] = metas;
+    return out;
+  }
+  StatusOr<json> History(const std::string& model) override {
+    POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
+    json out = reg::AliasTableJson(table);
+    out["name"] = model;
+    return out;
+  }
+  // As the server does, the target must be servable before an alias moves:
+  // here, its checksum verifies and the model rebuilds.
+  StatusOr<json> Promote(const std::string& model, const std::string& alias, int64_t version,
+                         const reg::Actor& actor) override {
+    POLIS_RETURN_IF_ERROR(reg::ValidateAliasName(alias));
+    POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root_, model));
+    if (std::binary_search(versions.begin(), versions.end(), version)) {
+      auto ok = reg::VerifyVersion(root_, model, version);
+      if (!ok.ok())
+        return FailedPrecondition("version {} of model '{}' fails verification, alias '{}' not moved: {}",
+                                  version, model, alias, ok.status().message());
+    }
+    POLIS_ASSIGN_OR_RETURN(reg::AliasChange c, reg::SetAlias(root_, model, alias, version, actor));
+    json out = ChangeJson(c);
+    out["alias"] = alias;
+    out["version"] = version;
+    return out;
+  }
+  StatusOr<json> Rollback(const std::string& model, const std::string& alias,
+                          const reg::Actor& actor) override {
+    POLIS_RETURN_IF_ERROR(reg::ValidateAliasName(alias));
+    POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
+    POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root_, model));
+    POLIS_ASSIGN_OR_RETURN(int64_t target, reg::RollbackTarget(table, alias, versions));
+    auto ok = reg::VerifyVersion(root_, model, target);
+    if (!ok.ok())
+      return FailedPrecondition("version {} of model '{}' fails verification, alias '{}' not rolled back: {}",
+                                target, model, alias, ok.status().message());
+    POLIS_ASSIGN_OR_RETURN(reg::AliasChange c, reg::RollbackAlias(root_, model, alias, actor));
+    json out = ChangeJson(c);
+    out["alias"] = alias;
+    out["version"] = c.table.aliases.count(alias) ? c.table.aliases.at(alias) : 0;
+    return out;
+  }
+  StatusOr<json> Delete(const std::string& model, int64_t version, bool force,
+                        const reg::Actor& actor) override {
+    POLIS_ASSIGN_OR_RETURN(reg::AliasChange c, reg::DeleteVersion(root_, model, version, force, actor));
+    json out = ChangeJson(c);
+    out["deleted"] = version;
+    return out;
+  }
+  StatusOr<ModelInfo> Info(const std::string& model, const std::string& ref) override {
+    POLIS_ASSIGN_OR_RETURN(auto sv, Load(model, ref));
+    ModelInfo info;
+    info.sample_shape = sv->input_shape();
+    if (sv->timeseries()) info.lookback = sv->timeseries_spec().lookback();
+    return info;
+  }
+  StatusOr<json> Infer(const std::string& model, const std::string& ref, const json& body) override;
+
+ private:
+  // The default version as the server picks it: "production", else the latest.
+  StatusOr<std::shared_ptr<reg::ServedVersion>> Load(const std::string& model, const std::string& ref) {
+    if (loaded_ && loaded_ref_ == ref && loaded_->model_name() == model) return loaded_;
+    std::string r = ref;
+    if (r.empty()) {
+      POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
+      r = table.aliases.count("production") ? "production" : reg::kLatest;
+    }
+    POLIS_ASSIGN_OR_RETURN(int64_t v, reg::ResolveVersionRef(root_, model, r));
+    reg::BatchingOptions o;
+    o.max_batch_size = kLocalMaxBatch;
+    o.max_queue_rows = kLocalMaxBatch;
+    o.max_queue_delay_us = 0;
+    POLIS_ASSIGN_OR_RETURN(loaded_, reg::ServedVersion::Load(root_, model, v, o, nullptr));
+    loaded_ref_ = ref;
+    return loaded_;
+  }
+
+  std::string root_;
+  std::shared_ptr<reg::ServedVersion> loaded_;
+  std::string loaded_ref_;
+};
+
+void FlattenStrings(const json& j, std::vector<std::string>* out) {
+  if (j.is_array())
+    for (const auto& e : j) FlattenStrings(e, out);
+  else if (j.is_string())
+    out->push_back(j.get<std::string>());
+  else
+    out->push_back("");  // refused below, as the server refuses it
+}
+
+// The same decoding the server applies to an infer body: 'input' through
+// DecodeInputTensor; time-series 'rows' (+ 'header') through the training
+// preprocessing, answered in the target's original units.
+StatusOr<json> RootBackend::Infer(const std::string& model, const std::string& ref, const json& body) {
+  POLIS_ASSIGN_OR_RETURN(auto sv, Load(model, ref));
+  if (!body.contains("inputs") || !body["inputs"].is_array() || body["inputs"].empty())
+    return InvalidArgument("the request has no \"inputs\" array");
+  const json* input = nullptr;
+  const json* rows = nullptr;
+  const json* header = nullptr;
+  for (const auto& t : body["inputs"]) {
+    const std::string name = t.value("name", "");
+    if (name == "input") input = &t;
+    else if (name == "rows" && sv->timeseries()) rows = &t;
+    else if (name == "header" && sv->timeseries()) header = &t;
+    else return InvalidArgument("unknown input '{}' for model '{}'", name, model);
+  }
+  std::vector<float> x;
+  int64_t n = 0;
+  bool original_units = false;
+  if (input) {
+    reg::InputTensorSpec spec{"input", sv->input_shape(), kLocalMaxBatch, int64_t{4} << 20,
+                              sv->input_scale(), sv->input_shift()};
+    bool too_large = false;
+    POLIS_ASSIGN_OR_RETURN(reg::DecodedInput d, reg::DecodeInputTensor(*input, spec, &too_large));
+    x = std::move(d.values);
+    n = d.rows;
+  } else if (rows) {
+    std::vector<std::string> lines, names;
+    FlattenStrings((*rows)["data"], &lines);
+    if (header) FlattenStrings((*header)["data"], &names);
+    else names = sv->timeseries_header();
+    if (names.size() == 1 && names[0].find(',') != std::string::npos) {
+      POLIS_ASSIGN_OR_RETURN(names, data::SplitCsvLine(names[0]));
+    }
+    if (names.empty()) return InvalidArgument("input 'header' is required: the model records no column names");
+    const int64_t lookback = sv->timeseries_spec().lookback();
+    if (lines.empty() || static_cast<int64_t>(lines.size()) % lookback != 0)
+      return InvalidArgument("input 'rows': {} rows is not a multiple of the lookback {}", lines.size(),
+                             lookback);
+    n = static_cast<int64_t>(lines.size()) / lookback;
+    if (n > kLocalMaxBatch) return InvalidArgument("input 'rows': at most {} windows", kLocalMaxBatch);
+    for (int64_t b = 0; b < n; ++b) {
+      std::vector<std::vector<std::string>> window;
+      for (int64_t r = 0; r < lookback; ++r) {
+        auto fields = data::SplitCsvLine(lines[b * lookback + r]);
+        if (!fields.ok())
+          return InvalidArgument("input 'rows': row {}: {}", b * lookback + r, fields.status().message());
+        window.push_back(std::move(fields).value());
+      }
+      POLIS_ASSIGN_OR_RETURN(auto w, data::PreprocessTimeSeriesWindow(sv->timeseries_spec(),
+                                                                       sv->timeseries_stats(), names, window));
+      x.insert(x.end(), w.begin(), w.end());
+    }
+    original_units = true;
+  } else {
+    return InvalidArgument("the request names neither 'input' nor 'rows'");
+  }
+  reg::InferOutcome o = sv->InferSync(std::move(x), n);
+  POLIS_RETURN_IF_ERROR(o.status);
+  const int64_t k = sv->classes();
+  json outputs = json::array();
+  if (sv->classifier()) {
+    outputs.push_back(json{{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {n, k}},
+                           {"data", reg::Softmax(o.logits, n, k)}});
+    outputs.push_back(json{{"name", "logits"}, {"datatype", "FP32"}, {"shape", {n, k}}, {"data", o.logits}});
+  } else {
+    std::vector<float> y = o.logits;
+    if (original_units)
+      for (float& v : y) v = static_cast<float>(sv->TargetToOriginal(v));
+    outputs.push_back(json{{"name", "predictions"}, {"datatype", "FP32"}, {"shape", {n, k}}, {"data", y}});
+  }
+  return json{{"model_name", model}, {"model_version", std::to_string(sv->version())}, {"outputs", outputs}};
+}
+
+// ---------------------------------------------------------------------------
+// Formatting.
+
+std::string Str(const json& j, const char* key, const std::string& fallback = "-") {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+std::string AliasesOf(const json& aliases, int64_t version) {
+  std::string out;
+  if (!aliases.is_object()) return out;
+  for (const auto& [a, v] : aliases.items())
+    if (v.is_number_integer() && v.get<int64_t>() == version) out += (out.empty() ? "" : ",") + a;
+  return out;
+}
+
+// The headline metric of a version: accuracy for classifiers, MAE otherwise.
+std::string Headline(const json& meta) {
+  if (!meta.contains("metrics") || !meta["metrics"].is_object()) return "-";
+  const json& m = meta["metrics"];
+  if (m.contains("test_accuracy") && m["test_accuracy"].is_number())
+    return fmt::format("acc {:.4f}", m["test_accuracy"].get<double>());
+  if (m.contains("test_mae") && m["test_mae"].is_number())
+    return fmt::format("mae {:.4g}", m["test_mae"].get<double>());
+  return "-";
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty()) return;
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (i + 1 == r.size()) line += r[i];
+      else line += r[i] + std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+std::string VersionsText(const json& versions) {
+  std::string out;
+  if (versions.is_array())
+    for (const auto& v : versions) out += (out.empty() ? "" : ",") + v.dump();
+  return out.empty() ? "-" : out;
+}
+
+void PrintList(const json& doc) {
+  std::vector<std::vector<std::string>> rows{{"MODEL", "VERSIONS", "DEFAULT", "ALIASES", "READY"}};
+  for (const auto& m : doc.value("models", json::array())) {
+    std::string aliases;
+    const json table = m.value("aliases", json::object());
+    for (const auto& [a, v] : table.items())
+      aliases += fmt::format("{}{}={}", aliases.empty() ? "" : ",", a, v.dump());
+    rows.push_back({Str(m, "name"), VersionsText(m.value("versions", json::array())),
+                    Str(m, "default_version"), aliases.empty() ? "-" : aliases,
+                    m.contains("ready") ? (m["ready"].get<bool>() ? "yes" : "no") : "-"});
+  }
+  PrintTable(rows);
+}
+
+void PrintShow(const json& meta) {
+  std::vector<std::vector<std::string>> rows;
+  for (const char* key : {"model", "version", "created_at", "sha256", "parameter_count", "artifact_bytes",
+                          "published_by", "publish_reason", "job_name"})
+    if (meta.contains(key)) rows.push_back({std::string(key) + ":", Str(meta, key)});
+  if (meta.contains("metrics") && meta["metrics"].is_object())
+    for (const auto& [k, v] : meta["metrics"].items())
+      rows.push_back({"metric " + k + ":", v.is_number_float() ? fmt::format("{:.6g}", v.get<double>()) : v.dump()});
+  if (meta.contains("lineage") && meta["lineage"].is_object())
+    for (const char* key : {"job_file", "run_dir", "host", "source_revision"})
+      if (meta["lineage"].contains(key)) rows.push_back({std::string("lineage ") + key + ":", Str(meta["lineage"], key)});
+  PrintTable(rows);
+}
+
+void PrintVersions(const json& doc) {
+  const json aliases = doc.value("aliases", json::object());
+  std::vector<std::vector<std::string>> rows{{"VERSION", "CREATED", "SHA256", "PARAMETERS", "METRIC", "ALIASES"}};
+  for (const auto& m : doc.value("versions", json::array())) {
+    const int64_t v = m.value("version", int64_t{0});
+    const std::string sha = Str(m, "sha256");
+    const std::string a = AliasesOf(aliases, v);
+    rows.push_back({std::to_string(v), Str(m, "created_at"), sha.substr(0, 12), Str(m, "parameter_count"),
+                    m.contains("error") ? "error: " + Str(m, "error") : Headline(m), a.empty() ? "-" : a});
+  }
+  PrintTable(rows);
+}
+
+void PrintHistory(const json& doc) {
+  std::vector<std::vector<std::string>> rows{{"SEQ", "WHEN", "WHO", "ACTION", "ALIAS", "FROM", "TO", "WHY"}};
+  for (const auto& e : doc.value("history", json::array()))
+    rows.push_back({Str(e, "seq"), Str(e, "when"), Str(e, "who"), Str(e, "action"),
+                    Str(e, "alias").empty() ? "-" : Str(e, "alias"), Str(e, "from"), Str(e, "to"),
+                    Str(e, "why").empty() ? "-" : Str(e, "why")});
+  PrintTable(rows);
+  std::string aliases;
+  const json table = doc.value("aliases", json::object());  // items() must not outlive it
+  for (const auto& [a, v] : table.items())
+    aliases += fmt::format("{}{}={}", aliases.empty() ? "" : ", ", a, v.dump());
+  std::printf("aliases now: %s\n", aliases.empty() ? "none" : aliases.c_str());
+}
+
+void PrintChange(const std::string& what, const json& doc) {
+  if (!doc.value("changed", true)) {
+    std::printf("%s: nothing changed\n", what.c_str());
+    return;
+  }
+  for (const auto& e : doc.value("events", json::array()))
+    std::printf("%s: %s %s%s -> %s\n", what.c_str(), Str(e, "action").c_str(),
+                Str(e, "alias").empty() ? "" : ("alias " + Str(e, "alias") + ": ").c_str(),
+                Str(e, "from").c_str(), Str(e, "to").c_str());
+  std::string aliases;
+  const json table = doc.value("aliases", json::object());  // items() must not outlive it
+  for (const auto& [a, v] : table.items())
+    aliases += fmt::format("{}{}={}", aliases.empty() ? "" : ", ", a, v.dump());
+  std::printf("aliases now: %s\n", aliases.empty() ? "none" : aliases.c_str());
+}
+
+void PrintPrediction(const json& response, int top, std::optional<int> label) {
+  std::printf("model %s version %s\n", Str(response, "model_name").c_str(),
+              Str(response, "model_version").c_str());
+  if (label) std::printf("label: %d\n", *label);
+  for (const auto& out : response.value("outputs", json::array())) {
+    const std::string name = Str(out, "name");
+    if (name == "logits") continue;
+    const auto shape = out.value("shape", json::array());
+    const int64_t rows = shape.size() >= 1 ? shape[0].get<int64_t>() : 1;
+    const int64_t k = shape.size() >= 2 ? shape[1].get<int64_t>() : 1;
+    std::vector<double> data;
+    for (const auto& v : out.value("data", json::array())) data.push_back(v.is_number() ? v.get<double>() : NAN);
+    for (int64_t r = 0; r < rows && (r + 1) * k <= static_cast<int64_t>(data.size()); ++r) {
+      if (rows > 1) std::printf("row %lld\n", static_cast<long long>(r));
+      if (name == "probabilities") {
+        std::vector<int64_t> order(k);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return data[r * k + a] > data[r * k + b]; });
+        std::vector<std::vector<std::string>> table{{"RANK", "CLASS", "PROBABILITY"}};
+        for (int64_t i = 0; i < std::min<int64_t>(top, k); ++i)
+          table.push_back({std::to_string(i + 1), std::to_string(order[i]),
+                           fmt::format("{:.6f}", data[r * k + order[i]])});
+        PrintTable(table);
+      } else {
+        std::string line;
+        for (int64_t j = 0; j < k; ++j) line += fmt::format("{}{:.6g}", j ? " " : "", data[r * k + j]);
+        std::printf("%s: %s\n", name.c_str(), line.c_str());
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Building the predict request.
+
+void NumbersOf(const json& j, std::vector<double>* out) {
+  if (j.is_array())
+    for (const auto& e : j) NumbersOf(e, out);
+  else if (j.is_number())
+    out->push_back(j.get<double>());
+  else
+    throw Usage{fmt::format("--input-json: {} is not a number", j.dump())};
+}
+
+StatusOr<json> BuildRequest(const ModelsOptions& o, const ModelInfo& info, std::optional<int>* label) {
+  json sample_shape = info.sample_shape;
+  const int64_t per_row =
+      std::accumulate(info.sample_shape.begin(), info.sample_shape.end(), int64_t{1}, std::multiplies<>());
+  if (!o.input_json.empty()) {
+    POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(o.input_json));
+    json doc = json::parse(text, nullptr, false);
+    if (doc.is_discarded()) return InvalidArgument("{} is not valid JSON", o.input_json);
+    if (doc.is_object() && doc.contains("inputs")) return doc;  // a whole OIP request
+    json tensor;
+    if (doc.is_object() && doc.contains("data")) {
+      tensor = doc;  // one OIP input tensor
+      if (!tensor.contains("name")) tensor["name"] = "input";
+    } else if (doc.is_array()) {
+      std::vector<double> values;
+      NumbersOf(doc, &values);
+      if (per_row <= 0 || values.empty() || values.size() % per_row != 0)
+        return InvalidArgument("{}: {} numbers is not a whole number of rows of {} (shape {})", o.input_json,
+                               values.size(), per_row, sample_shape.dump());
+      json shape = json::array({static_cast<int64_t>(values.size()) / per_row});
+      for (int64_t d : info.sample_shape) shape.push_back(d);
+      tensor = json{{"name", "input"}, {"datatype", "FP32"}, {"shape", shape}, {"data", values}};
+    } else {
+      return InvalidArgument(
+          "{}: expected an OIP request ({{\"inputs\": [...]}}), one input tensor ({{\"name\", \"shape\", "
+          "\"datatype\", \"data\"}}) or an array of numbers (FP32, already preprocessed)",
+          o.input_json);
+    }
+    return json{{"inputs", json::array({tensor})}};
+  }
+  if (!o.idx.empty()) {
+    POLIS_ASSIGN_OR_RETURN(data::IdxArray images, data::ReadIdx(o.idx));
+    const int64_t n = images.dims[0];
+    if (o.index < 0 || o.index >= n)
+      return InvalidArgument("--index {} is out of range: {} holds images 0..{}", o.index, o.idx, n - 1);
+    const int64_t per_image = static_cast<int64_t>(images.data.size()) / n;
+    if (per_image != per_row)
+      return InvalidArgument("{}: an image has {} values, the model takes {} (shape {})", o.idx, per_image,
+                             per_row, sample_shape.dump());
+    std::vector<int> pixels(images.data.begin() + o.index * per_image,
+                            images.data.begin() + (o.index + 1) * per_image);
+    json shape = json::array({1});
+    for (int64_t d : info.sample_shape) shape.push_back(d);
+    if (!o.idx_labels.empty()) {
+      POLIS_ASSIGN_OR_RETURN(data::IdxArray labels, data::ReadIdx(o.idx_labels));
+      if (o.index >= static_cast<int64_t>(labels.data.size()))
+        return InvalidArgument("{} holds {} labels; no label for image {}", o.idx_labels, labels.data.size(),
+                               o.index);
+      *label = labels.data[o.index];
+    }
+    return json{{"inputs", json::array({json{{"name", "input"}, {"datatype", "UINT8"}, {"shape", shape},
+                                            {"data", pixels}}})}};
+  }
+  // --csv: the last `lookback` rows of the file, raw, with its header.
+  if (info.lookback <= 0)
+    return InvalidArgument("--csv is for time-series models; this model takes images (use --idx or --input-json)");
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(o.csv));
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) lines.push_back(line);
+  }
+  if (static_cast<int64_t>(lines.size()) < info.lookback + 1)
+    return InvalidArgument("{}: {} data rows, the model needs the last {} (after the header line)", o.csv,
+                           lines.empty() ? 0 : lines.size() - 1, info.lookback);
+  std::vector<std::string> window(lines.end() - info.lookback, lines.end());
+  return json{{"inputs", json::array({json{{"name", "rows"}, {"datatype", "BYTES"},
+                                           {"shape", {info.lookback}}, {"data", window}},
+                                      json{{"name", "header"}, {"datatype", "BYTES"}, {"shape", {1}},
+                                           {"data", {lines[0]}}}})}};
+}
+
+int Fail(const std::string& cmd, const Status& st) {
+  std::fprintf(stderr, "polisctl models %s: %s\n", cmd.c_str(), st.message().c_str());
+  return kExitFailed;
+}
+
+int Emit(const std::string& cmd, bool as_json, const StatusOr<json>& r,
+         const std::function<void(const json&)>& human) {
+  if (!r.ok()) return Fail(cmd, r.status());
+  if (as_json) std::printf("%s\n", r->dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  else human(*r);
+  return kExitOk;
+}
+
+}  // namespace
+
+CLI::App* AddModelsCommands(CLI::App& app, ModelsOptions* o) {
+  auto* models = app.add_subcommand(
+      "models",
+      "list, inspect, promote, roll back, delete and query models in a registry: a running "
+      "polis-registry (--registry URL) or a registry root directory (--root DIR); docs/registry.md");
+  models->require_subcommand(1, 1);
+  models->fallthrough();
+  models->add_option("--registry", o->registry,
+                     "a running polis-registry, http://HOST:PORT (token: --token-file or POLIS_REGISTRY_TOKEN)");
+  models->add_option("--root", o->root, "a registry root directory, changed directly (no server needed)");
+  models->footer(
+      "Exactly one of --registry or --root. polisctl's own options apply too: --json (print JSON),\n"
+      "--token-file F / --token T (default: $POLIS_REGISTRY_TOKEN), --timeout S (default 30).\n"
+      "Writes over HTTP (promote, rollback, delete) need a token with the admin scope.\n"
+      "Exit codes: 0 ok, 1 the operation failed, 2 usage.\n");
+
+  models->add_subcommand("list", "models with their versions, default version and aliases");
+  auto* show = models->add_subcommand("show", "metadata of one version (default: the latest)");
+  show->add_option("model", o->model, "model name")->required();
+  show->add_option("version", o->ref, "version number, alias or 'latest'");
+  auto* versions = models->add_subcommand("versions", "every version of a model with its metric and aliases");
+  versions->add_option("model", o->model, "model name")->required();
+  auto* history = models->add_subcommand("history", "alias history: who moved which alias, when and why");
+  history->add_option("model", o->model, "model name")->required();
+  auto* promote = models->add_subcommand("promote", "point an alias (production, staging, ...) at a version");
+  promote->add_option("model", o->model, "model name")->required();
+  promote->add_option("alias", o->alias, "alias name")->required();
+  promote->add_option("version", o->version, "version number")->required()->check(CLI::PositiveNumber);
+  auto* rollback = models->add_subcommand("rollback", "move an alias back to the version it named before");
+  rollback->add_option("model", o->model, "model name")->required();
+  rollback->add_option("alias", o->alias, "alias name")->required();
+  auto* del = models->add_subcommand("delete", "delete a version (refused while an alias names it)");
+  del->add_option("model", o->model, "model name")->required();
+  del->add_option("version", o->version, "version number")->required()->check(CLI::PositiveNumber);
+  del->add_flag("--force", o->force, "also remove the aliases that name it (recorded in the history)");
+  for (auto* c : {promote, rollback, del}) {
+    c->add_option("--why", o->why, "reason, kept in the alias history");
+    c->add_option("--who", o->who, "who does it (--root only; a server records the token's name)");
+  }
+  auto* predict = models->add_subcommand(
+      "predict", "ask a model (Open Inference Protocol v2 infer) and print the top classes or the predictions");
+  predict->add_option("model", o->model, "model name")->required();
+  predict->add_option("version", o->ref, "version number or alias (default: production, else the latest)");
+  predict->add_option("--input-json", o->input_json,
+                      "JSON file: an OIP infer request, one input tensor, or an array of numbers (FP32)");
+  predict->add_option("--idx", o->idx, "IDX image file (gzip or raw); with --index");
+  predict->add_option("--index", o->index, "which image of --idx (default 0)")->check(CLI::NonNegativeNumber);
+  predict->add_option("--idx-labels", o->idx_labels, "IDX label file: also print the image's label");
+  predict->add_option("--csv", o->csv, "time-series models: a CSV file with a header; its last rows are sent");
+  predict->add_option("--top", o->top, "classes to print (default 5)")->check(CLI::PositiveNumber);
+  return models;
+}
+
+int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std::string& token_flag,
+              double timeout_s) {
+  const std::string cmd = models->get_subcommands().front()->get_name();
+  try {
+    if (o.registry.empty() == o.root.empty())
+      throw Usage{"give exactly one of --registry http://HOST:PORT or --root DIR"};
+    if (cmd == "predict") {
+      const int kinds = !o.input_json.empty() + !o.idx.empty() + !o.csv.empty();
+      if (kinds != 1) throw Usage{"give exactly one input: --input-json FILE, --idx FILE [--index I] or --csv FILE"};
+      if (o.idx.empty() && (o.index != 0 || !o.idx_labels.empty()))
+        throw Usage{"--index and --idx-labels go with --idx"};
+    }
+    std::unique_ptr<Backend> backend;
+    if (!o.registry.empty()) {
+      auto url = http::ParseHttpUrl(o.registry);
+      if (!url.ok()) throw Usage{"--registry: " + url.status().message()};
+      const std::string token = !token_flag.empty() ? token_flag : env::RegistryToken();
+      backend = std::make_unique<HttpBackend>(*url, token, timeout_s);
+    } else {
+      backend = std::make_unique<RootBackend>(o.root);
+    }
+    const reg::Actor actor{o.who.empty() ? DefaultWho() : o.who, o.why};
+
+    if (cmd == "list") return Emit(cmd, as_json, backend->List(), PrintList);
+    if (cmd == "show") return Emit(cmd, as_json, backend->Show(o.model, o.ref), PrintShow);
+    if (cmd == "versions") return Emit(cmd, as_json, backend->Versions(o.model), PrintVersions);
+    if (cmd == "history") return Emit(cmd, as_json, backend->History(o.model), PrintHistory);
+    if (cmd == "promote")
+      return Emit(cmd, as_json, backend->Promote(o.model, o.alias, o.version, actor),
+                  [&](const json& j) { PrintChange("promote", j); });
+    if (cmd == "rollback")
+      return Emit(cmd, as_json, backend->Rollback(o.model, o.alias, actor),
+                  [&](const json& j) { PrintChange("rollback", j); });
+    if (cmd == "delete")
+      return Emit(cmd, as_json, backend->Delete(o.model, o.version, o.force, actor), [&](const json& j) {
+        std::printf("deleted version %lld of %s\n", static_cast<long long>(o.version), o.model.c_str());
+        PrintChange("delete", j);
+      });
+    // predict
+    auto info = backend->Info(o.model, o.ref);
+    if (!info.ok()) return Fail(cmd, info.status());
+    std::optional<int> label;
+    auto body = BuildRequest(o, *info, &label);
+    if (!body.ok()) return Fail(cmd, body.status());
+    auto response = backend->Infer(o.model, o.ref, *body);
+    if (response.ok() && as_json && label) (*response)["label"] = *label;
+    return Emit(cmd, as_json, response, [&](const json& r) { PrintPrediction(r, o.top, label); });
+  } catch (const Usage& u) {
+    std::fprintf(stderr, "polisctl models %s: %s\n", cmd.c_str(), u.message.c_str());
+    return kExitUsage;
+  }
+}
+
+}  // namespace polis::ctl

@@ -228,7 +228,9 @@ int main(int argc, char** argv) {
     MPI_Bcast(manifest_dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
   }
 
-  polis::RoleContext ctx{std::move(*job), std::move(*model)};
+  polis::RoleContext ctx;
+  ctx.job = std::move(*job);
+  ctx.model = std::move(*model);
   ctx.resume_manifest = manifest_dir;
   if (ctx.job.spec.dataset().format() == polis::proto::DatasetSpec::IDX) {
     auto dims = polis::data::ReadIdxDims(polis::ResolveDataset(ctx.job.spec.dataset()).train_images);

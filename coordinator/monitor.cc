@@ -1,40 +1,24 @@
-// The Beast half of coordinator/monitor.h. Beast and Asio errors are turned
-// into Status values (Start) or HTTP answers (requests) here, once.
-// Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility>.
-#include <utility>
-
+// coordinator/monitor.h: the monitoring API's routes and Prometheus text,
+// served by the ops plane's HTTP server (common/http/http_server.h).
 #include "coordinator/monitor.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <strings.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-
-#include <atomic>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <mutex>
 #include <optional>
-#include <thread>
+#include <utility>
 
 #include "common/fs.h"
+#include "common/http/http_server.h"
 #include "common/log.h"
 
 namespace polis::coordinator {
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
 using json = nlohmann::json;
-using Ms = std::chrono::milliseconds;
 
 // Limits for a monitoring API: small requests, few clients.
 constexpr size_t kMaxBodyBytes = 64 << 10;
@@ -44,12 +28,7 @@ constexpr int kReadTimeoutMs = 10000;   // a request's header and body
 constexpr int kIdleTimeoutMs = 60000;   // a kept-alive connection between requests
 constexpr int kWriteTimeoutMs = 10000;
 
-struct Reply {
-  int status = 200;
-  std::string content_type = "application/json";
-  std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;
-};
+using Reply = http::HttpResponse;
 
 Reply JsonReply(int status, const json& doc) {
   return Reply{status, "application/json",
@@ -314,14 +293,8 @@ struct Monitor::Impl {
   std::shared_ptr<const json> status;  // guarded by mu
   std::vector<Command> commands;       // guarded by mu
 
-  // Declared before the io_context: sessions destroyed with it still count.
-  std::atomic<size_t> connections{0};
-  std::atomic<bool> stopped{false};
-  net::io_context ioc{1};
-  tcp::acceptor acceptor{net::make_strand(ioc)};
-  std::thread thread;
+  std::unique_ptr<http::HttpServer> server;
 
-  void DoAccept();
   Reply Handle(const std::string& method, const std::string& target, const std::string& authorization);
   Reply HandleStatus();
   Reply HandleCommand(Monitor::Command command, const std::string& authorization);
@@ -414,115 +387,6 @@ Reply Monitor::Impl::Handle(const std::string& method, const std::string& target
   return get ? HandleAsset(path) : only("GET, HEAD");
 }
 
-namespace {
-
-class Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket&& socket, Monitor::Impl* monitor) : stream_(std::move(socket)), m_(monitor) {
-    m_->connections++;
-  }
-  ~Session() { m_->connections--; }
-
-  void Run() {
-    net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::Read, shared_from_this()));
-  }
-
- private:
-  void Read() {
-    parser_.emplace();
-    parser_->header_limit(kMaxHeaderBytes);
-    parser_->body_limit(kMaxBodyBytes);
-    stream_.expires_after(Ms(first_ ? kReadTimeoutMs : kIdleTimeoutMs));
-    first_ = false;
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::OnRead, shared_from_this()));
-  }
-
-  void OnRead(beast::error_code ec, std::size_t) {
-    if (ec == http::error::end_of_stream || ec == net::error::eof ||
-        ec == net::error::connection_reset || ec == net::error::operation_aborted ||
-        ec == beast::error::timeout)
-      return Close();
-    if (ec == http::error::header_limit) return Refuse(431, "request header too large");
-    if (ec == http::error::body_limit)
-      return Refuse(413, fmt::format("request body exceeds {} bytes", kMaxBodyBytes));
-    if (ec) return Refuse(400, fmt::format("malformed HTTP request: {}", ec.message()));
-
-    const auto& req = parser_->get();
-    keep_alive_ = req.keep_alive();
-    version_ = req.version();
-    const std::string method(req.method_string());
-    Reply reply;
-    try {
-      reply = m_->Handle(method, std::string(req.target()),
-                         std::string(req[http::field::authorization]));
-    } catch (const std::exception& e) {
-      POLIS_LOG(kError, kCoord, "monitor: {} {} failed: {}", method, std::string(req.target()), e.what());
-      reply = ErrorReply(500, std::string("internal error: ") + e.what());
-    }
-    Write(std::move(reply), method == "HEAD");
-  }
-
-  void Refuse(int status, const std::string& why) {
-    POLIS_LOG(kInfo, kNet, "monitor: refused a request with {}: {}", status, why);
-    keep_alive_ = false;
-    Write(ErrorReply(status, why), false);
-  }
-
-  void Write(Reply r, bool head) {
-    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status),
-                                                                   version_);
-    res->set(http::field::server, "polis-monitor");
-    res->set(http::field::content_type, r.content_type);
-    res->set(http::field::cache_control, "no-store");
-    for (auto& [k, v] : r.headers) res->set(k, v);
-    res->keep_alive(keep_alive_ && !m_->stopped);
-    if (head) {
-      res->content_length(r.body.size());
-    } else {
-      res->body() = std::move(r.body);
-      res->prepare_payload();
-    }
-    stream_.expires_after(Ms(kWriteTimeoutMs));
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-      if (ec || !res->keep_alive()) return self->Close();
-      self->Read();
-    });
-  }
-
-  void Close() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
-  }
-
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  Monitor::Impl* m_;
-  bool keep_alive_ = false;
-  bool first_ = true;
-  unsigned version_ = 11;
-};
-
-}  // namespace
-
-void Monitor::Impl::DoAccept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-    if (ec == net::error::operation_aborted || !acceptor.is_open() || stopped) return;
-    if (ec) {
-      POLIS_LOG(kWarn, kNet, "monitor: accept failed: {}", ec.message());
-    } else if (connections >= kMaxConnections) {
-      POLIS_LOG(kWarn, kNet, "monitor: {} connections open; closing a new one", connections.load());
-      beast::error_code ignored;
-      socket.close(ignored);
-    } else {
-      std::make_shared<Session>(std::move(socket), this)->Run();
-    }
-    DoAccept();
-  });
-}
-
 Monitor::Monitor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
@@ -539,40 +403,48 @@ StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
   const long port = std::strtol(port_text.c_str(), &end, 10);
   if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
     return InvalidArgument("monitor listen address '{}': port '{}' is not 0..65535", listen, port_text);
-  beast::error_code ec;
-  const auto ip = net::ip::make_address(host, ec);
-  if (ec) return InvalidArgument("monitor listen address '{}': '{}' is not an IP address", listen, host);
-
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
   impl->dashboard_dir = options.dashboard_dir.empty() ? BuiltinDashboardDir() : options.dashboard_dir;
-  const tcp::endpoint ep(ip, static_cast<unsigned short>(port));
-  impl->acceptor.open(ep.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(ep, ec);
-  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) return IoError("monitor cannot listen on {}: {}", listen, ec.message());
-  const int bound = impl->acceptor.local_endpoint(ec).port();
-
-  std::string shown = ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string();
-  if (ip.is_unspecified()) {
+  http::HttpServerOptions ho;
+  ho.host = host;
+  ho.port = static_cast<int>(port);
+  ho.threads = 1;
+  ho.max_body_bytes = kMaxBodyBytes;
+  ho.max_upload_bytes = kMaxBodyBytes;
+  ho.max_header_bytes = kMaxHeaderBytes;
+  ho.read_timeout_ms = kReadTimeoutMs;
+  ho.idle_timeout_ms = kIdleTimeoutMs;
+  ho.write_timeout_ms = kWriteTimeoutMs;
+  ho.max_connections = kMaxConnections;
+  ho.server_name = "polis-monitor";
+  Impl* raw = impl.get();
+  impl->server = std::make_unique<http::HttpServer>(
+      ho, [raw](http::HttpRequest req, http::Respond respond, http::Post) {
+        Reply reply;
+        try {
+          reply = raw->Handle(req.method, req.target, req.authorization);
+        } catch (const std::exception& e) {
+          POLIS_LOG(kError, kCoord, "monitor: {} {} failed: {}", req.method, req.target, e.what());
+          reply = ErrorReply(500, std::string("internal error: ") + e.what());
+        }
+        reply.headers.emplace_back("Cache-Control", "no-store");
+        respond(std::move(reply));
+      });
+  if (Status st = impl->server->Start(); !st.ok()) {
+    if (st.code() == Code::kInvalidArgument)
+      return InvalidArgument("monitor listen address '{}': '{}' is not an IP address", listen, host);
+    return st.WithContext("monitor");  // "cannot listen on HOST:PORT: why"
+  }
+  const int bound = impl->server->port();
+  const bool v6 = host.find(':') != std::string::npos;
+  std::string shown = v6 ? "[" + host + "]" : host;
+  if (host == "0.0.0.0" || host == "::") {
     char name[256] = "";
     if (gethostname(name, sizeof(name) - 1) == 0 && name[0]) shown = name;
   }
   impl->address = fmt::format("http://{}:{}", shown, bound);
 
-  impl->DoAccept();
-  Impl* raw = impl.get();
-  impl->thread = std::thread([raw] {
-    // Process-directed signals (SIGTERM from scancel, SIGINT, ...) go to the
-    // coordinator's threads, never to this one.
-    sigset_t set;
-    sigemptyset(&set);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD})
-      sigaddset(&set, sig);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    raw->ioc.run();
-  });
   POLIS_LOG(kInfo, kCoord, "monitor: serving {} (dashboard from {})", impl->address, impl->dashboard_dir);
   return std::unique_ptr<Monitor>(new Monitor(std::move(impl)));
 }
@@ -596,19 +468,9 @@ std::vector<Monitor::Command> Monitor::TakeCommands() {
 }
 
 Monitor::~Monitor() {
-  Impl& m = *impl_;
-  m.stopped = true;
-  net::post(m.acceptor.get_executor(), [&m] {
-    beast::error_code ec;
-    m.acceptor.close(ec);
-  });
   // Handlers never block, so whatever is in flight is answered within
   // microseconds; a short grace lets those answers go out.
-  const auto deadline = std::chrono::steady_clock::now() + Ms(200);
-  while (m.connections > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(Ms(5));
-  m.ioc.stop();
-  if (m.thread.joinable()) m.thread.join();
+  if (impl_->server) impl_->server->Stop(200);
 }
 
 }  // namespace polis::coordinator

@@ -7,6 +7,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -15,13 +18,13 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
-#include "registry/http.h"
+#include "common/http/http_server.h"
 
-namespace polis::registry {
+namespace polis::http {
 namespace {
 
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace bhttp = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
@@ -82,19 +85,19 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     stream_.expires_after(Ms(first_ ? srv_->opt.read_timeout_ms : srv_->opt.idle_timeout_ms));
     first_ = false;
-    http::async_read_header(stream_, buffer_, *parser_,
+    bhttp::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
   }
 
   void OnHeader(beast::error_code ec, std::size_t) {
-    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+    if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
         ec == net::error::connection_reset || ec == net::error::operation_aborted)
       return Close();
     if (ec == beast::error::timeout) {
       POLIS_LOG(kInfo, kNet, "{}: no complete request header within the timeout; closing", remote_);
       return;  // the stream closed the socket
     }
-    if (ec == http::error::header_limit)
+    if (ec == bhttp::error::header_limit)
       return Refuse(431, fmt::format("request header exceeds {} bytes", srv_->opt.max_header_bytes));
     if (ec) return Refuse(400, fmt::format("malformed HTTP request: {}", ec.message()));
 
@@ -114,10 +117,10 @@ class Session : public std::enable_shared_from_this<Session> {
     // Slow clients: the body gets the read timeout plus a second per MiB declared.
     const int64_t allowance_ms = declared ? static_cast<int64_t>(*declared >> 20) * 1000 : 0;
     stream_.expires_after(Ms(srv_->opt.read_timeout_ms + allowance_ms));
-    if (beast::iequals(req[http::field::expect], "100-continue")) {
-      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+    if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
+      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_,
                                                                     req.version());
-      http::async_write(stream_, *cont,
+      bhttp::async_write(stream_, *cont,
                         [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
                           if (wec) return self->Close();
                           self->ReadBody();
@@ -128,24 +131,24 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadBody() {
-    http::async_read(stream_, buffer_, *parser_,
+    bhttp::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnBody, shared_from_this()));
   }
 
   void OnBody(beast::error_code ec, std::size_t) {
-    if (ec == http::error::body_limit)
+    if (ec == bhttp::error::body_limit)
       return Refuse(413, fmt::format("request body exceeds the limit of {} bytes", body_limit_));
     if (ec == beast::error::timeout) {
       POLIS_LOG(kInfo, kNet, "{}: {} body not received within the timeout; closing", remote_,
                 method_);
       return;
     }
-    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+    if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
         ec == net::error::connection_reset)
       return Close();
     if (ec) return Refuse(400, fmt::format("malformed HTTP request body: {}", ec.message()));
 
-    http::request<http::string_body> req = parser_->release();
+    bhttp::request<bhttp::string_body> req = parser_->release();
     parser_.reset();
     keep_alive_ = req.keep_alive();
     version_ = req.version();
@@ -155,8 +158,8 @@ class Session : public std::enable_shared_from_this<Session> {
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
     r.body = std::move(req.body());
-    r.authorization = std::string(req[http::field::authorization]);
-    r.content_type = std::string(req[http::field::content_type]);
+    r.authorization = std::string(req[bhttp::field::authorization]);
+    r.content_type = std::string(req[bhttp::field::content_type]);
     r.inference_header_length = std::string(req["Inference-Header-Content-Length"]);
     r.remote = remote_;
 
@@ -176,7 +179,7 @@ class Session : public std::enable_shared_from_this<Session> {
     try {
       srv_->handler(std::move(r), respond, std::move(post));
     } catch (const std::exception& e) {
-      POLIS_LOG(kError, kRegistry, "handler threw: {}", e.what());
+      POLIS_LOG(kError, kNet, "handler threw: {}", e.what());
       respond(HttpResponse{500, "application/json", ErrorBody(std::string("internal error: ") + e.what()), {}});
     }
   }
@@ -188,16 +191,20 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write(HttpResponse r, bool handled) {
-    auto res = std::make_shared<http::response<http::string_body>>(
-        static_cast<http::status>(r.status), version_ ? version_ : 11);
-    res->set(http::field::server, "polis-registry");
-    res->set(http::field::content_type, r.content_type);
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+        static_cast<bhttp::status>(r.status), version_ ? version_ : 11);
+    res->set(bhttp::field::server, srv_->opt.server_name);
+    res->set(bhttp::field::content_type, r.content_type);
     for (auto& [k, v] : r.headers) res->set(k, v);
-    res->body() = std::move(r.body);
     res->keep_alive(keep_alive_);
-    res->prepare_payload();
+    if (method_ == "HEAD") {
+      res->content_length(r.body.size());  // what a GET would carry; no body
+    } else {
+      res->body() = std::move(r.body);
+      res->prepare_payload();
+    }
     stream_.expires_after(Ms(srv_->opt.write_timeout_ms));
-    http::async_write(stream_, *res,
+    bhttp::async_write(stream_, *res,
                       [self = shared_from_this(), res, handled](beast::error_code ec, std::size_t) {
                         if (handled) self->srv_->active--;
                         if (ec) return self->Close();
@@ -234,7 +241,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::vector<char> drain_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   HttpServer::Impl* srv_;
   std::string remote_, method_;
   size_t body_limit_ = 0;
@@ -289,7 +296,16 @@ Status HttpServer::Start() {
   s.started = true;
   s.DoAccept();
   const int n = std::max(1, s.opt.threads);
-  for (int i = 0; i < n; ++i) s.threads.emplace_back([&s] { s.ioc.run(); });
+  for (int i = 0; i < n; ++i)
+    s.threads.emplace_back([&s] {
+      // Process-directed signals go to the owner's threads, never to these.
+      sigset_t set;
+      sigemptyset(&set);
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD})
+        sigaddset(&set, sig);
+      pthread_sigmask(SIG_BLOCK, &set, nullptr);
+      s.ioc.run();
+    });
   return Status::Ok();
 }
 
@@ -313,4 +329,4 @@ void HttpServer::Stop(int grace_ms) {
   s.threads.clear();
 }
 
-}  // namespace polis::registry
+}  // namespace polis::http

@@ -230,8 +230,7 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
                                       std::string_view fast_input,
                                       const std::string& header_length) {
   ParsedBody out;
-  std::string json_part;
-  const std::string* body_ptr = &whole;
+  std::string_view body = whole;  // the JSON part
   if (!header_length.empty()) {
     size_t n = 0;
     const auto* end = header_length.data() + header_length.size();
@@ -242,11 +241,9 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
     if (n > whole.size())
       return InvalidArgument(
           "Inference-Header-Content-Length {} exceeds the body's {} bytes", n, whole.size());
-    json_part = whole.substr(0, n);
-    out.binary = whole.substr(n);
-    body_ptr = &json_part;
+    body = body.substr(0, n);
+    out.binary.assign(whole, n);
   }
-  const std::string& body = *body_ptr;
   if (body.empty()) {
     if (allow_empty) {
       out.doc = json::object();
@@ -303,7 +300,7 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
   // Invalid JSON (or something simdjson does not take): nlohmann decides,
   // and its messages say where.
   try {
-    out.doc = json::parse(body);
+    out.doc = json::parse(body.begin(), body.end());
   } catch (const json::parse_error& e) {
     return InvalidArgument("the request body is not valid JSON: {}", e.what());
   }

@@ -23,6 +23,7 @@
 #include "common/comm/ps_client.h"
 #include "common/role.h"
 #include "paramserver/server.h"
+#include "tests/mpi/mpi_gtest_main.h"
 
 namespace polis {
 namespace {
@@ -226,37 +227,7 @@ TEST(PsTransport, PiecesOutOfOrderAndALayerAcrossTwoServers) {
   EXPECT_EQ(per_layer, whole);
 }
 
-class FailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
-                   r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-};
-
 }  // namespace
 }  // namespace polis
 
-int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new polis::FailurePrinter(rank));
-  }
-  int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (rank == 0 && any_failed && !failed) std::fprintf(stderr, "a test failed on another rank\n");
-  MPI_Finalize();
-  return any_failed;
-}
+int main(int argc, char** argv) { return polis::mpitest::RunMpiGoogleTests(argc, argv); }

@@ -73,7 +73,8 @@ nlohmann::json ToJson(const CheckpointManifest& m) {
   for (const auto& r : m.consumed) consumed.push_back({r.begin, r.end});
   return {{"step", m.step}, {"epoch", m.epoch}, {"epoch_complete", m.epoch_complete},
           {"workers", m.workers}, {"servers", m.servers}, {"parameter_count", m.parameter_count},
-          {"job_sha256", m.job_sha256}, {"shards", shards}, {"consumed", consumed}};
+          {"job_sha256", m.job_sha256}, {"job", m.job_text}, {"model_sha256", m.model_sha256},
+          {"shards", shards}, {"consumed", consumed}};
 }
 
 }  // namespace
@@ -103,6 +104,8 @@ StatusOr<CheckpointManifest> ReadManifest(const std::string& dir) {
     m.servers = j.at("servers");
     m.parameter_count = j.at("parameter_count");
     m.job_sha256 = j.at("job_sha256");
+    m.job_text = j.value("job", "");
+    m.model_sha256 = j.value("model_sha256", "");
     for (const auto& s : j.at("shards"))
       m.shards.push_back({s.at("server"), s.at("begin"), s.at("end"), s.at("file"), s.at("sha256")});
     for (const auto& r : j.at("consumed")) m.consumed.push_back({r.at(0), r.at(1)});
@@ -110,16 +113,26 @@ StatusOr<CheckpointManifest> ReadManifest(const std::string& dir) {
     return DataLoss("'{}': {}", path, e.what());
   }
   m.dir = dir;
-  int64_t covered = 0;
+  if (m.parameter_count <= 0 || m.shards.empty())
+    return DataLoss("'{}': {} parameters in {} shards", path, m.parameter_count, m.shards.size());
+  // The shards must tile [0, parameter_count): sorted, adjacent, in range.
+  std::vector<CheckpointManifest::Shard> sorted = m.shards;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
+  int64_t at = 0;
+  for (const auto& s : sorted) {
+    if (s.begin != at || s.end <= s.begin || s.end > m.parameter_count)
+      return DataLoss("'{}': shard '{}' holds [{}, {}) where [{}, ...) of {} parameters was expected",
+                      path, s.file, s.begin, s.end, at, m.parameter_count);
+    at = s.end;
+  }
+  if (at != m.parameter_count)
+    return DataLoss("'{}': shards cover {} of {} parameters", path, at, m.parameter_count);
   for (const auto& s : m.shards) {
     POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + s.file));
     if (sum != s.sha256)
       return DataLoss("'{}/{}': checksum mismatch: the manifest says {}, the file has {}", dir,
                       s.file, s.sha256, sum);
-    covered += s.end - s.begin;
   }
-  if (covered != m.parameter_count)
-    return DataLoss("'{}': shards cover {} of {} parameters", path, covered, m.parameter_count);
   return m;
 }
 
@@ -160,6 +173,14 @@ StatusOr<FullState> LoadFullState(const CheckpointManifest& m) {
     if (f.begin != s.begin || f.end != s.end)
       return DataLoss("'{}/{}': holds [{}, {}) but the manifest says [{}, {})", m.dir, s.file, f.begin,
                       f.end, s.begin, s.end);
+    const size_t n = static_cast<size_t>(s.end - s.begin);
+    if (s.begin < 0 || s.end > m.parameter_count || f.params.size() != n)
+      return DataLoss("'{}/{}': holds {} parameters for [{}, {}) of {}", m.dir, s.file, f.params.size(),
+                      s.begin, s.end, m.parameter_count);
+    for (const auto& [name, v] : f.state)
+      if (v.size() != n)
+        return DataLoss("'{}/{}': optimizer state '{}' holds {} values for a range of {}", m.dir, s.file,
+                        name, v.size(), n);
     std::copy(f.params.begin(), f.params.end(), full.params.begin() + f.begin);
     if (full.state.empty())
       for (const auto& [name, v] : f.state) full.state.emplace_back(name, std::vector<float>(m.parameter_count));

@@ -42,6 +42,11 @@ struct CheckpointManifest {
   int workers = 0, servers = 0;
   int64_t parameter_count = 0;
   std::string job_sha256;
+  // The effective job (protobuf text, after command-line overrides) and
+  // ModelLayoutSha256 of its model: what a resume is compared with
+  // (common/resume.h). Empty in checkpoints written before they were kept.
+  std::string job_text;
+  std::string model_sha256;
   struct Shard {
     int server = 0;
     int64_t begin = 0, end = 0;
@@ -56,7 +61,8 @@ struct CheckpointManifest {
 
 std::string CheckpointDirName(int64_t step, bool epoch_complete);
 Status WriteManifest(const std::string& dir, const CheckpointManifest& m);
-// Verifies the manifest's own checksum and every shard's.
+// Verifies the manifest's own checksum and every shard's, and that the
+// shards tile [0, parameter_count) exactly.
 StatusOr<CheckpointManifest> ReadManifest(const std::string& dir);
 // The newest complete checkpoint under <run_dir>/checkpoints; NotFound if none.
 // Skipped ones are reported in *skipped (one line each).
@@ -66,7 +72,8 @@ StatusOr<CheckpointManifest> FindLatestCheckpoint(const std::string& run_dir,
 void PruneCheckpoints(const std::string& run_dir, int keep);
 
 // Reassembles the full parameter vector (and each optimizer state vector)
-// from a checkpoint's shards, whatever key ranges they had.
+// from a checkpoint's shards, whatever key ranges they had. Every shard's
+// vectors must hold exactly its range: DataLoss naming the file otherwise.
 struct FullState {
   std::vector<float> params;
   std::vector<std::pair<std::string, std::vector<float>>> state;

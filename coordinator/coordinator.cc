@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <google/protobuf/text_format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/artifact/artifact.h"
@@ -26,6 +28,7 @@
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "coordinator/monitor.h"
+#include "coordinator/publish.h"
 #include "polis_config.h"
 
 namespace polis::coordinator {
@@ -87,6 +90,13 @@ struct ServerView {
 
 void OnStopSignal(int) { g_stop_requested = true; }
 
+// Worker ranks some server is waiting for, from the servers' heartbeats.
+std::set<int> BlamedWorkers(const std::vector<ServerView>& servers) {
+  std::set<int> ranks;
+  for (const auto& v : servers) ranks.insert(v.stats.waiting_for().begin(), v.stats.waiting_for().end());
+  return ranks;
+}
+
 using Range = data::ShardPlanner::Range;
 
 // The first `count` positions of a worker's grants, in the order granted.
@@ -97,57 +107,6 @@ void TakePrefix(const std::vector<Range>& grants, int64_t count, std::vector<Ran
     out->push_back({g.begin, g.begin + take});
     count -= take;
   }
-}
-
-// Publishing to a running polis-registry (registry.url): the artifact file's
-// bytes go up as they are, with the bearer token; the server's answer must
-// name the same SHA-256 as the file's trailer.
-struct RemoteVersion {
-  int64_t version = 0;
-  std::string sha256;
-  std::string url;  // the version's registry URL
-};
-
-StatusOr<RemoteVersion> PublishOverHttp(const proto::JobSpec& spec, const std::string& model,
-                                        const std::string& artifact_path) {
-  const std::string& url_text = spec.registry().url();
-  POLIS_ASSIGN_OR_RETURN(http::HttpUrl url, http::ParseHttpUrl(url_text));
-  POLIS_ASSIGN_OR_RETURN(std::string token, RegistryToken(spec.registry(), "registry"));
-  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(artifact_path));
-  const std::string local_sha = ArtifactSha256(bytes);
-  const std::string path = fmt::format("/v2/registry/models/{}/versions", http::UrlEncode(model));
-  const std::string target =
-      fmt::format("{}{}?why={}", url.base_path, path, http::UrlEncode("trained by job " + spec.name()));
-  const std::string where = fmt::format("POST {}{}", url.text, path);
-  // Uploading and the server's checks (rebuild, one forward pass) of a large
-  // model take a while: a generous deadline, at least POLIS_TIMEOUT_S.
-  http::HttpClient client(url.host, url.port, 1000 * std::max(env::TimeoutSeconds(), 120));
-  auto r = client.Request("POST", target, bytes,
-                          {{"Authorization", "Bearer " + token},
-                           {"Content-Type", "application/octet-stream"}});
-  if (!r.ok()) return RemoteError("{}: the registry is unreachable: {}", where, r.status().message());
-  if (r->status != 201) {
-    std::string hint;
-    if (r->status == 401 || r->status == 403)
-      hint = fmt::format(" (check the token in {}; it needs the publish scope for model '{}')",
-                         spec.registry().token_file().empty() ? std::string("POLIS_REGISTRY_TOKEN")
-                                                              : spec.registry().token_file(),
-                         model);
-    return RemoteError("{}: HTTP {}: {}{}", where, r->status, http::ErrorMessage(*r), hint);
-  }
-  json answer = json::parse(r->body, nullptr, false);
-  if (!answer.is_object() || !answer.contains("version") || !answer["version"].is_number_integer() ||
-      !answer.contains("sha256") || !answer["sha256"].is_string())
-    return RemoteError("{}: HTTP 201 but the answer is not {{\"version\", \"sha256\"}}: {}", where,
-                       r->body.substr(0, 200));
-  RemoteVersion out;
-  out.version = answer["version"].get<int64_t>();
-  out.sha256 = answer["sha256"].get<std::string>();
-  out.url = fmt::format("{}/v2/registry/models/{}/versions/{}", url.text, model, out.version);
-  if (out.sha256 != local_sha)
-    return DataLoss("{}: the registry stored version {} with sha256 {}, but the artifact {} has {}",
-                    where, out.version, out.sha256, artifact_path, local_sha);
-  return out;
 }
 
 }  // namespace
@@ -236,6 +195,9 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   std::map<int, std::vector<std::vector<Range>>> grants;
   std::map<std::pair<int64_t, bool>, std::vector<proto::ShardSaved>> saved;
   std::string last_checkpoint;
+  std::string job_text;
+  google::protobuf::TextFormat::PrintToString(spec, &job_text);
+  const std::string model_sha256 = ModelLayoutSha256(ctx.model);
   bool stopping = false;
   std::vector<proto::ServerStats> server_stats;
   auto last_print = start;
@@ -244,6 +206,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   std::vector<ServerView> servers_view(ctx.servers);
   json series = json::array();
   double last_loss = 0;
+  bool have_progress = false;  // until the first report, step and loss are unknown (null)
   std::string state = "running";
   auto last_publish = start - std::chrono::seconds(1);
   auto publish = [&]() {
@@ -257,13 +220,18 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     double best = 0;
     for (const auto& v : workers_view) best = std::max(best, v.compute_rate);
     json wj = json::array(), stragglers = json::array(), stalled = json::array();
+    const std::set<int> blamed = BlamedWorkers(servers_view);
     for (int k = 0; k < W; ++k) {
       const auto& v = workers_view[k];
       const double age = Seconds(now - v.last_seen).count();
       // A straggler computes at under 2/3 of the fastest worker's rate (in
       // BSP everyone moves at the slowest's pace; compute time tells who).
       const bool straggler = W > 1 && v.compute_rate > 0 && best > 0 && v.compute_rate < best * 2.0 / 3.0;
-      const bool is_stalled = age > std::max(30.0, env::TimeoutSeconds() / 10.0);
+      // Silent for long, and (with servers) one whose push a server is
+      // waiting for: a worker that pushed and waits for the others' is held,
+      // not stalled.
+      const bool is_stalled = age > std::max(30.0, env::TimeoutSeconds() / 10.0) &&
+                              (ctx.servers == 0 || blamed.count(ctx.worker_rank(k)) > 0);
       if (straggler) stragglers.push_back(ctx.worker_rank(k));
       if (is_stalled) stalled.push_back(ctx.worker_rank(k));
       wj.push_back({{"rank", ctx.worker_rank(k)}, {"epoch", v.epoch + 1}, {"step", v.step}, {"shards_done", v.shards},
@@ -288,7 +256,8 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
                       {"images_per_second", h["images_per_second"]}, {"elapsed_seconds", h["elapsed_seconds"]}});
     const double total = static_cast<double>(N) * E;
     json status = {{"job", spec.name()}, {"state", state}, {"epoch", std::min(epochs_done + 1, E)}, {"epochs", E},
-                   {"step", workers_view.empty() ? 0 : workers_view[0].step}, {"loss", last_loss},
+                   {"step", have_progress ? json(workers_view[0].step) : json(nullptr)},
+                   {"loss", have_progress ? json(last_loss) : json(nullptr)},
                    {"accuracy", history.empty() ? 0.0 : history.back().value("test_accuracy", 0.0)},
                    {"samples_per_second", rate},
                    {"eta_seconds", rate > 0 ? std::max(0.0, (total - done) / rate) : -1.0},
@@ -347,12 +316,19 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     }
     if (st.code() == Code::kNotFound) continue;  // a stop request to act on
     if (st.code() == Code::kTimeout) {
-      std::string who;
-      for (int w = 0; w < W; ++w)
-        if (worker_epoch[w] <= epochs_done)
-          who += fmt::format("{}rank {} (worker, epoch {})", who.empty() ? "" : ", ",
-                             ctx.worker_rank(w), worker_epoch[w] + 1);
-      return Timeout("stalled in epoch {}: no word from {}", epochs_done + 1, who);
+      // Blame whom the servers wait for, as they do; without servers, every
+      // worker that has not finished the epoch.
+      const std::set<int> blamed = BlamedWorkers(servers_view);
+      std::string who, held;
+      for (int w = 0; w < W; ++w) {
+        if (worker_epoch[w] > epochs_done) continue;
+        const std::string one = fmt::format("rank {} (worker, epoch {}, step {})", ctx.worker_rank(w),
+                                            worker_epoch[w] + 1, workers_view[w].step);
+        std::string& list = blamed.empty() || blamed.count(ctx.worker_rank(w)) ? who : held;
+        list += (list.empty() ? "" : ", ") + one;
+      }
+      return Timeout("stalled in epoch {}: no word from {}{}", epochs_done + 1, who.empty() ? held : who,
+                     who.empty() || held.empty() ? "" : "; " + held + " wait(s) for it");
     }
     POLIS_RETURN_IF_ERROR(st);
     const int w = from - 1 - ctx.servers;
@@ -372,6 +348,8 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       m.servers = ctx.servers;
       m.parameter_count = ctx.model.parameter_count();
       m.job_sha256 = ctx.job.sha256;
+      m.job_text = job_text;
+      m.model_sha256 = model_sha256;
       for (const auto& x : list) {
         if (x.consumed_size() != W || (x.epoch() != ss.epoch()))
           return InternalError("servers disagree on checkpoint {}", ss.step());
@@ -394,6 +372,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       PruneCheckpoints(ctx.run_dir, spec.training().keep_checkpoints());
       saved.erase({ss.step(), ss.epoch_complete()});
       last_checkpoint = dir;
+      if (state == "checkpointing") state = "running";
       POLIS_LOG(kInfo, kCoord, "checkpoint {} complete", dir);
       if (stopping) break;
       continue;
@@ -445,6 +424,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
         v.wait += p.wait_seconds();
         v.comm += p.comm_seconds();
         last_loss = p.loss();
+        have_progress = true;
         if (series.size() >= 500) series.erase(series.begin());
         series.push_back({{"t", Seconds(now - start).count()}, {"loss", p.loss()}, {"samples_per_second", v.rate}});
       }
@@ -604,124 +584,28 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   if (final_sha != totals[E - 1].params_sha256)
     return InternalError("the gathered parameters differ from those the workers evaluated");
 
-  // The artifact: header with spec, shapes, metrics and lineage, then weights.
+  TrainedRun run;
+  run.params = std::move(params);
+  run.history = history;
+  run.train_seconds = train_seconds;
   const json& last = history.back();
-  ModelArtifact artifact;
-  auto& h = artifact.header;
-  *h.mutable_job() = spec;
-  for (int64_t d : ctx.model.input_shape()) h.add_input_shape(d);
-  for (int64_t d : ctx.model.output_shape()) h.add_output_shape(d);
-  for (const auto& l : ctx.model.layers())
-    for (const auto& p : l.params) {
-      auto* t = h.add_tensor();
-      t->set_name(l.name + "/" + p.name);
-      for (int64_t d : p.shape) t->add_shape(d);
-      t->set_offset(p.offset);
-      t->set_count(p.count);
-    }
-  h.set_parameter_count(ctx.model.parameter_count());
-  auto metric = [&](const std::string& name, double v) {
-    auto* m = h.add_metric();
-    m->set_name(name);
-    m->set_value(v);
-  };
   const char* kMetric = regression ? "test_mae" : "test_accuracy";
-  metric(kMetric, last[kMetric].get<double>());
-  if (regression)
-    for (const char* m : {"test_rmse", "test_mape", "test_smape"}) metric(m, last[m].get<double>());
-  metric("test_loss", last["test_loss"].get<double>());
-  metric("train_loss", last["train_loss"].get<double>());
-  metric("epochs", E);
-  metric("train_seconds", train_seconds);
-  auto* lin = h.mutable_lineage();
-  lin->set_job_file(ctx.job.path);
-  lin->set_job_sha256(ctx.job.sha256);
-  h.set_preprocessing_json(dataset->PreprocessingJson());
-  for (const std::string& f : dataset->files()) {
-    POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(f));
-    auto* c = lin->add_dataset_files();
-    c->set_path(f);
-    c->set_sha256(sum);
-  }
-  lin->set_source_revision(POLIS_SOURCE_REVISION);
-  lin->set_run_dir(ctx.run_dir);
-  char host[256] = "";
-  gethostname(host, sizeof(host) - 1);
-  lin->set_host(host);
-  artifact.weights = params;
-
-  const std::string model_name = PublishedModelName(spec);
-  const std::string root = spec.registry().root();
-  const bool over_http = spec.registry().has_url();
-  const json extra = {{"job_name", spec.name()}, {"workers", W}, {"servers", ctx.servers}};
-  PublishedVersion pub;
-  if (over_http) {
-    // The artifact stays in the run directory whatever the registry answers.
-    if (h.lineage().created_at().empty()) h.mutable_lineage()->set_created_at(UtcTimestamp());
-    pub.model = model_name;
-    pub.artifact_path = ctx.run_dir + "/" + kArtifactFileName;
-    POLIS_RETURN_IF_ERROR(WriteArtifactFile(pub.artifact_path, artifact));
-  } else {
-    POLIS_ASSIGN_OR_RETURN(pub, PublishVersion(root, model_name, std::move(artifact), extra));
-  }
-
-  // Reload what was written, verify its checksum, rebuild the model and
-  // evaluate it: the stored copy must reproduce the reported accuracy.
-  POLIS_ASSIGN_OR_RETURN(ModelArtifact reloaded, ReadArtifactFile(pub.artifact_path));
-  POLIS_ASSIGN_OR_RETURN(nn::Model rebuilt, nn::Model::Build(reloaded.header.job().model(),
-                                                             nn::Shape(reloaded.header.input_shape().begin(),
-                                                                       reloaded.header.input_shape().end())));
-  Evaluator evaluator(rebuilt, reloaded.header.job().model(), reloaded.weights.data(),
-                      spec.training().eval_batch_size());
-  EvalResult check = evaluator.Run(*dataset, data::Part::kTest, 0, dataset->size(data::Part::kTest));
-  const double trained = last[kMetric].get<double>();
-  const double reloaded_metric = regression ? check.mae() : check.accuracy();
-
-  Status publish_status;
-  if (over_http) {
-    auto remote = PublishOverHttp(spec, model_name, pub.artifact_path);
-    if (remote.ok()) {
-      pub.version = remote->version;
-      pub.sha256 = remote->sha256;
-      pub.dir = remote->url;
-      std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f; artifact kept at %s\n",
-                  model_name.c_str(), static_cast<long long>(pub.version), remote->url.c_str(),
-                  pub.sha256.substr(0, 16).c_str(), kMetric, reloaded_metric, pub.artifact_path.c_str());
-      POLIS_LOG(kInfo, kCoord, "published model '{}' version {} to {}", model_name, pub.version,
-                remote->url);
-    } else {
-      publish_status = Status(remote.status().code(),
-                              fmt::format("publishing model '{}' failed: {}; the artifact is kept at {}",
-                                          model_name, remote.status().message(), pub.artifact_path));
-    }
-  } else {
-    std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f\n",
-                model_name.c_str(), static_cast<long long>(pub.version), pub.dir.c_str(),
-                pub.sha256.substr(0, 16).c_str(), kMetric, reloaded_metric);
-  }
-  std::fflush(stdout);
-
-  json result = {{"job", spec.name()},
-                 {"model", model_name},
-                 {"version", pub.version},
-                 {"artifact", pub.artifact_path},
-                 {"artifact_sha256", pub.sha256},
-                 {over_http ? "registry_url" : "registry_root", over_http ? spec.registry().url() : root},
-                 {kMetric, trained},
-                 {std::string("reloaded_") + kMetric, reloaded_metric},
-                 {"test_loss", last["test_loss"]},
-                 {"train_loss", last["train_loss"]},
-                 {"epochs", E},
-                 {"train_seconds", train_seconds},
-                 {"images_per_second", samples_done / train_seconds},
-                 {"workers", W},
-                 {"servers", ctx.servers},
-                 {"sync", proto::SyncSpec::Mode_Name(spec.sync().mode())},
-                 {"consistency", proto::SyncSpec::Consistency_Name(spec.sync().consistency())},
-                 {"last_checkpoint", last_checkpoint},
-                 {"batch_size_per_worker", spec.training().batch_size()},
-                 {"parameters", ctx.model.parameter_count()},
-                 {"history", history}};
+  json& result = run.result;
+  result = {{"job", spec.name()},
+            {kMetric, last[kMetric]},
+            {"test_loss", last["test_loss"]},
+            {"train_loss", last["train_loss"]},
+            {"epochs", E},
+            {"train_seconds", train_seconds},
+            {"images_per_second", samples_done / train_seconds},
+            {"workers", W},
+            {"servers", ctx.servers},
+            {"sync", proto::SyncSpec::Mode_Name(spec.sync().mode())},
+            {"consistency", proto::SyncSpec::Consistency_Name(spec.sync().consistency())},
+            {"last_checkpoint", last_checkpoint},
+            {"batch_size_per_worker", spec.training().batch_size()},
+            {"parameters", ctx.model.parameter_count()},
+            {"history", history}};
   if (!server_stats.empty()) {
     json stats = json::array();
     int64_t max_staleness = 0;
@@ -740,19 +624,15 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     result["windows_per_second"] = result["images_per_second"];
     result.erase("images_per_second");
   }
-  if (!publish_status.ok()) {
-    result.erase("version");
-    result.erase("artifact_sha256");
-    result["publish_error"] = publish_status.message();
-  }
-  POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
-  state = publish_status.ok() ? "done" : "failed";
+  state = "publishing";
   publish();
-  if (!publish_status.ok()) return publish_status;
-  if (std::abs(reloaded_metric - trained) > 1e-6 * std::max(1.0, std::abs(trained)))
-    return InternalError("the reloaded artifact gives {} {} but training reported {}", kMetric,
-                         reloaded_metric, trained);
-  return Status::Ok();
+  Status published = [&]() -> Status {
+    POLIS_ASSIGN_OR_RETURN(ModelArtifact artifact, BuildArtifact(ctx, *dataset, run));
+    return VerifyAndPublish(ctx, *dataset, std::move(artifact), std::move(run));
+  }();
+  state = published.ok() ? "done" : "failed";
+  publish();
+  return published;
 }
 
 }  // namespace polis::coordinator

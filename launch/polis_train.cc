@@ -24,7 +24,9 @@
 #include "common/fs.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "common/resume.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/publish.h"
 #include "paramserver/server.h"
 #include "polis_config.h"
 #include "worker/worker.h"
@@ -177,6 +179,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "polis-train: %s\n", model.status().ToString().c_str());
       return 2;
     }
+    if (!f.resume.empty()) {
+      auto p = polis::PlanResume(f.resume, *job, *model);
+      if (!p.ok()) {
+        std::fprintf(stderr, "polis-train: %s\n", p.status().ToString().c_str());
+        return 2;
+      }
+      if (p->finished)
+        std::printf("%s: nothing left to train (%d epoch(s) done): resuming publishes the trained model\n",
+                    f.resume.c_str(), p->trained_epochs);
+    }
     std::printf("%s: ok: %zu layers, %lld parameters, input %s, output %s\n", f.job_path.c_str(),
                 model->layers().size(), static_cast<long long>(model->parameter_count()),
                 polis::nn::ShapeString(model->input_shape()).c_str(),
@@ -203,17 +215,19 @@ int main(int argc, char** argv) {
   auto model = polis::CheckJob(*job);
   if (!model.ok()) return fail_setup(model.status());
 
-  // Rank 0 picks the checkpoint to resume from; every rank uses the same one.
-  std::string manifest_dir;
+  // Rank 0 picks the checkpoint to resume from, after checking that the job
+  // may continue from it; every rank uses the same one.
+  polis::ResumePlan plan;
   if (!f.resume.empty()) {
-    int ok = 1;
+    int ok = 1, finished = 0;
     if (rank == 0) {
-      std::vector<std::string> skipped;
-      auto m = polis::FindLatestCheckpoint(f.resume, &skipped);
-      for (const auto& line : skipped) std::fprintf(stderr, "polis-train: %s\n", line.c_str());
-      if (m.ok()) manifest_dir = m->dir;
-      else {
-        std::fprintf(stderr, "polis-train: cannot resume: %s\n", m.status().ToString().c_str());
+      auto p = polis::PlanResume(f.resume, *job, *model);
+      if (p.ok()) {
+        for (const auto& line : p->notes) std::fprintf(stderr, "polis-train: %s\n", line.c_str());
+        plan = *p;
+        finished = plan.finished;
+      } else {
+        std::fprintf(stderr, "polis-train: %s\n", p.status().ToString().c_str());
         ok = 0;
       }
     }
@@ -222,11 +236,14 @@ int main(int argc, char** argv) {
       MPI_Finalize();
       return 2;
     }
-    int len = static_cast<int>(manifest_dir.size());
+    MPI_Bcast(&finished, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    int len = static_cast<int>(plan.manifest_dir.size());
     MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    manifest_dir.resize(len);
-    MPI_Bcast(manifest_dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+    plan.manifest_dir.resize(len);
+    MPI_Bcast(plan.manifest_dir.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+    plan.finished = finished != 0;
   }
+  const std::string manifest_dir = plan.manifest_dir;
 
   polis::RoleContext ctx;
   ctx.job = std::move(*job);
@@ -265,7 +282,10 @@ int main(int argc, char** argv) {
   // the other ranks ignore it and leave when the coordinator tells them.
   if (rank != 0) signal(SIGTERM, SIG_IGN);
   polis::Status st;
-  if (rank == 0) {
+  if (plan.finished) {
+    // Nothing left to train: the coordinator publishes; the others leave.
+    if (rank == 0) st = polis::coordinator::PublishFinishedRun(ctx, plan.kept_artifact);
+  } else if (rank == 0) {
     polis::coordinator::CoordinatorOptions options;
     options.progress_bar = f.progress == "bar";
     options.monitor_listen = f.monitor;

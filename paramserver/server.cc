@@ -392,14 +392,21 @@ class Server {
     s->set_bytes_out(bytes_out_);
     s->set_key_begin(range_.begin);
     s->set_key_end(range_.end);
+    for (int r : WaitingFor()) s->add_waiting_for(r);
     return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), stats);
   }
 
+  // Worker ranks whose push the server is waiting for (not those waiting
+  // for its reply: they are held by the others, not stalled).
+  std::vector<int> WaitingFor() const {
+    std::vector<int> ranks;
+    for (int w = 0; w < W_; ++w)
+      if (w_[w].receiving && !w_[w].reply_pending) ranks.push_back(ctx_.worker_rank(w));
+    return ranks;
+  }
   std::string Waiting() const {
     std::string who;
-    for (int w = 0; w < W_; ++w)
-      if (w_[w].receiving && !w_[w].reply_pending)
-        who += fmt::format("{}rank {} (worker)", who.empty() ? "" : ", ", ctx_.worker_rank(w));
+    for (int r : WaitingFor()) who += fmt::format("{}rank {} (worker)", who.empty() ? "" : ", ", r);
     return who.empty() ? "the coordinator" : who;
   }
 

@@ -1,6 +1,8 @@
 // polis-registry: inspect, change and serve a model registry root.
 //
 //   polis-registry list     --root DIR [--json]
+//   polis-registry publish  --root DIR [--model NAME] [--why TEXT] [--who NAME] ARTIFACT
+//                           (the next version; checks as an HTTP upload does)
 //   polis-registry show     --root DIR MODEL [VERSION|ALIAS]
 //   polis-registry verify   --root DIR MODEL [VERSION|ALIAS]
 //   polis-registry aliases  --root DIR MODEL            (aliases and their history, JSON)
@@ -28,9 +30,11 @@
 #include "common/artifact/artifact.h"
 #include "common/data/idx.h"
 #include "common/fs.h"
+#include "common/job_spec.h"
 #include "registry/aliases.h"
 #include "registry/http.h"
 #include "registry/onnx_export.h"
+#include "registry/repository.h"
 #include "registry/served_version.h"
 #include "registry/server.h"
 #include "registry/store.h"
@@ -57,6 +61,8 @@ int main(int argc, char** argv) {
   int64_t version = 0;
   bool as_json = false, force = false;
   auto* list = app.add_subcommand("list", "models and their versions");
+  auto* publish = app.add_subcommand(
+      "publish", "publish a model artifact (e.g. a run's kept model.polis) as the model's next version");
   auto* show = app.add_subcommand("show", "metadata.json of a version (latest by default)");
   auto* verify = app.add_subcommand("verify", "re-read a version and check its checksum and shape");
   auto* aliases = app.add_subcommand("aliases", "a model's aliases and their history (JSON)");
@@ -70,7 +76,7 @@ int main(int argc, char** argv) {
       "run a version over the images of an IDX file, as the server does, and write its outputs (raw "
       "little-endian float32, images x outputs; probabilities for classifiers) to --out");
   auto* serve = app.add_subcommand("serve", "serve the models over HTTP (Open Inference Protocol v2)");
-  for (auto* c : {list, show, verify, aliases, promote, rollback, unalias, del, onnx, predict, serve})
+  for (auto* c : {list, publish, show, verify, aliases, promote, rollback, unalias, del, onnx, predict, serve})
     c->add_option("--root", root, "registry root")->capture_default_str();
   list->add_flag("--json", as_json, "print JSON");
   for (auto* c : {show, verify, onnx, predict}) {
@@ -86,7 +92,10 @@ int main(int argc, char** argv) {
   del->add_option("model", model, "model name")->required();
   del->add_option("version", version, "version number")->required();
   del->add_flag("--force", force, "also remove the aliases that point at it");
-  for (auto* c : {promote, rollback, unalias, del}) {
+  std::string artifact_path;
+  publish->add_option("artifact", artifact_path, "model artifact file (model.polis)")->required();
+  publish->add_option("--model", model, "model name (default: the artifact's registry.model_name or job name)");
+  for (auto* c : {publish, promote, rollback, unalias, del}) {
     c->add_option("--why", why, "reason, kept in the alias history");
     c->add_option("--who", who, "who does it, kept in the alias history")->capture_default_str();
   }
@@ -166,6 +175,22 @@ int main(int argc, char** argv) {
     }
     if (as_json) std::printf("%s\n", out.dump(2).c_str());
     return 0;
+  }
+  if (*publish) {
+    auto bytes = polis::ReadFile(artifact_path);
+    if (!bytes.ok()) return fail(bytes.status());
+    if (model.empty()) {
+      auto a = polis::DecodeArtifact(*bytes, artifact_path);
+      if (!a.ok()) return fail(a.status());
+      model = polis::PublishedModelName(a->header.job());
+    }
+    reg::RepositoryOptions ro;
+    ro.root = root;
+    ro.poll_interval_ms = 0;
+    reg::Repository repo(ro, nullptr);
+    auto pub = repo.Publish(model, *bytes, actor);
+    if (!pub.ok()) return fail(pub.status().WithContext(artifact_path));
+    return print({{"model", pub->model}, {"version", pub->version}, {"dir", pub->dir}, {"sha256", pub->sha256}});
   }
   if (*show || *verify) {
     auto v = resolve();

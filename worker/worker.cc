@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -25,6 +26,47 @@ using Seconds = std::chrono::duration<double>;
 
 double Since(comm::Clock::time_point t) { return Seconds(comm::Clock::now() - t).count(); }
 
+// "layer 'dense_1' (Dense) weights element 17 is nan", or "" when every
+// parameter is finite. One pass over the flat buffer: O(P), as cheap as an
+// optimizer step.
+std::string FirstNonFiniteParameter(const nn::Model& model, const float* params) {
+  for (const auto& l : model.layers())
+    for (const auto& p : l.params)
+      for (int64_t i = 0; i < p.count; ++i)
+        if (!std::isfinite(params[p.offset + i]))
+          return fmt::format("layer '{}' ({}) {} element {} is {}", l.name, l.type, p.name, i,
+                             params[p.offset + i]);
+  return "";
+}
+
+// A non-finite loss or parameter stops the job: nothing after it can be
+// trusted, and a model holding it must never be published.
+Status CheckFinite(const nn::Model& model, const float* params, double loss_sum, int64_t step, int epoch) {
+  const std::string bad = FirstNonFiniteParameter(model, params);
+  if (!bad.empty())
+    return InvalidArgument("step {} (epoch {}): {} after the update; training diverged (lower "
+                           "optimizer.learning_rate, or check the data's scale)",
+                           step, epoch + 1, bad);
+  if (!std::isfinite(loss_sum)) {
+    // Finite parameters, non-finite loss: an activation overflowed. The
+    // layer with the largest weight is the likeliest culprit.
+    std::string largest;
+    float top = -1;
+    for (const auto& l : model.layers())
+      for (const auto& p : l.params)
+        for (int64_t i = 0; i < p.count; ++i)
+          if (std::abs(params[p.offset + i]) > top) {
+            top = std::abs(params[p.offset + i]);
+            largest = fmt::format("layer '{}' ({}) {}", l.name, l.type, p.name);
+          }
+    return InvalidArgument("step {} (epoch {}): the loss is {}: an activation overflowed; the largest "
+                           "parameter is {:g} in {} (lower optimizer.learning_rate, or check "
+                           "dataset.scale, dataset.shift and the data)",
+                           step, epoch + 1, loss_sum, top, largest.empty() ? "no layer" : largest);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RunWorker(const RoleContext& ctx) {
@@ -41,6 +83,8 @@ Status RunWorker(const RoleContext& ctx) {
   if (!ctx.resume_manifest.empty()) {
     POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx.resume_manifest));
     POLIS_ASSIGN_OR_RETURN(FullState full, LoadFullState(m));
+    if (static_cast<int64_t>(full.params.size()) != P)
+      return InvalidArgument("checkpoint '{}' holds {} parameters; the model has {}", m.dir, full.params.size(), P);
     params = std::move(full.params);
     start_epoch = m.epoch + (m.epoch_complete ? 1 : 0);
     step = m.step;
@@ -120,6 +164,7 @@ Status RunWorker(const RoleContext& ctx) {
         // Gradient of the summed loss: servers divide by all workers' samples.
         nn::LossStats st = nn::ComputeLoss(spec.model(), net.output(), targets.data(), n, K,
                                            net.output_diff(), 1.0f);
+        POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), st.loss_sum, step, epoch));
         sync->BeginStep(n);
         net.Backward(on_layer);
         if (slow_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
@@ -169,6 +214,7 @@ Status RunWorker(const RoleContext& ctx) {
     // every worker now shares.
     const int64_t T = ds->size(data::Part::kTest);
     EvalResult ev = evaluator.Run(*ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+    POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), ev.loss_sum, step, epoch));
     proto::ControlMessage msg;
     auto* r = msg.mutable_epoch_report();
     r->set_epoch(epoch);

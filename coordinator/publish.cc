@@ -1,0 +1,283 @@
+#include "coordinator/publish.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "common/env.h"
+#include "common/evaluate.h"
+#include "common/fs.h"
+#include "common/http/http_client.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "polis_config.h"
+
+namespace polis::coordinator {
+namespace {
+
+using json = nlohmann::json;
+
+bool IsRegression(const data::Dataset& ds) { return ds.task() == data::Task::kRegression; }
+const char* MetricName(const data::Dataset& ds) { return IsRegression(ds) ? "test_mae" : "test_accuracy"; }
+
+std::string HostName() {
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+// Publishing to a running polis-registry (registry.url): the artifact file's
+// bytes go up as they are, with the bearer token; the server's answer must
+// name the same SHA-256 as the file's trailer.
+StatusOr<PublishedVersion> PublishOverHttp(const proto::JobSpec& spec, const std::string& model,
+                                           const std::string& artifact_path) {
+  const std::string& url_text = spec.registry().url();
+  POLIS_ASSIGN_OR_RETURN(http::HttpUrl url, http::ParseHttpUrl(url_text));
+  POLIS_ASSIGN_OR_RETURN(std::string token, RegistryToken(spec.registry(), "registry"));
+  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(artifact_path));
+  const std::string local_sha = ArtifactSha256(bytes);
+  const std::string path = fmt::format("/v2/registry/models/{}/versions", http::UrlEncode(model));
+  const std::string target =
+      fmt::format("{}{}?why={}", url.base_path, path, http::UrlEncode("trained by job " + spec.name()));
+  const std::string where = fmt::format("POST {}{}", url.text, path);
+  // Uploading and the server's checks (rebuild, one forward pass) of a large
+  // model take a while: a generous deadline, at least POLIS_TIMEOUT_S.
+  http::HttpClient client(url.host, url.port, 1000 * std::max(env::TimeoutSeconds(), 120));
+  auto r = client.Request("POST", target, bytes,
+                          {{"Authorization", "Bearer " + token},
+                           {"Content-Type", "application/octet-stream"}});
+  if (!r.ok()) return RemoteError("{}: the registry is unreachable: {}", where, r.status().message());
+  if (r->status != 201) {
+    std::string hint;
+    if (r->status == 401 || r->status == 403)
+      hint = fmt::format(" (check the token in {}; it needs the publish scope for model '{}')",
+                         spec.registry().token_file().empty() ? std::string("POLIS_REGISTRY_TOKEN")
+                                                              : spec.registry().token_file(),
+                         model);
+    return RemoteError("{}: HTTP {}: {}{}", where, r->status, http::ErrorMessage(*r), hint);
+  }
+  json answer = json::parse(r->body, nullptr, false);
+  if (!answer.is_object() || !answer.contains("version") || !answer["version"].is_number_integer() ||
+      !answer.contains("sha256") || !answer["sha256"].is_string())
+    return RemoteError("{}: HTTP 201 but the answer is not {{\"version\", \"sha256\"}}: {}", where,
+                       r->body.substr(0, 200));
+  PublishedVersion out;
+  out.model = model;
+  out.version = answer["version"].get<int64_t>();
+  out.sha256 = answer["sha256"].get<std::string>();
+  out.dir = fmt::format("{}/v2/registry/models/{}/versions/{}", url.text, model, out.version);
+  out.artifact_path = artifact_path;
+  if (out.sha256 != local_sha)
+    return DataLoss("{}: the registry stored version {} with sha256 {}, but the artifact {} has {}",
+                    where, out.version, out.sha256, artifact_path, local_sha);
+  return out;
+}
+
+// The first non-finite parameter, named by layer and tensor; Ok if none.
+Status CheckFiniteParams(const nn::Model& model, const std::vector<float>& params) {
+  for (const auto& l : model.layers())
+    for (const auto& p : l.params)
+      for (int64_t i = 0; i < p.count; ++i)
+        if (!std::isfinite(params[p.offset + i]))
+          return DataLoss("parameter {}/{} element {} is {}: the trained model is not finite and is not "
+                          "published",
+                          l.name, p.name, i, params[p.offset + i]);
+  return Status::Ok();
+}
+
+// Writes, reads back and re-evaluates the artifact at `path`; returns the
+// reloaded copy and its test metric.
+StatusOr<std::pair<ModelArtifact, double>> StageAndVerify(const std::string& path, const ModelArtifact& artifact,
+                                                          const data::Dataset& dataset, int eval_batch) {
+  POLIS_RETURN_IF_ERROR(WriteArtifactFile(path, artifact));
+  POLIS_ASSIGN_OR_RETURN(ModelArtifact reloaded, ReadArtifactFile(path));
+  const auto& h = reloaded.header;
+  POLIS_ASSIGN_OR_RETURN(nn::Model rebuilt,
+                         nn::Model::Build(h.job().model(), nn::Shape(h.input_shape().begin(), h.input_shape().end())));
+  POLIS_RETURN_IF_ERROR(CheckFiniteParams(rebuilt, reloaded.weights));
+  Evaluator evaluator(rebuilt, h.job().model(), reloaded.weights.data(), eval_batch);
+  EvalResult check = evaluator.Run(dataset, data::Part::kTest, 0, dataset.size(data::Part::kTest));
+  const double metric = IsRegression(dataset) ? check.mae() : check.accuracy();
+  return std::make_pair(std::move(reloaded), metric);
+}
+
+std::string PublishLaterHint(const RoleContext& ctx, const std::string& artifact_path) {
+  const auto& reg = ctx.job.spec.registry();
+  if (reg.has_url())
+    return fmt::format("polis-run --resume {} (or upload {} with polisctl/curl to {})", ctx.run_dir,
+                       artifact_path, reg.url());
+  return fmt::format("polis-registry publish --root {} --model {} {}   (or polis-run --resume {})", reg.root(),
+                     PublishedModelName(ctx.job.spec), artifact_path, ctx.run_dir);
+}
+
+}  // namespace
+
+StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Dataset& dataset, const TrainedRun& run) {
+  const proto::JobSpec& spec = ctx.job.spec;
+  if (run.history.empty()) return InternalError("no epoch was reported; nothing to publish");
+  if (static_cast<int64_t>(run.params.size()) != ctx.model.parameter_count())
+    return InternalError("{} parameters gathered for a model of {}", run.params.size(),
+                         ctx.model.parameter_count());
+  POLIS_RETURN_IF_ERROR(CheckFiniteParams(ctx.model, run.params));
+  const json& last = run.history.back();
+  ModelArtifact artifact;
+  auto& h = artifact.header;
+  *h.mutable_job() = spec;
+  for (int64_t d : ctx.model.input_shape()) h.add_input_shape(d);
+  for (int64_t d : ctx.model.output_shape()) h.add_output_shape(d);
+  for (const auto& l : ctx.model.layers())
+    for (const auto& p : l.params) {
+      auto* t = h.add_tensor();
+      t->set_name(l.name + "/" + p.name);
+      for (int64_t d : p.shape) t->add_shape(d);
+      t->set_offset(p.offset);
+      t->set_count(p.count);
+    }
+  h.set_parameter_count(ctx.model.parameter_count());
+  auto metric = [&](const std::string& name, double v) -> Status {
+    if (!std::isfinite(v))
+      return DataLoss("metric {} is {}: the trained model is not finite and is not published", name, v);
+    auto* m = h.add_metric();
+    m->set_name(name);
+    m->set_value(v);
+    return Status::Ok();
+  };
+  std::vector<std::string> names = {MetricName(dataset)};
+  if (IsRegression(dataset)) names.insert(names.end(), {"test_rmse", "test_mape", "test_smape"});
+  names.insert(names.end(), {"test_loss", "train_loss"});
+  for (const std::string& n : names) {
+    if (!last.contains(n) || !last[n].is_number()) return DataLoss("metric {} is missing or not finite", n);
+    POLIS_RETURN_IF_ERROR(metric(n, last[n].get<double>()));
+  }
+  POLIS_RETURN_IF_ERROR(metric("epochs", last.value("epoch", spec.training().epochs())));
+  POLIS_RETURN_IF_ERROR(metric("train_seconds", run.train_seconds));
+  auto* lin = h.mutable_lineage();
+  lin->set_job_file(ctx.job.path);
+  lin->set_job_sha256(ctx.job.sha256);
+  h.set_preprocessing_json(dataset.PreprocessingJson());
+  for (const std::string& f : dataset.files()) {
+    POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(f));
+    auto* c = lin->add_dataset_files();
+    c->set_path(f);
+    c->set_sha256(sum);
+  }
+  lin->set_source_revision(POLIS_SOURCE_REVISION);
+  lin->set_run_dir(ctx.run_dir);
+  lin->set_host(HostName());
+  lin->set_created_at(UtcTimestamp());
+  artifact.weights = run.params;
+  return artifact;
+}
+
+Status VerifyAndPublish(const RoleContext& ctx, const data::Dataset& dataset, ModelArtifact artifact,
+                        TrainedRun run) {
+  const proto::JobSpec& spec = ctx.job.spec;
+  const char* kMetric = MetricName(dataset);
+  const std::string model_name = PublishedModelName(spec);
+  const bool over_http = spec.registry().has_url();
+  const std::string kept = ctx.run_dir + "/" + kArtifactFileName;
+  json& result = run.result;
+  result["model"] = model_name;
+  result["kept_artifact"] = kept;
+  result[over_http ? "registry_url" : "registry_root"] = over_http ? spec.registry().url() : spec.registry().root();
+  auto finish = [&](const std::string& state, Status st) -> Status {
+    result["state"] = state;
+    if (!st.ok()) result["publish_error"] = st.message();
+    POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
+    return st;
+  };
+
+  // 1–2: stage in the run directory and verify.
+  const double trained = run.history.back()[kMetric].get<double>();
+  auto staged = StageAndVerify(kept, artifact, dataset, spec.training().eval_batch_size());
+  if (!staged.ok())
+    return finish("verify_failed", staged.status().WithContext(fmt::format("verifying {}", kept)));
+  auto& [reloaded, reloaded_metric] = *staged;
+  result[std::string("reloaded_") + kMetric] = reloaded_metric;
+  if (std::abs(reloaded_metric - trained) > 1e-6 * std::max(1.0, std::abs(trained)))
+    return finish("verify_failed",
+                  InternalError("the reloaded artifact {} gives {} {} but training reported {}; nothing was "
+                                "published",
+                                kept, kMetric, reloaded_metric, trained));
+
+  // 3: publish what was verified.
+  StatusOr<PublishedVersion> pub = over_http
+      ? PublishOverHttp(spec, model_name, kept)
+      : PublishVersion(spec.registry().root(), model_name, std::move(reloaded),
+                       json{{"job_name", spec.name()}, {"workers", ctx.workers}, {"servers", ctx.servers}});
+  if (!pub.ok()) {
+    result["artifact"] = kept;
+    result["publish_later"] = PublishLaterHint(ctx, kept);
+    return finish("publish_failed",
+                  Status(pub.status().code(),
+                         fmt::format("publishing model '{}' failed: {}; the verified model is kept at {}: "
+                                     "publish it with: {}",
+                                     model_name, pub.status().message(), kept, PublishLaterHint(ctx, kept))));
+  }
+  result["version"] = pub->version;
+  result["artifact"] = pub->artifact_path;
+  result["artifact_sha256"] = pub->sha256;
+  std::printf("published %s version %lld to %s (sha256 %s); reloaded %s %.4f%s\n", model_name.c_str(),
+              static_cast<long long>(pub->version), pub->dir.c_str(), pub->sha256.substr(0, 16).c_str(), kMetric,
+              reloaded_metric, over_http ? ("; artifact kept at " + kept).c_str() : "");
+  std::fflush(stdout);
+  POLIS_LOG(kInfo, kCoord, "published model '{}' version {} to {}", model_name, pub->version, pub->dir);
+  return finish("done", Status::Ok());
+}
+
+Status PublishFinishedRun(const RoleContext& ctx, const std::string& kept_artifact) {
+  const proto::JobSpec& spec = ctx.job.spec;
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> dataset, data::OpenDataset(spec.dataset()));
+  TrainedRun run;
+  {
+    std::ifstream old(ctx.run_dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(old, line)) {
+      auto row = json::parse(line, nullptr, false);
+      if (!row.is_discarded()) run.history.push_back(row);
+    }
+  }
+  ModelArtifact kept;
+  if (!kept_artifact.empty()) {
+    POLIS_ASSIGN_OR_RETURN(kept, ReadArtifactFile(kept_artifact));
+    run.params = kept.weights;
+  } else {
+    POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx.resume_manifest));
+    POLIS_ASSIGN_OR_RETURN(FullState full, LoadFullState(m));
+    run.params = std::move(full.params);
+  }
+  // The metrics the published model carries are measured now, on the model
+  // itself, so they hold whatever history survived.
+  Evaluator evaluator(ctx.model, spec.model(), run.params.data(), spec.training().eval_batch_size());
+  EvalResult ev = evaluator.Run(*dataset, data::Part::kTest, 0, dataset->size(data::Part::kTest));
+  json row = run.history.empty() ? json{{"epoch", spec.training().epochs()}} : run.history.back();
+  row["test_loss"] = ev.loss();
+  if (!row.contains("train_loss")) row["train_loss"] = ev.loss();
+  if (IsRegression(*dataset)) {
+    row["test_mae"] = ev.mae();
+    row["test_rmse"] = ev.rmse();
+    row["test_mape"] = ev.mape();
+    row["test_smape"] = ev.smape();
+  } else {
+    row["test_accuracy"] = ev.accuracy();
+  }
+  if (run.history.empty()) run.history.push_back(row);
+  else run.history.back() = row;
+  const int done = row.value("epoch", spec.training().epochs());
+  std::printf("polis: nothing is left to train in %s (%d epoch(s) done, the job asks for %d); publishing the "
+              "trained model%s\n",
+              ctx.run_dir.c_str(), done, spec.training().epochs(),
+              kept_artifact.empty() ? " from its last checkpoint" : (" kept at " + kept_artifact).c_str());
+  std::fflush(stdout);
+  run.result = {{"job", spec.name()},       {"epochs", done},
+                {"history", run.history},   {"republished", true},
+                {"workers", ctx.workers},   {"servers", ctx.servers},
+                {MetricName(*dataset), row[MetricName(*dataset)]}};
+  if (!kept_artifact.empty())  // published as it was kept: same bytes, same lineage
+    return VerifyAndPublish(ctx, *dataset, std::move(kept), std::move(run));
+  POLIS_ASSIGN_OR_RETURN(ModelArtifact built, BuildArtifact(ctx, *dataset, run));
+  return VerifyAndPublish(ctx, *dataset, std::move(built), std::move(run));
+}
+
+}  // namespace polis::coordinator

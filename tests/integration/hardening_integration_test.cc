@@ -1,0 +1,158 @@
+// What a hostile user found, kept as real-process regression tests: a job
+// that diverges is stopped and never published; a resume with another model
+// or optimizer is refused before anything is read; a finished run can be
+// resumed to publish again; a failed publish keeps the verified model and
+// says how to publish it later.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "common/artifact/artifact.h"
+#include "common/checkpoint.h"
+#include "tests/integration/shell.h"
+
+namespace polis {
+namespace {
+
+using namespace polis::it;
+using json = nlohmann::json;
+
+// Small and quick: 2 workers, 1 server, one epoch of 1500 images.
+const std::string kLimits = " -- --train-limit 1500 --test-limit 300";
+const std::string kSmall = "--workers 2 --servers 1 --epochs 1" + kLimits;
+
+class Hardening : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveFashionMnist()) {
+      if (std::getenv("CI")) FAIL() << "Fashion-MNIST is missing: launch/install-deps.sh installs it";
+      GTEST_SKIP() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
+    }
+    char tmpl[] = "/tmp/polis-hard-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
+  }
+  ShellRun Run(const std::string& job, const std::string& run, const std::string& args,
+               const std::string& registry = "") {
+    return Shell(PolisRun("--registry " + (registry.empty() ? dir_ + "/registry" : registry) + " --run-dir " +
+                          dir_ + "/" + run + " " + job + " " + args));
+  }
+  std::string Job(const std::string& name, const std::vector<std::pair<std::string, std::string>>& edits) {
+    return JobVariant(dir_, name, edits);
+  }
+  bool HasVersions(const std::string& registry, const std::string& model) {
+    auto v = ListVersions(registry, model);
+    return v.ok() && !v->empty();
+  }
+  std::string dir_;
+};
+
+// A learning rate that overflows the parameters (1e30: finite, so the job
+// check lets it through) stops the job at the first bad step, naming the
+// step and the layer; nothing is published.
+TEST_F(Hardening, DivergingTrainingStopsAndPublishesNothing) {
+  const std::string job = Job("diverge.pbtxt", {{"learning_rate: 0.001", "learning_rate: 1e30"}});
+  ShellRun r = Run(job, "run", kSmall);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step "), std::string::npos) << r.output;
+  EXPECT_TRUE(r.output.find("layer '") != std::string::npos || r.output.find("the loss is") != std::string::npos)
+      << r.output;
+  EXPECT_FALSE(HasVersions(dir_ + "/registry", "fashion_cnn"));
+  json result = ReadJson(dir_ + "/run/result.json");
+  EXPECT_TRUE(!result.is_object() || result.value("state", "") != "done") << result.dump();
+  std::printf("%s\n", r.output.substr(r.output.find("polis-train: rank")).substr(0, 400).c_str());
+}
+
+class ResumeHardening : public Hardening {
+ protected:
+  void SetUp() override {
+    Hardening::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ShellRun r = Run(kSrc + "/jobs/fashion_cnn.pbtxt", "run", kSmall);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    job_before_ = *ReadFile(dir_ + "/run/job.pbtxt");
+  }
+  ShellRun Resume(const std::string& job, const std::string& args, const std::string& registry = "") {
+    return Shell(PolisRun("--resume " + dir_ + "/run --registry " +
+                          (registry.empty() ? dir_ + "/registry" : registry) + " " + job + " " + args +
+                          kLimits));
+  }
+  void ExpectRunUntouched() { EXPECT_EQ(*ReadFile(dir_ + "/run/job.pbtxt"), job_before_); }
+  std::string job_before_;
+};
+
+// Dense 64 -> 32 (fewer parameters) and 64 -> 128 (more): refused before any
+// rank reads the checkpoint, naming the field; the run's job.pbtxt stays.
+TEST_F(ResumeHardening, AnotherModelIsRefusedNamingTheField) {
+  for (const char* units : {"32", "128"}) {
+    const std::string job = Job(std::string("units") + units + ".pbtxt",
+                                {{"dense_param { units: 64 }", std::string("dense_param { units: ") + units + " }"},
+                                 {"expect_parameters: 93322", ""}});
+    ShellRun r = Resume(job, "--workers 2 --epochs 2");
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("model.layer[6].dense_param.units"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("double free"), std::string::npos) << r.output;
+    ExpectRunUntouched();
+  }
+}
+
+TEST_F(ResumeHardening, ChangedLearningRateOrSeedIsRefused) {
+  for (const auto& [from, to, field] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"learning_rate: 0.001", "learning_rate: 0.01", "optimizer.learning_rate"},
+           {"seed: 42", "seed: 7", "training.seed"}}) {
+    ShellRun r = Resume(Job("changed.pbtxt", {{from, to}}), "--workers 2 --epochs 2");
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("'" + field + "'"), std::string::npos) << r.output;
+    ExpectRunUntouched();
+  }
+}
+
+// The run finished its only epoch; resuming it with --epochs 1 and another
+// registry publishes the trained model there instead of failing.
+TEST_F(ResumeHardening, FinishedRunResumedPublishesAgain) {
+  const std::string other = dir_ + "/other-registry";
+  ShellRun r = Resume("", "--workers 2 --epochs 1", other);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing is left to train"), std::string::npos) << r.output;
+  auto published = LoadVersion(other, "fashion_cnn", 1);
+  ASSERT_TRUE(published.ok()) << published.status().ToString();
+  auto kept = ReadArtifactFile(dir_ + "/run/model.polis");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(published->weights, kept->weights);
+  json result = ReadJson(dir_ + "/run/result.json");
+  EXPECT_EQ(result.value("state", ""), "done") << result.dump();
+  EXPECT_EQ(result.value("version", 0), 1) << result.dump();
+}
+
+// A registry that cannot be written (its root is a file): training ends,
+// publishing fails (exit 1) naming the path; the verified model and
+// result.json stay in the run directory, and publishing later works.
+TEST_F(Hardening, FailedPublishKeepsTheModelAndPublishesLater) {
+  const std::string bad = dir_ + "/not-a-dir";
+  std::ofstream(bad) << "a file, not a registry\n";
+  ShellRun r = Run(kSrc + "/jobs/fashion_cnn.pbtxt", "run", kSmall, bad);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(bad), std::string::npos) << r.output;
+  json result = ReadJson(dir_ + "/run/result.json");
+  EXPECT_EQ(result.value("state", ""), "publish_failed") << result.dump();
+  EXPECT_FALSE(result.value("publish_error", "").empty()) << result.dump();
+  EXPECT_NE(result.value("publish_later", "").find("polis-registry publish"), std::string::npos) << result.dump();
+  ASSERT_TRUE(ReadArtifactFile(dir_ + "/run/model.polis").ok());
+
+  // Later, with the registry fixed: the CLI publishes the kept model...
+  const std::string good = dir_ + "/registry";
+  ShellRun cli = Shell(kBin + "/registry/polis-registry publish --root " + good + " --model fashion_cnn " + dir_ +
+                       "/run/model.polis");
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_TRUE(LoadVersion(good, "fashion_cnn", 1).ok());
+  // ...and so does a resume, as the next version.
+  ShellRun again = Shell(PolisRun("--resume " + dir_ + "/run --registry " + good + " --workers 2 --epochs 1" + kLimits));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(LoadVersion(good, "fashion_cnn", 2).ok());
+}
+
+}  // namespace
+}  // namespace polis

@@ -5,7 +5,13 @@
 // says how to publish it later.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <fstream>
+#include <thread>
+
+#include "tests/prereq.h"
 
 #include "common/artifact/artifact.h"
 #include "common/checkpoint.h"
@@ -24,10 +30,8 @@ const std::string kSmall = "--workers 2 --servers 1 --epochs 1" + kLimits;
 class Hardening : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!HaveFashionMnist()) {
-      if (std::getenv("CI")) FAIL() << "Fashion-MNIST is missing: launch/install-deps.sh installs it";
-      GTEST_SKIP() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
-    }
+    if (!HaveFashionMnist())
+      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
     char tmpl[] = "/tmp/polis-hard-XXXXXX";
     dir_ = mkdtemp(tmpl);
   }
@@ -152,6 +156,42 @@ TEST_F(Hardening, FailedPublishKeepsTheModelAndPublishesLater) {
   ShellRun again = Shell(PolisRun("--resume " + dir_ + "/run --registry " + good + " --workers 2 --epochs 1" + kLimits));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_TRUE(LoadVersion(good, "fashion_cnn", 2).ok());
+}
+
+// A worker stopped with SIGSTOP holds the other one in BSP. Only the
+// stopped worker (whose push the server waits for) is "stalled"; the one
+// waiting for it is not, and the server's timeout names the same rank.
+TEST_F(Hardening, OnlyTheStoppedWorkerIsBlamedForAStall) {
+  const std::string run = dir_ + "/run";
+  ShellRun job;
+  // The stall mark needs 30 s of silence; the server gives up after 45.
+  std::thread t([&] {
+    job = Shell("POLIS_TIMEOUT_S=45 " + PolisRun("--workers 2 --servers 1 --epochs 1 --registry " + dir_ +
+                                                 "/registry --run-dir " + run + " " + kSrc +
+                                                 "/jobs/fashion_cnn.pbtxt -- --train-limit 20000 --test-limit 300"));
+  });
+  const std::string ctl = kBin + "/launch/polisctl";
+  int stopped = -1;
+  nlohmann::json stalled_status;
+  for (int i = 0; i < 900 && stalled_status.is_null(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ShellRun s = Shell(ctl + " status --json --run-dir " + run);
+    auto j = nlohmann::json::parse(s.output, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    if (stopped < 0 && j.contains("step") && j["step"].is_number() && j["step"].get<int>() > 0) {
+      stopped = RankPids(run, 4)[3];  // worker rank 3
+      if (stopped > 0) kill(stopped, SIGSTOP);
+    }
+    if (stopped > 0 && j.contains("stalled") && !j["stalled"].empty()) stalled_status = j;
+  }
+  t.join();
+  if (stopped > 0) kill(stopped, SIGCONT);
+  ASSERT_GT(stopped, 0) << job.output;
+  ASSERT_FALSE(stalled_status.is_null()) << job.output;
+  EXPECT_EQ(stalled_status["stalled"], json::array({3})) << stalled_status.dump();
+  EXPECT_NE(job.exit_code, 0);
+  EXPECT_NE(job.output.find("waiting for rank 3 (worker)"), std::string::npos) << job.output;
+  EXPECT_EQ(job.output.find("waiting for rank 2"), std::string::npos) << job.output;
 }
 
 }  // namespace

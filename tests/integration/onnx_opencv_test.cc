@@ -4,6 +4,7 @@
 // (python3-opencv) must give the same class probabilities as Polis's own
 // serving code to 1e-4 on all 10000 test images (registry/tools/check_onnx.py).
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 
 #include <iostream>
 
@@ -21,11 +22,11 @@ constexpr char kPython[] = "/usr/bin/python3";
 
 TEST(OnnxOpenCv, FullTestSetMatchesPolisProbabilities) {
   if (!HaveFashionMnist())
-    GTEST_SKIP() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
+    POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
                     "launch/install-deps.sh installs it";
   ShellRun py = Shell(std::string(kPython) + " -c 'import numpy, onnx, onnx.checker, cv2'");
   if (py.exit_code != 0)
-    GTEST_SKIP() << kPython << " lacks numpy, onnx or cv2 (Debian: python3-numpy python3-onnx "
+    POLIS_MISSING_PREREQ() << kPython << " lacks numpy, onnx or cv2 (Debian: python3-numpy python3-onnx "
                  << "python3-opencv; launch/install-deps.sh installs them): " << py.output;
   char tmpl[] = "/tmp/polis-onnx-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
@@ -41,7 +42,7 @@ TEST(OnnxOpenCv, FullTestSetMatchesPolisProbabilities) {
   ShellRun onnx = Shell(reg + " export-onnx --root " + root + " fashion_cnn");
   if (onnx.exit_code != 0 && onnx.output.find("without ONNX") != std::string::npos) {
     std::system(("rm -rf " + dir).c_str());
-    GTEST_SKIP() << "polis-registry was built without libonnx-dev: " << onnx.output;
+    POLIS_MISSING_PREREQ() << "polis-registry was built without libonnx-dev: " << onnx.output;
   }
   ASSERT_EQ(onnx.exit_code, 0) << onnx.output;
   const std::string onnx_path = root + "/fashion_cnn/1/model.onnx";

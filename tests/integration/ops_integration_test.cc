@@ -1,6 +1,7 @@
 // The monitoring API and polisctl against a real running job: values move,
 // and a deliberately slowed worker is named as a straggler.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 
 #include <chrono>
 #include <thread>
@@ -13,7 +14,7 @@ namespace {
 using namespace polis::it;
 
 TEST(OpsIntegration, StatusMovesAndTheSlowWorkerIsAStraggler) {
-  if (!HaveFashionMnist()) GTEST_SKIP() << "Fashion-MNIST is not installed (dataset-fashion-mnist)";
+  if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (dataset-fashion-mnist)";
   char tmpl[] = "/tmp/polis-ops-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   const std::string run = dir + "/run";

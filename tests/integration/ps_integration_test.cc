@@ -2,6 +2,7 @@
 // a slow worker, checkpoints, stop-on-signal, resume on a different cluster
 // size with exactly-once samples, and dead ranks.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 #include <signal.h>
 
 #include <chrono>
@@ -22,7 +23,7 @@ class PsIntegration : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!HaveFashionMnist())
-      GTEST_SKIP() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
+      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
     char tmpl[] = "/tmp/polis-ps-XXXXXX";
     dir_ = mkdtemp(tmpl);
   }

@@ -4,6 +4,7 @@
 // job with the URL and the status while the artifact stays in the run
 // directory.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +30,7 @@ class PublishHttp : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!HaveFashionMnist())
-      GTEST_SKIP() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
+      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
                       "launch/install-deps.sh installs it";
     char tmpl[] = "/tmp/polis-pub-XXXXXX";
     dir_ = mkdtemp(tmpl);

@@ -1,6 +1,7 @@
 // Integration: real mpirun, real processes (1 coordinator + 1 server + 2
 // workers), real Fashion-MNIST (a subset), a real registry directory.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,7 +23,7 @@ class TrainIntegration : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!HaveFashionMnist())
-      GTEST_SKIP() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
+      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist); "
                       "launch/install-deps.sh installs it";
     char tmpl[] = "/tmp/polis-it-XXXXXX";
     dir_ = mkdtemp(tmpl);

@@ -4,6 +4,7 @@
 // Chromium is not installed. Set POLIS_TEST_SCREENSHOT=FILE to keep the
 // screenshot.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 
 
 #include "coordinator/monitor.h"
@@ -31,7 +32,7 @@ std::string Chromium(const std::string& profile, const std::string& args, const 
 }
 
 TEST(Dashboard, RendersWorkersAndChartsInChromium) {
-  if (!ops_test::HaveProgram("chromium")) GTEST_SKIP() << "chromium not installed (apt-get install chromium)";
+  if (!ops_test::HaveProgram("chromium")) POLIS_MISSING_PREREQ() << "chromium not installed (apt-get install chromium)";
   Monitor::Options options;
   options.dashboard_dir = ops_test::kSrc + "/launch/dashboard";
   auto m = Monitor::Start(options);

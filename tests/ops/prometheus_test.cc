@@ -2,6 +2,7 @@
 // Monitor; its query API must return the series. promtool checks the text
 // format. Skipped when the programs are not installed.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 
 #include <fstream>
 
@@ -15,7 +16,7 @@ using ops_test::SampleStatus;
 using json = nlohmann::json;
 
 TEST(Prometheus, PromtoolAcceptsTheMetrics) {
-  if (!ops_test::HaveProgram("promtool")) GTEST_SKIP() << "promtool not installed (apt-get install prometheus)";
+  if (!ops_test::HaveProgram("promtool")) POLIS_MISSING_PREREQ() << "promtool not installed (apt-get install prometheus)";
   ops_test::TempDir dir;
   for (const auto& status : {SampleStatus(3, 2), SampleStatus(1, 0, 0, "done"),
                              json{{"job", "x"}, {"state", "running"}}}) {
@@ -28,7 +29,7 @@ TEST(Prometheus, PromtoolAcceptsTheMetrics) {
 }
 
 TEST(Prometheus, ScrapesTheMonitor) {
-  if (!ops_test::HaveProgram("prometheus")) GTEST_SKIP() << "prometheus not installed (apt-get install prometheus)";
+  if (!ops_test::HaveProgram("prometheus")) POLIS_MISSING_PREREQ() << "prometheus not installed (apt-get install prometheus)";
   auto m = Monitor::Start({});
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   (*m)->Publish(SampleStatus(3, 1));

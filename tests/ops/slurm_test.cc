@@ -4,6 +4,7 @@
 // every daemon. Skipped without root, Debian's slurm-wlm and munge, a built
 // polis-train or the Fashion-MNIST files.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 
 #include "tests/ops/ops_test_util.h"
 
@@ -30,11 +31,11 @@ bool Alive(const std::string& pidfile) {
 TEST(Slurm, SbatchTemplateCheckpointsRequeuesAndResumes) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (SlurmUser=root)";
   if (!ops_test::HaveProgram("slurmctld") || !ops_test::HaveProgram("munged"))
-    GTEST_SKIP() << "slurm-wlm / munge not installed";
+    POLIS_MISSING_PREREQ() << "slurm-wlm / munge not installed";
   if (!PathExists(kBin + "/launch/polis-train") || !PathExists(kBin + "/launch/polisctl"))
-    GTEST_SKIP() << "polis-train and polisctl are not built in " << kBin;
+    POLIS_MISSING_PREREQ() << "polis-train and polisctl are not built in " << kBin;
   if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "no Fashion-MNIST files";
+    POLIS_MISSING_PREREQ() << "no Fashion-MNIST files";
 
   ops_test::TempDir tmp;
   const std::string cluster = tmp.path() + "/cluster";

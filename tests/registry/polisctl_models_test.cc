@@ -3,6 +3,7 @@
 // directory; tables, --json, tokens, exit codes, and predictions that match
 // the network's own forward pass.
 #include <signal.h>
+#include "tests/prereq.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,7 +82,7 @@ std::vector<double> SoftmaxOf(const std::vector<float>& z) {
 class PolisctlModels : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!PathExists(kPolisctl)) GTEST_SKIP() << kPolisctl << " is not built";
+    if (!PathExists(kPolisctl)) POLIS_MISSING_PREREQ() << kPolisctl << " is not built";
     root_ = dir_.path() + "/root";
     a1_ = MakeArtifact(kTinyCnn, kTinyInput, 1);
     a2_ = MakeArtifact(kTinyCnn, kTinyInput, 2);

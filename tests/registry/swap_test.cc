@@ -2,6 +2,7 @@
 // under load drop no request; the old version's memory is given back; the
 // CLI and the server cooperate across processes.
 #include <malloc.h>
+#include "tests/prereq.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -219,7 +220,7 @@ TEST(SwapTest, OldVersionMemoryIsReturnedAfterTheSwap) {
 // The CLI and a served root in two processes.
 TEST(SwapTest, CliPromotionReachesARunningServer) {
   const std::string bin = std::string(POLIS_BINARY_DIR) + "/registry/polis-registry";
-  if (!PathExists(bin)) GTEST_SKIP() << bin << " is not built";
+  if (!PathExists(bin)) POLIS_MISSING_PREREQ() << bin << " is not built";
   TempDir dir;
   const std::string root = dir.path() + "/root";
   ASSERT_EQ(Publish(root, "tiny", MakeArtifact(kTinyCnn, kTinyInput, 1)), 1);

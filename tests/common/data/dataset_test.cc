@@ -1,6 +1,7 @@
 // The Dataset adapters: images (classification) and a CSV time series
 // (regression) behind one interface.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 
 #include "common/data/dataset.h"
 #include "common/fs.h"
@@ -13,7 +14,7 @@ const std::string kHourCsv = std::string(POLIS_SOURCE_DIR) + "/../shared/data/bi
 
 TEST(Dataset, BikeSharingWindowsAndBaselines) {
   if (!PathExists(kHourCsv))
-    GTEST_SKIP() << "the UCI bike-sharing data is not at " << kHourCsv << " (it ships in shared/data)";
+    POLIS_MISSING_PREREQ() << "the UCI bike-sharing data is not at " << kHourCsv << " (it ships in shared/data)";
   auto job = LoadJobFile(std::string(POLIS_SOURCE_DIR) + "/jobs/bike_demand_lstm.pbtxt");
   ASSERT_TRUE(job.ok()) << job.status().ToString();
   auto spec = job->spec.dataset();

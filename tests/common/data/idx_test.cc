@@ -1,6 +1,7 @@
 // Tests for the IDX reader and ImageDataset. Each test writes its own small
 // IDX files (raw and gzip) into a fresh temp directory.
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 #include <unistd.h>
 #include <zlib.h>
 
@@ -263,7 +264,7 @@ TEST(FashionMnist, RealTestSet) {
   const std::string images = dir + "/t10k-images-idx3-ubyte.gz";
   const std::string labels = dir + "/t10k-labels-idx1-ubyte.gz";
   if (!PathExists(images) || !PathExists(labels)) {
-    GTEST_SKIP() << "Fashion-MNIST test set not found under " << dir;
+    POLIS_MISSING_PREREQ() << "Fashion-MNIST test set not found under " << dir;
   }
   auto dims = ReadIdxDims(images);
   ASSERT_TRUE(dims.ok()) << dims.status().ToString();

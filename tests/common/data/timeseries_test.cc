@@ -2,6 +2,7 @@
 // small CSV files into a fresh temp directory; one test reads the real UCI
 // bike-sharing hour.csv when it is present and skips otherwise.
 #include "common/data/timeseries.h"
+#include "tests/prereq.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -569,7 +570,7 @@ TEST_F(TimeSeriesTest, SpecErrorsAreSentences) {
 
 TEST_F(TimeSeriesTest, BikeSharingHourlyBaselines) {
   const std::string path = POLIS_SOURCE_DIR "/../shared/data/bike-sharing/hour.csv";
-  if (!PathExists(path)) GTEST_SKIP() << "no bike-sharing data at " << path;
+  if (!PathExists(path)) POLIS_MISSING_PREREQ() << "no bike-sharing data at " << path;
   Spec spec;
   spec.set_path(path);
   spec.set_timestamp_column("dteday");

@@ -3,6 +3,7 @@
 #include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -552,6 +553,71 @@ TEST(JobSpecMessages, ClipForMessage) {
   EXPECT_EQ(ClipForMessage(std::string_view("a\0b\n\"\\", 6)), "a\\x00b\\n\\\"\\\\");
   EXPECT_EQ(ClipForMessage(std::string(100, 'x'), 4), "xxxx… (100 bytes)");
   EXPECT_EQ(ClipForMessage("\xff"), "\\xff");
+}
+
+// ------------------------------------------------- polis-train --check
+
+// The real binary: bad input exits 2 with one line on stderr naming the
+// field or the flag; a good job with valid overrides passes.
+class PolisTrainCheck : public JobSpecTest {
+ protected:
+  void SetUp() override {
+    if (!PathExists(kBinary)) GTEST_SKIP() << kBinary << " is not built (cmake --build ... --target polis-train)";
+    JobSpecTest::SetUp();
+  }
+  struct Result {
+    int code = -1;
+    std::string out, err;
+  };
+  Result Run(const std::string& job_text, const std::string& flags) {
+    WriteBytes("job.pbtxt", job_text);
+    const std::string cmd = kBinary + " --check " + flags + " " + dir_ + "/job.pbtxt >" + dir_ + "/out 2>" + dir_ + "/err";
+    const int rc = std::system(cmd.c_str());
+    Result r;
+    r.code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    r.out = ReadBytes("out");
+    r.err = ReadBytes("err");
+    return r;
+  }
+  void ExpectRefusedLine(const Result& r, const std::string& word) {
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find(word), std::string::npos) << "'" << word << "' not in: " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  const std::string kBinary = std::string(POLIS_BINARY_DIR) + "/launch/polis-train";
+};
+
+TEST_F(PolisTrainCheck, RefusedFieldsExitTwoWithOneLine) {
+  ExpectRefusedLine(Run(Job(kModel, "training { batch_size: 0 }"), ""), "'training.batch_size'");
+  ExpectRefusedLine(Run(Job(kModel, "optimizer { learning_rate: inf }"), ""), "'optimizer.learning_rate'");
+  ExpectRefusedLine(Run(Job(kModel, "sync { consistency: SSP staleness: -3 }"), ""), "'sync.staleness'");
+  ExpectRefusedLine(Run(Job(kModel, "training { batch_size: 1000000000 }"), ""), "this machine has");
+  const Result ok = Run(Job(), "--epochs 3 --train-limit 4 --servers 2");
+  EXPECT_EQ(ok.code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("ok: 4 layers"), std::string::npos) << ok.out;
+}
+
+TEST_F(PolisTrainCheck, FlagsAreAppliedOrRefusedNeverIgnored) {
+  // --epochs 0 and --train-limit -5 used to train 5 epochs on everything.
+  const std::pair<const char*, const char*> kBad[] = {
+      {"--epochs 0", "--epochs 0: out of range for training.epochs"},
+      {"--epochs -2", "--epochs -2"},
+      {"--train-limit -5", "--train-limit -5"},
+      {"--test-limit -1", "--test-limit -1"},
+      {"--servers -1", "--servers -1"},
+      {"--epochs abc", "--epochs"},
+      {"--csv x.csv", "--csv"},
+      {"--registry a --registry-url http://127.0.0.1:1", "--registry-url"},
+      {"--monitor nonsense", "--monitor"},
+      {"--sync allreduce --servers 1", "'sync.servers'"},
+      {"--registry-token-file /tmp/t", "'registry.token_file'"},
+      {"--evaluate m.polis --epochs 3", "--evaluate"}};
+  for (const auto& [flags, word] : kBad) {
+    SCOPED_TRACE(flags);
+    ExpectRefusedLine(Run(Job(), flags), word);
+  }
+  // Switching the mode drops the job's settings of the other mode.
+  EXPECT_EQ(Run(Job(kModel, "sync { consistency: SSP staleness: 1 }"), "--sync allreduce").code, 0);
 }
 
 }  // namespace

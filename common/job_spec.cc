@@ -2,7 +2,20 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <set>
+#include <type_traits>
+#include <vector>
+
+#include "common/artifact/artifact.h"
 #include "common/comm/communicator.h"
 #include "common/data/dataset.h"
 #include "common/data/idx.h"
@@ -14,12 +27,18 @@
 namespace polis {
 namespace {
 
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
 class Collector : public google::protobuf::io::ErrorCollector {
  public:
   explicit Collector(std::string source) : source_(std::move(source)) {}
   void AddError(int line, google::protobuf::io::ColumnNumber col,
                 const std::string& message) override {
-    if (first_.empty()) first_ = fmt::format("{}:{}:{}: {}", source_, line + 1, col + 1, message);
+    if (first_.empty())
+      first_ = fmt::format("{}:{}:{}: {}", source_, line + 1, col + 1, ClipForMessage(message, 200));
   }
   void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
   const std::string& first() const { return first_; }
@@ -32,7 +51,401 @@ Status FieldError(const std::string& source, const std::string& field, const std
   return InvalidArgument("{}: field '{}': {}", source, field, why);
 }
 
+// Strings that hold file paths may be as long as a path; every other string
+// (names, columns, types, URLs) is short, so a message may echo it whole.
+constexpr size_t kMaxPathBytes = 4096;
+constexpr size_t kMaxStringBytes = 256;
+constexpr size_t kMaxJobNameBytes = 128;
+constexpr int kMaxRepeated = 4096;
+
+bool IsPathField(const FieldDescriptor* f) {
+  static const std::set<std::string> kPaths = {
+      "polis.proto.DatasetSpec.dir",          "polis.proto.DatasetSpec.train_images",
+      "polis.proto.DatasetSpec.train_labels", "polis.proto.DatasetSpec.test_images",
+      "polis.proto.DatasetSpec.test_labels",  "polis.proto.TimeSeriesSpec.path",
+      "polis.proto.RegistrySpec.root",        "polis.proto.RegistrySpec.token_file"};
+  return kPaths.count(f->full_name()) > 0;
+}
+
+// Every field of job.proto with a (range) annotation, parsed once.
+class RangeTable {
+ public:
+  static const RangeTable& Get() {
+    static const RangeTable* table = new RangeTable();
+    return *table;
+  }
+  const FieldRange* Find(const FieldDescriptor* f) const {
+    auto it = ranges_.find(f);
+    return it == ranges_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  RangeTable() {
+    std::set<const Descriptor*> seen;
+    Add(proto::JobSpec::descriptor(), &seen);
+  }
+  void Add(const Descriptor* d, std::set<const Descriptor*>* seen) {
+    if (!seen->insert(d).second) return;
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FieldDescriptor* f = d->field(i);
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) Add(f->message_type(), seen);
+      if (!f->options().HasExtension(proto::range)) continue;
+      auto r = ParseFieldRange(f->options().GetExtension(proto::range));
+      // A malformed annotation is a bug in job.proto, found by job_spec_test.
+      POLIS_ENFORCE_OK(r.status());
+      ranges_.emplace(f, *r);
+    }
+  }
+  std::map<const FieldDescriptor*, FieldRange> ranges_;
+};
+
+std::string BoundString(long double v) {
+  if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
+  if (v == std::floor(v) && std::fabs(v) < 1e18L) return fmt::format("{}", static_cast<int64_t>(v));
+  return fmt::format("{}", static_cast<double>(v));
+}
+
+std::string RangeWords(const FieldRange& r) {
+  return fmt::format("{}{}, {}{}", r.lo_open ? "(" : "[", BoundString(r.lo), BoundString(r.hi),
+                     r.hi_open ? ")" : "]");
+}
+
+// A numeric value of a set field, as a number and as the user wrote it.
+struct NumericValue {
+  long double value = 0;
+  std::string text;
+  bool finite = true;
+};
+
+template <typename T>
+NumericValue Numeric(T x) {
+  NumericValue v;
+  v.value = static_cast<long double>(x);
+  if constexpr (std::is_floating_point_v<T>) {
+    v.text = fmt::format("{}", x);
+    v.finite = std::isfinite(x);
+  } else {
+    v.text = std::to_string(x);
+  }
+  return v;
+}
+
+NumericValue ReadNumeric(const Message& m, const FieldDescriptor* f, int index) {
+  const Reflection* r = m.GetReflection();
+  const bool rep = f->is_repeated();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: return Numeric(rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
+    case FieldDescriptor::CPPTYPE_INT64: return Numeric(rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
+    case FieldDescriptor::CPPTYPE_UINT32: return Numeric(rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
+    case FieldDescriptor::CPPTYPE_UINT64: return Numeric(rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
+    case FieldDescriptor::CPPTYPE_FLOAT: return Numeric(rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f));
+    case FieldDescriptor::CPPTYPE_DOUBLE: return Numeric(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
+    default: return {};
+  }
+}
+
+Status CheckString(const std::string& source, const std::string& path, const FieldDescriptor* f,
+                   const std::string& s) {
+  const size_t max = IsPathField(f) ? kMaxPathBytes : kMaxStringBytes;
+  if (s.size() > max)
+    return FieldError(source, path,
+                      fmt::format("\"{}\" is too long: at most {} bytes", ClipForMessage(s, 40), max));
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f)
+      return FieldError(source, path,
+                        fmt::format("\"{}\" holds control byte 0x{:02x} at offset {}",
+                                    ClipForMessage(s), c, i));
+  }
+  return Status::Ok();
+}
+
+// Walks every set field: numbers against their declared range (floats must
+// be finite), strings for length and control bytes, repeated fields for count.
+Status CheckValues(const Message& m, const std::string& prefix, const std::string& source) {
+  const Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string base = prefix + f->name();
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    if (n > kMaxRepeated)
+      return FieldError(source, base, fmt::format("{} entries; at most {}", n, kMaxRepeated));
+    for (int i = 0; i < n; ++i) {
+      const int index = f->is_repeated() ? i : -1;
+      const std::string path = f->is_repeated() ? fmt::format("{}[{}]", base, i) : base;
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const Message& sub = f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f);
+        POLIS_RETURN_IF_ERROR(CheckValues(sub, path + ".", source));
+      } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
+        std::string scratch;
+        const std::string& s = f->is_repeated() ? r->GetRepeatedStringReference(m, f, i, &scratch)
+                                                : r->GetStringReference(m, f, &scratch);
+        POLIS_RETURN_IF_ERROR(CheckString(source, path, f, s));
+      } else if (IsNumericField(f)) {
+        const NumericValue v = ReadNumeric(m, f, index);
+        if (!v.finite) return FieldError(source, path, fmt::format("must be a finite number; got {}", v.text));
+        const FieldRange* range = DeclaredRange(f);
+        if (range == nullptr)  // job_spec_test refuses a numeric field without one
+          return InternalError("{}: field '{}' has no declared range in job.proto", source, path);
+        if (!range->Contains(v.value))
+          return FieldError(source, path, fmt::format("must be in {}; got {}", RangeWords(*range), v.text));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// Whether the field at a dotted path is set explicitly (has_, or a
+// non-empty repeated field); false when a message on the way is not set.
+bool IsSet(const Message& root, std::string_view path) {
+  const Message* m = &root;
+  while (true) {
+    const size_t dot = path.find('.');
+    const std::string name(path.substr(0, dot));
+    const FieldDescriptor* f = m->GetDescriptor()->FindFieldByName(name);
+    POLIS_ENFORCE(f != nullptr);
+    const Reflection* r = m->GetReflection();
+    const bool set = f->is_repeated() ? r->FieldSize(*m, f) > 0 : r->HasField(*m, f);
+    if (dot == std::string_view::npos || !set) return set;
+    m = &r->GetMessage(*m, f);
+    path.remove_prefix(dot + 1);
+  }
+}
+
+// Settings that only mean something in one mode: set explicitly in another,
+// they would be ignored, so the check refuses them.
+struct ModeRule {
+  const char* field;
+  bool (*applies)(const proto::JobSpec&);
+  const char* when;
+};
+
+bool IsPs(const proto::JobSpec& s) { return s.sync().mode() == proto::SyncSpec::PARAMETER_SERVER; }
+bool IsAllreduce(const proto::JobSpec& s) { return s.sync().mode() == proto::SyncSpec::ALLREDUCE; }
+bool IsIdx(const proto::JobSpec& s) { return s.dataset().format() == proto::DatasetSpec::IDX; }
+bool IsCsv(const proto::JobSpec& s) { return s.dataset().format() == proto::DatasetSpec::CSV; }
+bool IsSgd(const proto::JobSpec& s) { return s.optimizer().type() == proto::OptimizerSpec::SGD; }
+bool IsAdam(const proto::JobSpec& s) { return !IsSgd(s); }
+bool IsSsp(const proto::JobSpec& s) { return IsPs(s) && s.sync().consistency() == proto::SyncSpec::SSP; }
+bool IsHuber(const proto::JobSpec& s) { return s.model().loss() == proto::ModelSpec::HUBER; }
+bool IsStep(const proto::JobSpec& s) { return s.optimizer().schedule().type() == proto::LrSchedule::STEP; }
+bool IsCosine(const proto::JobSpec& s) { return s.optimizer().schedule().type() == proto::LrSchedule::COSINE; }
+bool IsForwardFill(const proto::JobSpec& s) {
+  return s.dataset().timeseries().missing_policy() == proto::TimeSeriesSpec::Missing::FORWARD_FILL;
+}
+bool HasUrl(const proto::JobSpec& s) { return s.registry().has_url(); }
+bool HasNoUrl(const proto::JobSpec& s) { return !s.registry().has_url(); }
+
+const ModeRule kModeRules[] = {
+    {"sync.consistency", IsPs, "sync.mode PARAMETER_SERVER"},
+    {"sync.staleness", IsSsp, "sync.consistency SSP (parameter servers)"},
+    {"sync.ps_piece_bytes", IsPs, "sync.mode PARAMETER_SERVER"},
+    {"sync.allreduce_algorithm", IsAllreduce, "sync.mode ALLREDUCE"},
+    {"sync.compression", IsAllreduce, "sync.mode ALLREDUCE"},
+    {"sync.bucket_bytes", IsAllreduce, "sync.mode ALLREDUCE"},
+    {"sync.verify_replicas", IsAllreduce, "sync.mode ALLREDUCE"},
+    {"training.checkpoint_every_steps", IsPs, "sync.mode PARAMETER_SERVER (all-reduce jobs keep no checkpoints)"},
+    {"training.checkpoint_epochs", IsPs, "sync.mode PARAMETER_SERVER (all-reduce jobs keep no checkpoints)"},
+    {"training.keep_checkpoints", IsPs, "sync.mode PARAMETER_SERVER (all-reduce jobs keep no checkpoints)"},
+    {"model.huber_delta", IsHuber, "model.loss HUBER"},
+    {"optimizer.beta1", IsAdam, "optimizer.type ADAM or ADAMW"},
+    {"optimizer.beta2", IsAdam, "optimizer.type ADAM or ADAMW"},
+    {"optimizer.epsilon", IsAdam, "optimizer.type ADAM or ADAMW"},
+    {"optimizer.momentum", IsSgd, "optimizer.type SGD"},
+    {"optimizer.nesterov", IsSgd, "optimizer.type SGD"},
+    {"optimizer.schedule.step_size", IsStep, "optimizer.schedule.type STEP"},
+    {"optimizer.schedule.gamma", IsStep, "optimizer.schedule.type STEP"},
+    {"optimizer.schedule.total_steps", IsCosine, "optimizer.schedule.type COSINE"},
+    {"optimizer.schedule.min_lr", IsCosine, "optimizer.schedule.type COSINE"},
+    {"dataset.dir", IsIdx, "dataset.format IDX"},
+    {"dataset.train_images", IsIdx, "dataset.format IDX"},
+    {"dataset.train_labels", IsIdx, "dataset.format IDX"},
+    {"dataset.test_images", IsIdx, "dataset.format IDX"},
+    {"dataset.test_labels", IsIdx, "dataset.format IDX"},
+    {"dataset.scale", IsIdx, "dataset.format IDX"},
+    {"dataset.shift", IsIdx, "dataset.format IDX"},
+    {"dataset.num_classes", IsIdx, "dataset.format IDX (a CSV time series is regression)"},
+    {"dataset.timeseries", IsCsv, "dataset.format CSV"},
+    {"dataset.timeseries.max_fill_steps", IsForwardFill, "dataset.timeseries.missing_policy FORWARD_FILL"},
+    {"registry.root", HasNoUrl, "publishing to a directory (not with registry.url)"},
+    {"registry.token_file", HasUrl, "registry.url"},
+};
+
+// The *_param a layer type reads; any other *_param set on it is refused.
+const std::map<std::string, std::string>& LayerParamOwners() {
+  static const auto* owners = new std::map<std::string, std::string>{
+      {"conv2d_param", "Conv2D"},
+      {"pool2d_param", "MaxPool2D"},
+      {"dense_param", "Dense"},
+      {"embedding_param", "Embedding"},
+      {"recurrent_param", "LSTM GRU"},
+      {"dropout_param", "Dropout"},
+      {"layer_norm_param", "LayerNorm"},
+      {"gelu_param", "GELU"},
+      {"attention_param", "MultiHeadSelfAttention"},
+      {"transformer_param", "TransformerEncoderBlock"},
+      {"positional_encoding_param", "PositionalEncoding"},
+      {"sequence_pool_param", "SequencePool"}};
+  return *owners;
+}
+
+Status CheckModeRules(const proto::JobSpec& spec, const std::string& source) {
+  for (const ModeRule& rule : kModeRules)
+    if (IsSet(spec, rule.field) && !rule.applies(spec))
+      return FieldError(source, rule.field,
+                        fmt::format("applies only with {}; remove it (it would be ignored)", rule.when));
+  for (int i = 0; i < spec.model().layer_size(); ++i) {
+    const proto::LayerSpec& l = spec.model().layer(i);
+    const Reflection* r = l.GetReflection();
+    std::vector<const FieldDescriptor*> fields;
+    r->ListFields(l, &fields);
+    for (const FieldDescriptor* f : fields) {
+      auto owner = LayerParamOwners().find(f->name());
+      if (owner == LayerParamOwners().end()) continue;
+      const std::string& types = owner->second;
+      bool ok = false;
+      for (size_t at = 0; at <= types.size();) {
+        size_t sp = types.find(' ', at);
+        if (sp == std::string::npos) sp = types.size();
+        ok |= types.compare(at, sp - at, l.type()) == 0 && sp - at == l.type().size();
+        at = sp + 1;
+      }
+      if (!ok)
+        return FieldError(source, fmt::format("model.layer[{}].{}", i, f->name()),
+                          fmt::format("applies only to layer type {}; this layer is \"{}\"", types,
+                                      ClipForMessage(l.type(), 40)));
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckJobName(const proto::JobSpec& spec, const std::string& source) {
+  const std::string& name = spec.name();
+  if (name.size() > kMaxJobNameBytes)
+    return FieldError(source, "name",
+                      fmt::format("\"{}\" is too long: at most {} bytes (it names the run directory)",
+                                  ClipForMessage(name, 40), kMaxJobNameBytes));
+  if (name == "." || name == ".." || name.find('/') != std::string::npos)
+    return FieldError(source, "name",
+                      fmt::format("\"{}\" cannot name a directory: no '/', and not \".\" or \"..\"",
+                                  ClipForMessage(name)));
+  const bool own_name = spec.registry().has_model_name();
+  if (Status st = ValidateModelName(PublishedModelName(spec)); !st.ok())
+    return FieldError(source, own_name ? "registry.model_name" : "name",
+                      own_name ? st.message()
+                               : st.message() + " (the job name is the model name unless "
+                                                "registry.model_name is set)");
+  return Status::Ok();
+}
+
 }  // namespace
+
+std::string ClipForMessage(std::string_view value, size_t max) {
+  std::string out;
+  const size_t n = std::min(value.size(), max);
+  for (size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c >= 0x7f) out += fmt::format("\\x{:02x}", c);
+        else out += static_cast<char>(c);
+    }
+  }
+  if (value.size() > max) out += fmt::format("… ({} bytes)", value.size());
+  return out;
+}
+
+bool FieldRange::Contains(long double v) const {
+  if (any) return true;
+  if (std::isnan(v)) return false;
+  if (lo_open ? !(v > lo) : !(v >= lo)) return false;
+  if (hi_open ? !(v < hi) : !(v <= hi)) return false;
+  return true;
+}
+
+StatusOr<FieldRange> ParseFieldRange(std::string_view text) {
+  FieldRange r;
+  r.text = std::string(text);
+  if (text == "any") {
+    r.any = true;
+    return r;
+  }
+  auto bad = [&](const char* why) {
+    return InvalidArgument("range \"{}\": {}; expected \"[lo, hi]\" (either end open with '(' or ')') "
+                           "or \"any\"",
+                           ClipForMessage(text), why);
+  };
+  if (text.size() < 5) return bad("too short");
+  if (text.front() != '[' && text.front() != '(') return bad("must start with '[' or '('");
+  if (text.back() != ']' && text.back() != ')') return bad("must end with ']' or ')'");
+  r.lo_open = text.front() == '(';
+  r.hi_open = text.back() == ')';
+  const std::string inner(text.substr(1, text.size() - 2));
+  const size_t comma = inner.find(',');
+  if (comma == std::string::npos || inner.find(',', comma + 1) != std::string::npos)
+    return bad("needs exactly one ','");
+  auto number = [](std::string s, long double* out) {
+    while (!s.empty() && s.front() == ' ') s.erase(0, 1);
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    if (s == "inf" || s == "-inf") {
+      *out = s[0] == '-' ? -std::numeric_limits<long double>::infinity()
+                         : std::numeric_limits<long double>::infinity();
+      return true;
+    }
+    if (s.empty()) return false;
+    char* end = nullptr;
+    *out = std::strtold(s.c_str(), &end);
+    return end == s.c_str() + s.size() && std::isfinite(*out);
+  };
+  if (!number(inner.substr(0, comma), &r.lo)) return bad("the lower bound is not a number");
+  if (!number(inner.substr(comma + 1), &r.hi)) return bad("the upper bound is not a number");
+  if (!(r.lo < r.hi)) return bad("the lower bound must be below the upper bound");
+  return r;
+}
+
+bool IsNumericField(const FieldDescriptor* f) {
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32:
+    case FieldDescriptor::CPPTYPE_INT64:
+    case FieldDescriptor::CPPTYPE_UINT32:
+    case FieldDescriptor::CPPTYPE_UINT64:
+    case FieldDescriptor::CPPTYPE_FLOAT:
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+const FieldRange* DeclaredRange(const FieldDescriptor* field) { return RangeTable::Get().Find(field); }
+
+const FieldDescriptor* FindJobField(std::string_view path) {
+  const Descriptor* d = proto::JobSpec::descriptor();
+  const FieldDescriptor* f = nullptr;
+  while (true) {
+    const size_t dot = path.find('.');
+    f = d->FindFieldByName(std::string(path.substr(0, dot)));
+    if (f == nullptr || dot == std::string_view::npos) return f;
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) return nullptr;
+    d = f->message_type();
+    path.remove_prefix(dot + 1);
+  }
+}
+
+Status CheckOverride(std::string_view flag, std::string_view field_path, long double value) {
+  const FieldDescriptor* f = FindJobField(field_path);
+  const FieldRange* range = f ? DeclaredRange(f) : nullptr;
+  POLIS_ENFORCE(range != nullptr);
+  if (range->Contains(value)) return Status::Ok();
+  return InvalidArgument("{} {}: out of range for {}, which accepts {}", flag, BoundString(value),
+                         field_path, RangeWords(*range));
+}
 
 StatusOr<LoadedJob> ParseJobText(const std::string& text, const std::string& source) {
   LoadedJob job;
@@ -55,9 +468,16 @@ StatusOr<LoadedJob> LoadJobFile(const std::string& path) {
 
 Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) {
   if (!spec.has_name() || spec.name().empty()) return FieldError(source, "name", "required");
+  // Values first: every later message may then echo a value whole.
+  POLIS_RETURN_IF_ERROR(CheckValues(spec, "", source));
+  POLIS_RETURN_IF_ERROR(CheckJobName(spec, source));
   if (!spec.has_model()) return FieldError(source, "model", "required");
   if (spec.model().layer_size() == 0) return FieldError(source, "model.layer", "at least one layer is required");
+  for (int i = 0; i < spec.model().layer_size(); ++i)
+    if (!spec.model().layer(i).has_type())
+      return FieldError(source, fmt::format("model.layer[{}].type", i), "required");
   if (!spec.has_dataset()) return FieldError(source, "dataset", "required");
+  POLIS_RETURN_IF_ERROR(CheckModeRules(spec, source));
   if (spec.registry().has_url()) {
     auto url = http::ParseHttpUrl(spec.registry().url());
     if (!url.ok()) return FieldError(source, "registry.url", url.status().message());
@@ -67,28 +487,14 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
     if (!spec.dataset().has_timeseries()) return FieldError(source, "dataset.timeseries", "required for format CSV");
     if (!ts.has_path() || ts.path().empty()) return FieldError(source, "dataset.timeseries.path", "required");
     if (!ts.has_target_column()) return FieldError(source, "dataset.timeseries.target_column", "required");
-    if (ts.lookback() <= 0) return FieldError(source, "dataset.timeseries.lookback", "must be > 0");
-    if (ts.horizon() <= 0) return FieldError(source, "dataset.timeseries.horizon", "must be > 0");
   } else if (!spec.dataset().has_dir() || spec.dataset().dir().empty()) {
     return FieldError(source, "dataset.dir", "required (a directory, or \"fashion-mnist\")");
   }
-  if (spec.dataset().num_classes() < 2)
-    return FieldError(source, "dataset.num_classes", "must be >= 2");
-  if (spec.dataset().train_limit() < 0) return FieldError(source, "dataset.train_limit", "must be >= 0");
-  if (spec.dataset().test_limit() < 0) return FieldError(source, "dataset.test_limit", "must be >= 0");
-  const auto& t = spec.training();
-  if (t.batch_size() <= 0) return FieldError(source, "training.batch_size", "must be > 0");
-  if (t.epochs() <= 0) return FieldError(source, "training.epochs", "must be > 0");
-  if (t.shard_size() < 0) return FieldError(source, "training.shard_size", "must be >= 0");
-  if (t.report_every_steps() <= 0) return FieldError(source, "training.report_every_steps", "must be > 0");
-  if (t.eval_batch_size() <= 0) return FieldError(source, "training.eval_batch_size", "must be > 0");
   const auto& s = spec.sync();
   if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
     return FieldError(source, "sync.servers", "PARAMETER_SERVER mode needs at least 1 server");
   if (s.mode() == proto::SyncSpec::ALLREDUCE && s.servers() != 0)
     return FieldError(source, "sync.servers", "ALLREDUCE mode runs no parameter servers; set servers: 0");
-  if (s.servers() < 0) return FieldError(source, "sync.servers", "must be >= 0");
-  if (s.bucket_bytes() < 0) return FieldError(source, "sync.bucket_bytes", "must be >= 0");
   if (auto algo = comm::ParseAllreduceAlgorithm(s.allreduce_algorithm()); !algo.ok())
     return FieldError(source, "sync.allreduce_algorithm", algo.status().message());
   if (Status st = ValidateOptimizer(spec.optimizer()); !st.ok()) {
@@ -97,13 +503,156 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
     size_t sp = m.find(' ');
     return FieldError(source, m.substr(0, sp), m.substr(sp + 1));
   }
-  for (int i = 0; i < spec.model().layer_size(); ++i)
-    if (!spec.model().layer(i).has_type())
-      return FieldError(source, fmt::format("model.layer[{}].type", i), "required");
   return Status::Ok();
 }
 
+// ------------------------------------------------------------------ memory
+
 namespace {
+
+// Floats one sample needs in a layer of a training (or inference) Network,
+// following how each LayerExec allocates: its output and, for training, the
+// gradient of its input; the oneDNN convolution's input and input gradient
+// reordered to its blocked layout; the max-pool workspace; the sequence
+// layers' plain copies of input and output gradients, recurrent workspaces
+// and attention scratch.
+double LayerFloatsPerSample(const nn::LayerInfo& l, bool training) {
+  const double in = static_cast<double>(nn::ShapeElements(l.in_shape));
+  const double out = static_cast<double>(nn::ShapeElements(l.out_shape));
+  const std::string& t = l.type;
+  double floats = training ? in + out : out;
+  if (t == "Conv2D") return floats + (training ? 2 * in : in);
+  if (t == "MaxPool2D") return floats + (training ? out : 0);
+  if (t == "Dense" || t == "ReLU" || t == "Flatten" || t == "GELU") return floats;
+  if (t == "Dropout") return floats + (training ? in : 0);  // the mask
+  floats = training ? 2 * in + 2 * out : in + out;           // a plain copy each way
+  if (t == "LSTM" || t == "GRU") {
+    const auto& p = l.spec.recurrent_param();
+    const double T = static_cast<double>(l.in_shape[0]), H = p.hidden_size();
+    const double gates = t == "LSTM" ? 4 : 3;
+    for (int k = 0; k < p.num_layers(); ++k) {
+      const double x = k == 0 ? static_cast<double>(l.in_shape[1]) : H;
+      floats += training ? 2 * T * x + 2 * T * H + (gates + 4) * T * H : T * x + T * H + gates * T * H;
+    }
+  } else if (t == "MultiHeadSelfAttention" || t == "TransformerEncoderBlock") {
+    const double T = static_cast<double>(l.in_shape[0]), F = static_cast<double>(l.in_shape[1]);
+    const double heads = t == "MultiHeadSelfAttention" ? l.spec.attention_param().num_heads()
+                                                       : l.spec.transformer_param().num_heads();
+    // qkv, ctx and the probabilities; training adds their gradients.
+    floats += training ? 10 * T * F + 2 * heads * T * T : 5 * T * F + heads * T * T;
+    if (t == "TransformerEncoderBlock") {
+      const double ff = l.spec.transformer_param().ff_dim();
+      floats += training ? 12 * T * F + 4 * T * ff : 5 * T * F + 2 * T * ff;
+    }
+  }
+  return floats;
+}
+
+}  // namespace
+
+WorkerMemory EstimateWorkerMemory(const proto::JobSpec& spec, const nn::Model& model,
+                                  double dataset_bytes, int64_t train_samples) {
+  constexpr double kFloat = 4;
+  WorkerMemory m;
+  const double P = static_cast<double>(model.parameter_count());
+  // Weights and gradients, and the weights reordered into the kernels'
+  // layouts (forward, backward-data) and their gradients: up to 3 more.
+  m.parameters = kFloat * P * 5;
+  if (spec.sync().mode() == proto::SyncSpec::ALLREDUCE) {
+    const auto type = spec.optimizer().type();
+    const double vectors = type == proto::OptimizerSpec::SGD ? (spec.optimizer().momentum() > 0 ? 1 : 0) : 2;
+    m.optimizer = kFloat * P * vectors;
+  }
+  double train = 0, infer = 0;
+  for (const nn::LayerInfo& l : model.layers()) {
+    train += LayerFloatsPerSample(l, true);
+    infer += LayerFloatsPerSample(l, false);
+  }
+  const double in = static_cast<double>(nn::ShapeElements(model.input_shape()));
+  const double out = static_cast<double>(nn::ShapeElements(model.output_shape()));
+  const double B = spec.training().batch_size(), E = spec.training().eval_batch_size();
+  m.activations = kFloat * B * (train + in + 2 * out);
+  m.eval = kFloat * E * (infer + in + out) + (kFloat + 8) * E * out;
+  const double shard = spec.training().shard_size() > 0 ? spec.training().shard_size() : 16 * B;
+  m.batches = 8 * (B + shard) + 8 * B + kFloat * B * out;
+  m.dataset = dataset_bytes + 8 * static_cast<double>(train_samples);
+  return m;
+}
+
+int64_t AvailableMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  int64_t bytes = pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page
+                                        : std::numeric_limits<int64_t>::max();
+  std::ifstream cg("/sys/fs/cgroup/memory.max");
+  std::string limit;
+  if (cg >> limit && limit != "max") {
+    char* end = nullptr;
+    const long long v = std::strtoll(limit.c_str(), &end, 10);
+    if (end != limit.c_str() && *end == '\0' && v > 0 && v < bytes) bytes = v;
+  }
+  return bytes;
+}
+
+std::string HumanBytes(double bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 6) {
+    bytes /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, kUnits[u]);
+}
+
+namespace {
+
+// Refuses a job whose worker would not fit in this machine's memory, naming
+// the setting behind the largest part.
+Status CheckMemory(const LoadedJob& job, const nn::Model& model, double dataset_bytes,
+                   int64_t train_samples) {
+  const WorkerMemory m = EstimateWorkerMemory(job.spec, model, dataset_bytes, train_samples);
+  const double available = static_cast<double>(AvailableMemoryBytes());
+  if (m.total() <= available) return Status::Ok();
+  const auto& t = job.spec.training();
+  struct Part {
+    double bytes;
+    const char* name;
+    std::string field, what;
+  };
+  const Part parts[] = {
+      {m.activations, "activations", "training.batch_size", fmt::format("{} samples", t.batch_size())},
+      {m.eval, "evaluation", "training.eval_batch_size", fmt::format("{} samples", t.eval_batch_size())},
+      {m.batches, "shard queue", "training.shard_size",
+       fmt::format("shards of {} samples", t.shard_size() > 0 ? int64_t{t.shard_size()} : 16 * int64_t{t.batch_size()})},
+      {m.parameters + m.optimizer, "parameters", "model.layer",
+       fmt::format("{} parameters", model.parameter_count())},
+      {m.dataset, "dataset", job.spec.dataset().format() == proto::DatasetSpec::CSV ? "dataset.timeseries.path"
+                                                                                      : "dataset.train_limit",
+       fmt::format("{} training samples", train_samples)},
+  };
+  const Part* top = &parts[0];
+  for (const Part& p : parts)
+    if (p.bytes > top->bytes) top = &p;
+  return FieldError(job.path, top->field,
+                    fmt::format("{} need about {} per worker (activations {}, evaluation {}, parameters "
+                                "and optimizer {}, dataset {}, shard queue {}); this machine has {}",
+                                top->what, HumanBytes(m.total()), HumanBytes(m.activations),
+                                HumanBytes(m.eval), HumanBytes(m.parameters + m.optimizer),
+                                HumanBytes(m.dataset), HumanBytes(m.batches), HumanBytes(available)));
+}
+
+// Layers without weights have nothing to initialise.
+Status CheckInitializers(const LoadedJob& job, const nn::Model& model) {
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const nn::LayerInfo& l = model.layers()[i];
+    if (!l.spec.has_initializer()) continue;
+    bool weights = false;
+    for (const auto& p : l.params) weights |= p.fan_in > 0;
+    if (!weights)
+      return FieldError(job.path, fmt::format("model.layer[{}].initializer", i),
+                        fmt::format("layer {} ({}) has no weights to initialise; remove it", l.name, l.type));
+  }
+  return Status::Ok();
+}
 
 StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
   const std::string& src = job.path;
@@ -117,6 +666,15 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
     return FieldError(src, "model.layer",
                       fmt::format("the last layer gives {} but the forecast horizon is {}",
                                   nn::ShapeString(model->output_shape()), (*ds)->target_width()));
+  POLIS_RETURN_IF_ERROR(CheckInitializers(job, *model));
+  // The series is held as rows x features floats plus the targets.
+  const auto& ts = job.spec.dataset().timeseries();
+  const auto shape = (*ds)->sample_shape();
+  const double features = shape.size() == 2 ? static_cast<double>(shape[1]) : 1.0;
+  const int64_t train = (*ds)->size(data::Part::kTrain), test = (*ds)->size(data::Part::kTest);
+  const double rows = static_cast<double>(train + test) * static_cast<double>(ts.stride()) +
+                      static_cast<double>(ts.lookback() + ts.horizon());
+  POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, rows * (4 * features + 12), train));
   return model;
 }
 
@@ -128,21 +686,45 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   if (job.spec.dataset().format() == proto::DatasetSpec::CSV) return CheckTimeSeriesJob(job);
   if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
     return FieldError(src, "model.loss", "IDX images are classification: use SOFTMAX_CROSS_ENTROPY");
-  DatasetPaths p = ResolveDataset(job.spec.dataset());
+  const auto& d = job.spec.dataset();
+  DatasetPaths p = ResolveDataset(d);
   std::vector<int64_t> train_dims, test_dims;
-  struct Pair { const std::string& images; const std::string& labels; const char* field; std::vector<int64_t>* dims; };
-  for (const Pair& pr : {Pair{p.train_images, p.train_labels, "dataset.train_images", &train_dims},
-                         Pair{p.test_images, p.test_labels, "dataset.test_images", &test_dims}}) {
-    auto img = data::ReadIdxDims(pr.images);
-    if (!img.ok()) return FieldError(src, pr.field, img.status().message());
-    auto lab = data::ReadIdxDims(pr.labels);
-    if (!lab.ok()) return FieldError(src, "dataset labels", lab.status().message());
-    if (img->size() != 3)
-      return FieldError(src, pr.field, fmt::format("'{}' holds {}-D data; images must be 3-D (N,H,W)", pr.images, img->size()));
-    if (lab->size() != 1 || (*lab)[0] != (*img)[0])
-      return FieldError(src, pr.field, fmt::format("'{}' has {} items but '{}' has {}", pr.labels,
-                                                   lab->empty() ? 0 : (*lab)[0], pr.images, (*img)[0]));
-    *pr.dims = *img;
+  double dataset_bytes = 0;
+  struct Pair {
+    const std::string& images;
+    const std::string& labels;
+    const char* images_field;
+    const char* labels_field;
+    int64_t limit;
+    std::vector<int64_t>* dims;
+  };
+  for (const Pair& pr : {Pair{p.train_images, p.train_labels, "dataset.train_images", "dataset.train_labels",
+                              d.train_limit(), &train_dims},
+                         Pair{p.test_images, p.test_labels, "dataset.test_images", "dataset.test_labels",
+                              d.test_limit(), &test_dims}}) {
+    // The whole files, as the workers will read them: a short or corrupt
+    // file is refused here, not after the job has started.
+    auto img = data::ScanIdx(pr.images);
+    if (!img.ok()) return FieldError(src, pr.images_field, img.status().message());
+    auto lab = data::ScanIdx(pr.labels);
+    if (!lab.ok()) return FieldError(src, pr.labels_field, lab.status().message());
+    if (img->dims.size() != 3)
+      return FieldError(src, pr.images_field,
+                        fmt::format("'{}' holds {}-D data; images must be 3-D (N,H,W)", pr.images, img->dims.size()));
+    if (lab->dims.size() != 1 || lab->dims[0] != img->dims[0])
+      return FieldError(src, pr.labels_field,
+                        fmt::format("'{}' has {} items but '{}' has {}", pr.labels,
+                                    lab->dims.size() == 1 ? lab->dims[0] : 0, pr.images, img->dims[0]));
+    if (lab->max_value >= d.num_classes()) {
+      constexpr int64_t kLabelHeaderBytes = 8;  // magic + one dim
+      return FieldError(src, "dataset.num_classes",
+                        fmt::format("is {} but '{}' holds label {} at index {} (byte offset {})",
+                                    d.num_classes(), pr.labels, lab->max_value, lab->max_index,
+                                    kLabelHeaderBytes + lab->max_index));
+    }
+    const int64_t n = pr.limit > 0 ? std::min(pr.limit, img->dims[0]) : img->dims[0];
+    dataset_bytes += static_cast<double>(n) * static_cast<double>(img->dims[1] * img->dims[2] + 1);
+    *pr.dims = img->dims;
   }
   if (train_dims[1] != test_dims[1] || train_dims[2] != test_dims[2])
     return FieldError(src, "dataset.test_images",
@@ -160,6 +742,9 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
                       fmt::format("the last layer gives {} but dataset.num_classes is {}",
                                   nn::ShapeString(model->output_shape()),
                                   job.spec.dataset().num_classes()));
+  POLIS_RETURN_IF_ERROR(CheckInitializers(job, *model));
+  const int64_t train = d.train_limit() > 0 ? std::min(d.train_limit(), train_dims[0]) : train_dims[0];
+  POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, dataset_bytes, train));
   return model;
 }
 

@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "common/artifact/artifact.h"
@@ -35,14 +36,14 @@ namespace {
 
 struct Flags {
   std::string job_path;
-  int epochs = 0;
+  int64_t epochs = 0;
   std::string registry;
   std::string registry_url;
   std::string registry_token_file;
   std::string run_dir;
-  int64_t train_limit = -1;
-  int64_t test_limit = -1;
-  int servers = -1;
+  int64_t train_limit = 0;
+  int64_t test_limit = 0;
+  int64_t servers = 0;
   std::string csv;
   std::string sync;
   bool print_servers = false;
@@ -51,25 +52,80 @@ struct Flags {
   std::string evaluate;
   std::string resume;
   std::string monitor = "127.0.0.1:0";
+  // The options given on the command line ("--epochs", ...): each one is
+  // applied or refused, never ignored, whatever its value.
+  std::set<std::string> given;
+  bool Given(const char* name) const { return given.count(name) > 0; }
 };
+
+// --sync switches the mode: the job's settings that only mean something in
+// the other mode are dropped with it, since the flag overrides them.
+void ClearOtherModeSettings(polis::proto::SyncSpec::Mode mode, polis::proto::JobSpec* s) {
+  auto* sync = s->mutable_sync();
+  if (mode == polis::proto::SyncSpec::ALLREDUCE) {
+    sync->clear_consistency();
+    sync->clear_staleness();
+    sync->clear_ps_piece_bytes();
+    s->mutable_training()->clear_checkpoint_every_steps();
+    s->mutable_training()->clear_checkpoint_epochs();
+    s->mutable_training()->clear_keep_checkpoints();
+  } else {
+    sync->clear_allreduce_algorithm();
+    sync->clear_compression();
+    sync->clear_bucket_bytes();
+    sync->clear_verify_replicas();
+  }
+}
 
 polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
   POLIS_ASSIGN_OR_RETURN(polis::LoadedJob job, polis::LoadJobFile(f.job_path));
   auto& s = job.spec;
-  if (f.epochs > 0) s.mutable_training()->set_epochs(f.epochs);
-  if (!f.registry.empty()) s.mutable_registry()->set_root(f.registry);
-  if (!f.registry_url.empty()) s.mutable_registry()->set_url(f.registry_url);
-  if (!f.registry_token_file.empty()) s.mutable_registry()->set_token_file(f.registry_token_file);
-  if (f.train_limit >= 0) s.mutable_dataset()->set_train_limit(f.train_limit);
-  if (f.test_limit >= 0) s.mutable_dataset()->set_test_limit(f.test_limit);
-  if (f.servers >= 0) s.mutable_sync()->set_servers(f.servers);
-  if (!f.csv.empty()) s.mutable_dataset()->mutable_timeseries()->set_path(f.csv);
+  if (f.Given("--epochs")) {
+    POLIS_RETURN_IF_ERROR(polis::CheckOverride("--epochs", "training.epochs", f.epochs));
+    s.mutable_training()->set_epochs(static_cast<int32_t>(f.epochs));
+  }
+  if (f.Given("--train-limit")) {
+    POLIS_RETURN_IF_ERROR(polis::CheckOverride("--train-limit", "dataset.train_limit", f.train_limit));
+    s.mutable_dataset()->set_train_limit(f.train_limit);
+  }
+  if (f.Given("--test-limit")) {
+    POLIS_RETURN_IF_ERROR(polis::CheckOverride("--test-limit", "dataset.test_limit", f.test_limit));
+    s.mutable_dataset()->set_test_limit(f.test_limit);
+  }
+  if (f.Given("--servers")) {
+    POLIS_RETURN_IF_ERROR(polis::CheckOverride("--servers", "sync.servers", f.servers));
+    s.mutable_sync()->set_servers(static_cast<int32_t>(f.servers));
+  }
+  if (f.Given("--registry") && f.Given("--registry-url"))
+    return polis::InvalidArgument("--registry and --registry-url: give one (a directory or a running registry)");
+  if (f.Given("--registry")) {
+    // Publishing to a directory: a registry.url in the job no longer applies.
+    s.mutable_registry()->set_root(f.registry);
+    s.mutable_registry()->clear_url();
+    s.mutable_registry()->clear_token_file();
+  }
+  if (f.Given("--registry-url")) {
+    s.mutable_registry()->set_url(f.registry_url);
+    s.mutable_registry()->clear_root();
+  }
+  if (f.Given("--registry-token-file")) s.mutable_registry()->set_token_file(f.registry_token_file);
+  if (f.Given("--csv")) {
+    if (s.dataset().format() != polis::proto::DatasetSpec::CSV)
+      return polis::InvalidArgument("--csv: {} reads IDX images (dataset.format); --csv replaces the "
+                                    "CSV file of a time-series job",
+                                    f.job_path);
+    s.mutable_dataset()->mutable_timeseries()->set_path(f.csv);
+  }
   if (f.sync == "allreduce") {
+    if (s.sync().mode() != polis::proto::SyncSpec::ALLREDUCE)
+      ClearOtherModeSettings(polis::proto::SyncSpec::ALLREDUCE, &s);
     s.mutable_sync()->set_mode(polis::proto::SyncSpec::ALLREDUCE);
-    if (f.servers < 0) s.mutable_sync()->set_servers(0);
+    if (!f.Given("--servers")) s.mutable_sync()->set_servers(0);
   } else if (f.sync == "ps") {
+    if (s.sync().mode() != polis::proto::SyncSpec::PARAMETER_SERVER)
+      ClearOtherModeSettings(polis::proto::SyncSpec::PARAMETER_SERVER, &s);
     s.mutable_sync()->set_mode(polis::proto::SyncSpec::PARAMETER_SERVER);
-    if (f.servers < 0 && s.sync().servers() == 0) s.mutable_sync()->set_servers(1);
+    if (!f.Given("--servers") && s.sync().servers() == 0) s.mutable_sync()->set_servers(1);
   }
   POLIS_RETURN_IF_ERROR(polis::ValidateJobFields(s, f.job_path));
   return job;
@@ -96,7 +152,13 @@ int Evaluate(const Flags& f) {
     std::fprintf(stderr, "polis-train: %s: %s\n", f.evaluate.c_str(), model.status().ToString().c_str());
     return 2;
   }
-  if (f.test_limit >= 0) spec.mutable_dataset()->set_test_limit(f.test_limit);
+  if (f.Given("--test-limit")) {
+    if (polis::Status st = polis::CheckOverride("--test-limit", "dataset.test_limit", f.test_limit); !st.ok()) {
+      std::fprintf(stderr, "polis-train: %s\n", st.ToString().c_str());
+      return 2;
+    }
+    spec.mutable_dataset()->set_test_limit(f.test_limit);
+  }
   auto test = polis::data::OpenDataset(spec.dataset());
   if (!test.ok()) {
     std::fprintf(stderr, "polis-train: %s\n", test.status().ToString().c_str());
@@ -123,35 +185,67 @@ int main(int argc, char** argv) {
   Flags f;
   CLI::App app{"polis-train: run one rank of a Polis training job (launch with mpirun or polis-run)"};
   app.add_option("job", f.job_path, "job spec (protobuf text, see jobs/)");
-  app.add_option("--epochs", f.epochs, "override training.epochs");
-  app.add_option("--registry", f.registry, "override registry.root");
-  app.add_option("--registry-url", f.registry_url,
-                 "override registry.url: publish to a running polis-registry (http://HOST:PORT) with a "
-                 "bearer token instead of writing registry.root");
-  app.add_option("--registry-token-file", f.registry_token_file,
-                 "override registry.token_file (default: $POLIS_REGISTRY_TOKEN)");
-  app.add_option("--run-dir", f.run_dir, "run directory (default runs/<job>/<time>)");
-  app.add_option("--train-limit", f.train_limit, "use only the first N training images");
-  app.add_option("--test-limit", f.test_limit, "use only the first N test images");
-  app.add_option("--servers", f.servers, "override sync.servers (parameter-server ranks)");
+  auto* epochs = app.add_option("--epochs", f.epochs, "override training.epochs");
+  auto* registry = app.add_option("--registry", f.registry, "override registry.root (publish to this directory)");
+  auto* registry_url = app.add_option(
+      "--registry-url", f.registry_url,
+      "override registry.url: publish to a running polis-registry (http://HOST:PORT) with a "
+      "bearer token instead of writing registry.root");
+  auto* token_file = app.add_option("--registry-token-file", f.registry_token_file,
+                                    "override registry.token_file (default: $POLIS_REGISTRY_TOKEN)");
+  auto* run_dir = app.add_option("--run-dir", f.run_dir, "run directory (default runs/<job>/<time>)");
+  auto* train_limit = app.add_option("--train-limit", f.train_limit, "use only the first N training samples");
+  app.add_option("--test-limit", f.test_limit, "use only the first N test samples");
+  auto* servers = app.add_option("--servers", f.servers, "override sync.servers (parameter-server ranks)");
   app.add_option("--csv", f.csv, "override dataset.timeseries.path (your copy of the CSV)");
-  app.add_option("--sync", f.sync, "override sync.mode: ps (parameter servers) or allreduce")
-      ->check(CLI::IsMember({"ps", "allreduce"}));
-  app.add_flag("--print-servers", f.print_servers, "print the job's sync.servers and exit");
-  app.add_option("--progress", f.progress, "coordinator progress: lines or bar")
-      ->check(CLI::IsMember({"lines", "bar"}));
-  app.add_flag("--check", f.check, "check the job (fields, dataset, shapes) and exit; no MPI");
-  app.add_option("--evaluate", f.evaluate,
-                 "evaluate a model artifact on its job's test set (or JOB's dataset) and exit");
-  app.add_option("--monitor", f.monitor,
-                 "HOST:PORT of the coordinator's monitoring API and dashboard (port 0: any free port; "
-                 "\"\" to turn it off)")
-      ->capture_default_str();
-  app.add_option("--resume", f.resume,
-                 "continue the run in RUN_DIR from its newest complete checkpoint (the job defaults to "
-                 "RUN_DIR/job.pbtxt; worker and server counts may differ)");
+  auto* sync = app.add_option("--sync", f.sync, "override sync.mode: ps (parameter servers) or allreduce")
+                   ->check(CLI::IsMember({"ps", "allreduce"}));
+  auto* print_servers = app.add_flag("--print-servers", f.print_servers, "print the job's sync.servers and exit");
+  auto* progress = app.add_option("--progress", f.progress, "coordinator progress: lines or bar")
+                       ->check(CLI::IsMember({"lines", "bar"}));
+  auto* check = app.add_flag("--check", f.check,
+                             "check the job with every other option given (fields, dataset files, shapes, "
+                             "memory) and exit; no MPI");
+  auto* evaluate = app.add_option("--evaluate", f.evaluate,
+                                  "evaluate a model artifact on its job's test set (or JOB's dataset) and exit");
+  // "" turns the monitor off; otherwise HOST:PORT with a port in 0..65535.
+  auto host_port = CLI::Validator(
+      [](std::string& v) -> std::string {
+        if (v.empty()) return "";
+        const size_t colon = v.rfind(':');
+        const std::string port = colon == std::string::npos ? "" : v.substr(colon + 1);
+        const bool digits = !port.empty() && port.size() <= 5 &&
+                            port.find_first_not_of("0123456789") == std::string::npos;
+        if (colon == 0 || !digits || std::stoi(port) > 65535)
+          return "expected HOST:PORT with a port in 0..65535, or \"\" to turn the monitor off; got '" +
+                 polis::ClipForMessage(v) + "'";
+        return "";
+      },
+      "HOST:PORT");
+  auto* monitor = app.add_option("--monitor", f.monitor,
+                                 "HOST:PORT of the coordinator's monitoring API and dashboard (port 0: any free "
+                                 "port; \"\" to turn it off)")
+                      ->capture_default_str()
+                      ->check(host_port);
+  auto* resume = app.add_option("--resume", f.resume,
+                                "continue the run in RUN_DIR from its newest complete checkpoint (the job "
+                                "defaults to RUN_DIR/job.pbtxt; worker and server counts may differ)");
+  // --evaluate reads a finished model: the training options would be ignored.
+  for (CLI::Option* o : {epochs, registry, registry_url, token_file, run_dir, train_limit, servers, sync,
+                         print_servers, progress, check, monitor, resume})
+    evaluate->excludes(o);
+  print_servers->excludes(check);
   app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" POLIS_SOURCE_REVISION ")");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // Bad flags are bad input: one line, exit 2 like a refused job.
+    std::fprintf(stderr, "polis-train: %s (see --help)\n", polis::ClipForMessage(e.what(), 300).c_str());
+    return 2;
+  }
+  for (const CLI::Option* o : app.get_options())
+    if (o->count() > 0) f.given.insert(o->get_name());
 
   if (!f.evaluate.empty()) return Evaluate(f);
   if (!f.resume.empty()) {

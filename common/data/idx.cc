@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -154,6 +155,66 @@ StatusOr<std::vector<int64_t>> ReadIdxDims(const std::string& path) {
                     path, kMagicBytes + got, kMagicBytes + dim_bytes, ndim);
   }
   return ParseDims(path, raw_dims, ndim);
+}
+
+StatusOr<IdxScan> ScanIdx(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) return ErrnoStatus("cannot open", path, errno ? errno : ENOMEM);
+  GzCloser closer{f};
+  uint8_t header[kMagicBytes + 4 * kMaxDims];
+  POLIS_ASSIGN_OR_RETURN(size_t got, GzReadFully(path, f, header, kMagicBytes));
+  if (got < kMagicBytes) {
+    return DataLoss("'{}': file ends at byte offset {}; expected a {}-byte IDX magic", path, got,
+                    kMagicBytes);
+  }
+  POLIS_ASSIGN_OR_RETURN(int ndim, ParseMagic(path, header));
+  const size_t dim_bytes = 4 * static_cast<size_t>(ndim);
+  POLIS_ASSIGN_OR_RETURN(got, GzReadFully(path, f, header + kMagicBytes, dim_bytes));
+  if (got < dim_bytes) {
+    return DataLoss("'{}': file ends at byte offset {} inside the IDX header; expected {} header "
+                    "bytes for {} dims",
+                    path, kMagicBytes + got, kMagicBytes + dim_bytes, ndim);
+  }
+  IdxScan scan;
+  POLIS_ASSIGN_OR_RETURN(scan.dims, ParseDims(path, header + kMagicBytes, ndim));
+  uint64_t elements = 1;
+  for (int64_t d : scan.dims) elements *= static_cast<uint64_t>(d);  // ParseDims proved this fits
+  const uint64_t header_bytes = kMagicBytes + dim_bytes;
+  const uint64_t expected = header_bytes + elements;
+  std::vector<uint8_t> buf(size_t{1} << 20);
+  uint64_t at = header_bytes;  // uncompressed offset of buf[0]
+  while (true) {
+    int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
+    if (n < 0) {
+      int errnum = 0;
+      const char* msg = gzerror(f, &errnum);
+      if (errnum == Z_ERRNO) return ErrnoStatus("cannot read", path, errno);
+      return DataLoss("'{}': gzip data is corrupt or cut short after uncompressed byte offset {} "
+                      "(dims {} need {} bytes): {}",
+                      path, at, DimsString(scan.dims), expected, msg ? msg : "unknown");
+    }
+    if (n == 0) break;
+    const uint64_t data_end = std::min<uint64_t>(at + static_cast<uint64_t>(n), expected);
+    for (uint64_t i = at; i < data_end; ++i) {
+      const uint8_t v = buf[i - at];
+      if (v > scan.max_value) {
+        scan.max_value = v;
+        scan.max_index = static_cast<int64_t>(i - header_bytes);
+      }
+    }
+    at += static_cast<uint64_t>(n);
+  }
+  if (at < expected) {
+    return DataLoss("'{}': IDX data ends at byte offset {} but dims {} need {} bytes ({} header + "
+                    "{} data; {} missing)",
+                    path, at, DimsString(scan.dims), expected, header_bytes, elements, expected - at);
+  }
+  if (at > expected) {
+    return DataLoss("'{}': IDX data for dims {} ends at byte offset {} but the file has {} bytes "
+                    "({} trailing)",
+                    path, DimsString(scan.dims), expected, at, at - expected);
+  }
+  return scan;
 }
 
 }  // namespace polis::data

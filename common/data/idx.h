@@ -30,4 +30,18 @@ StatusOr<IdxArray> ReadIdx(const std::string& path);
 // inflating just enough of a gzip file; the payload size is not checked.
 StatusOr<std::vector<int64_t>> ReadIdxDims(const std::string& path);
 
+// What a job check needs to know of an IDX file without keeping it.
+struct IdxScan {
+  std::vector<int64_t> dims;
+  uint8_t max_value = 0;   // the largest element (a label file's largest label)
+  int64_t max_index = 0;   // the first element holding it
+};
+
+// Streams the whole file (inflating a gzip one, a megabyte at a time) with
+// ReadIdx's checks: magic, dims, and the exact length, so a short file or
+// trailing bytes are DataLoss naming the (uncompressed) byte offset where the
+// data ends. A truncated or corrupt gzip stream names the uncompressed offset
+// it reached.
+StatusOr<IdxScan> ScanIdx(const std::string& path);
+
 }  // namespace polis::data

@@ -52,7 +52,9 @@ PYEOF
 }
 
 variant() {  # base-job consistency -> path
-  sed "s/consistency: BSP/consistency: $2 staleness: 2/" "$ROOT/jobs/$1" > "$TMP/$2.pbtxt"
+  local bound=""
+  [[ $2 == SSP ]] && bound=" staleness: 2"  # the bound is refused for BSP and ASP
+  sed "s/consistency: BSP/consistency: $2$bound/" "$ROOT/jobs/$1" > "$TMP/$2.pbtxt"
   echo "$TMP/$2.pbtxt"
 }
 

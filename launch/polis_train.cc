@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <new>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -258,7 +259,10 @@ int main(int argc, char** argv) {
   }
   if (f.print_servers) {
     auto job = LoadWithOverrides(f);
-    if (!job.ok()) return 2;
+    if (!job.ok()) {
+      std::fprintf(stderr, "polis-train: %s\n", job.status().ToString().c_str());
+      return 2;
+    }
     std::printf("%d\n", job->spec.sync().servers());
     return 0;
   }
@@ -376,18 +380,28 @@ int main(int argc, char** argv) {
   // the other ranks ignore it and leave when the coordinator tells them.
   if (rank != 0) signal(SIGTERM, SIG_IGN);
   polis::Status st;
-  if (plan.finished) {
-    // Nothing left to train: the coordinator publishes; the others leave.
-    if (rank == 0) st = polis::coordinator::PublishFinishedRun(ctx, plan.kept_artifact);
-  } else if (rank == 0) {
-    polis::coordinator::CoordinatorOptions options;
-    options.progress_bar = f.progress == "bar";
-    options.monitor_listen = f.monitor;
-    st = polis::coordinator::RunCoordinator(ctx, options);
-  } else if (ctx.is_server()) {
-    st = polis::paramserver::RunServer(ctx);
-  } else {
-    st = polis::worker::RunWorker(ctx);
+  // An allocation that fails anywhere in a role (a model or batch larger
+  // than this host's memory) ends it as a Status naming the role, not as
+  // an uncaught exception that aborts without a word.
+  try {
+    if (plan.finished) {
+      // Nothing left to train: the coordinator publishes; the others leave.
+      if (rank == 0) st = polis::coordinator::PublishFinishedRun(ctx, plan.kept_artifact);
+    } else if (rank == 0) {
+      polis::coordinator::CoordinatorOptions options;
+      options.progress_bar = f.progress == "bar";
+      options.monitor_listen = f.monitor;
+      st = polis::coordinator::RunCoordinator(ctx, options);
+    } else if (ctx.is_server()) {
+      st = polis::paramserver::RunServer(ctx);
+    } else {
+      st = polis::worker::RunWorker(ctx);
+    }
+  } catch (const std::bad_alloc&) {
+    st = polis::Status(polis::Code::kFailedPrecondition,
+                       fmt::format("out of memory on this host (training.batch_size {}, {} parameters); "
+                                   "lower the batch size or run fewer ranks per host",
+                                   ctx.job.spec.training().batch_size(), ctx.model.parameter_count()));
   }
   if (st.code() == polis::Code::kCancelled) st = polis::Status::Ok();  // an orderly stop
   if (!st.ok()) {

@@ -45,7 +45,7 @@ class PsIntegration : public ::testing::Test {
 // their speed rather than shard granularity.
 std::string Consistency(const std::string& dir, const std::string& mode) {
   return JobVariant(dir, "job-" + mode + ".pbtxt",
-                    {{"consistency: BSP", "consistency: " + mode + " staleness: 2"},
+                    {{"consistency: BSP", "consistency: " + mode + (mode == "SSP" ? " staleness: 2" : "")},
                      {"training { batch_size: 32 epochs: 5 seed: 42 }",
                       "training { batch_size: 32 epochs: 5 seed: 42 shard_size: 128 }"}});
 }

@@ -229,18 +229,10 @@ class RootBackend : public Backend {
     out["name"] = model;
     return out;
   }
-  // As the server does, the target must be servable before an alias moves:
-  // here, its checksum verifies and the model rebuilds.
+  // SetAlias and RollbackAlias verify the target (checksum, finite weights,
+  // the model rebuilds) before the alias moves, as for the server.
   StatusOr<json> Promote(const std::string& model, const std::string& alias, int64_t version,
                          const reg::Actor& actor) override {
-    POLIS_RETURN_IF_ERROR(reg::ValidateAliasName(alias));
-    POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root_, model));
-    if (std::binary_search(versions.begin(), versions.end(), version)) {
-      auto ok = reg::VerifyVersion(root_, model, version);
-      if (!ok.ok())
-        return FailedPrecondition("version {} of model '{}' fails verification, alias '{}' not moved: {}",
-                                  version, model, alias, ok.status().message());
-    }
     POLIS_ASSIGN_OR_RETURN(reg::AliasChange c, reg::SetAlias(root_, model, alias, version, actor));
     json out = ChangeJson(c);
     out["alias"] = alias;
@@ -249,14 +241,6 @@ class RootBackend : public Backend {
   }
   StatusOr<json> Rollback(const std::string& model, const std::string& alias,
                           const reg::Actor& actor) override {
-    POLIS_RETURN_IF_ERROR(reg::ValidateAliasName(alias));
-    POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
-    POLIS_ASSIGN_OR_RETURN(auto versions, ListVersions(root_, model));
-    POLIS_ASSIGN_OR_RETURN(int64_t target, reg::RollbackTarget(table, alias, versions));
-    auto ok = reg::VerifyVersion(root_, model, target);
-    if (!ok.ok())
-      return FailedPrecondition("version {} of model '{}' fails verification, alias '{}' not rolled back: {}",
-                                target, model, alias, ok.status().message());
     POLIS_ASSIGN_OR_RETURN(reg::AliasChange c, reg::RollbackAlias(root_, model, alias, actor));
     json out = ChangeJson(c);
     out["alias"] = alias;

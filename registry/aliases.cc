@@ -17,6 +17,7 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "registry/store.h"
 
 namespace polis::registry {
 namespace {
@@ -213,6 +214,17 @@ StatusOr<AliasChange> Modify(const std::string& root, const std::string& model,
   return change;
 }
 
+// An alias only ever names a version whose artifact verifies (checksum,
+// finite weights, the model rebuilds): checked under the lock, so what was
+// verified is what the alias names.
+Status VerifyTarget(const std::string& root, const std::string& model, const std::string& alias,
+                    int64_t version, const char* verb) {
+  auto ok = VerifyVersion(root, model, version);
+  if (ok.ok()) return Status::Ok();
+  return FailedPrecondition("version {} of model '{}' fails verification, alias '{}' not {}: {}",
+                            version, model, alias, verb, ok.status().message());
+}
+
 std::string JoinAliases(const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ", ")); }
 
 }  // namespace
@@ -276,7 +288,9 @@ StatusOr<AliasChange> SetAlias(const std::string& root, const std::string& model
                       versions.empty() ? "none" : fmt::format("{}", fmt::join(versions, ", ")));
     auto it = t.aliases.find(alias);
     const int64_t from = it == t.aliases.end() ? 0 : it->second;
-    if (from != version) append("set", alias, from, version);
+    if (from == version) return Status::Ok();
+    POLIS_RETURN_IF_ERROR(VerifyTarget(root, model, alias, version, "moved"));
+    append("set", alias, from, version);
     return Status::Ok();
   });
 }
@@ -317,6 +331,7 @@ StatusOr<AliasChange> RollbackAlias(const std::string& root, const std::string& 
     auto target = RollbackTarget(t, alias, versions);
     if (!target.ok())
       return target.status().WithContext(fmt::format("rolling back model '{}'", model));
+    POLIS_RETURN_IF_ERROR(VerifyTarget(root, model, alias, *target, "rolled back"));
     append("rollback", alias, t.aliases.at(alias), *target);
     return Status::Ok();
   });

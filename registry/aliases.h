@@ -78,15 +78,17 @@ struct AliasChange {
   bool changed() const { return !events.empty(); }
 };
 
-// Points `alias` at `version`, which must exist. Setting an alias to the
-// version it already names changes nothing and appends no event.
+// Points `alias` at `version`, which must exist and verify (VerifyVersion:
+// checksum, finite weights, the model rebuilds; otherwise FailedPrecondition
+// naming the file). Setting an alias to the version it already names changes
+// nothing and appends no event.
 StatusOr<AliasChange> SetAlias(const std::string& root, const std::string& model,
                                const std::string& alias, int64_t version, const Actor& actor);
 
 // Moves `alias` back to its previous target: history is replayed as a stack
 // per alias (set pushes, rollback pops, remove clears) and the alias goes to
-// the nearest earlier entry that still exists as a version.
-// FailedPrecondition when there is none.
+// the nearest earlier entry that still exists as a version. That version
+// must verify, as for SetAlias. FailedPrecondition when there is none.
 StatusOr<AliasChange> RollbackAlias(const std::string& root, const std::string& model,
                                     const std::string& alias, const Actor& actor);
 // The version RollbackAlias would choose, without writing.

@@ -506,11 +506,8 @@ StatusOr<PublishedVersion> Repository::Publish(const std::string& model,
                                                const Actor& actor) {
   POLIS_RETURN_IF_ERROR(ValidateModelName(model));
   const std::string source = fmt::format("uploaded artifact for model '{}'", model);
+  // Checksum, header and finite weights and metrics (DecodeArtifact).
   POLIS_ASSIGN_OR_RETURN(ModelArtifact a, DecodeArtifact(artifact_bytes, source));
-  for (size_t i = 0; i < a.weights.size(); ++i)
-    if (!std::isfinite(a.weights[i]))
-      return InvalidArgument("{}: weight {} (byte offset {} of the weights) is not finite", source,
-                             i, 4 * i);
   {
     // Build it and run one batch of zeros: what is accepted can be served.
     BatchingOptions probe;

@@ -1052,8 +1052,14 @@ struct RegistryServer::Impl {
         return runner.Submit([root, model, ref, done] {
           auto v = ResolveVersionRef(root, model, ref);
           if (!v.ok()) return done(StatusResponse(v.status()));
-          auto bytes = ReadFile(fmt::format("{}/{}/{}/{}", root, model, *v, kArtifactFileName));
+          const std::string path = fmt::format("{}/{}/{}/{}", root, model, *v, kArtifactFileName);
+          auto bytes = ReadFile(path);
           if (!bytes.ok()) return done(StatusResponse(bytes.status()));
+          // Never send bytes that fail their checksum (or hold a non-finite model).
+          if (auto a = DecodeArtifact(*bytes, path); !a.ok())
+            return done(ErrorResponse(
+                500, fmt::format("version {} of model '{}' is damaged on disk and is not sent: {}",
+                                 *v, model, a.status().message())));
           HttpResponse r{200, "application/octet-stream", std::move(bytes).value(), {}};
           r.headers.emplace_back("X-Polis-Sha256", ArtifactSha256(r.body));
           r.headers.emplace_back("X-Polis-Version", std::to_string(*v));

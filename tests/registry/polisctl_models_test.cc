@@ -21,38 +21,6 @@ namespace {
 
 using namespace testing;  // NOLINT
 
-const std::string kPolisctl = std::string(POLIS_BINARY_DIR) + "/launch/polisctl";
-const std::string kRegistryBin = std::string(POLIS_BINARY_DIR) + "/registry/polis-registry";
-
-struct CtlRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// Runs a shell command; stdout and stderr apart. No registry token comes
-// from the test's environment unless the command sets one.
-CtlRun Sh(const std::string& cmd) {
-  CtlRun r;
-  char err_path[] = "/tmp/polisctl-models-err-XXXXXX";
-  const int fd = mkstemp(err_path);
-  if (fd >= 0) close(fd);
-  FILE* p = popen(("env -u POLIS_REGISTRY_TOKEN " + cmd + " 2>" + err_path).c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  auto e = ReadFile(err_path);
-  if (e.ok()) r.err = *e;
-  unlink(err_path);
-  return r;
-}
-
-json Json(const CtlRun& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
-
 // A raw IDX file of `n` 8x8 images with pixel (i, p) = (i * 31 + p * 7) % 256.
 std::string WriteIdx(const std::string& path, int n) {
   std::string bytes = {0, 0, 8, 3};

@@ -23,37 +23,6 @@ using namespace testing;  // NOLINT
 
 constexpr char kModel[] = "tiny";
 
-// A raw connection, for what a well-behaved client never does.
-class RawSocket {
- public:
-  explicit RawSocket(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    timeval tv{5, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  }
-  ~RawSocket() { close(fd_); }
-  void Send(const std::string& s) { EXPECT_EQ(send(fd_, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size())); }
-  // Everything until the peer closes (or 5 s pass).
-  std::string ReadAll() {
-    std::string out;
-    char buf[4096];
-    while (true) {
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {

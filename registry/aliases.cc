@@ -17,6 +17,7 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "registry/echo.h"
 #include "registry/store.h"
 
 namespace polis::registry {
@@ -132,17 +133,23 @@ StatusOr<AliasTable> ParseTable(const std::string& text, const std::string& path
   const std::string computed = Sha256Hex(Dump(j));
   if (stored != computed)
     return DataLoss("'{}': checksum mismatch: stored {}, computed {} (the file was edited or torn)",
-                    path, stored, computed);
-  if (j.value("format", "") != kFormat)
-    return DataLoss("'{}': format is '{}', expected '{}'", path, j.value("format", ""), kFormat);
-  if (j.value("model", "") != model)
-    return DataLoss("'{}' belongs to model '{}', not '{}'", path, j.value("model", ""), model);
+                    path, EchoValue(stored), computed);
+  auto text_of = [&](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  if (text_of("format") != kFormat)
+    return DataLoss("'{}': format is '{}', expected '{}'", path, EchoValue(text_of("format")),
+                    kFormat);
+  if (text_of("model") != model)
+    return DataLoss("'{}' belongs to model '{}', not '{}'", path, EchoValue(text_of("model")),
+                    model);
   AliasTable t;
   const json& aliases = j["aliases"];
   if (!aliases.is_object()) return DataLoss("'{}': \"aliases\" is not an object", path);
   for (const auto& [name, v] : aliases.items()) {
     if (!v.is_number_integer() || v.get<int64_t>() <= 0)
-      return DataLoss("'{}': alias '{}' does not name a positive version", path, name);
+      return DataLoss("'{}': alias '{}' does not name a positive version", path, EchoValue(name));
     t.aliases[name] = v.get<int64_t>();
   }
   const json& history = j["history"];
@@ -245,15 +252,15 @@ Status ValidateAliasName(const std::string& alias) {
                            alias.size());
   if (!((alias[0] >= 'a' && alias[0] <= 'z') || (alias[0] >= 'A' && alias[0] <= 'Z')))
     return InvalidArgument("alias name '{}' must start with a letter (position 0)",
-                           json(alias).dump(-1, ' ', false, json::error_handler_t::replace));
+                           EchoValue(alias));
   for (size_t i = 0; i < alias.size(); ++i) {
     const char c = alias[i];
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '_' || c == '-';
     if (!ok)
       return InvalidArgument(
-          "alias name {} has a character outside [A-Za-z0-9._-] at position {}",
-          json(alias).dump(-1, ' ', false, json::error_handler_t::replace), i);
+          "alias name '{}' has a character outside [A-Za-z0-9._-] at position {}",
+          EchoValue(alias), i);
   }
   if (alias == kLatest)
     return InvalidArgument("alias name 'latest' is reserved: it always means the highest version");
@@ -411,7 +418,7 @@ StatusOr<int64_t> ResolveVersionRef(const std::string& model, const std::string&
   }
   if (!ValidateAliasName(ref).ok())
     return InvalidArgument("'{}' is neither a version number nor a valid alias name",
-                           json(ref).dump(-1, ' ', false, json::error_handler_t::replace));
+                           EchoValue(ref));
   auto it = aliases.find(ref);
   if (it == aliases.end())
     return NotFound("model '{}' has no version or alias '{}' ({})", model, ref, list());

@@ -123,8 +123,15 @@ StatusOr<AliasEvent> ParseEvent(const json& j, const std::string& path, size_t i
 
 StatusOr<AliasTable> ParseTable(const std::string& text, const std::string& path,
                                 const std::string& model) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return DataLoss("'{}' is not a JSON object", path);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    return DataLoss("'{}' is damaged: not valid JSON at byte offset {} of {} (repair it, or move "
+                    "it aside to start a new alias history)",
+                    path, e.byte, text.size());
+  }
+  if (!j.is_object()) return DataLoss("'{}' is damaged: not a JSON object", path);
   auto sum = j.find("sha256");
   if (sum == j.end() || !sum->is_string())
     return DataLoss("'{}' has no \"sha256\" checksum field", path);
@@ -132,8 +139,10 @@ StatusOr<AliasTable> ParseTable(const std::string& text, const std::string& path
   j.erase("sha256");
   const std::string computed = Sha256Hex(Dump(j));
   if (stored != computed)
-    return DataLoss("'{}': checksum mismatch: stored {}, computed {} (the file was edited or torn)",
-                    path, EchoValue(stored), computed);
+    return DataLoss(
+        "'{}': checksum mismatch: stored {}, computed {} (the file was edited or torn; repair it, "
+        "or move it aside to start a new alias history)",
+        path, EchoValue(stored), computed);
   auto text_of = [&](const char* key) {
     auto it = j.find(key);
     return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -395,6 +404,32 @@ StatusOr<AliasChange> RecordEvent(const std::string& root, const std::string& mo
     append(action, "", 0, version);
     return Status::Ok();
   });
+}
+
+StatusOr<PublishedVersion> PublishRecorded(const std::string& root, const std::string& model,
+                                           ModelArtifact artifact, const nlohmann::json& extra,
+                                           const Actor& actor) {
+  POLIS_RETURN_IF_ERROR(ValidateModelName(model));
+  POLIS_RETURN_IF_ERROR(MakeDirectories(ModelDir(root, model)));
+  PublishedVersion pub;
+  bool table_ok = false;
+  auto recorded = Modify(root, model, actor, [&](AliasTable&, auto& append) -> Status {
+    table_ok = true;  // Modify read (and so checked) aliases.json before this runs
+    POLIS_ASSIGN_OR_RETURN(pub, PublishVersion(root, model, std::move(artifact), extra));
+    append("publish", "", 0, pub.version);
+    return Status::Ok();
+  });
+  if (!recorded.ok()) {
+    if (pub.version > 0)  // published, but the history write failed: say both
+      return recorded.status().WithContext(fmt::format(
+          "model '{}' version {} was published but its history entry was not written", model,
+          pub.version));
+    if (!table_ok && recorded.status().code() == Code::kDataLoss)  // the server's file, not the upload
+      return FailedPrecondition("publishing model '{}' refused, nothing was written: {}", model,
+                                recorded.status().message());
+    return recorded.status().WithContext(fmt::format("publishing model '{}'", model));
+  }
+  return pub;
 }
 
 StatusOr<int64_t> ResolveVersionRef(const std::string& model, const std::string& ref,

@@ -31,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/artifact/artifact.h"
 #include "common/status.h"
 
 namespace polis::registry {
@@ -108,6 +109,18 @@ StatusOr<AliasChange> DeleteVersion(const std::string& root, const std::string& 
 // Appends a model-level event (e.g. "publish") under the lock.
 StatusOr<AliasChange> RecordEvent(const std::string& root, const std::string& model,
                                   const std::string& action, int64_t version, const Actor& actor);
+
+// Publishes `artifact` as the next version (PublishVersion) and appends its
+// "publish" event, both under the model's lock, so the history never misses
+// a published version. When aliases.json is damaged the publish is refused
+// before anything is written (DataLoss naming the file and, for a syntax
+// error, the byte offset): the file is left as it is for the operator to
+// repair (or to move aside, which starts a new history), because replacing
+// it would silently drop every alias, production included. Creates the
+// model directory for a new model.
+StatusOr<PublishedVersion> PublishRecorded(const std::string& root, const std::string& model,
+                                           ModelArtifact artifact, const nlohmann::json& extra,
+                                           const Actor& actor);
 
 // "3", "latest" or an alias name to a version number that exists.
 // NotFound names what exists.

@@ -178,6 +178,8 @@ int main(int argc, char** argv) {
         std::string as;
         if (table.ok())
           for (const auto& [a, v] : table->aliases) as += fmt::format("{}{}={}", as.empty() ? "" : ", ", a, v);
+        else
+          as = "(unreadable: " + table.status().message() + ")";
         std::printf("%-32s versions: %s%s%s\n", m.c_str(), vs.c_str(), as.empty() ? "" : "  aliases: ",
                     as.c_str());
       }

@@ -523,11 +523,9 @@ StatusOr<PublishedVersion> Repository::Publish(const std::string& model,
   }
   nlohmann::json extra = {{"published_by", actor.who}};
   if (!actor.why.empty()) extra["publish_reason"] = actor.why;
-  POLIS_ASSIGN_OR_RETURN(PublishedVersion pub, PublishVersion(opt_.root, model, std::move(a), extra));
-  auto recorded = RecordEvent(opt_.root, model, "publish", pub.version, actor);
-  if (!recorded.ok())
-    POLIS_LOG(kWarn, kRegistry, "model '{}' version {} published, but its history entry failed: {}",
-              model, pub.version, recorded.status().ToString());
+  // Refused while aliases.json is damaged: a publish is never missing from the history.
+  POLIS_ASSIGN_OR_RETURN(PublishedVersion pub,
+                         PublishRecorded(opt_.root, model, std::move(a), extra, actor));
   POLIS_RETURN_IF_ERROR(Refresh(model));
   return pub;
 }

@@ -987,8 +987,10 @@ struct RegistryServer::Impl {
       for (const auto& ms : repo->DescribeAll()) {
         json aliases = json::object();
         for (const auto& [a, v] : ms.aliases) aliases[a] = v;
-        models.push_back(json{{"name", ms.name}, {"versions", ms.versions}, {"aliases", aliases},
-                              {"default_version", ms.default_version}, {"ready", ms.ready}});
+        json m{{"name", ms.name}, {"versions", ms.versions}, {"aliases", aliases},
+               {"default_version", ms.default_version}, {"ready", ms.ready}};
+        if (!ms.reason.empty()) m["reason"] = ms.reason;  // e.g. a damaged aliases.json
+        models.push_back(std::move(m));
       }
       return done(JsonResponse(200, json{{"models", models}}));
     }

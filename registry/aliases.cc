@@ -17,6 +17,8 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "registry/echo.h"
+#include "registry/store.h"
 
 namespace polis::registry {
 namespace {
@@ -121,8 +123,15 @@ StatusOr<AliasEvent> ParseEvent(const json& j, const std::string& path, size_t i
 
 StatusOr<AliasTable> ParseTable(const std::string& text, const std::string& path,
                                 const std::string& model) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return DataLoss("'{}' is not a JSON object", path);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    return DataLoss("'{}' is damaged: not valid JSON at byte offset {} of {} (repair it, or move "
+                    "it aside to start a new alias history)",
+                    path, e.byte, text.size());
+  }
+  if (!j.is_object()) return DataLoss("'{}' is damaged: not a JSON object", path);
   auto sum = j.find("sha256");
   if (sum == j.end() || !sum->is_string())
     return DataLoss("'{}' has no \"sha256\" checksum field", path);
@@ -130,18 +139,26 @@ StatusOr<AliasTable> ParseTable(const std::string& text, const std::string& path
   j.erase("sha256");
   const std::string computed = Sha256Hex(Dump(j));
   if (stored != computed)
-    return DataLoss("'{}': checksum mismatch: stored {}, computed {} (the file was edited or torn)",
-                    path, stored, computed);
-  if (j.value("format", "") != kFormat)
-    return DataLoss("'{}': format is '{}', expected '{}'", path, j.value("format", ""), kFormat);
-  if (j.value("model", "") != model)
-    return DataLoss("'{}' belongs to model '{}', not '{}'", path, j.value("model", ""), model);
+    return DataLoss(
+        "'{}': checksum mismatch: stored {}, computed {} (the file was edited or torn; repair it, "
+        "or move it aside to start a new alias history)",
+        path, EchoValue(stored), computed);
+  auto text_of = [&](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  if (text_of("format") != kFormat)
+    return DataLoss("'{}': format is '{}', expected '{}'", path, EchoValue(text_of("format")),
+                    kFormat);
+  if (text_of("model") != model)
+    return DataLoss("'{}' belongs to model '{}', not '{}'", path, EchoValue(text_of("model")),
+                    model);
   AliasTable t;
   const json& aliases = j["aliases"];
   if (!aliases.is_object()) return DataLoss("'{}': \"aliases\" is not an object", path);
   for (const auto& [name, v] : aliases.items()) {
     if (!v.is_number_integer() || v.get<int64_t>() <= 0)
-      return DataLoss("'{}': alias '{}' does not name a positive version", path, name);
+      return DataLoss("'{}': alias '{}' does not name a positive version", path, EchoValue(name));
     t.aliases[name] = v.get<int64_t>();
   }
   const json& history = j["history"];
@@ -213,6 +230,17 @@ StatusOr<AliasChange> Modify(const std::string& root, const std::string& model,
   return change;
 }
 
+// An alias only ever names a version whose artifact verifies (checksum,
+// finite weights, the model rebuilds): checked under the lock, so what was
+// verified is what the alias names.
+Status VerifyTarget(const std::string& root, const std::string& model, const std::string& alias,
+                    int64_t version, const char* verb) {
+  auto ok = VerifyVersion(root, model, version);
+  if (ok.ok()) return Status::Ok();
+  return FailedPrecondition("version {} of model '{}' fails verification, alias '{}' not {}: {}",
+                            version, model, alias, verb, ok.status().message());
+}
+
 std::string JoinAliases(const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ", ")); }
 
 }  // namespace
@@ -233,15 +261,15 @@ Status ValidateAliasName(const std::string& alias) {
                            alias.size());
   if (!((alias[0] >= 'a' && alias[0] <= 'z') || (alias[0] >= 'A' && alias[0] <= 'Z')))
     return InvalidArgument("alias name '{}' must start with a letter (position 0)",
-                           json(alias).dump(-1, ' ', false, json::error_handler_t::replace));
+                           EchoValue(alias));
   for (size_t i = 0; i < alias.size(); ++i) {
     const char c = alias[i];
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '_' || c == '-';
     if (!ok)
       return InvalidArgument(
-          "alias name {} has a character outside [A-Za-z0-9._-] at position {}",
-          json(alias).dump(-1, ' ', false, json::error_handler_t::replace), i);
+          "alias name '{}' has a character outside [A-Za-z0-9._-] at position {}",
+          EchoValue(alias), i);
   }
   if (alias == kLatest)
     return InvalidArgument("alias name 'latest' is reserved: it always means the highest version");
@@ -276,7 +304,9 @@ StatusOr<AliasChange> SetAlias(const std::string& root, const std::string& model
                       versions.empty() ? "none" : fmt::format("{}", fmt::join(versions, ", ")));
     auto it = t.aliases.find(alias);
     const int64_t from = it == t.aliases.end() ? 0 : it->second;
-    if (from != version) append("set", alias, from, version);
+    if (from == version) return Status::Ok();
+    POLIS_RETURN_IF_ERROR(VerifyTarget(root, model, alias, version, "moved"));
+    append("set", alias, from, version);
     return Status::Ok();
   });
 }
@@ -317,6 +347,7 @@ StatusOr<AliasChange> RollbackAlias(const std::string& root, const std::string& 
     auto target = RollbackTarget(t, alias, versions);
     if (!target.ok())
       return target.status().WithContext(fmt::format("rolling back model '{}'", model));
+    POLIS_RETURN_IF_ERROR(VerifyTarget(root, model, alias, *target, "rolled back"));
     append("rollback", alias, t.aliases.at(alias), *target);
     return Status::Ok();
   });
@@ -375,6 +406,32 @@ StatusOr<AliasChange> RecordEvent(const std::string& root, const std::string& mo
   });
 }
 
+StatusOr<PublishedVersion> PublishRecorded(const std::string& root, const std::string& model,
+                                           ModelArtifact artifact, const nlohmann::json& extra,
+                                           const Actor& actor) {
+  POLIS_RETURN_IF_ERROR(ValidateModelName(model));
+  POLIS_RETURN_IF_ERROR(MakeDirectories(ModelDir(root, model)));
+  PublishedVersion pub;
+  bool table_ok = false;
+  auto recorded = Modify(root, model, actor, [&](AliasTable&, auto& append) -> Status {
+    table_ok = true;  // Modify read (and so checked) aliases.json before this runs
+    POLIS_ASSIGN_OR_RETURN(pub, PublishVersion(root, model, std::move(artifact), extra));
+    append("publish", "", 0, pub.version);
+    return Status::Ok();
+  });
+  if (!recorded.ok()) {
+    if (pub.version > 0)  // published, but the history write failed: say both
+      return recorded.status().WithContext(fmt::format(
+          "model '{}' version {} was published but its history entry was not written", model,
+          pub.version));
+    if (!table_ok && recorded.status().code() == Code::kDataLoss)  // the server's file, not the upload
+      return FailedPrecondition("publishing model '{}' refused, nothing was written: {}", model,
+                                recorded.status().message());
+    return recorded.status().WithContext(fmt::format("publishing model '{}'", model));
+  }
+  return pub;
+}
+
 StatusOr<int64_t> ResolveVersionRef(const std::string& model, const std::string& ref,
                                     const std::map<std::string, int64_t>& aliases,
                                     const std::vector<int64_t>& versions) {
@@ -396,7 +453,7 @@ StatusOr<int64_t> ResolveVersionRef(const std::string& model, const std::string&
   }
   if (!ValidateAliasName(ref).ok())
     return InvalidArgument("'{}' is neither a version number nor a valid alias name",
-                           json(ref).dump(-1, ' ', false, json::error_handler_t::replace));
+                           EchoValue(ref));
   auto it = aliases.find(ref);
   if (it == aliases.end())
     return NotFound("model '{}' has no version or alias '{}' ({})", model, ref, list());

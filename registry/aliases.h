@@ -31,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/artifact/artifact.h"
 #include "common/status.h"
 
 namespace polis::registry {
@@ -78,15 +79,17 @@ struct AliasChange {
   bool changed() const { return !events.empty(); }
 };
 
-// Points `alias` at `version`, which must exist. Setting an alias to the
-// version it already names changes nothing and appends no event.
+// Points `alias` at `version`, which must exist and verify (VerifyVersion:
+// checksum, finite weights, the model rebuilds; otherwise FailedPrecondition
+// naming the file). Setting an alias to the version it already names changes
+// nothing and appends no event.
 StatusOr<AliasChange> SetAlias(const std::string& root, const std::string& model,
                                const std::string& alias, int64_t version, const Actor& actor);
 
 // Moves `alias` back to its previous target: history is replayed as a stack
 // per alias (set pushes, rollback pops, remove clears) and the alias goes to
-// the nearest earlier entry that still exists as a version.
-// FailedPrecondition when there is none.
+// the nearest earlier entry that still exists as a version. That version
+// must verify, as for SetAlias. FailedPrecondition when there is none.
 StatusOr<AliasChange> RollbackAlias(const std::string& root, const std::string& model,
                                     const std::string& alias, const Actor& actor);
 // The version RollbackAlias would choose, without writing.
@@ -106,6 +109,18 @@ StatusOr<AliasChange> DeleteVersion(const std::string& root, const std::string& 
 // Appends a model-level event (e.g. "publish") under the lock.
 StatusOr<AliasChange> RecordEvent(const std::string& root, const std::string& model,
                                   const std::string& action, int64_t version, const Actor& actor);
+
+// Publishes `artifact` as the next version (PublishVersion) and appends its
+// "publish" event, both under the model's lock, so the history never misses
+// a published version. When aliases.json is damaged the publish is refused
+// before anything is written (DataLoss naming the file and, for a syntax
+// error, the byte offset): the file is left as it is for the operator to
+// repair (or to move aside, which starts a new history), because replacing
+// it would silently drop every alias, production included. Creates the
+// model directory for a new model.
+StatusOr<PublishedVersion> PublishRecorded(const std::string& root, const std::string& model,
+                                           ModelArtifact artifact, const nlohmann::json& extra,
+                                           const Actor& actor);
 
 // "3", "latest" or an alias name to a version number that exists.
 // NotFound names what exists.

@@ -14,7 +14,8 @@
 //   polis-registry predict  --root DIR MODEL [VERSION|ALIAS] --idx-images FILE --out FILE
 //                           [--idx-labels FILE] [--limit N] [--logits]
 //                           (the served outputs of every image, raw float32, for other runtimes to compare)
-//   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE] ...
+//   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE]
+//                           [--allow-anonymous-explain] [--explain-* limits] ...
 //
 // A running server notices promote/rollback/unalias/delete made here within
 // its poll interval and swaps without dropping a request.
@@ -130,6 +131,23 @@ int main(int argc, char** argv) {
   serve->add_option("--poll-ms", so.poll_interval_ms, "how often to look for changes on disk (0: never)")->capture_default_str();
   serve->add_option("--max-unpinned-versions", so.max_unpinned_versions,
                     "explicitly requested, non-aliased versions kept loaded per model")->capture_default_str();
+  serve->add_flag("--allow-anonymous-explain", so.allow_anonymous_explain,
+                  "let callers without a token ask for explanations (off: they need a token with "
+                  "scope explain or admin)");
+  serve->add_option("--explain-threads", so.explain.threads,
+                    "explanation workers (low priority, one OpenMP thread each)")->capture_default_str();
+  serve->add_option("--explain-queue", so.explain.max_queue,
+                    "explanation requests waiting or running before 429")->capture_default_str();
+  serve->add_option("--explain-max-row-steps", so.explain.max_row_steps,
+                    "rows x steps allowed in one explanation request (400 beyond)")->capture_default_str();
+  serve->add_option("--explain-timeout-ms", so.explain.timeout_ms,
+                    "an explanation stops (503) once this much time has passed since it arrived")
+      ->capture_default_str();
+  serve->add_option("--explain-nice", so.explain.nice,
+                    "niceness of the explanation workers (0..19; inference runs at the process's)")
+      ->capture_default_str();
+  serve->add_option("--explain-default-steps", so.explain_default_steps,
+                    "integrated-gradients steps when a request gives none")->capture_default_str();
   std::string port_file;
   serve->add_option("--port-file", port_file, "write the bound port here once listening");
   CLI11_PARSE(app, argc, argv);
@@ -169,6 +187,8 @@ int main(int argc, char** argv) {
         std::string as;
         if (table.ok())
           for (const auto& [a, v] : table->aliases) as += fmt::format("{}{}={}", as.empty() ? "" : ", ", a, v);
+        else
+          as = "(unreadable: " + table.status().message() + ")";
         std::printf("%-32s versions: %s%s%s\n", m.c_str(), vs.c_str(), as.empty() ? "" : "  aliases: ",
                     as.c_str());
       }

@@ -34,6 +34,12 @@ Metrics::Metrics() {
   family("polis_inference_compute_seconds", "histogram", "Forward pass time of one executed batch", kSecondsBuckets);
   family("polis_inference_batch_rows", "histogram", "Rows per executed batch (dynamic batching)", kRowBuckets);
   family("polis_model_version_loaded", "gauge", "1 for each loaded model version");
+  family("polis_explain_requests_total", "counter",
+         "Explanation requests by outcome (success, failure, rejected, timeout, cancelled)");
+  family("polis_explain_cancelled_total", "counter",
+         "Explanations stopped because their client hung up (queued or running)");
+  family("polis_explain_rows_total", "counter", "Rows explained (computed)");
+  family("polis_explain_queue_depth", "gauge", "Explanation requests waiting or running");
 }
 
 void Metrics::Add(const std::string& name, const std::string& labels, double v) {
@@ -88,13 +94,25 @@ void Metrics::AdjustLoaded(const std::string& model, int64_t version, int delta)
   if ((values[l] += delta) <= 0) values.erase(l);
 }
 
+void Metrics::CountExplain(const std::string& outcome) {
+  Add("polis_explain_requests_total", fmt::format("outcome=\"{}\"", outcome), 1);
+  if (outcome == "cancelled") Add("polis_explain_cancelled_total", "", 1);
+}
+
+void Metrics::CountExplainRows(int64_t rows) {
+  Add("polis_explain_rows_total", "", static_cast<double>(rows));
+}
+
+void Metrics::AdjustExplainQueue(int delta) { Add("polis_explain_queue_depth", "", delta); }
+
 std::string Metrics::Render() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
   for (const auto& [name, f] : families_) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, f.help, name, f.type);
     for (const auto& [labels, v] : f.values)
-      out += fmt::format("{}{{{}}} {}\n", name, labels, v);
+      out += labels.empty() ? fmt::format("{} {}\n", name, v)
+                            : fmt::format("{}{{{}}} {}\n", name, labels, v);
     for (const auto& [labels, h] : f.histograms) {
       uint64_t cumulative = 0;
       for (size_t i = 0; i < f.bounds.size(); ++i) {

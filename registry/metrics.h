@@ -10,6 +10,10 @@
 //   polis_inference_compute_seconds{model,version}           histogram (one batch's forward pass)
 //   polis_inference_batch_rows{model,version}                histogram (rows per executed batch)
 //   polis_model_version_loaded{model,version}                gauge (instances loaded; gone at 0)
+//   polis_explain_requests_total{outcome}                    counter (success|failure|rejected|timeout|cancelled)
+//   polis_explain_cancelled_total                            counter (client hung up: stopped)
+//   polis_explain_rows_total                                 counter (rows explained)
+//   polis_explain_queue_depth                                gauge (waiting or running)
 //
 // Thread-safe: one mutex; each update is a map lookup and a few adds.
 #pragma once
@@ -33,6 +37,10 @@ class Metrics {
   void ObserveBatch(const std::string& model, int64_t version, int64_t rows, double compute_seconds);
   // +1 when a version is loaded, -1 when it is unloaded (a reload overlaps).
   void AdjustLoaded(const std::string& model, int64_t version, int delta);
+  // Explanations (registry/explain_queue.h).
+  void CountExplain(const std::string& outcome);
+  void CountExplainRows(int64_t rows);
+  void AdjustExplainQueue(int delta);
   std::string Render() const;
 
  private:

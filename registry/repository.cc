@@ -506,11 +506,8 @@ StatusOr<PublishedVersion> Repository::Publish(const std::string& model,
                                                const Actor& actor) {
   POLIS_RETURN_IF_ERROR(ValidateModelName(model));
   const std::string source = fmt::format("uploaded artifact for model '{}'", model);
+  // Checksum, header and finite weights and metrics (DecodeArtifact).
   POLIS_ASSIGN_OR_RETURN(ModelArtifact a, DecodeArtifact(artifact_bytes, source));
-  for (size_t i = 0; i < a.weights.size(); ++i)
-    if (!std::isfinite(a.weights[i]))
-      return InvalidArgument("{}: weight {} (byte offset {} of the weights) is not finite", source,
-                             i, 4 * i);
   {
     // Build it and run one batch of zeros: what is accepted can be served.
     BatchingOptions probe;
@@ -526,11 +523,9 @@ StatusOr<PublishedVersion> Repository::Publish(const std::string& model,
   }
   nlohmann::json extra = {{"published_by", actor.who}};
   if (!actor.why.empty()) extra["publish_reason"] = actor.why;
-  POLIS_ASSIGN_OR_RETURN(PublishedVersion pub, PublishVersion(opt_.root, model, std::move(a), extra));
-  auto recorded = RecordEvent(opt_.root, model, "publish", pub.version, actor);
-  if (!recorded.ok())
-    POLIS_LOG(kWarn, kRegistry, "model '{}' version {} published, but its history entry failed: {}",
-              model, pub.version, recorded.status().ToString());
+  // Refused while aliases.json is damaged: a publish is never missing from the history.
+  POLIS_ASSIGN_OR_RETURN(PublishedVersion pub,
+                         PublishRecorded(opt_.root, model, std::move(a), extra, actor));
   POLIS_RETURN_IF_ERROR(Refresh(model));
   return pub;
 }

@@ -31,13 +31,10 @@ constexpr auto kArrivalRecheck = std::chrono::microseconds(100);
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 struct Item {
-  bool explain = false;
   std::vector<float> input;
   int64_t rows = 0;
   Clock::time_point enqueued;
   std::function<void(InferOutcome)> infer_done;
-  ExplainRequest explain_request;
-  std::function<void(ExplainOutcome)> explain_done;
 };
 
 // Buckets of batch sizes: powers of two below max, and max itself.
@@ -77,7 +74,93 @@ struct ServedVersion::Core {
   std::deque<Item> queue;   // GUARDED_BY(mu)
   int64_t queued_rows = 0;  // GUARDED_BY(mu)
   bool stop = false;        // GUARDED_BY(mu)
+
+  // Explanations: training Networks of their own, used by one caller at a
+  // time. Declared after model and weights, which they point into.
+  std::mutex explain_mu;
+  std::vector<float> grads;                                      // GUARDED_BY(explain_mu)
+  std::map<int64_t, std::unique_ptr<nn::Network>> explain_nets;  // GUARDED_BY(explain_mu), by batch
+
+  nn::Network& ExplainNet(int64_t batch);  // holding explain_mu
+  ExplainOutcome RunExplain(const ExplainRequest& req, const std::function<Status()>& keep_going);
 };
+
+nn::Network& ServedVersion::Core::ExplainNet(int64_t batch) {
+  auto it = explain_nets.find(batch);
+  if (it != explain_nets.end()) return *it->second;
+  if (grads.empty()) grads.assign(weights.size(), 0.f);
+  // Keep at most two step counts' networks: each is a training Network.
+  if (explain_nets.size() >= 2) explain_nets.erase(explain_nets.begin());
+  auto net = std::make_unique<nn::Network>(model, batch, weights.data(), grads.data(),
+                                           /*training=*/true, /*want_input_grad=*/true);
+  return *(explain_nets[batch] = std::move(net));
+}
+
+ExplainOutcome ServedVersion::Core::RunExplain(const ExplainRequest& req,
+                                              const std::function<Status()>& keep_going) {
+  ExplainOutcome out;
+  std::lock_guard<std::mutex> lock(explain_mu);
+  try {
+    const int64_t E = in_elems, K = classes, S = req.steps;
+    // Rows 0..S of one pass are the input scaled by k/S: row 0 is the
+    // (zero) baseline, row S the input itself.
+    nn::Network& net = ExplainNet(S + 1);
+    for (int64_t r = 0; r < req.rows; ++r) {
+      // Between rows: the caller may have gone, or its time run out.
+      if (keep_going) {
+        Status st = keep_going();
+        if (!st.ok()) {
+          out.status = st.WithContext(
+              fmt::format("explanation stopped after {} of {} rows", r, req.rows));
+          out.rows.clear();
+          return out;
+        }
+      }
+      const float* x = req.input.data() + r * E;
+      float* in = net.input();
+      for (int64_t k = 0; k <= S; ++k) {
+        const float alpha = static_cast<float>(k) / static_cast<float>(S);
+        for (int64_t i = 0; i < E; ++i) in[k * E + i] = alpha * x[i];
+      }
+      net.Forward();
+      const float* logits = net.output();
+      ExplainRow row;
+      row.logits.assign(logits + S * K, logits + (S + 1) * K);
+      row.baseline_logits.assign(logits, logits + K);
+      row.target = req.targets[r];
+      if (row.target < 0)
+        row.target = classifier ? std::max_element(row.logits.begin(), row.logits.end()) -
+                                         row.logits.begin()
+                                   : 0;
+      float* diff = net.output_diff();
+      std::fill(diff, diff + (S + 1) * K, 0.f);
+      for (int64_t k = 0; k <= S; ++k) diff[k * K + row.target] = 1.f;
+      net.Backward();
+      const float* g = net.input_diff();
+      row.saliency.resize(E);
+      row.integrated_gradients.resize(E);
+      double ig_sum = 0;
+      for (int64_t i = 0; i < E; ++i) {
+        // Right Riemann sum over alpha = 1/S .. 1 of the path gradient.
+        double acc = 0;
+        for (int64_t k = 1; k <= S; ++k) acc += g[k * E + i];
+        const double ig = static_cast<double>(x[i]) * acc / static_cast<double>(S);
+        row.integrated_gradients[i] = static_cast<float>(ig);
+        row.saliency[i] = x[i] * g[S * E + i];
+        ig_sum += ig;
+      }
+      row.convergence_delta =
+          ig_sum - (static_cast<double>(row.logits[row.target]) - row.baseline_logits[row.target]);
+      out.rows.push_back(std::move(row));
+    }
+  } catch (const std::exception& e) {
+    out.status = InternalError("explaining with model '{}' version {} failed: {}", model_name,
+                               version, e.what());
+    out.rows.clear();
+  }
+  return out;
+}
+
 
 namespace {
 
@@ -87,8 +170,6 @@ using Core = ServedVersion::Core;
 struct Executor {
   std::shared_ptr<Core> c;
   std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by bucket size
-  std::vector<float> grads;                              // explanations only
-  std::map<int64_t, std::unique_ptr<nn::Network>> explain_nets;  // by batch (steps + 1)
 
   Status Warm() {
     try {
@@ -105,12 +186,11 @@ struct Executor {
     return Status::Ok();
   }
 
-  // True when the leading inference items fill a batch (or an explanation
-  // waits behind them), so there is no point in waiting longer.
+  // True when the leading items fill a batch, so there is no point in
+  // waiting longer.
   bool BatchFull() const {
     int64_t rows = 0;
     for (const Item& it : c->queue) {
-      if (it.explain) return true;
       if (rows + it.rows > c->options.max_batch_size) return true;
       rows += it.rows;
       if (rows == c->options.max_batch_size) return true;
@@ -159,95 +239,19 @@ struct Executor {
     }
   }
 
-  nn::Network& ExplainNet(int64_t batch) {
-    auto it = explain_nets.find(batch);
-    if (it != explain_nets.end()) return *it->second;
-    if (grads.empty()) grads.assign(c->weights.size(), 0.f);
-    // Keep at most two step counts' networks: each is a training Network.
-    if (explain_nets.size() >= 2) explain_nets.erase(explain_nets.begin());
-    auto net = std::make_unique<nn::Network>(c->model, batch, c->weights.data(), grads.data(),
-                                             /*training=*/true, /*want_input_grad=*/true);
-    return *(explain_nets[batch] = std::move(net));
-  }
-
-  ExplainOutcome RunExplain(const ExplainRequest& req) {
-    ExplainOutcome out;
-    try {
-      const int64_t E = c->in_elems, K = c->classes, S = req.steps;
-      // Rows 0..S of one pass are the input scaled by k/S: row 0 is the
-      // (zero) baseline, row S the input itself.
-      nn::Network& net = ExplainNet(S + 1);
-      for (int64_t r = 0; r < req.rows; ++r) {
-        const float* x = req.input.data() + r * E;
-        float* in = net.input();
-        for (int64_t k = 0; k <= S; ++k) {
-          const float alpha = static_cast<float>(k) / static_cast<float>(S);
-          for (int64_t i = 0; i < E; ++i) in[k * E + i] = alpha * x[i];
-        }
-        net.Forward();
-        const float* logits = net.output();
-        ExplainRow row;
-        row.logits.assign(logits + S * K, logits + (S + 1) * K);
-        row.baseline_logits.assign(logits, logits + K);
-        row.target = req.targets[r];
-        if (row.target < 0)
-          row.target = c->classifier ? std::max_element(row.logits.begin(), row.logits.end()) -
-                                           row.logits.begin()
-                                     : 0;
-        float* diff = net.output_diff();
-        std::fill(diff, diff + (S + 1) * K, 0.f);
-        for (int64_t k = 0; k <= S; ++k) diff[k * K + row.target] = 1.f;
-        net.Backward();
-        const float* g = net.input_diff();
-        row.saliency.resize(E);
-        row.integrated_gradients.resize(E);
-        double ig_sum = 0;
-        for (int64_t i = 0; i < E; ++i) {
-          // Right Riemann sum over alpha = 1/S .. 1 of the path gradient.
-          double acc = 0;
-          for (int64_t k = 1; k <= S; ++k) acc += g[k * E + i];
-          const double ig = static_cast<double>(x[i]) * acc / static_cast<double>(S);
-          row.integrated_gradients[i] = static_cast<float>(ig);
-          row.saliency[i] = x[i] * g[S * E + i];
-          ig_sum += ig;
-        }
-        row.convergence_delta =
-            ig_sum - (static_cast<double>(row.logits[row.target]) - row.baseline_logits[row.target]);
-        out.rows.push_back(std::move(row));
-      }
-    } catch (const std::exception& e) {
-      out.status = InternalError("explaining with model '{}' version {} failed: {}", c->model_name,
-                                 c->version, e.what());
-      out.rows.clear();
-    }
-    return out;
-  }
-
   void Loop() {
     std::unique_lock<std::mutex> lk(c->mu);
     const auto delay = std::chrono::microseconds(c->options.max_queue_delay_us);
     while (true) {
       c->cv.wait(lk, [&] { return c->stop || !c->queue.empty(); });
       if (c->queue.empty()) break;  // stopping, and every queued request is answered
-      if (c->queue.front().explain) {
-        Item it = std::move(c->queue.front());
-        c->queue.pop_front();
-        lk.unlock();
-        ExplainOutcome o = RunExplain(it.explain_request);
-        auto done = std::move(it.explain_done);
-        it = Item();
-        done(std::move(o));
-        lk.lock();
-        continue;
-      }
       const auto deadline = c->queue.front().enqueued + delay;
       const auto* more = c->options.more_may_arrive.get();
       while (!c->stop && !BatchFull() && Clock::now() < deadline && (!more || (*more)()))
         c->cv.wait_until(lk, std::min(deadline, Clock::now() + kArrivalRecheck));
       std::vector<Item> batch;
       int64_t rows = 0;
-      while (!c->queue.empty() && !c->queue.front().explain &&
-             rows + c->queue.front().rows <= c->options.max_batch_size) {
+      while (!c->queue.empty() && rows + c->queue.front().rows <= c->options.max_batch_size) {
         rows += c->queue.front().rows;
         batch.push_back(std::move(c->queue.front()));
         c->queue.pop_front();
@@ -486,48 +490,29 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
   c.cv.notify_one();
 }
 
-void ServedVersion::Explain(ExplainRequest request, std::function<void(ExplainOutcome)> done) {
+ExplainOutcome ServedVersion::Explain(const ExplainRequest& request,
+                                      const std::function<Status()>& keep_going) {
   Core& c = *core_;
-  Status bad;
+  ExplainOutcome o;
   if (request.rows < 1 || static_cast<int64_t>(request.input.size()) != request.rows * c.in_elems)
-    bad = InvalidArgument("explain: {} values for {} rows of {} values", request.input.size(),
-                          request.rows, c.in_elems);
-  else if (request.steps < 1 || request.steps > 256)
-    bad = InvalidArgument("explain: steps must be in 1..256, got {}", request.steps);
+    o.status = InvalidArgument("explain: {} values for {} rows of {} values", request.input.size(),
+                               request.rows, c.in_elems);
+  else if (request.steps < 1 || request.steps > kMaxExplainSteps)
+    o.status = InvalidArgument("explain: steps must be in 1..{}, got {}", kMaxExplainSteps,
+                               request.steps);
   else if (static_cast<int64_t>(request.targets.size()) != request.rows)
-    bad = InvalidArgument("explain: {} targets for {} rows", request.targets.size(), request.rows);
+    o.status = InvalidArgument("explain: {} targets for {} rows", request.targets.size(), request.rows);
   for (int64_t t : request.targets)
-    if (bad.ok() && (t < -1 || t >= c.classes))
-      bad = InvalidArgument("explain: target {} is outside 0..{}", t, c.classes - 1);
-  if (!bad.ok()) {
-    ExplainOutcome o;
-    o.status = bad;
-    done(std::move(o));
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    Item it;
-    it.explain = true;
-    it.enqueued = Clock::now();
-    it.explain_request = std::move(request);
-    it.explain_done = std::move(done);
-    c.queue.push_back(std::move(it));
-  }
-  c.cv.notify_one();
+    if (o.status.ok() && (t < -1 || t >= c.classes))
+      o.status = InvalidArgument("explain: target {} is outside 0..{}", t, c.classes - 1);
+  if (!o.status.ok()) return o;
+  return c.RunExplain(request, keep_going);
 }
 
 InferOutcome ServedVersion::InferSync(std::vector<float> input, int64_t rows) {
   std::promise<InferOutcome> p;
   auto f = p.get_future();
   Infer(std::move(input), rows, [&p](InferOutcome o) { p.set_value(std::move(o)); });
-  return f.get();
-}
-
-ExplainOutcome ServedVersion::ExplainSync(ExplainRequest request) {
-  std::promise<ExplainOutcome> p;
-  auto f = p.get_future();
-  Explain(std::move(request), [&p](ExplainOutcome o) { p.set_value(std::move(o)); });
   return f.get();
 }
 

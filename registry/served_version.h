@@ -12,9 +12,11 @@
 // slice. Rows are independent in every layer, so a row's result does not
 // depend on what it was batched with (up to float rounding of the kernels).
 //
-// Explanations (gradient x input and integrated gradients) run on the same
-// thread between batches, on training Networks (training=true,
-// want_input_grad=true) built on first use.
+// Explanations (gradient x input and integrated gradients) never run on the
+// inference thread: Explain runs on the caller's thread (the server's
+// explanation workers, registry/explain_queue.h), on training Networks
+// (training=true, want_input_grad=true) of their own, built on first use and
+// used by one caller at a time, so a costly explanation cannot delay a batch.
 //
 // Lifetime: the destructor lets the thread answer every queued request
 // (requests in flight finish on the version they were queued on), joins it,
@@ -24,8 +26,9 @@
 // drops the last reference, the thread is detached and finishes alone, and
 // `metrics` must outlive it).
 //
-// Thread-safety: Infer/Explain and the accessors may be called from any
-// thread; callbacks run on the inference thread and must not block.
+// Thread-safety: Infer, Explain and the accessors may be called from any
+// thread (Explain blocks, one caller at a time); Infer's callbacks run on
+// the inference thread and must not block.
 #pragma once
 
 #include <chrono>
@@ -76,11 +79,13 @@ struct InferOutcome {
   double compute_seconds = 0; // that batch's forward pass
 };
 
+inline constexpr int kMaxExplainSteps = 256;
+
 struct ExplainRequest {
   std::vector<float> input;      // rows x input elements, model input space
   int64_t rows = 0;
   std::vector<int64_t> targets;  // per row: an output index; -1 = the predicted class (0 for regression)
-  int steps = 32;                // integrated-gradients steps (1..256)
+  int steps = 32;                // integrated-gradients steps (1..kMaxExplainSteps)
 };
 
 struct ExplainRow {
@@ -149,11 +154,14 @@ class ServedVersion {
   // `done` runs on the inference thread (or, for an immediate refusal, on
   // the caller's). A full queue is FailedPrecondition.
   void Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done);
-  void Explain(ExplainRequest request, std::function<void(ExplainOutcome)> done);
-
-  // Blocking conveniences for tests and tools.
+  // Blocking convenience for tests and tools.
   InferOutcome InferSync(std::vector<float> input, int64_t rows);
-  ExplainOutcome ExplainSync(ExplainRequest request);
+
+  // Explains on the calling thread (blocks; callers take turns). Before each
+  // row it asks `keep_going` (when given); a non-OK answer stops the
+  // explanation with that status.
+  ExplainOutcome Explain(const ExplainRequest& request,
+                         const std::function<Status()>& keep_going = nullptr);
 
   struct Core;
 

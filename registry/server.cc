@@ -20,6 +20,8 @@
 #include "common/log.h"
 #include "polis_config.h"
 #include "registry/aliases.h"
+#include "registry/echo.h"
+#include "registry/explain_queue.h"
 #include "registry/http.h"
 #include "registry/metrics.h"
 #include "registry/repository.h"
@@ -51,8 +53,10 @@ HttpResponse JsonResponse(int status, const json& j) {
   return HttpResponse{status, "application/json", Dump(j), {}};
 }
 
+// Every error leaves through here: whatever a message echoes, the body stays
+// small and no NUL or control character cuts it where it is printed.
 HttpResponse ErrorResponse(int status, const std::string& message) {
-  return JsonResponse(status, json{{"error", message}});
+  return JsonResponse(status, json{{"error", ClipMessage(message)}});
 }
 
 // Triton's mapping of failures to HTTP status codes.
@@ -200,6 +204,15 @@ bool IsUpload(std::string_view method, std::string_view target) {
          path.substr(path.size() - kSuffix.size()) == kSuffix;
 }
 
+// Explanations are watched for a client that hangs up (they may take long).
+bool IsExplain(std::string_view method, std::string_view target) {
+  std::string_view path = target.substr(0, target.find('?'));
+  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+  constexpr std::string_view kSuffix = "/explain";
+  return method == "POST" && path.size() > kSuffix.size() &&
+         path.substr(path.size() - kSuffix.size()) == kSuffix;
+}
+
 StatusOr<json> ParseJsonBody(const std::string& body, bool allow_empty) {
   if (body.empty()) {
     if (allow_empty) return json::object();
@@ -210,7 +223,7 @@ StatusOr<json> ParseJsonBody(const std::string& body, bool allow_empty) {
     if (!j.is_object()) return InvalidArgument("the request body must be a JSON object, got {}", j.type_name());
     return j;
   } catch (const json::parse_error& e) {
-    return InvalidArgument("the request body is not valid JSON: {}", e.what());
+    return InvalidArgument("the request body is not valid JSON: {}", EchoValue(e.what(), 200));
   }
 }
 
@@ -224,6 +237,7 @@ struct RegistryServer::Impl {
   TokenSet tokens;
   std::unique_ptr<Repository> repo;
   TaskRunner runner;
+  std::unique_ptr<ExplainQueue> explainer;
   std::unique_ptr<HttpServer> http;
   std::atomic<HttpServer*> http_ptr{nullptr};  // http, for the batching threads
   std::atomic<int64_t> decoding{0};            // infer requests not yet queued
@@ -350,7 +364,7 @@ struct RegistryServer::Impl {
         return InvalidArgument(
             "unknown input '{}' next to '{}'; time-series model '{}' takes '{}' (BYTES CSV lines) "
             "with an optional '{}', or '{}' (FP32, already preprocessed) alone",
-            name, kRowsInput, sv.model_name(), kRowsInput, kHeaderInput, kInputName);
+            EchoValue(name), kRowsInput, sv.model_name(), kRowsInput, kHeaderInput, kInputName);
       if (*slot) return InvalidArgument("input '{}' given twice", name);
       *slot = &t;
     }
@@ -360,7 +374,7 @@ struct RegistryServer::Impl {
       auto dt = t.find("datatype");
       if (dt == t.end() || !dt->is_string() || dt->get<std::string>() != "BYTES")
         return InvalidArgument("input '{}': datatype must be \"BYTES\" (strings), got {}", name,
-                               dt == t.end() ? "none" : dt->dump());
+                               dt == t.end() ? "none" : EchoValue(Dump(*dt)));
       if (!t.contains("data") || !t["data"].is_array())
         return InvalidArgument("input '{}': \"data\" must be an array of strings", name);
       return Status::Ok();
@@ -377,7 +391,7 @@ struct RegistryServer::Impl {
     for (const auto& d : *sh) {
       if (!d.is_number_integer() || d.get<int64_t>() < 1)
         return InvalidArgument("input '{}': shape {} must hold positive integers", kRowsInput,
-                               sh->dump());
+                               EchoValue(Dump(*sh)));
       shape.push_back(d.get<int64_t>());
     }
     const int64_t windows = shape.size() == 2 ? shape[0] : 1;
@@ -521,7 +535,10 @@ struct RegistryServer::Impl {
     }
     if (inputs->size() != 1) {
       std::vector<std::string> names;
-      for (const auto& t : *inputs) names.push_back(t.is_object() ? t.value("name", "?") : "?");
+      for (const auto& t : *inputs)
+        names.push_back(t.is_object() && t.contains("name") && t["name"].is_string()
+                            ? "'" + EchoValue(t["name"].get<std::string>()) + "'"
+                            : "?");
       return InvalidArgument("{} inputs given ({}); model '{}' has one input, '{}'", inputs->size(),
                              fmt::join(names, ", "), sv.model_name(), kInputName);
     }
@@ -531,7 +548,7 @@ struct RegistryServer::Impl {
                              kInputName);
     const std::string name = t["name"].get<std::string>();
     if (name != kInputName)
-      return InvalidArgument("unknown input '{}'; model '{}' has one input, '{}'", name,
+      return InvalidArgument("unknown input '{}'; model '{}' has one input, '{}'", EchoValue(name),
                              sv.model_name(), kInputName);
     InputTensorSpec spec;
     spec.name = kInputName;
@@ -629,8 +646,8 @@ struct RegistryServer::Impl {
         r.binary = binary_default;
         const auto names = OutputNames(*sv);
         if (std::find(names.begin(), names.end(), r.name) == names.end())
-          return fail(400, fmt::format("unknown output '{}'; model '{}' has outputs: {}", r.name,
-                                       model, fmt::join(names, ", ")));
+          return fail(400, fmt::format("unknown output '{}'; model '{}' has outputs: {}",
+                                       EchoValue(r.name), model, fmt::join(names, ", ")));
         for (const auto& prev : outputs)
           if (prev.name == r.name) return fail(400, fmt::format("output '{}' requested twice", r.name));
         if (auto p = o.find("parameters"); p != o.end()) {
@@ -774,16 +791,22 @@ struct RegistryServer::Impl {
 
   void Explain(const HttpRequest& req, const Target& t, const std::string& model,
                const std::string& ref, Respond done, Post post) {
-    if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
+    if (!Authorize(req, t, kScopeExplain, model, done, nullptr)) return;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(opt.explain.timeout_ms);
     auto parsed = ParseRequestBody(req.body, false, kInputName, req.inference_header_length);
     if (!parsed.ok()) return done(StatusResponse(parsed.status()));
     auto body = std::make_shared<ParsedBody>(std::move(parsed).value());
-    WithVersion(model, ref, done, [this, body, done, post](std::shared_ptr<ServedVersion> sv) {
-      RunExplain(sv, *body, done, post);
-    });
+    auto gone = req.client_gone;
+    WithVersion(model, ref, done,
+                [this, body, done, post, deadline, gone](std::shared_ptr<ServedVersion> sv) {
+                  RunExplain(sv, *body, deadline, gone, done, post);
+                });
   }
 
+  // Decodes and checks an explain request here, then queues it on the
+  // explanation workers (never on the version's inference thread).
   void RunExplain(const std::shared_ptr<ServedVersion>& sv, const ParsedBody& parsed,
+                  Clock::time_point deadline, std::shared_ptr<const std::atomic<bool>> gone,
                   const Respond& done, const Post& post) {
     const json& body = parsed.doc;
     std::string id;
@@ -803,8 +826,9 @@ struct RegistryServer::Impl {
     if (auto p = body.find("parameters"); p != body.end()) {
       if (!p->is_object()) return done(ErrorResponse(400, "\"parameters\" must be an object"));
       if (auto s = p->find("steps"); s != p->end()) {
-        if (!s->is_number_integer() || s->get<int64_t>() < 1 || s->get<int64_t>() > 256)
-          return done(ErrorResponse(400, "parameters.steps must be an integer in 1..256"));
+        if (!s->is_number_integer() || s->get<int64_t>() < 1 || s->get<int64_t>() > kMaxExplainSteps)
+          return done(ErrorResponse(
+              400, fmt::format("parameters.steps must be an integer in 1..{}", kMaxExplainSteps)));
         er.steps = static_cast<int>(s->get<int64_t>());
       }
       if (auto tg = p->find("target"); tg != p->end()) {
@@ -829,6 +853,12 @@ struct RegistryServer::Impl {
         }
       }
     }
+    // The cost of a request is rows x (steps + 1) passes; bounded per request.
+    if (er.rows * er.steps > opt.explain.max_row_steps)
+      return done(ErrorResponse(
+          400, fmt::format("rows x steps = {} x {} = {} exceeds the limit of {} per explanation "
+                           "request (--explain-max-row-steps); send fewer rows or steps",
+                           er.rows, er.steps, er.rows * er.steps, opt.explain.max_row_steps)));
     er.input = std::move(input->values);
     const std::string model = sv->model_name();
     const int64_t version = sv->version();
@@ -836,8 +866,13 @@ struct RegistryServer::Impl {
     std::vector<int64_t> sample_shape(sv->input_shape().begin(), sv->input_shape().end());
     const int64_t k = sv->classes();
     const bool classifier = sv->classifier();
-    sv->Explain(std::move(er), [model, version, id, has_id, steps, sample_shape, k, classifier, done,
-                                post](ExplainOutcome o) {
+    ExplainJob job;
+    job.version = sv;
+    job.request = std::move(er);
+    job.deadline = deadline;
+    job.client_gone = std::move(gone);
+    job.done = [model, version, id, has_id, steps, sample_shape, k, classifier, done,
+                post](ExplainOutcome o) {
       post([model, version, id, has_id, steps, sample_shape, k, classifier, done,
             o = std::move(o)]() {
         if (!o.status.ok()) return done(StatusResponse(o.status));
@@ -872,7 +907,12 @@ struct RegistryServer::Impl {
         b += "]}";
         done(HttpResponse{200, "application/json", std::move(b), {}});
       });
-    });
+    };
+    if (!explainer->Submit(std::move(job)))
+      done(ErrorResponse(
+          429, fmt::format("the explanation queue is full ({} requests waiting or running, "
+                           "--explain-queue); try again later",
+                           opt.explain.max_queue)));
   }
 
   void ModelMetadataRoute(const HttpRequest& req, const Target& t, const std::string& model,
@@ -947,8 +987,10 @@ struct RegistryServer::Impl {
       for (const auto& ms : repo->DescribeAll()) {
         json aliases = json::object();
         for (const auto& [a, v] : ms.aliases) aliases[a] = v;
-        models.push_back(json{{"name", ms.name}, {"versions", ms.versions}, {"aliases", aliases},
-                              {"default_version", ms.default_version}, {"ready", ms.ready}});
+        json m{{"name", ms.name}, {"versions", ms.versions}, {"aliases", aliases},
+               {"default_version", ms.default_version}, {"ready", ms.ready}};
+        if (!ms.reason.empty()) m["reason"] = ms.reason;  // e.g. a damaged aliases.json
+        models.push_back(std::move(m));
       }
       return done(JsonResponse(200, json{{"models", models}}));
     }
@@ -1036,7 +1078,7 @@ struct RegistryServer::Impl {
         std::string who;
         if (!Authorize(req, t, kScopeAdmin, model, done, &who)) return;
         const int64_t v = ParseVersionNumber(ref);
-        if (v <= 0) return done(ErrorResponse(400, fmt::format("'{}' is not a version number (deleting by alias is not allowed)", ref)));
+        if (v <= 0) return done(ErrorResponse(400, fmt::format("'{}' is not a version number (deleting by alias is not allowed)", EchoValue(ref))));
         const bool force = t.Query("force") == "true" || t.Query("force") == "1";
         Actor actor{who, t.Query("why")};
         return AdminTask(done, [this, model, v, force, actor]() -> StatusOr<json> {
@@ -1052,8 +1094,14 @@ struct RegistryServer::Impl {
         return runner.Submit([root, model, ref, done] {
           auto v = ResolveVersionRef(root, model, ref);
           if (!v.ok()) return done(StatusResponse(v.status()));
-          auto bytes = ReadFile(fmt::format("{}/{}/{}/{}", root, model, *v, kArtifactFileName));
+          const std::string path = fmt::format("{}/{}/{}/{}", root, model, *v, kArtifactFileName);
+          auto bytes = ReadFile(path);
           if (!bytes.ok()) return done(StatusResponse(bytes.status()));
+          // Never send bytes that fail their checksum (or hold a non-finite model).
+          if (auto a = DecodeArtifact(*bytes, path); !a.ok())
+            return done(ErrorResponse(
+                500, fmt::format("version {} of model '{}' is damaged on disk and is not sent: {}",
+                                 *v, model, a.status().message())));
           HttpResponse r{200, "application/octet-stream", std::move(bytes).value(), {}};
           r.headers.emplace_back("X-Polis-Sha256", ArtifactSha256(r.body));
           r.headers.emplace_back("X-Polis-Version", std::to_string(*v));
@@ -1191,7 +1239,7 @@ struct RegistryServer::Impl {
         if (ParseVersionNumber(ref) == 0 && ref != kLatest) {
           if (Status st = ValidateAliasName(ref); !st.ok())
             return done(ErrorResponse(400, fmt::format("'{}' is neither a version number nor an alias: {}",
-                                                       ref, st.message())));
+                                                       EchoValue(ref), st.message())));
         }
         at = 5;
       } else if (s.size() == 4 && s[3] == "versions") {
@@ -1235,10 +1283,12 @@ Status RegistryServer::Start() {
     // own mapping, so an unloaded version's memory goes back to the OS.
     mallopt(M_MMAP_THRESHOLD, s.opt.mmap_threshold_bytes);
   }
+  POLIS_RETURN_IF_ERROR(ValidateExplainLimits(s.opt.explain));
   if (!s.opt.tokens_file.empty()) {
     POLIS_ASSIGN_OR_RETURN(s.tokens, TokenSet::Load(s.opt.tokens_file));
     POLIS_LOG(kInfo, kRegistry, "{} tokens from '{}'", s.tokens.size(), s.opt.tokens_file);
   }
+  if (s.opt.allow_anonymous_explain) s.tokens.AllowAnonymousExplain();
   RepositoryOptions ro;
   ro.root = s.opt.root;
   ro.batching = s.opt.batching;
@@ -1250,6 +1300,8 @@ Status RegistryServer::Start() {
   s.repo = std::make_unique<Repository>(ro, &s.metrics);
   POLIS_RETURN_IF_ERROR(s.repo->Start());
   s.runner.Start(s.opt.admin_threads);
+  s.explainer = std::make_unique<ExplainQueue>(s.opt.explain, &s.metrics);
+  s.explainer->Start();
 
   HttpServerOptions ho;
   ho.host = s.opt.host;
@@ -1258,6 +1310,7 @@ Status RegistryServer::Start() {
   ho.max_body_bytes = s.opt.max_body_bytes;
   ho.max_upload_bytes = s.opt.max_upload_bytes;
   ho.is_upload = IsUpload;
+  ho.watch_client = IsExplain;
   ho.read_timeout_ms = s.opt.read_timeout_ms;
   ho.idle_timeout_ms = s.opt.idle_timeout_ms;
   Impl* impl = &s;
@@ -1283,6 +1336,7 @@ void RegistryServer::Stop(int grace_ms) {
   // context; the HttpServer (and its io_context) goes last.
   if (s.http) s.http->Stop(grace_ms);
   s.runner.Stop();
+  if (s.explainer) s.explainer->Stop();
   if (s.repo) s.repo->Stop();
   s.http_ptr = nullptr;
   s.http.reset();

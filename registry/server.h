@@ -11,12 +11,13 @@
 //
 // {v} is a version number, "latest" or an alias. Errors are
 // {"error": "..."} with 400 (bad request), 401/403 (token), 404 (unknown
-// model or version), 405, 409 (conflict), 413 (too large), 503 (not ready,
-// queue full).
+// model or version), 405, 409 (conflict), 413 (too large), 429 (explanation
+// queue full), 503 (not ready, queue full, explanation deadline).
 //
 // Threads: `threads` HTTP I/O threads parse requests and write responses;
 // one inference thread per loaded version; `admin_threads` run blocking work
-// (loads, publishes, alias writes) off the I/O threads; one poller.
+// (loads, publishes, alias writes) off the I/O threads; `explain.threads`
+// low-priority explanation workers (registry/explain_queue.h); one poller.
 // Start/Stop from one thread.
 #pragma once
 
@@ -24,6 +25,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "registry/explain_queue.h"
 #include "registry/served_version.h"
 
 namespace polis::registry {
@@ -47,6 +49,10 @@ struct ServerOptions {
   int poll_interval_ms = 1000;
   int64_t max_unpinned_versions = 2;
   int explain_default_steps = 32;
+  ExplainLimits explain;                 // queue, workers, per-request budget and deadline
+  // Anonymous callers get the explain scope too (off: explanations need a
+  // token with scope explain or admin).
+  bool allow_anonymous_explain = false;
   // Process-wide: allocations of at least this many bytes get their own
   // mapping (mallopt M_MMAP_THRESHOLD), so memory of unloaded versions is
   // returned to the OS. 0 leaves the allocator alone.

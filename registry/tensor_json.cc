@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "common/comm/half.h"
+#include "registry/echo.h"
 
 namespace polis::registry {
 namespace {
@@ -237,7 +238,7 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
     auto [p, ec] = std::from_chars(header_length.data(), end, n);
     if (ec != std::errc() || p != end)
       return InvalidArgument("Inference-Header-Content-Length '{}' is not a byte count",
-                             header_length);
+                             EchoValue(header_length));
     if (n > whole.size())
       return InvalidArgument(
           "Inference-Header-Content-Length {} exceeds the body's {} bytes", n, whole.size());
@@ -302,7 +303,7 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
   try {
     out.doc = json::parse(body.begin(), body.end());
   } catch (const json::parse_error& e) {
-    return InvalidArgument("the request body is not valid JSON: {}", e.what());
+    return InvalidArgument("the request body is not valid JSON: {}", EchoValue(e.what(), 200));
   }
   if (!out.doc.is_object())
     return InvalidArgument("the request body must be a JSON object, got {}", out.doc.type_name());
@@ -378,7 +379,7 @@ StatusOr<DecodedInput> DecodeInputTensor(const nlohmann::json& tensor, const Inp
     return InvalidArgument(
         "{}: datatype '{}' is not accepted; send FP16/FP32/FP64 model inputs or "
         "INT8..INT64/UINT8..UINT64 raw values",
-        who, dt);
+        who, EchoValue(dt));
   const bool says_binary = tensor.contains("parameters") && tensor["parameters"].is_object() &&
                           tensor["parameters"].contains("binary_data_size");
   if (says_binary && !binary)

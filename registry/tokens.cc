@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
+#include "registry/echo.h"
 
 namespace polis::registry {
 namespace {
@@ -16,11 +17,13 @@ StatusOr<unsigned> ParseScopes(const json& j, const std::string& where) {
     const std::string name = s.is_string() ? s.get<std::string>() : s.dump();
     if (name == "read") bits |= kScopeRead;
     else if (name == "infer") bits |= kScopeInfer;
+    else if (name == "explain") bits |= kScopeExplain;
     else if (name == "publish") bits |= kScopePublish;
     else if (name == "admin") bits |= kScopeAdmin;
     else
-      return InvalidArgument("{}: unknown scope '{}'; known scopes: read, infer, publish, admin",
-                             where, name);
+      return InvalidArgument(
+          "{}: unknown scope '{}'; known scopes: read, infer, explain, publish, admin", where,
+          EchoValue(name));
   }
   return bits;
 }
@@ -40,6 +43,7 @@ const char* ScopeName(Scope s) {
     case kScopeInfer: return "infer";
     case kScopePublish: return "publish";
     case kScopeAdmin: return "admin";
+    case kScopeExplain: return "explain";
   }
   return "?";
 }
@@ -61,6 +65,8 @@ TokenSet::TokenSet() {
   anonymous_.scopes = kScopeRead | kScopeInfer;
 }
 
+void TokenSet::AllowAnonymousExplain() { anonymous_.scopes |= kScopeExplain; }
+
 StatusOr<TokenSet> TokenSet::Parse(const std::string& text, const std::string& source) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object())
@@ -70,8 +76,8 @@ StatusOr<TokenSet> TokenSet::Parse(const std::string& text, const std::string& s
     POLIS_ASSIGN_OR_RETURN(unsigned bits, ParseScopes(j["anonymous"], "'" + source + "': anonymous"));
     if (bits & (kScopePublish | kScopeAdmin))
       return InvalidArgument(
-          "token file '{}': anonymous callers may only have 'read' and 'infer' (writes always need "
-          "a token)",
+          "token file '{}': anonymous callers may only have 'read', 'infer' and 'explain' (writes "
+          "always need a token)",
           source);
     set.anonymous_.scopes = bits;
   }
@@ -82,7 +88,12 @@ StatusOr<TokenSet> TokenSet::Parse(const std::string& text, const std::string& s
     const std::string where = fmt::format("token file '{}': tokens[{}]", source, i);
     if (!t.is_object()) return InvalidArgument("{} is not an object", where);
     Principal p;
+    if (t.contains("name") && !t["name"].is_string())
+      return InvalidArgument("{}: \"name\" must be a string", where);
     p.name = t.value("name", fmt::format("token-{}", i));
+    if (p.name.size() > 128 || EchoValue(p.name) != p.name)
+      return InvalidArgument("{}: name {} must be at most 128 printable characters", where,
+                             EchoValue(p.name));
     if (p.name == "anonymous") return InvalidArgument("{}: the name 'anonymous' is reserved", where);
     if (!t.contains("scopes")) return InvalidArgument("{}: \"scopes\" is required", where);
     POLIS_ASSIGN_OR_RETURN(p.scopes, ParseScopes(t["scopes"], where));
@@ -94,6 +105,11 @@ StatusOr<TokenSet> TokenSet::Parse(const std::string& text, const std::string& s
       }
     }
     std::string hash;
+    if (t.contains("sha256") && t.contains("token"))
+      return InvalidArgument(
+          "{} (name '{}') has both \"token\" and \"sha256\"; give exactly one (prefer \"sha256\", "
+          "so the file holds no secret)",
+          where, p.name);
     if (t.contains("sha256") && t["sha256"].is_string()) {
       hash = t["sha256"].get<std::string>();
       if (!IsHex64(hash))

@@ -9,9 +9,13 @@
 //      {"name": "ops", "token": "<the token itself>", "scopes": ["admin"]}]}
 //
 // Scopes: read (metadata, index, alias history, artifact download), infer
-// (infer, explain), publish (upload a version), admin (promote, rollback,
-// delete, everything). admin implies the others. Anonymous callers may be
-// given read and infer only: writes always need a token.
+// (infer), explain (explanations: far costlier than an infer, so a scope of
+// their own), publish (upload a version), admin (promote, rollback, delete,
+// everything). admin implies the others. Anonymous callers may be given read,
+// infer and explain only (explain only when the file or the server's
+// --allow-anonymous-explain says so): writes always need a token.
+//
+// A token entry gives exactly one of "token" and "sha256".
 //
 // Immutable after Load; safe to share between threads.
 #pragma once
@@ -26,7 +30,13 @@
 
 namespace polis::registry {
 
-enum Scope : unsigned { kScopeRead = 1, kScopeInfer = 2, kScopePublish = 4, kScopeAdmin = 8 };
+enum Scope : unsigned {
+  kScopeRead = 1,
+  kScopeInfer = 2,
+  kScopePublish = 4,
+  kScopeAdmin = 8,
+  kScopeExplain = 16,
+};
 const char* ScopeName(Scope s);
 
 struct Principal {
@@ -49,6 +59,8 @@ class TokenSet {
  public:
   // No token file: anonymous may read and infer; no token is valid.
   TokenSet();
+  // Gives anonymous callers the explain scope too (--allow-anonymous-explain).
+  void AllowAnonymousExplain();
   static StatusOr<TokenSet> Parse(const std::string& text, const std::string& source);
   static StatusOr<TokenSet> Load(const std::string& path);
 

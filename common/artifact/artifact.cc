@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -272,7 +273,41 @@ StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string
         source, a.header.parameter_count(), f.floats_offset, count, count * sizeof(float));
   }
   a.weights = std::move(f.floats);
+  POLIS_RETURN_IF_ERROR(CheckArtifactFinite(a, source, f.floats_offset));
   return a;
+}
+
+Status CheckArtifactFinite(const ModelArtifact& a, const std::string& source,
+                           size_t weights_offset) {
+  constexpr char kWhy[] = "the model is not finite and cannot be published or served";
+  auto name = [](double v) { return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"; };
+  for (const auto& m : a.header.metric()) {
+    if (!std::isfinite(m.value()))
+      return DataLoss("'{}': header metric '{}' is {}: {}", source, Printable(m.name()),
+                      name(m.value()), kWhy);
+  }
+  const std::vector<float>& w = a.weights;
+  size_t bad = w.size();
+  for (size_t i = 0; i < w.size(); ++i) {
+    // Exponent bits all ones: NaN or infinity (independent of -ffast-math).
+    if ((std::bit_cast<uint32_t>(w[i]) & 0x7f800000u) == 0x7f800000u) {
+      bad = i;
+      break;
+    }
+  }
+  if (bad == w.size()) return Status::Ok();
+  const int64_t at = static_cast<int64_t>(bad);
+  std::string where = fmt::format("weight {} of the flat buffer (no header tensor covers it)", at);
+  for (const auto& t : a.header.tensor()) {
+    if (at >= t.offset() && at - t.offset() < t.count()) {
+      where = fmt::format("tensor '{}' element {}", Printable(t.name()), at - t.offset());
+      break;
+    }
+  }
+  const std::string offset =
+      weights_offset > 0 ? fmt::format(", byte offset {}", weights_offset + 4 * bad) : "";
+  return DataLoss("'{}': {} is {}: {} (weight {} of {}{})", source, where, name(w[bad]), kWhy,
+                  at, w.size(), offset);
 }
 
 Status WriteArtifactFile(const std::string& path, const ModelArtifact& a) {
@@ -397,6 +432,8 @@ StatusOr<PublishedVersion> PublishVersion(const std::string& root, const std::st
     return InvalidArgument("publishing '{}': header parameter_count is {} but there are {} weights",
                            model, h.parameter_count(), artifact.weights.size());
   }
+  POLIS_RETURN_IF_ERROR(CheckArtifactFinite(artifact, model)
+                            .WithContext(fmt::format("publishing model '{}'", model)));
   if (h.lineage().created_at().empty()) h.mutable_lineage()->set_created_at(UtcTimestamp());
 
   const std::string encoded = EncodeArtifact(artifact);

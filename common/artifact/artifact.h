@@ -14,9 +14,11 @@
 // The header is protobuf (small, evolvable); the weights are a raw buffer so
 // that loading is one copy. A reader trusts nothing it has not checked: the
 // magic, that the length fields describe exactly the bytes present, the
-// checksum, that the header parses, and header.parameter_count() ==
-// number of floats. Every refusal is a DataLoss naming the file and the byte
-// offset.
+// checksum, that the header parses, header.parameter_count() == number of
+// floats, and that every weight and every header metric is finite (a NaN or
+// infinite model is never published, verified, promoted or served). Every
+// refusal is a DataLoss naming the file and the byte offset (for a
+// non-finite weight: the tensor and the element).
 //
 // Registry layout: <root>/<model>/<version>/{model.polis,metadata.json}, where
 // version is 1, 2, ... A version directory appears in one rename of a fully
@@ -69,6 +71,12 @@ StatusOr<FramedFile> DecodeFramed(std::string_view bytes, std::string_view magic
                                   const std::string& kind, const std::string& source);
 // `source` names the bytes in error messages (usually the file path).
 StatusOr<ModelArtifact> DecodeArtifact(std::string_view bytes, const std::string& source);
+// DataLoss naming `source`, the tensor (header.tensor name; the flat index
+// when no tensor covers it) and the element of the first NaN or infinite
+// weight, or the first non-finite header metric. `weights_offset` is the
+// byte offset of the weights in the file (0: not from a file).
+Status CheckArtifactFinite(const ModelArtifact& a, const std::string& source,
+                           size_t weights_offset = 0);
 // Refuses (InvalidArgument) an artifact whose parameter_count() differs from
 // weights.size(); writes through WriteFileAtomic (temp name, fsync, rename).
 Status WriteArtifactFile(const std::string& path, const ModelArtifact& a);
@@ -93,7 +101,8 @@ struct PublishedVersion {
 //
 // 1. Fills header.lineage().created_at with UtcTimestamp() if empty, and
 //    header.parameter_count with weights.size() if unset (refuses a set,
-//    different one).
+//    different one). Refuses (DataLoss, CheckArtifactFinite) a non-finite
+//    weight or metric before anything is written.
 // 2. Writes model.polis into <root>/<model>/.staging-<pid>-<random>/.
 // 3. N = 1 + the highest existing version. Writes metadata.json for version N
 //    (keys: model, version, created_at, sha256, parameter_count, artifact,

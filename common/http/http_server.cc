@@ -162,6 +162,9 @@ class Session : public std::enable_shared_from_this<Session> {
     r.content_type = std::string(req[bhttp::field::content_type]);
     r.inference_header_length = std::string(req["Inference-Header-Content-Length"]);
     r.remote = remote_;
+    auto gone = std::make_shared<std::atomic<bool>>(false);
+    r.client_gone = gone;
+    const bool watch = srv_->opt.watch_client && srv_->opt.watch_client(r.method, r.target);
 
     srv_->active++;
     auto self = shared_from_this();
@@ -182,6 +185,34 @@ class Session : public std::enable_shared_from_this<Session> {
       POLIS_LOG(kError, kNet, "handler threw: {}", e.what());
       respond(HttpResponse{500, "application/json", ErrorBody(std::string("internal error: ") + e.what()), {}});
     }
+    // A response posted by the handler runs after this (same strand), and
+    // stops the watch first.
+    if (watch) WatchClient(std::move(gone));
+  }
+
+  // Reads while the handler works: end-of-stream or a reset means the
+  // client hung up. Bytes that arrive (a pipelined request) are kept for
+  // the next ReadHeader, and the watch ends there.
+  void WatchClient(std::shared_ptr<std::atomic<bool>> gone) {
+    if (buffer_.size() > 0) return;  // already holds the next request
+    watching_ = true;
+    stream_.async_read_some(
+        buffer_.prepare(4096),
+        [self = shared_from_this(), gone = std::move(gone)](beast::error_code ec, std::size_t n) {
+          self->watching_ = false;
+          if (!ec) {
+            self->buffer_.commit(n);
+          } else if (ec != net::error::operation_aborted) {
+            gone->store(true);
+            POLIS_LOG(kTrace, kNet, "{}: client hung up before its response ({})", self->remote_,
+                      ec.message());
+          }
+          if (self->pending_) {
+            HttpResponse r = std::move(*self->pending_);
+            self->pending_.reset();
+            self->Write(std::move(r), /*handled=*/true);
+          }
+        });
   }
 
   void Refuse(int status, const std::string& why) {
@@ -191,6 +222,13 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Write(HttpResponse r, bool handled) {
+    if (watching_) {
+      // One read at a time: stop the watch; its handler writes this.
+      pending_ = std::move(r);
+      beast::error_code ec;
+      stream_.socket().cancel(ec);
+      return;
+    }
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
         static_cast<bhttp::status>(r.status), version_ ? version_ : 11);
     res->set(bhttp::field::server, srv_->opt.server_name);
@@ -247,6 +285,8 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t body_limit_ = 0;
   bool keep_alive_ = false;
   bool first_ = true;
+  bool watching_ = false;                // a WatchClient read is pending
+  std::optional<HttpResponse> pending_;  // the response waiting for it to stop
   unsigned version_ = 11;
 };
 

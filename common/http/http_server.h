@@ -13,13 +13,16 @@
 // Respond function that may be called from any thread, exactly once; the
 // response is written on the connection's strand (a HEAD request gets the
 // headers and Content-Length only) and the connection is kept alive if the
-// client asked for it. The I/O threads block process-directed signals
+// client asked for it. For requests watch_client picks, the connection is
+// read while the handler works, so that a client that hangs up is noticed
+// (HttpRequest::client_gone). The I/O threads block process-directed signals
 // (SIGINT, SIGTERM, ...), so those reach the owner's threads.
 //
 // Thread-safety: Start/Stop from one thread; the handler runs on I/O threads
 // concurrently and must not block for long.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -42,6 +45,10 @@ struct HttpRequest {
   // body is that many bytes of JSON followed by raw tensor bytes. "" if absent.
   std::string inference_header_length;
   std::string remote;         // "127.0.0.1:53211"
+  // Set (from an I/O thread) when the client closes its connection before
+  // the response is written; only watched for requests that
+  // HttpServerOptions::watch_client picks, otherwise it stays false. Never null.
+  std::shared_ptr<const std::atomic<bool>> client_gone;
 };
 
 struct HttpResponse {
@@ -63,6 +70,10 @@ struct HttpServerOptions {
   size_t max_body_bytes = 8u << 20;          // 413 beyond
   size_t max_upload_bytes = size_t{1} << 30; // for requests is_upload() accepts
   std::function<bool(std::string_view method, std::string_view target)> is_upload;
+  // Requests whose handler may work long enough that a client hanging up
+  // should stop it: while such a request is with the handler, the server
+  // reads the connection, and end-of-stream or a reset sets client_gone.
+  std::function<bool(std::string_view method, std::string_view target)> watch_client;
   size_t max_header_bytes = 16u << 10;       // 431 beyond
   int read_timeout_ms = 30000;  // header, and body (plus 1 s per MiB declared)
   int idle_timeout_ms = 60000;  // a kept-alive connection waiting for its next request

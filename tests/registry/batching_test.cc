@@ -156,7 +156,7 @@ TEST(ExplainTest, LinearModelHasClosedFormAttributions) {
   req.rows = 1;
   req.targets = {2};
   req.steps = 8;
-  ExplainOutcome o = sv->ExplainSync(req);
+  ExplainOutcome o = sv->Explain(req);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
   ASSERT_EQ(o.rows.size(), 1u);
   const ExplainRow& r = o.rows[0];
@@ -169,22 +169,24 @@ TEST(ExplainTest, LinearModelHasClosedFormAttributions) {
   EXPECT_NEAR(r.convergence_delta, 0.0, 1e-4);
   // The predicted class when no target is given.
   req.targets = {-1};
-  o = sv->ExplainSync(req);
+  o = sv->Explain(req);
   const auto ref = ReferenceLogits(a, x);
   EXPECT_EQ(o.rows[0].target, std::max_element(ref.begin(), ref.end()) - ref.begin());
   // Bad requests are refused before they are queued.
   req.targets = {3};
-  EXPECT_EQ(sv->ExplainSync(req).status.code(), Code::kInvalidArgument);
+  EXPECT_EQ(sv->Explain(req).status.code(), Code::kInvalidArgument);
   req.targets = {0};
   req.steps = 0;
-  EXPECT_EQ(sv->ExplainSync(req).status.code(), Code::kInvalidArgument);
+  EXPECT_EQ(sv->Explain(req).status.code(), Code::kInvalidArgument);
 }
 
 TEST(ExplainTest, IntegratedGradientsAreCompleteOnACnnOverHttp) {
   TempDir dir;
   const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 8);
   ASSERT_EQ(Publish(dir.path(), "cnn", a), 1);
-  ServerHarness h(dir.path());
+  ServerOptions o;
+  o.allow_anonymous_explain = true;
+  ServerHarness h(dir.path(), o);
   HttpClient c = h.Client();
   std::vector<float> x = Pattern(2 * 64, 3);
   json body = InferBody(x, 2, kTinyInput, "why-1");

@@ -22,38 +22,6 @@ namespace {
 
 using namespace testing;  // NOLINT
 
-const std::string kPolisctl = std::string(POLIS_BINARY_DIR) + "/launch/polisctl";
-const std::string kRegistryBin = std::string(POLIS_BINARY_DIR) + "/registry/polis-registry";
-
-struct CtlRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// Runs a shell command; stdout and stderr apart. No registry token comes
-// from the test's environment unless the command sets one.
-CtlRun Sh(const std::string& cmd) {
-  CtlRun r;
-  char err_path[] = "/tmp/polisctl-models-err-XXXXXX";
-  const int fd = mkstemp(err_path);
-  if (fd >= 0) close(fd);
-  FILE* p = popen(("env -u POLIS_REGISTRY_TOKEN " + cmd + " 2>" + err_path).c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  auto e = ReadFile(err_path);
-  if (e.ok()) r.err = *e;
-  unlink(err_path);
-  return r;
-}
-
-json Json(const CtlRun& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
-
 // A raw IDX file of `n` 8x8 images with pixel (i, p) = (i * 31 + p * 7) % 256.
 std::string WriteIdx(const std::string& path, int n) {
   std::string bytes = {0, 0, 8, 3};
@@ -261,6 +229,60 @@ TEST_F(PolisctlModels, WritesOnARootGoThroughTheAliasFile) {
   auto history = Ctl(Root(), "history tiny");
   ASSERT_EQ(history.exit_code, 0) << history.err;
   EXPECT_NE(history.out.find("delete-version"), std::string::npos) << history.out;
+}
+
+// One damaged aliases.json used to break `list` for every model, and a
+// publish during the damage lost its history entry.
+TEST_F(PolisctlModels, ADamagedAliasesFileAffectsOnlyItsModel) {
+  ASSERT_EQ(Publish(root_, "other", MakeArtifact(kTinyCnn, kTinyInput, 5)), 1);
+  ASSERT_TRUE(SetAlias(root_, "other", "production", 1, Actor{"t", ""}).ok());
+  ASSERT_TRUE(SetAlias(root_, "tiny", "production", 1, Actor{"t", ""}).ok());
+  const std::string damaged_path = root_ + "/tiny/aliases.json";
+  std::string text = *ReadFile(damaged_path);
+  const std::string damaged = text.substr(0, text.size() / 2);  // torn
+  ASSERT_TRUE(WriteFileAtomic(damaged_path, damaged).ok());
+
+  auto list = Ctl(Root(), "list --json");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  json models = Json(list)["models"];
+  ASSERT_EQ(models.size(), 2u) << models.dump();
+  EXPECT_EQ(models[0]["name"], "other");
+  EXPECT_EQ(models[0]["aliases"]["production"], 1);
+  EXPECT_FALSE(models[0].contains("error"));
+  EXPECT_EQ(models[1]["name"], "tiny");
+  EXPECT_EQ(models[1]["versions"], json({1, 2}));
+  EXPECT_NE(models[1].value("error", "").find("tiny/aliases.json"), std::string::npos) << models[1].dump();
+  auto table = Ctl(Root(), "list");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("other"), std::string::npos) << table.out;
+  EXPECT_NE(table.err.find("model 'tiny'"), std::string::npos) << table.err;
+  EXPECT_NE(table.err.find("byte offset"), std::string::npos) << table.err;
+
+  // Over HTTP: the other model is served, listed and published to as usual;
+  // a publish to the damaged one is refused, naming the file and the offset,
+  // and nothing is written (no version, the damaged file untouched).
+  StartServer();
+  auto http_list = Ctl(Http(), "list --json");
+  ASSERT_EQ(http_list.exit_code, 0) << http_list.err;
+  EXPECT_EQ(Json(http_list)["models"].size(), 2u);
+  HttpClient c("127.0.0.1", std::stoi(url_.substr(url_.rfind(':') + 1)), 20000);
+  const std::vector<std::pair<std::string, std::string>> ops = {
+      {"Authorization", "Bearer admin-secret"}, {"Content-Type", "application/octet-stream"}};
+  const std::string bytes = EncodeArtifact(MakeArtifact(kTinyCnn, kTinyInput, 6));
+  auto r = c.Request("POST", "/v2/registry/models/tiny/versions?why=nightly", bytes, ops);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 409) << r->body;
+  EXPECT_NE(r->body.find("tiny/aliases.json"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("byte offset"), std::string::npos) << r->body;
+  EXPECT_EQ(*ListVersions(root_, "tiny"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(*ReadFile(damaged_path), damaged);
+  r = c.Request("POST", "/v2/registry/models/other/versions?why=nightly", bytes, ops);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 201) << r->body;
+  auto history = ReadAliases(root_, "other");
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(history->history.back().action, "publish");
+  EXPECT_EQ(history->history.back().to, 2);
 }
 
 TEST_F(PolisctlModels, PredictMatchesTheNetworkInBothModes) {

@@ -3,9 +3,16 @@
 // an in-process server with a client.
 #pragma once
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -66,6 +73,14 @@ inline ModelArtifact MakeArtifact(const std::string& layers, const nn::Shape& in
   EXPECT_TRUE(model.ok()) << model.status().ToString();
   for (int64_t d : input) a.header.add_input_shape(d);
   for (int64_t d : model->output_shape()) a.header.add_output_shape(d);
+  for (const auto& l : model->layers())  // as the coordinator records them
+    for (const auto& p : l.params) {
+      auto* t = a.header.add_tensor();
+      t->set_name(l.name + "/" + p.name);
+      for (int64_t d : p.shape) t->add_shape(d);
+      t->set_offset(p.offset);
+      t->set_count(p.count);
+    }
   a.weights.resize(model->parameter_count());
   model->InitParams(a.weights.data(), seed);
   // Non-zero biases, so that every parameter matters.
@@ -148,5 +163,73 @@ inline json ParseJson(const HttpResult& r) {
   EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.body;
   return j;
 }
+
+// The built command-line tools (polis_registry_tests depends on both).
+inline const std::string kPolisctl = std::string(POLIS_BINARY_DIR) + "/launch/polisctl";
+inline const std::string kRegistryBin = std::string(POLIS_BINARY_DIR) + "/registry/polis-registry";
+
+struct CtlRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs a shell command; stdout and stderr apart. No registry token comes
+// from the test's environment unless the command sets one.
+inline CtlRun Sh(const std::string& cmd) {
+  CtlRun r;
+  char err_path[] = "/tmp/polisctl-models-err-XXXXXX";
+  const int fd = mkstemp(err_path);
+  if (fd >= 0) close(fd);
+  FILE* p = popen(("env -u POLIS_REGISTRY_TOKEN " + cmd + " 2>" + err_path).c_str(), "r");
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  auto e = ReadFile(err_path);
+  if (e.ok()) r.err = *e;
+  unlink(err_path);
+  return r;
+}
+
+inline json Json(const CtlRun& r) {
+  json j = json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
+  return j;
+}
+
+// A raw connection, for what a well-behaved client never does.
+class RawSocket {
+ public:
+  explicit RawSocket(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    timeval tv{5, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~RawSocket() { Close(); }
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  void Send(const std::string& s) { EXPECT_EQ(send(fd_, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size())); }
+  // Everything until the peer closes (or 5 s pass).
+  std::string ReadAll() {
+    std::string out;
+    char buf[4096];
+    while (true) {
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace polis::registry::testing

@@ -23,37 +23,6 @@ using namespace testing;  // NOLINT
 
 constexpr char kModel[] = "tiny";
 
-// A raw connection, for what a well-behaved client never does.
-class RawSocket {
- public:
-  explicit RawSocket(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    timeval tv{5, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  }
-  ~RawSocket() { close(fd_); }
-  void Send(const std::string& s) { EXPECT_EQ(send(fd_, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size())); }
-  // Everything until the peer closes (or 5 s pass).
-  std::string ReadAll() {
-    std::string out;
-    char buf[4096];
-    while (true) {
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -494,6 +463,43 @@ TEST_F(ServerTest, PublishVerifiesTheUploadBeforeAcceptingIt) {
   EXPECT_EQ(list["models"].size(), 2u);
 }
 
+// A hostile value echoed back used to give a 7 MB 400 body, and a NUL cut
+// messages short where they were printed.
+TEST_F(ServerTest, ErrorsClipAndEscapeWhatTheyEcho) {
+  ServerOptions o;
+  o.max_body_bytes = 64u << 20;
+  ServerHarness h(root(), o);
+  HttpClient c = h.Client(60000);
+  const std::string huge(20u << 20, 'z');
+  for (const char* field : {"name", "datatype"}) {
+    json body = InferBody(Pattern(64, 1), 1, kTinyInput);
+    body["inputs"][0][field] = huge;
+    auto r = Call(c, "POST", "/v2/models/tiny/infer", body.dump());
+    EXPECT_EQ(r.status, 400) << field;
+    EXPECT_LT(r.body.size(), 1024u) << field << ": " << r.body.substr(0, 300);
+    const std::string e = ParseJson(r).value("error", "");
+    EXPECT_NE(e.find(std::string(field) == "name" ? "unknown input" : "datatype"), std::string::npos) << e;
+    EXPECT_NE(e.find("(20971520 bytes)"), std::string::npos) << e;
+  }
+  // A NUL inside an input name and inside a model name is shown escaped.
+  json body = InferBody(Pattern(64, 1), 1, kTinyInput);
+  body["inputs"][0]["name"] = std::string("in\0put", 6);
+  auto r = Call(c, "POST", "/v2/models/tiny/infer", body.dump());
+  EXPECT_EQ(r.status, 400);
+  std::string e = ParseJson(r).value("error", "");
+  EXPECT_EQ(e.find('\0'), std::string::npos);
+  EXPECT_NE(e.find("unknown input 'in\\0put'"), std::string::npos) << e;
+  r = Call(c, "POST", "/v2/models/ti%00ny/infer", body.dump());
+  EXPECT_EQ(r.status, 400);
+  e = ParseJson(r).value("error", "");
+  EXPECT_EQ(e.find('\0'), std::string::npos);
+  EXPECT_NE(e.find("ti\\x00ny"), std::string::npos) << e;
+  // A long alias or version reference in the path is clipped too.
+  r = Call(c, "GET", "/v2/models/tiny/versions/" + std::string(4000, '-') + "/ready");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_LT(r.body.size(), 1024u) << r.body.substr(0, 300);
+}
+
 TEST_F(ServerTest, PathTraversalIsRefused) {
   ServerHarness h(root());
   HttpClient c = h.Client();
@@ -609,7 +615,9 @@ TEST(RegressionServingTest, RegressionModelsReturnPredictions) {
   if (proto::DatasetSpec::Format_IsValid(1))
     a.header.mutable_job()->mutable_dataset()->set_format(static_cast<proto::DatasetSpec::Format>(1));
   ASSERT_EQ(Publish(dir.path(), "reg", a), 1);
-  ServerHarness h(dir.path());
+  ServerOptions o;
+  o.allow_anonymous_explain = true;
+  ServerHarness h(dir.path(), o);
   HttpClient c = h.Client();
   json meta = ParseJson(Call(c, "GET", "/v2/models/reg"));
   ASSERT_EQ(meta["outputs"].size(), 1u) << meta.dump();

@@ -68,5 +68,45 @@ TEST(TokensTest, BadFilesAreRefusedWithTheReason) {
                      {"name": "y", "token": "abcdefgh", "scopes": ["admin"]}]})", "listed twice");
 }
 
+TEST(TokensTest, AnEntryWithBothTokenAndSha256IsRefusedNamingIt) {
+  auto t = TokenSet::Parse(R"({"tokens": [
+      {"name": "ok", "token": "abcdefgh", "scopes": ["read"]},
+      {"name": "both", "token": "ijklmnop", "sha256": ")" + Sha256Hex("qrstuvwx") + R"(",
+       "scopes": ["admin"]}]})", "t.json");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), Code::kInvalidArgument);
+  const std::string& m = t.status().message();
+  EXPECT_NE(m.find("tokens[1]"), std::string::npos) << m;
+  EXPECT_NE(m.find("'both'"), std::string::npos) << m;
+  EXPECT_NE(m.find("both \"token\" and \"sha256\""), std::string::npos) << m;
+}
+
+TEST(TokensTest, ExplainIsAScopeOfItsOwnThatAnonymousLacksByDefault) {
+  TokenSet none;
+  EXPECT_EQ(none.Authorize("", kScopeExplain, "m").outcome, AuthOutcome::kUnauthenticated);
+  EXPECT_NE(none.Authorize("", kScopeExplain, "m").message.find("scope 'explain'"), std::string::npos);
+  none.AllowAnonymousExplain();
+  EXPECT_EQ(none.Authorize("", kScopeExplain, "m").outcome, AuthOutcome::kAllowed);
+
+  auto t = TokenSet::Parse(R"({"anonymous": ["read", "infer", "explain"], "tokens": [
+      {"name": "app", "token": "app-secret-1", "scopes": ["infer"]},
+      {"name": "ana", "token": "ana-secret-1", "scopes": ["explain"]}]})", "t.json");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->Authorize("", kScopeExplain, "m").outcome, AuthOutcome::kAllowed);
+  EXPECT_EQ(t->Authorize("Bearer app-secret-1", kScopeExplain, "m").outcome, AuthOutcome::kForbidden);
+  EXPECT_EQ(t->Authorize("Bearer ana-secret-1", kScopeExplain, "m").outcome, AuthOutcome::kAllowed);
+  EXPECT_EQ(Load().Authorize("Bearer ops-secret-456", kScopeExplain, "m").outcome,
+            AuthOutcome::kAllowed);  // admin implies it
+}
+
+TEST(TokensTest, EchoedScopeNamesAreClippedAndEscaped) {
+  auto t = TokenSet::Parse(R"({"tokens": [{"name": "x", "token": "abcdefgh", "scopes": [")" +
+                               std::string(100000, 'z') + R"(\u0000"]}]})",
+                           "t.json");
+  ASSERT_FALSE(t.ok());
+  EXPECT_LT(t.status().message().size(), 400u) << t.status().message().substr(0, 400);
+  EXPECT_NE(t.status().message().find("(100001 bytes)"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace polis::registry

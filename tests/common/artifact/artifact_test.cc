@@ -73,9 +73,9 @@ std::string Contents(const std::string& path) {
 TEST_F(ArtifactTest, EncodeDecodeRoundTripIsBitExact) {
   ModelArtifact a = MakeArtifact(100);
   a.weights[0] = -0.0f;
-  a.weights[1] = std::numeric_limits<float>::infinity();
+  a.weights[1] = std::numeric_limits<float>::max();
   a.weights[2] = std::numeric_limits<float>::denorm_min();
-  a.weights[3] = std::bit_cast<float>(0x7fc12345u);  // NaN with a payload
+  a.weights[3] = -std::numeric_limits<float>::denorm_min();
   const std::string bytes = EncodeArtifact(a);
 
   std::string header;
@@ -99,6 +99,57 @@ TEST_F(ArtifactTest, EncodeDecodeRoundTripIsBitExact) {
   EXPECT_EQ(d->header.metric(0).value(), 0.9875);
   EXPECT_EQ(d->header.tensor(0).name(), "dense_0/weights");
   EXPECT_EQ(d->header.lineage().dataset_files(0).path(), "data/train.bin");
+}
+
+// A model trained into NaN (e.g. learning_rate: inf) is refused wherever it
+// is read, naming the tensor and the element, and is never published.
+TEST_F(ArtifactTest, NonFiniteWeightsAreRefusedNamingTensorAndElement) {
+  ModelArtifact a = MakeArtifact(40);
+  a.header.mutable_tensor(0)->set_count(20);
+  auto* t = a.header.add_tensor();
+  t->set_name("dense_1/weights");
+  t->set_offset(20);
+  t->set_count(20);
+  a.weights[37] = std::numeric_limits<float>::quiet_NaN();
+  a.weights[39] = std::numeric_limits<float>::infinity();
+  const std::string bytes = EncodeArtifact(a);  // checksum matches: only the values are bad
+  auto d = DecodeArtifact(bytes, "model.polis");
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Code::kDataLoss);
+  EXPECT_NE(d.status().message().find("'model.polis': tensor 'dense_1/weights' element 17 is nan: "
+                                      "the model is not finite and cannot be published or served"),
+            std::string::npos)
+      << d.status().message();
+
+  a.weights[37] = 1;
+  a.weights[39] = -std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(WriteArtifactFile(Path("model.polis"), a).ok());
+  auto r = ReadArtifactFile(Path("model.polis"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("tensor 'dense_1/weights' element 19 is -inf"),
+            std::string::npos)
+      << r.status().message();
+
+  // Before anything is written: no version directory, no staging left behind.
+  auto p = PublishVersion(dir_, "nan-model", a, nullptr);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Code::kDataLoss);
+  EXPECT_NE(p.status().message().find("element 19 is -inf"), std::string::npos)
+      << p.status().message();
+  EXPECT_FALSE(PathExists(dir_ + "/nan-model"));
+}
+
+TEST_F(ArtifactTest, NonFiniteMetricsAreRefused) {
+  ModelArtifact a = MakeArtifact(4);
+  a.header.mutable_metric(1)->set_value(std::numeric_limits<double>::quiet_NaN());
+  auto d = DecodeArtifact(EncodeArtifact(a), "mem");
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Code::kDataLoss);
+  EXPECT_NE(d.status().message().find("header metric 'loss' is nan"), std::string::npos)
+      << d.status().message();
+  auto p = PublishVersion(dir_, "m", a, nullptr);
+  ASSERT_FALSE(p.ok());
+  EXPECT_FALSE(PathExists(dir_ + "/m"));
 }
 
 TEST_F(ArtifactTest, EmptyWeightsRoundTrip) {

@@ -38,7 +38,7 @@ class Collector : public google::protobuf::io::ErrorCollector {
   void AddError(int line, google::protobuf::io::ColumnNumber col,
                 const std::string& message) override {
     if (first_.empty())
-      first_ = fmt::format("{}:{}:{}: {}", source_, line + 1, col + 1, ClipForMessage(message, 200));
+      first_ = fmt::format("{}:{}:{}: {}", source_, line + 1, col + 1, EchoValue(message, 200));
   }
   void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
   const std::string& first() const { return first_; }
@@ -149,13 +149,13 @@ Status CheckString(const std::string& source, const std::string& path, const Fie
   const size_t max = IsPathField(f) ? kMaxPathBytes : kMaxStringBytes;
   if (s.size() > max)
     return FieldError(source, path,
-                      fmt::format("\"{}\" is too long: at most {} bytes", ClipForMessage(s, 40), max));
+                      fmt::format("\"{}\" is too long: at most {} bytes", EchoValue(s, 40), max));
   for (size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x20 || c == 0x7f)
       return FieldError(source, path,
                         fmt::format("\"{}\" holds control byte 0x{:02x} at offset {}",
-                                    ClipForMessage(s), c, i));
+                                    EchoValue(s), c, i));
   }
   return Status::Ok();
 }
@@ -314,7 +314,7 @@ Status CheckModeRules(const proto::JobSpec& spec, const std::string& source) {
       if (!ok)
         return FieldError(source, fmt::format("model.layer[{}].{}", i, f->name()),
                           fmt::format("applies only to layer type {}; this layer is \"{}\"", types,
-                                      ClipForMessage(l.type(), 40)));
+                                      EchoValue(l.type(), 40)));
     }
   }
   return Status::Ok();
@@ -325,11 +325,11 @@ Status CheckJobName(const proto::JobSpec& spec, const std::string& source) {
   if (name.size() > kMaxJobNameBytes)
     return FieldError(source, "name",
                       fmt::format("\"{}\" is too long: at most {} bytes (it names the run directory)",
-                                  ClipForMessage(name, 40), kMaxJobNameBytes));
+                                  EchoValue(name, 40), kMaxJobNameBytes));
   if (name == "." || name == ".." || name.find('/') != std::string::npos)
     return FieldError(source, "name",
                       fmt::format("\"{}\" cannot name a directory: no '/', and not \".\" or \"..\"",
-                                  ClipForMessage(name)));
+                                  EchoValue(name)));
   const bool own_name = spec.registry().has_model_name();
   if (Status st = ValidateModelName(PublishedModelName(spec)); !st.ok())
     return FieldError(source, own_name ? "registry.model_name" : "name",
@@ -340,26 +340,6 @@ Status CheckJobName(const proto::JobSpec& spec, const std::string& source) {
 }
 
 }  // namespace
-
-std::string ClipForMessage(std::string_view value, size_t max) {
-  std::string out;
-  const size_t n = std::min(value.size(), max);
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(value[i]);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f) out += fmt::format("\\x{:02x}", c);
-        else out += static_cast<char>(c);
-    }
-  }
-  if (value.size() > max) out += fmt::format("… ({} bytes)", value.size());
-  return out;
-}
 
 bool FieldRange::Contains(long double v) const {
   if (any) return true;
@@ -379,7 +359,7 @@ StatusOr<FieldRange> ParseFieldRange(std::string_view text) {
   auto bad = [&](const char* why) {
     return InvalidArgument("range \"{}\": {}; expected \"[lo, hi]\" (either end open with '(' or ')') "
                            "or \"any\"",
-                           ClipForMessage(text), why);
+                           EchoValue(text), why);
   };
   if (text.size() < 5) return bad("too short");
   if (text.front() != '[' && text.front() != '(') return bad("must start with '[' or '('");

@@ -5,7 +5,7 @@
 // file and the field path ("model.layer[2].conv2d_param.filters") and the
 // reason; a job whose worker would not fit in this machine's memory names the
 // setting that needs it and how much. Messages echo user values clipped
-// (ClipForMessage), so a huge or binary value gives a short line.
+// (EchoValue, common/echo.h), so a huge or binary value gives a short line.
 //
 // Thread-safety: free functions; the range table is built once, thread-safe.
 #pragma once
@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "common/data/dataset.h"
+#include "common/echo.h"
 #include "common/nn/model.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
@@ -55,10 +56,6 @@ std::string PublishedModelName(const proto::JobSpec& spec);
 // neither gives a token. Only meaningful when registry.url is set.
 StatusOr<std::string> RegistryToken(const proto::RegistrySpec& registry, const std::string& source);
 
-// A user value fit for an error message: at most `max` bytes of it, with
-// quotes, backslashes, control and non-ASCII bytes escaped (\", \\, \n, \x00),
-// followed by "… (N bytes)" when it was cut.
-std::string ClipForMessage(std::string_view value, size_t max = 80);
 
 // The values a numeric field accepts, from its (range) annotation in
 // job.proto: "[lo, hi]", either end open with '(' or ')', or "any".

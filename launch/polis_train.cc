@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
                             port.find_first_not_of("0123456789") == std::string::npos;
         if (colon == 0 || !digits || std::stoi(port) > 65535)
           return "expected HOST:PORT with a port in 0..65535, or \"\" to turn the monitor off; got '" +
-                 polis::ClipForMessage(v) + "'";
+                 polis::EchoValue(v) + "'";
         return "";
       },
       "HOST:PORT");
@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     // Bad flags are bad input: one line, exit 2 like a refused job.
-    std::fprintf(stderr, "polis-train: %s (see --help)\n", polis::ClipForMessage(e.what(), 300).c_str());
+    std::fprintf(stderr, "polis-train: %s (see --help)\n", polis::EchoValue(e.what(), 300).c_str());
     return 2;
   }
   for (const CLI::Option* o : app.get_options())

@@ -17,7 +17,7 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "registry/echo.h"
+#include "common/echo.h"
 #include "registry/store.h"
 
 namespace polis::registry {

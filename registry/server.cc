@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "polis_config.h"
 #include "registry/aliases.h"
-#include "registry/echo.h"
+#include "common/echo.h"
 #include "registry/explain_queue.h"
 #include "registry/http.h"
 #include "registry/metrics.h"

@@ -11,7 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "common/comm/half.h"
-#include "registry/echo.h"
+#include "common/echo.h"
 
 namespace polis::registry {
 namespace {

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
-#include "registry/echo.h"
+#include "common/echo.h"
 
 namespace polis::registry {
 namespace {

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace polis::registry {
+namespace polis {
 
 inline constexpr size_t kEchoMaxBytes = 80;
 
@@ -24,4 +24,4 @@ std::string EchoValue(std::string_view value, size_t max_bytes = kEchoMaxBytes);
 // backslashes kept); the last safety net before an error leaves the server.
 std::string ClipMessage(std::string_view message, size_t max_bytes = 1000);
 
-}  // namespace polis::registry
+}  // namespace polis

@@ -1,12 +1,12 @@
 // Values echoed into error messages: clipped, and escaped so that nothing
 // cuts or garbles a message where it is printed.
-#include "registry/echo.h"
+#include "common/echo.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace polis::registry {
+namespace polis {
 namespace {
 
 TEST(EchoTest, ShortPrintableValuesAreUnchanged) {
@@ -37,4 +37,4 @@ TEST(EchoTest, MessagesAreCutOnlyWhenOversizedAndNeverInsideAUtf8Character) {
 }
 
 }  // namespace
-}  // namespace polis::registry
+}  // namespace polis

@@ -1,8 +1,8 @@
-#include "registry/echo.h"
+#include "common/echo.h"
 
 #include <fmt/format.h>
 
-namespace polis::registry {
+namespace polis {
 namespace {
 
 // `value`: a foreign value (every byte outside printable ASCII escaped, and
@@ -51,4 +51,4 @@ std::string ClipMessage(std::string_view message, size_t max_bytes) {
   return out;
 }
 
-}  // namespace polis::registry
+}  // namespace polis

@@ -58,6 +58,8 @@ std::pair<int, int> SlowWorker() {
 
 std::string MonitorToken() { return GetString("POLIS_MONITOR_TOKEN", ""); }
 std::string RegistryToken() { return GetString("POLIS_REGISTRY_TOKEN", ""); }
+int RestartCount() { return std::max(0, GetInt("POLIS_RESTART_COUNT", 0)); }
+std::string RestartCause() { return GetString("POLIS_RESTART_CAUSE", ""); }
 
 int TestSlowWorkerIndex() { return SlowWorker().first; }
 int TestSlowWorkerMillis() { return SlowWorker().second; }

@@ -42,6 +42,12 @@ std::string MonitorToken();
 // from a job with registry.url and no registry.token_file; polisctl models
 // without --token-file). "" = none.
 std::string RegistryToken();
+// POLIS_RESTART_COUNT and POLIS_RESTART_CAUSE: set by polis-run
+// --max-restarts on an automatic restart (how many so far, and one line on
+// why the previous attempt failed); shown in /api/status, /metrics and
+// result.json. 0 and "" on a first attempt.
+int RestartCount();
+std::string RestartCause();
 
 // Test hooks (documented in docs/env.md; never needed in production):
 // POLIS_TEST_SLOW_WORKER="W:MS" makes worker index W sleep MS milliseconds

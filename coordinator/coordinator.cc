@@ -90,6 +90,51 @@ struct ServerView {
 
 void OnStopSignal(int) { g_stop_requested = true; }
 
+// Asks for a consistent checkpoint: the servers take one at their next
+// cut; in all-reduce mode the lead worker asks every replica for one at the
+// same step (then_stop: and to stop after it).
+Status RequestCheckpoint(const RoleContext& ctx, bool then_stop) {
+  proto::ControlMessage cmd;
+  cmd.mutable_server_command()->set_kind(proto::ServerCommand::CHECKPOINT_AT);
+  if (ctx.servers == 0) {
+    cmd.mutable_server_command()->set_then_stop(then_stop);
+    return comm::SendControl(ctx.ctrl, ctx.worker_rank(0), cmd);
+  }
+  for (int s = 0; s < ctx.servers; ++s) POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(s), cmd));
+  return Status::Ok();
+}
+
+// A complete set of ShardSaved reports for one checkpoint: each worker's
+// samples of the epoch, and the shard files. With servers, every server
+// reports every worker's count (they must agree); in all-reduce mode each
+// worker reports its own and the lead worker names the one file.
+Status CollectSaved(const std::vector<proto::ShardSaved>& list, int W, bool servers,
+                    std::vector<int64_t>* consumed, std::vector<CheckpointManifest::Shard>* shards) {
+  const auto& first = list[0];
+  consumed->assign(W, -1);
+  for (const auto& x : list) {
+    if (x.epoch() != first.epoch())
+      return InternalError("ranks disagree on the epoch of checkpoint {}", first.step());
+    if (servers) {
+      if (x.consumed_size() != W) return InternalError("a server reported {} workers, not {}", x.consumed_size(), W);
+      for (int k = 0; k < W; ++k) {
+        if (x.consumed(k) != first.consumed(k))
+          return InternalError("servers disagree on worker {}'s samples in checkpoint {}", k, first.step());
+        (*consumed)[k] = x.consumed(k);
+      }
+    } else {
+      if (!x.has_worker() || x.worker() < 0 || x.worker() >= W || x.consumed_size() != 1)
+        return InternalError("a malformed all-reduce checkpoint report for step {}", first.step());
+      (*consumed)[x.worker()] = x.consumed(0);
+    }
+    if (!x.path().empty()) shards->push_back({x.server(), x.begin(), x.end(), x.path(), x.sha256()});
+  }
+  for (int k = 0; k < W; ++k)
+    if ((*consumed)[k] < 0) return InternalError("no report from worker {} for checkpoint {}", k, first.step());
+  if (shards->empty()) return InternalError("checkpoint {} names no shard file", first.step());
+  return Status::Ok();
+}
+
 // Worker ranks some server is waiting for, from the servers' heartbeats.
 std::set<int> BlamedWorkers(const std::vector<ServerView>& servers) {
   std::set<int> ranks;
@@ -264,7 +309,9 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
                    {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series}, {"workers", wj},
                    {"servers", sj}, {"stragglers", stragglers}, {"stalled", stalled},
                    {"sync", proto::SyncSpec::Mode_Name(spec.sync().mode())},
-                   {"last_checkpoint", last_checkpoint}};
+                   {"last_checkpoint", last_checkpoint},
+                   {"restarts", env::RestartCount()},
+                   {"restart_cause", env::RestartCause()}};
     monitor->Publish(std::move(status));
   };
 
@@ -273,15 +320,10 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
     proto::ControlMessage msg;
     if (g_stop_requested && !stopping) {
       stopping = true;
-      if (ctx.servers == 0) break;  // all-reduce jobs keep no checkpoints: stop now
       state = "stopping";
       std::printf("polis: stop requested: taking a checkpoint\n");
       std::fflush(stdout);
-      for (int s = 0; s < ctx.servers; ++s) {
-        proto::ControlMessage cmd;
-        cmd.mutable_server_command()->set_kind(proto::ServerCommand::CHECKPOINT_AT);
-        POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(s), cmd));
-      }
+      POLIS_RETURN_IF_ERROR(RequestCheckpoint(ctx, /*then_stop=*/true));
     }
     Status st = Status::Ok();
     {
@@ -296,12 +338,8 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
           publish();
           for (Monitor::Command c : monitor->TakeCommands()) {
             if (c == Monitor::Command::kStop) g_stop_requested = true;
-            if (c == Monitor::Command::kCheckpoint && ctx.servers > 0) {
-              for (int k = 0; k < ctx.servers; ++k) {
-                proto::ControlMessage cmd;
-                cmd.mutable_server_command()->set_kind(proto::ServerCommand::CHECKPOINT_AT);
-                POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, ctx.server_rank(k), cmd));
-              }
+            if (c == Monitor::Command::kCheckpoint) {
+              POLIS_RETURN_IF_ERROR(RequestCheckpoint(ctx, /*then_stop=*/false));
               state = "checkpointing";
             }
           }
@@ -338,8 +376,10 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       const auto& ss = msg.shard_saved();
       auto& list = saved[{ss.step(), ss.epoch_complete()}];
       list.push_back(ss);
-      if (static_cast<int>(list.size()) < ctx.servers) continue;
-      // Every server's shard is on disk: the manifest makes it a checkpoint.
+      // Every server's shard (all-reduce: every worker's report) is in: the
+      // manifest makes it a checkpoint.
+      if (static_cast<int>(list.size()) < (ctx.servers > 0 ? ctx.servers : W)) continue;
+      std::vector<int64_t> worker_consumed;
       CheckpointManifest m;
       m.step = ss.step();
       m.epoch = ss.epoch();
@@ -350,19 +390,12 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       m.job_sha256 = ctx.job.sha256;
       m.job_text = job_text;
       m.model_sha256 = model_sha256;
-      for (const auto& x : list) {
-        if (x.consumed_size() != W || (x.epoch() != ss.epoch()))
-          return InternalError("servers disagree on checkpoint {}", ss.step());
-        for (int k = 0; k < W; ++k)
-          if (x.consumed(k) != list[0].consumed(k))
-            return InternalError("servers disagree on worker {}'s samples in checkpoint {}", k, ss.step());
-        m.shards.push_back({x.server(), x.begin(), x.end(), x.path(), x.sha256()});
-      }
+      POLIS_RETURN_IF_ERROR(CollectSaved(list, W, ctx.servers > 0, &worker_consumed, &m.shards));
       if (!m.epoch_complete) {
         std::vector<Range> consumed = ss.epoch() == resumed_epoch ? resumed_consumed : std::vector<Range>{};
         auto& g = grants[ss.epoch()];
         g.resize(W);
-        for (int k = 0; k < W; ++k) TakePrefix(g[k], list[0].consumed(k), &consumed);
+        for (int k = 0; k < W; ++k) TakePrefix(g[k], worker_consumed[k], &consumed);
         m.consumed = MergeRanges(consumed);
       } else {
         m.consumed = {{0, N}};
@@ -531,6 +564,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
       POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, r, cmd));
     }
     json result = {{"job", spec.name()}, {"state", "stopped"}, {"checkpoint", last_checkpoint},
+                   {"restarts", env::RestartCount()}, {"restart_cause", env::RestartCause()},
                    {"epochs_done", epochs_done}, {"train_seconds", train_seconds}, {"history", history}};
     POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx.run_dir + "/result.json", result.dump(2) + "\n"));
     std::printf("polis: stopped; %s\n",
@@ -605,6 +639,8 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
             {"last_checkpoint", last_checkpoint},
             {"batch_size_per_worker", spec.training().batch_size()},
             {"parameters", ctx.model.parameter_count()},
+            {"restarts", env::RestartCount()},
+            {"restart_cause", env::RestartCause()},
             {"history", history}};
   if (!server_stats.empty()) {
     json stats = json::array();

@@ -194,6 +194,7 @@ std::string PrometheusText(const json& s) {
       {"samples_per_second", "polis_job_samples_per_second", "Training throughput of all workers together."},
       {"eta_seconds", "polis_job_eta_seconds", "Estimated seconds until the job ends."},
       {"elapsed_seconds", "polis_job_elapsed_seconds", "Seconds since the job started."},
+      {"restarts", "polis_job_restarts", "Automatic restarts of the job so far (polis-run --max-restarts)."},
   };
   for (const auto& g : kJobGauges) {
     Family f(g.name, "gauge", g.help);

@@ -2,10 +2,12 @@
 // backward produces them, on a communication thread that overlaps the rest
 // of backward; then the same optimizer step on every replica.
 //
-// The flat gradient buffer holds one extra float after the parameters: this
-// worker's sample count. It rides in the first bucket, so the step's total
-// sample count (the divisor of the mean, and 0 at an epoch's end) costs no
-// extra collective.
+// The flat gradient buffer holds two extra floats after the parameters: this
+// worker's sample count, and a checkpoint request (0, 1 = take one, 2 = take
+// one and stop; only the lead worker sets it). They ride in the first
+// bucket, so the step's total sample count (the divisor of the mean, and 0
+// at an epoch's end) and a checkpoint every replica takes at the same step
+// cost no extra collective.
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -23,7 +25,7 @@ std::vector<Bucket> PlanBuckets(const nn::Model& model, int64_t bucket_bytes) {
   std::vector<Bucket> out;
   const int64_t cap = bucket_bytes > 0 ? std::max<int64_t>(bucket_bytes / 4, 1) : INT64_MAX;
   const auto& layers = model.layers();
-  int64_t open_end = model.parameter_count() + 1;  // + the sample-count slot
+  int64_t open_end = model.parameter_count() + kGradientExtraSlots;
   int lowest = static_cast<int>(layers.size()) - 1;
   for (int i = static_cast<int>(layers.size()) - 1; i >= 0; --i) {
     if (layers[i].param_count == 0) continue;
@@ -94,6 +96,9 @@ class AllReduceSync : public GradientSync {
     }
     const int64_t total = static_cast<int64_t>(grads_[P_] + 0.5f);
     result->epoch_over = total == 0;
+    const int request = static_cast<int>(grads_[P_ + 1] + 0.5f);
+    result->checkpoint = request >= 2 ? Checkpoint::kTakeAndStop
+                         : request == 1 ? Checkpoint::kTake : Checkpoint::kNone;
     if (total > 0) {
       const float inv = 1.0f / static_cast<float>(total);
       float* __restrict g = grads_;
@@ -104,8 +109,16 @@ class AllReduceSync : public GradientSync {
     return Status::Ok();
   }
 
-  // The count slot is part of the first bucket, sent during backward.
-  void BeginStep(int64_t samples) override { grads_[P_] = static_cast<float>(samples); }
+  // The extra slots are part of the first bucket, sent during backward.
+  void BeginStep(int64_t samples) override {
+    grads_[P_] = static_cast<float>(samples);
+    grads_[P_ + 1] = static_cast<float>(request_);
+    request_ = 0;
+  }
+  void RequestCheckpoint(Checkpoint kind) override {
+    request_ = std::max(request_, static_cast<int>(kind));
+  }
+  Optimizer* optimizer() override { return optimizer_.get(); }
 
   Status VerifyReplicas(int64_t step) override {
     uint64_t mine = Fnv1a(params_, sizeof(float) * P_);
@@ -147,6 +160,7 @@ class AllReduceSync : public GradientSync {
   std::unique_ptr<Optimizer> optimizer_;
   comm::AllreduceOptions options_;
   bool verify_;
+  int request_ = 0;  // training thread only: checkpoint request for the next step
 
   std::thread thread_;
   std::mutex mu_;
@@ -164,7 +178,7 @@ StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx
                                                           float* grads) {
   if (ctx.workers_comm == MPI_COMM_NULL) return InternalError("no workers communicator");
   const int64_t P = ctx.model.parameter_count();
-  POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + 1));
+  POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + kGradientExtraSlots));
   POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P, TotalStepsHint(ctx)));
   comm::AllreduceOptions options;
   POLIS_ASSIGN_OR_RETURN(options.algorithm,

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "common/nn/model.h"
+#include "common/optimizer.h"
 #include "common/role.h"
 #include "common/status.h"
 
@@ -38,25 +39,39 @@ class GradientSync {
     int epoch = 0;
     int64_t consumed = 0;  // samples of the epoch this worker has used, these included
   };
+  // A checkpoint every worker takes after the same step (all-reduce mode,
+  // where workers hold the state): the lead worker asks for it with
+  // RequestCheckpoint, and the request rides in the step's all-reduce, so
+  // all replicas see it at the same step.
+  enum class Checkpoint { kNone = 0, kTake = 1, kTakeAndStop = 2 };
   struct StepResult {
     bool epoch_over = false;  // every worker finished the epoch
     int64_t server_step = -1; // parameter servers' update count (-1: not known)
+    Checkpoint checkpoint = Checkpoint::kNone;  // agreed by every worker this step
   };
+  // For the next Sync (lead worker only; no effect in parameter-server mode,
+  // where the servers hold the state).
+  virtual void RequestCheckpoint(Checkpoint kind) {}
+  // The optimizer whose state a checkpoint must keep: the all-reduce
+  // replica's; null when the servers run the optimizer.
+  virtual Optimizer* optimizer() { return nullptr; }
   // Finishes the step: on return the parameters are updated.
   virtual Status Sync(const StepInfo& info, StepResult* result) = 0;
   // Optional end-of-step check that all replicas agree (all-reduce).
   virtual Status VerifyReplicas(int64_t step) { return Status::Ok(); }
 };
 
-// params/grads: the model's flat buffers (grads has room for one extra
-// float after the parameters, used by AllReduceSync to carry the count).
+// params/grads: the model's flat buffers (grads has room for
+// kGradientExtraSlots floats after the parameters, used by AllReduceSync to
+// carry the step's sample count and checkpoint request).
+inline constexpr int64_t kGradientExtraSlots = 2;
 // A contiguous range of the gradient buffer reduced as one all-reduce.
 struct Bucket {
   int64_t begin = 0, end = 0;  // floats in the gradient buffer
   int ready_after_layer = 0;   // final once backward has finished this layer
 };
-// Buckets from the last layer to the first, covering [0, P] (P = parameter
-// count; float P is the sample-count slot), of about bucket_bytes each; a
+// Buckets from the last layer to the first, covering [0, P + 2) (P =
+// parameter count; floats P and P + 1 are the extra slots), of about bucket_bytes each; a
 // layer larger than that is split; bucket_bytes 0 gives one per layer.
 std::vector<Bucket> PlanBuckets(const nn::Model& model, int64_t bucket_bytes);
 

@@ -67,6 +67,89 @@ Status CheckFinite(const nn::Model& model, const float* params, double loss_sum,
   return Status::Ok();
 }
 
+Status RestoreOptimizer(const FullState& full, Optimizer* optimizer, const std::string& dir) {
+  auto state = optimizer->State();
+  if (state.size() != full.state.size())
+    return DataLoss("checkpoint '{}' holds {} optimizer state vectors; the optimizer needs {}", dir,
+                    full.state.size(), state.size());
+  for (size_t i = 0; i < state.size(); ++i) {
+    if (full.state[i].second.size() != state[i].second->size())
+      return DataLoss("checkpoint '{}': optimizer state '{}' holds {} values; {} expected", dir,
+                      full.state[i].first, full.state[i].second.size(), state[i].second->size());
+    *state[i].second = full.state[i].second;
+  }
+  optimizer->set_step_count(full.optimizer_steps);
+  return Status::Ok();
+}
+
+// After a checkpoint-and-stop, every worker waits for the coordinator's
+// STOP (sent once the manifest is written) and leaves.
+Status WaitForStop(const RoleContext& ctx) {
+  proto::ControlMessage cmd;
+  do {
+    POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, ctx.coordinator_rank(), nullptr, &cmd,
+                                            comm::DeadlineFromNow(), "the coordinator's stop"));
+  } while (!cmd.has_server_command() || cmd.server_command().kind() == proto::ServerCommand::CHECKPOINT_AT);
+  return Cancelled();
+}
+
+// All-reduce checkpoints: every replica is the same, so the lead worker
+// writes the whole state (parameters and optimizer) as one shard; every
+// worker tells the coordinator how many samples of the epoch it has used,
+// and the coordinator writes the manifest once all have.
+class ReplicaCheckpointer {
+ public:
+  ReplicaCheckpointer(const RoleContext& ctx, const float* params, Optimizer* optimizer)
+      : ctx_(ctx), params_(params), optimizer_(optimizer),
+        every_(ctx.job.spec.training().checkpoint_every_steps()) {}
+
+  // A checkpoint after `step`: asked for, or every checkpoint_every_steps.
+  bool Due(int64_t step, GradientSync::Checkpoint asked) const {
+    return asked != GradientSync::Checkpoint::kNone || (every_ > 0 && step % every_ == 0);
+  }
+
+  Status Write(int64_t step, int epoch, bool epoch_complete, int64_t consumed) {
+    proto::ControlMessage msg;
+    auto* s = msg.mutable_shard_saved();
+    s->set_step(step);
+    s->set_epoch(epoch);
+    s->set_epoch_complete(epoch_complete);
+    s->set_worker(ctx_.worker_index());
+    s->add_consumed(consumed);
+    if (ctx_.worker_index() == 0) {
+      const int64_t P = ctx_.model.parameter_count();
+      const std::string dir = ctx_.run_dir + "/checkpoints/" + CheckpointDirName(step, epoch_complete);
+      POLIS_RETURN_IF_ERROR(MakeDirectories(dir));
+      ShardFile shard;
+      shard.server = 0;
+      shard.begin = 0;
+      shard.end = P;
+      shard.step = step;
+      shard.params.assign(params_, params_ + P);
+      if (optimizer_ != nullptr) {
+        shard.optimizer_steps = optimizer_->step_count();
+        for (auto& [name, v] : optimizer_->State()) shard.state.emplace_back(name, *v);
+      }
+      const std::string file = "replica.shard";
+      POLIS_RETURN_IF_ERROR(WriteShardFile(dir + "/" + file, shard, ctx_.job.sha256));
+      POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + file));
+      s->set_server(0);
+      s->set_begin(0);
+      s->set_end(P);
+      s->set_path(file);
+      s->set_sha256(sum);
+    }
+    POLIS_LOG(kInfo, kWorker, "checkpoint at step {}{}", step, epoch_complete ? " (epoch end)" : "");
+    return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), msg);
+  }
+
+ private:
+  const RoleContext& ctx_;
+  const float* params_;
+  Optimizer* optimizer_;
+  const int64_t every_;
+};
+
 }  // namespace
 
 Status RunWorker(const RoleContext& ctx) {
@@ -76,27 +159,46 @@ Status RunWorker(const RoleContext& ctx) {
   const int64_t P = model.parameter_count();
   const int64_t B = spec.training().batch_size();
   const int64_t K = nn::ShapeElements(model.output_shape());
-  // One spare float after the gradients: the all-reduce sample count.
-  std::vector<float> params(P), grads(P + 1);
+  // Spare floats after the gradients: the all-reduce sample count and
+  // checkpoint request (gradient_sync.h).
+  std::vector<float> params(P), grads(P + kGradientExtraSlots);
   int start_epoch = 0;
   int64_t step = 0;
+  FullState resumed;
   if (!ctx.resume_manifest.empty()) {
     POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx.resume_manifest));
-    POLIS_ASSIGN_OR_RETURN(FullState full, LoadFullState(m));
-    if (static_cast<int64_t>(full.params.size()) != P)
-      return InvalidArgument("checkpoint '{}' holds {} parameters; the model has {}", m.dir, full.params.size(), P);
-    params = std::move(full.params);
+    POLIS_ASSIGN_OR_RETURN(resumed, LoadFullState(m));
+    if (static_cast<int64_t>(resumed.params.size()) != P)
+      return InvalidArgument("checkpoint '{}' holds {} parameters; the model has {}", m.dir,
+                             resumed.params.size(), P);
+    params = resumed.params;
     start_epoch = m.epoch + (m.epoch_complete ? 1 : 0);
     step = m.step;
   } else {
     model.InitParams(params.data(), spec.training().seed());
   }
+  const bool allreduce = spec.sync().mode() == proto::SyncSpec::ALLREDUCE;
   std::unique_ptr<GradientSync> sync;
-  if (spec.sync().mode() == proto::SyncSpec::ALLREDUCE) {
+  if (allreduce) {
     POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data()));
   } else {
     POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data()));
   }
+  if (!ctx.resume_manifest.empty() && sync->optimizer() != nullptr)
+    POLIS_RETURN_IF_ERROR(RestoreOptimizer(resumed, sync->optimizer(), ctx.resume_manifest));
+  resumed = FullState();
+  ReplicaCheckpointer checkpointer(ctx, params.data(), sync->optimizer());
+  // Commands from the coordinator (all-reduce: checkpoint requests to the
+  // lead worker; any mode: stop). Polled between steps, and met while
+  // waiting for a shard.
+  auto on_command = [&](const proto::ServerCommand& c) -> Status {
+    if (c.kind() == proto::ServerCommand::CHECKPOINT_AT && allreduce) {
+      sync->RequestCheckpoint(c.then_stop() ? GradientSync::Checkpoint::kTakeAndStop
+                                            : GradientSync::Checkpoint::kTake);
+      return Status::Ok();
+    }
+    return Cancelled();  // the job is stopping
+  };
   auto on_layer = [&](int layer) { sync->OnLayerGradients(layer); };
   auto before_layer = [&](int layer) { sync->BeforeLayerForward(layer); };
 
@@ -130,6 +232,7 @@ Status RunWorker(const RoleContext& ctx) {
     // comm_s spent in forward waiting for parameters.
     double shard_wait_s = 0, no_data_s = 0, forward_wait_s = 0;
     int64_t samples = 0, correct = 0, steps = 0, report_samples = 0, consumed = 0;
+    bool stop_after_epoch = false;
     double report_compute = 0, report_comm = 0, report_wait = 0;
 
     while (true) {
@@ -139,14 +242,22 @@ Status RunWorker(const RoleContext& ctx) {
         proto::ControlMessage req, reply;
         req.mutable_shard_request()->set_epoch(epoch);
         POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, req));
-        POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &reply,
-                                                comm::DeadlineFromNow(), "a shard from the coordinator"));
-        if (reply.has_server_command()) return Cancelled();  // the job is stopping
+        do {
+          POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &reply,
+                                                  comm::DeadlineFromNow(), "a shard from the coordinator"));
+          if (reply.has_server_command()) POLIS_RETURN_IF_ERROR(on_command(reply.server_command()));
+        } while (reply.has_server_command());
         if (!reply.has_shard_grant() || reply.shard_grant().epoch() != epoch)
           return RemoteError("coordinator answered a shard request with something else");
         const auto& g = reply.shard_grant();
         if (g.begin() == g.end()) exhausted = true;
         for (int64_t p = g.begin(); p < g.end(); ++p) queue.push_back(p);
+      }
+      if (allreduce && w == 0) {
+        proto::ControlMessage cmd;
+        Status polled = comm::TryRecvControl(ctx.ctrl, coord, nullptr, &cmd);
+        if (polled.ok() && cmd.has_server_command()) POLIS_RETURN_IF_ERROR(on_command(cmd.server_command()));
+        else if (polled.code() != Code::kNotFound) POLIS_RETURN_IF_ERROR(polled);
       }
       const int64_t n = std::min<int64_t>(B, static_cast<int64_t>(queue.size() - head));
       auto t0 = comm::Clock::now();
@@ -191,7 +302,14 @@ Status RunWorker(const RoleContext& ctx) {
       if (n == 0) no_data_s += m;
       forward_wait_s += fw_wait;
       step = result.server_step >= 0 ? result.server_step : step + 1;
-      if (result.epoch_over) break;  // every worker has finished the epoch
+      if (result.epoch_over) {
+        stop_after_epoch = result.checkpoint == GradientSync::Checkpoint::kTakeAndStop;
+        break;  // every worker has finished the epoch
+      }
+      if (allreduce && checkpointer.Due(step, result.checkpoint)) {
+        POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, false, consumed));
+        if (result.checkpoint == GradientSync::Checkpoint::kTakeAndStop) return WaitForStop(ctx);
+      }
       ++steps;
       if (steps % report_every == 0 && report_samples > 0) {
         proto::ControlMessage msg;
@@ -215,6 +333,10 @@ Status RunWorker(const RoleContext& ctx) {
     const int64_t T = ds->size(data::Part::kTest);
     EvalResult ev = evaluator.Run(*ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
     POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), ev.loss_sum, step, epoch));
+    // The epoch's checkpoint goes before its report, so the coordinator has
+    // it (in order, on the same channel) before it ends the job.
+    if (allreduce && (spec.training().checkpoint_epochs() || stop_after_epoch))
+      POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, true, consumed));
     proto::ControlMessage msg;
     auto* r = msg.mutable_epoch_report();
     r->set_epoch(epoch);
@@ -240,12 +362,15 @@ Status RunWorker(const RoleContext& ctx) {
               "epoch {} done: {} samples, {} steps, compute {:.3f}s comm {:.3f}s (forward waiting for "
               "parameters {:.3f}s, steps without data {:.3f}s), waiting for shards {:.3f}s",
               epoch, samples, steps, compute_s, comm_s, forward_wait_s, no_data_s, shard_wait_s);
+    if (stop_after_epoch) return WaitForStop(ctx);
   }
   // Wait (without spinning) for the coordinator to release us; in
   // all-reduce mode it asks one worker for the final parameters.
   proto::ControlMessage cmd;
   auto deadline = comm::Clock::now() + std::chrono::hours(24);
-  POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &cmd, deadline, "the coordinator's stop"));
+  do {  // a checkpoint request that came too late has nothing left to save
+    POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &cmd, deadline, "the coordinator's stop"));
+  } while (cmd.has_server_command() && cmd.server_command().kind() == proto::ServerCommand::CHECKPOINT_AT);
   if (cmd.has_server_command() &&
       cmd.server_command().kind() == proto::ServerCommand::SEND_PARAMETERS_AND_STOP) {
     POLIS_MPI_CHECK(MPI_Send(params.data(), static_cast<int>(P), MPI_FLOAT, coord,

@@ -474,8 +474,6 @@ TEST_F(JobSpecTest, SettingsOfAnotherModeAreRefused) {
   ExpectRefused(Check(Job(kModel, "sync { compression: BF16 }")), {"'sync.compression'"});
   ExpectRefused(Check(Job(kModel, "sync { bucket_bytes: 1024 }")), {"'sync.bucket_bytes'"});
   ExpectRefused(Check(Job(kModel, "sync { mode: ALLREDUCE servers: 0 ps_piece_bytes: 1024 }")), {"'sync.ps_piece_bytes'"});
-  ExpectRefused(Check(Job(kModel, "sync { mode: ALLREDUCE servers: 0 } training { keep_checkpoints: 2 }")),
-                {"'training.keep_checkpoints'", "no checkpoints"});
   ExpectRefused(Check(Job(R"(model { layer { type: "Flatten" } layer { type: "Dense" dense_param { units: 3 } } huber_delta: 2 })")),
                 {"'model.huber_delta'", "HUBER"});
   ExpectRefused(Check(Job(kModel, "optimizer { type: ADAM momentum: 0.9 }")), {"'optimizer.momentum'", "SGD"});

@@ -97,13 +97,23 @@ TEST_F(PsIntegration, PiecesAndOverlapTrainTheSameModelAsOneMessagePerServer) {
 }
 
 // SIGTERM to the coordinator checkpoints and stops; resuming with more
-// workers and servers finishes the job, and every sample of the interrupted
-// epoch is trained on exactly once.
-TEST_F(PsIntegration, StopOnSignalThenResumeElsewhereExactlyOnce) {
-  const std::string job = JobVariant(dir_, "job.pbtxt", {{"training { batch_size: 32 epochs: 5 seed: 42 }",
-                                                          "training { batch_size: 32 epochs: 2 seed: 42 checkpoint_every_steps: 10 }"}});
-  const std::string run = dir_ + "/run";
-  const std::string cmd = PolisRun("--workers 2 --servers 1 --registry " + dir_ + "/registry --run-dir " + run +
+// workers (and servers) finishes the job, and every sample of the
+// interrupted epoch is trained on exactly once. In all-reduce mode the
+// checkpoint is taken by every replica after the same step, and no worker is
+// left waiting inside a collective.
+struct StopResume {
+  std::string base_job;
+  std::string first_cluster, second_cluster;  // polis-run options
+  int first_ranks = 0;
+  int second_workers = 0, second_servers = 0;
+};
+
+void StopThenResumeElsewhereExactlyOnce(const std::string& dir, const StopResume& c) {
+  const std::string job = JobVariant(dir, "job.pbtxt", {{"training { batch_size: 32 epochs: 5 seed: 42 }",
+                                                         "training { batch_size: 32 epochs: 2 seed: 42 checkpoint_every_steps: 10 }"}},
+                                     c.base_job);
+  const std::string run = dir + "/run";
+  const std::string cmd = PolisRun(c.first_cluster + " --registry " + dir + "/registry --run-dir " + run +
                                    " " + job + " -- --train-limit 3000 --test-limit 500");
   ShellRun first;
   std::thread t([&] { first = Shell("POLIS_TEST_SLOW_WORKER=0:10 " + cmd); });
@@ -113,7 +123,7 @@ TEST_F(PsIntegration, StopOnSignalThenResumeElsewhereExactlyOnce) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (!PathExists(run + "/checkpoints")) continue;
     std::vector<std::string> skipped;
-    if (FindLatestCheckpoint(run, &skipped).ok()) coordinator = RankPids(run, 4)[0];
+    if (FindLatestCheckpoint(run, &skipped).ok()) coordinator = RankPids(run, c.first_ranks)[0];
   }
   ASSERT_GT(coordinator, 0) << "no checkpoint appeared";
   kill(coordinator, SIGTERM);
@@ -133,10 +143,10 @@ TEST_F(PsIntegration, StopOnSignalThenResumeElsewhereExactlyOnce) {
   for (const auto& r : m->consumed)
     for (int64_t p = r.begin; p < r.end; ++p) ++seen[perm[p]];
 
-  const std::string logs = dir_ + "/samples";
+  const std::string logs = dir + "/samples";
   Shell("mkdir -p " + logs);
   ShellRun second = Shell("POLIS_TEST_SAMPLE_LOG=" + logs + " " +
-                          PolisRun("--workers 3 --servers 2 --resume " + run + " -- --train-limit 3000 --test-limit 500"));
+                          PolisRun(c.second_cluster + " --resume " + run + " -- --train-limit 3000 --test-limit 500"));
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("resuming from"), std::string::npos) << second.output;
   ShellRun cat = Shell("cat " + logs + "/*.log");
@@ -152,11 +162,21 @@ TEST_F(PsIntegration, StopOnSignalThenResumeElsewhereExactlyOnce) {
   for (const auto& [index, count] : seen) ASSERT_EQ(count, 1) << "sample " << index;
 
   auto result = ReadJson(run + "/result.json");
-  EXPECT_EQ(result["workers"], 3);
-  EXPECT_EQ(result["servers"], 2);
+  EXPECT_EQ(result["workers"], c.second_workers);
+  EXPECT_EQ(result["servers"], c.second_servers);
   EXPECT_EQ(result["epochs"], 2);
   EXPECT_GT(result["test_accuracy"].get<double>(), 0.65) << result.dump();
   EXPECT_EQ(result["history"].size(), 2u);
+}
+
+TEST_F(PsIntegration, StopOnSignalThenResumeElsewhereExactlyOnce) {
+  StopThenResumeElsewhereExactlyOnce(
+      dir_, {"fashion_cnn.pbtxt", "--workers 2 --servers 1", "--workers 3 --servers 2", 4, 3, 2});
+}
+
+TEST_F(PsIntegration, AllReduceStopOnSignalThenResumeElsewhereExactlyOnce) {
+  StopThenResumeElsewhereExactlyOnce(
+      dir_, {"fashion_cnn_allreduce.pbtxt", "--workers 2", "--workers 3", 3, 3, 0});
 }
 
 // A rank killed with SIGKILL stops the whole job promptly with a message

@@ -21,7 +21,7 @@ nn::Model SeedModel() {
 void CheckTiling(const nn::Model& m, const std::vector<Bucket>& b) {
   const int64_t P = m.parameter_count();
   ASSERT_FALSE(b.empty());
-  EXPECT_EQ(b.front().end, P + 1);
+  EXPECT_EQ(b.front().end, P + kGradientExtraSlots);
   EXPECT_EQ(b.back().begin, 0);
   for (size_t i = 0; i < b.size(); ++i) {
     EXPECT_LT(b[i].begin, b[i].end);

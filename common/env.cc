@@ -30,6 +30,11 @@ int IdleMaxMicros() {
   static const int v = GetInt("POLIS_IDLE_MAX_US", 200);
   return v;
 }
+int HeartbeatTimeoutSeconds() {
+  static const int v = std::max(1, GetInt("POLIS_HEARTBEAT_TIMEOUT_S", 60));
+  return v;
+}
+
 int TimeoutSeconds() {
   static const int v = GetInt("POLIS_TIMEOUT_S", 300);
   return v;

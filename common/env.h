@@ -15,6 +15,12 @@ std::string DebugSubsys();
 int IdleMaxMicros();
 // POLIS_TIMEOUT_S: deadline for any blocking wait on a peer. Default 300.
 int TimeoutSeconds();
+// POLIS_HEARTBEAT_TIMEOUT_S (default 60): the coordinator names a rank and
+// stops the job when the rank has been silent this long while the job waits
+// on it (a server; a worker whose push a server waits for; every worker of
+// an all-reduce job at once). Workers report at least once a second while
+// they train, servers every 2 s.
+int HeartbeatTimeoutSeconds();
 // POLIS_FASHION_MNIST_DIR: where jobs that say "fashion-mnist" find the files.
 // Default /usr/share/datasets/fashion-mnist.
 std::string FashionMnistDir();

@@ -90,6 +90,48 @@ struct ServerView {
 
 void OnStopSignal(int) { g_stop_requested = true; }
 
+// Worker ranks some server is waiting for, from the servers' heartbeats.
+std::set<int> BlamedWorkers(const std::vector<ServerView>& servers) {
+  std::set<int> ranks;
+  for (const auto& v : servers) ranks.insert(v.stats.waiting_for().begin(), v.stats.waiting_for().end());
+  return ranks;
+}
+
+// Who the job is stuck on, when someone it waits for has been silent past
+// the heartbeat deadline: a server; a worker whose push a server waits for;
+// or, in all-reduce mode, every worker still training when all are silent
+// (one of them is stopped or dead; the collective cannot say which). "" when
+// nobody is.
+std::string SilentRanks(const RoleContext& ctx, const std::vector<WorkerView>& workers,
+                        const std::vector<ServerView>& servers, const std::vector<int>& worker_epoch, int epochs) {
+  const auto now = comm::Clock::now();
+  const double limit = env::HeartbeatTimeoutSeconds();
+  auto age = [&](comm::Clock::time_point t) { return std::chrono::duration<double>(now - t).count(); };
+  auto worker = [&](int k) {
+    return fmt::format("rank {} (worker, epoch {}, step {}, silent for {:.0f} s)", ctx.worker_rank(k),
+                       workers[k].epoch + 1, workers[k].step, age(workers[k].last_seen));
+  };
+  std::string who;
+  auto add = [&](const std::string& one) { who += (who.empty() ? "" : ", ") + one; };
+  for (size_t s = 0; s < servers.size(); ++s)
+    if (age(servers[s].last_seen) > limit)
+      add(fmt::format("rank {} (server, step {}, silent for {:.0f} s)", ctx.server_rank(static_cast<int>(s)),
+                      servers[s].stats.updates(), age(servers[s].last_seen)));
+  if (ctx.servers > 0) {
+    const std::set<int> blamed = BlamedWorkers(servers);
+    for (int k = 0; k < ctx.workers; ++k)
+      if (blamed.count(ctx.worker_rank(k)) && age(workers[k].last_seen) > limit) add(worker(k));
+    return who;
+  }
+  bool all_silent = true;
+  for (int k = 0; k < ctx.workers; ++k)
+    if (worker_epoch[k] < epochs && age(workers[k].last_seen) <= limit) all_silent = false;
+  if (all_silent)
+    for (int k = 0; k < ctx.workers; ++k)
+      if (worker_epoch[k] < epochs) add(worker(k));
+  return who;
+}
+
 // Asks for a consistent checkpoint: the servers take one at their next
 // cut; in all-reduce mode the lead worker asks every replica for one at the
 // same step (then_stop: and to stop after it).
@@ -135,12 +177,6 @@ Status CollectSaved(const std::vector<proto::ShardSaved>& list, int W, bool serv
   return Status::Ok();
 }
 
-// Worker ranks some server is waiting for, from the servers' heartbeats.
-std::set<int> BlamedWorkers(const std::vector<ServerView>& servers) {
-  std::set<int> ranks;
-  for (const auto& v : servers) ranks.insert(v.stats.waiting_for().begin(), v.stats.waiting_for().end());
-  return ranks;
-}
 
 using Range = data::ShardPlanner::Range;
 
@@ -239,7 +275,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   // reports per checkpoint until every server's is in.
   std::map<int, std::vector<std::vector<Range>>> grants;
   std::map<std::pair<int64_t, bool>, std::vector<proto::ShardSaved>> saved;
-  std::string last_checkpoint;
+  std::string last_checkpoint = ctx.resume_manifest;
   std::string job_text;
   google::protobuf::TextFormat::PrintToString(spec, &job_text);
   const std::string model_sha256 = ModelLayoutSha256(ctx.model);
@@ -254,6 +290,7 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
   bool have_progress = false;  // until the first report, step and loss are unknown (null)
   std::string state = "running";
   auto last_publish = start - std::chrono::seconds(1);
+  auto last_heartbeat_check = start;
   auto publish = [&]() {
     if (!monitor) return;
     const auto now = comm::Clock::now();
@@ -333,6 +370,18 @@ Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options)
         st = comm::TryRecvControl(ctx.ctrl, MPI_ANY_SOURCE, &from, &msg);
         if (st.code() != Code::kNotFound) break;
         if (g_stop_requested && !stopping) break;
+        if (comm::Clock::now() - last_heartbeat_check > std::chrono::seconds(1)) {
+          last_heartbeat_check = comm::Clock::now();
+          const std::string silent = SilentRanks(ctx, workers_view, servers_view, worker_epoch, E);
+          if (!silent.empty()) {
+            state = "failed";
+            publish();
+            return Timeout("the job waits on {}, silent past the {} s heartbeat deadline (stopped, hung or "
+                           "dead); the last complete checkpoint is {}",
+                           silent, env::HeartbeatTimeoutSeconds(),
+                           last_checkpoint.empty() ? "none" : last_checkpoint);
+          }
+        }
         if (monitor && comm::Clock::now() - last_publish > std::chrono::milliseconds(500)) {
           last_publish = comm::Clock::now();
           publish();

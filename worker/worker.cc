@@ -233,6 +233,7 @@ Status RunWorker(const RoleContext& ctx) {
     double shard_wait_s = 0, no_data_s = 0, forward_wait_s = 0;
     int64_t samples = 0, correct = 0, steps = 0, report_samples = 0, consumed = 0;
     bool stop_after_epoch = false;
+    auto last_report = comm::Clock::now();
     double report_compute = 0, report_comm = 0, report_wait = 0;
 
     while (true) {
@@ -311,7 +312,11 @@ Status RunWorker(const RoleContext& ctx) {
         if (result.checkpoint == GradientSync::Checkpoint::kTakeAndStop) return WaitForStop(ctx);
       }
       ++steps;
-      if (steps % report_every == 0 && report_samples > 0) {
+      // Progress every report_every_steps steps, and at least once a second:
+      // the coordinator's heartbeat (a silent worker is named after
+      // POLIS_HEARTBEAT_TIMEOUT_S).
+      if ((steps % report_every == 0 || Since(last_report) >= 1.0) && report_samples > 0) {
+        last_report = comm::Clock::now();
         proto::ControlMessage msg;
         auto* p = msg.mutable_progress();
         p->set_epoch(epoch);

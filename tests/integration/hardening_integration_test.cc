@@ -161,13 +161,14 @@ TEST_F(Hardening, FailedPublishKeepsTheModelAndPublishesLater) {
 
 // A worker stopped with SIGSTOP holds the other one in BSP. Only the
 // stopped worker (whose push the server waits for) is "stalled"; the one
-// waiting for it is not, and the server's timeout names the same rank.
+// waiting for it is not; at the heartbeat deadline the coordinator names
+// that rank alone and stops the job.
 TEST_F(Hardening, OnlyTheStoppedWorkerIsBlamedForAStall) {
   const std::string run = dir_ + "/run";
   ShellRun job;
-  // The stall mark needs 30 s of silence; the server gives up after 45.
+  // The stall mark needs 30 s of silence; the coordinator gives up after 40.
   std::thread t([&] {
-    job = Shell("POLIS_TIMEOUT_S=45 " + PolisRun("--workers 2 --servers 1 --epochs 1 --registry " + dir_ +
+    job = Shell("POLIS_TIMEOUT_S=90 POLIS_HEARTBEAT_TIMEOUT_S=40 " + PolisRun("--workers 2 --servers 1 --epochs 1 --registry " + dir_ +
                                                  "/registry --run-dir " + run + " " + kSrc +
                                                  "/jobs/fashion_cnn.pbtxt -- --train-limit 20000 --test-limit 300"));
   });
@@ -191,8 +192,9 @@ TEST_F(Hardening, OnlyTheStoppedWorkerIsBlamedForAStall) {
   ASSERT_FALSE(stalled_status.is_null()) << job.output;
   EXPECT_EQ(stalled_status["stalled"], json::array({3})) << stalled_status.dump();
   EXPECT_NE(job.exit_code, 0);
-  EXPECT_NE(job.output.find("waiting for rank 3 (worker)"), std::string::npos) << job.output;
-  EXPECT_EQ(job.output.find("waiting for rank 2"), std::string::npos) << job.output;
+  EXPECT_NE(job.output.find("the job waits on rank 3 (worker"), std::string::npos) << job.output;
+  EXPECT_EQ(job.output.find("rank 2 (worker"), std::string::npos) << job.output;
+  EXPECT_NE(job.output.find("heartbeat deadline"), std::string::npos) << job.output;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "common/data/csv.h"
+#include "common/echo.h"
 #include "common/log.h"
 
 namespace polis::data {
@@ -283,7 +284,7 @@ bool ParseRow(const Spec& spec, const Columns& c, const std::vector<std::string>
       case Cell::kOk: row->num[slot] = v; return true;
       case Cell::kMissing: return true;
       case Cell::kBad:
-        *why = fmt::format("column '{}': '{}' is not a number", c.names[col], fields[col]);
+        *why = fmt::format("column '{}': '{}' is not a number", EchoValue(c.names[col]), EchoValue(fields[col]));
         return false;
     }
     return false;
@@ -509,7 +510,7 @@ StatusOr<int64_t> ParseTimestamp(std::string_view raw, std::string_view format) 
   const std::string f = ExpandFormat(format);
   int64_t year = 1970, month = 1, day = 1, hour = 0, minute = 0, second = 0;
   auto fail = [&](const std::string& why) -> Status {
-    return InvalidArgument("'{}' does not match '{}': {}", raw, format, why);
+    return InvalidArgument("'{}' does not match '{}': {}", EchoValue(raw), EchoValue(format), why);
   };
   size_t p = 0;
   for (size_t i = 0; i < f.size(); ++i) {

@@ -254,13 +254,19 @@ class Coordinator {
     google::protobuf::TextFormat::PrintToString(spec_, &job_text_);
     model_sha256_ = ModelLayoutSha256(ctx_.model);
     if (start_epoch_ > 0) {
-      // Earlier epochs' rows, so result.json tells the whole story.
+      // Earlier epochs' rows, so result.json tells the whole story: one per
+      // epoch, the last written (an attempt that failed after an epoch's row
+      // and before its checkpoint wrote that epoch twice).
       std::ifstream old(ctx_.run_dir + "/metrics.jsonl");
       std::string line;
+      std::map<int, json> rows;
       while (std::getline(old, line)) {
         auto row = json::parse(line, nullptr, false);
-        if (!row.is_discarded() && row.value("epoch", 0) <= start_epoch_) history_.push_back(row);
+        if (!row.is_discarded() && row.is_object() && row.value("epoch", 0) >= 1 &&
+            row.value("epoch", 0) <= start_epoch_)
+          rows[row.value("epoch", 0)] = row;
       }
+      for (auto& [epoch, row] : rows) history_.push_back(std::move(row));
     }
     return Status::Ok();
   }

@@ -102,6 +102,31 @@ StatusOr<std::pair<ModelArtifact, double>> StageAndVerify(const std::string& pat
   return std::make_pair(std::move(reloaded), metric);
 }
 
+// The version of `model` under `root` whose artifact has the same SHA-256
+// as the file at `path`; NotFound if none.
+StatusOr<PublishedVersion> FindPublished(const std::string& root, const std::string& model,
+                                         const std::string& path) {
+  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  const std::string sha = ArtifactSha256(bytes);
+  auto versions = ListVersions(root, model);
+  if (!versions.ok()) return versions.status();
+  for (auto it = versions->rbegin(); it != versions->rend(); ++it) {
+    const std::string dir = fmt::format("{}/{}/{}", root, model, *it);
+    auto text = ReadFile(dir + "/" + kMetadataFileName);
+    if (!text.ok()) continue;
+    json meta = json::parse(*text, nullptr, false);
+    if (!meta.is_object() || meta.value("sha256", "") != sha) continue;
+    PublishedVersion v;
+    v.model = model;
+    v.version = *it;
+    v.dir = dir;
+    v.artifact_path = dir + "/" + kArtifactFileName;
+    v.sha256 = sha;
+    return v;
+  }
+  return NotFound("no version of '{}' holds {}", model, path);
+}
+
 std::string PublishLaterHint(const RoleContext& ctx, const std::string& artifact_path) {
   const auto& reg = ctx.job.spec.registry();
   if (reg.has_url())
@@ -201,11 +226,19 @@ Status VerifyAndPublish(const RoleContext& ctx, const data::Dataset& dataset, Mo
                                 "published",
                                 kept, kMetric, reloaded_metric, trained));
 
-  // 3: publish what was verified.
-  StatusOr<PublishedVersion> pub = over_http
-      ? PublishOverHttp(spec, model_name, kept)
-      : PublishVersion(spec.registry().root(), model_name, std::move(reloaded),
-                       json{{"job_name", spec.name()}, {"workers", ctx.workers}, {"servers", ctx.servers}});
+  // 3: publish what was verified, unless these very bytes already are a
+  // version (an attempt killed after publishing, before result.json).
+  StatusOr<PublishedVersion> pub =
+      over_http ? StatusOr<PublishedVersion>(NotFound("not looked up over HTTP"))
+                : FindPublished(spec.registry().root(), model_name, kept);
+  if (pub.ok())
+    std::printf("polis: %s is already version %lld of %s; not publishing it again\n", kept.c_str(),
+                static_cast<long long>(pub->version), model_name.c_str());
+  else if (over_http)
+    pub = PublishOverHttp(spec, model_name, kept);
+  else
+    pub = PublishVersion(spec.registry().root(), model_name, std::move(reloaded),
+                         json{{"job_name", spec.name()}, {"workers", ctx.workers}, {"servers", ctx.servers}});
   if (!pub.ok()) {
     result["artifact"] = kept;
     result["publish_later"] = PublishLaterHint(ctx, kept);

@@ -270,6 +270,7 @@ Status RunWorker(const RoleContext& ctx) {
         consumed += n;
         if (sample_log.is_open())
           for (int64_t i = 0; i < n; ++i) sample_log << epoch << ' ' << batch_indices[i] << '\n';
+        if (sample_log.is_open()) sample_log.flush();  // a killed worker's log holds every step it took
         nn::Network& net = net_for(n);
         ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data());
         net.Forward(before_layer);

@@ -153,10 +153,16 @@ TEST_F(Hardening, FailedPublishKeepsTheModelAndPublishesLater) {
                        "/run/model.polis");
   ASSERT_EQ(cli.exit_code, 0) << cli.output;
   EXPECT_TRUE(LoadVersion(good, "fashion_cnn", 1).ok());
-  // ...and so does a resume, as the next version.
+  // ...and a resume publishes it too, but never the same bytes twice: the
+  // registry that already holds it keeps one version.
   ShellRun again = Shell(PolisRun("--resume " + dir_ + "/run --registry " + good + " --workers 2 --epochs 1" + kLimits));
   ASSERT_EQ(again.exit_code, 0) << again.output;
-  EXPECT_TRUE(LoadVersion(good, "fashion_cnn", 2).ok());
+  EXPECT_NE(again.output.find("already version 1"), std::string::npos) << again.output;
+  EXPECT_FALSE(LoadVersion(good, "fashion_cnn", 2).ok());
+  const std::string other = dir_ + "/other";
+  ShellRun elsewhere = Shell(PolisRun("--resume " + dir_ + "/run --registry " + other + " --workers 2 --epochs 1" + kLimits));
+  ASSERT_EQ(elsewhere.exit_code, 0) << elsewhere.output;
+  EXPECT_TRUE(LoadVersion(other, "fashion_cnn", 1).ok());
 }
 
 // A worker stopped with SIGSTOP holds the other one in BSP. Only the

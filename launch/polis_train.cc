@@ -67,9 +67,6 @@ void ClearOtherModeSettings(polis::proto::SyncSpec::Mode mode, polis::proto::Job
     sync->clear_consistency();
     sync->clear_staleness();
     sync->clear_ps_piece_bytes();
-    s->mutable_training()->clear_checkpoint_every_steps();
-    s->mutable_training()->clear_checkpoint_epochs();
-    s->mutable_training()->clear_keep_checkpoints();
   } else {
     sync->clear_allreduce_algorithm();
     sync->clear_compression();

@@ -2,6 +2,7 @@
 // file, the field and the reason.
 #include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
+#include "tests/prereq.h"
 #include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -553,7 +554,7 @@ TEST_F(JobSpecTest, HugeAndBinaryValuesGiveShortEscapedMessages) {
 class PolisTrainCheck : public JobSpecTest {
  protected:
   void SetUp() override {
-    if (!PathExists(kBinary)) GTEST_SKIP() << kBinary << " is not built (cmake --build ... --target polis-train)";
+    if (!PathExists(kBinary)) POLIS_MISSING_PREREQ() << kBinary << " is not built (cmake --build ... --target polis-train)";
     JobSpecTest::SetUp();
   }
   struct Result {

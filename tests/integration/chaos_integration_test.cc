@@ -31,24 +31,14 @@ std::string ReadOrEmpty(const std::string& path) {
   return text.ok() ? *text : "";
 }
 
-class Chaos : public ::testing::Test {
+class Chaos : public FashionJobTest {
  protected:
-  void SetUp() override {
-    if (!HaveFashionMnist())
-      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
-    char tmpl[] = "/tmp/polis-chaos-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
-  }
   std::vector<json> Restarts(const std::string& run) {
     std::vector<json> lines;
     std::istringstream in(ReadOrEmpty(run + "/restarts.jsonl"));
     for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line, nullptr, false));
     return lines;
   }
-  std::string dir_;
 };
 
 // A worker SIGKILLed mid-epoch, after a checkpoint: polis-run names it,

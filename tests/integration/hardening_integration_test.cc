@@ -27,17 +27,8 @@ using json = nlohmann::json;
 const std::string kLimits = " -- --train-limit 1500 --test-limit 300";
 const std::string kSmall = "--workers 2 --servers 1 --epochs 1" + kLimits;
 
-class Hardening : public ::testing::Test {
+class Hardening : public FashionJobTest {
  protected:
-  void SetUp() override {
-    if (!HaveFashionMnist())
-      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
-    char tmpl[] = "/tmp/polis-hard-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
-  }
   ShellRun Run(const std::string& job, const std::string& run, const std::string& args,
                const std::string& registry = "") {
     return Shell(PolisRun("--registry " + (registry.empty() ? dir_ + "/registry" : registry) + " --run-dir " +
@@ -50,7 +41,6 @@ class Hardening : public ::testing::Test {
     auto v = ListVersions(registry, model);
     return v.ok() && !v->empty();
   }
-  std::string dir_;
 };
 
 // Settings within their ranges that still diverge (SGD whose decay

@@ -19,17 +19,8 @@ namespace {
 
 using namespace polis::it;
 
-class PsIntegration : public ::testing::Test {
+class PsIntegration : public FashionJobTest {
  protected:
-  void SetUp() override {
-    if (!HaveFashionMnist())
-      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
-    char tmpl[] = "/tmp/polis-ps-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
-  }
   // Runs a job to completion and returns its result.json.
   nlohmann::json Train(const std::string& job, const std::string& name, const std::string& args,
                        const std::string& env = "") {
@@ -38,7 +29,6 @@ class PsIntegration : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return ReadJson(dir_ + "/" + name + "/result.json");
   }
-  std::string dir_;
 };
 
 // Small shards (4 batches), so how the epoch splits between workers shows

@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
+#include "tests/prereq.h"
 
 namespace polis::it {
 
@@ -85,5 +87,21 @@ inline std::vector<int> RankPids(const std::string& run_dir, int ranks) {
   }
   return pids;
 }
+
+// A test that runs real jobs on Fashion-MNIST, in a fresh temporary
+// directory `dir_` removed afterwards.
+class FashionJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveFashionMnist())
+      POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)";
+    char tmpl[] = "/tmp/polis-it-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
+  }
+  std::string dir_;
+};
 
 }  // namespace polis::it

@@ -209,7 +209,6 @@ class Coordinator {
       proto::ControlMessage msg;
       Status st = WaitForMessage(&from, &msg);
       if (st.code() == Code::kNotFound) continue;  // a stop request to act on
-      if (st.code() == Code::kTimeout) return Stalled();
       POLIS_RETURN_IF_ERROR(st);
       bool checkpoint_done = false;
       POLIS_RETURN_IF_ERROR(Handle(from, msg, &checkpoint_done));
@@ -328,9 +327,10 @@ class Coordinator {
   }
 
   // The next control message from any rank. NotFound: a stop was requested
-  // meanwhile; Timeout: no message within POLIS_TIMEOUT_S. Between polls it
-  // checks heartbeats, refreshes the status document and takes the
-  // monitor's commands.
+  // meanwhile; Timeout: a rank the job waits on is silent past the
+  // heartbeat deadline, or no message came within POLIS_TIMEOUT_S (naming
+  // who is blamed). Between polls it checks heartbeats, refreshes the status
+  // document and takes the monitor's commands.
   Status WaitForMessage(int* from, proto::ControlMessage* msg) {
     comm::Backoff backoff;
     const auto deadline = comm::DeadlineFromNow();
@@ -355,7 +355,7 @@ class Coordinator {
         }
         if (g_stop_requested && !stopping_) return NotFound("stop requested");
       }
-      if (comm::Clock::now() > deadline) return Timeout("no message");
+      if (comm::Clock::now() > deadline) return Stalled();
       backoff.Pause();
     }
   }

@@ -24,6 +24,8 @@ using Spec = proto::TimeSeriesSpec;
 constexpr int64_t kDay = 86400;
 constexpr size_t kMaxExamples = 5;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// FORWARD_FILL may insert at most this many rows per row read.
+constexpr int64_t kMaxFilledPerRow = 10;
 
 // ---------------------------------------------------------------- civil time
 // Howard Hinnant's days_from_civil / civil_from_days (proleptic Gregorian).
@@ -711,6 +713,31 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
   if (rows.empty()) {
     return InvalidArgument("{}: every row has a missing value (first: {})", table.source,
                            missing_values.examples.empty() ? "" : missing_values.examples[0]);
+  }
+  if (missing_policy == Spec::Missing::FORWARD_FILL) {
+    // One mistyped year would otherwise fill millions of rows (and memory):
+    // a series that would be mostly invented is refused, naming the gap.
+    int64_t to_fill = 0, widest = 0;
+    size_t widest_at = 0;
+    for (size_t i = 1; i < rows.size(); ++i) {
+      const int64_t absent = (rows[i].time - rows[i - 1].time) / freq - 1;
+      if (absent <= 0 || (spec.max_fill_steps() > 0 && absent > spec.max_fill_steps())) continue;
+      to_fill += absent;
+      if (absent > widest) {
+        widest = absent;
+        widest_at = i;
+      }
+    }
+    const int64_t budget = kMaxFilledPerRow * static_cast<int64_t>(rows.size());
+    if (to_fill > budget) {
+      return InvalidArgument(
+          "{}forward-filling would insert {} rows into {} read (at most {} per row read); the "
+          "widest gap is {} missing steps ({} .. {}) after line {}: check the timestamps, or set "
+          "timeseries.max_fill_steps so that long gaps break the series instead",
+          at(rows[widest_at].line), to_fill, rows.size(), kMaxFilledPerRow, widest,
+          FormatTimestamp(rows[widest_at - 1].time + freq), FormatTimestamp(rows[widest_at].time - freq),
+          rows[widest_at - 1].line);
+    }
   }
   {
     std::vector<RawRow> filled;

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "common/data/csv.h"
+#include "common/echo.h"
 #include "common/log.h"
 
 namespace polis::data {
@@ -98,6 +99,32 @@ bool IsMissingNumber(std::string_view s) {
 }
 
 enum class Cell { kOk, kMissing, kBad };
+
+// Well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF): categories are stored as JSON strings in the model artifact.
+bool IsUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    int n = 0;
+    uint32_t cp = 0;
+    if (b < 0x80) { ++i; continue; }
+    if (b >= 0xc2 && b <= 0xdf) { n = 1; cp = b & 0x1f; }
+    else if (b >= 0xe0 && b <= 0xef) { n = 2; cp = b & 0x0f; }
+    else if (b >= 0xf0 && b <= 0xf4) { n = 3; cp = b & 0x07; }
+    else return false;
+    if (s.size() - i <= static_cast<size_t>(n)) return false;
+    for (int k = 1; k <= n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (c & 0x3f);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
 
 Cell ParseNumber(std::string_view raw, double* out) {
   std::string_view s = TrimBlanks(raw);
@@ -308,6 +335,11 @@ bool ParseRow(const Spec& spec, const Columns& c, const std::vector<std::string>
   for (size_t i = 0; i < c.categorical.size(); ++i) {
     row->cat[i] = std::string(TrimBlanks(fields[c.categorical[i]]));
     row->cat_missing[i] = row->cat[i].empty();
+    if (!IsUtf8(row->cat[i])) {
+      *why = fmt::format("column '{}': '{}' is not valid UTF-8 (categories are kept as JSON text "
+                         "in the model)", c.names[c.categorical[i]], EchoValue(row->cat[i]));
+      return false;
+    }
   }
   return true;
 }

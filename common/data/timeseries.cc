@@ -344,6 +344,12 @@ bool ParseRow(const Spec& spec, const Columns& c, const std::vector<std::string>
   return true;
 }
 
+// Why a value cannot be a standardised float input.
+std::string OutOfFloat(double value, double mean, double stddev) {
+  return fmt::format("{} standardises to {} ((x - {}) / {}), beyond what a float holds", value,
+                     (value - mean) / stddev, mean, stddev);
+}
+
 // Copies every missing cell of `row` from `prev`.
 void ForwardFill(const RawRow& prev, RawRow* row, int64_t* cells) {
   for (size_t k = 0; k < row->num.size(); ++k) {
@@ -889,6 +895,16 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
     fit([&](int64_t r) { return raw[r * F + f]; }, train_observed, &stats.mean[f], &stats.stddev[f],
         stats.feature_names[f]);
   }
+  // Sums of squares of values near 1e200 overflow: such a column cannot be
+  // standardised (and the stats could not be stored as JSON).
+  for (int64_t f = -1; f < F; ++f) {
+    const double mean = f < 0 ? stats.target_mean : stats.mean[f];
+    const double stddev = f < 0 ? stats.target_stddev : stats.stddev[f];
+    if (!std::isfinite(mean) || !std::isfinite(stddev))
+      return InvalidArgument("{}: {} '{}' has training mean {} and standard deviation {}: its values "
+                             "are too large to standardise", table.source, f < 0 ? "column" : "feature",
+                             f < 0 ? spec.target_column() : stats.feature_names[f], mean, stddev);
+  }
   ds.x_.resize(static_cast<size_t>(n * F));
   ds.y_.resize(static_cast<size_t>(n));
   ds.target_raw_.resize(static_cast<size_t>(n));
@@ -900,6 +916,19 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
     ds.y_[r] = static_cast<float>((rows[r].num[0] - stats.target_mean) / stats.target_stddev);
     ds.time_[r] = rows[r].time;
     target_imputed[r] = rows[r].target_imputed;
+  }
+  // A value far outside the training range (1e102 among values near 10)
+  // standardises beyond float: refused, naming the cell, rather than
+  // training on infinities.
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t f = 0; f < F; ++f) {
+      if (!std::isfinite(ds.x_[r * F + f]))
+        return InvalidArgument("{}feature '{}': {}", at(rows[r].line), stats.feature_names[f],
+                               OutOfFloat(raw[r * F + f], stats.mean[f], stats.stddev[f]));
+    }
+    if (!std::isfinite(ds.y_[r]))
+      return InvalidArgument("{}column '{}': {}", at(rows[r].line), spec.target_column(),
+                             OutOfFloat(rows[r].num[0], stats.target_mean, stats.target_stddev));
   }
 
   // 10. Windows: within one split, over consecutive rows, targets observed.
@@ -1108,6 +1137,11 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
   for (size_t i = 0; i < parsed.size(); ++i) {
     enc.Encode(parsed[i], raw.data());
     Standardise(stats, raw.data(), out.data() + i * F);
+    for (int64_t f = 0; f < F; ++f) {
+      if (!std::isfinite(out[i * F + f]))
+        return InvalidArgument("window row {}: feature '{}': {}", i + 1, stats.feature_names[f],
+                               OutOfFloat(raw[f], stats.mean[f], stats.stddev[f]));
+    }
   }
   return out;
 }

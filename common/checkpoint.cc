@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "common/artifact/artifact.h"
+#include "common/echo.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/proto/checkpoint.pb.h"
@@ -41,11 +42,16 @@ StatusOr<ShardFile> ReadShardFile(const std::string& path) {
   proto::CheckpointShard h;
   if (!h.ParseFromString(f.header))
     return DataLoss("'{}': the header at byte offset {} does not parse", path, f.header_offset);
-  const int64_t n = h.end() - h.begin();
-  const size_t parts = 1 + h.state_names_size();
-  if (n < 0 || f.floats.size() != parts * static_cast<size_t>(n))
-    return DataLoss("'{}': holds {} floats but range [{}, {}) with {} state vectors needs {}", path,
-                    f.floats.size(), h.begin(), h.end(), h.state_names_size(), parts * n);
+  // The range comes from the file: its length and the floats it needs are
+  // computed so that no value of begin, end or the state count overflows.
+  int64_t n = 0;
+  const size_t parts = 1 + static_cast<size_t>(h.state_names_size());
+  if (__builtin_sub_overflow(h.end(), h.begin(), &n) || n < 0 ||
+      static_cast<uint64_t>(n) > f.floats.size() / parts ||
+      f.floats.size() != parts * static_cast<size_t>(n))
+    return DataLoss("'{}': holds {} floats but range [{}, {}) with {} state vectors needs {} x the "
+                    "range's length", path, f.floats.size(), h.begin(), h.end(),
+                    h.state_names_size(), parts);
   ShardFile s;
   s.server = h.server();
   s.begin = h.begin();
@@ -86,33 +92,50 @@ Status WriteManifest(const std::string& dir, const CheckpointManifest& m) {
   return WriteFileAtomic(dir + "/manifest.json", out.dump(2) + "\n");
 }
 
-StatusOr<CheckpointManifest> ReadManifest(const std::string& dir) {
-  const std::string path = dir + "/manifest.json";
-  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+StatusOr<CheckpointManifest> ParseManifest(std::string_view text, const std::string& path) {
   auto out = nlohmann::json::parse(text, nullptr, false);
-  if (out.is_discarded() || !out.contains("manifest") || !out.contains("sha256"))
+  if (out.is_discarded() || !out.is_object() || !out.contains("manifest") ||
+      !out["manifest"].is_object() || !out.contains("sha256") || !out["sha256"].is_string())
     return DataLoss("'{}' is not a checkpoint manifest (partial write?)", path);
   const nlohmann::json& j = out["manifest"];
   if (Sha256Hex(j.dump()) != out["sha256"].get<std::string>())
     return DataLoss("'{}': checksum mismatch", path);
   CheckpointManifest m;
+  // get<T> of a JSON number converts without a range check (a fraction or
+  // 1e30 into an int is undefined): integers are checked here first.
+  std::string bad;  // the first field that is not an integer in range
+  auto integer = [&](const nlohmann::json& v, const char* field, int64_t lo = INT64_MIN,
+                     int64_t hi = INT64_MAX) -> int64_t {
+    const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                    : v.is_number_integer() ? v.get<int64_t>() >= lo && v.get<int64_t>() <= hi
+                                            : false;
+    if (!ok && bad.empty())
+      bad = fmt::format("{} is {}; expected an integer in [{}, {}]", field, EchoValue(v.dump()), lo, hi);
+    return ok ? v.get<int64_t>() : 0;
+  };
+  auto int32 = [&](const nlohmann::json& v, const char* field) {
+    return static_cast<int>(integer(v, field, INT32_MIN, INT32_MAX));
+  };
   try {
-    m.step = j.at("step");
-    m.epoch = j.at("epoch");
-    m.epoch_complete = j.at("epoch_complete");
-    m.workers = j.at("workers");
-    m.servers = j.at("servers");
-    m.parameter_count = j.at("parameter_count");
-    m.job_sha256 = j.at("job_sha256");
+    m.step = integer(j.at("step"), "step");
+    m.epoch = int32(j.at("epoch"), "epoch");
+    m.epoch_complete = j.at("epoch_complete").get<bool>();
+    m.workers = int32(j.at("workers"), "workers");
+    m.servers = int32(j.at("servers"), "servers");
+    m.parameter_count = integer(j.at("parameter_count"), "parameter_count");
+    m.job_sha256 = j.at("job_sha256").get<std::string>();
     m.job_text = j.value("job", "");
     m.model_sha256 = j.value("model_sha256", "");
     for (const auto& s : j.at("shards"))
-      m.shards.push_back({s.at("server"), s.at("begin"), s.at("end"), s.at("file"), s.at("sha256")});
-    for (const auto& r : j.at("consumed")) m.consumed.push_back({r.at(0), r.at(1)});
+      m.shards.push_back({int32(s.at("server"), "shards[].server"), integer(s.at("begin"), "shards[].begin"),
+                          integer(s.at("end"), "shards[].end"), s.at("file").get<std::string>(),
+                          s.at("sha256").get<std::string>()});
+    for (const auto& r : j.at("consumed"))
+      m.consumed.push_back({integer(r.at(0), "consumed[][0]"), integer(r.at(1), "consumed[][1]")});
   } catch (const nlohmann::json::exception& e) {
     return DataLoss("'{}': {}", path, e.what());
   }
-  m.dir = dir;
+  if (!bad.empty()) return DataLoss("'{}': {}", path, bad);
   if (m.parameter_count <= 0 || m.shards.empty())
     return DataLoss("'{}': {} parameters in {} shards", path, m.parameter_count, m.shards.size());
   // The shards must tile [0, parameter_count): sorted, adjacent, in range.
@@ -122,16 +145,32 @@ StatusOr<CheckpointManifest> ReadManifest(const std::string& dir) {
   for (const auto& s : sorted) {
     if (s.begin != at || s.end <= s.begin || s.end > m.parameter_count)
       return DataLoss("'{}': shard '{}' holds [{}, {}) where [{}, ...) of {} parameters was expected",
-                      path, s.file, s.begin, s.end, at, m.parameter_count);
+                      path, EchoValue(s.file), s.begin, s.end, at, m.parameter_count);
     at = s.end;
   }
   if (at != m.parameter_count)
     return DataLoss("'{}': shards cover {} of {} parameters", path, at, m.parameter_count);
+  // Shard files lie in the checkpoint directory: a name that leads out of it
+  // (or to a device) would have the reader hash whatever it names.
+  for (const auto& s : m.shards) {
+    if (s.file.empty() || s.file == "." || s.file == ".." ||
+        s.file.find_first_of(std::string_view("/\0", 2)) != std::string::npos)
+      return DataLoss("'{}': shard file '{}' is not a file name in the checkpoint directory", path,
+                      EchoValue(s.file));
+  }
+  return m;
+}
+
+StatusOr<CheckpointManifest> ReadManifest(const std::string& dir) {
+  const std::string path = dir + "/manifest.json";
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ParseManifest(text, path));
+  m.dir = dir;
   for (const auto& s : m.shards) {
     POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + s.file));
     if (sum != s.sha256)
       return DataLoss("'{}/{}': checksum mismatch: the manifest says {}, the file has {}", dir,
-                      s.file, s.sha256, sum);
+                      s.file, EchoValue(s.sha256), sum);
   }
   return m;
 }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -64,6 +65,10 @@ Status WriteManifest(const std::string& dir, const CheckpointManifest& m);
 // Verifies the manifest's own checksum and every shard's, and that the
 // shards tile [0, parameter_count) exactly.
 StatusOr<CheckpointManifest> ReadManifest(const std::string& dir);
+// ReadManifest without the file system: the text of a manifest.json (`path`
+// names it in messages), its checksum, fields, tiling and shard file names
+// (plain names inside the checkpoint directory). Shard files are not read.
+StatusOr<CheckpointManifest> ParseManifest(std::string_view text, const std::string& path);
 // The newest complete checkpoint under <run_dir>/checkpoints; NotFound if none.
 // Skipped ones are reported in *skipped (one line each).
 StatusOr<CheckpointManifest> FindLatestCheckpoint(const std::string& run_dir,

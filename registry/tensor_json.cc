@@ -302,7 +302,8 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
   // and its messages say where.
   try {
     out.doc = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number beyond double (1e309).
     return InvalidArgument("the request body is not valid JSON: {}", EchoValue(e.what(), 200));
   }
   if (!out.doc.is_object())

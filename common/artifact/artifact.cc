@@ -299,7 +299,9 @@ Status CheckArtifactFinite(const ModelArtifact& a, const std::string& source,
   const int64_t at = static_cast<int64_t>(bad);
   std::string where = fmt::format("weight {} of the flat buffer (no header tensor covers it)", at);
   for (const auto& t : a.header.tensor()) {
-    if (at >= t.offset() && at - t.offset() < t.count()) {
+    // offset and count come from the file: at - offset only once offset is
+    // known to be in [0, at], so no value of them overflows.
+    if (t.offset() >= 0 && at >= t.offset() && at - t.offset() < t.count()) {
       where = fmt::format("tensor '{}' element {}", Printable(t.name()), at - t.offset());
       break;
     }

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include "common/comm/wire_checks.h"
 #include "common/env.h"
 
 namespace polis::comm {
@@ -61,9 +62,7 @@ Status TryRecvControl(MPI_Comm comm, int source, int* from, proto::ControlMessag
   std::string bytes(static_cast<size_t>(count), '\0');
   POLIS_MPI_CHECK(MPI_Recv(bytes.data(), count, MPI_BYTE, st.MPI_SOURCE, kTagControl, comm,
                            MPI_STATUS_IGNORE));
-  if (!msg->ParseFromString(bytes))
-    return RemoteError("rank {} sent a control message that does not parse ({} bytes)",
-                       st.MPI_SOURCE, count);
+  POLIS_RETURN_IF_ERROR(DecodeControl(bytes, st.MPI_SOURCE, msg));
   if (from) *from = st.MPI_SOURCE;
   return Status::Ok();
 }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "common/fs.h"
 
@@ -16,6 +17,7 @@ namespace {
 constexpr size_t kMagicBytes = 4;
 constexpr uint8_t kTypeUnsignedByte = 0x08;
 constexpr int kMaxDims = 4;
+constexpr size_t kChunkBytes = size_t{1} << 20;  // inflated per read
 
 std::string Hex(const uint8_t* bytes, size_t n) {
   std::string out;
@@ -98,69 +100,9 @@ StatusOr<size_t> GzReadFully(const std::string& path, gzFile f, uint8_t* dst, si
   return done;
 }
 
-}  // namespace
-
-StatusOr<IdxArray> ReadIdx(const std::string& path) {
-  POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadMaybeGzip(path));
-  const auto* raw = reinterpret_cast<const uint8_t*>(bytes.data());
-  if (bytes.size() < kMagicBytes) {
-    return DataLoss("'{}': file ends at byte offset {}; expected a {}-byte IDX magic", path,
-                    bytes.size(), kMagicBytes);
-  }
-  POLIS_ASSIGN_OR_RETURN(int ndim, ParseMagic(path, raw));
-  const size_t header = kMagicBytes + 4 * static_cast<size_t>(ndim);
-  if (bytes.size() < header) {
-    return DataLoss("'{}': file ends at byte offset {} inside the IDX header; expected {} header "
-                    "bytes for {} dims",
-                    path, bytes.size(), header, ndim);
-  }
-  IdxArray out;
-  POLIS_ASSIGN_OR_RETURN(out.dims, ParseDims(path, raw + kMagicBytes, ndim));
-  int64_t elements = 1;
-  for (int64_t d : out.dims) elements *= d;  // ParseDims proved this fits
-  const uint64_t expected = header + static_cast<uint64_t>(elements);
-  if (bytes.size() < expected) {
-    return DataLoss("'{}': IDX data ends at byte offset {} but dims {} need {} bytes ({} header + "
-                    "{} data; {} missing)",
-                    path, bytes.size(), DimsString(out.dims), expected, header, elements,
-                    expected - bytes.size());
-  }
-  if (bytes.size() > expected) {
-    return DataLoss("'{}': IDX data for dims {} ends at byte offset {} but the file has {} bytes "
-                    "({} trailing)",
-                    path, DimsString(out.dims), expected, bytes.size(), bytes.size() - expected);
-  }
-  out.data.assign(raw + header, raw + expected);
-  return out;
-}
-
-StatusOr<std::vector<int64_t>> ReadIdxDims(const std::string& path) {
-  // gzopen reads gzip transparently and passes raw files through unchanged.
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) return ErrnoStatus("cannot open", path, errno ? errno : ENOMEM);
-  GzCloser closer{f};
-  uint8_t magic[kMagicBytes];
-  POLIS_ASSIGN_OR_RETURN(size_t got, GzReadFully(path, f, magic, kMagicBytes));
-  if (got < kMagicBytes) {
-    return DataLoss("'{}': file ends at byte offset {}; expected a {}-byte IDX magic", path, got,
-                    kMagicBytes);
-  }
-  POLIS_ASSIGN_OR_RETURN(int ndim, ParseMagic(path, magic));
-  uint8_t raw_dims[4 * kMaxDims];
-  const size_t dim_bytes = 4 * static_cast<size_t>(ndim);
-  POLIS_ASSIGN_OR_RETURN(got, GzReadFully(path, f, raw_dims, dim_bytes));
-  if (got < dim_bytes) {
-    return DataLoss("'{}': file ends at byte offset {} inside the IDX header; expected {} header "
-                    "bytes for {} dims",
-                    path, kMagicBytes + got, kMagicBytes + dim_bytes, ndim);
-  }
-  return ParseDims(path, raw_dims, ndim);
-}
-
-StatusOr<IdxScan> ScanIdx(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) return ErrnoStatus("cannot open", path, errno ? errno : ENOMEM);
-  GzCloser closer{f};
+// The header of an open IDX stream: magic and dims, with ParseMagic's and
+// ParseDims's checks; `f` is left at the first data byte.
+StatusOr<std::vector<int64_t>> ReadHeader(const std::string& path, gzFile f) {
   uint8_t header[kMagicBytes + 4 * kMaxDims];
   POLIS_ASSIGN_OR_RETURN(size_t got, GzReadFully(path, f, header, kMagicBytes));
   if (got < kMagicBytes) {
@@ -175,45 +117,87 @@ StatusOr<IdxScan> ScanIdx(const std::string& path) {
                     "bytes for {} dims",
                     path, kMagicBytes + got, kMagicBytes + dim_bytes, ndim);
   }
-  IdxScan scan;
-  POLIS_ASSIGN_OR_RETURN(scan.dims, ParseDims(path, header + kMagicBytes, ndim));
+  return ParseDims(path, header + kMagicBytes, ndim);
+}
+
+// Opens `path` (gzip, every member of it, or raw: gzread reads both), checks
+// the header and streams the data a megabyte at a time through
+// consume(offset into the data, bytes, n); only the data bytes the dims
+// promise are passed on. A file whose data is not exactly that long is
+// DataLoss naming the (uncompressed) byte offset where the data ends, so no
+// hostile header drives an allocation.
+template <typename Consume>
+StatusOr<std::vector<int64_t>> StreamIdx(const std::string& path, Consume consume) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) return ErrnoStatus("cannot open", path, errno ? errno : ENOMEM);
+  GzCloser closer{f};
+  POLIS_ASSIGN_OR_RETURN(std::vector<int64_t> dims, ReadHeader(path, f));
   uint64_t elements = 1;
-  for (int64_t d : scan.dims) elements *= static_cast<uint64_t>(d);  // ParseDims proved this fits
-  const uint64_t header_bytes = kMagicBytes + dim_bytes;
+  for (int64_t d : dims) elements *= static_cast<uint64_t>(d);  // ParseDims proved this fits
+  const uint64_t header_bytes = kMagicBytes + 4 * dims.size();
   const uint64_t expected = header_bytes + elements;
-  std::vector<uint8_t> buf(size_t{1} << 20);
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunkBytes]);
   uint64_t at = header_bytes;  // uncompressed offset of buf[0]
   while (true) {
-    int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
+    int n = gzread(f, buf.get(), static_cast<unsigned>(kChunkBytes));
     if (n < 0) {
       int errnum = 0;
       const char* msg = gzerror(f, &errnum);
       if (errnum == Z_ERRNO) return ErrnoStatus("cannot read", path, errno);
       return DataLoss("'{}': gzip data is corrupt or cut short after uncompressed byte offset {} "
                       "(dims {} need {} bytes): {}",
-                      path, at, DimsString(scan.dims), expected, msg ? msg : "unknown");
+                      path, at, DimsString(dims), expected, msg ? msg : "unknown");
     }
     if (n == 0) break;
-    const uint64_t data_end = std::min<uint64_t>(at + static_cast<uint64_t>(n), expected);
-    for (uint64_t i = at; i < data_end; ++i) {
-      const uint8_t v = buf[i - at];
-      if (v > scan.max_value) {
-        scan.max_value = v;
-        scan.max_index = static_cast<int64_t>(i - header_bytes);
-      }
+    if (at < expected) {
+      const uint64_t take = std::min<uint64_t>(static_cast<uint64_t>(n), expected - at);
+      consume(at - header_bytes, buf.get(), static_cast<size_t>(take));
     }
     at += static_cast<uint64_t>(n);
   }
   if (at < expected) {
     return DataLoss("'{}': IDX data ends at byte offset {} but dims {} need {} bytes ({} header + "
                     "{} data; {} missing)",
-                    path, at, DimsString(scan.dims), expected, header_bytes, elements, expected - at);
+                    path, at, DimsString(dims), expected, header_bytes, elements, expected - at);
   }
   if (at > expected) {
     return DataLoss("'{}': IDX data for dims {} ends at byte offset {} but the file has {} bytes "
                     "({} trailing)",
-                    path, DimsString(scan.dims), expected, at, at - expected);
+                    path, DimsString(dims), expected, at, at - expected);
   }
+  return dims;
+}
+
+}  // namespace
+
+StatusOr<IdxArray> ReadIdx(const std::string& path) {
+  IdxArray out;
+  // The data grows as it arrives (never to more than the dims promise), so
+  // a short file with a huge header costs only what it holds.
+  POLIS_ASSIGN_OR_RETURN(out.dims, StreamIdx(path, [&](uint64_t, const uint8_t* p, size_t n) {
+                           out.data.insert(out.data.end(), p, p + n);
+                         }));
+  return out;
+}
+
+StatusOr<std::vector<int64_t>> ReadIdxDims(const std::string& path) {
+  // gzopen reads gzip transparently and passes raw files through unchanged.
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) return ErrnoStatus("cannot open", path, errno ? errno : ENOMEM);
+  GzCloser closer{f};
+  return ReadHeader(path, f);
+}
+
+StatusOr<IdxScan> ScanIdx(const std::string& path) {
+  IdxScan scan;
+  POLIS_ASSIGN_OR_RETURN(scan.dims, StreamIdx(path, [&](uint64_t at, const uint8_t* p, size_t n) {
+                           for (size_t i = 0; i < n; ++i) {
+                             if (p[i] > scan.max_value) {
+                               scan.max_value = p[i];
+                               scan.max_index = static_cast<int64_t>(at + i);
+                             }
+                           }
+                         }));
   return scan;
 }
 

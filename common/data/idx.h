@@ -20,10 +20,11 @@ struct IdxArray {
   std::vector<uint8_t> data;  // row-major, product(dims) bytes
 };
 
-// Reads an IDX file, gzip-compressed or raw. Checks the magic (00 00 08 n,
-// n in 1..4), that each dim is > 0 and their product fits, and that the file
-// holds exactly header + product(dims) bytes: a short file or trailing bytes
-// are DataLoss with the offset where the data ends.
+// Reads an IDX file, gzip-compressed (all members, as gzip -d would) or raw.
+// Checks the magic (00 00 08 n, n in 1..4), that each dim is > 0 and their
+// product fits, and that the file holds exactly header + product(dims)
+// bytes: a short file or trailing bytes are DataLoss with the offset where
+// the data ends. ScanIdx reads the same bytes with the same checks.
 StatusOr<IdxArray> ReadIdx(const std::string& path);
 
 // Reads only the header (dims) with the same checks on magic and dims,

@@ -25,6 +25,8 @@ using Spec = proto::TimeSeriesSpec;
 constexpr int64_t kDay = 86400;
 constexpr size_t kMaxExamples = 5;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// FORWARD_FILL may insert at most this many rows per row read.
+constexpr int64_t kMaxFilledPerRow = 10;
 
 // ---------------------------------------------------------------- civil time
 // Howard Hinnant's days_from_civil / civil_from_days (proleptic Gregorian).
@@ -97,6 +99,32 @@ bool IsMissingNumber(std::string_view s) {
 }
 
 enum class Cell { kOk, kMissing, kBad };
+
+// Well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF): categories are stored as JSON strings in the model artifact.
+bool IsUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    int n = 0;
+    uint32_t cp = 0;
+    if (b < 0x80) { ++i; continue; }
+    if (b >= 0xc2 && b <= 0xdf) { n = 1; cp = b & 0x1f; }
+    else if (b >= 0xe0 && b <= 0xef) { n = 2; cp = b & 0x0f; }
+    else if (b >= 0xf0 && b <= 0xf4) { n = 3; cp = b & 0x07; }
+    else return false;
+    if (s.size() - i <= static_cast<size_t>(n)) return false;
+    for (int k = 1; k <= n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (c & 0x3f);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
 
 Cell ParseNumber(std::string_view raw, double* out) {
   std::string_view s = TrimBlanks(raw);
@@ -307,8 +335,19 @@ bool ParseRow(const Spec& spec, const Columns& c, const std::vector<std::string>
   for (size_t i = 0; i < c.categorical.size(); ++i) {
     row->cat[i] = std::string(TrimBlanks(fields[c.categorical[i]]));
     row->cat_missing[i] = row->cat[i].empty();
+    if (!IsUtf8(row->cat[i])) {
+      *why = fmt::format("column '{}': '{}' is not valid UTF-8 (categories are kept as JSON text "
+                         "in the model)", c.names[c.categorical[i]], EchoValue(row->cat[i]));
+      return false;
+    }
   }
   return true;
+}
+
+// Why a value cannot be a standardised float input.
+std::string OutOfFloat(double value, double mean, double stddev) {
+  return fmt::format("{} standardises to {} ((x - {}) / {}), beyond what a float holds", value,
+                     (value - mean) / stddev, mean, stddev);
 }
 
 // Copies every missing cell of `row` from `prev`.
@@ -713,6 +752,31 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
     return InvalidArgument("{}: every row has a missing value (first: {})", table.source,
                            missing_values.examples.empty() ? "" : missing_values.examples[0]);
   }
+  if (missing_policy == Spec::Missing::FORWARD_FILL) {
+    // One mistyped year would otherwise fill millions of rows (and memory):
+    // a series that would be mostly invented is refused, naming the gap.
+    int64_t to_fill = 0, widest = 0;
+    size_t widest_at = 0;
+    for (size_t i = 1; i < rows.size(); ++i) {
+      const int64_t absent = (rows[i].time - rows[i - 1].time) / freq - 1;
+      if (absent <= 0 || (spec.max_fill_steps() > 0 && absent > spec.max_fill_steps())) continue;
+      to_fill += absent;
+      if (absent > widest) {
+        widest = absent;
+        widest_at = i;
+      }
+    }
+    const int64_t budget = kMaxFilledPerRow * static_cast<int64_t>(rows.size());
+    if (to_fill > budget) {
+      return InvalidArgument(
+          "{}forward-filling would insert {} rows into {} read (at most {} per row read); the "
+          "widest gap is {} missing steps ({} .. {}) after line {}: check the timestamps, or set "
+          "timeseries.max_fill_steps so that long gaps break the series instead",
+          at(rows[widest_at].line), to_fill, rows.size(), kMaxFilledPerRow, widest,
+          FormatTimestamp(rows[widest_at - 1].time + freq), FormatTimestamp(rows[widest_at].time - freq),
+          rows[widest_at - 1].line);
+    }
+  }
   {
     std::vector<RawRow> filled;
     filled.reserve(rows.size());
@@ -831,6 +895,16 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
     fit([&](int64_t r) { return raw[r * F + f]; }, train_observed, &stats.mean[f], &stats.stddev[f],
         stats.feature_names[f]);
   }
+  // Sums of squares of values near 1e200 overflow: such a column cannot be
+  // standardised (and the stats could not be stored as JSON).
+  for (int64_t f = -1; f < F; ++f) {
+    const double mean = f < 0 ? stats.target_mean : stats.mean[f];
+    const double stddev = f < 0 ? stats.target_stddev : stats.stddev[f];
+    if (!std::isfinite(mean) || !std::isfinite(stddev))
+      return InvalidArgument("{}: {} '{}' has training mean {} and standard deviation {}: its values "
+                             "are too large to standardise", table.source, f < 0 ? "column" : "feature",
+                             f < 0 ? spec.target_column() : stats.feature_names[f], mean, stddev);
+  }
   ds.x_.resize(static_cast<size_t>(n * F));
   ds.y_.resize(static_cast<size_t>(n));
   ds.target_raw_.resize(static_cast<size_t>(n));
@@ -842,6 +916,19 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
     ds.y_[r] = static_cast<float>((rows[r].num[0] - stats.target_mean) / stats.target_stddev);
     ds.time_[r] = rows[r].time;
     target_imputed[r] = rows[r].target_imputed;
+  }
+  // A value far outside the training range (1e102 among values near 10)
+  // standardises beyond float: refused, naming the cell, rather than
+  // training on infinities.
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t f = 0; f < F; ++f) {
+      if (!std::isfinite(ds.x_[r * F + f]))
+        return InvalidArgument("{}feature '{}': {}", at(rows[r].line), stats.feature_names[f],
+                               OutOfFloat(raw[r * F + f], stats.mean[f], stats.stddev[f]));
+    }
+    if (!std::isfinite(ds.y_[r]))
+      return InvalidArgument("{}column '{}': {}", at(rows[r].line), spec.target_column(),
+                             OutOfFloat(rows[r].num[0], stats.target_mean, stats.target_stddev));
   }
 
   // 10. Windows: within one split, over consecutive rows, targets observed.
@@ -1050,6 +1137,11 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
   for (size_t i = 0; i < parsed.size(); ++i) {
     enc.Encode(parsed[i], raw.data());
     Standardise(stats, raw.data(), out.data() + i * F);
+    for (int64_t f = 0; f < F; ++f) {
+      if (!std::isfinite(out[i * F + f]))
+        return InvalidArgument("window row {}: feature '{}': {}", i + 1, stats.feature_names[f],
+                               OutOfFloat(raw[f], stats.mean[f], stats.stddev[f]));
+    }
   }
   return out;
 }

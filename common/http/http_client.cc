@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/echo.h"
 #include "common/http/http_client.h"
 
 namespace polis::http {
@@ -209,6 +210,18 @@ StatusOr<HttpUrl> ParseHttpUrl(const std::string& url) {
     if (colon != std::string::npos) port = authority.substr(colon + 1);
   }
   if (out.host.empty()) return InvalidArgument("'{}' names no host (expected http://HOST:PORT)", url);
+  // A host is a name or an address: no blanks, control bytes or URL
+  // delimiters, and a ':' only inside brackets (IPv6), so that `text`
+  // names the same host and port when it is parsed again.
+  const bool bracketed = authority.front() == '[';
+  for (unsigned char c : out.host) {
+    constexpr std::string_view kDelimiters = "[]@?#\\\"<>^`{|}";
+    if (c == ':' && !bracketed)
+      return InvalidArgument("'{}': an IPv6 host goes in brackets (http://[::1]:8000)", EchoValue(url));
+    if (c <= 0x20 || c >= 0x7f || kDelimiters.find(static_cast<char>(c)) != std::string_view::npos)
+      return InvalidArgument("'{}': the host holds byte 0x{:02x}, which a host name or address "
+                             "cannot hold", EchoValue(url), c);
+  }
   if (!port.empty()) {
     if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
         std::stoi(port) == 0 || std::stoi(port) > 65535)

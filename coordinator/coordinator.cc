@@ -19,6 +19,7 @@
 #include "common/env.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
+#include "common/comm/wire_checks.h"
 #include "common/data/idx.h"
 #include "common/data/dataset.h"
 #include "common/data/shard_plan.h"
@@ -227,6 +228,7 @@ class Coordinator {
     regression_ = dataset_->task() == data::Task::kRegression;
     N_ = dataset_->size(data::Part::kTrain);
     planner_ = std::make_unique<data::ShardPlanner>(N_, ShardSize(spec_));
+    limits_ = {E_, N_, W_, ctx_.servers, ctx_.model.parameter_count()};
     if (!ctx_.resume_manifest.empty()) POLIS_RETURN_IF_ERROR(ResumePlan());
     std::fill(worker_epoch_.begin(), worker_epoch_.end(), start_epoch_);
     epochs_done_ = start_epoch_;
@@ -389,6 +391,7 @@ class Coordinator {
   // ---- messages ------------------------------------------------------------
 
   Status Handle(int from, const proto::ControlMessage& msg, bool* checkpoint_done) {
+    POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, from, limits_));
     if (msg.has_fatal_error())
       return RemoteError("rank {} ({}) failed: {}", from, ctx_.RoleName(from), msg.fatal_error().message());
     if (msg.has_shard_saved()) return OnShardSaved(msg.shard_saved(), checkpoint_done);
@@ -791,6 +794,7 @@ class Coordinator {
   bool regression_ = false;
   int64_t N_ = 0;
   std::unique_ptr<data::ShardPlanner> planner_;
+  comm::WireLimits limits_;  // what a received message may hold
   // Resume: where the plan starts, and the checkpoint's consumed positions.
   int start_epoch_ = 0, resumed_epoch_ = -1;
   std::vector<Range> resumed_consumed_;

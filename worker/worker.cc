@@ -11,6 +11,7 @@
 
 #include "common/checkpoint.h"
 #include "common/comm/mpi_util.h"
+#include "common/comm/wire_checks.h"
 #include "common/env.h"
 #include "common/data/dataset.h"
 #include "common/data/shard_plan.h"
@@ -214,6 +215,7 @@ Status RunWorker(const RoleContext& ctx) {
   std::vector<int64_t> batch_indices(B);
 
   const int coord = ctx.coordinator_rank();
+  const comm::WireLimits limits{spec.training().epochs(), ds->size(data::Part::kTrain), ctx.workers, ctx.servers, P};
   const int w = ctx.worker_index();
   const int report_every = spec.training().report_every_steps();
   const int slow_ms = env::TestSlowWorkerIndex() == w ? env::TestSlowWorkerMillis() : 0;
@@ -246,6 +248,7 @@ Status RunWorker(const RoleContext& ctx) {
         do {
           POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &reply,
                                                   comm::DeadlineFromNow(), "a shard from the coordinator"));
+          POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(reply, coord, limits));
           if (reply.has_server_command()) POLIS_RETURN_IF_ERROR(on_command(reply.server_command()));
         } while (reply.has_server_command());
         if (!reply.has_shard_grant() || reply.shard_grant().epoch() != epoch)

@@ -123,14 +123,20 @@ Status CheckControlMessage(const proto::ControlMessage& msg, int from, const Wir
       Checker c(from, "a saved checkpoint shard");
       c.Range("step", s.step(), 0, kMax);
       c.Range("epoch", s.epoch(), 0, last_epoch);
-      c.Range("server", s.server(), 0, l.servers - 1);
+      // An all-reduce worker's report (worker set) carries its own count;
+      // only the lead worker's names the replica file.
+      const bool replica = s.has_worker();
+      if (replica) c.Range("worker", s.worker(), 0, l.workers - 1);
+      else c.Range("server", s.server(), 0, l.servers - 1);
       c.Range("begin", s.begin(), 0, l.parameter_count);
       c.Range("end", s.end(), 0, l.parameter_count);
       c.Ordered("begin", s.begin(), "end", s.end());
-      if (s.consumed_size() != l.workers)
-        c.Fail(fmt::format("{} consumed counts for {} workers", s.consumed_size(), l.workers));
+      const int counts = replica ? 1 : l.workers;
+      if (s.consumed_size() != counts)
+        c.Fail(fmt::format("{} consumed counts, {} expected", s.consumed_size(), counts));
       for (int64_t v : s.consumed()) c.Range("consumed", v, 0, n);
       const std::string& p = s.path();
+      if (replica && p.empty()) return c.status();
       if (p.empty() || p == "." || p == ".." || p.find('/') != std::string::npos ||
           p.find('\0') != std::string::npos)
         c.Fail(fmt::format("path '{}', not a file name in the checkpoint directory", EchoValue(p)));

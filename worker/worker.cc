@@ -27,23 +27,10 @@ using Seconds = std::chrono::duration<double>;
 
 double Since(comm::Clock::time_point t) { return Seconds(comm::Clock::now() - t).count(); }
 
-// "layer 'dense_1' (Dense) weights element 17 is nan", or "" when every
-// parameter is finite. One pass over the flat buffer: O(P), as cheap as an
-// optimizer step.
-std::string FirstNonFiniteParameter(const nn::Model& model, const float* params) {
-  for (const auto& l : model.layers())
-    for (const auto& p : l.params)
-      for (int64_t i = 0; i < p.count; ++i)
-        if (!std::isfinite(params[p.offset + i]))
-          return fmt::format("layer '{}' ({}) {} element {} is {}", l.name, l.type, p.name, i,
-                             params[p.offset + i]);
-  return "";
-}
-
 // A non-finite loss or parameter stops the job: nothing after it can be
 // trusted, and a model holding it must never be published.
 Status CheckFinite(const nn::Model& model, const float* params, double loss_sum, int64_t step, int epoch) {
-  const std::string bad = FirstNonFiniteParameter(model, params);
+  const std::string bad = nn::FirstNonFiniteParameter(model, params);
   if (!bad.empty())
     return InvalidArgument("step {} (epoch {}): {} after the update; training diverged (lower "
                            "optimizer.learning_rate, or check the data's scale)",

@@ -55,6 +55,16 @@ StatusOr<Model> Model::Build(const proto::ModelSpec& spec, const Shape& input_sh
   return m;
 }
 
+std::string FirstNonFiniteParameter(const Model& model, const float* params) {
+  for (const auto& l : model.layers())
+    for (const auto& p : l.params)
+      for (int64_t i = 0; i < p.count; ++i)
+        if (!std::isfinite(params[p.offset + i]))
+          return fmt::format("layer '{}' ({}) {} element {} is {}", l.name, l.type, p.name, i,
+                             params[p.offset + i]);
+  return "";
+}
+
 void Model::InitParams(float* params, uint64_t seed) const {
   std::mt19937_64 rng(seed);
   for (const LayerInfo& l : layers_) {

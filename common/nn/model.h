@@ -86,6 +86,11 @@ class Network {
   std::vector<float> input_, output_, output_diff_, input_diff_;
 };
 
+// "layer 'dense_1' (Dense) weights element 17 is nan", or "" when every
+// parameter in `params` (the model's flat buffer) is finite. One pass: O(P),
+// as cheap as an optimizer step.
+std::string FirstNonFiniteParameter(const Model& model, const float* params);
+
 // Softmax cross-entropy over logits[n][k]. Returns the summed loss and the
 // number of rows whose argmax equals the label; when dlogits is not null,
 // writes (softmax - onehot) * grad_scale into it.

@@ -77,10 +77,16 @@ nlohmann::json ToJson(const CheckpointManifest& m) {
     shards.push_back({{"server", s.server}, {"begin", s.begin}, {"end", s.end}, {"file", s.file},
                       {"sha256", s.sha256}});
   for (const auto& r : m.consumed) consumed.push_back({r.begin, r.end});
+  nlohmann::json pending = nlohmann::json::array();
+  for (const auto& worker : m.pending) {
+    nlohmann::json ranges = nlohmann::json::array();
+    for (const auto& r : worker) ranges.push_back({r.begin, r.end});
+    pending.push_back(std::move(ranges));
+  }
   return {{"step", m.step}, {"epoch", m.epoch}, {"epoch_complete", m.epoch_complete},
           {"workers", m.workers}, {"servers", m.servers}, {"parameter_count", m.parameter_count},
           {"job_sha256", m.job_sha256}, {"job", m.job_text}, {"model_sha256", m.model_sha256},
-          {"shards", shards}, {"consumed", consumed}};
+          {"shards", shards}, {"consumed", consumed}, {"pending", pending}};
 }
 
 }  // namespace
@@ -132,6 +138,13 @@ StatusOr<CheckpointManifest> ParseManifest(std::string_view text, const std::str
                           s.at("sha256").get<std::string>()});
     for (const auto& r : j.at("consumed"))
       m.consumed.push_back({integer(r.at(0), "consumed[][0]"), integer(r.at(1), "consumed[][1]")});
+    if (j.contains("pending")) {
+      for (const auto& worker : j.at("pending")) {
+        m.pending.emplace_back();
+        for (const auto& r : worker)
+          m.pending.back().push_back({integer(r.at(0), "pending[][][0]", 0), integer(r.at(1), "pending[][][1]", 0)});
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     return DataLoss("'{}': {}", path, e.what());
   }
@@ -158,6 +171,12 @@ StatusOr<CheckpointManifest> ParseManifest(std::string_view text, const std::str
       return DataLoss("'{}': shard file '{}' is not a file name in the checkpoint directory", path,
                       EchoValue(s.file));
   }
+  if (!m.pending.empty() && static_cast<int64_t>(m.pending.size()) != m.workers)
+    return DataLoss("'{}': pending lists {} workers; the checkpoint has {}", path, m.pending.size(), m.workers);
+  for (size_t w = 0; w < m.pending.size(); ++w)
+    for (const auto& r : m.pending[w])
+      if (r.end <= r.begin)
+        return DataLoss("'{}': pending[{}] holds the empty or reversed range [{}, {})", path, w, r.begin, r.end);
   return m;
 }
 
@@ -230,6 +249,20 @@ StatusOr<FullState> LoadFullState(const CheckpointManifest& m) {
     full.optimizer_steps = f.optimizer_steps;
   }
   return full;
+}
+
+Status CheckPositions(const CheckpointManifest& m, int64_t n) {
+  std::vector<Range> all = m.consumed;
+  for (const auto& p : m.pending) all.insert(all.end(), p.begin(), p.end());
+  std::sort(all.begin(), all.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  int64_t at = 0;
+  for (const Range& r : all) {
+    if (r.begin < at || r.end <= r.begin || r.end > n)
+      return DataLoss("'{}': sample positions [{}, {}) overlap others or lie outside the epoch's [0, {})", m.dir,
+                      r.begin, r.end, n);
+    at = r.end;
+  }
+  return Status::Ok();
 }
 
 std::vector<Range> MergeRanges(std::vector<Range> r) {

@@ -57,6 +57,12 @@ struct CheckpointManifest {
   std::vector<Shard> shards;
   // Positions of `epoch`'s permutation already trained on (merged ranges).
   std::vector<data::ShardPlanner::Range> consumed;
+  // Per worker, in the order granted: positions granted but not yet trained
+  // at the checkpoint (empty in manifests written before they were kept). A
+  // resume on as many workers hands each worker its own first, so batches
+  // are composed as in the uninterrupted run; on another count they go back
+  // to the common pool.
+  std::vector<std::vector<data::ShardPlanner::Range>> pending;
   std::string dir;                 // set when read
 };
 
@@ -86,6 +92,9 @@ struct FullState {
 };
 StatusOr<FullState> LoadFullState(const CheckpointManifest& m);
 
+// The manifest's sample positions against an epoch of n: every consumed and
+// pending range inside [0, n), none overlapping another.
+Status CheckPositions(const CheckpointManifest& m, int64_t n);
 // Merges ranges into sorted, disjoint ones; Complement gives [0, n) minus them.
 std::vector<data::ShardPlanner::Range> MergeRanges(std::vector<data::ShardPlanner::Range> r);
 std::vector<data::ShardPlanner::Range> Complement(const std::vector<data::ShardPlanner::Range>& merged,

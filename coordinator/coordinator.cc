@@ -181,12 +181,14 @@ Status CollectSaved(const std::vector<proto::ShardSaved>& list, int W, bool serv
 
 using Range = data::ShardPlanner::Range;
 
-// The first `count` positions of a worker's grants, in the order granted.
-void TakePrefix(const std::vector<Range>& grants, int64_t count, std::vector<Range>* out) {
+// A worker's grants, in the order granted, split after its first `count`
+// positions: those it trained (appended to *trained) and the rest (*pending).
+void SplitGrants(const std::vector<Range>& grants, int64_t count, std::vector<Range>* trained,
+                 std::vector<Range>* pending) {
   for (const Range& g : grants) {
-    if (count <= 0) return;
-    int64_t take = std::min(count, g.end - g.begin);
-    out->push_back({g.begin, g.begin + take});
+    const int64_t take = std::clamp<int64_t>(count, 0, g.end - g.begin);
+    if (take > 0) trained->push_back({g.begin, g.begin + take});
+    if (g.begin + take < g.end) pending->push_back({g.begin + take, g.end});
     count -= take;
   }
 }
@@ -279,7 +281,15 @@ class Coordinator {
     if (!m.epoch_complete) {
       resumed_epoch_ = m.epoch;
       resumed_consumed_ = m.consumed;
-      planner_->SetRemaining(m.epoch, Complement(MergeRanges(m.consumed), N_));
+      POLIS_RETURN_IF_ERROR(CheckPositions(m, N_));
+      std::vector<Range> handed = m.consumed;
+      if (m.workers == W_) {
+        // Each worker first gets back what it held: the batches after the
+        // checkpoint are the uninterrupted run's.
+        resumed_pending_ = m.pending;
+        for (const auto& p : m.pending) handed.insert(handed.end(), p.begin(), p.end());
+      }
+      planner_->SetRemaining(m.epoch, Complement(MergeRanges(handed), N_));
     }
     int64_t done = 0;
     for (const auto& r : m.consumed) done += r.end - r.begin;
@@ -433,7 +443,8 @@ class Coordinator {
       std::vector<Range> consumed = ss.epoch() == resumed_epoch_ ? resumed_consumed_ : std::vector<Range>{};
       auto& g = grants_[ss.epoch()];
       g.resize(W_);
-      for (int k = 0; k < W_; ++k) TakePrefix(g[k], worker_consumed[k], &consumed);
+      m.pending.resize(W_);
+      for (int k = 0; k < W_; ++k) SplitGrants(g[k], worker_consumed[k], &consumed, &m.pending[k]);
       m.consumed = MergeRanges(consumed);
     } else {
       m.consumed = {{0, N_}};
@@ -460,7 +471,13 @@ class Coordinator {
 
   Status OnShardRequest(int w, int from, int e) {
     if (e < 0 || e >= E_) return RemoteError("rank {} asked for a shard of epoch {}", from, e);
-    auto r = planner_->Next(e);
+    Range r;
+    if (e == resumed_epoch_ && w < static_cast<int>(resumed_pending_.size()) && !resumed_pending_[w].empty()) {
+      r = resumed_pending_[w].front();
+      resumed_pending_[w].erase(resumed_pending_[w].begin());
+    } else {
+      r = planner_->Next(e);
+    }
     if (r.end > r.begin) {
       ++workers_view_[w].shards;
       auto& g = grants_[e];
@@ -798,6 +815,7 @@ class Coordinator {
   // Resume: where the plan starts, and the checkpoint's consumed positions.
   int start_epoch_ = 0, resumed_epoch_ = -1;
   std::vector<Range> resumed_consumed_;
+  std::vector<std::vector<Range>> resumed_pending_;  // per worker, handed out first
   std::unique_ptr<Monitor> monitor_;
   std::ofstream metrics_;
   std::string job_text_, model_sha256_;

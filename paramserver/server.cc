@@ -9,6 +9,7 @@
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
 #include "common/comm/ps_pieces.h"
+#include "common/comm/wire_checks.h"
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -33,6 +34,10 @@ class Server {
     int64_t hint = TotalStepsHint(ctx_);
     if (mode_ != proto::SyncSpec::BSP) hint *= std::max(W_, 1);  // one update per push
     POLIS_ASSIGN_OR_RETURN(optimizer_, MakeOptimizer(spec.optimizer(), n_, hint));
+    // Bounds for the push headers workers send (common/comm/wire_checks.h).
+    limits_ = {spec.training().epochs(),
+               ctx_.train_samples > 0 ? ctx_.train_samples : std::numeric_limits<int64_t>::max() / 4, W_,
+               ctx_.servers, ctx_.model.parameter_count()};
     checkpoint_every_ = spec.training().checkpoint_every_steps();
     checkpoint_epochs_ = spec.training().checkpoint_epochs();
 
@@ -149,6 +154,7 @@ class Server {
 
   Status OnPush(int w) {
     const PushHeader& h = push_[w];
+    POLIS_RETURN_IF_ERROR(comm::CheckPushHeader(h, ctx_.worker_rank(w), limits_));
     WorkerState& s = w_[w];
     if (h.epoch != epoch_)
       return RemoteError("rank {} (worker) pushed for epoch {} while server {} is in epoch {}",
@@ -429,6 +435,7 @@ class Server {
   int64_t step_ = 0;
   int epoch_ = 0;
   int64_t checkpoint_every_ = 0;
+  comm::WireLimits limits_;
   bool checkpoint_epochs_ = true;
   int64_t updates_since_checkpoint_ = 0;
   bool quiesce_ = false;

@@ -1,6 +1,7 @@
 #include "common/comm/ps_client.h"
 
 #include "common/comm/mpi_util.h"
+#include "common/comm/wire_checks.h"
 #include "common/env.h"
 
 namespace polis::comm {
@@ -78,6 +79,7 @@ Status PsClient::WaitHeaders(int64_t ts, PullHeader* reply) {
       },
       [&] { return PollControl(); }));
   std::fill(pushed_.begin(), pushed_.end(), 0);
+  for (size_t s = 0; s < servers_.size(); ++s) POLIS_RETURN_IF_ERROR(CheckPullHeader(pull_[s], servers_[s]));
   for (size_t s = 1; s < servers_.size(); ++s) {
     if (pull_[s].flags != pull_[0].flags)
       return RemoteError("rank {} (server) answered with flags {} but rank {} with {}", servers_[s],

@@ -32,6 +32,7 @@ class CheckpointTest : public ::testing::Test {
     m.parameter_count = 10;
     m.job_sha256 = "abc";
     m.consumed = {{0, 64}, {128, 160}};
+    m.pending = {{{64, 80}}, {{160, 170}, {96, 128}}};
     for (int s = 0; s < 2; ++s) {
       ShardFile f;
       f.server = s;
@@ -58,6 +59,13 @@ TEST_F(CheckpointTest, RoundTripIsBitExact) {
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->step, 10);
   EXPECT_EQ(m->consumed.size(), 2u);
+  // Each worker's pending positions come back in the order they were granted.
+  ASSERT_EQ(m->pending.size(), 2u);
+  ASSERT_EQ(m->pending[1].size(), 2u);
+  EXPECT_EQ(m->pending[0][0].begin, 64);
+  EXPECT_EQ(m->pending[1][0].begin, 160);
+  EXPECT_EQ(m->pending[1][1].end, 128);
+  EXPECT_TRUE(CheckPositions(*m, 200).ok());
   auto full = LoadFullState(*m);
   ASSERT_TRUE(full.ok()) << full.status().ToString();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(full->params[i], 0.1f + i);
@@ -123,6 +131,19 @@ TEST(Ranges, MergeAndComplement) {
   EXPECT_EQ(c[0].end, 10);
   EXPECT_EQ(c[1].begin, 30);
   EXPECT_EQ(c[1].end, 50);
+}
+
+TEST(Ranges, CheckPositionsRefusesOverlapsAndOutOfEpoch) {
+  CheckpointManifest m;
+  m.dir = "RUN/checkpoints/step-000000010";
+  m.consumed = {{0, 10}};
+  m.pending = {{{10, 20}}, {{30, 40}}};
+  EXPECT_TRUE(CheckPositions(m, 40).ok());
+  Status past = CheckPositions(m, 35);
+  EXPECT_FALSE(past.ok());
+  EXPECT_NE(past.message().find("[30, 40)"), std::string::npos) << past.message();
+  m.pending[1] = {{5, 12}};  // trained and pending at once
+  EXPECT_FALSE(CheckPositions(m, 40).ok());
 }
 
 TEST(ShardPlannerResume, HandsOutOnlyTheRemaining) {

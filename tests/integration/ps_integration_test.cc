@@ -169,6 +169,61 @@ TEST_F(PsIntegration, AllReduceStopOnSignalThenResumeElsewhereExactlyOnce) {
       dir_, {"fashion_cnn_allreduce.pbtxt", "--workers 2", "--workers 3", 3, 3, 0});
 }
 
+// Stopped at a mid-epoch checkpoint and resumed on the same cluster, a job
+// ends exactly where the uninterrupted run ends: the checkpoint keeps each
+// worker's granted-but-untrained positions and hands them back to the same
+// worker first, so every later batch holds the samples it held before, and
+// parameters, optimizer state and schedule come back bit for bit. (Two
+// workers: a + b == b + a, whichever worker asked first for a shard.)
+void StopThenResumeReproduces(const std::string& dir, const std::string& base_job,
+                              const std::string& cluster, int ranks) {
+  const std::string job = JobVariant(dir, "job.pbtxt", {{"training { batch_size: 32 epochs: 5 seed: 42 }",
+                                                         "training { batch_size: 32 epochs: 2 seed: 42 checkpoint_every_steps: 10 }"}},
+                                     base_job);
+  const std::string data = " -- --train-limit 3000 --test-limit 500";
+  const std::string env = "POLIS_TEST_SLOW_WORKER=0:10 ";
+  ShellRun clean = Shell(env + PolisRun(cluster + " --registry " + dir + "/registry --run-dir " + dir + "/clean " +
+                                        job + data));
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+  const std::string run = dir + "/run";
+  ShellRun first;
+  std::thread th([&] {
+    first = Shell(env + PolisRun(cluster + " --registry " + dir + "/registry --run-dir " + run + " " + job + data));
+  });
+  int coordinator = -1;
+  for (int i = 0; i < 600 && coordinator < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::vector<std::string> skipped;
+    if (PathExists(run + "/checkpoints") && FindLatestCheckpoint(run, &skipped).ok())
+      coordinator = RankPids(run, ranks)[0];
+  }
+  ASSERT_GT(coordinator, 0) << "no checkpoint appeared";
+  kill(coordinator, SIGTERM);
+  th.join();
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  std::vector<std::string> skipped;
+  auto m = FindLatestCheckpoint(run, &skipped);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_FALSE(m->epoch_complete) << "stopped between epochs; the test wants a mid-epoch stop";
+  ASSERT_EQ(m->pending.size(), 2u);
+  ShellRun second = Shell(env + PolisRun(cluster + " --resume " + run + data));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  auto a = ReadJson(dir + "/clean/result.json"), b = ReadJson(run + "/result.json");
+  ASSERT_EQ(a["history"].size(), 2u) << a.dump();
+  ASSERT_EQ(b["history"].size(), 2u) << b.dump();
+  for (int e = 0; e < 2; ++e)
+    for (const char* key : {"test_loss", "test_accuracy"})
+      EXPECT_EQ(b["history"][e][key], a["history"][e][key]) << "epoch " << e + 1 << " " << key;
+}
+
+TEST_F(PsIntegration, StopAndResumeOnTheSameClusterReproducesTheUninterruptedRun) {
+  StopThenResumeReproduces(dir_, "fashion_cnn.pbtxt", "--workers 2 --servers 1", 4);
+}
+
+TEST_F(PsIntegration, AllReduceStopAndResumeOnTheSameClusterReproducesTheUninterruptedRun) {
+  StopThenResumeReproduces(dir_, "fashion_cnn_allreduce.pbtxt", "--workers 2", 3);
+}
+
 // A rank killed with SIGKILL stops the whole job promptly with a message
 // naming it, and the run stays resumable from its last checkpoint.
 void KillRankTest(const std::string& dir, int victim, const char* role) {

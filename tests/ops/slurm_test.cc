@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 #include "tests/prereq.h"
 
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
 #include "tests/ops/ops_test_util.h"
 
 namespace polis {
@@ -93,6 +97,87 @@ TEST(Slurm, SbatchTemplateCheckpointsRequeuesAndResumes) {
   EXPECT_EQ(down.exit_code, 0) << down.errors;
   for (const char* daemon : {"slurmd", "slurmctld", "munged"})
     EXPECT_FALSE(Alive(cluster + "/run/" + daemon + ".pid")) << daemon << " still runs";
+}
+
+// PID of the job step's task `procid` (its SLURM_PROCID) training in run_dir.
+int TaskPid(const std::string& run_dir, int procid) {
+  auto r = Shell("pgrep -f 'polis-train .*--run-dir " + run_dir + "'");
+  std::istringstream in(r.output);
+  for (int pid; in >> pid;) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);  // size 0 to stat
+    const std::string env((std::istreambuf_iterator<char>(f)), {});
+    const std::string key = std::string("SLURM_PROCID=") + std::to_string(procid) + '\0';
+    if (env.find(key) != std::string::npos) return pid;
+  }
+  return -1;
+}
+
+// POLIS_MAX_RESTARTS: a worker killed inside the allocation is named, the
+// step runs again from the newest checkpoint without a requeue, and the
+// run's result and restarts.jsonl say so.
+TEST(Slurm, SbatchRestartsAKilledStepFromItsCheckpoint) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (SlurmUser=root)";
+  if (!ops_test::HaveProgram("slurmctld") || !ops_test::HaveProgram("munged"))
+    POLIS_MISSING_PREREQ() << "slurm-wlm / munge not installed";
+  if (!PathExists(kBin + "/launch/polis-train") || !PathExists(kBin + "/launch/polisctl"))
+    POLIS_MISSING_PREREQ() << "polis-train and polisctl are not built in " << kBin;
+  if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    POLIS_MISSING_PREREQ() << "no Fashion-MNIST files";
+
+  ops_test::TempDir tmp;
+  const std::string cluster = tmp.path() + "/cluster";
+  auto up = Shell(kSrc + "/launch/slurm/start-test-cluster.sh " + cluster + " --cpus 8");
+  ASSERT_EQ(up.exit_code, 0) << up.output << up.errors;
+  const std::string env = "SLURM_CONF=" + cluster + "/etc/slurm.conf ";
+  struct Stopper {
+    std::string cmd;
+    ~Stopper() { Shell(cmd); }
+  } stopper{kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster};
+
+  const std::string run_dir = tmp.path() + "/run";
+  auto submit = Shell(
+      env + "sbatch --parsable --no-requeue --chdir=" + kSrc + " --output=" + tmp.path() + "/job-%j.out" +
+      " --export=ALL,POLIS_MAX_RESTARTS=2,POLIS_JOB=jobs/fashion_cnn.pbtxt,POLIS_BUILD_DIR=" + kBin +
+      ",POLIS_RUN_DIR=" + run_dir + ",POLIS_TRAIN_ARGS=\"--epochs 4 --train-limit 12000 --test-limit 1000 --registry " +
+      tmp.path() + "/registry\" " + kSrc + "/launch/slurm/polis.sbatch");
+  ASSERT_EQ(submit.exit_code, 0) << submit.errors;
+  const std::string job = submit.output.substr(0, submit.output.find_first_of(";\n"));
+
+  // After the first epoch's checkpoint, SIGKILL the last task (a worker).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  int victim = -1;
+  while (std::chrono::steady_clock::now() < deadline && victim < 0) {
+    if (!ops_test::ReadOrEmpty(run_dir + "/metrics.jsonl").empty()) victim = TaskPid(run_dir, 3);
+    const std::string state = Field(Shell(env + "scontrol show job " + job).output, "JobState");
+    if (state != "PENDING" && state != "RUNNING") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_GT(victim, 0) << "no epoch finished:\n" << ops_test::ReadOrEmpty(tmp.path() + "/job-" + job + ".out")
+                       << ops_test::ReadOrEmpty(run_dir + "/stderr.log");
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+
+  std::string info;
+  while (std::chrono::steady_clock::now() < deadline + std::chrono::seconds(120)) {
+    info = Shell(env + "scontrol show job " + job).output;
+    const std::string state = Field(info, "JobState");
+    if (state != "PENDING" && state != "RUNNING" && state != "COMPLETING") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  const std::string out = ops_test::ReadOrEmpty(tmp.path() + "/job-" + job + ".out");
+  EXPECT_EQ(Field(info, "JobState"), "COMPLETED") << info << out;
+  EXPECT_EQ(Field(info, "Restarts"), "0") << info;  // restarted inside the allocation, not requeued
+  EXPECT_NE(out.find("rank 3 (worker)"), std::string::npos) << out;
+  EXPECT_NE(out.find("restart 1 of 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("polis: resuming from"), std::string::npos) << out;
+  const std::string restarts = ops_test::ReadOrEmpty(run_dir + "/restarts.jsonl");
+  json line = json::parse(restarts.substr(0, restarts.find('\n')), nullptr, false);
+  ASSERT_TRUE(line.is_object()) << restarts;
+  EXPECT_EQ(line["action"], "resume") << restarts;
+  EXPECT_NE(line["cause"].get<std::string>().find("rank 3 (worker)"), std::string::npos) << restarts;
+  json result = json::parse(ops_test::ReadOrEmpty(run_dir + "/result.json"), nullptr, false);
+  ASSERT_TRUE(result.is_object()) << out;
+  EXPECT_EQ(result["restarts"], 1) << result.dump();
+  EXPECT_EQ(result["history"].size(), 4u) << result.dump();
 }
 
 }  // namespace

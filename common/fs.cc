@@ -6,10 +6,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+
 #include <atomic>
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <memory>
 
 namespace polis {
@@ -46,42 +50,70 @@ StatusOr<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
-StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
+StatusOr<std::string> ReadMaybeGzip(const std::string& path, int64_t max_bytes) {
   POLIS_ASSIGN_OR_RETURN(std::string raw, ReadFile(path));
-  if (raw.size() < 2 || static_cast<unsigned char>(raw[0]) != 0x1f ||
-      static_cast<unsigned char>(raw[1]) != 0x8b) {
-    return raw;
-  }
+  auto gzip_at = [&](size_t at) {
+    return raw.size() >= at + 2 && static_cast<unsigned char>(raw[at]) == 0x1f &&
+           static_cast<unsigned char>(raw[at + 1]) == 0x8b;
+  };
+  if (!gzip_at(0)) return raw;
+  if (max_bytes <= 0) max_bytes = AvailableMemoryBytes();
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 16) != Z_OK) return InternalError("inflateInit2 failed");
+  std::unique_ptr<z_stream, int (*)(z_stream*)> end(&zs, inflateEnd);
   std::string out;
-  out.resize(raw.size() * 4 + 1024);
-  zs.next_in = reinterpret_cast<Bytef*>(raw.data());
-  zs.avail_in = static_cast<uInt>(raw.size());
-  int rc = Z_OK;
+  out.resize(std::min<size_t>(raw.size() * 4 + 1024, static_cast<size_t>(max_bytes) + 1));
+  size_t in_at = 0, out_at = 0;  // totals over every member
+  constexpr size_t kChunk = 1u << 30;  // z_stream counts in uInt
   while (true) {
-    if (zs.total_out >= out.size()) out.resize(out.size() * 2);
-    zs.next_out = reinterpret_cast<Bytef*>(out.data() + zs.total_out);
-    zs.avail_out = static_cast<uInt>(out.size() - zs.total_out);
-    rc = inflate(&zs, Z_NO_FLUSH);
-    if (rc == Z_STREAM_END) break;
-    if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
-      size_t at = zs.total_in;
-      inflateEnd(&zs);
-      return DataLoss("'{}': gzip stream is truncated (compressed input ends at byte {})", path,
-                      at);
+    if (out_at == out.size()) {
+      if (out.size() > static_cast<size_t>(max_bytes))
+        return FailedPrecondition("'{}' inflates to more than {} bytes (this machine's memory, or the limit given); "
+                                 "compressed byte {} of {} reached",
+                                 path, max_bytes, in_at, raw.size());
+      out.resize(std::min<size_t>(out.size() * 2, static_cast<size_t>(max_bytes) + 1));
     }
-    if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      size_t at = zs.total_in;
-      std::string msg = zs.msg ? zs.msg : "unknown";
-      inflateEnd(&zs);
-      return DataLoss("'{}': gzip data is corrupt near compressed byte {}: {}", path, at, msg);
+    zs.next_in = reinterpret_cast<Bytef*>(raw.data() + in_at);
+    zs.avail_in = static_cast<uInt>(std::min(raw.size() - in_at, kChunk));
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + out_at);
+    zs.avail_out = static_cast<uInt>(std::min(out.size() - out_at, kChunk));
+    const uInt in_before = zs.avail_in, out_before = zs.avail_out;
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    in_at += in_before - zs.avail_in;
+    out_at += out_before - zs.avail_out;
+    if (rc == Z_STREAM_END) {
+      if (in_at == raw.size()) break;
+      // Another member follows, or bytes that are not gzip.
+      if (!gzip_at(in_at))
+        return DataLoss("'{}': {} bytes after the end of the gzip data at compressed byte {} are not gzip", path,
+                        raw.size() - in_at, in_at);
+      inflateReset(&zs);
+      continue;
     }
+    if (rc == Z_BUF_ERROR && in_at == raw.size())
+      return DataLoss("'{}': gzip stream is truncated (compressed input ends at byte {})", path, in_at);
+    if (rc != Z_OK && rc != Z_BUF_ERROR)
+      return DataLoss("'{}': gzip data is corrupt near compressed byte {}: {}", path, in_at,
+                      zs.msg ? zs.msg : "unknown");
   }
-  out.resize(zs.total_out);
-  inflateEnd(&zs);
+  out.resize(out_at);
   return out;
 }
+
+int64_t AvailableMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  int64_t bytes = pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page
+                                        : std::numeric_limits<int64_t>::max();
+  std::ifstream cg("/sys/fs/cgroup/memory.max");
+  std::string limit;
+  if (cg >> limit && limit != "max") {
+    char* end = nullptr;
+    const long long v = std::strtoll(limit.c_str(), &end, 10);
+    if (end != limit.c_str() && *end == '\0' && v > 0 && v < bytes) bytes = v;
+  }
+  return bytes;
+}
+
 
 Status SyncDirectory(const std::string& dir) {
   int fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -15,8 +15,13 @@
 namespace polis {
 
 StatusOr<std::string> ReadFile(const std::string& path);
-// Reads a file, inflating it if it starts with the gzip magic (1f 8b).
-StatusOr<std::string> ReadMaybeGzip(const std::string& path);
+// Reads a file, inflating it if it starts with the gzip magic (1f 8b):
+// every member of a multi-member file (as `cat a.gz b.gz` makes), in order.
+// An inflated size beyond max_bytes (default: AvailableMemoryBytes()) is an
+// error naming the file and the limit, not an allocation that fails later.
+StatusOr<std::string> ReadMaybeGzip(const std::string& path, int64_t max_bytes = 0);
+// Physical memory, or the cgroup limit (/sys/fs/cgroup/memory.max) if lower.
+int64_t AvailableMemoryBytes();
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
 // fsync of a directory, so a rename inside it survives a crash.
 Status SyncDirectory(const std::string& dir);

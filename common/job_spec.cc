@@ -556,20 +556,6 @@ WorkerMemory EstimateWorkerMemory(const proto::JobSpec& spec, const nn::Model& m
   return m;
 }
 
-int64_t AvailableMemoryBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  int64_t bytes = pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page
-                                        : std::numeric_limits<int64_t>::max();
-  std::ifstream cg("/sys/fs/cgroup/memory.max");
-  std::string limit;
-  if (cg >> limit && limit != "max") {
-    char* end = nullptr;
-    const long long v = std::strtoll(limit.c_str(), &end, 10);
-    if (end != limit.c_str() && *end == '\0' && v > 0 && v < bytes) bytes = v;
-  }
-  return bytes;
-}
-
 std::string HumanBytes(double bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   int u = 0;

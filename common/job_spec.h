@@ -18,6 +18,7 @@
 
 #include "common/data/dataset.h"
 #include "common/echo.h"
+#include "common/fs.h"  // AvailableMemoryBytes
 #include "common/nn/model.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
@@ -91,8 +92,6 @@ struct WorkerMemory {
 };
 WorkerMemory EstimateWorkerMemory(const proto::JobSpec& spec, const nn::Model& model,
                                   double dataset_bytes, int64_t train_samples);
-// Physical memory, or the cgroup limit (/sys/fs/cgroup/memory.max) if lower.
-int64_t AvailableMemoryBytes();
 // "3.1 TiB", "23.4 GiB", "512 B".
 std::string HumanBytes(double bytes);
 

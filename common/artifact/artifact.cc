@@ -3,12 +3,16 @@
 #include <fcntl.h>
 #include <fmt/ranges.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -105,6 +109,39 @@ int64_t ParseVersionName(const std::string& name) {
     v = v * 10 + (c - '0');
   }
   return v;
+}
+
+// This host's name, without characters that would split a staging name.
+std::string HostTag() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "host";
+  std::string tag(name);
+  for (char& c : tag)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.') c = '_';
+  return tag;
+}
+
+// Staging directories left by publishers that died (a kill during a
+// publish): .staging-<host>-<pid>-<rand> of this host whose process is gone,
+// or any staging directory untouched for a day (another host's, or one of
+// the older .staging-<pid>-<rand> form). Best effort; never a version.
+void RemoveAbandonedStaging(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string mine = ".staging-" + HostTag() + "-";
+  const auto now = fs::file_time_type::clock::now();
+  for (const auto& e : fs::directory_iterator(model_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".staging-", 0) != 0) continue;
+    bool abandoned = false;
+    if (name.rfind(mine, 0) == 0) {
+      const long pid = std::strtol(name.c_str() + mine.size(), nullptr, 10);
+      abandoned = pid > 0 && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    }
+    const auto mtime = fs::last_write_time(e.path(), ec);
+    if (!ec && now - mtime > std::chrono::hours(24)) abandoned = true;
+    if (abandoned) fs::remove_all(e.path(), ec);
+  }
 }
 
 std::string RandomHex() {
@@ -453,10 +490,11 @@ StatusOr<PublishedVersion> PublishVersion(const std::string& root, const std::st
   const std::string model_dir = JoinPath(root, model);
   POLIS_RETURN_IF_ERROR(MakeDirectories(model_dir));
 
+  RemoveAbandonedStaging(model_dir);
   // A fresh staging directory; the random part keeps threads of one process apart.
   std::string staging;
   for (int attempt = 0;; ++attempt) {
-    staging = JoinPath(model_dir, fmt::format(".staging-{}-{}", getpid(), RandomHex()));
+    staging = JoinPath(model_dir, fmt::format(".staging-{}-{}-{}", HostTag(), getpid(), RandomHex()));
     if (mkdir(staging.c_str(), 0755) == 0) break;
     if (errno != EEXIST || attempt >= 16)
       return ErrnoStatus("cannot create directory", staging, errno);

@@ -22,7 +22,7 @@
 //
 // Registry layout: <root>/<model>/<version>/{model.polis,metadata.json}, where
 // version is 1, 2, ... A version directory appears in one rename of a fully
-// written and fsynced staging directory <root>/<model>/.staging-<pid>-<rand>/,
+// written and fsynced staging directory <root>/<model>/.staging-<host>-<pid>-<rand>/,
 // so readers never see half a version and concurrent publishers (threads or
 // processes) never overwrite each other (renameat2 with RENAME_NOREPLACE).
 //
@@ -103,7 +103,9 @@ struct PublishedVersion {
 //    header.parameter_count with weights.size() if unset (refuses a set,
 //    different one). Refuses (DataLoss, CheckArtifactFinite) a non-finite
 //    weight or metric before anything is written.
-// 2. Writes model.polis into <root>/<model>/.staging-<pid>-<random>/.
+// 2. Removes staging directories of publishers that died on this host (their
+//    pid is gone) or untouched for a day, then writes model.polis into
+//    <root>/<model>/.staging-<host>-<pid>-<random>/.
 // 3. N = 1 + the highest existing version. Writes metadata.json for version N
 //    (keys: model, version, created_at, sha256, parameter_count, artifact,
 //    artifact_bytes, metrics {name: value}, lineage {...}, plus every key of

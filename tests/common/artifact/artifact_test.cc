@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
 
 #include <cmath>
 #include <cstring>
@@ -324,6 +328,35 @@ TEST_F(ArtifactTest, PublishRefusesReservedExtraKeysAndBadCounts) {
   p = PublishVersion(dir_, "m", a, nullptr);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->version, 1);
+}
+
+// A publisher killed mid-publish leaves its staging directory; the next
+// publish removes it (its pid is gone) and leaves a live one alone.
+TEST_F(ArtifactTest, PublishRemovesStagingOfDeadPublishers) {
+  ASSERT_TRUE(PublishVersion(dir_, "m", MakeArtifact(4), nullptr).ok());
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  std::string tag(host);
+  for (char& c : tag)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.') c = '_';
+  // A pid that has exited: a child reaped at once.
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  waitpid(child, nullptr, 0);
+  const std::string dead = dir_ + "/m/.staging-" + tag + "-" + std::to_string(child) + "-ab";
+  const std::string live = dir_ + "/m/.staging-" + tag + "-" + std::to_string(getpid()) + "-cd";
+  const std::string other = dir_ + "/m/.staging-otherhost-" + std::to_string(child) + "-ef";
+  for (const auto& d : {dead, live, other}) {
+    ASSERT_TRUE(MakeDirectories(d).ok());
+    ASSERT_TRUE(WriteFileAtomic(d + "/model.polis", "partial").ok());
+  }
+  auto p = PublishVersion(dir_, "m", MakeArtifact(4), nullptr);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->version, 2);
+  EXPECT_FALSE(PathExists(dead));
+  EXPECT_TRUE(PathExists(live));
+  EXPECT_TRUE(PathExists(other));  // another host's: only once a day old
 }
 
 TEST_F(ArtifactTest, ListVersionsIgnoresStagingAndOtherNames) {

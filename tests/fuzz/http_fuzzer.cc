@@ -4,7 +4,8 @@
 // request parser under the server's settings (16 KiB header limit; no body
 // limit while the header is read, then the declared Content-Length checked
 // against the body limit before the body is read), with the header fields
-// the server copies into HttpRequest.
+// the server copies into HttpRequest, and the registry's reading of the
+// request target (ParseTarget, PercentDecode).
 //
 // Input: one mode byte, then the text. Mode bits 0-1 choose the function:
 // 0 ParseHostPort, 1 ParseHttpUrl, 2 UrlEncode, 3 a raw request (and the
@@ -17,6 +18,7 @@
 #include <optional>
 
 #include "common/http/http_client.h"
+#include "common/http/request_target.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
@@ -48,6 +50,10 @@ void Request(std::string_view raw) {
   const auto& req = parser.get();
   const std::string method(req.method_string());
   const std::string target(req.target());
+  // The registry's router reads the target first.
+  auto parsed = polis::http::ParseTarget(target);
+  if (parsed.ok())
+    for (const auto& seg : parsed->seg) POLIS_FUZZ_CHECK(!seg.empty());
   const auto declared = parser.content_length();
   if (declared && *declared > kMaxBodyBytes) return;  // 413
   parser.body_limit(kMaxBodyBytes);
@@ -105,6 +111,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       }
       POLIS_FUZZ_CHECK(dec == text);
+      // What UrlEncode makes, the router decodes back: as a path segment
+      // and as a query value.
+      auto t = http::ParseTarget("/m/" + enc + "?k=" + enc);
+      POLIS_FUZZ_CHECK(t.ok());
+      POLIS_FUZZ_CHECK(t->seg.size() == (text.empty() ? 1u : 2u) && t->seg[0] == "m");
+      if (!text.empty()) POLIS_FUZZ_CHECK(t->seg[1] == text);
+      POLIS_FUZZ_CHECK(t->Query("k") == text);
       return 0;
     }
     default: {

@@ -19,7 +19,7 @@ TEST(Dataset, BikeSharingWindowsAndBaselines) {
   ASSERT_TRUE(job.ok()) << job.status().ToString();
   auto spec = job->spec.dataset();
   spec.mutable_timeseries()->set_path(kHourCsv);
-  auto ds = OpenDataset(spec);
+  auto ds = OpenDataset(spec, 42);
   ASSERT_TRUE(ds.ok()) << ds.status().ToString();
   EXPECT_EQ((*ds)->task(), Task::kRegression);
   EXPECT_EQ((*ds)->target_width(), 1);

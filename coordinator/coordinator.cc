@@ -308,9 +308,12 @@ class Coordinator {
           rows[row.value("epoch", 0)] = row;
       }
       for (auto& [epoch, row] : rows) history_.push_back(std::move(row));
-      // The early-stopping rule picks up where it was.
+      // The early-stopping rule picks up where it was, and pruning goes on
+      // sparing the best epoch's checkpoint.
       if (early_)
         for (const json& row : history_) early_->Observe(row.value("epoch", 0), row.value(early_->metric(), NAN));
+      if (spec_.training().restore_best() && early_ && early_->best_epoch() > 0)
+        RememberEpochCheckpoint(early_->best_epoch() - 1);
     }
     return Status::Ok();
   }
@@ -617,6 +620,14 @@ class Coordinator {
     return Status::Ok();
   }
 
+  // Looks up the epoch-end checkpoint of `epoch` on disk when this run has
+  // not seen it written (it was written before a resume).
+  void RememberEpochCheckpoint(int epoch) {
+    if (epoch_checkpoints_.count(epoch)) return;
+    const std::string dir = FindEpochCheckpoint(ctx_.run_dir, epoch);
+    if (!dir.empty()) epoch_checkpoints_[epoch] = dir;
+  }
+
   // training.restore_best: the checkpoint of the best epoch so far, spared
   // by pruning; "" otherwise.
   std::string BestCheckpoint() const {
@@ -712,10 +723,11 @@ class Coordinator {
                     {"max_staleness", v.stats.max_staleness()}, {"last_heartbeat_age_seconds", age}});
     }
     json hist = json::array();
+    // Each epoch's evaluation: val_* with a validation split, else test_*.
+    const std::string set = validation_ ? "val_" : "test_";
     for (const auto& h : history_)
       hist.push_back({{"epoch", h["epoch"]}, {"train_loss", h["train_loss"]},
-                      {"test_accuracy", h.value("test_accuracy", 0.0)}, {"test_mae", h.value("test_mae", 0.0)},
-                      {"val_accuracy", h.value("val_accuracy", 0.0)}, {"val_mae", h.value("val_mae", 0.0)},
+                      {set + "accuracy", h.value(set + "accuracy", 0.0)}, {set + "mae", h.value(set + "mae", 0.0)},
                       {"images_per_second", h["images_per_second"]}, {"elapsed_seconds", h["elapsed_seconds"]}});
     const double total = static_cast<double>(N_) * E_;
     return {{"job", spec_.name()}, {"state", state_}, {"epoch", std::min(epochs_done_ + 1, E_)}, {"epochs", E_},
@@ -874,6 +886,7 @@ class Coordinator {
     state_ = "evaluating";
     if (spec_.training().restore_best()) {
       const int best = PublishedEpoch() - 1;
+      RememberEpochCheckpoint(best);  // a resumed run's earlier epoch
       POLIS_RETURN_IF_ERROR(PumpMessagesUntil([&] { return epoch_checkpoints_.count(best) > 0; }));
       published_checkpoint_ = epoch_checkpoints_[best];
     }

@@ -19,13 +19,11 @@ class ValidationIntegration : public FashionJobTest {
   // The seed job (parameter servers or all-reduce) with `dataset` and
   // `training` settings added, run on the subset; returns result.json.
   json Run(const std::string& base, const std::string& dataset, const std::string& training,
-           const std::string& launch) {
-    const std::string job =
-        JobVariant(dir_, "job.pbtxt",
-                   {{"num_classes: 10", "num_classes: 10 " + dataset},
-                    {"training { batch_size: 32 epochs: 5 seed: 42 }",
-                     "training { batch_size: 32 epochs: 4 seed: 42 " + training + " }"}},
-                   base);
+           const std::string& launch, std::vector<std::pair<std::string, std::string>> edits = {}) {
+    edits.push_back({"num_classes: 10", "num_classes: 10 " + dataset});
+    edits.push_back({"training { batch_size: 32 epochs: 5 seed: 42 }",
+                     "training { batch_size: 32 epochs: 4 seed: 42 " + training + " }"});
+    const std::string job = JobVariant(dir_, "job.pbtxt", edits, base);
     ShellRun r = Shell(PolisRun(launch + " --registry " + dir_ + "/registry --run-dir " + dir_ + "/run " + job +
                                 " -- --train-limit 3000 --test-limit 1000"));
     output_ = r.output;
@@ -118,6 +116,14 @@ TEST_F(ValidationIntegration, WithoutAValidationSplitSelectionIsTest) {
   // The last epoch's test figure is the published model's.
   EXPECT_EQ(result["history"][1]["test_accuracy"], result["test_accuracy"]);
   ExpectFinalEvaluation(result);
+}
+
+// ASP/SSP clip each push by the norm its worker sends with it.
+TEST_F(ValidationIntegration, SspJobWithClipGradNormTrains) {
+  const json result = Run("fashion_cnn.pbtxt", "validation_fraction: 0.1", "clip_grad_norm: 0.5",
+                          "--workers 2 --servers 2 --epochs 1", {{"consistency: BSP", "consistency: SSP staleness: 1"}});
+  EXPECT_EQ(result["state"], "done") << output_;
+  EXPECT_GT(result["test_accuracy"].get<double>(), 0.5) << result.dump();
 }
 
 }  // namespace

@@ -871,7 +871,9 @@ class Coordinator {
       result["max_staleness_observed"] = max_staleness;
     }
     if (regression_) {
-      for (const auto& [k, v] : dataset_->Baselines().items()) result[k] = v;
+      // Named: items() of a temporary would outlive it (dangling keys).
+      const json baselines = dataset_->Baselines();
+      for (const auto& [k, v] : baselines.items()) result[k] = v;
       result["windows_per_second"] = result["images_per_second"];
       result.erase("images_per_second");
     }

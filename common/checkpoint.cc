@@ -213,12 +213,15 @@ StatusOr<CheckpointManifest> FindLatestCheckpoint(const std::string& run_dir,
   return NotFound("no complete checkpoint in '{}'", root);
 }
 
-void PruneCheckpoints(const std::string& run_dir, int keep) {
+void PruneCheckpoints(const std::string& run_dir, int keep, const std::string& spare) {
   const std::string root = run_dir + "/checkpoints";
+  const std::string spared = spare.empty() ? "" : std::filesystem::path(spare).filename().string();
   std::vector<std::string> complete;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(root, ec))
-    if (e.is_directory() && PathExists(e.path().string() + "/manifest.json")) complete.push_back(e.path().string());
+    if (e.is_directory() && PathExists(e.path().string() + "/manifest.json") &&
+        e.path().filename().string() != spared)
+      complete.push_back(e.path().string());
   std::sort(complete.begin(), complete.end());
   for (size_t i = 0; i + keep < complete.size(); ++i) std::filesystem::remove_all(complete[i], ec);
 }

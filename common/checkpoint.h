@@ -79,8 +79,9 @@ StatusOr<CheckpointManifest> ParseManifest(std::string_view text, const std::str
 // Skipped ones are reported in *skipped (one line each).
 StatusOr<CheckpointManifest> FindLatestCheckpoint(const std::string& run_dir,
                                                   std::vector<std::string>* skipped);
-// Removes all but the newest `keep` checkpoint directories.
-void PruneCheckpoints(const std::string& run_dir, int keep);
+// Removes all but the newest `keep` checkpoint directories, and `spare`
+// (a checkpoint directory, training.restore_best's best epoch) if given.
+void PruneCheckpoints(const std::string& run_dir, int keep, const std::string& spare = "");
 
 // Reassembles the full parameter vector (and each optimizer state vector)
 // from a checkpoint's shards, whatever key ranges they had. Every shard's

@@ -1,7 +1,8 @@
-// Test-set evaluation of a model on a range of a dataset's part: summed loss
-// and, for classification, correct predictions; for regression, error sums
-// in the target's original units (MAE, RMSE, MAPE, sMAPE). Used by workers
-// at epoch end, by the coordinator to verify a published artifact, and by
+// Evaluation of a model on a range of a dataset's part: summed loss and,
+// for classification, correct predictions and a confusion matrix; for
+// regression, error sums in the target's original units (MAE, RMSE, MAPE,
+// sMAPE). Used by workers at epoch end (validation, or test) and once at
+// the end (test), by the coordinator to verify a published artifact, and by
 // `polis-train --evaluate`.
 #pragma once
 
@@ -10,6 +11,7 @@
 
 #include "common/data/dataset.h"
 #include "common/nn/model.h"
+#include "common/proto/control.pb.h"
 
 namespace polis {
 
@@ -21,6 +23,10 @@ struct EvalResult {
   int64_t values = 0;
   double abs_error_sum = 0, sq_error_sum = 0, ape_sum = 0, sape_sum = 0;
   int64_t ape_count = 0;
+  // Classification: classes x classes counts, row = true class, column =
+  // predicted (the highest logit, the lowest class on a tie); empty for
+  // regression.
+  std::vector<int64_t> confusion;
 
   double accuracy() const { return samples ? static_cast<double>(correct) / samples : 0.0; }
   double loss() const { return samples ? loss_sum / samples : 0.0; }
@@ -29,7 +35,15 @@ struct EvalResult {
   double mape() const { return ape_count ? 100.0 * ape_sum / ape_count : 0.0; }
   double smape() const { return values ? 100.0 * sape_sum / values : 0.0; }
   void Add(const EvalResult& o);
+  // Per class: correct / samples of that true class (0 for a class with no
+  // samples); empty without a confusion matrix.
+  std::vector<double> PerClassAccuracy() const;
 };
+
+// EvalResult <-> the sums a worker sends (control.proto EvalSums);
+// with_confusion: include the confusion matrix.
+void ToSums(const EvalResult& r, bool with_confusion, proto::EvalSums* out);
+EvalResult FromSums(const proto::EvalSums& s);
 
 // Inference networks by batch size, bound to one parameter buffer; builds
 // each size once and reuses it.

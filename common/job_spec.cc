@@ -19,6 +19,8 @@
 #include "common/comm/communicator.h"
 #include "common/data/dataset.h"
 #include "common/data/idx.h"
+#include "common/data/split.h"
+#include "common/early_stopping.h"
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
@@ -263,6 +265,10 @@ const ModeRule kModeRules[] = {
     {"dataset.scale", IsIdx, "dataset.format IDX"},
     {"dataset.shift", IsIdx, "dataset.format IDX"},
     {"dataset.num_classes", IsIdx, "dataset.format IDX (a CSV time series is regression)"},
+    {"dataset.validation_fraction", IsIdx,
+     "dataset.format IDX (a time series splits by time: dataset.timeseries.validation_months)"},
+    {"dataset.validation_size", IsIdx,
+     "dataset.format IDX (a time series splits by time: dataset.timeseries.validation_months)"},
     {"dataset.timeseries", IsCsv, "dataset.format CSV"},
     {"dataset.timeseries.max_fill_steps", IsForwardFill, "dataset.timeseries.missing_policy FORWARD_FILL"},
     {"registry.root", HasNoUrl, "publishing to a directory (not with registry.url)"},
@@ -334,6 +340,51 @@ Status CheckJobName(const proto::JobSpec& spec, const std::string& source) {
                                : st.message() + " (the job name is the model name unless "
                                                 "registry.model_name is set)");
   return Status::Ok();
+}
+
+// The validation split and what uses it, as far as the fields alone tell;
+// CheckSelection sees the data.
+Status CheckValidationFields(const proto::JobSpec& spec, const std::string& source) {
+  const auto& d = spec.dataset();
+  if (d.validation_fraction() > 0 && d.validation_size() > 0)
+    return FieldError(source, "dataset.validation_size",
+                      "set dataset.validation_fraction or dataset.validation_size, not both");
+  const auto& t = spec.training();
+  if (t.has_early_stopping() && t.early_stopping().metric().empty())
+    return FieldError(source, "training.early_stopping.metric",
+                      "required: the per-epoch figure to watch (\"val_loss\", \"val_accuracy\", \"val_mae\", ...)");
+  if (t.restore_best() && !t.has_early_stopping())
+    return FieldError(source, "training.restore_best",
+                      "needs training.early_stopping: its metric and mode choose the best epoch");
+  if (t.restore_best() && !t.checkpoint_epochs())
+    return FieldError(source, "training.restore_best",
+                      "needs epoch-end checkpoints (the best epoch is restored from its own): remove "
+                      "training.checkpoint_epochs: false");
+  return Status::Ok();
+}
+
+// Whether the job's early-stopping metric is one it reports, and how many
+// training samples the validation split holds out.
+Status CheckSelection(const LoadedJob& job, bool regression, int64_t validation, int64_t train) {
+  const auto& d = job.spec.dataset();
+  if (d.validation_size() > 0 && 2 * d.validation_size() > train)
+    return FieldError(job.path, "dataset.validation_size",
+                      fmt::format("is {} but the training set holds {} samples: at most half may be held out",
+                                  d.validation_size(), train));
+  if (d.validation_fraction() > 0 && validation == 0)
+    return FieldError(job.path, "dataset.validation_fraction",
+                      fmt::format("{} of {} training samples holds out none", d.validation_fraction(), train));
+  const auto& t = job.spec.training();
+  if (!t.has_early_stopping()) return Status::Ok();
+  const std::string& metric = t.early_stopping().metric();
+  if (IsReportedMetric(metric, regression, validation > 0)) return Status::Ok();
+  return FieldError(job.path, "training.early_stopping.metric",
+                    fmt::format("\"{}\" is not a figure this job reports each epoch; it reports {} ({}{})",
+                                EchoValue(metric, 40), ReportedMetrics(regression, validation > 0),
+                                regression ? "regression" : "a classifier",
+                                validation > 0 ? ", with a validation split"
+                                               : ", without a validation split: set dataset.validation_fraction "
+                                                 "or dataset.validation_size (IDX) or validation_months (time series)"));
 }
 
 }  // namespace
@@ -467,6 +518,7 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
   } else if (!spec.dataset().has_dir() || spec.dataset().dir().empty()) {
     return FieldError(source, "dataset.dir", "required (a directory, or \"fashion-mnist\")");
   }
+  POLIS_RETURN_IF_ERROR(CheckValidationFields(spec, source));
   const auto& s = spec.sync();
   if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
     return FieldError(source, "sync.servers", "PARAMETER_SERVER mode needs at least 1 server");
@@ -621,7 +673,7 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
   const std::string& src = job.path;
   if (job.spec.model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
     return FieldError(src, "model.loss", "a CSV time series is regression: use MSE, MAE or HUBER");
-  auto ds = data::OpenDataset(job.spec.dataset());
+  auto ds = data::OpenJobDataset(job.spec);
   if (!ds.ok()) return FieldError(src, "dataset.timeseries", ds.status().message());
   auto model = nn::Model::Build(job.spec.model(), (*ds)->sample_shape());
   if (!model.ok()) return Status(model.status().code(), src + ": " + model.status().message());
@@ -638,6 +690,7 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
   const double rows = static_cast<double>(train + test) * static_cast<double>(ts.stride()) +
                       static_cast<double>(ts.lookback() + ts.horizon());
   POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, rows * (4 * features + 12), train));
+  POLIS_RETURN_IF_ERROR(CheckSelection(job, true, (*ds)->size(data::Part::kValidation), train));
   return model;
 }
 
@@ -708,6 +761,7 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   POLIS_RETURN_IF_ERROR(CheckInitializers(job, *model));
   const int64_t train = d.train_limit() > 0 ? std::min(d.train_limit(), train_dims[0]) : train_dims[0];
   POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, dataset_bytes, train));
+  POLIS_RETURN_IF_ERROR(CheckSelection(job, false, data::ValidationCount(d, train), train));
   return model;
 }
 

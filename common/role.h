@@ -22,6 +22,7 @@ struct RoleContext {
   MPI_Comm ctrl = MPI_COMM_NULL;
   MPI_Comm data = MPI_COMM_NULL;
   MPI_Comm workers_comm = MPI_COMM_NULL;  // the workers only (all-reduce); null elsewhere
+  MPI_Comm servers_comm = MPI_COMM_NULL;  // the servers only (clip_grad_norm's norm); null elsewhere
   int rank = 0;
   int world = 0;
   int servers = 0;
@@ -57,6 +58,9 @@ struct PushHeader {
   int64_t flags = 0;      // PushFlags
   int64_t epoch = 0;
   int64_t consumed = 0;   // samples of `epoch` this worker has pushed, this one included
+  // training.clip_grad_norm under ASP/SSP: the L2 norm of this push's mean
+  // gradient over every parameter (servers see only their range); else 0.
+  double grad_norm = 0;
 };
 struct PullHeader {
   int64_t step = 0;       // server updates so far

@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
+#include <functional>
 #include <map>
 #include <set>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <google/protobuf/text_format.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +26,7 @@
 #include "common/data/idx.h"
 #include "common/data/dataset.h"
 #include "common/data/shard_plan.h"
+#include "common/early_stopping.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
@@ -49,7 +53,8 @@ std::string Duration(double s) {
 struct EpochTotals {
   int reports = 0;
   std::vector<int64_t> worker_samples;
-  proto::EpochReport sum;
+  proto::EpochReport sum;  // training figures
+  EvalResult eval;         // the per-epoch evaluation (validation, or test)
   std::string params_sha256;
   bool replicas_identical = true;
 };
@@ -58,18 +63,46 @@ void Add(proto::EpochReport* a, const proto::EpochReport& b) {
   a->set_train_samples(a->train_samples() + b.train_samples());
   a->set_train_loss_sum(a->train_loss_sum() + b.train_loss_sum());
   a->set_train_correct(a->train_correct() + b.train_correct());
-  a->set_test_samples(a->test_samples() + b.test_samples());
-  a->set_test_correct(a->test_correct() + b.test_correct());
-  a->set_test_loss_sum(a->test_loss_sum() + b.test_loss_sum());
   a->set_compute_seconds(a->compute_seconds() + b.compute_seconds());
   a->set_comm_seconds(a->comm_seconds() + b.comm_seconds());
   a->set_steps(std::max(a->steps(), b.steps()));
-  a->set_test_abs_error_sum(a->test_abs_error_sum() + b.test_abs_error_sum());
-  a->set_test_sq_error_sum(a->test_sq_error_sum() + b.test_sq_error_sum());
-  a->set_test_ape_sum(a->test_ape_sum() + b.test_ape_sum());
-  a->set_test_ape_count(a->test_ape_count() + b.test_ape_count());
-  a->set_test_sape_sum(a->test_sape_sum() + b.test_sape_sum());
-  a->set_test_values(a->test_values() + b.test_values());
+}
+
+// An evaluation's figures as metrics.jsonl / result.json name them, with
+// `prefix` "val_" or "test_".
+void PutEvaluation(const EvalResult& ev, bool regression, const std::string& prefix, json* row) {
+  (*row)[prefix + "loss"] = ev.loss();
+  (*row)[prefix + "samples"] = ev.samples;
+  if (!regression) {
+    (*row)[prefix + "accuracy"] = ev.accuracy();
+    return;
+  }
+  (*row)[prefix + "mae"] = ev.mae();
+  (*row)[prefix + "rmse"] = ev.rmse();
+  (*row)[prefix + "mape"] = ev.mape();
+  (*row)[prefix + "smape"] = ev.smape();
+}
+
+// A classifier's final test evaluation, per class.
+void PutPerClass(const EvalResult& ev, json* result) {
+  const std::vector<double> per_class = ev.PerClassAccuracy();
+  const size_t k = per_class.size();
+  json matrix = json::array();
+  for (size_t c = 0; c < k; ++c)
+    matrix.push_back(std::vector<int64_t>(ev.confusion.begin() + c * k, ev.confusion.begin() + (c + 1) * k));
+  (*result)["per_class_accuracy"] = per_class;
+  (*result)["confusion_matrix"] = matrix;
+}
+
+// The epoch-end checkpoint of `epoch` (0-based) under the run directory,
+// looked up on disk (a resumed run's earlier epochs); "" if none is left.
+std::string FindEpochCheckpoint(const std::string& run_dir, int epoch) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(run_dir + "/checkpoints", ec)) {
+    auto m = ReadManifest(e.path().string());
+    if (m.ok() && m->epoch_complete && m->epoch == epoch) return e.path().string();
+  }
+  return "";
 }
 
 std::atomic<bool> g_stop_requested{false};
@@ -206,7 +239,7 @@ class Coordinator {
 
   Status Run() {
     POLIS_RETURN_IF_ERROR(Start());
-    while (epochs_done_ < E_) {
+    while (epochs_done_ < E_ && !stopped_early_) {
       if (g_stop_requested && !stopping_) POLIS_RETURN_IF_ERROR(BeginStop());
       int from = -1;
       proto::ControlMessage msg;
@@ -226,11 +259,15 @@ class Coordinator {
   // ---- start-up ------------------------------------------------------------
 
   Status Start() {
-    POLIS_ASSIGN_OR_RETURN(dataset_, data::OpenDataset(spec_.dataset()));
+    POLIS_ASSIGN_OR_RETURN(dataset_, data::OpenJobDataset(spec_));
     regression_ = dataset_->task() == data::Task::kRegression;
     N_ = dataset_->size(data::Part::kTrain);
+    validation_ = dataset_->size(data::Part::kValidation) > 0;
+    if (spec_.training().has_early_stopping())
+      early_ = std::make_unique<EarlyStopping>(spec_.training().early_stopping());
     planner_ = std::make_unique<data::ShardPlanner>(N_, ShardSize(spec_));
-    limits_ = {E_, N_, W_, ctx_.servers, ctx_.model.parameter_count()};
+    limits_ = {E_, N_, W_, ctx_.servers, ctx_.model.parameter_count(),
+               nn::ShapeElements(ctx_.model.output_shape())};
     if (!ctx_.resume_manifest.empty()) POLIS_RETURN_IF_ERROR(ResumePlan());
     std::fill(worker_epoch_.begin(), worker_epoch_.end(), start_epoch_);
     epochs_done_ = start_epoch_;
@@ -242,10 +279,13 @@ class Coordinator {
     POLIS_RETURN_IF_ERROR(MakeDirectories(ctx_.run_dir));
     POLIS_RETURN_IF_ERROR(StartMonitor());
     metrics_.open(ctx_.run_dir + "/metrics.jsonl", std::ios::app);
-    std::printf("polis: job %s: %d worker(s), %d server(s), %lld training images, %d epoch(s), "
+    std::printf("polis: job %s: %d worker(s), %d server(s), %lld training images, %s, %d epoch(s), "
                 "batch %d per worker, %lld parameters\n",
-                spec_.name().c_str(), W_, ctx_.servers, static_cast<long long>(N_), E_,
-                spec_.training().batch_size(), static_cast<long long>(ctx_.model.parameter_count()));
+                spec_.name().c_str(), W_, ctx_.servers, static_cast<long long>(N_),
+                validation_ ? fmt::format("{} held out for validation",
+                                          dataset_->size(data::Part::kValidation)).c_str()
+                            : "no validation split (epochs are evaluated on the test set)",
+                E_, spec_.training().batch_size(), static_cast<long long>(ctx_.model.parameter_count()));
     std::fflush(stdout);
     start_ = comm::Clock::now();
     last_print_ = start_;
@@ -270,6 +310,12 @@ class Coordinator {
           rows[row.value("epoch", 0)] = row;
       }
       for (auto& [epoch, row] : rows) history_.push_back(std::move(row));
+      // The early-stopping rule picks up where it was, and pruning goes on
+      // sparing the best epoch's checkpoint.
+      if (early_)
+        for (const json& row : history_) early_->Observe(row.value("epoch", 0), row.value(early_->metric(), NAN));
+      if (spec_.training().restore_best() && early_ && early_->best_epoch() > 0)
+        RememberEpochCheckpoint(early_->best_epoch() - 1);
     }
     return Status::Ok();
   }
@@ -349,7 +395,7 @@ class Coordinator {
     while (true) {
       Status st = comm::TryRecvControl(ctx_.ctrl, MPI_ANY_SOURCE, from, msg);
       if (st.code() != Code::kNotFound) return st;
-      if (g_stop_requested && !stopping_) return st;
+      if (g_stop_requested && !stopping_ && !finishing_) return st;
       const auto now = comm::Clock::now();
       if (now - last_heartbeat_check_ > std::chrono::seconds(1)) {
         last_heartbeat_check_ = now;
@@ -365,7 +411,7 @@ class Coordinator {
             state_ = "checkpointing";
           }
         }
-        if (g_stop_requested && !stopping_) return NotFound("stop requested");
+        if (g_stop_requested && !stopping_ && !finishing_) return NotFound("stop requested");
       }
       if (comm::Clock::now() > deadline) return Stalled();
       backoff.Pause();
@@ -373,6 +419,9 @@ class Coordinator {
   }
 
   Status CheckHeartbeats() {
+    // After training, workers evaluate without heartbeats and servers wait
+    // for pushes that will not come; POLIS_TIMEOUT_S still bounds the wait.
+    if (finishing_) return Status::Ok();
     const std::string silent = SilentRanks(ctx_, workers_view_, servers_view_, worker_epoch_, E_);
     if (silent.empty()) return Status::Ok();
     state_ = "failed";
@@ -418,6 +467,7 @@ class Coordinator {
       return Status::Ok();
     }
     if (msg.has_epoch_report()) return OnEpochReport(w, from, msg.epoch_report());
+    if (msg.has_final_evaluation() && finishing_) return OnFinalEvaluation(w, from, msg.final_evaluation());
     return RemoteError("rank {} sent an unexpected control message", from);
   }
 
@@ -451,7 +501,8 @@ class Coordinator {
     }
     const std::string dir = ctx_.run_dir + "/checkpoints/" + CheckpointDirName(m.step, m.epoch_complete);
     POLIS_RETURN_IF_ERROR(WriteManifest(dir, m));
-    PruneCheckpoints(ctx_.run_dir, spec_.training().keep_checkpoints());
+    if (m.epoch_complete) epoch_checkpoints_[m.epoch] = dir;
+    PruneCheckpoints(ctx_.run_dir, spec_.training().keep_checkpoints(), BestCheckpoint());
     saved_.erase({ss.step(), ss.epoch_complete()});
     last_checkpoint_ = dir;
     if (state_ == "checkpointing") state_ = "running";
@@ -545,18 +596,61 @@ class Coordinator {
     worker_epoch_[w] = e + 1;
     EpochTotals& t = totals_[e];
     Add(&t.sum, r);
+    t.eval.Add(FromSums(r.eval()));
     t.worker_samples.resize(W_);
     t.worker_samples[w] = r.train_samples();
     if (t.reports == 0) t.params_sha256 = r.params_sha256();
     else if (r.params_sha256() != t.params_sha256) t.replicas_identical = false;
     if (++t.reports < W_) return Status::Ok();
     if (!t.replicas_identical) return InternalError("after epoch {} the workers hold different parameters", e + 1);
-    const json row = EpochRow(e);
+    json row = EpochRow(e);
+    const bool stop = ApplyEarlyStopping(e, &row);
     metrics_ << row.dump() << "\n";
     metrics_.flush();
     history_.push_back(row);
     ++epochs_done_;
+    if (early_ && e + 1 < E_) POLIS_RETURN_IF_ERROR(SendVerdict(e, stop));
+    stopped_early_ = stop && e + 1 < E_;
     return Status::Ok();
+  }
+
+  // training.early_stopping: feeds epoch e's metric to the rule (its row
+  // gets best_epoch); returns whether training stops here.
+  bool ApplyEarlyStopping(int e, json* row) {
+    if (!early_) return false;
+    const double value = row->value(early_->metric(), NAN);
+    early_->Observe(e + 1, value);
+    (*row)["best_epoch"] = early_->best_epoch();
+    if (!early_->ShouldStop() || e + 1 >= E_) return false;
+    std::printf("polis: early stopping after epoch %d: %s has not improved on epoch %d's %.6g for %d epoch(s)\n",
+                e + 1, early_->metric().c_str(), early_->best_epoch(), early_->best_value(),
+                spec_.training().early_stopping().patience());
+    std::fflush(stdout);
+    return true;
+  }
+
+  Status SendVerdict(int e, bool stop) {
+    proto::ControlMessage verdict;
+    verdict.mutable_epoch_verdict()->set_epoch(e);
+    verdict.mutable_epoch_verdict()->set_stop(stop);
+    for (int w = 0; w < W_; ++w) POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.worker_rank(w), verdict));
+    return Status::Ok();
+  }
+
+  // Looks up the epoch-end checkpoint of `epoch` on disk when this run has
+  // not seen it written (it was written before a resume).
+  void RememberEpochCheckpoint(int epoch) {
+    if (epoch_checkpoints_.count(epoch)) return;
+    const std::string dir = FindEpochCheckpoint(ctx_.run_dir, epoch);
+    if (!dir.empty()) epoch_checkpoints_[epoch] = dir;
+  }
+
+  // training.restore_best: the checkpoint of the best epoch so far, spared
+  // by pruning; "" otherwise.
+  std::string BestCheckpoint() const {
+    if (!spec_.training().restore_best() || !early_ || early_->best_epoch() == 0) return "";
+    auto it = epoch_checkpoints_.find(early_->best_epoch() - 1);
+    return it == epoch_checkpoints_.end() ? "" : it->second;
   }
 
   // Every worker's report of epoch e is in: print its line and make its row.
@@ -568,34 +662,25 @@ class Coordinator {
     const double eta = elapsed / (e + 1) * (E_ - e - 1);
     const double train_loss = s.train_loss_sum() / std::max<int64_t>(s.train_samples(), 1);
     const double train_acc = static_cast<double>(s.train_correct()) / std::max<int64_t>(s.train_samples(), 1);
-    const double test_acc = static_cast<double>(s.test_correct()) / std::max<int64_t>(s.test_samples(), 1);
-    const double test_loss = s.test_loss_sum() / std::max<int64_t>(s.test_samples(), 1);
-    EvalResult ev;
-    ev.values = s.test_values();
-    ev.abs_error_sum = s.test_abs_error_sum();
-    ev.sq_error_sum = s.test_sq_error_sum();
-    ev.ape_sum = s.test_ape_sum();
-    ev.ape_count = s.test_ape_count();
-    ev.sape_sum = s.test_sape_sum();
+    const EvalResult& ev = totals_[e].eval;
+    // The per-epoch evaluation: of the validation split, or of the test set.
+    const char* set = validation_ ? "val" : "test";
     if (options_.progress_bar) std::printf("\r%100s\r", "");
     if (regression_)
-      std::printf("epoch %d/%d  loss %.4f  test_loss %.4f  test_mae %.2f  test_rmse %.2f  "
-                  "test_mape %.1f%%  samples/s %.0f  elapsed %s  ETA %s\n",
-                  e + 1, E_, train_loss, test_loss, ev.mae(), ev.rmse(), ev.mape(), rate, Duration(elapsed).c_str(),
-                  Duration(eta).c_str());
+      std::printf("epoch %d/%d  loss %.4f  %s_loss %.4f  %s_mae %.2f  %s_rmse %.2f  "
+                  "%s_mape %.1f%%  samples/s %.0f  elapsed %s  ETA %s\n",
+                  e + 1, E_, train_loss, set, ev.loss(), set, ev.mae(), set, ev.rmse(), set, ev.mape(), rate,
+                  Duration(elapsed).c_str(), Duration(eta).c_str());
     else
-      std::printf("epoch %d/%d  loss %.4f  train_acc %.4f  test_acc %.4f  test_loss %.4f  "
+      std::printf("epoch %d/%d  loss %.4f  train_acc %.4f  %s_acc %.4f  %s_loss %.4f  "
                   "images/s %.0f  elapsed %s  ETA %s\n",
-                  e + 1, E_, train_loss, train_acc, test_acc, test_loss, rate, Duration(elapsed).c_str(),
-                  Duration(eta).c_str());
+                  e + 1, E_, train_loss, train_acc, set, ev.accuracy(), set, ev.loss(), rate,
+                  Duration(elapsed).c_str(), Duration(eta).c_str());
     std::fflush(stdout);
     json row = {{"epoch", e + 1},
                 {"train_loss", train_loss},
                 {"train_accuracy", train_acc},
-                {"test_accuracy", test_acc},
-                {"test_loss", test_loss},
                 {"train_samples", s.train_samples()},
-                {"test_samples", s.test_samples()},
                 {"steps", s.steps()},
                 {"elapsed_seconds", elapsed},
                 {"images_per_second", rate},
@@ -603,14 +688,8 @@ class Coordinator {
                 {"worker_comm_seconds", s.comm_seconds()},
                 {"replicas_identical", totals_[e].replicas_identical},
                 {"worker_train_samples", totals_[e].worker_samples}};
-    if (regression_) {
-      row["test_mae"] = ev.mae();
-      row["test_rmse"] = ev.rmse();
-      row["test_mape"] = ev.mape();
-      row["test_smape"] = ev.smape();
-      row.erase("train_accuracy");
-      row.erase("test_accuracy");
-    }
+    PutEvaluation(ev, regression_, std::string(set) + "_", &row);
+    if (regression_) row.erase("train_accuracy");
     return row;
   }
 
@@ -661,15 +740,18 @@ class Coordinator {
                     {"max_staleness", v.stats.max_staleness()}, {"last_heartbeat_age_seconds", age}});
     }
     json hist = json::array();
+    // Each epoch's evaluation: val_* with a validation split, else test_*.
+    const std::string set = validation_ ? "val_" : "test_";
     for (const auto& h : history_)
       hist.push_back({{"epoch", h["epoch"]}, {"train_loss", h["train_loss"]},
-                      {"test_accuracy", h.value("test_accuracy", 0.0)}, {"test_mae", h.value("test_mae", 0.0)},
+                      {set + "accuracy", h.value(set + "accuracy", 0.0)}, {set + "mae", h.value(set + "mae", 0.0)},
                       {"images_per_second", h["images_per_second"]}, {"elapsed_seconds", h["elapsed_seconds"]}});
     const double total = static_cast<double>(N_) * E_;
     return {{"job", spec_.name()}, {"state", state_}, {"epoch", std::min(epochs_done_ + 1, E_)}, {"epochs", E_},
             {"step", have_progress_ ? json(workers_view_[0].step) : json(nullptr)},
             {"loss", have_progress_ ? json(last_loss_) : json(nullptr)},
-            {"accuracy", history_.empty() ? 0.0 : history_.back().value("test_accuracy", 0.0)},
+            {"accuracy", history_.empty() ? 0.0
+                                          : history_.back().value(validation_ ? "val_accuracy" : "test_accuracy", 0.0)},
             {"samples_per_second", rate},
             {"eta_seconds", rate > 0 ? std::max(0.0, (total - done) / rate) : -1.0},
             {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series_}, {"workers", wj},
@@ -739,21 +821,48 @@ class Coordinator {
     if (ctx_.servers == 0)
       POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &from_worker, comm::DeadlineFromNow(),
                                           [] { return std::string("final parameters from worker 0"); }));
-    const std::string sha = Sha256Hex(
+    if (!published_checkpoint_.empty()) {  // training.restore_best
+      POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(published_checkpoint_));
+      POLIS_ASSIGN_OR_RETURN(FullState best, LoadFullState(m));
+      params = std::move(best.params);
+    }
+    const std::string published_sha = Sha256Hex(
         std::string_view(reinterpret_cast<const char*>(params.data()), sizeof(float) * params.size()));
-    if (sha != totals_[E_ - 1].params_sha256)
-      return InternalError("the gathered parameters differ from those the workers evaluated");
+    if (published_sha != final_sha_)
+      return InternalError("the parameters to publish differ from those the workers evaluated");
     return params;
   }
 
+  // The history row of the epoch whose parameters are published.
+  const json& PublishedRow() const {
+    const int epoch = PublishedEpoch();
+    for (const json& row : history_)
+      if (row.value("epoch", 0) == epoch) return row;
+    return history_.back();
+  }
+  int PublishedEpoch() const {
+    return spec_.training().restore_best() && early_ && early_->best_epoch() > 0 ? early_->best_epoch()
+                                                                                 : epochs_done_;
+  }
+
+  // The published model's figures: the final test evaluation, and the
+  // training loss and number of its epoch (BuildArtifact's metrics).
+  json PublishedMetrics() const {
+    json m = {{"epoch", PublishedEpoch()}, {"train_loss", PublishedRow()["train_loss"]}};
+    PutEvaluation(final_, regression_, "test_", &m);
+    return m;
+  }
+
   json ResultDocument() const {
-    const json& last = history_.back();
-    const char* metric = regression_ ? "test_mae" : "test_accuracy";
-    json result = {{"job", spec_.name()},
-                   {metric, last[metric]},
-                   {"test_loss", last["test_loss"]},
-                   {"train_loss", last["train_loss"]},
-                   {"epochs", E_},
+    json result = PublishedMetrics();
+    result.erase("epoch");
+    if (!regression_) PutPerClass(final_, &result);
+    result.update(json{{"job", spec_.name()},
+                   {"selection", validation_ ? "validation" : "test"},
+                   {"stopped_early", stopped_early_},
+                   {"published_epoch", PublishedEpoch()},
+                   {"epochs", epochs_done_},
+                   {"epochs_planned", E_},
                    {"train_seconds", train_seconds_},
                    {"images_per_second", samples_done_ / train_seconds_},
                    {"workers", W_},
@@ -765,7 +874,8 @@ class Coordinator {
                    {"parameters", ctx_.model.parameter_count()},
                    {"restarts", env::RestartCount()},
                    {"restart_cause", env::RestartCause()},
-                   {"history", history_}};
+                   {"history", history_}});
+    if (early_) result["best_epoch"] = early_->best_epoch();
     if (!server_stats_.empty()) {
       json stats = json::array();
       int64_t max_staleness = 0;
@@ -778,19 +888,74 @@ class Coordinator {
       result["max_staleness_observed"] = max_staleness;
     }
     if (regression_) {
-      for (const char* m : {"test_rmse", "test_mape", "test_smape"}) result[m] = last[m];
-      for (const auto& [k, v] : dataset_->Baselines().items()) result[k] = v;
+      // Named: items() of a temporary would outlive it (dangling keys).
+      const json baselines = dataset_->Baselines();
+      for (const auto& [k, v] : baselines.items()) result[k] = v;
       result["windows_per_second"] = result["images_per_second"];
       result.erase("images_per_second");
     }
     return result;
   }
 
+  // Training is over: the model to publish (training.restore_best: the best
+  // epoch's checkpoint, once its manifest is in) is evaluated on the test
+  // set, once, by every worker on its slice.
+  Status EvaluateForPublishing() {
+    finishing_ = true;
+    state_ = "evaluating";
+    if (spec_.training().restore_best()) {
+      const int best = PublishedEpoch() - 1;
+      RememberEpochCheckpoint(best);  // a resumed run's earlier epoch
+      POLIS_RETURN_IF_ERROR(PumpMessagesUntil([&] { return epoch_checkpoints_.count(best) > 0; }));
+      published_checkpoint_ = epoch_checkpoints_[best];
+    }
+    proto::ControlMessage req;
+    req.mutable_final_evaluation_request()->set_checkpoint(published_checkpoint_);
+    for (int w = 0; w < W_; ++w) POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.worker_rank(w), req));
+    final_reported_.assign(W_, false);
+    POLIS_RETURN_IF_ERROR(PumpMessagesUntil([&] { return final_reports_ == W_; }));
+    std::printf("polis: final test evaluation of epoch %d%s: %s %.4f on %lld samples\n", PublishedEpoch(),
+                published_checkpoint_.empty() ? "" : " (the best, restored from its checkpoint)",
+                regression_ ? "test_mae" : "test_accuracy", regression_ ? final_.mae() : final_.accuracy(),
+                static_cast<long long>(final_.samples));
+    std::fflush(stdout);
+    return Status::Ok();
+  }
+
+  // Handles messages until `done` holds (or a rank fails, or the wait
+  // times out).
+  Status PumpMessagesUntil(const std::function<bool()>& done) {
+    while (!done()) {
+      int from = -1;
+      proto::ControlMessage msg;
+      Status st = WaitForMessage(&from, &msg);
+      if (st.code() == Code::kNotFound) continue;
+      POLIS_RETURN_IF_ERROR(st);
+      bool checkpoint_done = false;
+      POLIS_RETURN_IF_ERROR(Handle(from, msg, &checkpoint_done));
+    }
+    return Status::Ok();
+  }
+
+  Status OnFinalEvaluation(int w, int from, const proto::FinalEvaluation& f) {
+    if (final_reported_[w]) return RemoteError("rank {} sent its final evaluation twice", from);
+    final_reported_[w] = true;
+    final_.Add(FromSums(f.test()));
+    if (final_reports_++ == 0) final_sha_ = f.params_sha256();
+    else if (f.params_sha256() != final_sha_)
+      return InternalError("rank {} evaluated other parameters for publishing than worker 0", from);
+    return Status::Ok();
+  }
+
+  // The test evaluation at the end, on the published model;
+  // docs/user-guide.md, "Validation".
   Status FinishTrained() {
+    POLIS_RETURN_IF_ERROR(EvaluateForPublishing());
     TrainedRun run;
     POLIS_ASSIGN_OR_RETURN(run.params, GatherParameters());
     run.history = history_;
     run.train_seconds = train_seconds_;
+    run.metrics = PublishedMetrics();
     run.result = ResultDocument();
     state_ = "publishing";
     PublishStatus();
@@ -809,6 +974,7 @@ class Coordinator {
   const int E_, W_;
   std::unique_ptr<data::Dataset> dataset_;
   bool regression_ = false;
+  bool validation_ = false;  // the job has a validation split: epochs are evaluated on it
   int64_t N_ = 0;
   std::unique_ptr<data::ShardPlanner> planner_;
   comm::WireLimits limits_;  // what a received message may hold
@@ -840,6 +1006,17 @@ class Coordinator {
   std::string last_checkpoint_;
   bool stopping_ = false;
   std::vector<proto::ServerStats> server_stats_;
+
+  // Early stopping, restore_best and the final test evaluation.
+  std::unique_ptr<EarlyStopping> early_;  // training.early_stopping, if set
+  bool stopped_early_ = false;
+  std::map<int, std::string> epoch_checkpoints_;  // epoch (0-based) -> its epoch-end checkpoint
+  bool finishing_ = false;                         // training is over: the final evaluation
+  std::string published_checkpoint_;               // restore_best: where the published parameters are
+  EvalResult final_;                               // the final test evaluation, summed
+  std::vector<bool> final_reported_;
+  int final_reports_ = 0;
+  std::string final_sha_;                          // of the parameters the workers evaluated
 };
 
 }  // namespace

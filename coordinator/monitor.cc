@@ -190,7 +190,7 @@ std::string PrometheusText(const json& s) {
       {"epochs", "polis_job_epochs", "Epochs the job will train in all."},
       {"step", "polis_job_step", "Global training step."},
       {"loss", "polis_job_loss", "Latest training loss."},
-      {"accuracy", "polis_job_accuracy", "Latest test accuracy (0..1)."},
+      {"accuracy", "polis_job_accuracy", "Latest epoch accuracy (0..1): validation split, else test set."},
       {"samples_per_second", "polis_job_samples_per_second", "Training throughput of all workers together."},
       {"eta_seconds", "polis_job_eta_seconds", "Estimated seconds until the job ends."},
       {"elapsed_seconds", "polis_job_elapsed_seconds", "Seconds since the job started."},

@@ -140,7 +140,7 @@ StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Datase
     return InternalError("{} parameters gathered for a model of {}", run.params.size(),
                          ctx.model.parameter_count());
   POLIS_RETURN_IF_ERROR(CheckFiniteParams(ctx.model, run.params));
-  const json& last = run.history.back();
+  const json& last = run.metrics;
   ModelArtifact artifact;
   auto& h = artifact.header;
   *h.mutable_job() = spec;
@@ -209,7 +209,7 @@ Status VerifyAndPublish(const RoleContext& ctx, const data::Dataset& dataset, Mo
   };
 
   // 1–2: stage in the run directory and verify.
-  const double trained = run.history.back()[kMetric].get<double>();
+  const double trained = run.metrics[kMetric].get<double>();
   auto staged = StageAndVerify(kept, artifact, dataset, spec.training().eval_batch_size());
   if (!staged.ok())
     return finish("verify_failed", staged.status().WithContext(fmt::format("verifying {}", kept)));
@@ -256,7 +256,7 @@ Status VerifyAndPublish(const RoleContext& ctx, const data::Dataset& dataset, Mo
 
 Status PublishFinishedRun(const RoleContext& ctx, const std::string& kept_artifact) {
   const proto::JobSpec& spec = ctx.job.spec;
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> dataset, data::OpenDataset(spec.dataset()));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> dataset, data::OpenJobDataset(spec));
   TrainedRun run;
   {
     std::ifstream old(ctx.run_dir + "/metrics.jsonl");
@@ -290,8 +290,8 @@ Status PublishFinishedRun(const RoleContext& ctx, const std::string& kept_artifa
   } else {
     row["test_accuracy"] = ev.accuracy();
   }
+  run.metrics = row;
   if (run.history.empty()) run.history.push_back(row);
-  else run.history.back() = row;
   const int done = row.value("epoch", spec.training().epochs());
   std::printf("polis: nothing is left to train in %s (%d epoch(s) done, the job asks for %d); publishing the "
               "trained model%s\n",

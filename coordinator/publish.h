@@ -33,9 +33,13 @@ struct TrainedRun {
   nlohmann::json history = nlohmann::json::array();  // one row per epoch, as metrics.jsonl
   nlohmann::json result = nlohmann::json::object();
   double train_seconds = 0;
+  // The published model's figures (the artifact's metrics, and what its
+  // reload must reproduce): test_* of the final test evaluation, train_loss
+  // and epoch of the epoch it comes from.
+  nlohmann::json metrics = nlohmann::json::object();
 };
 
-// The artifact of `run` (the last history row gives its metrics).
+// The artifact of `run` (run.metrics gives its metrics).
 StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Dataset& dataset,
                                       const TrainedRun& run);
 

@@ -22,6 +22,7 @@
 #include "common/data/idx.h"
 #include "common/comm/mpi_util.h"
 #include "common/data/dataset.h"
+#include "common/data/split.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
@@ -157,7 +158,7 @@ int Evaluate(const Flags& f) {
     }
     spec.mutable_dataset()->set_test_limit(f.test_limit);
   }
-  auto test = polis::data::OpenDataset(spec.dataset());
+  auto test = polis::data::OpenJobDataset(spec);
   if (!test.ok()) {
     std::fprintf(stderr, "polis-train: %s\n", test.status().ToString().c_str());
     return 2;
@@ -349,8 +350,9 @@ int main(int argc, char** argv) {
     ctx.train_samples = dims.ok() ? (*dims)[0] : 0;
     int64_t limit = ctx.job.spec.dataset().train_limit();
     if (limit > 0) ctx.train_samples = std::min(ctx.train_samples, limit);
+    ctx.train_samples -= polis::data::ValidationCount(ctx.job.spec.dataset(), ctx.train_samples);
   } else {
-    auto ds = polis::data::OpenDataset(ctx.job.spec.dataset());
+    auto ds = polis::data::OpenJobDataset(ctx.job.spec);
     ctx.train_samples = ds.ok() ? (*ds)->size(polis::data::Part::kTrain) : 0;
   }
   ctx.rank = rank;
@@ -359,6 +361,7 @@ int main(int argc, char** argv) {
   ctx.workers = world - 1 - ctx.servers;
   // Collective over every rank, so before any role can fail.
   MPI_Comm_split(MPI_COMM_WORLD, ctx.is_worker() ? 1 : MPI_UNDEFINED, rank, &ctx.workers_comm);
+  MPI_Comm_split(MPI_COMM_WORLD, ctx.is_server() ? 1 : MPI_UNDEFINED, rank, &ctx.servers_comm);
   if (ctx.workers < 1)
     return fail_setup(polis::InvalidArgument(
         "{} ranks cannot hold 1 coordinator, {} server(s) and at least 1 worker; start at least {} "
@@ -415,6 +418,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (ctx.workers_comm != MPI_COMM_NULL) MPI_Comm_free(&ctx.workers_comm);
+  if (ctx.servers_comm != MPI_COMM_NULL) MPI_Comm_free(&ctx.servers_comm);
   MPI_Comm_free(&ctx.ctrl);
   MPI_Comm_free(&ctx.data);
   MPI_Finalize();

@@ -1,6 +1,7 @@
 #include "paramserver/server.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "common/comm/wire_checks.h"
 #include "common/env.h"
 #include "common/fs.h"
+#include "common/grad_clip.h"
 #include "common/log.h"
 #include "common/optimizer.h"
 
@@ -40,6 +42,9 @@ class Server {
                ctx_.servers, ctx_.model.parameter_count()};
     checkpoint_every_ = spec.training().checkpoint_every_steps();
     checkpoint_epochs_ = spec.training().checkpoint_epochs();
+    clip_ = spec.training().clip_grad_norm();
+    if (clip_ > 0 && ctx_.servers > 1 && ctx_.servers_comm == MPI_COMM_NULL)
+      return InternalError("server {}: clip_grad_norm needs the servers' communicator", ctx_.server_index());
 
     if (!ctx_.resume_manifest.empty()) {
       POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx_.resume_manifest));
@@ -177,6 +182,7 @@ class Server {
       const float* __restrict r = recv_[w].data();
       float* __restrict g = sum_.data();
       for (int64_t i = 0; i < n_; ++i) g[i] = r[i] * inv;
+      if (clip_ > 0) ScaleGradient(sum_.data(), n_, ClipCoefficient(h.grad_norm, clip_));
       optimizer_->Step(params_.data(), sum_.data());
       ++step_;
       ++updates_since_checkpoint_;
@@ -208,6 +214,7 @@ class Server {
                                               comm::DeadlineFromNow(),
                                               [] { return std::string("the previous step's replies"); }));
           Average(total);
+          if (clip_ > 0) POLIS_RETURN_IF_ERROR(ClipAcrossServers());
           optimizer_->Step(params_.data(), sum_.data());
         }
         ++step_;
@@ -296,6 +303,23 @@ class Server {
     }
     const float* __restrict a = in[k - 1];
     for (int64_t i = 0; i < n_; ++i) g[i] = (g[i] + a[i]) * inv;
+  }
+
+  // BSP, training.clip_grad_norm: the step's mean gradient is spread over
+  // the servers' key ranges, so its norm is the sum of every server's
+  // partial squared norm. Every server averages the same steps in the same
+  // order (each worker pushes to all of them), so they meet here step by step.
+  Status ClipAcrossServers() {
+    double partial = SquaredNorm(sum_.data(), n_), total = partial;
+    if (ctx_.servers > 1) {
+      MPI_Request req;
+      POLIS_MPI_CHECK(MPI_Iallreduce(&partial, &total, 1, MPI_DOUBLE, MPI_SUM, ctx_.servers_comm, &req));
+      POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &req, comm::DeadlineFromNow(), [&] {
+        return fmt::format("the other servers' gradient norms of step {}", step_);
+      }));
+    }
+    ScaleGradient(sum_.data(), n_, ClipCoefficient(std::sqrt(total), clip_));
+    return Status::Ok();
   }
 
   Status Reply(int w, int64_t flags, int64_t total) {
@@ -437,6 +461,7 @@ class Server {
   int64_t checkpoint_every_ = 0;
   comm::WireLimits limits_;
   bool checkpoint_epochs_ = true;
+  double clip_ = 0;  // training.clip_grad_norm; 0 = off
   int64_t updates_since_checkpoint_ = 0;
   bool quiesce_ = false;
   bool stop_ = false;

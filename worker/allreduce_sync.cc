@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/comm/communicator.h"
+#include "common/grad_clip.h"
 #include "common/log.h"
 #include "common/optimizer.h"
 #include "worker/gradient_sync.h"
@@ -62,7 +63,7 @@ class AllReduceSync : public GradientSync {
       : params_(params), grads_(grads), P_(ctx.model.parameter_count()),
         buckets_(PlanBuckets(ctx.model, ctx.job.spec.sync().bucket_bytes())),
         comm_(std::move(comm)), optimizer_(std::move(opt)), options_(options),
-        verify_(ctx.job.spec.sync().verify_replicas()) {
+        verify_(ctx.job.spec.sync().verify_replicas()), clip_(ctx.job.spec.training().clip_grad_norm()) {
     POLIS_LOG(kInfo, kWorker, "{} gradient buckets", buckets_.size());
     thread_ = std::thread([this] { Loop(); });
   }
@@ -103,6 +104,8 @@ class AllReduceSync : public GradientSync {
       const float inv = 1.0f / static_cast<float>(total);
       float* __restrict g = grads_;
       for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
+      // Every replica holds the same mean gradient: the same norm, the same clip.
+      if (clip_ > 0) ClipByGlobalNorm(grads_, P_, clip_);
       optimizer_->Step(params_, grads_);
     }
     if (verify_) return VerifyReplicas(step);
@@ -160,6 +163,7 @@ class AllReduceSync : public GradientSync {
   std::unique_ptr<Optimizer> optimizer_;
   comm::AllreduceOptions options_;
   bool verify_;
+  const double clip_;  // training.clip_grad_norm; 0 = off
   int request_ = 0;  // training thread only: checkpoint request for the next step
 
   std::thread thread_;

@@ -5,9 +5,12 @@
 // still be landing; the next forward waits for layer i's pieces just before
 // running layer i. With sync.ps_piece_bytes < 0 the whole reply is waited
 // for in Sync (one message per server, no overlap).
+#include <cmath>
+
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
 #include "common/comm/ps_client.h"
+#include "common/grad_clip.h"
 #include "common/log.h"
 #include "worker/gradient_sync.h"
 
@@ -19,7 +22,10 @@ using Seconds = std::chrono::duration<double>;
 class ParameterServerSync : public GradientSync {
  public:
   ParameterServerSync(const RoleContext& ctx, float* params, float* grads)
-      : params_(params), grads_(grads), overlap_pulls_(ctx.job.spec.sync().ps_piece_bytes() >= 0),
+      : params_(params), grads_(grads), P_(ctx.model.parameter_count()),
+        overlap_pulls_(ctx.job.spec.sync().ps_piece_bytes() >= 0),
+        clip_each_push_(ctx.job.spec.training().clip_grad_norm() > 0 &&
+                        ctx.job.spec.sync().consistency() != proto::SyncSpec::BSP),
         client_(ctx.data, ServerRanks(ctx), comm::PartitionByBytes(ctx.model.parameter_count(), ctx.servers),
                 comm::PlanPieces(ctx.model, ctx.servers, ctx.job.spec.sync().ps_piece_bytes()), ctx.ctrl,
                 ctx.coordinator_rank()) {
@@ -67,6 +73,9 @@ class ParameterServerSync : public GradientSync {
     h.flags = info.samples == 0 ? static_cast<int64_t>(kPushEpochEnd) : int64_t{0};
     h.epoch = info.epoch;
     h.consumed = info.consumed;
+    // ASP/SSP apply each push alone: its norm is the one to clip by, and
+    // only this worker sees every parameter's gradient.
+    if (clip_each_push_ && info.samples > 0) h.grad_norm = std::sqrt(SquaredNorm(grads_, P_)) / info.samples;
     // Sends the pieces backward did not (all of them on a step without
     // data), after completing the previous round's pulls.
     POLIS_ASSIGN_OR_RETURN(int64_t ts, client_.Finish(h, grads_, params_));
@@ -88,7 +97,9 @@ class ParameterServerSync : public GradientSync {
   }
   float* params_;
   float* grads_;
+  const int64_t P_;
   const bool overlap_pulls_;
+  const bool clip_each_push_;  // training.clip_grad_norm under ASP/SSP
   comm::PsClient client_;
   std::vector<std::vector<int>> layer_pieces_;  // pieces holding layer i's parameters
   size_t next_ = 0;                             // first piece not yet pushed this step

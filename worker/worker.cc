@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -138,11 +139,67 @@ class ReplicaCheckpointer {
   const int64_t every_;
 };
 
+// The next command from the coordinator, past checkpoint requests that came
+// too late to have anything to save.
+Status NextCommand(const RoleContext& ctx, const comm::WireLimits& limits, proto::ControlMessage* cmd) {
+  const auto deadline = comm::Clock::now() + std::chrono::hours(24);  // the job may be long
+  do {
+    POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, ctx.coordinator_rank(), nullptr, cmd, deadline,
+                                            "the coordinator's next command"));
+    POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(*cmd, ctx.coordinator_rank(), limits));
+  } while (cmd->has_server_command() && cmd->server_command().kind() == proto::ServerCommand::CHECKPOINT_AT);
+  return Status::Ok();
+}
+
+// training.early_stopping: after each epoch but the last, the coordinator
+// says whether training goes on. Returns true to stop.
+StatusOr<bool> AwaitVerdict(const RoleContext& ctx, int epoch, const comm::WireLimits& limits,
+                            const std::function<Status(const proto::ServerCommand&)>& on_command) {
+  proto::ControlMessage msg;
+  while (true) {
+    POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, ctx.coordinator_rank(), nullptr, &msg,
+                                            comm::DeadlineFromNow(), "the coordinator's early-stopping verdict"));
+    POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, ctx.coordinator_rank(), limits));
+    if (msg.has_server_command()) {
+      POLIS_RETURN_IF_ERROR(on_command(msg.server_command()));
+      continue;
+    }
+    if (!msg.has_epoch_verdict() || msg.epoch_verdict().epoch() != epoch)
+      return RemoteError("the coordinator answered epoch {}'s report with something else", epoch + 1);
+    return msg.epoch_verdict().stop();
+  }
+}
+
+std::string ParamsSha256(const std::vector<float>& params) {
+  return Sha256Hex(std::string_view(reinterpret_cast<const char*>(params.data()), sizeof(float) * params.size()));
+}
+
+// The final test evaluation of the model to publish: this worker's slice of
+// the test set, on its own parameters or on those of the checkpoint the
+// coordinator names (training.restore_best), loaded into `params`.
+Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Evaluator* evaluator,
+                             std::vector<float>* params, const proto::FinalEvaluationRequest& req) {
+  if (!req.checkpoint().empty()) {
+    POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(req.checkpoint()));
+    POLIS_ASSIGN_OR_RETURN(FullState best, LoadFullState(m));
+    if (best.params.size() != params->size())
+      return DataLoss("checkpoint '{}' holds {} parameters; the model has {}", m.dir, best.params.size(),
+                      params->size());
+    std::copy(best.params.begin(), best.params.end(), params->begin());
+  }
+  const int64_t T = ds.size(data::Part::kTest), w = ctx.worker_index();
+  const EvalResult ev = evaluator->Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+  proto::ControlMessage msg;
+  ToSums(ev, /*with_confusion=*/true, msg.mutable_final_evaluation()->mutable_test());
+  msg.mutable_final_evaluation()->set_params_sha256(ParamsSha256(*params));
+  return comm::SendControl(ctx.ctrl, ctx.coordinator_rank(), msg);
+}
+
 }  // namespace
 
 Status RunWorker(const RoleContext& ctx) {
   const proto::JobSpec& spec = ctx.job.spec;
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> ds, data::OpenDataset(spec.dataset()));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> ds, data::OpenJobDataset(spec));
   const nn::Model& model = ctx.model;
   const int64_t P = model.parameter_count();
   const int64_t B = spec.training().batch_size();
@@ -202,7 +259,10 @@ Status RunWorker(const RoleContext& ctx) {
   std::vector<int64_t> batch_indices(B);
 
   const int coord = ctx.coordinator_rank();
-  const comm::WireLimits limits{spec.training().epochs(), ds->size(data::Part::kTrain), ctx.workers, ctx.servers, P};
+  const comm::WireLimits limits{spec.training().epochs(), ds->size(data::Part::kTrain), ctx.workers, ctx.servers, P, K};
+  // Each epoch ends with an evaluation of the validation split, or of the
+  // test set when the job has none.
+  const data::Part eval_part = ds->size(data::Part::kValidation) > 0 ? data::Part::kValidation : data::Part::kTest;
   const int w = ctx.worker_index();
   const int report_every = spec.training().report_every_steps();
   const int slow_ms = env::TestSlowWorkerIndex() == w ? env::TestSlowWorkerMillis() : 0;
@@ -324,10 +384,9 @@ Status RunWorker(const RoleContext& ctx) {
     }
 
     if (sample_log.is_open()) sample_log.flush();
-    // Each worker evaluates its slice of the test set with the parameters
-    // every worker now shares.
-    const int64_t T = ds->size(data::Part::kTest);
-    EvalResult ev = evaluator.Run(*ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+    // Each worker evaluates its slice with the parameters every worker now shares.
+    const int64_t T = ds->size(eval_part);
+    EvalResult ev = evaluator.Run(*ds, eval_part, T * w / ctx.workers, T * (w + 1) / ctx.workers);
     POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), ev.loss_sum, step, epoch));
     // The epoch's checkpoint goes before its report, so the coordinator has
     // it (in order, on the same channel) before it ends the job.
@@ -339,34 +398,31 @@ Status RunWorker(const RoleContext& ctx) {
     r->set_train_samples(samples);
     r->set_train_loss_sum(loss_sum);
     r->set_train_correct(correct);
-    r->set_test_samples(ev.samples);
-    r->set_test_correct(ev.correct);
-    r->set_test_loss_sum(ev.loss_sum);
-    r->set_test_abs_error_sum(ev.abs_error_sum);
-    r->set_test_sq_error_sum(ev.sq_error_sum);
-    r->set_test_ape_sum(ev.ape_sum);
-    r->set_test_ape_count(ev.ape_count);
-    r->set_test_sape_sum(ev.sape_sum);
-    r->set_test_values(ev.values);
+    ToSums(ev, /*with_confusion=*/false, r->mutable_eval());
     r->set_compute_seconds(compute_s);
     r->set_comm_seconds(comm_s);
     r->set_steps(steps);
-    r->set_params_sha256(Sha256Hex(std::string_view(reinterpret_cast<const char*>(params.data()),
-                                                    sizeof(float) * P)));
+    r->set_params_sha256(ParamsSha256(params));
     POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, msg));
     POLIS_LOG(kInfo, kWorker,
               "epoch {} done: {} samples, {} steps, compute {:.3f}s comm {:.3f}s (forward waiting for "
               "parameters {:.3f}s, steps without data {:.3f}s), waiting for shards {:.3f}s",
               epoch, samples, steps, compute_s, comm_s, forward_wait_s, no_data_s, shard_wait_s);
     if (stop_after_epoch) return WaitForStop(ctx);
+    if (spec.training().has_early_stopping() && epoch + 1 < spec.training().epochs()) {
+      POLIS_ASSIGN_OR_RETURN(bool stop, AwaitVerdict(ctx, epoch, limits, on_command));
+      if (stop) break;
+    }
   }
-  // Wait (without spinning) for the coordinator to release us; in
-  // all-reduce mode it asks one worker for the final parameters.
+  // Wait (without spinning) for the coordinator: the final test evaluation,
+  // then the release; in all-reduce mode it asks one worker for the final
+  // parameters.
   proto::ControlMessage cmd;
-  auto deadline = comm::Clock::now() + std::chrono::hours(24);
-  do {  // a checkpoint request that came too late has nothing left to save
-    POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx.ctrl, coord, nullptr, &cmd, deadline, "the coordinator's stop"));
-  } while (cmd.has_server_command() && cmd.server_command().kind() == proto::ServerCommand::CHECKPOINT_AT);
+  POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
+  if (cmd.has_final_evaluation_request()) {
+    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, &evaluator, &params, cmd.final_evaluation_request()));
+    POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
+  }
   if (cmd.has_server_command() &&
       cmd.server_command().kind() == proto::ServerCommand::SEND_PARAMETERS_AND_STOP) {
     POLIS_MPI_CHECK(MPI_Send(params.data(), static_cast<int>(P), MPI_FLOAT, coord,

@@ -89,7 +89,7 @@ TrainResult Train(const std::string& name, const proto::JobSpec& job, nn::Shape 
   r.name = name;
   r.batch = batch;
   const bool classes = job.model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY;
-  auto ds = data::OpenDataset(job.dataset());
+  auto ds = data::OpenJobDataset(job);
   nn::Shape shape = ds.ok() ? nn::Shape((*ds)->sample_shape()) : synthetic_shape;
   auto model = Value(nn::Model::Build(job.model(), shape), "model");
   const int64_t k = nn::ShapeElements(model.output_shape()), in = nn::ShapeElements(shape);

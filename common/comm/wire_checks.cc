@@ -1,5 +1,6 @@
 #include "common/comm/wire_checks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -45,6 +46,34 @@ class Checker {
 };
 
 constexpr int64_t kMax = INT64_MAX;
+
+// An evaluation's sums (EvalSums): counts within the samples, error sums
+// finite (NaN allowed: a diverged model reports it), and a confusion matrix
+// only where one is expected: outputs x outputs counts adding up to the
+// samples.
+void CheckSums(Checker& c, const proto::EvalSums& e, const WireLimits& l, bool confusion) {
+  c.Range("eval samples", e.samples(), 0, kMax);
+  c.Range("eval correct", e.correct(), 0, e.samples());
+  c.Range("eval ape_count", e.ape_count(), 0, kMax);
+  c.Range("eval values", e.values(), 0, kMax);
+  c.Finite("eval loss_sum", e.loss_sum(), /*nan_ok=*/true);
+  for (double v : {e.abs_error_sum(), e.sq_error_sum(), e.ape_sum(), e.sape_sum()})
+    c.Finite("an eval error sum", v, /*nan_ok=*/true);
+  if (e.confusion_size() == 0) return;
+  const int64_t k = l.outputs;
+  if (!confusion || k < 1 || k > 4096 || e.confusion_size() != k * k) {
+    c.Fail(fmt::format("a confusion matrix of {} counts where {} were expected", e.confusion_size(),
+                       confusion ? k * k : 0));
+    return;
+  }
+  int64_t total = 0;
+  for (int64_t v : e.confusion()) {
+    c.Range("a confusion count", v, 0, e.samples());
+    total += std::max<int64_t>(v, 0);
+  }
+  if (total != e.samples())
+    c.Fail(fmt::format("a confusion matrix counting {} samples of {}", total, e.samples()));
+}
 
 }  // namespace
 
@@ -92,18 +121,30 @@ Status CheckControlMessage(const proto::ControlMessage& msg, int from, const Wir
       c.Range("epoch", r.epoch(), 0, last_epoch);
       c.Range("train_samples", r.train_samples(), 0, n);
       c.Range("train_correct", r.train_correct(), 0, r.train_samples());
-      c.Range("test_samples", r.test_samples(), 0, kMax);
-      c.Range("test_correct", r.test_correct(), 0, r.test_samples());
       c.Range("steps", r.steps(), 0, kMax);
-      c.Range("test_ape_count", r.test_ape_count(), 0, kMax);
-      c.Range("test_values", r.test_values(), 0, kMax);
       c.Finite("train_loss_sum", r.train_loss_sum(), /*nan_ok=*/true);
-      c.Finite("test_loss_sum", r.test_loss_sum(), /*nan_ok=*/true);
       c.NonNegative("compute_seconds", r.compute_seconds());
       c.NonNegative("comm_seconds", r.comm_seconds());
-      for (double v : {r.test_abs_error_sum(), r.test_sq_error_sum(), r.test_ape_sum(),
-                       r.test_sape_sum()})
-        c.Finite("an error sum", v, /*nan_ok=*/true);
+      CheckSums(c, r.eval(), l, /*confusion=*/false);
+      return c.status();
+    }
+    case M::kEpochVerdict: {
+      Checker c(from, "an epoch verdict");
+      c.Range("epoch", msg.epoch_verdict().epoch(), 0, last_epoch);
+      return c.status();
+    }
+    case M::kFinalEvaluationRequest: {
+      const std::string& p = msg.final_evaluation_request().checkpoint();
+      Checker c(from, "a final evaluation request");
+      if (p.size() > 4096 || p.find('\0') != std::string::npos)
+        c.Fail(fmt::format("checkpoint '{}', not a directory path", EchoValue(p)));
+      return c.status();
+    }
+    case M::kFinalEvaluation: {
+      const auto& f = msg.final_evaluation();
+      Checker c(from, "a final evaluation");
+      CheckSums(c, f.test(), l, /*confusion=*/true);
+      if (f.params_sha256().size() > 64) c.Fail("a parameter checksum longer than 64 characters");
       return c.status();
     }
     case M::kServerCommand: {
@@ -172,6 +213,7 @@ Status CheckPushHeader(const PushHeader& h, int from, const WireLimits& l) {
   c.Range("epoch", h.epoch, 0, l.epochs - 1);
   c.Range("consumed", h.consumed, 0, l.samples_per_epoch);
   if (h.flags & ~int64_t{kPushEpochEnd}) c.Fail(fmt::format("unknown flags {:#x}", h.flags));
+  c.NonNegative("grad_norm", h.grad_norm);
   return c.status();
 }
 

@@ -25,6 +25,7 @@ struct WireLimits {
   int workers = 0;
   int servers = 0;
   int64_t parameter_count = 0;
+  int64_t outputs = 0;  // model outputs per sample: a confusion matrix holds outputs²
 };
 
 // The bytes of a control message from rank `from`; RemoteError if they do
@@ -37,7 +38,8 @@ Status DecodeControl(std::string_view bytes, int from, proto::ControlMessage* ms
 // space; server indices in [0, servers); ranks in [0, 1 + servers + workers);
 // one consumed count per worker; a checkpoint shard's path a plain file
 // name; times and losses finite (losses may be NaN: a diverged worker
-// reports it).
+// reports it); evaluation counts within their samples, and a confusion
+// matrix (final evaluations only) of outputs² counts adding up to them.
 Status CheckControlMessage(const proto::ControlMessage& msg, int from, const WireLimits& limits);
 
 // A worker's push header as a server receives it: step, samples and the

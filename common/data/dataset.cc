@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/data/image_dataset.h"
+#include "common/data/split.h"
 #include "common/data/timeseries.h"
 #include "common/env.h"
 
@@ -13,19 +14,33 @@ namespace {
 
 int64_t Limit(int64_t size, int64_t limit) { return limit > 0 ? std::min(size, limit) : size; }
 
+// The training file's samples are split into kTrain and kValidation by
+// index maps; kTest is the test file as it is.
 class Images : public Dataset {
  public:
-  Images(ImageDataset train, ImageDataset test, std::vector<std::string> files)
-      : train_(std::move(train)), test_(std::move(test)), files_(std::move(files)) {}
+  Images(ImageDataset train, ImageDataset test, std::vector<std::string> files, int64_t validation,
+         uint64_t seed)
+      : train_(std::move(train)), test_(std::move(test)), files_(std::move(files)) {
+    std::vector<int32_t> labels(train_.size());
+    for (int64_t i = 0; i < train_.size(); ++i) labels[i] = train_.label(i);
+    split_ = StratifiedSplit(labels, train_.num_classes(), validation, seed);
+  }
   Task task() const override { return Task::kClassification; }
-  int64_t size(Part p) const override { return p == Part::kTrain ? train_.size() : test_.size(); }
+  int64_t size(Part p) const override {
+    if (p == Part::kTest) return test_.size();
+    return static_cast<int64_t>(p == Part::kTrain ? split_.train.size() : split_.validation.size());
+  }
   std::vector<int64_t> sample_shape() const override { return train_.sample_shape(); }
   int64_t target_width() const override { return train_.num_classes(); }
   void Gather(Part p, const int64_t* idx, int64_t n, float* x, float* y) const override {
-    const ImageDataset& d = p == Part::kTrain ? train_ : test_;
+    const ImageDataset& d = p == Part::kTest ? test_ : train_;
+    const std::vector<int64_t>* map = p == Part::kTrain ? &split_.train
+                                      : p == Part::kValidation ? &split_.validation : nullptr;
     const int64_t e = d.sample_elements();
     for (int64_t i = 0; i < n; ++i) {
-      d.Gather(idx + i, 1, x + i * e, &label_);
+      if (map) POLIS_ENFORCE_LT(idx[i], static_cast<int64_t>(map->size()));
+      const int64_t at = map ? (*map)[static_cast<size_t>(idx[i])] : idx[i];
+      d.Gather(&at, 1, x + i * e, &label_);
       y[i] = static_cast<float>(label_);
     }
   }
@@ -34,8 +49,14 @@ class Images : public Dataset {
  private:
   ImageDataset train_, test_;
   std::vector<std::string> files_;
+  TrainValidationSplit split_;
   mutable int32_t label_ = 0;
 };
+
+TimeSeriesDataset::Split SeriesSplit(Part p) {
+  return p == Part::kTrain ? TimeSeriesDataset::kTrain
+         : p == Part::kValidation ? TimeSeriesDataset::kValidation : TimeSeriesDataset::kTest;
+}
 
 class Series : public Dataset {
  public:
@@ -43,13 +64,13 @@ class Series : public Dataset {
       : ds_(std::move(ds)), train_limit_(train_limit), test_limit_(test_limit) {}
   Task task() const override { return Task::kRegression; }
   int64_t size(Part p) const override {
-    return p == Part::kTrain ? Limit(ds_.size(TimeSeriesDataset::kTrain), train_limit_)
-                             : Limit(ds_.size(TimeSeriesDataset::kTest), test_limit_);
+    const int64_t n = ds_.size(SeriesSplit(p));
+    return p == Part::kTrain ? Limit(n, train_limit_) : p == Part::kTest ? Limit(n, test_limit_) : n;
   }
   std::vector<int64_t> sample_shape() const override { return ds_.sample_shape(); }
   int64_t target_width() const override { return ds_.horizon(); }
   void Gather(Part p, const int64_t* idx, int64_t n, float* x, float* y) const override {
-    ds_.Gather(p == Part::kTrain ? TimeSeriesDataset::kTrain : TimeSeriesDataset::kTest, idx, n, x, y);
+    ds_.Gather(SeriesSplit(p), idx, n, x, y);
   }
   double TargetToOriginal(double v) const override { return ds_.TargetToOriginal(v); }
   std::vector<std::string> files() const override { return {ds_.spec().path()}; }
@@ -91,7 +112,11 @@ class Series : public Dataset {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d) {
+StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job) {
+  return OpenDataset(job.dataset(), job.training().seed());
+}
+
+StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d, uint64_t split_seed) {
   if (d.format() == proto::DatasetSpec::CSV) {
     if (!d.has_timeseries()) return InvalidArgument("dataset.timeseries is required for format CSV");
     POLIS_ASSIGN_OR_RETURN(TimeSeriesDataset ds, TimeSeriesDataset::Open(d.timeseries()));
@@ -103,7 +128,9 @@ StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d) {
                                                                 d.scale(), d.shift(), d.train_limit()));
   POLIS_ASSIGN_OR_RETURN(ImageDataset test, ImageDataset::Open(files[2], files[3], d.num_classes(),
                                                                d.scale(), d.shift(), d.test_limit()));
-  return std::unique_ptr<Dataset>(new Images(std::move(train), std::move(test), std::move(files)));
+  const int64_t validation = ValidationCount(d, train.size());
+  return std::unique_ptr<Dataset>(
+      new Images(std::move(train), std::move(test), std::move(files), validation, split_seed));
 }
 
 DatasetPaths ResolveDataset(const proto::DatasetSpec& d) {

@@ -16,7 +16,10 @@
 namespace polis::data {
 
 enum class Task { kClassification, kRegression };
-enum class Part { kTrain, kTest };
+// kValidation: held out of the training samples (IDX, dataset.validation_*;
+// common/data/split.h) or the time series' validation months; empty when
+// the job has none. kTrain is what is left of the training samples.
+enum class Part { kTrain, kValidation, kTest };
 
 class Dataset {
  public:
@@ -43,7 +46,10 @@ class Dataset {
   virtual std::string Report() const { return ""; }
 };
 
-StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& spec);
+// split_seed draws the IDX validation split (training.seed): every rank of a
+// job must pass the same, so ranks open a job's data with OpenJobDataset.
+StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& spec, uint64_t split_seed);
+StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job);
 
 // The four IDX files of an image dataset, resolved against dataset.dir
 // ("fashion-mnist" means $POLIS_FASHION_MNIST_DIR).

@@ -151,7 +151,7 @@ function renderServers(s) {
 function renderHistory(s) {
   $('history').tBodies[0].replaceChildren(...(s.history || []).map((r) => el('tr', {}, [
     el('td', { text: String(r.epoch) }), el('td', { text: fmtNumber(r.train_loss, 4) }),
-    el('td', { text: fmtPercent(r.test_accuracy) }), el('td', { text: fmtInt(r.images_per_second) }),
+    el('td', { text: fmtPercent(r.val_accuracy ?? r.test_accuracy) }), el('td', { text: fmtInt(r.images_per_second) }),
     el('td', { text: fmtDuration(r.elapsed_seconds) }),
   ])));
 }

@@ -333,6 +333,8 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
       d->mutable_timeseries()->set_missing_policy(proto::TimeSeriesSpec::Missing::FORWARD_FILL);
   }
   if (path == "sync.staleness") spec->mutable_sync()->set_consistency(proto::SyncSpec::SSP);
+  if (path.rfind("training.early_stopping.", 0) == 0)
+    spec->mutable_training()->mutable_early_stopping()->set_metric("val_loss");
   if (path == "sync.bucket_bytes") {
     spec->mutable_sync()->set_mode(proto::SyncSpec::ALLREDUCE);
     spec->mutable_sync()->set_servers(0);
@@ -492,6 +494,33 @@ TEST_F(JobSpecTest, SettingsOfAnotherModeAreRefused) {
   // The settings of the job's own mode pass.
   EXPECT_TRUE(Check(Job(kModel, "sync { consistency: SSP staleness: 0 ps_piece_bytes: -1 }")).ok());
   EXPECT_TRUE(Check(Job(kModel, "sync { mode: ALLREDUCE servers: 0 bucket_bytes: 0 compression: FP16 }")).ok());
+}
+
+// ------------------------------------------- validation and selection
+
+TEST_F(JobSpecTest, ValidationAndEarlyStoppingSettingsAreCheckedByName) {
+  ExpectRefused(Check(InDataset("validation_fraction: 0.2 validation_size: 1")),
+                {"'dataset.validation_size'", "not both"});
+  ExpectRefused(Check(InDataset("validation_fraction: 0.6")), {"'dataset.validation_fraction'", "[0, 0.5]"});
+  ExpectRefused(Check(InDataset("validation_size: 4")), {"'dataset.validation_size'", "6 samples", "half"});
+  ExpectRefused(Check(InDataset("validation_fraction: 0.01")), {"'dataset.validation_fraction'", "none"});
+  ExpectRefused(Check(Job(kModel, "training { restore_best: true }")),
+                {"'training.restore_best'", "training.early_stopping"});
+  ExpectRefused(Check(Job(kModel, "training { early_stopping { patience: 2 } }")),
+                {"'training.early_stopping.metric'", "required"});
+  ExpectRefused(Check(Job(kModel, "training { checkpoint_epochs: false restore_best: true "
+                                  "early_stopping { metric: \"test_loss\" } }")),
+                {"'training.restore_best'", "checkpoint_epochs"});
+  // A metric the job does not report: val_* without a validation split, a
+  // regression figure on a classifier.
+  ExpectRefused(Check(Job(kModel, "training { early_stopping { metric: \"val_loss\" } }")),
+                {"'training.early_stopping.metric'", "val_loss", "test_loss", "without a validation split"});
+  ExpectRefused(Check(InDataset("validation_size: 2") + "training { early_stopping { metric: \"val_mae\" } }"),
+                {"'training.early_stopping.metric'", "val_mae", "val_accuracy"});
+  EXPECT_TRUE(Check(InDataset("validation_size: 2") +
+                    "training { early_stopping { metric: \"val_accuracy\" mode: MAX } restore_best: true }")
+                  .ok());
+  EXPECT_TRUE(Check(Job(kModel, "training { early_stopping { metric: \"test_loss\" } clip_grad_norm: 1 }")).ok());
 }
 
 // ------------------------------------------------------ dataset files

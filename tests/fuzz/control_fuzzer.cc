@@ -36,6 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.workers = 2;
   limits.servers = 2;
   limits.parameter_count = 5000;
+  limits.outputs = 2;
   constexpr int kFrom = 3;
   switch (data[0] & 3) {
     case 2: {

@@ -86,6 +86,8 @@ workers: 1
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output << resumed.errors
                                   << ops_test::ReadOrEmpty(tmp.path() + "/tune1.log")
                                   << Shell("tail -n 20 " + sdir + "/trials/*/slurm-*.out").output;
+  // The jobs take seconds to start and train; the resume finds them queued or running.
+  EXPECT_NE(resumed.output.find("re-attached to Slurm job"), std::string::npos) << resumed.output;
   auto s = tune::ReadStudyState(sdir);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(s->state, "done");

@@ -76,20 +76,6 @@ std::string LastLine(const std::string& path, const std::string& prefer_prefix) 
   return out;
 }
 
-// Per-epoch rows of RUN/metrics.jsonl, the last row of each epoch.
-std::map<int, json> ReadRows(const std::string& run_dir) {
-  std::map<int, json> rows;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    json row = json::parse(line, nullptr, false);
-    if (row.is_discarded() || !row.is_object() || !row.contains("epoch") || !row["epoch"].is_number_integer())
-      continue;
-    rows[row["epoch"].get<int>()] = row;
-  }
-  return rows;
-}
-
 // Whether a process other than this one runs with `--run-dir RUN` (a
 // trial's polis-run or one of its ranks). mpirun killed by a signal may
 // exit, and polis-run with it, before its ranks have: they must be gone
@@ -405,22 +391,9 @@ class Study {
 
   // Reads the trial's rows into its curve; true when the metric was there.
   bool ReadCurve(Trial& t, std::string* missing) {
-    const auto rows = ReadRows(t.run_dir);
-    t.curve.clear();
-    t.epochs_done = 0;
-    for (const auto& [epoch, row] : rows) {
-      if (epoch > t.target_epochs) break;
-      if (!row.contains(s_.objective) || !row[s_.objective].is_number()) {
-        std::vector<std::string> keys;
-        for (auto it = row.begin(); it != row.end(); ++it) keys.push_back(it.key());
-        *missing = fmt::format("metrics.jsonl epoch {} has no '{}' (its row has: {})", epoch, s_.objective,
-                               fmt::join(keys, ", "));
-        return false;
-      }
-      t.curve.emplace_back(epoch, row[s_.objective].get<double>());
-      t.epochs_done = epoch;
-    }
-    return true;
+    const bool ok = ReadObjectiveCurve(t.run_dir, s_.objective, t.target_epochs, &t.curve, missing);
+    t.epochs_done = t.curve.empty() ? 0 : t.curve.back().first;
+    return ok;
   }
 
   // A segment ended (exit_code -1: unknown, after a crash or a Slurm job).

@@ -1,6 +1,8 @@
 #include "launch/tune/study_state.h"
 
 #include <cmath>
+#include <fstream>
+#include <map>
 
 #include "common/fs.h"
 
@@ -168,6 +170,31 @@ void RungTables(const StudyState& s, std::vector<std::vector<RungResult>>* rungs
       (*rungs)[k].push_back({t.index, t.rung_values[k]});
     for (int k = 0; k < t.rung && k < static_cast<int>(promoted->size()); ++k) (*promoted)[k].insert(t.index);
   }
+}
+
+bool ReadObjectiveCurve(const std::string& run_dir, const std::string& metric, int max_epoch,
+                        std::vector<std::pair<int, double>>* curve, std::string* error) {
+  std::map<int, json> rows;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    json row = json::parse(line, nullptr, false);
+    if (row.is_discarded() || !row.is_object() || !row.contains("epoch") || !row["epoch"].is_number_integer())
+      continue;
+    rows[row["epoch"].get<int>()] = row;
+  }
+  curve->clear();
+  for (const auto& [epoch, row] : rows) {
+    if (epoch < 1 || epoch > max_epoch) continue;
+    if (!row.contains(metric) || !row[metric].is_number()) {
+      std::vector<std::string> keys;
+      for (auto it = row.begin(); it != row.end(); ++it) keys.push_back(it.key());
+      *error = fmt::format("metrics.jsonl epoch {} has no '{}' (its row has: {})", epoch, metric, fmt::join(keys, ", "));
+      return false;
+    }
+    curve->emplace_back(epoch, row[metric].get<double>());
+  }
+  return true;
 }
 
 std::string StudyCsv(const StudyState& s) {

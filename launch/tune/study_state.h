@@ -94,6 +94,14 @@ long long EpochsCommitted(const StudyState& s);
 void RungTables(const StudyState& s, std::vector<std::vector<RungResult>>* rungs,
                 std::vector<std::set<int>>* promoted);
 
+// The objective's learning curve from RUN/metrics.jsonl: (epoch, value)
+// for epochs 1..max_epoch, the last row of each epoch (an attempt cut short
+// may have written one twice); torn or non-JSON lines are skipped. False,
+// with `error` naming the epoch, the metric and the keys the row has, when
+// a row lacks the metric.
+bool ReadObjectiveCurve(const std::string& run_dir, const std::string& metric, int max_epoch,
+                        std::vector<std::pair<int, double>>* curve, std::string* error);
+
 // The table of trials: id, state, rung, epochs, each param, the final
 // objective, best (1 or 0), error.
 std::string StudyCsv(const StudyState& s);

@@ -55,6 +55,13 @@ param { field: "training.batch_size" choice { value: "32" value: "64" } })",
   EXPECT_EQ(s->model_name, "fashion_cnn_allreduce");
 }
 
+TEST(TuneStudy, ExampleStudiesPassTheirChecks) {
+  auto s = LoadStudyFile(std::string(POLIS_SOURCE_DIR) + "/jobs/fashion_cnn_study.pbtxt");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->spec.scheduler().type(), proto::SchedulerSpec::ASHA);
+  EXPECT_EQ(RungEpochs(1, 3, s->max_epochs), (std::vector<int>{1, 3, 9}));
+}
+
 TEST(TuneStudy, UnknownFieldIsNamed) {
   // In the study file itself, and as a searched job field.
   ExpectRefused(Study(R"(param { field: "optimizer.learning_rate" uniform { min: 0.001 max: 0.01 } })") +
@@ -347,6 +354,33 @@ TEST(TuneState, RoundTripsAndRefusesADamagedFile) {
   ASSERT_FALSE(damaged.ok());
   EXPECT_EQ(damaged.status().code(), Code::kDataLoss);
   EXPECT_NE(damaged.status().message().find("checksum"), std::string::npos);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(TuneState, ObjectiveCurveFromMetricsRows) {
+  const std::string dir = "/tmp/polis-tune-rows-" + std::to_string(getpid());
+  ASSERT_TRUE(MakeDirectories(dir).ok());
+  // Epoch 2 written twice (an attempt cut short): the last row counts; a
+  // torn last line is skipped; epochs past the rung are not read.
+  ASSERT_TRUE(WriteFileAtomic(dir + "/metrics.jsonl",
+                              "{\"epoch\": 1, \"test_accuracy\": 0.5, \"train_loss\": 1.2}\n"
+                              "{\"epoch\": 2, \"test_accuracy\": 0.6, \"train_loss\": 1.0}\n"
+                              "{\"epoch\": 2, \"test_accuracy\": 0.65, \"train_loss\": 0.9}\n"
+                              "{\"epoch\": 3, \"test_accuracy\": 0.7, \"train_loss\": 0.8}\n"
+                              "{\"epoch\": 4, \"test_acc")
+                  .ok());
+  std::vector<std::pair<int, double>> curve;
+  std::string error;
+  ASSERT_TRUE(ReadObjectiveCurve(dir, "test_accuracy", 2, &curve, &error)) << error;
+  EXPECT_EQ(curve, (std::vector<std::pair<int, double>>{{1, 0.5}, {2, 0.65}}));
+  ASSERT_TRUE(ReadObjectiveCurve(dir, "train_loss", 9, &curve, &error)) << error;
+  EXPECT_EQ(curve.size(), 3u);
+  // A metric the rows do not carry (val_accuracy before a validation split): one clear line.
+  EXPECT_FALSE(ReadObjectiveCurve(dir, "val_accuracy", 3, &curve, &error));
+  EXPECT_EQ(error, "metrics.jsonl epoch 1 has no 'val_accuracy' (its row has: epoch, test_accuracy, train_loss)");
+  // No file yet: an empty curve.
+  ASSERT_TRUE(ReadObjectiveCurve(dir + "/none", "test_accuracy", 3, &curve, &error));
+  EXPECT_TRUE(curve.empty());
   std::system(("rm -rf " + dir).c_str());
 }
 

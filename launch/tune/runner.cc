@@ -414,11 +414,22 @@ class Study {
     const int repochs = result.is_object() && result.contains("epochs") && result["epochs"].is_number_integer()
                              ? result["epochs"].get<int>()
                              : 0;
-    const bool done = rstate == "done" && repochs >= t.target_epochs && t.epochs_done >= t.target_epochs;
+    // A job with training.early_stopping may end itself before the rung:
+    // it is done, and trains no further.
+    const bool early = result.is_object() && result.value("stopped_early", false) && !t.curve.empty();
+    const bool done = rstate == "done" && (early || (repochs >= t.target_epochs && t.epochs_done >= t.target_epochs));
     if (done) {
       t.rung_values.resize(t.rung);
       t.rung_values.push_back(t.curve.back().second);
-      const bool top = t.rung + 1 >= static_cast<int>(s_.rungs.size());
+      const int kept = result.is_object() && result.contains("published_epoch") &&
+                               result["published_epoch"].is_number_integer()
+                           ? result["published_epoch"].get<int>()
+                           : 0;
+      t.kept_epoch = kept > 0 && kept < t.epochs_done ? kept : 0;
+      if (early)
+        std::printf("polis-tune: trial %s: the job stopped early (training.early_stopping) after epoch %d\n",
+                    t.id.c_str(), t.epochs_done);
+      const bool top = early || t.rung + 1 >= static_cast<int>(s_.rungs.size());
       t.state = top ? "completed" : "paused";
       t.finished_at = UtcTimestamp();
       std::printf("polis-tune: trial %s %s: %s %.4f at epoch %d%s\n", t.id.c_str(),

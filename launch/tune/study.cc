@@ -252,15 +252,38 @@ bool IsRegressionJob(const proto::JobSpec& job) {
   return job.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY;
 }
 
+bool HasValidationSplit(const proto::JobSpec& job) {
+  const auto& ds = job.dataset();
+  if (ds.format() == proto::DatasetSpec::CSV)
+    return ds.timeseries().validation_months() > 0 || !ds.timeseries().validation_start().empty();
+  // IDX: dataset.validation_fraction / validation_size, read by name so this
+  // compiles with job.proto before and after they were added.
+  const Reflection* r = ds.GetReflection();
+  for (const char* name : {"validation_fraction", "validation_size"}) {
+    const FieldDescriptor* f = ds.GetDescriptor()->FindFieldByName(name);
+    if (f == nullptr || !r->HasField(ds, f)) continue;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT && r->GetFloat(ds, f) > 0) return true;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE && r->GetDouble(ds, f) > 0) return true;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT64 && r->GetInt64(ds, f) > 0) return true;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_INT32 && r->GetInt32(ds, f) > 0) return true;
+  }
+  return false;
+}
+
 const std::vector<std::string>& ReportedMetrics(const proto::JobSpec& job) {
-  // The per-epoch rows of metrics.jsonl (coordinator/coordinator.cc); the
-  // val_ names come with the validation split.
-  static const std::vector<std::string> kClassifier = {"train_loss", "train_accuracy", "test_loss",
-                                                       "test_accuracy", "val_loss", "val_accuracy"};
-  static const std::vector<std::string> kRegression = {"train_loss", "test_loss", "test_mae", "test_rmse",
-                                                       "test_mape", "test_smape", "val_loss", "val_mae",
-                                                       "val_rmse", "val_mape", "val_smape"};
-  return IsRegressionJob(job) ? kRegression : kClassifier;
+  // The per-epoch rows of metrics.jsonl (coordinator/coordinator.cc): each
+  // epoch is evaluated on the validation split when the job has one (val_*),
+  // else on the test set (test_*).
+  static const std::vector<std::string> kClassifierTest = {"train_loss", "train_accuracy", "test_loss",
+                                                           "test_accuracy"};
+  static const std::vector<std::string> kClassifierVal = {"train_loss", "train_accuracy", "val_loss", "val_accuracy"};
+  static const std::vector<std::string> kRegressionTest = {"train_loss", "test_loss", "test_mae", "test_rmse",
+                                                           "test_mape", "test_smape"};
+  static const std::vector<std::string> kRegressionVal = {"train_loss", "val_loss", "val_mae", "val_rmse",
+                                                          "val_mape", "val_smape"};
+  const bool val = HasValidationSplit(job);
+  if (IsRegressionJob(job)) return val ? kRegressionVal : kRegressionTest;
+  return val ? kClassifierVal : kClassifierTest;
 }
 
 const FieldDescriptor* ParamField(const proto::JobSpec& base, const std::string& path) {
@@ -428,10 +451,13 @@ StatusOr<LoadedStudy> ParseStudyText(const std::string& text, const std::string&
     return field_error("objective.metric", "required (a metric of metrics.jsonl, e.g. test_accuracy)");
   const auto& known = ReportedMetrics(job);
   if (std::find(known.begin(), known.end(), s.objective().metric()) == known.end())
-    return field_error("objective.metric",
-                       fmt::format("'{}' is not reported by a {} job (it reports: {})",
-                                   EchoValue(s.objective().metric(), 60),
-                                   IsRegressionJob(job) ? "regression" : "classifier", fmt::join(known, ", ")));
+    return field_error(
+        "objective.metric",
+        fmt::format("'{}' is not in the per-epoch rows of a {} job {} (they carry: {}){}",
+                    EchoValue(s.objective().metric(), 60), IsRegressionJob(job) ? "regression" : "classifier",
+                    HasValidationSplit(job) ? "with a validation split" : "without a validation split",
+                    fmt::join(known, ", "),
+                    HasValidationSplit(job) ? "" : "; val_ metrics need the base job's validation split"));
   if (!s.objective().has_direction())
     return field_error("objective.direction", "required: MAXIMIZE or MINIMIZE");
 

@@ -55,9 +55,14 @@ StatusOr<LoadedStudy> ParseStudyText(const std::string& text, const std::string&
 StatusOr<LoadedStudy> LoadStudyFile(const std::string& path);
 
 // The metrics the per-epoch rows of metrics.jsonl carry for a job of this
-// kind (classifier or regression), including the validation split's val_*
-// names. The one table of them.
+// kind: classifier or regression, and evaluated each epoch on its
+// validation split (val_*) or, without one, on the test set (test_*). The
+// one table of them.
 const std::vector<std::string>& ReportedMetrics(const proto::JobSpec& job);
+// Whether the job holds out a validation split (IDX: dataset.
+// validation_fraction or validation_size; CSV: timeseries.validation_months
+// or validation_start).
+bool HasValidationSplit(const proto::JobSpec& job);
 bool IsRegressionJob(const proto::JobSpec& job);
 
 // Sets `field` (a path as in SearchParam.field) of `job` to `value`.

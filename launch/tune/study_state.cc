@@ -35,7 +35,8 @@ json TrialJson(const Trial& t) {
           {"segments", t.segments},
           {"error", t.error},
           {"started_at", t.started_at},
-          {"finished_at", t.finished_at}};
+          {"finished_at", t.finished_at},
+          {"kept_epoch", t.kept_epoch}};
 }
 
 Trial TrialFrom(const json& j) {
@@ -57,6 +58,7 @@ Trial TrialFrom(const json& j) {
   t.error = j.at("error").get<std::string>();
   t.started_at = j.at("started_at").get<std::string>();
   t.finished_at = j.at("finished_at").get<std::string>();
+  t.kept_epoch = j.value("kept_epoch", 0);
   return t;
 }
 
@@ -168,7 +170,10 @@ void RungTables(const StudyState& s, std::vector<std::vector<RungResult>>* rungs
   for (const Trial& t : s.trials) {
     for (size_t k = 0; k < t.rung_values.size() && k < rungs->size(); ++k)
       (*rungs)[k].push_back({t.index, t.rung_values[k]});
-    for (int k = 0; k < t.rung && k < static_cast<int>(promoted->size()); ++k) (*promoted)[k].insert(t.index);
+    // Left its rung: promoted, or done for good (a job that stopped itself
+    // early is never continued).
+    const int left = t.state == "completed" ? static_cast<int>(t.rung_values.size()) : t.rung;
+    for (int k = 0; k < left && k < static_cast<int>(promoted->size()); ++k) (*promoted)[k].insert(t.index);
   }
 }
 

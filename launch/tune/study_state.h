@@ -53,9 +53,17 @@ struct Trial {
   int segments = 0;               // polis-run launches
   std::string error;
   std::string started_at, finished_at;
-  // The objective of the model the trial keeps: at its last epoch.
+  // The epoch whose model the trial keeps (RUN/model.polis) when that is
+  // not the last: a job with training.restore_best publishes its best epoch
+  // (result.json "published_epoch"). 0: the last epoch.
+  int kept_epoch = 0;
+  // The objective of the model the trial keeps.
   bool has_value() const { return !curve.empty(); }
-  double final_value() const { return curve.empty() ? 0 : curve.back().second; }
+  double final_value() const {
+    for (const auto& [e, v] : curve)
+      if (kept_epoch > 0 && e == kept_epoch) return v;
+    return curve.empty() ? 0 : curve.back().second;
+  }
 };
 
 struct StudyState {

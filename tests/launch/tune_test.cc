@@ -95,10 +95,38 @@ TEST(TuneStudy, LogUniformBoundMustBePositive) {
 TEST(TuneStudy, ObjectiveMustBeReportedByTheJob) {
   auto text = Study(R"(param { field: "optimizer.learning_rate" uniform { min: 0.001 max: 0.01 } })");
   text.replace(text.find("test_accuracy"), 13, "test_rmse");
-  ExpectRefused(text, "objective.metric", "'test_rmse' is not reported by a classifier job");
-  // The validation split's names are known.
+  ExpectRefused(text, "objective.metric", "'test_rmse' is not in the per-epoch rows of a classifier job");
+  // Without a validation split the rows carry test_*, not val_*.
   text.replace(text.find("test_rmse"), 9, "val_accuracy");
-  EXPECT_TRUE(Parse(text).ok());
+  ExpectRefused(text, "objective.metric", "val_ metrics need the base job's validation split");
+}
+
+TEST(TuneStudy, ValidationSplitMeansValMetrics) {
+  // A forecasting job with a validation split: each epoch is evaluated on it.
+  const std::string dir = "/tmp/polis-tune-val-" + std::to_string(getpid());
+  ASSERT_TRUE(MakeDirectories(dir).ok());
+  std::string job = *ReadFile(std::string(POLIS_SOURCE_DIR) + "/jobs/bike_demand_lstm.pbtxt");
+  ASSERT_NE(job.find("test_months: 3"), std::string::npos);
+  job.replace(job.find("test_months: 3"), 14, "test_months: 3 validation_months: 2");
+  ASSERT_TRUE(WriteFileAtomic(dir + "/job.pbtxt", job).ok());
+  auto base = LoadJobFile(dir + "/job.pbtxt");
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  EXPECT_TRUE(HasValidationSplit(base->spec));
+  EXPECT_EQ(ReportedMetrics(base->spec),
+            (std::vector<std::string>{"train_loss", "val_loss", "val_mae", "val_rmse", "val_mape", "val_smape"}));
+  std::string study = "name: \"s\"\nbase_job: \"job.pbtxt\"\n"
+                      "param { field: \"optimizer.learning_rate\" uniform { min: 0.001 max: 0.01 } }\n"
+                      "objective { metric: \"val_mae\" direction: MINIMIZE }\nbudget { max_trials: 2 }\n";
+  auto ok = ParseStudyText(study, "study.pbtxt", dir);
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+  study.replace(study.find("val_mae"), 7, "test_mae");
+  auto refused = ParseStudyText(study, "study.pbtxt", dir);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("'test_mae' is not in the per-epoch rows of a regression job with a "
+                                            "validation split"),
+            std::string::npos)
+      << refused.status().message();
+  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(TuneStudy, ValuesAreCheckedAgainstTheJobsRanges) {
@@ -346,6 +374,15 @@ TEST(TuneState, RoundTripsAndRefusesADamagedFile) {
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
             "trial,state,rung,epochs,optimizer.learning_rate,optimizer.type,test_accuracy,best,run_dir,error");
   EXPECT_NE(csv.find("0000,completed,1,3,0.001,ADAM,0.85,1"), std::string::npos) << csv;
+  // A trial that stopped itself early (completed at rung 0) is never promoted.
+  StudyState early = *back;
+  early.trials[1].state = "completed";
+  RungTables(early, &rungs, &promoted);
+  EXPECT_EQ(promoted[0], (std::set<int>{0, 1}));
+  // The kept model's epoch (restore_best) gives the trial's value.
+  Trial kept = back->trials[0];
+  kept.kept_epoch = 2;
+  EXPECT_DOUBLE_EQ(kept.final_value(), 0.8);
   // One changed byte: refused, naming the file.
   std::string text = *ReadFile(dir + "/study.json");
   text.replace(text.find("0.85"), 4, "0.95");

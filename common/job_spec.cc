@@ -1,4 +1,5 @@
 #include "common/job_spec.h"
+#include "common/text_proto.h"
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
@@ -33,21 +34,6 @@ using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
-
-class Collector : public google::protobuf::io::ErrorCollector {
- public:
-  explicit Collector(std::string source) : source_(std::move(source)) {}
-  void AddError(int line, google::protobuf::io::ColumnNumber col,
-                const std::string& message) override {
-    if (first_.empty())
-      first_ = fmt::format("{}:{}:{}: {}", source_, line + 1, col + 1, EchoValue(message, 200));
-  }
-  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
-  const std::string& first() const { return first_; }
-
- private:
-  std::string source_, first_;
-};
 
 Status FieldError(const std::string& source, const std::string& field, const std::string& why) {
   return InvalidArgument("{}: field '{}': {}", source, field, why);
@@ -479,12 +465,7 @@ StatusOr<LoadedJob> ParseJobText(const std::string& text, const std::string& sou
   LoadedJob job;
   job.path = source;
   job.sha256 = Sha256Hex(text);
-  google::protobuf::TextFormat::Parser parser;
-  Collector collector(source);
-  parser.RecordErrorsTo(&collector);
-  if (!parser.ParseFromString(text, &job.spec))
-    return InvalidArgument("{}", collector.first().empty() ? source + ": cannot parse job"
-                                                           : collector.first());
+  POLIS_RETURN_IF_ERROR(ParseTextMessage(text, source, &job.spec));
   POLIS_RETURN_IF_ERROR(ValidateJobFields(job.spec, source));
   return job;
 }

@@ -9,6 +9,7 @@
 //            [--run-dir DIR | --address URL] [--json] [--token T]
 //   polisctl models list|show|versions|history|promote|rollback|delete|predict
 //            (--registry URL | --root DIR) [--json] [--token-file F]
+//   polisctl tune status|top STUDY_DIR [--json]     (launch/polisctl_tune.h)
 //
 // Exit codes: 0 done, 1 the coordinator is unreachable or the command
 // failed, 2 usage.
@@ -41,6 +42,7 @@
 #include "common/fs.h"
 #include "common/status.h"
 #include "launch/polisctl_models.h"
+#include "launch/polisctl_tune.h"
 
 namespace polis::ctl {
 namespace {
@@ -56,7 +58,11 @@ constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 
 std::atomic<bool> g_interrupted{false};
-void OnInterrupt(int) { g_interrupted = true; }
+volatile bool g_interrupted_flag = false;
+void OnInterrupt(int) {
+  g_interrupted = true;
+  g_interrupted_flag = true;
+}
 
 struct Options {
   std::string run_dir;
@@ -615,6 +621,8 @@ int Main(int argc, char** argv) {
                  "send SIGTERM to the coordinator's pid instead (same host; no token needed)");
   ModelsOptions mo;
   CLI::App* models = AddModelsCommands(app, &mo);
+  TuneCtlOptions tune_options;
+  CLI::App* tune = AddTuneCommands(app, &tune_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -634,6 +642,7 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   const std::string cmd = app.get_subcommands().front()->get_name();
+  if (cmd == "tune") return RunTune(tune, tune_options, o.json, &g_interrupted_flag);
   if (cmd == "models") {
     // The registry's token: --token, --token-file, else POLIS_REGISTRY_TOKEN
     // (never the monitor's).

@@ -181,6 +181,15 @@ nlohmann::json MetadataJson(const std::string& model, int64_t version, const std
       {"run_dir", l.run_dir()},    {"created_at", l.created_at()},
       {"host", l.host()},
   };
+  if (l.has_study()) {
+    const proto::StudyLineage& st = l.study();
+    nlohmann::json params = nlohmann::json::object();
+    for (const auto& p : st.param()) params[p.field()] = p.value();
+    lineage["study"] = {{"study", st.study()},         {"study_dir", st.study_dir()},
+                        {"study_sha256", st.study_sha256()}, {"trial", st.trial()},
+                        {"params", params},           {"objective", st.objective()},
+                        {"objective_value", st.objective_value()}};
+  }
   return nlohmann::json{
       {"model", model},
       {"version", version},

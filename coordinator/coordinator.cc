@@ -248,7 +248,11 @@ class Coordinator {
       POLIS_RETURN_IF_ERROR(st);
       bool checkpoint_done = false;
       POLIS_RETURN_IF_ERROR(Handle(from, msg, &checkpoint_done));
-      if (stopping_ && checkpoint_done) break;
+      // A stop ends at its checkpoint; one taken at an epoch's end waits
+      // for that epoch's reports too, so its row is in metrics.jsonl (the
+      // resume starts after that epoch and would never write it).
+      if (stopping_ && checkpoint_done) stop_after_rows_ = last_checkpoint_epoch_end_ + 1;
+      if (stopping_ && stop_after_rows_ >= 0 && epochs_done_ >= stop_after_rows_) break;
     }
     train_seconds_ = Seconds(comm::Clock::now() - start_).count();
     if (stopping_) return FinishStopped();
@@ -505,6 +509,7 @@ class Coordinator {
     PruneCheckpoints(ctx_.run_dir, spec_.training().keep_checkpoints(), BestCheckpoint());
     saved_.erase({ss.step(), ss.epoch_complete()});
     last_checkpoint_ = dir;
+    last_checkpoint_epoch_end_ = m.epoch_complete ? m.epoch : -1;
     if (state_ == "checkpointing") state_ = "running";
     POLIS_LOG(kInfo, kCoord, "checkpoint {} complete", dir);
     *done = true;
@@ -989,6 +994,9 @@ class Coordinator {
 
   // Progress.
   int epochs_done_ = 0;
+  // The epoch whose end the newest checkpoint marks (-1: taken mid-epoch),
+  // and, once a stop's checkpoint is in, how many epochs' rows it waits for.
+  int last_checkpoint_epoch_end_ = -1, stop_after_rows_ = -1;
   std::vector<int> worker_epoch_;  // the epoch each worker is in (after its last report)
   std::vector<WorkerView> workers_view_;
   std::vector<ServerView> servers_view_;

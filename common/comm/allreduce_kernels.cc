@@ -4,8 +4,10 @@
 
 // The loops are written branch-free over the half.h conversions so that GCC
 // vectorises them; target_clones adds an AVX2/F16C/FMA copy (8 lanes) next to
-// the baseline SSE2 one and picks at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// the baseline SSE2 one and picks at load time. Not under ThreadSanitizer:
+// the load-time resolver (an ifunc) is instrumented and runs before TSan's
+// runtime is up, so the program would crash before main.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define POLIS_KERNEL __attribute__((target_clones("avx2", "default")))
 #else
 #define POLIS_KERNEL

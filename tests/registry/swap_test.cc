@@ -211,7 +211,14 @@ TEST(SwapTest, OldVersionMemoryIsReturnedAfterTheSwap) {
   EXPECT_EQ(Call(c, "GET", "/v2/models/big/versions/2/ready").status, 200);
   malloc_trim(0);
   const int64_t two = RssBytes();
-  EXPECT_GT(two - one, model_bytes * 7 / 10) << "one " << one << " two " << two;
+  // A sanitizer's allocator keeps freed memory (malloc_trim does not reach
+  // it): the RSS checks mean something only in a plain build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  constexpr bool kRssMeasurable = false;
+#else
+  constexpr bool kRssMeasurable = true;
+#endif
+  if (kRssMeasurable) EXPECT_GT(two - one, model_bytes * 7 / 10) << "one " << one << " two " << two;
 
   auto r = Call(c, "PUT", "/v2/registry/models/big/aliases/production", R"({"version": 2})", kOps);
   ASSERT_EQ(r.status, 200) << r.body;
@@ -222,8 +229,9 @@ TEST(SwapTest, OldVersionMemoryIsReturnedAfterTheSwap) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     malloc_trim(0);
     after = RssBytes();
-  } while (after - one > model_bytes / 4 && Clock::now() < deadline);
-  EXPECT_LT(after - one, model_bytes / 4) << "one " << one << " two " << two << " after " << after;
+  } while (kRssMeasurable && after - one > model_bytes / 4 && Clock::now() < deadline);
+  if (kRssMeasurable)
+    EXPECT_LT(after - one, model_bytes / 4) << "one " << one << " two " << two << " after " << after;
   if (getenv("POLIS_TEST_RSS_DEBUG")) fprintf(stderr, "RSS one %ld two %ld after %ld\n", (long)one, (long)two, (long)after);
   EXPECT_EQ(Call(c, "GET", "/v2/models/big/versions/1/ready").status, 503);
 }

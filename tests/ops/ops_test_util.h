@@ -203,6 +203,42 @@ inline bool HaveProgram(const std::string& name) {
   return Shell("command -v " + name + " >/dev/null").exit_code == 0;
 }
 
+// What a test on the local Slurm cluster (launch/slurm/) lacks that the
+// project installs or builds: "" when nothing. `binaries` are in kBin/launch.
+// (Root, which the cluster's SlurmUser needs, is checked by the caller: a
+// skip, not a missing prerequisite.)
+inline std::string MissingSlurmPrereq(const std::vector<std::string>& binaries) {
+  if (!HaveProgram("slurmctld") || !HaveProgram("munged")) return "slurm-wlm / munge not installed";
+  for (const auto& b : binaries)
+    if (!PathExists(std::string(POLIS_BINARY_DIR) + "/launch/" + b))
+      return b + " is not built in " + std::string(POLIS_BINARY_DIR);
+  if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) return "no Fashion-MNIST files";
+  return "";
+}
+
+// A single-node Slurm cluster in `dir` (start-test-cluster.sh --cpus 8),
+// stopped by Stop() or the destructor (stop-test-cluster.sh, by pid file).
+class SlurmTestCluster {
+ public:
+  explicit SlurmTestCluster(std::string dir) : dir_(std::move(dir)) {
+    start_ = Shell(std::string(POLIS_SOURCE_DIR) + "/launch/slurm/start-test-cluster.sh " + dir_ + " --cpus 8");
+  }
+  ~SlurmTestCluster() { Stop(); }
+  const ShellRun& start() const { return start_; }
+  std::string conf() const { return dir_ + "/etc/slurm.conf"; }
+  std::string env() const { return "SLURM_CONF=" + conf() + " "; }  // a command prefix
+  ShellRun Stop() {
+    if (stopped_) return {};
+    stopped_ = true;
+    return Shell(std::string(POLIS_SOURCE_DIR) + "/launch/slurm/stop-test-cluster.sh " + dir_);
+  }
+
+ private:
+  std::string dir_;
+  ShellRun start_;
+  bool stopped_ = false;
+};
+
 // Starts argv[0] (found on PATH) with stdout and stderr appended to `log`.
 // Returns the child's pid, or -1.
 inline pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {

@@ -34,22 +34,14 @@ bool Alive(const std::string& pidfile) {
 
 TEST(Slurm, SbatchTemplateCheckpointsRequeuesAndResumes) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (SlurmUser=root)";
-  if (!ops_test::HaveProgram("slurmctld") || !ops_test::HaveProgram("munged"))
-    POLIS_MISSING_PREREQ() << "slurm-wlm / munge not installed";
-  if (!PathExists(kBin + "/launch/polis-train") || !PathExists(kBin + "/launch/polisctl"))
-    POLIS_MISSING_PREREQ() << "polis-train and polisctl are not built in " << kBin;
-  if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    POLIS_MISSING_PREREQ() << "no Fashion-MNIST files";
+  const std::string missing = ops_test::MissingSlurmPrereq({"polis-train", "polisctl"});
+  if (!missing.empty()) POLIS_MISSING_PREREQ() << missing;
 
   ops_test::TempDir tmp;
   const std::string cluster = tmp.path() + "/cluster";
-  auto up = Shell(kSrc + "/launch/slurm/start-test-cluster.sh " + cluster + " --cpus 8");
-  ASSERT_EQ(up.exit_code, 0) << up.output << up.errors;
-  const std::string env = "SLURM_CONF=" + cluster + "/etc/slurm.conf ";
-  struct Stopper {
-    std::string cmd;
-    ~Stopper() { Shell(cmd); }
-  } stopper{kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster};
+  ops_test::SlurmTestCluster slurm(cluster);
+  ASSERT_EQ(slurm.start().exit_code, 0) << slurm.start().output << slurm.start().errors;
+  const std::string env = slurm.env();
 
   const std::string run_dir = tmp.path() + "/run";
   auto submit = Shell(
@@ -92,8 +84,7 @@ TEST(Slurm, SbatchTemplateCheckpointsRequeuesAndResumes) {
   EXPECT_TRUE(result.is_object() && result.contains("test_accuracy")) << result.dump();
 
   // The stop script stops every daemon by its pid file.
-  stopper.cmd.clear();
-  auto down = Shell(kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster);
+  auto down = slurm.Stop();
   EXPECT_EQ(down.exit_code, 0) << down.errors;
   for (const char* daemon : {"slurmd", "slurmctld", "munged"})
     EXPECT_FALSE(Alive(cluster + "/run/" + daemon + ".pid")) << daemon << " still runs";
@@ -117,22 +108,14 @@ int TaskPid(const std::string& run_dir, int procid) {
 // run's result and restarts.jsonl say so.
 TEST(Slurm, SbatchRestartsAKilledStepFromItsCheckpoint) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (SlurmUser=root)";
-  if (!ops_test::HaveProgram("slurmctld") || !ops_test::HaveProgram("munged"))
-    POLIS_MISSING_PREREQ() << "slurm-wlm / munge not installed";
-  if (!PathExists(kBin + "/launch/polis-train") || !PathExists(kBin + "/launch/polisctl"))
-    POLIS_MISSING_PREREQ() << "polis-train and polisctl are not built in " << kBin;
-  if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    POLIS_MISSING_PREREQ() << "no Fashion-MNIST files";
+  const std::string missing = ops_test::MissingSlurmPrereq({"polis-train", "polisctl"});
+  if (!missing.empty()) POLIS_MISSING_PREREQ() << missing;
 
   ops_test::TempDir tmp;
   const std::string cluster = tmp.path() + "/cluster";
-  auto up = Shell(kSrc + "/launch/slurm/start-test-cluster.sh " + cluster + " --cpus 8");
-  ASSERT_EQ(up.exit_code, 0) << up.output << up.errors;
-  const std::string env = "SLURM_CONF=" + cluster + "/etc/slurm.conf ";
-  struct Stopper {
-    std::string cmd;
-    ~Stopper() { Shell(cmd); }
-  } stopper{kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster};
+  ops_test::SlurmTestCluster slurm(cluster);
+  ASSERT_EQ(slurm.start().exit_code, 0) << slurm.start().output << slurm.start().errors;
+  const std::string env = slurm.env();
 
   const std::string run_dir = tmp.path() + "/run";
   auto submit = Shell(

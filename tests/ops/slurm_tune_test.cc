@@ -23,22 +23,14 @@ using json = nlohmann::json;
 
 TEST(SlurmTune, TrialsRunAsSlurmJobsAndResumeReattaches) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root (SlurmUser=root)";
-  if (!ops_test::HaveProgram("slurmctld") || !ops_test::HaveProgram("munged"))
-    POLIS_MISSING_PREREQ() << "slurm-wlm / munge not installed";
-  if (!PathExists(kBin + "/launch/polis-train") || !PathExists(kBin + "/launch/polis-tune"))
-    POLIS_MISSING_PREREQ() << "polis-train and polis-tune are not built in " << kBin;
-  if (!PathExists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
-    POLIS_MISSING_PREREQ() << "no Fashion-MNIST files";
+  const std::string missing = ops_test::MissingSlurmPrereq({"polis-train", "polis-tune"});
+  if (!missing.empty()) POLIS_MISSING_PREREQ() << missing;
 
   ops_test::TempDir tmp;
   const std::string cluster = tmp.path() + "/cluster";
-  auto up = Shell(kSrc + "/launch/slurm/start-test-cluster.sh " + cluster + " --cpus 8");
-  ASSERT_EQ(up.exit_code, 0) << up.output << up.errors;
-  struct Stopper {
-    std::string cmd;
-    ~Stopper() { Shell(cmd); }
-  } stopper{kSrc + "/launch/slurm/stop-test-cluster.sh " + cluster};
-  const std::string conf = cluster + "/etc/slurm.conf";
+  ops_test::SlurmTestCluster slurm(cluster);
+  ASSERT_EQ(slurm.start().exit_code, 0) << slurm.start().output << slurm.start().errors;
+  const std::string conf = slurm.conf();
 
   std::ofstream(tmp.path() + "/mlp.pbtxt") << R"(name: "slurm_mlp"
 model {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "launch/tune/study_state.h"
 #include "tests/integration/shell.h"
@@ -226,12 +227,31 @@ objective { metric: "train_loss" direction: MINIMIZE }
     _exit(127);
   }
   ASSERT_GT(pid, 0);
-  // Once both trials' coordinators are up.
+  // Each trial's coordinator is paused (SIGSTOP) as soon as it is up, so
+  // neither trial can finish before polis-tune gets its SIGTERM; the
+  // coordinators continue once polis-tune has asked both to stop (their
+  // pending SIGTERM is then handled: checkpoint and stop).
   const auto t0 = std::chrono::steady_clock::now();
-  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60) &&
-         !(PathExists(sdir + "/trials/0000/coordinator.json") && PathExists(sdir + "/trials/0001/coordinator.json")))
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::vector<pid_t> paused;
+  for (const char* id : {"0000", "0001"}) {
+    const std::string cj = sdir + "/trials/" + id + "/coordinator.json";
+    pid_t coordinator = 0;
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60) && coordinator <= 0) {
+      if (auto text = ReadFile(cj); text.ok()) {
+        json c = json::parse(*text, nullptr, false);
+        if (c.is_object()) coordinator = c.value("pid", 0);
+      }
+      if (coordinator <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_GT(coordinator, 0) << "trial " << id << " never started: " << *ReadFile(log);
+    ASSERT_EQ(kill(coordinator, SIGSTOP), 0) << "trial " << id << " ended before it could be paused";
+    paused.push_back(coordinator);
+  }
   ASSERT_EQ(kill(pid, SIGTERM), 0);
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60) &&
+         ReadFile(log)->find("checkpoint and stop") == std::string::npos)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (pid_t c : paused) kill(c, SIGCONT);
   int status = -1;
   while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120) && waitpid(pid, &status, WNOHANG) != pid)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -42,6 +42,11 @@ namespace {
 using Seconds = std::chrono::duration<double>;
 using json = nlohmann::json;
 
+// Wall-clock time as Unix seconds (metrics rows: when an epoch ended).
+double UnixSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 std::string Duration(double s) {
   if (s < 0 || s > 1e7) return "?";
   int t = static_cast<int>(s + 0.5);
@@ -683,6 +688,7 @@ class Coordinator {
                   Duration(elapsed).c_str(), Duration(eta).c_str());
     std::fflush(stdout);
     json row = {{"epoch", e + 1},
+                {"time", UnixSeconds()},
                 {"train_loss", train_loss},
                 {"train_accuracy", train_acc},
                 {"train_samples", s.train_samples()},

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -61,6 +62,12 @@ TEST_F(TrainIntegration, ParameterServerJobTrainsPublishesAndReloads) {
   EXPECT_LT(result["history"][1]["train_loss"].get<double>(), result["history"][0]["train_loss"].get<double>());
   // Every training sample was processed exactly once per epoch.
   for (const auto& h : result["history"]) EXPECT_EQ(h["train_samples"], 6000);
+  // Each row says when its epoch ended (Unix seconds), in order.
+  const double now = static_cast<double>(std::time(nullptr));
+  const auto& rows = result["history"];
+  EXPECT_GT(rows[0]["time"].get<double>(), now - 600);
+  EXPECT_LE(rows[0]["time"].get<double>(), rows[1]["time"].get<double>());
+  EXPECT_LE(rows[1]["time"].get<double>(), now + 1);
 
   // The artifact loads, verifies and reproduces the accuracy.
   std::string artifact = result["artifact"];

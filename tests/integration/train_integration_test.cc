@@ -133,6 +133,8 @@ TEST_F(TrainIntegration, DryRunPrintsTheMpirunCommand) {
                 kSrc + "/jobs/fashion_cnn.pbtxt");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("-np 4"), std::string::npos) << r.output;
+  // Waiting OpenMP threads sleep on every rank (docs/env.md).
+  EXPECT_NE(r.output.find("-x OMP_WAIT_POLICY"), std::string::npos) << r.output;
 }
 
 TEST_F(TrainIntegration, TooFewRanksIsAClearError) {

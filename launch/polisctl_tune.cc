@@ -37,7 +37,8 @@ std::string Render(const tune::StudyState& s) {
                      s.objective + " by epoch", "params");
   for (const tune::Trial& t : s.trials) {
     std::string params;
-    for (const auto& p : t.params) params += fmt::format("{}{}={}", params.empty() ? "" : " ", p.field, tune::ParamText(p.value));
+    for (const auto& p : t.params)
+      if (!p.value.is_null()) params += fmt::format("{}{}={}", params.empty() ? "" : " ", p.field, tune::ParamText(p.value));
     std::string where = t.state;
     if (t.state == "stopped") where = fmt::format("stopped@{}", t.epochs_done);
     out += fmt::format("{:<6} {:<10} {:>4} {:>6}  {:<40} {}{}\n", t.id, where, t.rung, t.epochs_done, Curve(t),

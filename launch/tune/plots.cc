@@ -164,10 +164,10 @@ std::string ParamsPng(const StudyState& s) {
     std::vector<std::tuple<double, double, int>> pts;
     bool numeric = true;
     for (const Trial& t : s.trials)
-      if (!t.params[k].value.is_number()) numeric = false;
+      if (!t.params[k].value.is_number() && !t.params[k].value.is_null()) numeric = false;
     for (const Trial& t : s.trials) {
-      if (!t.has_value() || t.state == "failed") continue;
       const json& v = t.params[k].value;
+      if (!t.has_value() || t.state == "failed" || v.is_null()) continue;  // null: the param did not apply
       double xv;
       if (numeric) {
         xv = v.get<double>();

@@ -56,7 +56,8 @@ bool HasCheckpoint(const std::string& run_dir) {
 
 std::string ParamsText(const Params& params) {
   std::string out;
-  for (const ParamValue& p : params) out += fmt::format("{}{}={}", out.empty() ? "" : " ", p.field, ParamText(p.value));
+  for (const ParamValue& p : params)
+    if (!p.value.is_null()) out += fmt::format("{}{}={}", out.empty() ? "" : " ", p.field, ParamText(p.value));
   return out;
 }
 
@@ -604,6 +605,7 @@ class Study {
     st->set_study_sha256(s_.study_sha256);
     st->set_trial(t.id);
     for (const ParamValue& p : t.params) {
+      if (p.value.is_null()) continue;  // its condition did not hold: not set
       auto* pp = st->add_param();
       pp->set_field(p.field);
       pp->set_value(ParamExact(p.value));

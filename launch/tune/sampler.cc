@@ -76,14 +76,34 @@ double GridSize(const proto::StudySpec& spec) {
   return size;
 }
 
-Sampler::Sampler(const LoadedStudy& study) : spec_(study.spec) {
-  for (const auto& p : spec_.param()) fields_.push_back(ParamField(study.base.spec, p.field()));
+Sampler::Sampler(const LoadedStudy& study) : spec_(study.spec), base_(study.base.spec) {
+  for (const auto& p : spec_.param()) fields_.push_back(ParamField(base_, p.field()));
   if (spec_.sampler() == proto::StudySpec::GRID) {
-    size_ = 1;
-    for (int i = 0; i < spec_.param_size(); ++i) {
-      grid_.push_back(GridValues(spec_.param(i), fields_[i]));
-      size_ *= static_cast<int64_t>(grid_.back().size());
-    }
+    for (int i = 0; i < spec_.param_size(); ++i) grid_.push_back(GridValues(spec_.param(i), fields_[i]));
+    Params prefix;
+    std::vector<int> digits;
+    EnumerateGrid(&prefix, &digits);
+    size_ = static_cast<int64_t>(points_.size());
+  }
+}
+
+// Every grid point in order (the last param varying fastest); a param whose
+// condition does not hold contributes one point, null, instead of its grid.
+void Sampler::EnumerateGrid(Params* prefix, std::vector<int>* digits) {
+  const size_t i = prefix->size();
+  if (i == grid_.size()) {
+    points_.push_back(*digits);
+    return;
+  }
+  const std::string& field = spec_.param(static_cast<int>(i)).field();
+  const bool holds = ConditionHolds(spec_.param(static_cast<int>(i)), *prefix, base_);
+  const int n = holds ? static_cast<int>(grid_[i].size()) : 1;
+  for (int d = 0; d < n; ++d) {
+    prefix->push_back({field, holds ? grid_[i][d] : json()});
+    digits->push_back(holds ? d : -1);
+    EnumerateGrid(prefix, digits);
+    digits->pop_back();
+    prefix->pop_back();
   }
 }
 
@@ -91,13 +111,9 @@ std::optional<Params> Sampler::Sample(int64_t index) const {
   Params out;
   if (spec_.sampler() == proto::StudySpec::GRID) {
     if (index < 0 || index >= size_) return std::nullopt;
-    std::vector<size_t> digit(grid_.size());
-    int64_t rest = index;
-    for (size_t i = grid_.size(); i-- > 0;) {
-      digit[i] = static_cast<size_t>(rest % static_cast<int64_t>(grid_[i].size()));
-      rest /= static_cast<int64_t>(grid_[i].size());
-    }
-    for (size_t i = 0; i < grid_.size(); ++i) out.push_back({spec_.param(i).field(), grid_[i][digit[i]]});
+    const std::vector<int>& digit = points_[static_cast<size_t>(index)];
+    for (size_t i = 0; i < grid_.size(); ++i)
+      out.push_back({spec_.param(static_cast<int>(i)).field(), digit[i] < 0 ? json() : grid_[i][digit[i]]});
     return out;
   }
   std::mt19937_64 g(Mix(spec_.seed() ^ Mix(static_cast<uint64_t>(index))));
@@ -121,7 +137,8 @@ std::optional<Params> Sampler::Sample(int64_t index) const {
       const auto& r = p.uniform();
       v = Number(f, r.min() + u * (r.max() - r.min()), r.min(), r.max());
     }
-    out.push_back({p.field(), v});
+    // Drawn either way, so that the params after it draw the same values.
+    out.push_back({p.field(), ConditionHolds(p, out, base_) ? v : json()});
   }
   return out;
 }

@@ -10,6 +10,10 @@
 //           (study seed, N): choice uniformly, uniform and log_uniform
 //           uniformly in [min, max] (in log space for log_uniform; integer
 //           fields rounded), int_range uniformly over its steps.
+// A param whose `when` condition does not hold for the trial gets null (the
+// field is not set): GRID enumerates it once, not once per value; RANDOM
+// still draws it, so the params after it get the values they would get
+// without the condition.
 // No model-based sampler: with tens of trials on a few cores, ASHA's early
 // stopping saves more than a surrogate model would (docs/tuning.md).
 //
@@ -41,9 +45,13 @@ class Sampler {
   int64_t Size() const { return size_; }
 
  private:
+  void EnumerateGrid(Params* prefix, std::vector<int>* digits);
+
   proto::StudySpec spec_;
+  proto::JobSpec base_;
   std::vector<const google::protobuf::FieldDescriptor*> fields_;
   std::vector<std::vector<nlohmann::json>> grid_;  // GRID: each param's values
+  std::vector<std::vector<int>> points_;           // GRID: each point's value index per param (-1: null)
   int64_t size_ = -1;
 };
 

@@ -171,7 +171,46 @@ StatusOr<std::vector<json>> ValuesToCheck(const proto::SearchParam& p, const Fie
   return out;
 }
 
-Status CheckParam(const std::string& source, int i, const proto::SearchParam& p, const proto::JobSpec& base) {
+// Param i's `when`: names a choice param listed before it, with values of
+// that choice.
+Status CheckCondition(const std::string& name, int i, const proto::StudySpec& spec) {
+  const proto::Condition& c = spec.param(i).when();
+  if (!c.has_field() || c.field().empty()) return InvalidArgument("{}: field 'when.field': required", name);
+  int parent = -1;
+  for (int j = 0; j < i; ++j)
+    if (spec.param(j).field() == c.field()) parent = j;
+  if (parent < 0)
+    return InvalidArgument("{}: field 'when.field': '{}' is not a param listed before this one", name,
+                           EchoValue(c.field(), 120));
+  const proto::SearchParam& pp = spec.param(parent);
+  if (!pp.has_choice())
+    return InvalidArgument("{}: field 'when.field': '{}' must be searched by choice", name, c.field());
+  if (c.value_size() == 0) return InvalidArgument("{}: field 'when.value': empty (give at least one value)", name);
+  for (int k = 0; k < c.value_size(); ++k) {
+    const auto& values = pp.choice().value();
+    if (std::find(values.begin(), values.end(), c.value(k)) == values.end())
+      return InvalidArgument("{}: field 'when.value[{}]': '{}' is not one of the values of {} ({})", name, k,
+                             EchoValue(c.value(k), 60), c.field(), fmt::join(values, ", "));
+  }
+  return Status::Ok();
+}
+
+// The job param i's values are checked against: the base job with the first
+// value of each condition above it applied (momentum is checked on an SGD
+// job, not on the base job's Adam).
+proto::JobSpec ConditionBase(const proto::StudySpec& spec, int i, const proto::JobSpec& base) {
+  const proto::SearchParam& p = spec.param(i);
+  if (!p.has_when()) return base;
+  int parent = 0;
+  while (spec.param(parent).field() != p.when().field()) ++parent;
+  proto::JobSpec job = ConditionBase(spec, parent, base);
+  const auto value = TypedChoice(ParamField(base, p.when().field()), p.when().value(0));
+  if (value.ok()) (void)ApplyParam(&job, p.when().field(), *value);
+  return job;
+}
+
+Status CheckParam(const std::string& source, int i, const proto::StudySpec& spec, const proto::JobSpec& base) {
+  const proto::SearchParam& p = spec.param(i);
   const std::string where = fmt::format("{}: param[{}]", source, i);
   if (!p.has_field()) return InvalidArgument("{}: field 'field' is required (a job field path)", where);
   const std::string name = fmt::format("{} ({})", where, EchoValue(p.field(), 120));
@@ -233,10 +272,13 @@ Status CheckParam(const std::string& source, int i, const proto::SearchParam& p,
       break;
     }
   }
-  // Each value applied alone to the base job must make a valid job.
+  if (p.has_when()) POLIS_RETURN_IF_ERROR(CheckCondition(name, i, spec));
+  // Each value applied alone to the base job (with the conditions above it
+  // holding) must make a valid job.
   POLIS_ASSIGN_OR_RETURN(std::vector<json> values, ValuesToCheck(p, f));
+  const proto::JobSpec condition_base = ConditionBase(spec, i, base);
   for (const json& v : values) {
-    proto::JobSpec job = base;
+    proto::JobSpec job = condition_base;
     Status s = ApplyParam(&job, p.field(), v);
     if (s.ok()) s = ValidateJobFields(job, fmt::format("{} = {}", name, ParamText(v)));
     if (!s.ok()) return s;
@@ -293,12 +335,14 @@ const FieldDescriptor* ParamField(const proto::JobSpec& base, const std::string&
 }
 
 std::string ParamText(const json& value) {
+  if (value.is_null()) return "-";
   if (value.is_string()) return value.get<std::string>();
   if (value.is_number_float()) return fmt::format("{:.6g}", value.get<double>());
   return value.dump();
 }
 
 std::string ParamExact(const json& value) {
+  if (value.is_null()) return "";
   return value.is_string() ? value.get<std::string>() : value.dump();
 }
 
@@ -370,9 +414,23 @@ Status ApplyParam(proto::JobSpec* job, const std::string& field, const json& val
   return Status::Ok();
 }
 
+bool ConditionHolds(const proto::SearchParam& param, const Params& so_far, const proto::JobSpec& base) {
+  if (!param.has_when()) return true;
+  const proto::Condition& c = param.when();
+  auto it = std::find_if(so_far.begin(), so_far.end(), [&](const ParamValue& v) { return v.field == c.field(); });
+  if (it == so_far.end() || it->value.is_null()) return false;
+  const FieldDescriptor* f = ParamField(base, c.field());
+  for (const std::string& text : c.value()) {
+    auto typed = TypedChoice(f, text);
+    if (typed.ok() && *typed == it->value) return true;
+  }
+  return false;
+}
+
 StatusOr<proto::JobSpec> TrialJob(const LoadedStudy& study, const Params& params, const std::string& trial) {
   proto::JobSpec job = study.base.spec;
-  for (const ParamValue& p : params) POLIS_RETURN_IF_ERROR(ApplyParam(&job, p.field, p.value));
+  for (const ParamValue& p : params)
+    if (!p.value.is_null()) POLIS_RETURN_IF_ERROR(ApplyParam(&job, p.field, p.value));
   job.set_name(fmt::format("{}-t{}", job.name().substr(0, 110), trial));
   job.mutable_training()->set_epochs(study.max_epochs);
   job.mutable_training()->set_checkpoint_epochs(true);
@@ -436,7 +494,7 @@ StatusOr<LoadedStudy> ParseStudyText(const std::string& text, const std::string&
   if (s.param_size() == 0) return field_error("param", "at least one searched field is required");
   std::set<std::string> fields;
   for (int i = 0; i < s.param_size(); ++i) {
-    POLIS_RETURN_IF_ERROR(CheckParam(source, i, s.param(i), job));
+    POLIS_RETURN_IF_ERROR(CheckParam(source, i, s, job));
     if (!fields.insert(s.param(i).field()).second)
       return InvalidArgument("{}: param[{}] ({}): field 'field': searched twice", source, i, s.param(i).field());
   }

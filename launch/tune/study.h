@@ -22,6 +22,8 @@ namespace polis::tune {
 // One searched setting of a trial: the field path and its value, typed as
 // the field is (a JSON number for numbers, a bool, a string for enums and
 // strings).
+// A trial's value of one searched field; null when the param's `when`
+// condition does not hold for the trial (the field is then not set).
 struct ParamValue {
   std::string field;
   nlohmann::json value;
@@ -70,7 +72,12 @@ bool IsRegressionJob(const proto::JobSpec& job);
 // value has the wrong type.
 Status ApplyParam(proto::JobSpec* job, const std::string& field, const nlohmann::json& value);
 
-// The trial's job: the base job with `params` applied, named
+// Whether `param` applies given the values drawn for the params before it
+// (`so_far`): true without a `when`; else the `when.field` param has a
+// non-null value equal to one of `when.value`. `base` types the values.
+bool ConditionHolds(const proto::SearchParam& param, const Params& so_far, const proto::JobSpec& base);
+
+// The trial's job: the base job with `params` applied (null ones skipped), named
 // "<base name>-t<trial>", checked (ValidateJobFields).
 StatusOr<proto::JobSpec> TrialJob(const LoadedStudy& study, const Params& params, const std::string& trial);
 
@@ -80,9 +87,11 @@ bool IsIntegerField(const google::protobuf::FieldDescriptor* field);
 // The field a param path ends at in `base` (for its type), or null.
 const google::protobuf::FieldDescriptor* ParamField(const proto::JobSpec& base, const std::string& path);
 
-// "0.0031", "SGD", "64": a value as a person reads it (6 significant digits).
+// "0.0031", "SGD", "64": a value as a person reads it (6 significant digits);
+// "-" for null (a param whose condition did not hold).
 std::string ParamText(const nlohmann::json& value);
-// The same to the last digit (study.csv, the published model's lineage).
+// The same to the last digit (study.csv, the published model's lineage);
+// "" for null.
 std::string ParamExact(const nlohmann::json& value);
 
 }  // namespace polis::tune

@@ -229,6 +229,90 @@ TEST(TuneSampler, GridCoversTheSpaceExactly) {
   EXPECT_FALSE(grid.Sample(grid.Size()).has_value());
 }
 
+// The seed job with its Adam-only settings left out, so that an SGD trial
+// is a valid job.
+std::string OptimizerFreeJob() {
+  auto text = ReadFile(kSeedJob);
+  EXPECT_TRUE(text.ok());
+  std::string job = *text;
+  const size_t at = job.find("\noptimizer {");
+  job.replace(at + 1, job.find('\n', at + 1) - at - 1, "optimizer { learning_rate: 0.001 }");
+  const std::string path = ::testing::TempDir() + "/optimizer_free_job.pbtxt";
+  EXPECT_TRUE(WriteFileAtomic(path, job).ok());
+  return path;
+}
+
+std::string ConditionalStudy(const std::string& sampler, const std::string& momentum_when) {
+  return "name: \"s\"\nbase_job: \"" + OptimizerFreeJob() + "\"\nsampler: " + sampler + R"(
+param { field: "optimizer.type" choice { value: "ADAM" value: "ADAMW" value: "SGD" } }
+param { field: "optimizer.momentum" choice { value: "0.5" value: "0.9" } )" + momentum_when + R"( }
+param { field: "optimizer.nesterov" choice { value: "true" } when { field: "optimizer.momentum" value: "0.5" value: "0.9" } }
+param { field: "optimizer.learning_rate" log_uniform { min: 1e-4 max: 1e-2 grid_points: 2 } }
+objective { metric: "test_accuracy" direction: MAXIMIZE }
+budget { max_trials: 40 })";
+}
+
+const char kWhenSgd[] = R"(when { field: "optimizer.type" value: "SGD" })";
+
+TEST(TuneStudy, ConditionsAreChecked) {
+  ASSERT_TRUE(Parse(ConditionalStudy("GRID", kWhenSgd)).ok()) << Parse(ConditionalStudy("GRID", kWhenSgd)).status().ToString();
+  // Without its condition, momentum is refused on the Adam trials. Nesterov
+  // (which needs momentum) is checked under momentum's condition and its own.
+  ExpectRefused(ConditionalStudy("GRID", ""), "optimizer.momentum", "optimizer.type SGD");
+  ExpectRefused(ConditionalStudy("GRID", R"(when { field: "optimizer.nesterov" value: "true" })"), "when.field",
+                "not a param listed before");
+  ExpectRefused("name: \"s\"\nbase_job: \"" + OptimizerFreeJob() + R"("
+param { field: "optimizer.learning_rate" log_uniform { min: 1e-4 max: 1e-2 } }
+param { field: "optimizer.momentum" choice { value: "0.5" } when { field: "optimizer.learning_rate" value: "1" } }
+objective { metric: "test_accuracy" direction: MAXIMIZE }
+budget { max_trials: 4 })",
+                "when.field", "must be searched by choice");
+  ExpectRefused(ConditionalStudy("GRID", R"(when { field: "optimizer.type" })"), "when.value", "empty");
+  ExpectRefused(ConditionalStudy("GRID", R"(when { field: "optimizer.type" value: "RMSPROP" })"), "when.value[0]",
+                "not one of the values of optimizer.type");
+  ExpectRefused(ConditionalStudy("GRID", R"(when { value: "SGD" })"), "when.field", "required");
+}
+
+TEST(TuneSampler, GridEnumeratesAConditionalParamOnlyWhereItApplies) {
+  auto st = Parse(ConditionalStudy("GRID", kWhenSgd));
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  Sampler grid(*st);
+  // ADAM, ADAMW: 2 learning rates each; SGD: 2 momenta x 2 learning rates.
+  ASSERT_EQ(grid.Size(), 2 + 2 + 4);
+  std::set<std::string> seen;
+  for (int64_t i = 0; i < grid.Size(); ++i) {
+    const Params p = *grid.Sample(i);
+    ASSERT_EQ(p.size(), 4u);
+    const bool sgd = p[0].value == "SGD";
+    EXPECT_EQ(p[1].value.is_null(), !sgd) << i;
+    EXPECT_EQ(p[2].value.is_null(), !sgd) << i;
+    seen.insert(p[0].value.dump() + p[1].value.dump() + ParamText(p[3].value));
+    auto job = TrialJob(*st, p, "0000");
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    EXPECT_EQ(job->optimizer().has_momentum(), sgd);
+    EXPECT_EQ(job->optimizer().nesterov(), sgd);
+  }
+  EXPECT_EQ(seen.size(), 8u);
+  EXPECT_FALSE(grid.Sample(grid.Size()).has_value());
+}
+
+TEST(TuneSampler, RandomConditionalParamIsNullWhereItDoesNotApply) {
+  auto with = Parse(ConditionalStudy("RANDOM", kWhenSgd));
+  ASSERT_TRUE(with.ok()) << with.status().ToString();
+  Sampler random(*with);
+  int sgd = 0;
+  for (int i = 0; i < 300; ++i) {
+    const Params p = *random.Sample(i);
+    const bool is_sgd = p[0].value == "SGD";
+    sgd += is_sgd;
+    EXPECT_EQ(p[1].value.is_null(), !is_sgd) << i;
+    EXPECT_FALSE(p[3].value.is_null());  // unconditional
+    EXPECT_EQ(ParamText(p[1].value), is_sgd ? ParamText(p[1].value) : "-");
+    EXPECT_EQ(ParamExact(p[2].value), is_sgd ? "true" : "");
+  }
+  EXPECT_NEAR(sgd / 300.0, 1 / 3.0, 0.1);
+}
+
 TEST(TuneSampler, LogUniformDrawsWithinBoundsAndEvenlyInLog) {
   auto st = Parse(Study(R"(param { field: "optimizer.learning_rate" log_uniform { min: 1e-5 max: 1e-1 } }
 param { field: "training.batch_size" log_uniform { min: 8 max: 512 } })"));

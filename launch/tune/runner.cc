@@ -121,6 +121,17 @@ class Study {
     wall_base_ = s_.wall_seconds;
   }
 
+  // "2 trial(s) at once, 2 of 4 slots each"; says so when the slots hold
+  // fewer trials than --parallel asks for.
+  std::string AtOnce() const {
+    if (o_.slurm) return fmt::format("{} trial(s) at once on Slurm", o_.parallel);
+    const int fit = std::min(o_.parallel, slots_ / study_.ranks());
+    std::string out = fmt::format("{} trial(s) at once, {} of {} slots each", fit, study_.ranks(), slots_);
+    if (fit < o_.parallel)
+      out += fmt::format(" (--parallel {} needs --slots {})", o_.parallel, o_.parallel * study_.ranks());
+    return out;
+  }
+
   int Run() {
     if (!o_.slurm && study_.ranks() > slots_) {
       std::fprintf(stderr,
@@ -134,10 +145,9 @@ class Study {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
-    std::printf("polis-tune: study %s in %s: %s sampler, %s, objective %s (%s), %d trial(s) at once%s\n",
-                s_.name.c_str(), dir_.c_str(), s_.sampler.c_str(), s_.scheduler.c_str(), s_.objective.c_str(),
-                maximize_ ? "maximize" : "minimize", o_.parallel,
-                o_.slurm ? " on Slurm" : fmt::format(", {} of {} slots each", study_.ranks(), slots_).c_str());
+    std::printf("polis-tune: study %s in %s: %s sampler, %s, objective %s (%s), %s\n", s_.name.c_str(),
+                dir_.c_str(), s_.sampler.c_str(), s_.scheduler.c_str(), s_.objective.c_str(),
+                maximize_ ? "maximize" : "minimize", AtOnce().c_str());
     std::fflush(stdout);
     if (s_.state != "done") {
       s_.state = "running";

@@ -81,10 +81,10 @@ LogConfig& Config() {
 
 }  // namespace
 
-void SetLogIdentity(int rank, const std::string& role) {
+void SetLogIdentity(int rank, const std::string& role, const std::string& host_name) {
   char host[64] = "?";
   gethostname(host, sizeof(host) - 1);
-  Config().identity = fmt::format("{}:{} [{} {}]", host, getpid(), rank, role);
+  Config().identity = fmt::format("{}:{} [{} {}]", host_name.empty() ? host : host_name, getpid(), rank, role);
 }
 
 bool LogEnabled(LogLevel level, Subsys subsys) {

@@ -19,7 +19,9 @@ enum class Subsys : unsigned { kCoord = 1, kWorker = 2, kPs = 4, kNet = 8, kData
                                kRegistry = 32, kNn = 64, kLaunch = 128 };
 
 // Set once per process, after MPI is up: "[3 worker]".
-void SetLogIdentity(int rank, const std::string& role);
+// host_name: the rank's host from the placement (emulated hosts share one
+// hostname); "" uses gethostname.
+void SetLogIdentity(int rank, const std::string& role, const std::string& host_name = "");
 bool LogEnabled(LogLevel level, Subsys subsys);
 void LogLine(LogLevel level, Subsys subsys, const std::string& message);
 

@@ -10,8 +10,10 @@
 #include <mpi.h>
 
 #include <string>
+#include <vector>
 
 #include "common/job_spec.h"
+#include "common/launch/placement.h"
 #include "common/nn/model.h"
 
 namespace polis {
@@ -31,6 +33,9 @@ struct RoleContext {
   int64_t train_samples = 0;  // after dataset.train_limit
   // Set by --resume: the manifest of the checkpoint to start from.
   std::string resume_manifest;
+  // Multi-host jobs (polis-train --hosts): every rank's host, by rank;
+  // empty on one host.
+  std::vector<launch::PlacedRank> placement;
 
   int coordinator_rank() const { return 0; }
   int server_rank(int s) const { return 1 + s; }

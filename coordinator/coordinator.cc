@@ -373,14 +373,24 @@ class Coordinator {
     }
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
-    json info = {{"pid", getpid()}, {"host", host}, {"job", spec_.name()}, {"run_dir", ctx_.run_dir},
+    // Emulated hosts share one hostname: a placed job names its own.
+    json info = {{"pid", getpid()}, {"host", ctx_.placement.empty() ? host : ctx_.placement[0].host},
+                 {"job", spec_.name()}, {"run_dir", ctx_.run_dir},
                  {"started_at", UtcTimestamp()}, {"workers", W_}, {"servers", ctx_.servers},
-                 {"address", monitor_ ? monitor_->address() : ""}};
+                 {"address", monitor_ ? monitor_->address() : ""}, {"placement", PlacementJson()}};
     POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx_.run_dir + "/coordinator.json", info.dump(2) + "\n"));
     if (monitor_)
       std::printf("polis: monitoring at %s (polisctl status --run-dir %s)\n", monitor_->address().c_str(),
                   ctx_.run_dir.c_str());
     return Status::Ok();
+  }
+
+  // Where each rank runs (polis-train --hosts); [] on one host.
+  json PlacementJson() const {
+    json out = json::array();
+    for (const auto& p : ctx_.placement)
+      out.push_back({{"rank", p.rank}, {"role", p.role}, {"host", p.host}, {"local_rank", p.local_rank}});
+    return out;
   }
 
   // ---- waiting -------------------------------------------------------------
@@ -767,7 +777,7 @@ class Coordinator {
             {"eta_seconds", rate > 0 ? std::max(0.0, (total - done) / rate) : -1.0},
             {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series_}, {"workers", wj},
             {"servers", sj}, {"stragglers", stragglers}, {"stalled", stalled},
-            {"sync", proto::SyncSpec::Mode_Name(spec_.sync().mode())},
+            {"sync", proto::SyncSpec::Mode_Name(spec_.sync().mode())}, {"placement", PlacementJson()},
             {"last_checkpoint", last_checkpoint_},
             {"restarts", env::RestartCount()},
             {"restart_cause", env::RestartCause()}};

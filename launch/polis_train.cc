@@ -5,6 +5,7 @@
 //   mpirun -np 4 polis-train jobs/fashion_cnn.pbtxt
 //   polis-train --check jobs/fashion_cnn.pbtxt        (no MPI)
 //   polis-train --evaluate registry-root/fashion_cnn/1/model.polis
+//   polis-train --placement --hosts h1:2,h2:2 --servers 1 --workers 2   (no MPI)
 //
 // Exit codes: 0 done, 1 the job failed while running, 2 bad flags or job.
 #include <mpi.h>
@@ -26,6 +27,8 @@
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
+#include "common/launch/net.h"
+#include "common/launch/placement.h"
 #include "common/log.h"
 #include "common/resume.h"
 #include "coordinator/coordinator.h"
@@ -54,6 +57,13 @@ struct Flags {
   std::string evaluate;
   std::string resume;
   std::string monitor = "127.0.0.1:0";
+  // Multi-host: the hosts (one of the two), the network, and --placement's
+  // worker count.
+  std::string hostfile;
+  std::string hosts;
+  std::string net;
+  bool placement = false;
+  int64_t workers = 0;
   // The options given on the command line ("--epochs", ...): each one is
   // applied or refused, never ignored, whatever its value.
   std::set<std::string> given;
@@ -178,6 +188,47 @@ int Evaluate(const Flags& f) {
   return 0;
 }
 
+// The hosts of --hostfile or --hosts, each one resolvable.
+polis::StatusOr<std::vector<polis::launch::HostSlots>> HostsFromFlags(const Flags& f) {
+  std::vector<polis::launch::HostSlots> hosts;
+  if (!f.hostfile.empty()) {
+    POLIS_ASSIGN_OR_RETURN(std::string text, polis::ReadFile(f.hostfile));
+    POLIS_ASSIGN_OR_RETURN(hosts, polis::launch::ParseHostfile(text, f.hostfile));
+  } else {
+    POLIS_ASSIGN_OR_RETURN(hosts, polis::launch::ParseHostList(f.hosts));
+  }
+  for (const auto& h : hosts) POLIS_RETURN_IF_ERROR(polis::launch::ResolveHost(h.host));
+  return hosts;
+}
+
+// This host's address on --net (the launching host must reach the others
+// on it; the coordinator's monitor listens on it).
+polis::StatusOr<std::string> LocalAddressOn(const std::string& net) {
+  POLIS_ASSIGN_OR_RETURN(auto interfaces, polis::launch::LocalInterfaces());
+  return polis::launch::SelectAddress(net, interfaces);
+}
+
+// --placement: check the hosts and the network, print where each rank goes
+// ("placement: ... (HOSTS)" then the table); nothing starts.
+int PrintPlacement(const Flags& f) {
+  auto fail = [](const polis::Status& st) {
+    std::fprintf(stderr, "polis-train: %s\n", st.message().c_str());
+    return 2;
+  };
+  if (f.hostfile.empty() == f.hosts.empty()) return fail(polis::InvalidArgument("--placement needs --hostfile FILE or --hosts LIST (one of them)"));
+  auto hosts = HostsFromFlags(f);
+  if (!hosts.ok()) return fail(hosts.status());
+  if (!f.net.empty()) {
+    auto address = LocalAddressOn(f.net);
+    if (!address.ok()) return fail(address.status());
+  }
+  auto placed = polis::launch::Place(*hosts, static_cast<int>(f.servers), static_cast<int>(f.workers));
+  if (!placed.ok()) return fail(placed.status());
+  std::printf("placement: %zu ranks on %zu host(s) (%s)\n%s", placed->size(), hosts->size(),
+              polis::launch::HostListString(*hosts).c_str(), polis::launch::PlacementTable(*placed).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -229,9 +280,19 @@ int main(int argc, char** argv) {
   auto* resume = app.add_option("--resume", f.resume,
                                 "continue the run in RUN_DIR from its newest complete checkpoint (the job "
                                 "defaults to RUN_DIR/job.pbtxt; worker and server counts may differ)");
+  auto* hostfile = app.add_option("--hostfile", f.hostfile, "multi-host: Open MPI hostfile (HOST slots=N lines)");
+  auto* hosts = app.add_option("--hosts", f.hosts, "multi-host: HOST:SLOTS,HOST:SLOTS,... (every rank gets the same list)");
+  hostfile->excludes(hosts);
+  app.add_option("--net", f.net,
+                 "multi-host: CIDR or interface name; the coordinator's monitoring API listens on this host's "
+                 "address there (unless --monitor is given)");
+  auto* placement = app.add_flag("--placement", f.placement,
+                                 "print where each rank goes on --hostfile/--hosts (with --servers and --workers) "
+                                 "and exit; no job file, no MPI");
+  app.add_option("--workers", f.workers, "with --placement: the number of workers");
   // --evaluate reads a finished model: the training options would be ignored.
   for (CLI::Option* o : {epochs, registry, registry_url, token_file, run_dir, train_limit, servers, sync,
-                         print_servers, progress, check, monitor, resume})
+                         print_servers, progress, check, monitor, resume, placement})
     evaluate->excludes(o);
   print_servers->excludes(check);
   app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" POLIS_SOURCE_REVISION ")");
@@ -247,6 +308,7 @@ int main(int argc, char** argv) {
     if (o->count() > 0) f.given.insert(o->get_name());
 
   if (!f.evaluate.empty()) return Evaluate(f);
+  if (f.placement) return PrintPlacement(f);
   if (!f.resume.empty()) {
     if (f.job_path.empty()) f.job_path = f.resume + "/job.pbtxt";
     if (f.run_dir.empty()) f.run_dir = f.resume;
@@ -367,6 +429,13 @@ int main(int argc, char** argv) {
         "{} ranks cannot hold 1 coordinator, {} server(s) and at least 1 worker; start at least {} "
         "ranks or lower sync.servers",
         world, ctx.servers, ctx.servers + 2));
+  if (!f.hosts.empty() || !f.hostfile.empty()) {
+    auto hosts = HostsFromFlags(f);
+    if (!hosts.ok()) return fail_setup(hosts.status());
+    auto placed = polis::launch::Place(*hosts, ctx.servers, ctx.workers);
+    if (!placed.ok()) return fail_setup(placed.status());
+    ctx.placement = std::move(*placed);
+  }
   ctx.run_dir = f.run_dir.empty()
                     ? fmt::format("runs/{}/{}", ctx.job.spec.name(), polis::UtcTimestamp())
                     : f.run_dir;
@@ -374,7 +443,7 @@ int main(int argc, char** argv) {
   MPI_Comm_dup(MPI_COMM_WORLD, &ctx.data);
   MPI_Comm_set_errhandler(ctx.ctrl, MPI_ERRORS_RETURN);
   MPI_Comm_set_errhandler(ctx.data, MPI_ERRORS_RETURN);
-  polis::SetLogIdentity(rank, ctx.RoleName(rank));
+  polis::SetLogIdentity(rank, ctx.RoleName(rank), ctx.placement.empty() ? "" : ctx.placement[rank].host);
 
   // The coordinator turns SIGTERM into a checkpoint and an orderly stop;
   // the other ranks ignore it and leave when the coordinator tells them.
@@ -391,7 +460,12 @@ int main(int argc, char** argv) {
       polis::coordinator::CoordinatorOptions options;
       options.progress_bar = f.progress == "bar";
       options.monitor_listen = f.monitor;
-      st = polis::coordinator::RunCoordinator(ctx, options);
+      if (!f.net.empty() && !f.Given("--monitor")) {
+        auto address = LocalAddressOn(f.net);
+        st = address.status();
+        if (address.ok()) options.monitor_listen = *address + ":0";
+      }
+      if (st.ok()) st = polis::coordinator::RunCoordinator(ctx, options);
     } else if (ctx.is_server()) {
       st = polis::paramserver::RunServer(ctx);
     } else {

@@ -1,0 +1,199 @@
+// Integration: Polis across hosts on an emulated cluster
+// (launch/cluster/emucluster: one network namespace per host, real TCP over
+// a bridge, links capped at 1 Gbit/s), started and torn down by each test.
+// Training on 3 hosts must give the same model as on one host with the same
+// number of workers and servers (two workers: a + b == b + a, whichever
+// worker got which shard). Skips with emucluster's reason where namespaces
+// cannot be made (not root, no iproute2).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/artifact/artifact.h"
+#include "common/fs.h"
+#include "tests/integration/shell.h"
+
+namespace polis {
+namespace {
+
+using namespace polis::it;
+
+// The same bar as tests/integration/train_integration_test.cc (2 epochs on
+// 6000 images; this network reaches about 0.77).
+constexpr double kAccuracyBar = 0.70;
+const std::string kEmucluster = kSrc + "/launch/cluster/emucluster";
+const std::string kLimits = " -- --train-limit 6000 --test-limit 2000";
+
+// An emulated cluster for the lifetime of the object: `up` in the
+// constructor, `down` (by the names it recorded) in the destructor, also
+// when the test fails.
+class EmulatedCluster {
+ public:
+  EmulatedCluster(const std::string& dir, int hosts) : dir_(dir) {
+    up_ = Shell(kEmucluster + " up --dir " + dir_ + " --hosts " + std::to_string(hosts) + " --rate 1gbit");
+    if (up_.exit_code != 0) return;
+    auto hosts_json = ReadJson(dir_ + "/hosts.json");
+    for (const auto& h : hosts_json) addresses_.push_back(h["address"]);
+    const std::string a = addresses_.empty() ? "" : addresses_[0];
+    subnet_ = a.substr(0, a.rfind('.')) + ".0/24";
+  }
+  ~EmulatedCluster() {
+    if (up_.exit_code != 3) Shell(kEmucluster + " down --dir " + dir_);
+  }
+  const ShellRun& up() const { return up_; }
+  // polis-run's options for running on this cluster.
+  std::string Options(const std::string& hosts_option) const {
+    return hosts_option + " --net " + subnet_ + " --rsh-agent " + dir_ + "/rsh";
+  }
+  std::string hostfile() const { return dir_ + "/hostfile"; }
+  const std::vector<std::string>& addresses() const { return addresses_; }
+  std::string Exec(const std::string& host, const std::string& cmd) const {
+    return kEmucluster + " exec --dir " + dir_ + " " + host + " " + cmd;
+  }
+
+ private:
+  std::string dir_;
+  ShellRun up_;
+  std::vector<std::string> addresses_;
+  std::string subnet_;
+};
+
+class MultiHost : public FashionJobTest {
+ protected:
+  void SetUp() override {
+    FashionJobTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    cluster_ = std::make_unique<EmulatedCluster>(dir_ + "/cluster", 3);
+    if (cluster_->up().exit_code == 3) GTEST_SKIP() << cluster_->up().output;
+    ASSERT_EQ(cluster_->up().exit_code, 0) << cluster_->up().output;
+  }
+  void TearDown() override {
+    cluster_.reset();
+    FashionJobTest::TearDown();
+  }
+  // polis-run with the test's build, its output and result.json.
+  nlohmann::json Train(const std::string& options, const std::string& name, std::string* output = nullptr) {
+    ShellRun r = Shell("POLIS_NO_BUILD=1 " +
+                       PolisRun(options + " --epochs 2 --registry " + dir_ + "/registry-" + name + " --run-dir " +
+                                dir_ + "/" + name + kLimits));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    if (output != nullptr) *output = r.output;
+    std::printf("[%s] %s", name.c_str(), r.output.substr(r.output.rfind("polis: done") == std::string::npos
+                                                                 ? 0
+                                                                 : r.output.rfind("polis: done")).c_str());
+    return ReadJson(dir_ + "/" + name + "/result.json");
+  }
+  std::unique_ptr<EmulatedCluster> cluster_;
+};
+
+// The two runs end with the same model: bit-identical published weights and
+// the same test metrics every epoch. The epoch's train_loss is the
+// coordinator's mean of the workers' reports, summed in arrival order, so it
+// may differ in the last bit.
+void ExpectSameModel(const nlohmann::json& one_host, const nlohmann::json& hosts) {
+  ASSERT_EQ(hosts["history"].size(), 2u) << hosts.dump();
+  ASSERT_EQ(one_host["history"].size(), 2u) << one_host.dump();
+  for (size_t e = 0; e < 2; ++e) {
+    for (const char* key : {"test_loss", "test_accuracy", "train_samples"})
+      EXPECT_EQ(hosts["history"][e][key], one_host["history"][e][key]) << key << " epoch " << e + 1;
+    EXPECT_DOUBLE_EQ(hosts["history"][e]["train_loss"].get<double>(), one_host["history"][e]["train_loss"].get<double>());
+  }
+  EXPECT_GT(hosts["test_accuracy"].get<double>(), kAccuracyBar) << hosts.dump();
+  auto a = ReadArtifactFile(one_host["artifact"]), b = ReadArtifactFile(hosts["artifact"]);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_TRUE(a->weights == b->weights) << "the published weights differ";
+}
+
+// coordinator.json's placement: rank -> host.
+std::vector<std::string> PlacedHosts(const std::string& run_dir) {
+  std::vector<std::string> hosts;
+  const nlohmann::json coordinator = ReadJson(run_dir + "/coordinator.json");
+  for (const auto& p : coordinator["placement"]) hosts.push_back(p["host"]);
+  return hosts;
+}
+
+TEST_F(MultiHost, ParameterServersOnTwoHostsTrainTheSameModelAsOneHost) {
+  const std::string counts = " --workers 2 --servers 2 ";
+  auto one_host = Train(counts + kSrc + "/jobs/fashion_cnn.pbtxt", "one");
+  std::string output;
+  auto hosts = Train(cluster_->Options("--hostfile " + cluster_->hostfile()) + counts + kSrc +
+                         "/jobs/fashion_cnn.pbtxt",
+                     "three", &output);
+  EXPECT_NE(output.find("rank  role"), std::string::npos) << output;
+  const auto& a = cluster_->addresses();
+  // Coordinator on the first host, one server on each of the others, the
+  // workers in the first free slots: every push and pull crosses a link.
+  EXPECT_EQ(PlacedHosts(dir_ + "/three"), (std::vector<std::string>{a[0], a[1], a[2], a[0], a[1]}));
+  ExpectSameModel(one_host, hosts);
+}
+
+TEST_F(MultiHost, AllReduceAcrossHostsTrainsTheSameModelAsOneHost) {
+  const std::string job = kSrc + "/jobs/fashion_cnn_allreduce.pbtxt";
+  auto one_host = Train("--workers 2 " + job, "one");
+  const auto& a = cluster_->addresses();
+  // One slot a host: the coordinator and each worker on its own host.
+  auto hosts = Train(cluster_->Options("--hosts " + a[0] + ":1," + a[1] + ":1," + a[2] + ":1") + " --workers 2 " + job,
+                     "three");
+  EXPECT_EQ(PlacedHosts(dir_ + "/three"), (std::vector<std::string>{a[0], a[1], a[2]}));
+  auto coordinator = ReadJson(dir_ + "/three/coordinator.json");
+  EXPECT_EQ(coordinator["host"], a[0]);
+  EXPECT_EQ(coordinator["address"].get<std::string>().rfind("http://" + a[0] + ":", 0), 0u) << coordinator.dump();
+  ExpectSameModel(one_host, hosts);
+}
+
+// A host name that does not resolve, asked from inside an emulated host:
+// it has no route to a DNS server, so the question never leaves it.
+TEST_F(MultiHost, UnknownHostIsRefusedBeforeAnythingStarts) {
+  const std::string run = dir_ + "/run";
+  ShellRun r = Shell(cluster_->Exec("h1", "env POLIS_NO_BUILD=1 " +
+                                              PolisRun("--hosts no-such-host.invalid:2 --workers 1 --servers 1 "
+                                                       "--run-dir " + run + " " + kSrc + "/jobs/fashion_cnn.pbtxt")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("polis-run: unknown host 'no-such-host.invalid'"), std::string::npos) << r.output;
+  EXPECT_FALSE(PathExists(run));
+}
+
+// Bad input without a cluster: one line naming the thing, exit 2, nothing
+// started, nothing written.
+class MultiHostBadInput : public FashionJobTest {
+ protected:
+  void ExpectRefused(const std::string& options, const std::string& expected) {
+    const std::string run = dir_ + "/run";
+    ShellRun r = Shell("POLIS_NO_BUILD=1 " + PolisRun(options + " --workers 2 --servers 1 --registry " + dir_ +
+                                                      "/registry --run-dir " + run + " " + kSrc +
+                                                      "/jobs/fashion_cnn.pbtxt"));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    EXPECT_FALSE(PathExists(run));
+    EXPECT_FALSE(PathExists(dir_ + "/registry"));
+  }
+};
+
+TEST_F(MultiHostBadInput, TooFewSlots) {
+  ExpectRefused("--hosts 127.0.0.1:2,localhost:1",
+                "too few slots: 1 coordinator, 1 server(s) and 2 worker(s) need 4; the hosts give 3");
+}
+
+TEST_F(MultiHostBadInput, MalformedHostfileLineNamesFileAndLine) {
+  std::ofstream(dir_ + "/hosts") << "# two hosts\n127.0.0.1 slots=2\nlocalhost slots=two\n";
+  ExpectRefused("--hostfile " + dir_ + "/hosts", dir_ + "/hosts:3: expected 'HOST slots=N'");
+}
+
+TEST_F(MultiHostBadInput, NetMatchingNoInterface) {
+  ExpectRefused("--hosts 127.0.0.1:4 --net 10.254.253.0/24",
+                "--net 10.254.253.0/24: no interface here has an address in it");
+  ExpectRefused("--hosts 127.0.0.1:4 --net polis-no-such-if", "--net polis-no-such-if: no interface of that name");
+}
+
+TEST_F(MultiHostBadInput, HostfileAndHostsTogether) {
+  std::ofstream(dir_ + "/hosts") << "127.0.0.1 slots=4\n";
+  ExpectRefused("--hostfile " + dir_ + "/hosts --hosts 127.0.0.1:4", "--hostfile and --hosts: give one");
+}
+
+}  // namespace
+}  // namespace polis

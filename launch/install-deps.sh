@@ -15,8 +15,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   # Services the tests start on loopback: Prometheus, headless Chromium, a
-  # single-node Slurm with munge; and the PyTorch peer of the benchmarks.
-  prometheus chromium slurm-wlm munge
+  # single-node Slurm with munge; the emulated hosts of the multi-host tests
+  # (network namespaces, veth, tc: launch/cluster/emucluster).
+  prometheus chromium slurm-wlm munge iproute2 util-linux
   # ONNX export of published models, and the test that checks the export
   # with onnx.checker and OpenCV's DNN module (registry/tools/check_onnx.py).
   libonnx-dev python3-numpy python3-onnx python3-opencv

@@ -4,6 +4,7 @@
 // best, trial 0002 running with a coordinator.json naming this process.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -57,7 +58,7 @@ inline tune::StudyState SampleStudy(const std::string& dir) {
 
 // The coordinator.json of a running trial whose coordinator is this process.
 inline void WriteTrialCoordinator(const std::string& run_dir, const std::string& address) {
-  MakeDirectories(run_dir);
+  ASSERT_TRUE(MakeDirectories(run_dir).ok()) << run_dir;
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
   nlohmann::json info = {{"pid", getpid()}, {"host", host}, {"address", address}, {"run_dir", run_dir}};

@@ -14,6 +14,7 @@
 #include "common/fs.h"
 #include "common/http/http_server.h"
 #include "common/log.h"
+#include "coordinator/prometheus_family.h"
 
 namespace polis::coordinator {
 namespace {
@@ -103,24 +104,6 @@ const char* CommandName(Monitor::Command command) {
 
 namespace {
 
-std::string PromNumber(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{}", static_cast<int64_t>(v));
-  return fmt::format("{}", v);
-}
-
-std::string PromLabelValue(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-  return out;
-}
-
 std::optional<double> Number(const json& doc, const char* key) {
   if (!doc.is_object()) return std::nullopt;
   auto it = doc.find(key);
@@ -129,27 +112,6 @@ std::optional<double> Number(const json& doc, const char* key) {
   if (it->is_boolean()) return it->get<bool>() ? 1.0 : 0.0;
   return std::nullopt;
 }
-
-// One metric family: HELP and TYPE, then its samples. Written only if it
-// has samples.
-class Family {
- public:
-  Family(std::string name, std::string type, std::string help)
-      : name_(std::move(name)), type_(std::move(type)), help_(std::move(help)) {}
-  void Add(const std::string& labels, double value) {
-    samples_ += name_;
-    if (!labels.empty()) samples_ += "{" + labels + "}";
-    samples_ += " " + PromNumber(value) + "\n";
-  }
-  void AppendTo(std::string* out) const {
-    if (samples_.empty()) return;
-    *out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name_, help_, name_, type_);
-    *out += samples_;
-  }
-
- private:
-  std::string name_, type_, help_, samples_;
-};
 
 std::string RankLabel(const json& row) {
   if (auto r = Number(row, "rank")) return fmt::format("rank=\"{}\"", static_cast<int64_t>(*r));
@@ -170,7 +132,7 @@ std::string PrometheusText(const json& s) {
   if (!s.is_object()) return out;
 
   {
-    Family info("polis_job_info", "gauge", "The job's name and state (the value is always 1).");
+    PromFamily info("polis_job_info", "gauge", "The job's name and state (the value is always 1).");
     std::string labels;
     if (auto it = s.find("job"); it != s.end() && it->is_string())
       labels += fmt::format("job_name=\"{}\"", PromLabelValue(it->get<std::string>()));
@@ -197,7 +159,7 @@ std::string PrometheusText(const json& s) {
       {"restarts", "polis_job_restarts", "Automatic restarts of the job so far (polis-run --max-restarts)."},
   };
   for (const auto& g : kJobGauges) {
-    Family f(g.name, "gauge", g.help);
+    PromFamily f(g.name, "gauge", g.help);
     if (auto v = Number(s, g.key)) f.Add("", *v);
     f.AppendTo(&out);
   }
@@ -208,9 +170,9 @@ std::string PrometheusText(const json& s) {
   const json& stragglers = s.contains("stragglers") ? s["stragglers"] : empty;
   const json& stalled = s.contains("stalled") ? s["stalled"] : empty;
   {
-    Family n("polis_job_workers", "gauge", "Worker ranks in the job.");
-    Family st("polis_job_stragglers", "gauge", "Worker ranks currently flagged as stragglers.");
-    Family sl("polis_job_stalled", "gauge", "Worker ranks currently flagged as stalled.");
+    PromFamily n("polis_job_workers", "gauge", "Worker ranks in the job.");
+    PromFamily st("polis_job_stragglers", "gauge", "Worker ranks currently flagged as stragglers.");
+    PromFamily sl("polis_job_stalled", "gauge", "Worker ranks currently flagged as stalled.");
     if (s.contains("workers")) n.Add("", static_cast<double>(workers.size()));
     if (stragglers.is_array()) st.Add("", static_cast<double>(stragglers.size()));
     if (stalled.is_array()) sl.Add("", static_cast<double>(stalled.size()));
@@ -237,7 +199,7 @@ std::string PrometheusText(const json& s) {
       {"straggler", "polis_worker_straggler", "gauge", "1 if the worker is flagged as a straggler."},
   };
   for (const auto& m : kWorkerMetrics) {
-    Family f(m.name, m.type, m.help);
+    PromFamily f(m.name, m.type, m.help);
     for (const auto& w : workers) {
       const std::string label = RankLabel(w);
       if (label.empty()) continue;
@@ -246,7 +208,7 @@ std::string PrometheusText(const json& s) {
     f.AppendTo(&out);
   }
   {
-    Family f("polis_worker_stalled", "gauge", "1 if the worker is flagged as stalled.");
+    PromFamily f("polis_worker_stalled", "gauge", "1 if the worker is flagged as stalled.");
     for (const auto& w : workers) {
       auto rank = Number(w, "rank");
       if (rank) f.Add(RankLabel(w), Contains(stalled, static_cast<int64_t>(*rank)) ? 1 : 0);
@@ -260,7 +222,7 @@ std::string PrometheusText(const json& s) {
       {"updates_per_second", "polis_server_updates_per_second", "gauge", "Optimizer updates the server applies per second."},
   };
   for (const auto& m : kServerMetrics) {
-    Family f(m.name, m.type, m.help);
+    PromFamily f(m.name, m.type, m.help);
     for (const auto& sv : servers) {
       const std::string label = RankLabel(sv);
       if (label.empty()) continue;
@@ -269,7 +231,7 @@ std::string PrometheusText(const json& s) {
     f.AppendTo(&out);
   }
   {
-    Family f("polis_server_keys", "gauge", "Parameters in the server's key range.");
+    PromFamily f("polis_server_keys", "gauge", "Parameters in the server's key range.");
     for (const auto& sv : servers) {
       const std::string label = RankLabel(sv);
       auto it = sv.find("key_range");
@@ -308,7 +270,7 @@ Reply Monitor::Impl::HandleStatus() {
     std::lock_guard<std::mutex> lock(mu);
     snapshot = status;
   }
-  if (!snapshot) return ErrorReply(503, "the coordinator has not published a status yet");
+  if (!snapshot) return ErrorReply(503, "the document is not published yet (the server has just started)");
   return JsonReply(200, *snapshot);
 }
 
@@ -338,17 +300,17 @@ Reply Monitor::Impl::HandleCommand(Monitor::Command command, const std::string& 
 }
 
 Reply Monitor::Impl::HandleAsset(const std::string& path) {
-  std::string name = path == "/" ? "index.html" : path.substr(1);
+  std::string name = path == "/" ? opt.index_page : path.substr(1);
   if (!SafeAssetName(name)) return ErrorReply(404, fmt::format("no such page: {}", path));
   const std::string file = dashboard_dir + "/" + name;
   auto text = ReadFile(file);
   if (!text.ok()) {
-    if (name == "index.html")
+    if (name == opt.index_page)
       return Reply{404, "text/plain; charset=utf-8",
                    fmt::format("The dashboard is not installed ({} is missing: build the "
                                "polis-train or polisctl target, or pass dashboard_dir).\n"
-                               "/api/status and /metrics work without it.\n",
-                               file),
+                               "{} and /metrics work without it.\n",
+                               file, opt.document_path),
                    {}};
     return ErrorReply(404, fmt::format("no such page: {}", path));
   }
@@ -369,7 +331,7 @@ Reply Monitor::Impl::Handle(const std::string& method, const std::string& target
     r.headers.emplace_back("Allow", allow);
     return r;
   };
-  if (path == "/api/status") return get ? HandleStatus() : only("GET, HEAD");
+  if (path == opt.document_path) return get ? HandleStatus() : only("GET, HEAD");
   if (path == "/metrics") {
     if (!get) return only("GET, HEAD");
     std::shared_ptr<const json> snapshot;
@@ -377,8 +339,9 @@ Reply Monitor::Impl::Handle(const std::string& method, const std::string& target
       std::lock_guard<std::mutex> lock(mu);
       snapshot = status;
     }
-    return Reply{200, "text/plain; version=0.0.4; charset=utf-8",
-                 snapshot ? PrometheusText(*snapshot) : std::string(), {}};
+    std::string text;
+    if (snapshot) text = opt.metrics ? opt.metrics(*snapshot) : PrometheusText(*snapshot);
+    return Reply{200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}};
   }
   if (path == "/healthz") return get ? Reply{200, "text/plain", "ok\n", {}} : only("GET, HEAD");
   if (path == "/api/checkpoint")

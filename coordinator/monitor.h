@@ -4,6 +4,7 @@
 //
 //   GET  /                  the dashboard (static files from dashboard_dir)
 //   GET  /api/status        the last published status document (JSON)
+//                           (Options::document_path: another path, another document)
 //   GET  /metrics           Prometheus text format derived from that document
 //   GET  /healthz           "ok" while the server runs
 //   POST /api/checkpoint    queue a checkpoint command   (Bearer token)
@@ -20,6 +21,7 @@
 // I/O thread (in-flight requests get a short grace period).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +38,13 @@ class Monitor {
     std::string listen = "127.0.0.1:0";  // HOST:PORT; port 0 = ephemeral; [::1]:P for IPv6
     std::string token;                   // bearer token for POST /api/* ("" = POSTs refused with 403)
     std::string dashboard_dir;           // index.html and friends; "" = built-in path (see below)
+    // What is served. The coordinator keeps the defaults; polis-tune serves
+    // its study with "/api/study", "study.html" and the study's metrics
+    // (launch/tune/study_server.h).
+    std::string document_path = "/api/status";  // GET: the last published document
+    std::string index_page = "index.html";      // GET /: this file of dashboard_dir
+    // The /metrics text of the published document; empty = PrometheusText.
+    std::function<std::string(const nlohmann::json&)> metrics;
   };
 
   // Binds and starts serving. InvalidArgument for a malformed `listen`,
@@ -50,7 +59,8 @@ class Monitor {
   // reports this host's name, so other machines can reach it.
   std::string address() const;
 
-  // The full GET /api/status document (schema in docs/operations.md).
+  // The full GET /api/status document (schema in docs/operations.md), or
+  // whatever document Options::document_path serves.
   void Publish(nlohmann::json status);
 
   // Commands queued by POST /api/checkpoint and POST /api/stop, oldest first;

@@ -1,6 +1,6 @@
 // polis-tune: hyperparameter studies over Polis jobs (docs/tuning.md).
 //
-//   polis-tune [--parallel K] [--slots N] [--study-dir DIR] [--slurm [OPTS]] STUDY.pbtxt
+//   polis-tune [--parallel K] [--slots N] [--study-dir DIR] [--slurm [OPTS]] [--monitor HOST:PORT|off] STUDY.pbtxt
 //   polis-tune --resume STUDY_DIR [--parallel K] ...
 //   polis-tune --check STUDY.pbtxt
 //
@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
   auto* slurm = app.add_option("--slurm", o.slurm_opts,
                                "submit each trial to Slurm (polis-run --slurm); OPTS go to sbatch")
                     ->expected(0, 1);
+  app.add_option("--monitor", o.monitor,
+                 "serve the study page, /api/study and /metrics on HOST:PORT (default 127.0.0.1:0, an "
+                 "ephemeral port; 'off': none)");
   app.add_flag("--check", o.check_only, "check the study and exit");
   try {
     app.parse(argc, argv);

@@ -1,9 +1,11 @@
 #include "launch/polisctl_tune.h"
 
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <thread>
 
+#include "launch/tune/study_server.h"
 #include "launch/tune/study_state.h"
 
 namespace polis::ctl {
@@ -19,11 +21,15 @@ std::string Curve(const tune::Trial& t) {
   return out;
 }
 
-std::string Render(const tune::StudyState& s) {
+// `served`: tune.json of the polis-tune running the study, if one is.
+std::string Render(const tune::StudyState& s, const std::optional<json>& served) {
   std::string out;
   out += fmt::format("study {} ({}{}): {} trial(s), {} epoch(s), {:.0f} s\n", s.name, s.state,
                      s.end_reason.empty() ? "" : ", " + s.end_reason, s.trials.size(), tune::EpochsCommitted(s),
                      s.wall_seconds);
+  if (served && (*served)["address"].is_string())
+    out += fmt::format("study page: {}/ (polis-tune pid {} on {})\n", (*served)["address"].get<std::string>(),
+                       served->value("pid", 0LL), served->value("host", "?"));
   out += fmt::format("objective {} ({}), {} sampler, {}, rungs at epochs {}\n", s.objective,
                      s.maximize ? "maximize" : "minimize", s.sampler, s.scheduler, fmt::join(s.rungs, ", "));
   const int best = tune::BestTrial(s);
@@ -70,11 +76,14 @@ int RunTune(CLI::App* tune, const TuneCtlOptions& o, bool as_json, const volatil
       std::fprintf(stderr, "polisctl tune %s: %s\n", cmd.c_str(), s.status().message().c_str());
       return 1;
     }
+    const std::optional<json> served = tune::RunningTuneInfo(o.study_dir);
     if (as_json) {
-      std::printf("%s\n", tune::StudyJson(*s).dump(cmd == "top" ? -1 : 1).c_str());
+      json doc = tune::StudyJson(*s);
+      if (served) doc["monitor"] = *served;
+      std::printf("%s\n", doc.dump(cmd == "top" ? -1 : 1).c_str());
     } else {
       if (cmd == "top") std::printf("\x1b[H\x1b[2J");
-      std::printf("%s", Render(*s).c_str());
+      std::printf("%s", Render(*s, served).c_str());
     }
     std::fflush(stdout);
     if (cmd != "top" || s->state != "running" || (o.iterations > 0 && n >= o.iterations)) return 0;

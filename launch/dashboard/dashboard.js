@@ -2,25 +2,12 @@
 // No libraries: the two charts are drawn on <canvas> by drawChart() below.
 // Each chart's canvas carries data-points="N" (the points drawn) and every
 // worker row data-rank="R", so headless checks can read them from the DOM.
+// Helpers ($, el, fmt*, setText, setHeading, showBanner, pollJson) come
+// from common.js.
 'use strict';
 
 const POLL_MS = 2000;
-const $ = (id) => document.getElementById(id);
 
-function fmtDuration(s) {
-  if (s === null || s === undefined || !(s >= 0) || s > 1e8) return '-';
-  const t = Math.round(s);
-  if (t >= 3600) return `${Math.floor(t / 3600)}h${String(Math.floor(t / 60) % 60).padStart(2, '0')}m`;
-  if (t >= 60) return `${Math.floor(t / 60)}m${String(t % 60).padStart(2, '0')}s`;
-  return s < 10 ? `${s.toFixed(1)}s` : `${t}s`;
-}
-function fmtNumber(v, digits) {
-  if (typeof v !== 'number' || !isFinite(v)) return '-';
-  return digits === undefined ? v.toLocaleString('en-US') : v.toFixed(digits);
-}
-function fmtInt(v) {
-  return typeof v === 'number' && isFinite(v) ? Math.round(v).toLocaleString('en-US') : '-';
-}
 function fmtPercent(v) {
   return typeof v === 'number' && isFinite(v) ? `${(v * 100).toFixed(2)}%` : '-';
 }
@@ -30,25 +17,6 @@ function fmtBytes(b) {
   let u = 0;
   while (b >= 1024 && u < units.length - 1) { b /= 1024; u++; }
   return u === 0 ? `${b} B` : `${b.toFixed(1)} ${units[u]}`;
-}
-function fmtAxis(v) {
-  const a = Math.abs(v);
-  if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (a >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
-  if (a >= 100) return v.toFixed(0);
-  if (a >= 1) return v.toFixed(2);
-  return v.toPrecision(2);
-}
-
-function el(tag, attrs, children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else e.setAttribute(k, v);
-  }
-  for (const c of children || []) e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
-  return e;
 }
 
 // A line chart of points [{x, y}] on a canvas; x is seconds since the start.
@@ -100,8 +68,6 @@ function drawChart(canvas, points, color) {
   ctx.fillStyle = color;
   ctx.beginPath(); ctx.arc(X(last.x), Y(last.y), 3, 0, 2 * Math.PI); ctx.fill();
 }
-
-function setText(id, text) { $(id).textContent = text; }
 
 function renderWorkers(s) {
   const tbody = $('workers').tBodies[0];
@@ -157,11 +123,7 @@ function renderHistory(s) {
 }
 
 function render(s) {
-  document.title = `${s.job || 'Polis job'}: ${s.state || '?'}`;
-  setText('job', s.job || 'Polis job');
-  const state = $('state');
-  state.textContent = s.state || '?';
-  state.className = `badge ${s.state || ''}`;
+  setHeading('job', s.job || 'Polis job', s.state);
   setText('epoch', s.epochs ? `${s.epoch ?? '-'} / ${s.epochs}` : fmtInt(s.epoch));
   const frac = s.epochs ? Math.min(1, Math.max(0, (s.epoch || 0) / s.epochs)) : 0;
   $('progress').style.width = `${(frac * 100).toFixed(1)}%`;
@@ -179,33 +141,15 @@ function render(s) {
   renderHistory(s);
 }
 
-let timer = null;
-async function poll() {
-  try {
-    const res = await fetch('api/status', { cache: 'no-store' });
-    if (res.status === 503) {
-      showBanner('The coordinator is starting; no status yet.');
-    } else if (!res.ok) {
-      throw new Error(`HTTP ${res.status}`);
-    } else {
-      const s = await res.json();
-      showBanner('');
+function poll() {
+  pollJson('api/status', POLL_MS, {
+    render: (s) => {
       render(s);
-      setText('updated', new Date().toLocaleTimeString());
-      if (s.state === 'done') return;  // the last word: stop polling
-    }
-  } catch (e) {
-    $('state').textContent = 'unreachable';
-    $('state').className = 'badge lost';
-    showBanner(`Cannot reach the coordinator (${e.message}); the job may have ended. Retrying.`);
-  }
-  timer = setTimeout(poll, POLL_MS);
-}
-
-function showBanner(text) {
-  const b = $('banner');
-  b.textContent = text;
-  b.hidden = !text;
+      return s.state === 'done';  // the last word: stop polling
+    },
+    starting: 'The coordinator is starting; no status yet.',
+    lost: (e) => `Cannot reach the coordinator (${e.message}); the job may have ended. Retrying.`,
+  });
 }
 
 async function command(what) {

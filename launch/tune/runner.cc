@@ -26,6 +26,7 @@
 #include "launch/tune/asha.h"
 #include "launch/tune/plots.h"
 #include "launch/tune/sampler.h"
+#include "launch/tune/study_server.h"
 #include "launch/tune/study_state.h"
 #include "registry/aliases.h"
 
@@ -145,9 +146,14 @@ class Study {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
+    if (Status st = Serve(); !st.ok()) {
+      std::fprintf(stderr, "polis-tune: --monitor: %s\n", st.message().c_str());
+      return kExitUsage;
+    }
     std::printf("polis-tune: study %s in %s: %s sampler, %s, objective %s (%s), %s\n", s_.name.c_str(),
                 dir_.c_str(), s_.sampler.c_str(), s_.scheduler.c_str(), s_.objective.c_str(),
                 maximize_ ? "maximize" : "minimize", AtOnce().c_str());
+    if (server_) std::printf("polis-tune: study page at %s/\n", server_->address().c_str());
     std::fflush(stdout);
     if (s_.state != "done") {
       s_.state = "running";
@@ -173,10 +179,19 @@ class Study {
     return kExitFailed;
   }
 
+  // The study page and API (--monitor), serving the state as it is now.
+  Status Serve() {
+    if (o_.monitor == "off") return Status::Ok();
+    POLIS_ASSIGN_OR_RETURN(server_, StudyServer::Start(o_.monitor, dir_));
+    server_->Publish(s_);
+    return Status::Ok();
+  }
+
   Status Save(bool outputs) {
     s_.wall_seconds = wall_base_ + std::chrono::duration<double>(Clock::now() - started_).count();
     s_.updated_at = UtcTimestamp();
     POLIS_RETURN_IF_ERROR(WriteStudyState(dir_, s_));
+    if (server_) server_->Publish(s_);
     if (!outputs) return Status::Ok();
     POLIS_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/study.csv", StudyCsv(s_)));
     return WriteStudyPlots(s_, dir_);
@@ -348,6 +363,7 @@ class Study {
         dup2(fd, 2);
       }
       if (devnull >= 0) dup2(devnull, 0);
+      close_range(3, ~0U, 0);  // the study server's socket stays with polis-tune
       setenv("POLIS_NO_BUILD", "1", 1);
       setenv("POLIS_BUILD_DIR", o_.build_dir.c_str(), 1);
       std::vector<char*> argv;
@@ -651,6 +667,7 @@ class Study {
   Clock::time_point last_slurm_poll_ = Clock::now() - std::chrono::seconds(10);
   std::vector<Child> children_;
   std::string end_reason_;
+  std::unique_ptr<StudyServer> server_;  // null with --monitor off
 };
 
 StudyState FreshState(const LoadedStudy& st, const std::string& dir) {

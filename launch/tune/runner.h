@@ -24,7 +24,12 @@
 //   registry root and aliased (default `best`), with the study, the trial
 //   and its settings in its lineage.
 //
-// Runs on the calling thread; installs SIGINT/SIGTERM handlers.
+// - While it runs, the study is served over HTTP (StudyServer: the study
+//   page, /api/study, /metrics) at the address printed at start and kept in
+//   STUDY_DIR/tune.json; every save publishes the new state there.
+//
+// Runs on the calling thread (the HTTP server has one thread of its own);
+// installs SIGINT/SIGTERM handlers.
 #pragma once
 
 #include <string>
@@ -43,6 +48,9 @@ struct TuneOptions {
   std::string slurm_opts;   // passed to polis-run --slurm
   std::string polis_run;    // launch/polis-run
   std::string build_dir;    // POLIS_BUILD_DIR for polis-run
+  // Where the study page and /api/study are served (study_server.h):
+  // HOST:PORT (port 0: ephemeral), or "off".
+  std::string monitor = "127.0.0.1:0";
 };
 
 // Exit code: 0 the study finished (or was stopped on request, resumable),

@@ -247,6 +247,31 @@ objective { metric: "train_loss" direction: MINIMIZE }
     ASSERT_EQ(kill(coordinator, SIGSTOP), 0) << "trial " << id << " ended before it could be paused";
     paused.push_back(coordinator);
   }
+  // While it runs, polis-tune serves the study: tune.json names the
+  // address, /api/study links both running trials' dashboards.
+  json served = ReadJson(sdir + "/tune.json");
+  ASSERT_TRUE(served.is_object()) << *ReadFile(log);
+  EXPECT_EQ(served.value("pid", 0), pid);
+  const std::string address = served.value("address", "");
+  EXPECT_NE(ReadFile(log)->find("polis-tune: study page at " + address + "/"), std::string::npos) << *ReadFile(log);
+  // The document follows polis-tune's saves and its live-curve refresh
+  // (every 5 s), which picks up the coordinators' addresses.
+  json doc;
+  auto dashboards = [&doc] {
+    int n = 0;
+    if (doc.is_object() && doc["trials"].is_array())
+      for (const auto& t : doc["trials"]) n += t.value("dashboard", "").starts_with("http://") ? 1 : 0;
+    return n;
+  };
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       dashboards() < 2 && std::chrono::steady_clock::now() < until;) {
+    doc = json::parse(Shell("curl -s --max-time 10 " + address + "/api/study").output, nullptr, false);
+    if (dashboards() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  ASSERT_TRUE(doc.is_object()) << address;
+  EXPECT_EQ(doc.value("name", ""), "mlp_grid");
+  EXPECT_EQ(doc["trials"].size(), 2u) << doc.dump();
+  EXPECT_EQ(dashboards(), 2) << doc.dump();
   ASSERT_EQ(kill(pid, SIGTERM), 0);
   while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60) &&
          ReadFile(log)->find("checkpoint and stop") == std::string::npos)
@@ -263,6 +288,7 @@ objective { metric: "train_loss" direction: MINIMIZE }
   auto mid = tune::ReadStudyState(sdir);
   ASSERT_TRUE(mid.ok());
   EXPECT_EQ(mid->state, "stopped");
+  EXPECT_TRUE(ReadJson(sdir + "/tune.json").contains("ended_at"));
 
   ShellRun resumed = Shell(tune + " --parallel 2 --slots 4 --threads 1 --resume " + sdir);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;

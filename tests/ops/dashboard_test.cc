@@ -8,28 +8,15 @@
 
 
 #include "coordinator/monitor.h"
+#include "tests/ops/chromium.h"
 #include "tests/ops/ops_test_util.h"
 
 namespace polis::coordinator {
 namespace {
 
+using ops_test::Chromium;
+using ops_test::Count;
 using ops_test::SampleStatus;
-
-int Count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
-// Chromium as root in a container: no sandbox, no GPU, no background
-// traffic, a throw-away profile; virtual time lets the page's fetch and
-// timers run before the DOM is dumped.
-std::string Chromium(const std::string& profile, const std::string& args, const std::string& url) {
-  return "timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-background-networking "
-         "--disable-component-update --disable-default-apps --disable-sync --no-first-run "
-         "--disable-dev-shm-usage --user-data-dir=" + profile + " --virtual-time-budget=5000 " + args +
-         " " + url;
-}
 
 TEST(Dashboard, RendersWorkersAndChartsInChromium) {
   if (!ops_test::HaveProgram("chromium")) POLIS_MISSING_PREREQ() << "chromium not installed (apt-get install chromium)";
@@ -61,14 +48,8 @@ TEST(Dashboard, RendersWorkersAndChartsInChromium) {
   EXPECT_NE(html.find(">2 / 5<"), std::string::npos) << "epoch card";
   EXPECT_NE(html.find(">85.20%<"), std::string::npos) << "accuracy card";
 
-  const char* keep = std::getenv("POLIS_TEST_SCREENSHOT");
-  const std::string png = keep && *keep ? std::string(keep) : dir.path() + "/dashboard.png";
-  auto shot = ops_test::Shell(
-      Chromium(dir.path() + "/profile", "--hide-scrollbars --window-size=1280,1100 --screenshot=" + png, url));
-  ASSERT_EQ(shot.exit_code, 0) << shot.errors;
-  const std::string bytes = ops_test::ReadOrEmpty(png);
-  ASSERT_GT(bytes.size(), 20000u) << "screenshot " << png << " is too small to show the page";
-  EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  ops_test::CheckScreenshot(dir.path() + "/profile", url, "1280,1100", "POLIS_TEST_SCREENSHOT",
+                            dir.path() + "/dashboard.png");
 }
 
 }  // namespace

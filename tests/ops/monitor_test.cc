@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tests/ops/ops_test_util.h"
+#include "tests/ops/prometheus_parse.h"
 
 namespace polis::coordinator {
 namespace {
@@ -20,6 +21,8 @@ namespace {
 using ops_test::Get;
 using ops_test::Http;
 using ops_test::PortOf;
+using ops_test::ParseExposition;
+using ops_test::ParsedMetrics;
 using ops_test::SampleStatus;
 using json = nlohmann::json;
 
@@ -85,54 +88,6 @@ TEST(Monitor, HeadAndWrongMethods) {
   EXPECT_EQ(get_stop.status, 405);
   EXPECT_EQ(get_stop.Header("Allow"), "POST");
   EXPECT_EQ(Get(port, "/api/nothing").status, 404);
-}
-
-// Parses the text format strictly enough to catch what Prometheus rejects:
-// every sample's family has HELP and TYPE before it, families are not
-// repeated, names and label sets are well formed, values parse.
-struct ParsedMetrics {
-  std::map<std::string, std::string> type;        // family -> type
-  std::map<std::string, double> samples;          // "name{labels}" -> value
-  std::vector<std::string> problems;
-};
-
-ParsedMetrics ParseExposition(const std::string& text) {
-  ParsedMetrics p;
-  std::set<std::string> help;
-  std::string current;
-  std::istringstream in(text);
-  std::string line;
-  const std::regex help_re(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) \S.*)");
-  const std::regex type_re(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
-  const std::regex sample_re(
-      R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*)?\})? (\S+))");
-  std::smatch m;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    if (std::regex_match(line, m, help_re)) {
-      if (!help.insert(m[1]).second) p.problems.push_back("HELP repeated: " + line);
-      current = m[1];
-    } else if (std::regex_match(line, m, type_re)) {
-      if (m[1] != current) p.problems.push_back("TYPE without HELP before it: " + line);
-      if (p.type.count(m[1])) p.problems.push_back("TYPE repeated: " + line);
-      p.type[m[1]] = m[2];
-    } else if (std::regex_match(line, m, sample_re)) {
-      if (m[1] != current || !p.type.count(m[1]))
-        p.problems.push_back("sample outside its family: " + line);
-      if (p.type[m[1]] == "counter" && !std::string(m[1]).ends_with("_total"))
-        p.problems.push_back("counter without _total: " + line);
-      const std::string key = std::string(m[1]) + std::string(m[2]);
-      if (p.samples.count(key)) p.problems.push_back("sample repeated: " + line);
-      try {
-        p.samples[key] = std::stod(m[5]);
-      } catch (...) {
-        p.problems.push_back("bad value: " + line);
-      }
-    } else {
-      p.problems.push_back("unparsable line: " + line);
-    }
-  }
-  return p;
 }
 
 TEST(Monitor, MetricsAreWellFormedPrometheusText) {

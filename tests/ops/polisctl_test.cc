@@ -5,7 +5,9 @@
 #include <fstream>
 
 #include "coordinator/monitor.h"
+#include "launch/tune/study_server.h"
 #include "tests/ops/ops_test_util.h"
+#include "tests/ops/study_test_util.h"
 
 namespace polis::coordinator {
 namespace {
@@ -219,6 +221,33 @@ TEST_F(Polisctl, StopBySignalTermsTheCoordinatorProcess) {
   }
   if (!reaped) status = ops_test::StopProcess(coordinator, 0);
   EXPECT_TRUE(reaped && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << "status " << status;
+}
+
+// `polisctl tune status` shows where polis-tune serves the study while it
+// runs (tune.json), in text and in --json, and nothing once it has ended.
+TEST(PolisctlTune, StatusShowsTheStudyPageWhileServed) {
+  ops_test::TempDir dir;
+  const tune::StudyState study = ops_test::SampleStudy(dir.path());
+  ASSERT_TRUE(tune::WriteStudyState(dir.path(), study).ok());
+  auto server = tune::StudyServer::Start("127.0.0.1:0", dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const std::string address = (*server)->address();
+
+  ShellRun text = Shell(kPolisctl + " tune status " + dir.path());
+  ASSERT_EQ(text.exit_code, 0) << text.errors;
+  EXPECT_NE(text.output.find("study page: " + address + "/ (polis-tune pid " + std::to_string(getpid())),
+            std::string::npos)
+      << text.output;
+  EXPECT_NE(text.output.find("best so far: trial 0001"), std::string::npos) << text.output;
+  ShellRun as_json = Shell(kPolisctl + " --json tune status " + dir.path());
+  ASSERT_EQ(as_json.exit_code, 0) << as_json.errors;
+  json doc = json::parse(as_json.output);
+  EXPECT_EQ(doc["monitor"].value("address", ""), address) << as_json.output;
+
+  server->reset();  // polis-tune has ended
+  text = Shell(kPolisctl + " tune status " + dir.path());
+  EXPECT_EQ(text.output.find("study page:"), std::string::npos) << text.output;
+  EXPECT_FALSE(json::parse(Shell(kPolisctl + " --json tune status " + dir.path()).output).contains("monitor"));
 }
 
 }  // namespace

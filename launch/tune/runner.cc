@@ -700,10 +700,19 @@ int Usage(const std::string& line) {
 
 }  // namespace
 
+// What a new study's start wrote before it was refused: the copies of the
+// study and base job, the trials folder, and the study folder if it made it.
+void RemoveUnstartedStudy(const std::string& dir, bool made_dir) {
+  for (const char* name : {"/study.pbtxt", "/base_job.pbtxt"}) std::remove((dir + name).c_str());
+  rmdir((dir + "/trials").c_str());
+  if (made_dir) rmdir(dir.c_str());
+}
+
 int RunStudy(const TuneOptions& o) {
   if (o.parallel < 1 || o.parallel > 1024) return Usage(fmt::format("--parallel must be in [1, 1024]; got {}", o.parallel));
   if (o.slots < 0) return Usage("--slots must be >= 1");
   std::string dir;
+  bool made_dir = false;
   StatusOr<LoadedStudy> study = InvalidArgument("no study");
   StatusOr<StudyState> state = InvalidArgument("no state");
   if (o.resume) {
@@ -737,6 +746,7 @@ int RunStudy(const TuneOptions& o) {
     if (PathExists(dir + "/" + kStudyFileName))
       return Usage(fmt::format("{} already holds a study: continue it with --resume {}, or give another --study-dir",
                                dir, dir));
+    made_dir = !PathExists(dir);
     if (Status s = MakeDirectories(dir + "/trials"); !s.ok()) return Usage(s.message());
     // The study and its base job as started: --resume reads these copies.
     auto base_text = ReadFile(study->base.path);
@@ -756,7 +766,11 @@ int RunStudy(const TuneOptions& o) {
     state->study_file = Absolute(o.study_file);
   }
   Study run(o, std::move(*study), std::move(*state));
-  return run.Run();
+  const int rc = run.Run();
+  // Refused before its first save (a bad --monitor): a new study leaves
+  // nothing behind.
+  if (!o.resume && rc == kExitUsage && !PathExists(dir + "/" + kStudyFileName)) RemoveUnstartedStudy(dir, made_dir);
+  return rc;
 }
 
 }  // namespace polis::tune

@@ -303,6 +303,19 @@ objective { metric: "train_loss" direction: MINIMIZE }
   }
 }
 
+TEST_F(TuneIntegration, BadMonitorAddressIsRefusedAndLeavesNothing) {
+  WriteBaseJob(dir_);
+  const std::string study = WriteStudy(dir_);
+  for (const char* address : {"bogus", "127.0.0.1:99999"}) {
+    ShellRun r = Shell("POLIS_BUILD_DIR=" + kBin + " " + kBin + "/launch/polis-tune --monitor " + address +
+                       " --study-dir " + dir_ + "/s " + study);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find(std::string("--monitor: ")), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(address), std::string::npos) << r.output;
+    EXPECT_FALSE(PathExists(dir_ + "/s")) << address;
+  }
+}
+
 TEST_F(TuneIntegration, StudyNeedingMoreSlotsThanGivenIsRefused) {
   WriteBaseJob(dir_);
   const std::string study = WriteStudy(dir_);

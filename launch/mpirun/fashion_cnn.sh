@@ -7,8 +7,8 @@
 # add --oversubscribe. OMP_NUM_THREADS sets oneDNN threads per process.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE mpirun -np 4 --oversubscribe --bind-to none \
-  --mca btl self,vader -x OMP_NUM_THREADS -x OMP_WAIT_POLICY \
+OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000 mpirun -np 4 --oversubscribe --bind-to none \
+  --mca btl self,vader -x OMP_NUM_THREADS -x OMP_WAIT_POLICY -x GOMP_SPINCOUNT \
   build/launch/polis-train jobs/fashion_cnn.pbtxt --run-dir runs/fashion_cnn/manual "$@"
 
 # The same ranks as an MPMD launch:

@@ -47,6 +47,12 @@ struct RoleContext {
   std::string RoleName(int r) const {
     return r == 0 ? "coordinator" : r <= servers ? "server" : "worker";
   }
+  // "rank 3 (worker)"; on several hosts "rank 3 (worker on HOST)".
+  std::string RankName(int r) const {
+    std::string name = "rank " + std::to_string(r) + " (" + RoleName(r);
+    if (r >= 0 && r < static_cast<int>(placement.size())) name += " on " + placement[r].host;
+    return name + ")";
+  }
 };
 
 // Raw data-plane headers (POD, not protobuf).

@@ -471,7 +471,7 @@ class Coordinator {
   Status Handle(int from, const proto::ControlMessage& msg, bool* checkpoint_done) {
     POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, from, limits_));
     if (msg.has_fatal_error())
-      return RemoteError("rank {} ({}) failed: {}", from, ctx_.RoleName(from), msg.fatal_error().message());
+      return RemoteError("{} failed: {}", ctx_.RankName(from), msg.fatal_error().message());
     if (msg.has_shard_saved()) return OnShardSaved(msg.shard_saved(), checkpoint_done);
     if (msg.has_server_stats() && from >= 1 && from <= ctx_.servers) {
       OnServerStats(from - 1, msg.server_stats());

@@ -479,8 +479,7 @@ int main(int argc, char** argv) {
   }
   if (st.code() == polis::Code::kCancelled) st = polis::Status::Ok();  // an orderly stop
   if (!st.ok()) {
-    std::fprintf(stderr, "polis-train: rank %d (%s): %s\n", rank, ctx.RoleName(rank).c_str(),
-                 st.ToString().c_str());
+    std::fprintf(stderr, "polis-train: %s: %s\n", ctx.RankName(rank).c_str(), st.ToString().c_str());
     std::fflush(stderr);
     if (rank != 0) {
       polis::proto::ControlMessage msg;

@@ -7,12 +7,16 @@
 // cannot be made (not root, no iproute2).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/artifact/artifact.h"
+#include "common/checkpoint.h"
 #include "common/fs.h"
 #include "tests/integration/shell.h"
 #include "tests/prereq.h"
@@ -160,6 +164,87 @@ TEST_F(MultiHost, UnknownHostIsRefusedBeforeAnythingStarts) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("polis-run: unknown host 'no-such-host.invalid'"), std::string::npos) << r.output;
   EXPECT_FALSE(PathExists(run));
+}
+
+// An address with no host behind it: polis-run tries the rsh agent on every
+// other host first, as mpirun will, and names the one that fails.
+TEST_F(MultiHost, UnreachableHostIsRefusedBeforeAnythingStarts) {
+  const auto& a = cluster_->addresses();
+  const std::string stray = a[0].substr(0, a[0].rfind('.')) + ".250";
+  const std::string run = dir_ + "/run";
+  ShellRun r = Shell("POLIS_NO_BUILD=1 " +
+                     PolisRun(cluster_->Options("--hosts " + a[0] + ":2," + stray + ":2") +
+                              " --workers 2 --servers 1 --registry " + dir_ + "/registry --run-dir " + run + " " +
+                              kSrc + "/jobs/fashion_cnn.pbtxt"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("polis-run: host " + stray + " is unreachable: "), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_FALSE(PathExists(run));
+  EXPECT_FALSE(PathExists(dir_ + "/registry"));
+}
+
+// A host's link cut mid-job (its veth brought down): mpirun's keepalive
+// notices within about 25 s, polis-run names the host and the ranks it ran,
+// and --max-restarts resumes from the newest checkpoint on the other hosts
+// with as many workers as their slots allow; every sample of every epoch is
+// still trained on exactly once. Before the cut, polisctl on another host
+// reads the job's status over --net.
+TEST_F(MultiHost, LinkCutNamesTheHostAndTheJobResumesOnTheOtherHosts) {
+  const auto& a = cluster_->addresses();
+  const std::string job = JobVariant(dir_, "job.pbtxt",
+                                     {{"epochs: 5", "epochs: 2 checkpoint_every_steps: 100 keep_checkpoints: 100"}});
+  const std::string run = dir_ + "/run";
+  const std::string log = dir_ + "/polis-run.log";
+  // Coordinator and a worker on h1, a server and a worker on h2, a server on h3.
+  ShellRun started = Shell("POLIS_NO_BUILD=1 " +
+                           PolisRun(cluster_->Options("--hostfile " + cluster_->hostfile()) +
+                                    " --workers 2 --servers 2 --max-restarts 1 --registry " + dir_ +
+                                    "/registry --run-dir " + run + " " + job +
+                                    " -- --train-limit 30000 --test-limit 2000") +
+                           " >" + log + " 2>&1 & echo $!");
+  const int pid = std::atoi(started.output.c_str());
+  ASSERT_GT(pid, 0) << started.output;
+  auto waited = [](auto done, int seconds) {
+    for (int i = 0; i < seconds * 5 && !done(); ++i) usleep(200 * 1000);
+    return done();
+  };
+  ASSERT_TRUE(waited([&] { return Shell("ls " + run + "/checkpoints/*/manifest.json").exit_code == 0; }, 300))
+      << *ReadFile(log);
+  const std::string address = ReadJson(run + "/coordinator.json")["address"];
+  ShellRun status = Shell(cluster_->Exec("h3", kBin + "/launch/polisctl --address " + address + " --json status"));
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("\"state\""), std::string::npos) << status.output;
+
+  const std::string veth = ReadJson(dir_ + "/cluster/hosts.json")[2]["veth"];
+  ASSERT_EQ(Shell("ip link set " + veth + " down").exit_code, 0);
+  const auto cut = std::chrono::steady_clock::now();
+  const std::string named = "host " + a[2] + " unreachable (mpirun lost its daemon there; it ran rank 2 (server))";
+  const bool noticed = waited([&] { return ReadFile(log)->find(named) != std::string::npos; }, 180);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
+  EXPECT_TRUE(noticed) << *ReadFile(log);
+  std::printf("[link cut] noticed after %.1f s\n", seconds);
+  // polis-run is not this process's child: wait for it to be gone.
+  EXPECT_TRUE(waited([&] { return kill(pid, 0) != 0; }, 600)) << *ReadFile(log);
+  const std::string out = *ReadFile(log);
+  EXPECT_NE(out.find("on " + a[0] + ":2," + a[1] + ":2 with 1 worker(s)"), std::string::npos) << out;
+  EXPECT_NE(out.find("polis-run: finished after 1 restart(s)"), std::string::npos) << out;
+  // The restart ran on h1 and h2 only.
+  for (const std::string& host : PlacedHosts(run)) EXPECT_NE(host, a[2]);
+  const nlohmann::json restart = ReadJson(run + "/restarts.jsonl");
+  EXPECT_EQ(restart.value("hosts", ""), a[0] + ":2," + a[1] + ":2") << restart.dump();
+  EXPECT_EQ(restart.value("workers", 0), 1) << restart.dump();
+  // The first epoch: the checkpoint's samples plus the resumed attempt's
+  // (chaos_integration_test.cc checks the same sample by sample on one host).
+  auto from = ReadManifest(restart.value("resume_from", ""));
+  ASSERT_TRUE(from.ok()) << from.status().ToString();
+  ASSERT_EQ(from->epoch, 0);
+  int64_t consumed = 0;
+  for (const auto& range : from->consumed) consumed += range.end - range.begin;
+  const nlohmann::json result = ReadJson(run + "/result.json");
+  ASSERT_EQ(result["history"].size(), 2u) << out;
+  EXPECT_EQ(consumed + result["history"][0]["train_samples"].get<int64_t>(), 30000) << result.dump();
+  EXPECT_EQ(result["history"][1]["train_samples"], 30000) << result.dump();
+  EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
 }
 
 // Bad input without a cluster: one line naming the thing, exit 2, nothing

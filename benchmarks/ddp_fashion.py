@@ -9,6 +9,11 @@ epoch rank 0 evaluates the whole test set (timed, as Polis' evaluation is).
 Stops at --target accuracy or --epochs; prints one JSON line:
 {"impl": "pytorch-ddp", "seconds_to_target": ..., "history": [...]}.
 
+Several hosts: run it once per host with --nodes N --node-rank K
+--master-addr ADDRESS-OF-NODE-0 (and GLOO_SOCKET_IFNAME where a host has
+several interfaces); each host starts --workers processes, global rank =
+K * workers + local rank, and node 0 prints the line.
+
 Run with Debian's Python (it has torch):
   GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184:glibc.malloc.top_pad=67108864 \
   /usr/bin/python3 benchmarks/ddp_fashion.py --workers 2 --target 0.88
@@ -40,11 +45,15 @@ def load(split, data_dir):
 def worker(rank, args, queue):
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    world = args.nodes * args.workers
+    rank = args.node_rank * args.workers + rank
+    os.environ["MASTER_ADDR"] = args.master_addr
     os.environ["MASTER_PORT"] = str(args.port)
-    dist.init_process_group("gloo", rank=rank, world_size=args.workers)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(args.seed)
     xtr, ytr = load("train", args.data_dir)
+    if args.train_limit:
+        xtr, ytr = xtr[:args.train_limit], ytr[:args.train_limit]
     xte, yte = load("test", args.data_dir)
     model = nn.parallel.DistributedDataParallel(build_model())
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
@@ -55,7 +64,7 @@ def worker(rank, args, queue):
     history = []
     for epoch in range(args.epochs):
         perm = torch.from_numpy(np.random.default_rng(args.seed + epoch).permutation(n))
-        mine = perm[rank::args.workers]
+        mine = perm[rank::world]
         model.train()
         for b in range(0, mine.numel() - args.batch + 1, args.batch):
             idx = mine[b:b + args.batch]
@@ -78,7 +87,7 @@ def worker(rank, args, queue):
             break
     if rank == 0:
         reached = [h for h in history if h["test_accuracy"] >= args.target]
-        queue.put({"impl": "pytorch-ddp", "torch": torch.__version__, "workers": args.workers,
+        queue.put({"impl": "pytorch-ddp", "torch": torch.__version__, "workers": world,
                    "batch_per_rank": args.batch, "target": args.target,
                    "seconds_to_target": reached[0]["elapsed_seconds"] if reached else None,
                    "history": history})
@@ -94,16 +103,21 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--port", type=int, default=29517)
     p.add_argument("--data-dir", default=DATA_DIR)
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
+    p.add_argument("--nodes", type=int, default=1, help="hosts taking part (this script runs on each)")
+    p.add_argument("--node-rank", type=int, default=0, help="this host's index, 0 .. nodes-1")
+    p.add_argument("--master-addr", default="127.0.0.1", help="node 0's address (the rendezvous)")
     args = p.parse_args()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=worker, args=(r, args, queue)) for r in range(args.workers)]
     for pr in procs:
         pr.start()
-    result = queue.get()
+    result = queue.get() if args.node_rank == 0 else None
     for pr in procs:
         pr.join()
-    print(json.dumps(result))
+    if result is not None:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

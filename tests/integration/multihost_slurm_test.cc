@@ -9,7 +9,6 @@
 // a tool the project installs (iproute2, slurm-wlm, munge) is missing.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -243,39 +242,6 @@ TEST_F(MultiNodeSlurm, RequeuedOnOtherNodesResumesExactlyOnce) {
   EXPECT_EQ(result.value("state", ""), "done") << result.dump();
   EXPECT_EQ(result["history"].size(), 2u) << result.dump();
   EXPECT_EQ(result.value("version", 0), 1) << result.dump();
-}
-
-// Bad Slurm options: one line naming the option, exit 2, nothing submitted,
-// nothing written (no Slurm needed: polis-run refuses before sbatch).
-class MultiNodeSlurmBadInput : public FashionJobTest {
- protected:
-  void ExpectRefused(const std::string& options, const std::string& expected) {
-    const std::string run = dir_ + "/run";
-    ShellRun r = Shell("SLURM_CONF=/nonexistent POLIS_NO_BUILD=1 " +
-                       PolisRun(options + " --workers 2 --servers 1 --registry " + dir_ + "/registry --run-dir " + run +
-                                " " + kSrc + "/jobs/fashion_cnn.pbtxt"));
-    EXPECT_EQ(r.exit_code, 2) << r.output;
-    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
-    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-    EXPECT_FALSE(PathExists(run));
-    EXPECT_FALSE(PathExists(dir_ + "/registry"));
-  }
-};
-
-TEST_F(MultiNodeSlurmBadInput, NodesWithoutSlurm) {
-  ExpectRefused("--nodes 2", "polis-run: --nodes needs --slurm");
-}
-
-TEST_F(MultiNodeSlurmBadInput, SlurmWithHosts) {
-  ExpectRefused("--slurm --hosts 127.0.0.1:4", "polis-run: --slurm and --hostfile/--hosts: Slurm chooses the nodes");
-}
-
-TEST_F(MultiNodeSlurmBadInput, MoreNodesThanRanks) {
-  ExpectRefused("--slurm --nodes 5", "polis-run: --nodes 5: more nodes than the job's 4 ranks");
-}
-
-TEST_F(MultiNodeSlurmBadInput, NetOnOneNode) {
-  ExpectRefused("--slurm --net 10.254.253.0/24", "polis-run: --net needs --hostfile, --hosts or --slurm --nodes N > 1");
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ class SlurmCluster {
   explicit SlurmCluster(const std::string& dir) : dir_(dir) {
     up_ = Shell(kEmucluster + " up --dir " + dir_ + " --hosts 4 --slots 2 --rate 1gbit --slurm");
     if (up_.exit_code != 0) return;
-    for (const auto& h : ReadJson(dir_ + "/hosts.json")) addresses_.push_back(h["address"]);
+    const nlohmann::json hosts = ReadJson(dir_ + "/hosts.json");
+    for (const auto& h : hosts) addresses_.push_back(h["address"]);
     const std::string a = addresses_.empty() ? "" : addresses_[0];
     subnet_ = a.substr(0, a.rfind('.')) + ".0/24";
   }
@@ -120,7 +121,8 @@ class MultiNodeSlurm : public FashionJobTest {
 // coordinator.json's placement: rank -> host.
 std::vector<std::string> PlacedHosts(const std::string& run_dir) {
   std::vector<std::string> hosts;
-  for (const auto& p : ReadJson(run_dir + "/coordinator.json")["placement"]) hosts.push_back(p["host"]);
+  const nlohmann::json coordinator = ReadJson(run_dir + "/coordinator.json");
+  for (const auto& p : coordinator["placement"]) hosts.push_back(p["host"]);
   return hosts;
 }
 

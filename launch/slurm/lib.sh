@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh: pieces of a hand-started Slurm test cluster shared by
 # launch/slurm/start-test-cluster.sh (one node on 127.0.0.1) and
 # launch/cluster/emucluster up --slurm (one slurmd per emulated host).

@@ -16,7 +16,8 @@ PACKAGES=(
   dataset-fashion-mnist
   # Services the tests start on loopback: Prometheus, headless Chromium, a
   # single-node Slurm with munge; the emulated hosts of the multi-host tests
-  # (network namespaces, veth, tc: launch/cluster/emucluster).
+  # (network namespaces, veth, tc: launch/cluster/emucluster) and their
+  # multi-node Slurm (emucluster up --slurm: slurm-wlm, munge, nsenter).
   prometheus chromium slurm-wlm munge iproute2 util-linux
   # ONNX export of published models, and the test that checks the export
   # with onnx.checker and OpenCV's DNN module (registry/tools/check_onnx.py).

@@ -285,5 +285,22 @@ TEST_F(MultiHostBadInput, HostfileAndHostsTogether) {
   ExpectRefused("--hostfile " + dir_ + "/hosts --hosts 127.0.0.1:4", "--hostfile and --hosts: give one");
 }
 
+// Bad Slurm options (polis-run refuses them before sbatch; no Slurm needed).
+TEST_F(MultiHostBadInput, SlurmNodesWithoutSlurm) {
+  ExpectRefused("--nodes 2", "polis-run: --nodes needs --slurm");
+}
+
+TEST_F(MultiHostBadInput, SlurmWithHosts) {
+  ExpectRefused("--slurm --hosts 127.0.0.1:4", "polis-run: --slurm and --hostfile/--hosts: Slurm chooses the nodes");
+}
+
+TEST_F(MultiHostBadInput, SlurmMoreNodesThanRanks) {
+  ExpectRefused("--slurm --nodes 5", "polis-run: --nodes 5: more nodes than the job's 4 ranks");
+}
+
+TEST_F(MultiHostBadInput, SlurmNetOnOneNode) {
+  ExpectRefused("--slurm --net 10.254.253.0/24", "polis-run: --net needs --hostfile, --hosts or --slurm --nodes N > 1");
+}
+
 }  // namespace
 }  // namespace polis

@@ -21,7 +21,6 @@ AllreduceHierarchical::AllreduceHierarchical(CollectiveContext* ctx,
   ctx_->AlsoAnswerFor(local_.get());
   if (cross_) {
     ring_ = std::make_unique<AllreduceRing>(cross_.get(), segment_bytes, depth);
-    rabenseifner_ = std::make_unique<AllreduceRabenseifner>(cross_.get(), segment_bytes, depth);
     local_->AlsoAnswerFor(cross_.get());
     cross_->AlsoAnswerFor(ctx_);
     cross_->AlsoAnswerFor(local_.get());
@@ -40,9 +39,8 @@ void AllreduceHierarchical::Reserve(int64_t count) {
   if (cross_) {
     // The largest slice, as a 16-bit wire copy.
     const int64_t slice = std::min(count, AllreduceDirect::PieceFloats(owners_)) / owners_ + 64;
-    cross_->scratch().Reserve(static_cast<size_t>(std::max(
-        AllreduceRing::ScratchBytes(slice, WireType::kBFloat16),
-        AllreduceRabenseifner::ScratchBytes(slice, WireType::kBFloat16))));
+    cross_->scratch().Reserve(
+        static_cast<size_t>(AllreduceRing::ScratchBytes(slice, WireType::kBFloat16)));
   }
 }
 
@@ -50,7 +48,6 @@ Status AllreduceHierarchical::Run(float* data, int64_t count, WireType wire) {
   CallInfo info{"Allreduce", AllreduceAlgorithm::kHierarchical, wire, count};
   local_->BeginCall(info);
   if (cross_) cross_->BeginCall(info);
-  const bool power_of_two = (hosts_ & (hosts_ - 1)) == 0;
   const int64_t piece = AllreduceDirect::PieceFloats(owners_);
   for (int64_t off = 0; off < count; off += piece) {
     float* const part = data + off;
@@ -58,9 +55,7 @@ Status AllreduceHierarchical::Run(float* data, int64_t count, WireType wire) {
     if (local_->size() > 1) POLIS_RETURN_IF_ERROR(direct_.ReduceScatter(part, len, wire, owners_));
     const AllreduceDirect::Block own = direct_.OwnBlock(len, owners_);
     if (cross_ && cross_->size() > 1 && own.length > 0) {
-      float* const slice = part + own.offset;
-      POLIS_RETURN_IF_ERROR(power_of_two ? rabenseifner_->Run(slice, own.length, wire)
-                                         : ring_->Run(slice, own.length, wire));
+      POLIS_RETURN_IF_ERROR(ring_->Run(part + own.offset, own.length, wire));
     }
     if (local_->size() > 1) POLIS_RETURN_IF_ERROR(direct_.Allgather(part, len, wire, owners_));
   }

@@ -10,8 +10,9 @@
 // local index on the other hosts. Each is a CollectiveContext of its own
 // (its own deadline, stall inspector and scratch), and the phases are Polis'
 // own algorithms run on them: the direct exchange's two phases inside the
-// host (allreduce_direct.h) and the ring (or Rabenseifner for a power of two
-// of hosts) across hosts, so no algorithm is forked.
+// host (allreduce_direct.h) and the ring across hosts (measured faster than
+// Rabenseifner over TCP at 4 hosts; the same exchange at 2), so no algorithm
+// is forked.
 //
 // Hosts with unequal rank counts: the buffer is cut into S slices, S the
 // smallest rank count of any host; local ranks 0..S-1 own one slice each and
@@ -22,8 +23,8 @@
 // stay 2(H-1)/H of the buffer, H hosts, as with equal hosts.
 //
 // Identical bits on every rank: each element is summed inside its host by
-// the slice's owner, across hosts by one rank of the cross group (ring and
-// Rabenseifner give every member the same bits) and then copied. 16-bit
+// the slice's owner, across hosts by one rank of the cross group (the ring
+// gives every member the same bits) and then copied. 16-bit
 // wires: local senders round their values, the owner adds them decoded to
 // its own fp32 values, the cross-host all-reduce rounds as the ring does,
 // and the owner rounds the result once more (a no-op across two or more
@@ -37,7 +38,6 @@
 
 #include "common/comm/allreduce_context.h"
 #include "common/comm/allreduce_direct.h"
-#include "common/comm/allreduce_rabenseifner.h"
 #include "common/comm/allreduce_ring.h"
 #include "common/comm/communicator.h"
 #include "common/status.h"
@@ -71,7 +71,6 @@ class AllreduceHierarchical {
   int64_t reserved_ = -1;
   AllreduceDirect direct_;  // on local_
   std::unique_ptr<AllreduceRing> ring_;  // on cross_
-  std::unique_ptr<AllreduceRabenseifner> rabenseifner_;  // on cross_
 };
 
 }  // namespace polis::comm::internal

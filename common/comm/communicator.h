@@ -107,9 +107,11 @@ class Communicator {
 
 // Duplicates `comm` (so its traffic never mixes with other messages; the
 // call is collective over `comm`) and preallocates scratch for all-reduces
-// of up to `max_count` floats: 4 bytes per float plus about 1 MiB (about
-// twice that with several ranks on a host). Reads POLIS_ALLREDUCE_ALGO (an
-// unknown name is InvalidArgument).
+// of up to `max_count` floats: 4 bytes per float plus about 1 MiB, and up
+// to 4 bytes per float more where the hierarchical algorithm may be picked
+// (several hosts with several ranks on one, or POLIS_ALLREDUCE_ALGO=hier;
+// elsewhere an explicit kHierarchical reserves it on first use). Reads
+// POLIS_ALLREDUCE_ALGO (an unknown name is InvalidArgument).
 //
 // `host_of_rank[r]` names the host of rank r of `comm` (any int; equal ids
 // share a host), from the job's placement; empty means one host. It must

@@ -140,9 +140,13 @@ class MpiCommunicator final : public Communicator {
       cross_ctx->SetScope(fmt::format("across hosts, local index {}", local_ctx->rank()),
                           std::move(cross_ranks));
     }
+    // Its scratch now only where kAuto may pick it; an explicit kHierarchical
+    // elsewhere reserves it on first use.
+    const bool may_pick = thresholds_.hier_min != INT64_MAX ||
+                          (forced_ && *forced_ == AllreduceAlgorithm::kHierarchical);
     hier_ = std::make_unique<internal::AllreduceHierarchical>(
         &ctx_, std::move(local_ctx), std::move(cross_ctx), topology.min_local, topology.hosts,
-        max_count_, segment_bytes, kRingDepth);
+        may_pick ? max_count_ : 0, segment_bytes, kRingDepth);
     // Every algorithm and wire fits in 4 bytes per float (see ScratchBytes),
     // but for the direct algorithm's block rounding with tiny counts.
     ctx_.scratch().Reserve(static_cast<size_t>(std::max(

@@ -6,11 +6,15 @@
 //   mpirun -np 4 polis-bench-allreduce --impls ring,rd,rabenseifner,auto,mpi
 //   polis-bench-allreduce --impls memcpy            (one process)
 //
-// Implementations: ring, rd, rabenseifner, direct, auto, polis-mpi (Polis, fp32
-// wire), ring-bf16, rabenseifner-bf16, auto-bf16 (Polis, bf16 wire; bandwidth
-// counted on the fp32 bytes), mpi (blocking
+// Implementations: ring, rd, rabenseifner, direct, hier, auto, polis-mpi
+// (Polis, fp32 wire), ring-bf16, rabenseifner-bf16, hier-bf16, auto-bf16
+// (Polis, bf16 wire; bandwidth counted on the fp32 bytes), mpi (blocking
 // MPI_Allreduce on MPI_COMM_WORLD, Open MPI's tuned choice), memcpy
 // (single-core copy of the same size, rank 0 alone, as a ceiling).
+//
+// --ranks-per-host K tells the communicator that ranks r sit on host r / K
+// (mpirun filling each host's K slots in order), as polis-train does from
+// its placement; 0 (default) is one host.
 //
 // Output (stdout, rank 0): one line per implementation and size,
 //   impl <TAB> ranks <TAB> bytes <TAB> seconds,seconds,...
@@ -53,6 +57,8 @@ bool ParseImpl(const std::string& name, Impl* out) {
   else if (name == "rd") out->options = {AllreduceAlgorithm::kRecursiveDoubling, WireType::kFloat32};
   else if (name == "rabenseifner") out->options = {AllreduceAlgorithm::kRabenseifner, WireType::kFloat32};
   else if (name == "direct") out->options = {AllreduceAlgorithm::kDirect, WireType::kFloat32};
+  else if (name == "hier") out->options = {AllreduceAlgorithm::kHierarchical, WireType::kFloat32};
+  else if (name == "hier-bf16") out->options = {AllreduceAlgorithm::kHierarchical, WireType::kBFloat16};
   else if (name == "auto") out->options = {AllreduceAlgorithm::kAuto, WireType::kFloat32};
   else if (name == "polis-mpi") out->options = {AllreduceAlgorithm::kMpi, WireType::kFloat32};
   else if (name == "ring-bf16") out->options = {AllreduceAlgorithm::kRing, WireType::kBFloat16};
@@ -77,7 +83,9 @@ int main(int argc, char** argv) {
   int64_t min_bytes = 4 << 10, max_bytes = 64 << 20;
   int factor = 4, warmup = 2, min_iters = 5, max_iters = 40;
   double target_mb = 256;
-  app.add_option("--impls", impls_arg, "comma-separated: ring rd rabenseifner direct auto polis-mpi ring-bf16 rabenseifner-bf16 auto-bf16 mpi memcpy");
+  int ranks_per_host = 0;
+  app.add_option("--impls", impls_arg, "comma-separated: ring rd rabenseifner direct hier auto polis-mpi ring-bf16 rabenseifner-bf16 hier-bf16 auto-bf16 mpi memcpy");
+  app.add_option("--ranks-per-host", ranks_per_host, "rank r on host r / K (0: one host)")->check(CLI::Range(0, 1 << 20));
   app.add_option("--min-bytes", min_bytes, "smallest message (fp32 bytes)");
   app.add_option("--max-bytes", max_bytes, "largest message (fp32 bytes)");
   app.add_option("--factor", factor, "size step (multiply)")->check(CLI::Range(2, 16));
@@ -109,7 +117,9 @@ int main(int argc, char** argv) {
   }
   const int64_t max_count = max_bytes / 4;
   std::unique_ptr<polis::comm::Communicator> comm;
-  auto made = polis::comm::MakeMpiCommunicator(MPI_COMM_WORLD, max_count);
+  std::vector<int> hosts;
+  for (int r = 0; ranks_per_host > 0 && r < n; ++r) hosts.push_back(r / ranks_per_host);
+  auto made = polis::comm::MakeMpiCommunicator(MPI_COMM_WORLD, max_count, hosts);
   if (!made.ok()) {
     std::fprintf(stderr, "error: %s\n", made.status().ToString().c_str());
     MPI_Finalize();

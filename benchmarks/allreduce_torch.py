@@ -3,7 +3,10 @@
 
 One process per rank (benchmarks/allreduce.sh starts them):
 
-    allreduce_torch.py --rank R --world-size N --port P [--min-bytes ...]
+    allreduce_torch.py --rank R --world-size N --port P [--addr A] [--min-bytes ...]
+
+--addr is rank 0's address for the tcp:// rendezvous (default 127.0.0.1;
+benchmarks/allreduce_hosts.sh gives the first emulated host's).
 
 Same sizes, iteration counts and output as polis-bench-allreduce: rank 0
 prints one line per size, "gloo <TAB> N <TAB> bytes <TAB> s,s,...", each value
@@ -24,6 +27,7 @@ def main():
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--world-size", type=int, required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--addr", default="127.0.0.1")
     p.add_argument("--min-bytes", type=int, default=4 << 10)
     p.add_argument("--max-bytes", type=int, default=64 << 20)
     p.add_argument("--factor", type=int, default=4)
@@ -34,7 +38,7 @@ def main():
     a = p.parse_args()
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.port}",
+    dist.init_process_group("gloo", init_method=f"tcp://{a.addr}:{a.port}",
                             rank=a.rank, world_size=a.world_size)
     n, r = a.world_size, a.rank
     ranks_sum = float(n * (n + 1) // 2)

@@ -28,12 +28,16 @@ std::string FashionMnistDir();
 // ---- Collectives (common/comm/communicator.h, docs/design/allreduce.md) ----
 // These are read when a communicator is built (not cached), so tests can
 // vary them.
-// POLIS_ALLREDUCE_ALGO: auto (default), mpi, ring, rd, rabenseifner, direct;
+// POLIS_ALLREDUCE_ALGO: auto (default), mpi, ring, rd, rabenseifner, direct, hier;
 // forces what kAuto picks. Empty means auto.
 std::string AllreduceAlgo();
 // POLIS_ALLREDUCE_RD_MAX_KB: largest message (wire KiB) for which kAuto picks
 // recursive doubling; -1 (default) means the measured per-size table.
 int AllreduceRdMaxKiB();
+// POLIS_ALLREDUCE_HIER_MIN_KB: smallest message (wire KiB) for which kAuto
+// picks the hierarchical algorithm on a multi-host topology; -1 (default)
+// means the measured threshold.
+int AllreduceHierMinKiB();
 // POLIS_ALLREDUCE_SEGMENT_KB: ring pipeline segment, in wire KiB (1..65536).
 // Default 128.
 int AllreduceSegmentKiB();

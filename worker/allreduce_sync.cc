@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -178,11 +179,29 @@ class AllReduceSync : public GradientSync {
 
 }  // namespace
 
+namespace {
+
+// The host of every worker (by index in the workers' communicator), for the
+// hierarchical all-reduce; empty on one host.
+std::vector<int> WorkerHosts(const RoleContext& ctx) {
+  std::vector<int> hosts;
+  if (ctx.placement.empty()) return hosts;  // one host
+  std::map<std::string, int> ids;
+  for (int w = 0; w < ctx.workers; ++w) {
+    const std::string& host = ctx.placement.at(ctx.worker_rank(w)).host;
+    hosts.push_back(ids.emplace(host, static_cast<int>(ids.size())).first->second);
+  }
+  return hosts;
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
                                                           float* grads) {
   if (ctx.workers_comm == MPI_COMM_NULL) return InternalError("no workers communicator");
   const int64_t P = ctx.model.parameter_count();
-  POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + kGradientExtraSlots));
+  POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + kGradientExtraSlots,
+                                                               WorkerHosts(ctx)));
   POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P, TotalStepsHint(ctx)));
   comm::AllreduceOptions options;
   POLIS_ASSIGN_OR_RETURN(options.algorithm,

@@ -89,7 +89,21 @@ std::string CollectiveContext::Describe() const {
   } else {
     what = fmt::format("{}()", info_.op);
   }
+  if (!scope_.empty())
+    return fmt::format("{} call #{} on rank {} ({}, {} ranks)", what, seq_, Name(rank_), scope_,
+                       size_);
   return fmt::format("{} call #{} on rank {} of {}", what, seq_, rank_, size_);
+}
+
+void CollectiveContext::SetScope(std::string scope, std::vector<int> parent_ranks) {
+  scope_ = std::move(scope);
+  parent_ranks_ = std::move(parent_ranks);
+}
+
+Status CollectiveContext::AnswerAllStallQueries() {
+  POLIS_RETURN_IF_ERROR(AnswerStallQueries());
+  for (CollectiveContext* other : others_) POLIS_RETURN_IF_ERROR(other->AnswerStallQueries());
+  return Status::Ok();
 }
 
 Status CollectiveContext::Wait(int n, MPI_Request* reqs, const int* peers, const bool* sends) {
@@ -112,7 +126,7 @@ Status CollectiveContext::Wait(int n, MPI_Request* reqs, const int* peers, const
   while (true) {
     POLIS_MPI_CHECK(MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE));
     if (done) return Status::Ok();
-    POLIS_RETURN_IF_ERROR(AnswerStallQueries());
+    POLIS_RETURN_IF_ERROR(AnswerAllStallQueries());
     if (Clock::now() > deadline_) return TimeoutStatus(n, reqs, peers, sends);
     backoff.Pause();
   }
@@ -153,7 +167,7 @@ std::vector<int> CollectiveContext::RanksNotInCall() {
     int done = 0;
     MPI_Testall(size_, recvs.data(), &done, MPI_STATUSES_IGNORE);
     if (done) break;
-    (void)AnswerStallQueries();
+    (void)AnswerAllStallQueries();
     backoff.Pause();
   }
   std::unique_ptr<bool[]> all_sends(new bool[size_]), no_sends(new bool[size_]);
@@ -163,7 +177,7 @@ std::vector<int> CollectiveContext::RanksNotInCall() {
   Abandon(size_, sends.data(), all_sends.get());
   std::vector<int> missing;
   for (int p = 0; p < size_; ++p)
-    if (p != rank_ && replies[p] < query) missing.push_back(p);
+    if (p != rank_ && replies[p] < query) missing.push_back(Name(p));
   return missing;
 }
 
@@ -179,7 +193,7 @@ Status CollectiveContext::TimeoutStatus(int n, MPI_Request* reqs, const int* pee
     if (peers[i] == kCollectivePeer) {
       waiting += "the other ranks";
     } else {
-      waiting += fmt::format("{} rank {}", sends[i] ? "send to" : "receive from", peers[i]);
+      waiting += fmt::format("{} rank {}", sends[i] ? "send to" : "receive from", Name(peers[i]));
     }
   }
   if (waiting.empty()) waiting = "its requests";

@@ -104,9 +104,23 @@ class CollectiveContext {
   // "Allreduce(ring, bf16, 1000 floats) call #3 on rank 0 of 3".
   std::string Describe() const;
 
- private:
+  // For a context over a sub-communicator (the hierarchical algorithm's
+  // host and cross-host groups): `scope` names the group in messages
+  // ("inside host 1"), and ranks are named by their rank in the parent
+  // communicator, parent_ranks[sub rank].
+  void SetScope(std::string scope, std::vector<int> parent_ranks);
+  // While this context waits it also answers the stall queries of `other`
+  // (a rank waiting in one group still tells the other group's peers which
+  // call it is in). `other` must outlive this context.
+  void AlsoAnswerFor(CollectiveContext* other) { others_.push_back(other); }
+
   // Receives and answers stall queries that have arrived (non-blocking).
   Status AnswerStallQueries();
+
+ private:
+  // Answers this context's and the linked contexts' stall queries.
+  Status AnswerAllStallQueries();
+  int Name(int rank) const { return parent_ranks_.empty() ? rank : parent_ranks_[rank]; }
   // Asks every peer which call it is in, for a grace period; returns the
   // ranks that did not answer or are behind this call.
   std::vector<int> RanksNotInCall();
@@ -122,6 +136,9 @@ class CollectiveContext {
   Clock::duration spin_;
   ScratchBuffer scratch_;
   ScratchBuffer slots_;
+  std::string scope_;
+  std::vector<int> parent_ranks_;
+  std::vector<CollectiveContext*> others_;
 };
 
 }  // namespace polis::comm::internal

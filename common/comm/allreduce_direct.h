@@ -14,6 +14,11 @@
 // owner adds them decoded to its own fp32 values and rounds the sum once;
 // the all-gather forwards those wire bytes.
 //
+// The two phases are also callable apart, with fewer block owners than ranks
+// (ranks 0..owners-1 own one block each, the others only send and receive):
+// the hierarchical algorithm (allreduce_hierarchical.h) runs them inside a
+// host around an all-reduce of each owner's block across hosts.
+//
 // Not thread-safe: used by one MpiCommunicator on its calling thread.
 #pragma once
 
@@ -32,15 +37,29 @@ class AllreduceDirect {
  public:
   // Allocates the request arrays for ctx->size() ranks.
   explicit AllreduceDirect(CollectiveContext* ctx);
-  // Bytes of ctx->scratch() a call of `count` floats over `size` ranks needs.
-  static int64_t ScratchBytes(int64_t count, WireType wire, int size);
+  // Bytes of ctx->scratch() a call of `count` floats over `size` ranks needs
+  // (`owners` block owners; 0 = size).
+  static int64_t ScratchBytes(int64_t count, WireType wire, int size, int owners = 0);
   // In-place sum. ctx->BeginCall has been called; count > 0.
   Status Run(float* data, int64_t count, WireType wire);
 
+  // The phases, for at most PieceFloats(owners) floats (every message then
+  // fits an int) and 1 <= owners <= size. ReduceScatter leaves the fp32 sum
+  // of this rank's block (OwnBlock) in place, unrounded; Allgather rounds it
+  // (16-bit wires) and sends it to every rank, and receives the others'.
+  // Between the two the caller may change the own block only; the same
+  // count, wire and owners go to both.
+  struct Block {
+    int64_t offset = 0;
+    int64_t length = 0;  // 0 for a rank that owns no block
+  };
+  static int64_t PieceFloats(int owners);
+  Block OwnBlock(int64_t count, int owners) const;
+  Status ReduceScatter(float* data, int64_t count, WireType wire, int owners);
+  Status Allgather(float* data, int64_t count, WireType wire, int owners);
+
  private:
-  // One all-reduce of at most kPieceFloats * size() floats (every message
-  // then fits an int).
-  Status RunPiece(float* data, int64_t count, WireType wire);
+  struct Cut;
   Status Fail(Status st);
 
   CollectiveContext* ctx_;

@@ -2,7 +2,7 @@
 // a fixed group of ranks, for all-reduce training (STYLE.md habit 1: this is
 // the collectives interface; key-range push/pull lives in PsClient).
 //
-// The MPI implementation (MakeMpiCommunicator) offers five all-reduce
+// The MPI implementation (MakeMpiCommunicator) offers six all-reduce
 // algorithms (docs/design/allreduce.md):
 //   kMpi                Open MPI's non-blocking MPI_Iallreduce (fp32 wire only;
 //                       a 16-bit wire falls back to kRing)
@@ -16,7 +16,12 @@
 //   kDirect             every rank sends each block straight to its owner,
 //                       which sums it and sends it straight to everyone:
 //                       bandwidth-optimal in two handoffs, for one host
-// kAuto picks one by Choose(): POLIS_ALLREDUCE_ALGO if set, else by size.
+//   kHierarchical       reduce-scatter inside each host, all-reduce of each
+//                       slice across hosts, all-gather inside the host:
+//                       each host's link carries 2(H-1)/H of the buffer
+//                       for H hosts, whatever the ranks per host
+// kAuto picks one by Choose(): POLIS_ALLREDUCE_ALGO if set, else by topology
+// and size.
 //
 // Thread-compatible: one thread calls it at a time (the worker's
 // communication thread). If other threads call MPI too, MPI must be
@@ -36,6 +41,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -43,12 +49,20 @@ namespace polis::comm {
 
 // What travels on the wire; the reduction itself is always fp32.
 enum class WireType { kFloat32, kBFloat16, kFloat16 };
-enum class AllreduceAlgorithm { kAuto, kMpi, kRing, kRecursiveDoubling, kRabenseifner, kDirect };
+enum class AllreduceAlgorithm {
+  kAuto,
+  kMpi,
+  kRing,
+  kRecursiveDoubling,
+  kRabenseifner,
+  kDirect,
+  kHierarchical
+};
 
-// "auto", "mpi", "ring", "rd", "rabenseifner", "direct"; anything else is
-// InvalidArgument listing those.
+// "auto", "mpi", "ring", "rd", "rabenseifner", "direct", "hier"; anything
+// else is InvalidArgument listing those.
 StatusOr<AllreduceAlgorithm> ParseAllreduceAlgorithm(const std::string& name);
-// The inverse: "auto", "mpi", "ring", "rd", "rabenseifner", "direct".
+// The inverse: "auto", "mpi", "ring", "rd", "rabenseifner", "direct", "hier".
 const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm);
 // "fp32", "bf16", "fp16".
 const char* WireTypeName(WireType wire);
@@ -93,8 +107,19 @@ class Communicator {
 
 // Duplicates `comm` (so its traffic never mixes with other messages; the
 // call is collective over `comm`) and preallocates scratch for all-reduces
-// of up to `max_count` floats: 4 bytes per float plus about 1 MiB. Reads
+// of up to `max_count` floats: 4 bytes per float plus about 1 MiB, and up
+// to 4 bytes per float more where the hierarchical algorithm may be picked
+// (several hosts with several ranks on one, or POLIS_ALLREDUCE_ALGO=hier;
+// elsewhere an explicit kHierarchical reserves it on first use). Reads
 // POLIS_ALLREDUCE_ALGO (an unknown name is InvalidArgument).
-StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(MPI_Comm comm, int64_t max_count);
+//
+// `host_of_rank[r]` names the host of rank r of `comm` (any int; equal ids
+// share a host), from the job's placement; empty means one host. It must
+// have comm's size and be the same on every rank (InvalidArgument on every
+// rank otherwise). The hierarchical algorithm and kAuto's choice use it;
+// MPI_COMM_TYPE_SHARED is not consulted for it, since emulated hosts (network
+// namespaces) share one kernel.
+StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(
+    MPI_Comm comm, int64_t max_count, const std::vector<int>& host_of_rank = {});
 
 }  // namespace polis::comm

@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <vector>
 
 #include "common/comm/allreduce_context.h"
 #include "common/comm/allreduce_direct.h"
+#include "common/comm/allreduce_hierarchical.h"
 #include "common/comm/allreduce_rabenseifner.h"
 #include "common/comm/allreduce_recursive_doubling.h"
 #include "common/comm/allreduce_ring.h"
@@ -24,8 +27,10 @@ StatusOr<AllreduceAlgorithm> ParseAllreduceAlgorithm(const std::string& name) {
   if (name == "rd") return AllreduceAlgorithm::kRecursiveDoubling;
   if (name == "rabenseifner") return AllreduceAlgorithm::kRabenseifner;
   if (name == "direct") return AllreduceAlgorithm::kDirect;
+  if (name == "hier") return AllreduceAlgorithm::kHierarchical;
   return InvalidArgument(
-      "unknown all-reduce algorithm '{}'; known: auto, mpi, ring, rd, rabenseifner, direct", name);
+      "unknown all-reduce algorithm '{}'; known: auto, mpi, ring, rd, rabenseifner, direct, hier",
+      name);
 }
 
 const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm) {
@@ -36,6 +41,7 @@ const char* AllreduceAlgorithmName(AllreduceAlgorithm algorithm) {
     case AllreduceAlgorithm::kRecursiveDoubling: return "rd";
     case AllreduceAlgorithm::kRabenseifner: return "rabenseifner";
     case AllreduceAlgorithm::kDirect: return "direct";
+    case AllreduceAlgorithm::kHierarchical: return "hier";
   }
   return "?";
 }
@@ -74,7 +80,25 @@ struct SizeThresholds {
   int64_t rd_max = 0;
   int64_t rabenseifner_max = 0;
   int64_t direct_max = 0;
+  // Hierarchical from this size up, where the topology has more than one
+  // host and more than one rank on some host (INT64_MAX: never).
+  int64_t hier_min = INT64_MAX;
 };
+
+// The hosts of a communicator's ranks, from the placement.
+struct Topology {
+  int hosts = 1;
+  int max_local = 1;  // the most ranks on one host
+  int min_local = 1;  // the fewest ranks on one host
+  // Several hosts, and several ranks on at least one: what the
+  // hierarchical algorithm is for.
+  bool layered() const { return hosts > 1 && max_local > 1; }
+};
+
+// Smallest message (wire bytes) for which kAuto takes the hierarchical
+// algorithm on a layered topology: measured on the emulated cluster
+// (docs/design/allreduce.md, "Across hosts").
+constexpr int64_t kHierMinBytes = int64_t{128} << 10;
 
 SizeThresholds DefaultThresholds(int size, bool one_host) {
   SizeThresholds t;
@@ -86,15 +110,19 @@ SizeThresholds DefaultThresholds(int size, bool one_host) {
     t.direct_max = size == 3 ? 16 << 20 : size == 4 ? 4 << 20 : 8 << 20;
   } else {
     // Across hosts (n-1 messages per phase do not pay there) or beyond the
-    // measured group sizes: Rabenseifner's few steps (not measured).
-    t.rabenseifner_max = size == 3 ? 256 << 10 : 16 << 20;
+    // measured group sizes: Rabenseifner's few steps. Measured only at 4
+    // ranks on 4 emulated hosts, where the ring's steady stream over TCP
+    // wins from 4 MiB (docs/design/allreduce.md, "Across hosts").
+    t.rabenseifner_max = size == 3 ? 256 << 10 : size == 4 ? 2 << 20 : 16 << 20;
   }
   return t;
 }
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm dup, int64_t max_count, std::optional<AllreduceAlgorithm> forced,
+  MpiCommunicator(MPI_Comm dup, MPI_Comm local, MPI_Comm cross, Topology topology,
+                  std::vector<int> local_ranks, std::vector<int> cross_ranks, int host_index,
+                  int64_t max_count, std::optional<AllreduceAlgorithm> forced,
                   SizeThresholds thresholds, int64_t segment_bytes)
       : ctx_(dup),
         ring_(&ctx_, segment_bytes, kRingDepth),
@@ -104,6 +132,21 @@ class MpiCommunicator final : public Communicator {
         forced_(forced),
         thresholds_(thresholds) {
     max_count_ = std::max<int64_t>(max_count, 0);
+    auto local_ctx = std::make_unique<CollectiveContext>(local);
+    local_ctx->SetScope(fmt::format("inside host {}", host_index), std::move(local_ranks));
+    std::unique_ptr<CollectiveContext> cross_ctx;
+    if (cross != MPI_COMM_NULL) {
+      cross_ctx = std::make_unique<CollectiveContext>(cross);
+      cross_ctx->SetScope(fmt::format("across hosts, local index {}", local_ctx->rank()),
+                          std::move(cross_ranks));
+    }
+    // Its scratch now only where kAuto may pick it; an explicit kHierarchical
+    // elsewhere reserves it on first use.
+    const bool may_pick = thresholds_.hier_min != INT64_MAX ||
+                          (forced_ && *forced_ == AllreduceAlgorithm::kHierarchical);
+    hier_ = std::make_unique<internal::AllreduceHierarchical>(
+        &ctx_, std::move(local_ctx), std::move(cross_ctx), topology.min_local, topology.hosts,
+        may_pick ? max_count_ : 0, segment_bytes, kRingDepth);
     // Every algorithm and wire fits in 4 bytes per float (see ScratchBytes),
     // but for the direct algorithm's block rounding with tiny counts.
     ctx_.scratch().Reserve(static_cast<size_t>(std::max(
@@ -118,6 +161,8 @@ class MpiCommunicator final : public Communicator {
     AllreduceAlgorithm a;
     if (forced_ && *forced_ != AllreduceAlgorithm::kAuto) {
       a = *forced_;
+    } else if (count * WireBytes(wire) >= thresholds_.hier_min) {
+      a = AllreduceAlgorithm::kHierarchical;
     } else if (count * WireBytes(wire) <= thresholds_.rd_max) {
       a = AllreduceAlgorithm::kRecursiveDoubling;
     } else if (count * WireBytes(wire) <= thresholds_.rabenseifner_max) {
@@ -162,6 +207,14 @@ class MpiCommunicator final : public Communicator {
       ctx_.scratch().Reserve(static_cast<size_t>(std::max(count * 4, need)));
       max_count_ = count;
     }
+    if (algo == AllreduceAlgorithm::kHierarchical && count > max_count_) {
+      POLIS_LOG(kWarn, kNet,
+                "Allreduce of {} floats is larger than the max_count {} this communicator was "
+                "built for: growing the hierarchical algorithm's scratch (pass a larger max_count)",
+                count, max_count_);
+      max_count_ = count;
+    }
+    if (algo == AllreduceAlgorithm::kHierarchical) hier_->Reserve(max_count_);
 
     Status st;
     switch (algo) {
@@ -171,6 +224,7 @@ class MpiCommunicator final : public Communicator {
         st = rabenseifner_.Run(data, count, options.wire);
         break;
       case AllreduceAlgorithm::kDirect: st = direct_.Run(data, count, options.wire); break;
+      case AllreduceAlgorithm::kHierarchical: st = hier_->Run(data, count, options.wire); break;
       case AllreduceAlgorithm::kMpi: st = RunMpi(data, count); break;
       case AllreduceAlgorithm::kAuto: st = InternalError("kAuto was not resolved"); break;
     }
@@ -266,6 +320,7 @@ class MpiCommunicator final : public Communicator {
   internal::AllreduceRecursiveDoubling rd_;
   internal::AllreduceRabenseifner rabenseifner_;
   internal::AllreduceDirect direct_;
+  std::unique_ptr<internal::AllreduceHierarchical> hier_;
   std::optional<AllreduceAlgorithm> forced_;
   SizeThresholds thresholds_;
   int64_t max_count_ = 0;
@@ -274,7 +329,8 @@ class MpiCommunicator final : public Communicator {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(MPI_Comm comm, int64_t max_count) {
+StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(MPI_Comm comm, int64_t max_count,
+                                                            const std::vector<int>& host_of_rank) {
   if (comm == MPI_COMM_NULL) return InvalidArgument("MakeMpiCommunicator: comm is MPI_COMM_NULL");
   if (max_count < 0) return InvalidArgument("MakeMpiCommunicator: max_count is {}, expected >= 0", max_count);
   std::optional<AllreduceAlgorithm> forced;
@@ -288,22 +344,88 @@ StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(MPI_Comm comm, int64
   }
   MPI_Comm dup = MPI_COMM_NULL;
   POLIS_MPI_CHECK(MPI_Comm_dup(comm, &dup));
-  int size = 1;
+  int size = 1, rank = 0;
   POLIS_MPI_CHECK(MPI_Comm_size(dup, &size));
-  // Whether every rank shares this host (kDirect is for one host only).
-  MPI_Comm host = MPI_COMM_NULL;
-  POLIS_MPI_CHECK(MPI_Comm_split_type(dup, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host));
-  int host_size = 0;
-  POLIS_MPI_CHECK(MPI_Comm_size(host, &host_size));
-  POLIS_MPI_CHECK(MPI_Comm_free(&host));
-  SizeThresholds thresholds = DefaultThresholds(size, host_size == size);
+  POLIS_MPI_CHECK(MPI_Comm_rank(dup, &rank));
+
+  // Hosts from the placement: dense indices in order of first appearance.
+  // Every rank must pass the same list; checked with one collective so that
+  // every rank returns the same answer.
+  const bool given = !host_of_rank.empty();
+  const bool right_size = !given || static_cast<int>(host_of_rank.size()) == size;
+  std::vector<int> host(size, 0);
+  Topology topo;
+  if (given && right_size) {
+    std::map<int, int> index;
+    for (int r = 0; r < size; ++r) {
+      auto it = index.emplace(host_of_rank[r], static_cast<int>(index.size())).first;
+      host[r] = it->second;
+    }
+    topo.hosts = static_cast<int>(index.size());
+  }
+  uint64_t digest = right_size ? 1469598103934665603ull : static_cast<uint64_t>(rank) + 1;
+  for (int h : host) digest = (digest ^ static_cast<uint32_t>(h)) * 1099511628211ull;
+  uint64_t lo_hi[2] = {digest, ~digest}, agreed[2] = {0, 0};
+  POLIS_MPI_CHECK(MPI_Allreduce(lo_hi, agreed, 2, MPI_UINT64_T, MPI_MIN, dup));
+  if (!right_size || agreed[0] != digest || ~agreed[1] != digest) {
+    MPI_Comm_free(&dup);
+    if (!right_size)
+      return InvalidArgument("MakeMpiCommunicator: host_of_rank has {} entries for {} ranks",
+                             host_of_rank.size(), size);
+    return InvalidArgument("MakeMpiCommunicator: host_of_rank differs between ranks");
+  }
+  std::vector<int> per_host(topo.hosts, 0);
+  for (int h : host) ++per_host[h];
+  topo.max_local = *std::max_element(per_host.begin(), per_host.end());
+  topo.min_local = *std::min_element(per_host.begin(), per_host.end());
+
+  // The hierarchical algorithm's groups: this host's ranks, and the ranks
+  // with this rank's local index (if below the smallest host's rank count)
+  // across hosts.
+  std::vector<int> local_ranks, cross_ranks;
+  for (int r = 0; r < size; ++r)
+    if (host[r] == host[rank]) local_ranks.push_back(r);
+  const int local_index = static_cast<int>(
+      std::find(local_ranks.begin(), local_ranks.end(), rank) - local_ranks.begin());
+  MPI_Comm local = MPI_COMM_NULL, cross = MPI_COMM_NULL;
+  POLIS_MPI_CHECK(MPI_Comm_split(dup, host[rank], rank, &local));
+  if (topo.hosts > 1) {
+    const bool owner = local_index < topo.min_local;
+    POLIS_MPI_CHECK(MPI_Comm_split(dup, owner ? local_index : MPI_UNDEFINED, rank, &cross));
+    if (owner) {
+      std::vector<int> seen(topo.hosts, 0);
+      for (int r = 0; r < size; ++r)
+        if (seen[host[r]]++ == local_index) cross_ranks.push_back(r);
+    }
+  }
+
+  bool one_host;
+  if (given) {
+    one_host = topo.hosts == 1;
+  } else {
+    // No placement: whether every rank shares this host (kDirect is for one
+    // host only), as Open MPI sees it.
+    MPI_Comm node = MPI_COMM_NULL;
+    POLIS_MPI_CHECK(MPI_Comm_split_type(dup, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    int node_size = 0;
+    POLIS_MPI_CHECK(MPI_Comm_size(node, &node_size));
+    POLIS_MPI_CHECK(MPI_Comm_free(&node));
+    one_host = node_size == size;
+  }
+  SizeThresholds thresholds = DefaultThresholds(size, one_host);
+  if (topo.layered()) thresholds.hier_min = kHierMinBytes;
   if (env::AllreduceRdMaxKiB() >= 0) {
     thresholds.rd_max = int64_t{env::AllreduceRdMaxKiB()} << 10;
     POLIS_LOG(kInfo, kNet, "POLIS_ALLREDUCE_RD_MAX_KB={}", env::AllreduceRdMaxKiB());
   }
+  if (env::AllreduceHierMinKiB() >= 0 && topo.layered()) {
+    thresholds.hier_min = int64_t{env::AllreduceHierMinKiB()} << 10;
+    POLIS_LOG(kInfo, kNet, "POLIS_ALLREDUCE_HIER_MIN_KB={}", env::AllreduceHierMinKiB());
+  }
   const int64_t segment = int64_t{env::AllreduceSegmentKiB()} << 10;
-  return std::unique_ptr<Communicator>(
-      std::make_unique<MpiCommunicator>(dup, max_count, forced, thresholds, segment));
+  return std::unique_ptr<Communicator>(std::make_unique<MpiCommunicator>(
+      dup, local, cross, topo, std::move(local_ranks), std::move(cross_ranks), host[rank],
+      max_count, forced, thresholds, segment));
 }
 
 }  // namespace polis::comm

@@ -145,6 +145,8 @@ TEST_F(MultiHost, AllReduceAcrossHostsTrainsTheSameModelAsOneHost) {
   auto one_host = Train("--workers 2 " + job, "one");
   const auto& a = cluster_->addresses();
   // One slot a host: the coordinator and each worker on its own host.
+  // One rank a host is a flat topology: kAuto picks the same algorithm as on
+  // one host (never the hierarchical one), so the sums keep their order.
   auto hosts = Train(cluster_->Options("--hosts " + a[0] + ":1," + a[1] + ":1," + a[2] + ":1") + " --workers 2 " + job,
                      "three");
   EXPECT_EQ(PlacedHosts(dir_ + "/three"), (std::vector<std::string>{a[0], a[1], a[2]}));
@@ -152,6 +154,22 @@ TEST_F(MultiHost, AllReduceAcrossHostsTrainsTheSameModelAsOneHost) {
   EXPECT_EQ(coordinator["host"], a[0]);
   EXPECT_EQ(coordinator["address"].get<std::string>().rfind("http://" + a[0] + ":", 0), 0u) << coordinator.dump();
   ExpectSameModel(one_host, hosts);
+}
+
+// The hierarchical all-reduce with a bf16 wire on 2 hosts x 2 workers
+// (inside each host over shared memory, across over TCP): its sum order
+// differs from the flat one, so it is checked by accuracy, and by
+// verify_replicas (every worker holds bit-identical parameters each step).
+TEST_F(MultiHost, HierarchicalBf16AllReduceOnTwoHostsReachesTheBar) {
+  const std::string job = JobVariant(dir_, "hier_bf16.pbtxt",
+                                     {{"allreduce_algorithm: \"auto\"", "allreduce_algorithm: \"hier\""},
+                                      {"compression: NONE", "compression: BF16 verify_replicas: true"}},
+                                     "fashion_cnn_allreduce.pbtxt");
+  const auto& a = cluster_->addresses();
+  // The coordinator and two workers on the first host, two on the second.
+  auto result = Train(cluster_->Options("--hosts " + a[0] + ":3," + a[1] + ":2") + " --workers 4 " + job, "hier");
+  EXPECT_EQ(PlacedHosts(dir_ + "/hier"), (std::vector<std::string>{a[0], a[0], a[0], a[1], a[1]}));
+  EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
 }
 
 // A host name that does not resolve, asked from inside an emulated host:

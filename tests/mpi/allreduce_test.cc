@@ -5,7 +5,9 @@
 // Allreduce is checked for every algorithm x wire type x count against
 // closed-form sums whose partial sums are exact in bf16 and fp16 too, for
 // random (inexact) data against a stated error bound, and for bit-identical
-// results on every rank (an all-gathered hash). DeadPeer.* runs on its own
+// results on every rank (an all-gathered hash). The hierarchical algorithm
+// runs on fake hosts (host ids passed to MakeMpiCommunicator: 2 x 2, 3 + 1,
+// interleaved, one rank a host...). DeadPeer.* runs on its own
 // (POLIS_TIMEOUT_S=2, 3 ranks): the last rank skips a collective and the
 // others must get a Timeout that names it, then everyone finalizes.
 #include <gtest/gtest.h>
@@ -59,8 +61,9 @@ int WorldSize() {
   return n;
 }
 
-std::unique_ptr<Communicator> MakeComm(int64_t max_count = 1 << 20) {
-  auto c = MakeMpiCommunicator(MPI_COMM_WORLD, max_count);
+std::unique_ptr<Communicator> MakeComm(int64_t max_count = 1 << 20,
+                                       const std::vector<int>& hosts = {}) {
+  auto c = MakeMpiCommunicator(MPI_COMM_WORLD, max_count, hosts);
   POLIS_ENFORCE_OK(c.status().ok() ? Status::Ok() : c.status());
   return std::move(c).value();
 }
@@ -172,7 +175,7 @@ TEST(Half, Fp16MatchesCompilerFloat16) {
 TEST(Names, ParseAndPrint) {
   for (auto a : {AllreduceAlgorithm::kAuto, AllreduceAlgorithm::kMpi, AllreduceAlgorithm::kRing,
                  AllreduceAlgorithm::kRecursiveDoubling, AllreduceAlgorithm::kRabenseifner,
-                 AllreduceAlgorithm::kDirect}) {
+                 AllreduceAlgorithm::kDirect, AllreduceAlgorithm::kHierarchical}) {
     auto parsed = ParseAllreduceAlgorithm(AllreduceAlgorithmName(a));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, a);
@@ -180,7 +183,7 @@ TEST(Names, ParseAndPrint) {
   auto bad = ParseAllreduceAlgorithm("bcube");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("known: auto, mpi, ring, rd, rabenseifner, direct"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("known: auto, mpi, ring, rd, rabenseifner, direct, hier"), std::string::npos);
 }
 
 // ---- Allreduce against closed forms ----
@@ -188,7 +191,9 @@ TEST(Names, ParseAndPrint) {
 const AllreduceAlgorithm kAlgorithms[] = {AllreduceAlgorithm::kMpi, AllreduceAlgorithm::kRing,
                                           AllreduceAlgorithm::kRecursiveDoubling,
                                           AllreduceAlgorithm::kRabenseifner,
-                                          AllreduceAlgorithm::kDirect, AllreduceAlgorithm::kAuto};
+                                          AllreduceAlgorithm::kDirect,
+                                          AllreduceAlgorithm::kHierarchical,
+                                          AllreduceAlgorithm::kAuto};
 const WireType kWires[] = {WireType::kFloat32, WireType::kBFloat16, WireType::kFloat16};
 const int64_t kCounts[] = {0, 1, 4, 100, 1000, 10000, 1000003};
 
@@ -196,17 +201,21 @@ const int64_t kCounts[] = {0, 1, 4, 100, 1000, 10000, 1000003};
 // (r+1) f(i) is an integer below 256 times 2^e, exact in bf16, fp16 and fp32.
 float F(int64_t i) { return static_cast<float>((i % 7) - 3) * std::ldexp(1.0f, static_cast<int>(i % 5) - 2); }
 
+// Where a check runs: "" (one host) or the fake hosts' layout ("hosts 0,0,1").
+std::string g_layout;
+
 std::string Label(AllreduceAlgorithm a, WireType w, int64_t count) {
   return std::string(AllreduceAlgorithmName(a)) + "/" + WireTypeName(w) + "/" +
-         std::to_string(count) + " on " + std::to_string(WorldSize()) + " ranks";
+         std::to_string(count) + " on " + std::to_string(WorldSize()) + " ranks" +
+         (g_layout.empty() ? "" : ", " + g_layout);
 }
 
-TEST(Allreduce, ClosedFormEveryAlgorithmWireAndCount) {
-  auto comm = MakeComm(1000003);
+template <typename Algorithms>
+void CheckClosedForms(Communicator* comm, const Algorithms& algorithms) {
   const int n = comm->size(), r = comm->rank();
   const float ranks_sum = static_cast<float>(n * (n + 1) / 2);
   std::vector<float> data(1000003 + 1);
-  for (auto algo : kAlgorithms) {
+  for (auto algo : algorithms) {
     for (auto wire : kWires) {
       for (int64_t count : kCounts) {
         for (int64_t i = 0; i < count; ++i) data[i] = static_cast<float>(r + 1) * F(i);
@@ -226,15 +235,20 @@ TEST(Allreduce, ClosedFormEveryAlgorithmWireAndCount) {
   }
 }
 
+TEST(Allreduce, ClosedFormEveryAlgorithmWireAndCount) {
+  auto comm = MakeComm(1000003);
+  CheckClosedForms(comm.get(), kAlgorithms);
+}
+
 // Random values in [-1, 1): sums are inexact. fp32 must match a double
 // reference to n ulps of the magnitude sum; a 16-bit wire rounds at most n+1
 // times (input, n-1 partial sums, the result), each by at most u|partial|
 // <= u * sum|x|, u = 2^-8 (bf16) or 2^-11 (fp16). Every rank must end with
 // the same bits.
-TEST(Allreduce, RandomDataBoundedErrorAndBitIdentical) {
-  auto comm = MakeComm(1 << 18);
+template <typename Algorithms>
+void CheckRandomData(Communicator* comm, const Algorithms& algorithms) {
   const int n = comm->size(), r = comm->rank();
-  for (auto algo : kAlgorithms) {
+  for (auto algo : algorithms) {
     for (auto wire : kWires) {
       for (int64_t count : {int64_t{333}, int64_t{50000}, int64_t{1} << 18}) {
         std::vector<float> data(count);
@@ -266,6 +280,92 @@ TEST(Allreduce, RandomDataBoundedErrorAndBitIdentical) {
       }
     }
   }
+}
+
+TEST(Allreduce, RandomDataBoundedErrorAndBitIdentical) {
+  auto comm = MakeComm(1 << 18);
+  CheckRandomData(comm.get(), kAlgorithms);
+}
+
+// ---- Hierarchical: fake hosts on this machine ----
+
+// Host layouts for n ranks: pairs (2 x 2 at 4 ranks), all but the last on
+// one host (3 + 1), the first alone (1 + 3), interleaved (hosts not
+// contiguous in rank order), one rank a host, one host, and three uneven
+// hosts (3 + 1 + the rest) from 5 ranks.
+std::vector<std::vector<int>> HostLayouts(int n) {
+  std::vector<std::vector<int>> out(6, std::vector<int>(n));
+  for (int r = 0; r < n; ++r) {
+    out[0][r] = r / 2;
+    out[1][r] = r == n - 1 ? 1 : 0;
+    out[2][r] = r == 0 ? 0 : 1;
+    out[3][r] = r % 2;
+    out[4][r] = 100 + r;  // any ints name hosts
+    out[5][r] = 7;
+  }
+  if (n >= 5) {
+    out.emplace_back(n);
+    for (int r = 0; r < n; ++r) out.back()[r] = r < 3 ? 0 : r < 4 ? 1 : 2;
+  }
+  return out;
+}
+
+std::string LayoutName(const std::vector<int>& hosts) {
+  std::string s = "hosts";
+  for (size_t i = 0; i < hosts.size(); ++i) s += (i ? "," : " ") + std::to_string(hosts[i]);
+  return s;
+}
+
+const AllreduceAlgorithm kHierAndAuto[] = {AllreduceAlgorithm::kHierarchical,
+                                           AllreduceAlgorithm::kAuto};
+
+TEST(Hierarchical, ClosedFormOnEveryHostLayout) {
+  for (const auto& hosts : HostLayouts(WorldSize())) {
+    g_layout = LayoutName(hosts);
+    auto comm = MakeComm(1000003, hosts);
+    CheckClosedForms(comm.get(), kHierAndAuto);
+  }
+  g_layout.clear();
+}
+
+TEST(Hierarchical, RandomDataBoundedErrorAndBitIdenticalOnEveryHostLayout) {
+  for (const auto& hosts : HostLayouts(WorldSize())) {
+    g_layout = LayoutName(hosts);
+    auto comm = MakeComm(1 << 18, hosts);
+    CheckRandomData(comm.get(), kHierAndAuto);
+  }
+  g_layout.clear();
+}
+
+TEST(Hierarchical, NoHeapAllocationPerCall) {
+  std::vector<int> hosts(WorldSize());
+  for (int r = 0; r < WorldSize(); ++r) hosts[r] = r / 2;
+  auto comm = MakeComm(100000, hosts);
+  std::vector<float> data(100000, 1.0f);
+  for (auto wire : kWires) {
+    const AllreduceOptions o{AllreduceAlgorithm::kHierarchical, wire};
+    ASSERT_TRUE(comm->Allreduce(data.data(), 100000, o).ok());  // warm-up
+    const int64_t before = g_news.load();
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(comm->Allreduce(data.data(), 100000, o).ok());
+    ASSERT_TRUE(comm->Allreduce(data.data(), 7, o).ok());
+    EXPECT_EQ(g_news.load() - before, 0) << WireTypeName(wire);
+  }
+}
+
+TEST(Hierarchical, BadHostListIsRefusedOnEveryRank) {
+  auto wrong_size = MakeMpiCommunicator(MPI_COMM_WORLD, 16, std::vector<int>(WorldSize() + 1, 0));
+  ASSERT_FALSE(wrong_size.ok());
+  EXPECT_EQ(wrong_size.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(wrong_size.status().message().find("host_of_rank has"), std::string::npos)
+      << wrong_size.status().message();
+  if (WorldSize() < 2) return;
+  // Rank 0 believes in another layout than the others.
+  std::vector<int> hosts(WorldSize(), 0);
+  if (WorldRank() == 0) hosts[1] = 1;
+  auto differ = MakeMpiCommunicator(MPI_COMM_WORLD, 16, hosts);
+  ASSERT_FALSE(differ.ok());
+  EXPECT_NE(differ.status().message().find("differs between ranks"), std::string::npos)
+      << differ.status().message();
 }
 
 TEST(Allreduce, NanAndInfTravel) {
@@ -427,7 +527,44 @@ TEST(Choose, EnvironmentForcesAnAlgorithm) {
     ASSERT_FALSE(comm.ok());
     EXPECT_EQ(comm.status().code(), Code::kInvalidArgument);
     EXPECT_NE(comm.status().message().find("POLIS_ALLREDUCE_ALGO"), std::string::npos);
-    EXPECT_NE(comm.status().message().find("known: auto, mpi, ring, rd, rabenseifner, direct"), std::string::npos);
+    EXPECT_NE(comm.status().message().find("known: auto, mpi, ring, rd, rabenseifner, direct, hier"), std::string::npos);
+  }
+}
+
+TEST(Choose, HierarchicalByTopologyAndSize) {
+  ScopedEnv algo("POLIS_ALLREDUCE_ALGO", nullptr);
+  ScopedEnv rd("POLIS_ALLREDUCE_RD_MAX_KB", nullptr);
+  ScopedEnv hier("POLIS_ALLREDUCE_HIER_MIN_KB", nullptr);
+  const int n = WorldSize();
+  std::vector<int> pairs(n), alone(n);
+  for (int r = 0; r < n; ++r) pairs[r] = r / 2, alone[r] = r;
+  {
+    // Several hosts with several ranks on one (from 3 ranks): large messages
+    // go hierarchical, small ones stay flat.
+    auto comm = MakeComm(16, pairs);
+    const bool layered = n >= 3;
+    EXPECT_EQ(comm->Choose(1 << 24, WireType::kFloat32) == AllreduceAlgorithm::kHierarchical, layered);
+    EXPECT_EQ(comm->Choose(1 << 24, WireType::kBFloat16) == AllreduceAlgorithm::kHierarchical, layered);
+    EXPECT_EQ(comm->Choose(1, WireType::kFloat32), AllreduceAlgorithm::kRecursiveDoubling);
+  }
+  {
+    // One rank a host: nothing to do inside a host, flat.
+    auto comm = MakeComm(16, alone);
+    EXPECT_NE(comm->Choose(1 << 24, WireType::kFloat32), AllreduceAlgorithm::kHierarchical);
+    EXPECT_NE(comm->Choose(1 << 10, WireType::kFloat32), AllreduceAlgorithm::kHierarchical);
+  }
+  {
+    ScopedEnv e("POLIS_ALLREDUCE_HIER_MIN_KB", "0");
+    auto comm = MakeComm(16, pairs);
+    EXPECT_EQ(comm->Choose(1, WireType::kFloat32) == AllreduceAlgorithm::kHierarchical, n >= 3);
+  }
+  {
+    ScopedEnv e("POLIS_ALLREDUCE_ALGO", "hier");
+    auto comm = MakeComm(16);
+    EXPECT_EQ(comm->Choose(1, WireType::kFloat32), AllreduceAlgorithm::kHierarchical);
+    float x[3] = {1, 2, 3};
+    ASSERT_TRUE(comm->Allreduce(x, 3, {}).ok());
+    EXPECT_EQ(x[2], 3.0f * comm->size());
   }
 }
 
@@ -580,6 +717,32 @@ TEST_F(DeadPeer, DirectLargeBf16IsTimedOutAndNamed) {
   ExpectLastRankNamed("direct bf16 1M", [&](Communicator& c) {
     return c.Allreduce(data.data(), 1 << 20, {AllreduceAlgorithm::kDirect, WireType::kBFloat16});
   });
+}
+
+// 3 ranks as hosts {0, 0, 1}: the last rank, alone on its host, skips the
+// call. Rank 0 waits for it across hosts and names it; rank 1 waits inside
+// its host for rank 0, which has entered the call: both time out.
+TEST_F(DeadPeer, HierarchicalIsTimedOut) {
+  const int n = WorldSize(), r = WorldRank();
+  std::vector<int> hosts(n, 0);
+  hosts[n - 1] = 1;
+  auto comm = MakeComm(1 << 20, hosts);
+  std::vector<float> data(1 << 20, 1.0f);
+  if (r != n - 1) {
+    const double t0 = MPI_Wtime();
+    Status st = comm->Allreduce(data.data(), 1 << 20, {AllreduceAlgorithm::kHierarchical, WireType::kBFloat16});
+    const double took = MPI_Wtime() - t0;
+    EXPECT_EQ(st.code(), Code::kTimeout) << st.ToString();
+    if (r == 0) {
+      const std::string named = "have not entered call #1: rank " + std::to_string(n - 1);
+      EXPECT_NE(st.message().find(named), std::string::npos) << st.message();
+    }
+    EXPECT_GE(took, env::TimeoutSeconds() - 0.1);
+    EXPECT_LE(took, env::TimeoutSeconds() + 12.0);
+    float x = 0;
+    EXPECT_EQ(comm->Allreduce(&x, 1, {}).code(), Code::kFailedPrecondition);
+  }
+  WorldBarrierNoSpin();
 }
 
 TEST_F(DeadPeer, MpiIsTimedOutAndNamed) {

@@ -29,12 +29,21 @@ struct ShardFile {
   int64_t begin = 0, end = 0;
   int64_t step = 0;
   int64_t optimizer_steps = 0;
+  // The epoch in progress (or just completed) at `step`; 0 in shard files
+  // written before they kept it (the manifest has it too).
+  int epoch = 0;
+  bool epoch_complete = false;
   std::vector<float> params;
   std::vector<std::pair<std::string, std::vector<float>>> state;
 };
 
 Status WriteShardFile(const std::string& path, const ShardFile& shard, const std::string& job_sha256);
 StatusOr<ShardFile> ReadShardFile(const std::string& path);
+// The bytes WriteShardFile writes, and back (`path` names their source in
+// messages): what travels over MPI between the coordinator and the ranks
+// (common/checkpoint_transfer.h).
+std::string EncodeShardFile(const ShardFile& shard, const std::string& job_sha256);
+StatusOr<ShardFile> DecodeShardFile(std::string_view bytes, const std::string& path);
 
 struct CheckpointManifest {
   int64_t step = 0;

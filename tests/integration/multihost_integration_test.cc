@@ -263,7 +263,7 @@ class NoSharedFileSystem : public FashionJobTest {
   void ExpectRefusedWith(const std::string& line) {
     ShellRun r = Run("--workers 2 --servers 2 --run-dir " + runs_ + "/bad " + kSrc + "/jobs/fashion_cnn.pbtxt");
     EXPECT_EQ(r.exit_code, 2) << r.output;
-    EXPECT_NE(r.output.find("polis-train: " + line), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("polis-train: FAILED_PRECONDITION: " + line), std::string::npos) << r.output;
     int mentions = 0;
     for (size_t at = r.output.find("dataset file"); at != std::string::npos; at = r.output.find("dataset file", at + 1))
       ++mentions;

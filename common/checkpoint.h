@@ -6,6 +6,9 @@
 //   <run-dir>/checkpoints/step-<step>[-end]/server-<s>.shard
 //   <run-dir>/checkpoints/step-<step>[-end]/manifest.json
 //
+// Only the coordinator reads or writes these files: servers (and the lead
+// worker of an all-reduce job) send their shards over MPI and the ranks get
+// their part back at resume (common/checkpoint_transfer.h).
 // Shards and manifest are written to temporary names, fsynced and renamed;
 // a checkpoint without a valid manifest, or whose shards fail their
 // checksums, is skipped (with a warning naming it) in favour of the newest

@@ -321,6 +321,28 @@ TEST_F(NoSharedFileSystem, AllReduceJobCheckpointsPublishesAndResumes) {
   ExpectOnlyTheCoordinatorsHostWrote(run);
 }
 
+// training.restore_best: the workers evaluate the best epoch's parameters,
+// which the coordinator reads from its checkpoint and sends them. The job
+// file lies on the first host only: only the coordinator reads it.
+TEST_F(NoSharedFileSystem, RestoreBestEvaluatesTheParametersTheCoordinatorSends) {
+  const std::string variant = JobVariant(
+      dir_, "best.pbtxt",
+      {{"num_classes: 10", "num_classes: 10 validation_fraction: 0.1"},
+       {"training { batch_size: 32 epochs: 5 seed: 42 }",
+        "training { batch_size: 32 epochs: 4 seed: 42 keep_checkpoints: 1 restore_best: true "
+        "early_stopping { metric: \"val_accuracy\" mode: MAX patience: 1 min_delta: 0.5 } }"}});
+  ASSERT_EQ(Shell("cp " + variant + " " + Private(1, runs_) + "/best.pbtxt").exit_code, 0);
+  const std::string run = runs_ + "/best";
+  ShellRun r = Run("--workers 2 --servers 2 --run-dir " + run + " " + runs_ + "/best.pbtxt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(the best, restored from its checkpoint)"), std::string::npos) << r.output;
+  const nlohmann::json result = ReadJson(Private(1, run) + "/result.json");
+  EXPECT_TRUE(result["stopped_early"].get<bool>()) << result.dump();
+  EXPECT_EQ(result["published_epoch"], 1);
+  EXPECT_EQ(result["reloaded_test_accuracy"], result["test_accuracy"]);
+  ExpectOnlyTheCoordinatorsHostWrote(run);
+}
+
 TEST_F(NoSharedFileSystem, DatasetMissingOnOneHostStopsTheJobNamingHostAndPath) {
   const std::string file = data_ + "/train-labels-idx1-ubyte.gz";
   ASSERT_EQ(std::remove(Private(3, file).c_str()), 0);

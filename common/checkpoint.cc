@@ -17,7 +17,7 @@ using Range = data::ShardPlanner::Range;
 
 }  // namespace
 
-Status WriteShardFile(const std::string& path, const ShardFile& s, const std::string& job_sha256) {
+std::string EncodeShardFile(const ShardFile& s, const std::string& job_sha256) {
   proto::CheckpointShard h;
   h.set_server(s.server);
   h.set_begin(s.begin);
@@ -25,6 +25,8 @@ Status WriteShardFile(const std::string& path, const ShardFile& s, const std::st
   h.set_step(s.step);
   h.set_optimizer_steps(s.optimizer_steps);
   h.set_job_sha256(job_sha256);
+  h.set_epoch(s.epoch);
+  h.set_epoch_complete(s.epoch_complete);
   std::vector<float> floats = s.params;
   for (const auto& [name, v] : s.state) {
     h.add_state_names(name);
@@ -32,11 +34,19 @@ Status WriteShardFile(const std::string& path, const ShardFile& s, const std::st
   }
   std::string header;
   POLIS_ENFORCE(h.SerializeToString(&header));
-  return WriteFileAtomic(path, EncodeFramed(std::string_view(kShardMagic, 8), header, floats));
+  return EncodeFramed(std::string_view(kShardMagic, 8), header, floats);
+}
+
+Status WriteShardFile(const std::string& path, const ShardFile& s, const std::string& job_sha256) {
+  return WriteFileAtomic(path, EncodeShardFile(s, job_sha256));
 }
 
 StatusOr<ShardFile> ReadShardFile(const std::string& path) {
   POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  return DecodeShardFile(bytes, path);
+}
+
+StatusOr<ShardFile> DecodeShardFile(std::string_view bytes, const std::string& path) {
   POLIS_ASSIGN_OR_RETURN(FramedFile f, DecodeFramed(bytes, std::string_view(kShardMagic, 8),
                                                     "checkpoint shard", path));
   proto::CheckpointShard h;
@@ -58,6 +68,8 @@ StatusOr<ShardFile> ReadShardFile(const std::string& path) {
   s.end = h.end();
   s.step = h.step();
   s.optimizer_steps = h.optimizer_steps();
+  s.epoch = h.epoch();
+  s.epoch_complete = h.epoch_complete();
   s.params.assign(f.floats.begin(), f.floats.begin() + n);
   for (int i = 0; i < h.state_names_size(); ++i)
     s.state.emplace_back(h.state_names(i), std::vector<float>(f.floats.begin() + (i + 1) * n,

@@ -6,6 +6,9 @@
 //   <run-dir>/checkpoints/step-<step>[-end]/server-<s>.shard
 //   <run-dir>/checkpoints/step-<step>[-end]/manifest.json
 //
+// Only the coordinator reads or writes these files: servers (and the lead
+// worker of an all-reduce job) send their shards over MPI and the ranks get
+// their part back at resume (common/checkpoint_transfer.h).
 // Shards and manifest are written to temporary names, fsynced and renamed;
 // a checkpoint without a valid manifest, or whose shards fail their
 // checksums, is skipped (with a warning naming it) in favour of the newest
@@ -29,12 +32,21 @@ struct ShardFile {
   int64_t begin = 0, end = 0;
   int64_t step = 0;
   int64_t optimizer_steps = 0;
+  // The epoch in progress (or just completed) at `step`; 0 in shard files
+  // written before they kept it (the manifest has it too).
+  int epoch = 0;
+  bool epoch_complete = false;
   std::vector<float> params;
   std::vector<std::pair<std::string, std::vector<float>>> state;
 };
 
 Status WriteShardFile(const std::string& path, const ShardFile& shard, const std::string& job_sha256);
 StatusOr<ShardFile> ReadShardFile(const std::string& path);
+// The bytes WriteShardFile writes, and back (`path` names their source in
+// messages): what travels over MPI between the coordinator and the ranks
+// (common/checkpoint_transfer.h).
+std::string EncodeShardFile(const ShardFile& shard, const std::string& job_sha256);
+StatusOr<ShardFile> DecodeShardFile(std::string_view bytes, const std::string& path);
 
 struct CheckpointManifest {
   int64_t step = 0;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/checkpoint.h"
 #include "common/job_spec.h"
 #include "common/launch/placement.h"
 #include "common/nn/model.h"
@@ -29,10 +30,15 @@ struct RoleContext {
   int world = 0;
   int servers = 0;
   int workers = 0;
+  // Opened by the coordinator only: the hosts need not share a file system.
   std::string run_dir;
   int64_t train_samples = 0;  // after dataset.train_limit
-  // Set by --resume: the manifest of the checkpoint to start from.
+  // Set by --resume: the checkpoint to start from. Only the coordinator
+  // opens it (common/checkpoint_transfer.h); the other ranks use the path in
+  // messages and find their part in `resumed`: a server its key range, a
+  // worker every parameter (with the optimizer state in all-reduce mode).
   std::string resume_manifest;
+  ShardFile resumed;
   // Multi-host jobs (polis-train --hosts): every rank's host, by rank;
   // empty on one host.
   std::vector<launch::PlacedRank> placement;

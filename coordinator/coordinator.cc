@@ -19,6 +19,7 @@
 
 #include "common/artifact/artifact.h"
 #include "common/checkpoint.h"
+#include "common/checkpoint_transfer.h"
 #include "common/env.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
@@ -472,7 +473,7 @@ class Coordinator {
     POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, from, limits_));
     if (msg.has_fatal_error())
       return RemoteError("{} failed: {}", ctx_.RankName(from), msg.fatal_error().message());
-    if (msg.has_shard_saved()) return OnShardSaved(msg.shard_saved(), checkpoint_done);
+    if (msg.has_shard_saved()) return OnShardSaved(from, msg.shard_saved(), checkpoint_done);
     if (msg.has_server_stats() && from >= 1 && from <= ctx_.servers) {
       OnServerStats(from - 1, msg.server_stats());
       return Status::Ok();
@@ -490,9 +491,15 @@ class Coordinator {
     return RemoteError("rank {} sent an unexpected control message", from);
   }
 
-  // Every server's shard (all-reduce: every worker's report) is in: the
-  // manifest makes it a checkpoint.
-  Status OnShardSaved(const proto::ShardSaved& ss, bool* done) {
+  // A shard report: a server's (all-reduce: every worker's; the lead
+  // worker's names the replica). A named shard's bytes follow on the data
+  // communicator and are written here: only the coordinator touches the run
+  // directory. Once every report is in, the manifest makes it a checkpoint.
+  Status OnShardSaved(int from, const proto::ShardSaved& ss, bool* done) {
+    const std::string dir = ctx_.run_dir + "/checkpoints/" + CheckpointDirName(ss.step(), ss.epoch_complete());
+    if (!ss.path().empty())
+      POLIS_RETURN_IF_ERROR(ReceiveShard(ctx_.data, from, ss, ctx_.model.parameter_count(), dir,
+                                         comm::DeadlineFromNow()));
     auto& list = saved_[{ss.step(), ss.epoch_complete()}];
     list.push_back(ss);
     if (static_cast<int>(list.size()) < (ctx_.servers > 0 ? ctx_.servers : W_)) return Status::Ok();
@@ -518,7 +525,6 @@ class Coordinator {
     } else {
       m.consumed = {{0, N_}};
     }
-    const std::string dir = ctx_.run_dir + "/checkpoints/" + CheckpointDirName(m.step, m.epoch_complete);
     POLIS_RETURN_IF_ERROR(WriteManifest(dir, m));
     if (m.epoch_complete) epoch_checkpoints_[m.epoch] = dir;
     PruneCheckpoints(ctx_.run_dir, spec_.training().keep_checkpoints(), BestCheckpoint());
@@ -821,9 +827,14 @@ class Coordinator {
                                           [] { return std::string("final parameters from the servers"); }));
       for (int s = 0; s < ctx_.servers; ++s) {
         proto::ControlMessage msg;
-        do {  // heartbeats may still be queued before the final statistics
+        do {  // heartbeats (and an epoch's last shard) may still be queued before the final statistics
           POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx_.ctrl, ctx_.server_rank(s), nullptr, &msg,
                                                   comm::DeadlineFromNow(), "a server's statistics"));
+          bool checkpoint_done = false;
+          if (msg.has_shard_saved()) {
+            POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, ctx_.server_rank(s), limits_));
+            POLIS_RETURN_IF_ERROR(OnShardSaved(ctx_.server_rank(s), msg.shard_saved(), &checkpoint_done));
+          }
         } while (!(msg.has_server_stats() && msg.server_stats().final()));
         server_stats_.push_back(msg.server_stats());
       }
@@ -842,11 +853,7 @@ class Coordinator {
     if (ctx_.servers == 0)
       POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &from_worker, comm::DeadlineFromNow(),
                                           [] { return std::string("final parameters from worker 0"); }));
-    if (!published_checkpoint_.empty()) {  // training.restore_best
-      POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(published_checkpoint_));
-      POLIS_ASSIGN_OR_RETURN(FullState best, LoadFullState(m));
-      params = std::move(best.params);
-    }
+    if (!published_checkpoint_.empty()) params = std::move(best_params_);  // training.restore_best
     const std::string published_sha = Sha256Hex(
         std::string_view(reinterpret_cast<const char*>(params.data()), sizeof(float) * params.size()));
     if (published_sha != final_sha_)
@@ -929,10 +936,18 @@ class Coordinator {
       RememberEpochCheckpoint(best);  // a resumed run's earlier epoch
       POLIS_RETURN_IF_ERROR(PumpMessagesUntil([&] { return epoch_checkpoints_.count(best) > 0; }));
       published_checkpoint_ = epoch_checkpoints_[best];
+      POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(published_checkpoint_));
+      POLIS_ASSIGN_OR_RETURN(FullState state, LoadFullState(m));
+      best_params_ = std::move(state.params);
     }
     proto::ControlMessage req;
     req.mutable_final_evaluation_request()->set_checkpoint(published_checkpoint_);
-    for (int w = 0; w < W_; ++w) POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.worker_rank(w), req));
+    for (int w = 0; w < W_; ++w) {
+      POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.worker_rank(w), req));
+      // The workers never open the run directory: the parameters follow.
+      if (!published_checkpoint_.empty())
+        POLIS_RETURN_IF_ERROR(SendParams(ctx_.data, ctx_.worker_rank(w), best_params_, comm::DeadlineFromNow()));
+    }
     final_reported_.assign(W_, false);
     POLIS_RETURN_IF_ERROR(PumpMessagesUntil([&] { return final_reports_ == W_; }));
     std::printf("polis: final test evaluation of epoch %d%s: %s %.4f on %lld samples\n", PublishedEpoch(),
@@ -1037,6 +1052,7 @@ class Coordinator {
   std::map<int, std::string> epoch_checkpoints_;  // epoch (0-based) -> its epoch-end checkpoint
   bool finishing_ = false;                         // training is over: the final evaluation
   std::string published_checkpoint_;               // restore_best: where the published parameters are
+  std::vector<float> best_params_;                 // restore_best: those parameters
   EvalResult final_;                               // the final test evaluation, summed
   std::vector<bool> final_reported_;
   int final_reports_ = 0;

@@ -20,6 +20,7 @@
 
 #include "common/artifact/artifact.h"
 #include "common/checkpoint.h"
+#include "common/checkpoint_transfer.h"
 #include "common/data/idx.h"
 #include "common/comm/mpi_util.h"
 #include "common/data/dataset.h"
@@ -27,6 +28,7 @@
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
+#include "common/launch/dataset_copies.h"
 #include "common/launch/net.h"
 #include "common/launch/placement.h"
 #include "common/log.h"
@@ -86,8 +88,11 @@ void ClearOtherModeSettings(polis::proto::SyncSpec::Mode mode, polis::proto::Job
   }
 }
 
-polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f) {
-  POLIS_ASSIGN_OR_RETURN(polis::LoadedJob job, polis::LoadJobFile(f.job_path));
+// The job file with the command line's overrides; from `text` (the file's
+// contents, read by the coordinator) when given.
+polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f, const std::string* text = nullptr) {
+  POLIS_ASSIGN_OR_RETURN(polis::LoadedJob job,
+                         text != nullptr ? polis::ParseJobText(*text, f.job_path) : polis::LoadJobFile(f.job_path));
   auto& s = job.spec;
   if (f.Given("--epochs")) {
     POLIS_RETURN_IF_ERROR(polis::CheckOverride("--epochs", "training.epochs", f.epochs));
@@ -206,6 +211,23 @@ polis::StatusOr<std::vector<polis::launch::HostSlots>> HostsFromFlags(const Flag
 polis::StatusOr<std::string> LocalAddressOn(const std::string& net) {
   POLIS_ASSIGN_OR_RETURN(auto interfaces, polis::launch::LocalInterfaces());
   return polis::launch::SelectAddress(net, interfaces);
+}
+
+// The job file's text, read by rank 0 and sent to every rank (collective).
+polis::StatusOr<std::string> BroadcastJobText(const std::string& path, int rank) {
+  std::string text;
+  int len = -1;  // -1: rank 0 could not read it
+  polis::Status read = polis::Status::Ok();
+  if (rank == 0) {
+    auto t = polis::ReadFile(path);
+    if (t.ok()) text = std::move(*t), len = static_cast<int>(text.size());
+    else read = t.status();
+  }
+  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (len < 0) return rank == 0 ? read : polis::InvalidArgument("the coordinator cannot read {}", path);
+  text.resize(len);
+  MPI_Bcast(text.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  return text;
 }
 
 // --placement: check the hosts and the network, print where each rank goes
@@ -368,9 +390,29 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 2;
   };
-  auto job = LoadWithOverrides(f);
+  // Only rank 0 opens the job file (with --resume it lies in the run
+  // directory): the others parse its text.
+  auto job_text = BroadcastJobText(f.job_path, rank);
+  if (!job_text.ok()) return fail_setup(job_text.status());
+  auto job = LoadWithOverrides(f, &*job_text);
   if (!job.ok()) return fail_setup(job.status());
-  auto model = polis::CheckJob(*job);
+  std::vector<polis::launch::PlacedRank> placed_ranks;
+  const int server_count = job->spec.sync().servers(), worker_count = world - 1 - server_count;
+  if ((!f.hosts.empty() || !f.hostfile.empty()) && worker_count >= 1) {
+    auto hosts_given = HostsFromFlags(f);
+    if (!hosts_given.ok()) return fail_setup(hosts_given.status());
+    auto placed = polis::launch::Place(*hosts_given, server_count, worker_count);
+    if (!placed.ok()) return fail_setup(placed.status());
+    placed_ranks = std::move(*placed);
+    // Each host reads its own copy of the dataset: every copy must be the
+    // coordinator's before the files are read for real.
+    if (auto st = polis::launch::CheckDatasetCopies(MPI_COMM_WORLD, rank, placed_ranks, job->spec); !st.ok())
+      return fail_setup(st);
+  }
+  // The registry (and its token file) is the coordinator's alone.
+  polis::LoadedJob checked = *job;
+  if (rank != 0) checked.spec.clear_registry();
+  auto model = polis::CheckJob(checked);
   if (!model.ok()) return fail_setup(model.status());
 
   // Rank 0 picks the checkpoint to resume from, after checking that the job
@@ -429,13 +471,7 @@ int main(int argc, char** argv) {
         "{} ranks cannot hold 1 coordinator, {} server(s) and at least 1 worker; start at least {} "
         "ranks or lower sync.servers",
         world, ctx.servers, ctx.servers + 2));
-  if (!f.hosts.empty() || !f.hostfile.empty()) {
-    auto hosts = HostsFromFlags(f);
-    if (!hosts.ok()) return fail_setup(hosts.status());
-    auto placed = polis::launch::Place(*hosts, ctx.servers, ctx.workers);
-    if (!placed.ok()) return fail_setup(placed.status());
-    ctx.placement = std::move(*placed);
-  }
+  ctx.placement = std::move(placed_ranks);
   ctx.run_dir = f.run_dir.empty()
                     ? fmt::format("runs/{}/{}", ctx.job.spec.name(), polis::UtcTimestamp())
                     : f.run_dir;
@@ -453,7 +489,11 @@ int main(int argc, char** argv) {
   // than this host's memory) ends it as a Status naming the role, not as
   // an uncaught exception that aborts without a word.
   try {
-    if (plan.finished) {
+    // A resume: the coordinator sends every rank its part of the checkpoint.
+    if (!plan.finished && !manifest_dir.empty()) st = polis::ShareResumeState(&ctx);
+    if (!st.ok()) {
+      // Reported below.
+    } else if (plan.finished) {
       // Nothing left to train: the coordinator publishes; the others leave.
       if (rank == 0) st = polis::coordinator::PublishFinishedRun(ctx, plan.kept_artifact);
     } else if (rank == 0) {

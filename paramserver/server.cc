@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/checkpoint_transfer.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/mpi_util.h"
 #include "common/comm/ps_pieces.h"
@@ -47,20 +48,22 @@ class Server {
       return InternalError("server {}: clip_grad_norm needs the servers' communicator", ctx_.server_index());
 
     if (!ctx_.resume_manifest.empty()) {
-      POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx_.resume_manifest));
-      POLIS_ASSIGN_OR_RETURN(FullState full, LoadFullState(m));
-      params_.assign(full.params.begin() + range_.begin, full.params.begin() + range_.end);
+      // This server's key range, sent by the coordinator (ShareResumeState).
+      const ShardFile& part = ctx_.resumed;
+      if (part.begin != range_.begin || part.end != range_.end)
+        return DataLoss("checkpoint '{}': the coordinator sent keys [{}, {}) for server {}'s [{}, {})",
+                        ctx_.resume_manifest, part.begin, part.end, ctx_.server_index(), range_.begin, range_.end);
+      params_ = part.params;
       auto state = optimizer_->State();
-      if (state.size() != full.state.size())
-        return DataLoss("checkpoint '{}' holds {} optimizer state vectors; {} needs {}", m.dir,
-                        full.state.size(), proto::OptimizerSpec::Type_Name(spec.optimizer().type()), state.size());
-      for (size_t i = 0; i < state.size(); ++i)
-        state[i].second->assign(full.state[i].second.begin() + range_.begin,
-                                full.state[i].second.begin() + range_.end);
-      optimizer_->set_step_count(full.optimizer_steps);
-      step_ = m.step;
-      epoch_ = m.epoch + (m.epoch_complete ? 1 : 0);
-      POLIS_LOG(kInfo, kPs, "server {} resumed from '{}' at step {}", ctx_.server_index(), m.dir, step_);
+      if (state.size() != part.state.size())
+        return DataLoss("checkpoint '{}' holds {} optimizer state vectors; {} needs {}", ctx_.resume_manifest,
+                        part.state.size(), proto::OptimizerSpec::Type_Name(spec.optimizer().type()), state.size());
+      for (size_t i = 0; i < state.size(); ++i) *state[i].second = part.state[i].second;
+      optimizer_->set_step_count(part.optimizer_steps);
+      step_ = part.step;
+      epoch_ = part.epoch + (part.epoch_complete ? 1 : 0);
+      POLIS_LOG(kInfo, kPs, "server {} resumed from '{}' at step {}", ctx_.server_index(), ctx_.resume_manifest,
+                step_);
     } else {
       std::vector<float> full(ctx_.model.parameter_count());
       ctx_.model.InitParams(full.data(), spec.training().seed());
@@ -126,7 +129,7 @@ class Server {
       }
     POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(sreq_.size()), sreq_.data(), comm::DeadlineFromNow(),
                                         [] { return std::string("last replies to workers"); }));
-    return Status::Ok();
+    return checkpoint_send_.Wait(comm::DeadlineFromNow(), "the coordinator to take the last checkpoint");
   }
 
  private:
@@ -350,36 +353,34 @@ class Server {
     return Status::Ok();
   }
 
+  // The shard travels to the coordinator, which writes it into the run
+  // directory (common/checkpoint_transfer.h); the bytes go out while the
+  // server goes on serving.
   Status Checkpoint(bool epoch_complete) {
-    const std::string dir =
-        ctx_.run_dir + "/checkpoints/" + CheckpointDirName(step_, epoch_complete);
-    POLIS_RETURN_IF_ERROR(MakeDirectories(dir));
+    POLIS_RETURN_IF_ERROR(checkpoint_send_.Wait(comm::DeadlineFromNow(), "the coordinator to take the last checkpoint"));
     ShardFile shard;
     shard.server = ctx_.server_index();
     shard.begin = range_.begin;
     shard.end = range_.end;
     shard.step = step_;
+    shard.epoch = epoch_;
+    shard.epoch_complete = epoch_complete;
     shard.optimizer_steps = optimizer_->step_count();
     shard.params = params_;
     for (auto& [name, v] : optimizer_->State()) shard.state.emplace_back(name, *v);
-    const std::string file = fmt::format("server-{}.shard", ctx_.server_index());
-    POLIS_RETURN_IF_ERROR(WriteShardFile(dir + "/" + file, shard, ctx_.job.sha256));
-    POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + file));
-    proto::ControlMessage msg;
-    auto* s = msg.mutable_shard_saved();
-    s->set_step(step_);
-    s->set_epoch(epoch_);
-    s->set_epoch_complete(epoch_complete);
-    s->set_server(ctx_.server_index());
-    s->set_begin(range_.begin);
-    s->set_end(range_.end);
-    s->set_path(file);
-    s->set_sha256(sum);
-    for (const auto& w : w_) s->add_consumed(w.consumed);
+    proto::ShardSaved s;
+    s.set_step(step_);
+    s.set_epoch(epoch_);
+    s.set_epoch_complete(epoch_complete);
+    s.set_server(ctx_.server_index());
+    s.set_begin(range_.begin);
+    s.set_end(range_.end);
+    for (const auto& w : w_) s.add_consumed(w.consumed);
     updates_since_checkpoint_ = 0;
     POLIS_LOG(kInfo, kPs, "server {} checkpoint at step {}{}", ctx_.server_index(), step_,
               epoch_complete ? " (epoch end)" : "");
-    return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), msg);
+    return StartShardSend(ctx_.ctrl, ctx_.data, ctx_.coordinator_rank(), shard, ctx_.job.sha256,
+                          fmt::format("server-{}.shard", ctx_.server_index()), &s, &checkpoint_send_);
   }
 
   Status CheckControl() {
@@ -469,6 +470,7 @@ class Server {
   int64_t held_replies_ = 0;
   int64_t bytes_in_ = 0, bytes_out_ = 0;
   comm::Clock::time_point last_heartbeat_ = comm::Clock::now();
+  BlobSend checkpoint_send_;  // the last checkpoint's shard, on its way to the coordinator
 };
 
 }  // namespace

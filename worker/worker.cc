@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/checkpoint.h"
+#include "common/checkpoint_transfer.h"
 #include "common/comm/mpi_util.h"
 #include "common/comm/wire_checks.h"
 #include "common/env.h"
@@ -56,7 +57,7 @@ Status CheckFinite(const nn::Model& model, const float* params, double loss_sum,
   return Status::Ok();
 }
 
-Status RestoreOptimizer(const FullState& full, Optimizer* optimizer, const std::string& dir) {
+Status RestoreOptimizer(const ShardFile& full, Optimizer* optimizer, const std::string& dir) {
   auto state = optimizer->State();
   if (state.size() != full.state.size())
     return DataLoss("checkpoint '{}' holds {} optimizer state vectors; the optimizer needs {}", dir,
@@ -83,7 +84,8 @@ Status WaitForStop(const RoleContext& ctx) {
 }
 
 // All-reduce checkpoints: every replica is the same, so the lead worker
-// writes the whole state (parameters and optimizer) as one shard; every
+// sends the whole state (parameters and optimizer) as one shard to the
+// coordinator, which writes it (common/checkpoint_transfer.h); every
 // worker tells the coordinator how many samples of the epoch it has used,
 // and the coordinator writes the manifest once all have.
 class ReplicaCheckpointer {
@@ -105,38 +107,40 @@ class ReplicaCheckpointer {
     s->set_epoch_complete(epoch_complete);
     s->set_worker(ctx_.worker_index());
     s->add_consumed(consumed);
-    if (ctx_.worker_index() == 0) {
-      const int64_t P = ctx_.model.parameter_count();
-      const std::string dir = ctx_.run_dir + "/checkpoints/" + CheckpointDirName(step, epoch_complete);
-      POLIS_RETURN_IF_ERROR(MakeDirectories(dir));
-      ShardFile shard;
-      shard.server = 0;
-      shard.begin = 0;
-      shard.end = P;
-      shard.step = step;
-      shard.params.assign(params_, params_ + P);
-      if (optimizer_ != nullptr) {
-        shard.optimizer_steps = optimizer_->step_count();
-        for (auto& [name, v] : optimizer_->State()) shard.state.emplace_back(name, *v);
-      }
-      const std::string file = "replica.shard";
-      POLIS_RETURN_IF_ERROR(WriteShardFile(dir + "/" + file, shard, ctx_.job.sha256));
-      POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(dir + "/" + file));
-      s->set_server(0);
-      s->set_begin(0);
-      s->set_end(P);
-      s->set_path(file);
-      s->set_sha256(sum);
-    }
     POLIS_LOG(kInfo, kWorker, "checkpoint at step {}{}", step, epoch_complete ? " (epoch end)" : "");
-    return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), msg);
+    if (ctx_.worker_index() != 0) return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), msg);
+    // The lead worker's replica travels to the coordinator, which writes it
+    // into the run directory (common/checkpoint_transfer.h).
+    POLIS_RETURN_IF_ERROR(Flush());
+    const int64_t P = ctx_.model.parameter_count();
+    ShardFile shard;
+    shard.server = 0;
+    shard.begin = 0;
+    shard.end = P;
+    shard.step = step;
+    shard.epoch = epoch;
+    shard.epoch_complete = epoch_complete;
+    shard.params.assign(params_, params_ + P);
+    if (optimizer_ != nullptr) {
+      shard.optimizer_steps = optimizer_->step_count();
+      for (auto& [name, v] : optimizer_->State()) shard.state.emplace_back(name, *v);
+    }
+    s->set_server(0);
+    s->set_begin(0);
+    s->set_end(P);
+    return StartShardSend(ctx_.ctrl, ctx_.data, ctx_.coordinator_rank(), shard, ctx_.job.sha256, "replica.shard", s,
+                          &send_);
   }
+
+  // Until the coordinator has taken the last replica sent.
+  Status Flush() { return send_.Wait(comm::DeadlineFromNow(), "the coordinator to take the last checkpoint"); }
 
  private:
   const RoleContext& ctx_;
   const float* params_;
   Optimizer* optimizer_;
   const int64_t every_;
+  BlobSend send_;
 };
 
 // The next command from the coordinator, past checkpoint requests that came
@@ -179,14 +183,9 @@ std::string ParamsSha256(const std::vector<float>& params) {
 // coordinator names (training.restore_best), loaded into `params`.
 Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Evaluator* evaluator,
                              std::vector<float>* params, const proto::FinalEvaluationRequest& req) {
-  if (!req.checkpoint().empty()) {
-    POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(req.checkpoint()));
-    POLIS_ASSIGN_OR_RETURN(FullState best, LoadFullState(m));
-    if (best.params.size() != params->size())
-      return DataLoss("checkpoint '{}' holds {} parameters; the model has {}", m.dir, best.params.size(),
-                      params->size());
-    std::copy(best.params.begin(), best.params.end(), params->begin());
-  }
+  // The checkpoint's parameters follow the request (common/checkpoint_transfer.h).
+  if (!req.checkpoint().empty())
+    POLIS_RETURN_IF_ERROR(RecvParams(ctx.data, ctx.coordinator_rank(), params, comm::DeadlineFromNow()));
   const int64_t T = ds.size(data::Part::kTest), w = ctx.worker_index();
   const EvalResult ev = evaluator->Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
   proto::ControlMessage msg;
@@ -209,16 +208,14 @@ Status RunWorker(const RoleContext& ctx) {
   std::vector<float> params(P), grads(P + kGradientExtraSlots);
   int start_epoch = 0;
   int64_t step = 0;
-  FullState resumed;
   if (!ctx.resume_manifest.empty()) {
-    POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx.resume_manifest));
-    POLIS_ASSIGN_OR_RETURN(resumed, LoadFullState(m));
-    if (static_cast<int64_t>(resumed.params.size()) != P)
-      return InvalidArgument("checkpoint '{}' holds {} parameters; the model has {}", m.dir,
-                             resumed.params.size(), P);
-    params = resumed.params;
-    start_epoch = m.epoch + (m.epoch_complete ? 1 : 0);
-    step = m.step;
+    // Every parameter, sent by the coordinator (ShareResumeState).
+    if (static_cast<int64_t>(ctx.resumed.params.size()) != P)
+      return InvalidArgument("checkpoint '{}' holds {} parameters; the model has {}", ctx.resume_manifest,
+                             ctx.resumed.params.size(), P);
+    params = ctx.resumed.params;
+    start_epoch = ctx.resumed.epoch + (ctx.resumed.epoch_complete ? 1 : 0);
+    step = ctx.resumed.step;
   } else {
     model.InitParams(params.data(), spec.training().seed());
   }
@@ -230,8 +227,7 @@ Status RunWorker(const RoleContext& ctx) {
     POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data()));
   }
   if (!ctx.resume_manifest.empty() && sync->optimizer() != nullptr)
-    POLIS_RETURN_IF_ERROR(RestoreOptimizer(resumed, sync->optimizer(), ctx.resume_manifest));
-  resumed = FullState();
+    POLIS_RETURN_IF_ERROR(RestoreOptimizer(ctx.resumed, sync->optimizer(), ctx.resume_manifest));
   ReplicaCheckpointer checkpointer(ctx, params.data(), sync->optimizer());
   // Commands from the coordinator (all-reduce: checkpoint requests to the
   // lead worker; any mode: stop). Polled between steps, and met while
@@ -360,7 +356,10 @@ Status RunWorker(const RoleContext& ctx) {
       }
       if (allreduce && checkpointer.Due(step, result.checkpoint)) {
         POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, false, consumed));
-        if (result.checkpoint == GradientSync::Checkpoint::kTakeAndStop) return WaitForStop(ctx);
+        if (result.checkpoint == GradientSync::Checkpoint::kTakeAndStop) {
+          POLIS_RETURN_IF_ERROR(checkpointer.Flush());
+          return WaitForStop(ctx);
+        }
       }
       ++steps;
       // Progress every report_every_steps steps, and at least once a second:
@@ -408,7 +407,10 @@ Status RunWorker(const RoleContext& ctx) {
               "epoch {} done: {} samples, {} steps, compute {:.3f}s comm {:.3f}s (forward waiting for "
               "parameters {:.3f}s, steps without data {:.3f}s), waiting for shards {:.3f}s",
               epoch, samples, steps, compute_s, comm_s, forward_wait_s, no_data_s, shard_wait_s);
-    if (stop_after_epoch) return WaitForStop(ctx);
+    if (stop_after_epoch) {
+      POLIS_RETURN_IF_ERROR(checkpointer.Flush());
+      return WaitForStop(ctx);
+    }
     if (spec.training().has_early_stopping() && epoch + 1 < spec.training().epochs()) {
       POLIS_ASSIGN_OR_RETURN(bool stop, AwaitVerdict(ctx, epoch, limits, on_command));
       if (stop) break;
@@ -417,6 +419,7 @@ Status RunWorker(const RoleContext& ctx) {
   // Wait (without spinning) for the coordinator: the final test evaluation,
   // then the release; in all-reduce mode it asks one worker for the final
   // parameters.
+  POLIS_RETURN_IF_ERROR(checkpointer.Flush());
   proto::ControlMessage cmd;
   POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   if (cmd.has_final_evaluation_request()) {

@@ -37,8 +37,9 @@ const std::string kLimits = " -- --train-limit 6000 --test-limit 2000";
 // when the test fails.
 class EmulatedCluster {
  public:
-  EmulatedCluster(const std::string& dir, int hosts) : dir_(dir) {
-    up_ = Shell(kEmucluster + " up --dir " + dir_ + " --hosts " + std::to_string(hosts) + " --rate 1gbit");
+  // `up_options`: more for `emucluster up` (e.g. --private).
+  EmulatedCluster(const std::string& dir, int hosts, const std::string& up_options = "") : dir_(dir) {
+    up_ = Shell(kEmucluster + " up --dir " + dir_ + " --hosts " + std::to_string(hosts) + " --rate 1gbit " + up_options);
     if (up_.exit_code != 0) return;
     auto hosts_json = ReadJson(dir_ + "/hosts.json");
     for (const auto& h : hosts_json) addresses_.push_back(h["address"]);
@@ -318,6 +319,161 @@ TEST_F(MultiHostBadInput, SlurmMoreNodesThanRanks) {
 
 TEST_F(MultiHostBadInput, SlurmNetOnOneNode) {
   ExpectRefused("--slurm --net 10.254.253.0/24", "polis-run: --net needs --hostfile, --hosts or --slurm --nodes N > 1");
+}
+
+// ---- No shared file system ------------------------------------------------
+// Three hosts, each with private run, registry and dataset folders
+// (emucluster --private: a mount namespace per host), so a rank that opened
+// the run directory or the registry would see its own empty folder. Jobs are
+// launched from the first host, where the coordinator runs; its private
+// folders hold everything, the other hosts' stay empty.
+class NoSharedFileSystem : public FashionJobTest {
+ protected:
+  void SetUp() override {
+    FashionJobTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    runs_ = dir_ + "/runs";
+    registry_ = dir_ + "/registry";
+    data_ = dir_ + "/data";
+    cluster_ = std::make_unique<EmulatedCluster>(dir_ + "/cluster", 3,
+                                                 "--private " + runs_ + "," + registry_ + "," + data_);
+    if (cluster_->up().exit_code == 3 && cluster_->up().output.find("not found") != std::string::npos)
+      POLIS_MISSING_PREREQ() << cluster_->up().output;
+    if (cluster_->up().exit_code == 3) GTEST_SKIP() << cluster_->up().output;
+    ASSERT_EQ(cluster_->up().exit_code, 0) << cluster_->up().output;
+    // Every host its own copy of the dataset, at the same path.
+    for (int h = 1; h <= 3; ++h)
+      ASSERT_EQ(Shell("cp /usr/share/datasets/fashion-mnist/*.gz " + Private(h, data_)).exit_code, 0);
+  }
+  void TearDown() override {
+    cluster_.reset();
+    FashionJobTest::TearDown();
+  }
+  // Host h's own copy of `path`.
+  std::string Private(int h, const std::string& path) const {
+    return dir_ + "/cluster/hosts/h" + std::to_string(h) + "/private" + path;
+  }
+  // polis-run on the first host (the coordinator's), with its output; on
+  // the hostfile's hosts (2 slots each) unless `hosts` says otherwise.
+  ShellRun Run(const std::string& options, const std::string& hosts = "") {
+    const std::string where = hosts.empty() ? "--hostfile " + cluster_->hostfile() : "--hosts " + hosts;
+    return Shell(cluster_->Exec("h1", "env POLIS_NO_BUILD=1 POLIS_FASHION_MNIST_DIR=" + data_ + " " +
+                                          PolisRun(cluster_->Options(where) + " " + options + " --registry " +
+                                                   registry_ + kLimits)));
+  }
+  // The epoch-end checkpoint of a one-epoch run, on the first host; "" if none.
+  std::string EpochEndCheckpoint(const std::string& run) const {
+    std::string dir = Shell("ls -d " + Private(1, run) + "/checkpoints/step-*-end").output;
+    return dir.empty() ? "" : dir.substr(0, dir.find('\n'));
+  }
+  static int FilesUnder(const std::string& path) {
+    return std::atoi(Shell("find " + path + " -type f 2>/dev/null | wc -l").output.c_str());
+  }
+  // The run directory and the registry: files on the first host only.
+  void ExpectOnlyTheCoordinatorsHostWrote(const std::string& run) {
+    EXPECT_GT(FilesUnder(Private(1, run)), 0);
+    EXPECT_GT(FilesUnder(Private(1, registry_)), 0);
+    for (int h = 2; h <= 3; ++h) {
+      EXPECT_EQ(FilesUnder(Private(h, runs_)), 0) << "host h" << h << " has files in the run directory";
+      EXPECT_EQ(FilesUnder(Private(h, registry_)), 0) << "host h" << h << " has files in the registry";
+    }
+    EXPECT_EQ(FilesUnder(runs_), 0) << "the launching namespace's own folder was written";
+  }
+  // A refused start: exit 2, the one line, nothing published anywhere.
+  void ExpectRefusedWith(const std::string& line) {
+    ShellRun r = Run("--workers 2 --servers 2 --run-dir " + runs_ + "/bad " + kSrc + "/jobs/fashion_cnn.pbtxt");
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("polis-train: FAILED_PRECONDITION: " + line), std::string::npos) << r.output;
+    int mentions = 0;
+    for (size_t at = r.output.find("dataset file"); at != std::string::npos; at = r.output.find("dataset file", at + 1))
+      ++mentions;
+    EXPECT_EQ(mentions, 1) << r.output;
+    EXPECT_EQ(r.output.find("polis: job fashion_cnn"), std::string::npos) << "training started: " << r.output;
+    for (int h = 1; h <= 3; ++h) EXPECT_EQ(FilesUnder(Private(h, registry_)), 0) << "host h" << h;
+    EXPECT_FALSE(PathExists(Private(1, runs_ + "/bad/checkpoints")));
+  }
+  std::unique_ptr<EmulatedCluster> cluster_;
+  std::string runs_, registry_, data_;
+};
+
+// Parameter servers on the second and third hosts send their shards to the
+// coordinator, which writes the checkpoints; a resume reads them there and
+// sends each server its range.
+TEST_F(NoSharedFileSystem, ParameterServerJobCheckpointsPublishesAndResumes) {
+  const std::string run = runs_ + "/ps";
+  ShellRun r = Run("--workers 2 --servers 2 --epochs 1 --run-dir " + run + " " + kSrc + "/jobs/fashion_cnn.pbtxt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string checkpoint = EpochEndCheckpoint(run);
+  ASSERT_FALSE(checkpoint.empty()) << Shell("find " + Private(1, run)).output;
+  for (const char* f : {"manifest.json", "server-0.shard", "server-1.shard"})
+    EXPECT_TRUE(PathExists(checkpoint + "/" + f)) << f << "\n" << Shell("find " + Private(1, run)).output;
+  // The second epoch starts from that checkpoint.
+  r = Run("--workers 2 --servers 2 --epochs 2 --resume " + run);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("polis: resuming from " + run + "/checkpoints/" +
+                           checkpoint.substr(checkpoint.rfind('/') + 1)), std::string::npos)
+      << r.output;
+  const nlohmann::json result = ReadJson(Private(1, run) + "/result.json");
+  ASSERT_EQ(result["history"].size(), 2u) << result.dump();
+  EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
+  EXPECT_TRUE(PathExists(Private(1, registry_) + "/fashion_cnn/2"));
+  ExpectOnlyTheCoordinatorsHostWrote(run);
+}
+
+// All-reduce, one rank a host: the lead worker (second host) sends the
+// replica's shard; at resume both workers get the parameters and the
+// optimizer state from the coordinator.
+TEST_F(NoSharedFileSystem, AllReduceJobCheckpointsPublishesAndResumes) {
+  const std::string run = runs_ + "/allreduce";
+  const std::string job = kSrc + "/jobs/fashion_cnn_allreduce.pbtxt";
+  const auto& a = cluster_->addresses();
+  const std::string hosts = a[0] + ":1," + a[1] + ":1," + a[2] + ":1";
+  ShellRun r = Run("--workers 2 --epochs 1 --run-dir " + run + " " + job, hosts);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string checkpoint = EpochEndCheckpoint(run);
+  ASSERT_FALSE(checkpoint.empty()) << Shell("find " + Private(1, run)).output;
+  EXPECT_TRUE(PathExists(checkpoint + "/replica.shard"));
+  r = Run("--workers 2 --epochs 2 --resume " + run, hosts);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json result = ReadJson(Private(1, run) + "/result.json");
+  ASSERT_EQ(result["history"].size(), 2u) << result.dump();
+  EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
+  ExpectOnlyTheCoordinatorsHostWrote(run);
+}
+
+// training.restore_best: the workers evaluate the best epoch's parameters,
+// which the coordinator reads from its checkpoint and sends them. The job
+// file lies on the first host only: only the coordinator reads it.
+TEST_F(NoSharedFileSystem, RestoreBestEvaluatesTheParametersTheCoordinatorSends) {
+  const std::string variant = JobVariant(
+      dir_, "best.pbtxt",
+      {{"num_classes: 10", "num_classes: 10 validation_fraction: 0.1"},
+       {"training { batch_size: 32 epochs: 5 seed: 42 }",
+        "training { batch_size: 32 epochs: 4 seed: 42 keep_checkpoints: 1 restore_best: true "
+        "early_stopping { metric: \"val_accuracy\" mode: MAX patience: 1 min_delta: 0.5 } }"}});
+  ASSERT_EQ(Shell("cp " + variant + " " + Private(1, runs_) + "/best.pbtxt").exit_code, 0);
+  const std::string run = runs_ + "/best";
+  ShellRun r = Run("--workers 2 --servers 2 --run-dir " + run + " " + runs_ + "/best.pbtxt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(the best, restored from its checkpoint)"), std::string::npos) << r.output;
+  const nlohmann::json result = ReadJson(Private(1, run) + "/result.json");
+  EXPECT_TRUE(result["stopped_early"].get<bool>()) << result.dump();
+  EXPECT_EQ(result["published_epoch"], 1);
+  EXPECT_EQ(result["reloaded_test_accuracy"], result["test_accuracy"]);
+  ExpectOnlyTheCoordinatorsHostWrote(run);
+}
+
+TEST_F(NoSharedFileSystem, DatasetMissingOnOneHostStopsTheJobNamingHostAndPath) {
+  const std::string file = data_ + "/train-labels-idx1-ubyte.gz";
+  ASSERT_EQ(std::remove(Private(3, file).c_str()), 0);
+  ExpectRefusedWith("host " + cluster_->addresses()[2] + ": dataset file '" + file + "' is missing");
+}
+
+TEST_F(NoSharedFileSystem, DatasetDifferentOnOneHostStopsTheJobNamingHostAndPath) {
+  const std::string file = data_ + "/t10k-labels-idx1-ubyte.gz";
+  ASSERT_EQ(Shell("printf x | dd of=" + Private(2, file) + " bs=1 seek=100 conv=notrunc").exit_code, 0);
+  ExpectRefusedWith("host " + cluster_->addresses()[1] + ": dataset file '" + file +
+                    "' differs from the coordinator's copy on " + cluster_->addresses()[0]);
 }
 
 }  // namespace

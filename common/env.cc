@@ -34,6 +34,10 @@ int HeartbeatTimeoutSeconds() {
   static const int v = std::max(1, GetInt("POLIS_HEARTBEAT_TIMEOUT_S", 60));
   return v;
 }
+int StallWarnSeconds() {
+  static const int v = GetInt("POLIS_STALL_WARN_S", 60);
+  return v;
+}
 
 int TimeoutSeconds() {
   static const int v = GetInt("POLIS_TIMEOUT_S", 300);

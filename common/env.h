@@ -21,6 +21,10 @@ int TimeoutSeconds();
 // an all-reduce job at once). Workers report at least once a second while
 // they train, servers every 2 s.
 int HeartbeatTimeoutSeconds();
+// POLIS_STALL_WARN_S (default 60; 0 = off): while no worker completes a step
+// for this long, the coordinator logs a warning every this many seconds
+// naming the ranks the job waits on and what each last reported.
+int StallWarnSeconds();
 // POLIS_FASHION_MNIST_DIR: where jobs that say "fashion-mnist" find the files.
 // Default /usr/share/datasets/fashion-mnist.
 std::string FashionMnistDir();

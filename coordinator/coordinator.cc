@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "coordinator/monitor.h"
 #include "coordinator/publish.h"
+#include "coordinator/stall_warning.h"
 #include "polis_config.h"
 
 namespace polis::coordinator {
@@ -121,6 +122,7 @@ struct WorkerView {
   double compute_rate = 0;  // samples per second of compute (excludes waiting)
   comm::Clock::time_point last_seen = comm::Clock::now(), last_rate_at = comm::Clock::now();
   int64_t last_rate_samples = 0;
+  double last_compute = 0, last_comm = 0, last_wait = 0;  // the last report's window
 };
 struct ServerView {
   proto::ServerStats stats;
@@ -301,6 +303,7 @@ class Coordinator {
     last_print_ = start_;
     last_publish_ = start_ - std::chrono::seconds(1);
     last_heartbeat_check_ = start_;
+    stall_ = StallWarning(env::StallWarnSeconds(), start_);
     for (auto& v : workers_view_) v.last_seen = v.last_rate_at = start_;
     for (auto& v : servers_view_) v.last_seen = start_;
     last_checkpoint_ = ctx_.resume_manifest;
@@ -334,6 +337,7 @@ class Coordinator {
   Status ResumePlan() {
     POLIS_ASSIGN_OR_RETURN(CheckpointManifest m, ReadManifest(ctx_.resume_manifest));
     start_epoch_ = m.epoch + (m.epoch_complete ? 1 : 0);
+    NoteCheckpoint(m, ManifestTime(ctx_.resume_manifest));
     if (!m.epoch_complete) {
       resumed_epoch_ = m.epoch;
       resumed_consumed_ = m.consumed;
@@ -374,8 +378,9 @@ class Coordinator {
     }
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
+    host_ = host;
     // Emulated hosts share one hostname: a placed job names its own.
-    json info = {{"pid", getpid()}, {"host", ctx_.placement.empty() ? host : ctx_.placement[0].host},
+    json info = {{"pid", getpid()}, {"host", RankHost(0)},
                  {"job", spec_.name()}, {"run_dir", ctx_.run_dir},
                  {"started_at", UtcTimestamp()}, {"workers", W_}, {"servers", ctx_.servers},
                  {"address", monitor_ ? monitor_->address() : ""}, {"placement", PlacementJson()}};
@@ -384,6 +389,11 @@ class Coordinator {
       std::printf("polis: monitoring at %s (polisctl status --run-dir %s)\n", monitor_->address().c_str(),
                   ctx_.run_dir.c_str());
     return Status::Ok();
+  }
+
+  // The host of rank r: its placement, or on one host the coordinator's.
+  std::string RankHost(int r) const {
+    return r >= 0 && r < static_cast<int>(ctx_.placement.size()) ? ctx_.placement[r].host : host_;
   }
 
   // Where each rank runs (polis-train --hosts); [] on one host.
@@ -420,6 +430,7 @@ class Coordinator {
       if (now - last_heartbeat_check_ > std::chrono::seconds(1)) {
         last_heartbeat_check_ = now;
         POLIS_RETURN_IF_ERROR(CheckHeartbeats());
+        WarnIfStalled(now);
       }
       if (monitor_ && now - last_publish_ > std::chrono::milliseconds(500)) {
         last_publish_ = now;
@@ -530,6 +541,7 @@ class Coordinator {
     PruneCheckpoints(ctx_.run_dir, spec_.training().keep_checkpoints(), BestCheckpoint());
     saved_.erase({ss.step(), ss.epoch_complete()});
     last_checkpoint_ = dir;
+    NoteCheckpoint(m, UnixSeconds());
     last_checkpoint_epoch_end_ = m.epoch_complete ? m.epoch : -1;
     if (state_ == "checkpointing") state_ = "running";
     POLIS_LOG(kInfo, kCoord, "checkpoint {} complete", dir);
@@ -579,6 +591,10 @@ class Coordinator {
     if (p.compute_seconds() > 0 && p.samples() >= v.last_rate_samples)
       v.compute_rate = (p.samples() - v.last_rate_samples) / p.compute_seconds();
     v.last_rate_samples = p.samples();
+    if (p.step() != v.step || p.epoch() != v.epoch) stall_.Progressed(now);
+    v.last_compute = p.compute_seconds();
+    v.last_comm = p.comm_seconds();
+    v.last_wait = p.wait_seconds();
     v.epoch = p.epoch();
     v.step = p.step();
     v.samples = p.samples();
@@ -620,6 +636,7 @@ class Coordinator {
     const int e = r.epoch();
     if (e < 0 || e >= E_) return RemoteError("rank {} reported epoch {}", from, e);
     worker_epoch_[w] = e + 1;
+    stall_.Progressed(comm::Clock::now());
     EpochTotals& t = totals_[e];
     Add(&t.sum, r);
     t.eval.Add(FromSums(r.eval()));
@@ -750,8 +767,9 @@ class Coordinator {
       const bool is_stalled = age > stall_after && (ctx_.servers == 0 || blamed.count(ctx_.worker_rank(k)) > 0);
       if (straggler) stragglers.push_back(ctx_.worker_rank(k));
       if (is_stalled) stalled.push_back(ctx_.worker_rank(k));
-      wj.push_back({{"rank", ctx_.worker_rank(k)}, {"epoch", v.epoch + 1}, {"step", v.step},
-                    {"shards_done", v.shards}, {"samples", v.samples}, {"samples_per_second", v.rate},
+      wj.push_back({{"rank", ctx_.worker_rank(k)}, {"host", RankHost(ctx_.worker_rank(k))},
+                    {"epoch", v.epoch + 1}, {"step", v.step}, {"shards_done", v.shards}, {"samples", v.samples},
+                    {"samples_per_second", v.rate},
                     {"compute_samples_per_second", v.compute_rate}, {"loss", v.loss},
                     {"compute_seconds", v.compute}, {"comm_seconds", v.comm}, {"wait_seconds", v.wait},
                     {"clock", v.step}, {"last_heartbeat_age_seconds", age}, {"straggler", straggler}});
@@ -761,7 +779,8 @@ class Coordinator {
       const auto& v = servers_view_[k];
       const double age = Seconds(now - v.last_seen).count();
       if (age > stall_after) stalled.push_back(ctx_.server_rank(k));
-      sj.push_back({{"rank", ctx_.server_rank(k)}, {"key_range", {v.stats.key_begin(), v.stats.key_end()}},
+      sj.push_back({{"rank", ctx_.server_rank(k)}, {"host", RankHost(ctx_.server_rank(k))},
+                    {"key_range", {v.stats.key_begin(), v.stats.key_end()}},
                     {"bytes_in", v.stats.bytes_in()}, {"bytes_out", v.stats.bytes_out()},
                     {"updates", v.stats.updates()}, {"updates_per_second", v.updates_per_second},
                     {"max_staleness", v.stats.max_staleness()}, {"last_heartbeat_age_seconds", age}});
@@ -784,9 +803,67 @@ class Coordinator {
             {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series_}, {"workers", wj},
             {"servers", sj}, {"stragglers", stragglers}, {"stalled", stalled},
             {"sync", proto::SyncSpec::Mode_Name(spec_.sync().mode())}, {"placement", PlacementJson()},
-            {"last_checkpoint", last_checkpoint_},
+            {"last_checkpoint", last_checkpoint_}, {"checkpoint", CheckpointJson()},
+            {"run_dir", ctx_.run_dir}, {"host", RankHost(0)},
             {"restarts", env::RestartCount()},
             {"restart_cause", env::RestartCause()}};
+  }
+
+  // How far the job is past its newest complete checkpoint, in the units of
+  // its schedule: steps (training.checkpoint_every_steps) and epochs
+  // (training.checkpoint_epochs). Before the first one, since the start.
+  json CheckpointJson() const {
+    int64_t step = 0;
+    for (const auto& v : workers_view_) step = std::max(step, v.step);
+    const auto& t = spec_.training();
+    return {{"every_steps", t.checkpoint_every_steps()},
+            {"steps_since", std::max<int64_t>(0, step - checkpoint_step_)},
+            {"at_epoch_end", t.checkpoint_epochs()},
+            {"epochs_since", std::max(0, epochs_done_ - checkpoint_epochs_)},
+            {"completed_at", checkpoint_time_ > 0 ? json(checkpoint_time_) : json(nullptr)}};
+  }
+
+  // The newest complete checkpoint: its step, the epochs it covers, and
+  // when it was completed (Unix seconds; 0 = unknown).
+  void NoteCheckpoint(const CheckpointManifest& m, double unix_time) {
+    checkpoint_step_ = m.step;
+    checkpoint_epochs_ = m.epoch + (m.epoch_complete ? 1 : 0);
+    checkpoint_time_ = unix_time;
+  }
+  static double ManifestTime(const std::string& path) {
+    struct stat st {};
+    return stat(path.c_str(), &st) == 0 ? static_cast<double>(st.st_mtime) : 0;
+  }
+
+  // POLIS_STALL_WARN_S: while no worker completes a step, one line every
+  // interval naming whom the job waits on and what each last reported.
+  void WarnIfStalled(comm::Clock::time_point now) {
+    if (finishing_) return;
+    const auto stalled = stall_.Due(now);
+    if (!stalled) return;
+    std::vector<RankActivity> waiting, held;
+    const std::set<int> blamed = BlamedWorkers(servers_view_);
+    for (int k = 0; k < W_; ++k) {
+      if (worker_epoch_[k] > epochs_done_) continue;  // done with the epoch: waits for the others
+      const auto& v = workers_view_[k];
+      const std::string last = LastWindowSummary(v.last_compute, v.last_comm, v.last_wait);
+      RankActivity a{ctx_.RankName(ctx_.worker_rank(k)),
+                     fmt::format("epoch {}, step {}, last message {:.0f} s ago{}", v.epoch + 1, v.step,
+                                 Seconds(now - v.last_seen).count(), last.empty() ? "" : ", " + last)};
+      // Servers say whose push they wait for; in all-reduce, a worker whose
+      // last window went mostly to communication had arrived and waits.
+      const bool arrived = ctx_.servers > 0 ? !blamed.empty() && !blamed.count(ctx_.worker_rank(k))
+                                            : v.last_comm > v.last_compute + v.last_wait;
+      (arrived ? held : waiting).push_back(std::move(a));
+    }
+    if (waiting.empty()) waiting.swap(held);
+    for (int s = 0; s < ctx_.servers; ++s) {
+      const double age = Seconds(now - servers_view_[s].last_seen).count();
+      if (age >= *stalled)
+        waiting.push_back({ctx_.RankName(ctx_.server_rank(s)),
+                           fmt::format("update {}, last report {:.0f} s ago", servers_view_[s].stats.updates(), age)});
+    }
+    POLIS_LOG(kWarn, kCoord, "{}", StallWarningLine(*stalled, waiting, held));
   }
 
   // ---- the end -------------------------------------------------------------
@@ -1022,6 +1099,8 @@ class Coordinator {
   std::ofstream metrics_;
   std::string job_text_, model_sha256_;
   comm::Clock::time_point start_, last_print_, last_publish_, last_heartbeat_check_;
+  StallWarning stall_{0, comm::Clock::now()};  // POLIS_STALL_WARN_S, set at Start
+  std::string host_;                           // this host's name (gethostname)
 
   // Progress.
   int epochs_done_ = 0;
@@ -1043,6 +1122,9 @@ class Coordinator {
   std::map<int, std::vector<std::vector<Range>>> grants_;
   std::map<std::pair<int64_t, bool>, std::vector<proto::ShardSaved>> saved_;
   std::string last_checkpoint_;
+  int64_t checkpoint_step_ = 0;  // NoteCheckpoint
+  int checkpoint_epochs_ = 0;
+  double checkpoint_time_ = 0;
   bool stopping_ = false;
   std::vector<proto::ServerStats> server_stats_;
 

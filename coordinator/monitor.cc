@@ -113,9 +113,30 @@ std::optional<double> Number(const json& doc, const char* key) {
   return std::nullopt;
 }
 
+// rank="3", and host="node2" when the row names its host.
 std::string RankLabel(const json& row) {
-  if (auto r = Number(row, "rank")) return fmt::format("rank=\"{}\"", static_cast<int64_t>(*r));
-  return {};
+  auto r = Number(row, "rank");
+  if (!r) return {};
+  std::string label = fmt::format("rank=\"{}\"", static_cast<int64_t>(*r));
+  if (auto it = row.find("host"); it != row.end() && it->is_string())
+    label += fmt::format(",host=\"{}\"", PromLabelValue(it->get<std::string>()));
+  return label;
+}
+
+// Appends `key="value"` for a string field of `doc` (`value_of` may shorten it).
+void AddStringLabel(const json& doc, const char* field, const char* key, std::string* labels,
+                    std::string (*value_of)(const std::string&) = nullptr) {
+  auto it = doc.find(field);
+  if (it == doc.end() || !it->is_string()) return;
+  const std::string value = value_of ? value_of(it->get<std::string>()) : it->get<std::string>();
+  *labels += fmt::format("{}{}=\"{}\"", labels->empty() ? "" : ",", key, PromLabelValue(value));
+}
+
+// The run's id: the last component of its run directory.
+std::string RunId(const std::string& run_dir) {
+  std::string d = run_dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return std::filesystem::path(d).filename().string();
 }
 
 bool Contains(const json& list, int64_t rank) {
@@ -132,13 +153,13 @@ std::string PrometheusText(const json& s) {
   if (!s.is_object()) return out;
 
   {
-    PromFamily info("polis_job_info", "gauge", "The job's name and state (the value is always 1).");
+    PromFamily info("polis_job_info", "gauge",
+                    "The job's name, run, coordinator host and state (the value is always 1).");
     std::string labels;
-    if (auto it = s.find("job"); it != s.end() && it->is_string())
-      labels += fmt::format("job_name=\"{}\"", PromLabelValue(it->get<std::string>()));
-    if (auto it = s.find("state"); it != s.end() && it->is_string())
-      labels += fmt::format("{}state=\"{}\"", labels.empty() ? "" : ",",
-                            PromLabelValue(it->get<std::string>()));
+    AddStringLabel(s, "job", "job_name", &labels);
+    AddStringLabel(s, "run_dir", "run_id", &labels, RunId);
+    AddStringLabel(s, "host", "host", &labels);
+    AddStringLabel(s, "state", "state", &labels);
     if (!labels.empty()) info.Add(labels, 1);
     info.AppendTo(&out);
   }
@@ -163,6 +184,26 @@ std::string PrometheusText(const json& s) {
     if (auto v = Number(s, g.key)) f.Add("", *v);
     f.AppendTo(&out);
   }
+  // The checkpoint schedule and how far the job is past its newest
+  // checkpoint (launch/prometheus/polis-alerts.yml: PolisCheckpointOverdue).
+  static const JobGauge kCheckpointGauges[] = {
+      {"every_steps", "polis_job_checkpoint_every_steps",
+       "training.checkpoint_every_steps: steps between checkpoints (0 = none mid-epoch)."},
+      {"steps_since", "polis_job_steps_since_checkpoint",
+       "Steps since the newest complete checkpoint (since the start when there is none)."},
+      {"at_epoch_end", "polis_job_checkpoint_at_epoch_end",
+       "1 if the job checkpoints at every epoch end (training.checkpoint_epochs)."},
+      {"epochs_since", "polis_job_epochs_since_checkpoint",
+       "Epochs finished since the newest complete checkpoint."},
+      {"completed_at", "polis_job_last_checkpoint_timestamp_seconds",
+       "Unix time the newest complete checkpoint was completed."},
+  };
+  if (auto it = s.find("checkpoint"); it != s.end() && it->is_object())
+    for (const auto& g : kCheckpointGauges) {
+      PromFamily f(g.name, "gauge", g.help);
+      if (auto v = Number(*it, g.key)) f.Add("", *v);
+      f.AppendTo(&out);
+    }
 
   const json empty = json::array();
   const json& workers = s.contains("workers") && s["workers"].is_array() ? s["workers"] : empty;
@@ -207,19 +248,23 @@ std::string PrometheusText(const json& s) {
     }
     f.AppendTo(&out);
   }
-  {
-    PromFamily f("polis_worker_stalled", "gauge", "1 if the worker is flagged as stalled.");
-    for (const auto& w : workers) {
-      auto rank = Number(w, "rank");
-      if (rank) f.Add(RankLabel(w), Contains(stalled, static_cast<int64_t>(*rank)) ? 1 : 0);
+  // 1 for each row whose rank is in the status document's "stalled" list.
+  auto stalled_family = [&](const char* name, const char* help, const json& rows) {
+    PromFamily f(name, "gauge", help);
+    for (const auto& row : rows) {
+      auto rank = Number(row, "rank");
+      if (rank) f.Add(RankLabel(row), Contains(stalled, static_cast<int64_t>(*rank)) ? 1 : 0);
     }
     f.AppendTo(&out);
-  }
+  };
+  stalled_family("polis_worker_stalled", "1 if the worker is flagged as stalled.", workers);
 
   static const RowMetric kServerMetrics[] = {
       {"bytes_in", "polis_server_received_bytes_total", "counter", "Bytes the parameter server received."},
       {"bytes_out", "polis_server_sent_bytes_total", "counter", "Bytes the parameter server sent."},
       {"updates_per_second", "polis_server_updates_per_second", "gauge", "Optimizer updates the server applies per second."},
+      {"last_heartbeat_age_seconds", "polis_server_last_heartbeat_age_seconds", "gauge",
+       "Seconds since the server's last report."},
   };
   for (const auto& m : kServerMetrics) {
     PromFamily f(m.name, m.type, m.help);
@@ -230,6 +275,7 @@ std::string PrometheusText(const json& s) {
     }
     f.AppendTo(&out);
   }
+  stalled_family("polis_server_stalled", "1 if the server is flagged as stalled.", servers);
   {
     PromFamily f("polis_server_keys", "gauge", "Parameters in the server's key range.");
     for (const auto& sv : servers) {

@@ -140,6 +140,39 @@ TEST(Monitor, MetricsLeaveOutMissingFieldsAndEscapeLabels) {
   EXPECT_EQ(PrometheusText(json::array()), "");
 }
 
+// What launch/prometheus/polis-alerts.yml needs beyond the basics: the
+// host of every rank, the run, the checkpoint schedule, servers' heartbeats.
+TEST(Monitor, MetricsNameHostsRunAndCheckpointSchedule) {
+  json s = SampleStatus(/*workers=*/2, /*servers=*/1);
+  s["run_dir"] = "/data/runs/fashion_cnn/20261205-112000/";
+  s["host"] = "node1";
+  for (auto& w : s["workers"]) w["host"] = w["rank"].get<int>() == 2 ? "node1" : "node\"2";
+  s["servers"][0]["host"] = "node1";
+  s["servers"][0]["last_heartbeat_age_seconds"] = 1.5;
+  s["stalled"] = json::array({1});
+  s["checkpoint"] = {{"every_steps", 500}, {"steps_since", 120}, {"at_epoch_end", true},
+                     {"epochs_since", 0}, {"completed_at", 1764933600.5}};
+  const std::string text = PrometheusText(s);
+  ParsedMetrics p = ParseExposition(text);
+  for (const auto& problem : p.problems) ADD_FAILURE() << problem;
+  EXPECT_EQ(p.samples["polis_job_info{job_name=\"fashion_cnn\",run_id=\"20261205-112000\",host=\"node1\","
+                      "state=\"running\"}"], 1) << text;
+  EXPECT_EQ(p.samples["polis_worker_step{rank=\"2\",host=\"node1\"}"], 400) << text;
+  EXPECT_EQ(p.samples["polis_worker_straggler{rank=\"3\",host=\"node\\\"2\"}"], 0) << text;
+  EXPECT_EQ(p.samples["polis_server_stalled{rank=\"1\",host=\"node1\"}"], 1) << text;
+  EXPECT_EQ(p.samples["polis_worker_stalled{rank=\"2\",host=\"node1\"}"], 0) << text;
+  EXPECT_EQ(p.type["polis_server_last_heartbeat_age_seconds"], "gauge");
+  EXPECT_DOUBLE_EQ(p.samples["polis_server_last_heartbeat_age_seconds{rank=\"1\",host=\"node1\"}"], 1.5);
+  EXPECT_EQ(p.samples["polis_job_checkpoint_every_steps"], 500);
+  EXPECT_EQ(p.samples["polis_job_steps_since_checkpoint"], 120);
+  EXPECT_EQ(p.samples["polis_job_checkpoint_at_epoch_end"], 1);
+  EXPECT_EQ(p.samples["polis_job_epochs_since_checkpoint"], 0);
+  EXPECT_DOUBLE_EQ(p.samples["polis_job_last_checkpoint_timestamp_seconds"], 1764933600.5);
+  // Before the first checkpoint there is no time to show.
+  s["checkpoint"]["completed_at"] = nullptr;
+  EXPECT_EQ(PrometheusText(s).find("polis_job_last_checkpoint_timestamp_seconds"), std::string::npos);
+}
+
 TEST(Monitor, CommandsNeedTheBearerToken) {
   Monitor::Options o;
   o.token = "s3cret-token";

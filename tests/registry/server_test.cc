@@ -592,6 +592,9 @@ TEST_F(ServerTest, MetricsCountRequestsBatchesAndQueueTime) {
   EXPECT_NE(m.find("polis_inference_queue_seconds_bucket{model=\"tiny\",version=\"2\",le=\"+Inf\"} 3"),
             std::string::npos);
   EXPECT_NE(m.find("polis_inference_request_seconds_sum{model=\"tiny\",version=\"2\"}"), std::string::npos);
+  // launch/prometheus/polis-alerts.yml's PolisRegistryLatencyHigh reads these buckets by model and version.
+  EXPECT_NE(m.find("polis_inference_request_seconds_bucket{model=\"tiny\",version=\"2\",le=\"+Inf\"} 3"),
+            std::string::npos) << m;
   EXPECT_NE(m.find("polis_http_requests_total{method=\"POST\",code=\"400\"} 1"), std::string::npos);
   EXPECT_NE(m.find("polis_model_version_loaded{model=\"tiny\",version=\"2\"} 1"), std::string::npos);
 }

@@ -18,6 +18,7 @@
 #include "common/artifact/artifact.h"
 #include "common/checkpoint.h"
 #include "common/fs.h"
+#include "tests/integration/emulated_cluster.h"
 #include "tests/integration/shell.h"
 #include "tests/prereq.h"
 
@@ -29,43 +30,7 @@ using namespace polis::it;
 // The same bar as tests/integration/train_integration_test.cc (2 epochs on
 // 6000 images; this network reaches about 0.77).
 constexpr double kAccuracyBar = 0.70;
-const std::string kEmucluster = kSrc + "/launch/cluster/emucluster";
 const std::string kLimits = " -- --train-limit 6000 --test-limit 2000";
-
-// An emulated cluster for the lifetime of the object: `up` in the
-// constructor, `down` (by the names it recorded) in the destructor, also
-// when the test fails.
-class EmulatedCluster {
- public:
-  // `up_options`: more for `emucluster up` (e.g. --private).
-  EmulatedCluster(const std::string& dir, int hosts, const std::string& up_options = "") : dir_(dir) {
-    up_ = Shell(kEmucluster + " up --dir " + dir_ + " --hosts " + std::to_string(hosts) + " --rate 1gbit " + up_options);
-    if (up_.exit_code != 0) return;
-    auto hosts_json = ReadJson(dir_ + "/hosts.json");
-    for (const auto& h : hosts_json) addresses_.push_back(h["address"]);
-    const std::string a = addresses_.empty() ? "" : addresses_[0];
-    subnet_ = a.substr(0, a.rfind('.')) + ".0/24";
-  }
-  ~EmulatedCluster() {
-    if (up_.exit_code != 3) Shell(kEmucluster + " down --dir " + dir_);
-  }
-  const ShellRun& up() const { return up_; }
-  // polis-run's options for running on this cluster.
-  std::string Options(const std::string& hosts_option) const {
-    return hosts_option + " --net " + subnet_ + " --rsh-agent " + dir_ + "/rsh";
-  }
-  std::string hostfile() const { return dir_ + "/hostfile"; }
-  const std::vector<std::string>& addresses() const { return addresses_; }
-  std::string Exec(const std::string& host, const std::string& cmd) const {
-    return kEmucluster + " exec --dir " + dir_ + " " + host + " " + cmd;
-  }
-
- private:
-  std::string dir_;
-  ShellRun up_;
-  std::vector<std::string> addresses_;
-  std::string subnet_;
-};
 
 class MultiHost : public FashionJobTest {
  protected:
@@ -73,12 +38,7 @@ class MultiHost : public FashionJobTest {
     FashionJobTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     cluster_ = std::make_unique<EmulatedCluster>(dir_ + "/cluster", 3);
-    // A tool the project installs (iproute2) missing fails under CI; a
-    // machine that cannot make namespaces (not root, no CAP_NET_ADMIN) skips.
-    if (cluster_->up().exit_code == 3 && cluster_->up().output.find("not found") != std::string::npos)
-      POLIS_MISSING_PREREQ() << cluster_->up().output;
-    if (cluster_->up().exit_code == 3) GTEST_SKIP() << cluster_->up().output;
-    ASSERT_EQ(cluster_->up().exit_code, 0) << cluster_->up().output;
+    POLIS_REQUIRE_CLUSTER_UP(cluster_);
   }
   void TearDown() override {
     cluster_.reset();
@@ -337,10 +297,7 @@ class NoSharedFileSystem : public FashionJobTest {
     data_ = dir_ + "/data";
     cluster_ = std::make_unique<EmulatedCluster>(dir_ + "/cluster", 3,
                                                  "--private " + runs_ + "," + registry_ + "," + data_);
-    if (cluster_->up().exit_code == 3 && cluster_->up().output.find("not found") != std::string::npos)
-      POLIS_MISSING_PREREQ() << cluster_->up().output;
-    if (cluster_->up().exit_code == 3) GTEST_SKIP() << cluster_->up().output;
-    ASSERT_EQ(cluster_->up().exit_code, 0) << cluster_->up().output;
+    POLIS_REQUIRE_CLUSTER_UP(cluster_);
     // Every host its own copy of the dataset, at the same path.
     for (int h = 1; h <= 3; ++h)
       ASSERT_EQ(Shell("cp /usr/share/datasets/fashion-mnist/*.gz " + Private(h, data_)).exit_code, 0);

@@ -19,6 +19,7 @@
 #include "common/checkpoint.h"
 #include "common/data/shard_plan.h"
 #include "common/fs.h"
+#include "tests/integration/emulated_cluster.h"
 #include "tests/integration/shell.h"
 #include "tests/prereq.h"
 
@@ -27,8 +28,6 @@ namespace {
 
 using namespace polis::it;
 using Clock = std::chrono::steady_clock;
-
-const std::string kEmucluster = kSrc + "/launch/cluster/emucluster";
 
 std::string ReadOrEmpty(const std::string& path) {
   auto text = ReadFile(path);
@@ -43,45 +42,14 @@ std::string Field(const std::string& text, const std::string& key) {
   return text.substr(from, text.find_first_of(" \n", from) - from);
 }
 
-// Four emulated hosts with Slurm (nodes h1..h4, 2 CPUs each) for the
-// lifetime of the object; `down` in the destructor, also when a test fails.
-class SlurmCluster {
- public:
-  explicit SlurmCluster(const std::string& dir) : dir_(dir) {
-    up_ = Shell(kEmucluster + " up --dir " + dir_ + " --hosts 4 --slots 2 --rate 1gbit --slurm");
-    if (up_.exit_code != 0) return;
-    const nlohmann::json hosts = ReadJson(dir_ + "/hosts.json");
-    for (const auto& h : hosts) addresses_.push_back(h["address"]);
-    const std::string a = addresses_.empty() ? "" : addresses_[0];
-    subnet_ = a.substr(0, a.rfind('.')) + ".0/24";
-  }
-  ~SlurmCluster() {
-    if (up_.exit_code != 3) Shell(kEmucluster + " down --dir " + dir_);
-  }
-  const ShellRun& up() const { return up_; }
-  // A command prefix that points Slurm's clients at this cluster.
-  std::string env() const { return "SLURM_CONF=" + dir_ + "/slurm/etc/slurm.conf "; }
-  const std::string& subnet() const { return subnet_; }
-  const std::vector<std::string>& addresses() const { return addresses_; }
-  std::string logs() const { return Shell("tail -n 15 " + dir_ + "/slurm/log/*.log").output; }
-
- private:
-  std::string dir_;
-  ShellRun up_;
-  std::vector<std::string> addresses_;
-  std::string subnet_;
-};
-
 class MultiNodeSlurm : public FashionJobTest {
  protected:
   void SetUp() override {
     FashionJobTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    cluster_ = std::make_unique<SlurmCluster>(dir_ + "/cluster");
-    const ShellRun& up = cluster_->up();
-    if (up.exit_code == 3 && up.output.find("not found") != std::string::npos) POLIS_MISSING_PREREQ() << up.output;
-    if (up.exit_code == 3) GTEST_SKIP() << up.output;
-    ASSERT_EQ(up.exit_code, 0) << up.output;
+    // Four hosts with Slurm: nodes h1..h4, 2 CPUs each.
+    cluster_ = std::make_unique<EmulatedCluster>(dir_ + "/cluster", 4, "--slots 2 --slurm");
+    POLIS_REQUIRE_CLUSTER_UP(cluster_);
   }
   void TearDown() override {
     cluster_.reset();
@@ -89,7 +57,7 @@ class MultiNodeSlurm : public FashionJobTest {
   }
   // polis-run --slurm; returns the job id ("" on failure, reported).
   std::string Submit(const std::string& env, const std::string& options) {
-    ShellRun r = Shell(env + cluster_->env() + "POLIS_NO_BUILD=1 " + PolisRun("--slurm " + options));
+    ShellRun r = Shell(env + cluster_->slurm_env() + "POLIS_NO_BUILD=1 " + PolisRun("--slurm " + options));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     const std::string marker = "Submitted batch job ";
     const size_t at = r.output.find(marker);
@@ -99,7 +67,7 @@ class MultiNodeSlurm : public FashionJobTest {
     }
     return r.output.substr(at + marker.size(), r.output.find_first_of(" \n", at + marker.size()) - at - marker.size());
   }
-  std::string Job(const std::string& id) { return Shell(cluster_->env() + "scontrol show job " + id).output; }
+  std::string Job(const std::string& id) { return Shell(cluster_->slurm_env() + "scontrol show job " + id).output; }
   // Polls the job until `done` says so or the deadline passes; the last `scontrol show job`.
   std::string WaitFor(const std::string& id, int seconds, const std::function<bool(const std::string&)>& done) {
     const auto deadline = Clock::now() + std::chrono::seconds(seconds);
@@ -115,7 +83,7 @@ class MultiNodeSlurm : public FashionJobTest {
     const std::string s = Field(info, "JobState");
     return s == "COMPLETED" || s == "FAILED" || s == "CANCELLED" || s == "TIMEOUT" || s == "NODE_FAIL";
   }
-  std::unique_ptr<SlurmCluster> cluster_;
+  std::unique_ptr<EmulatedCluster> cluster_;
 };
 
 // coordinator.json's placement: rank -> host.
@@ -135,7 +103,7 @@ TEST_F(MultiNodeSlurm, TrainsAndPublishesAcrossThreeNodes) {
   ASSERT_FALSE(id.empty());
   const std::string info = WaitFor(id, 400, Ended);
   const std::string out = ReadOrEmpty(run + "/slurm-" + id + ".out");
-  ASSERT_EQ(Field(info, "JobState"), "COMPLETED") << info << out << ReadOrEmpty(run + "/stderr.log") << cluster_->logs();
+  ASSERT_EQ(Field(info, "JobState"), "COMPLETED") << info << out << ReadOrEmpty(run + "/stderr.log") << cluster_->slurm_logs();
   EXPECT_EQ(Field(info, "NodeList"), "h[1-3]") << info;
   // The table before training; the coordinator on the first node, a server
   // on each of the others, the workers in the free slots (Slurm gives the
@@ -187,8 +155,8 @@ TEST_F(MultiNodeSlurm, RequeuedOnOtherNodesResumesExactlyOnce) {
   ASSERT_TRUE(checkpointed) << "no checkpoint:\n" << Job(id) << ReadOrEmpty(out_file) << ReadOrEmpty(run + "/stderr.log");
   const auto& a = cluster_->addresses();
   EXPECT_EQ(PlacedHosts(run), (std::vector<std::string>{a[0], a[1], a[0], a[2]}));
-  ASSERT_EQ(Shell(cluster_->env() + "scontrol update nodename=h1 state=drain reason=polis-test").exit_code, 0);
-  ASSERT_EQ(Shell(cluster_->env() + "scancel --signal=USR1 --batch " + id).exit_code, 0);
+  ASSERT_EQ(Shell(cluster_->slurm_env() + "scontrol update nodename=h1 state=drain reason=polis-test").exit_code, 0);
+  ASSERT_EQ(Shell(cluster_->slurm_env() + "scancel --signal=USR1 --batch " + id).exit_code, 0);
 
   // The first attempt's sample logs: those there when the script requeues
   // (its job step has ended; the next start is seconds away).
@@ -205,7 +173,7 @@ TEST_F(MultiNodeSlurm, RequeuedOnOtherNodesResumesExactlyOnce) {
 
   const std::string info = WaitFor(id, 400, [](const std::string& i) { return Ended(i) && Field(i, "Restarts") == "1"; });
   const std::string out = ReadOrEmpty(out_file);
-  ASSERT_EQ(Field(info, "JobState"), "COMPLETED") << info << out << ReadOrEmpty(run + "/stderr.log") << cluster_->logs();
+  ASSERT_EQ(Field(info, "JobState"), "COMPLETED") << info << out << ReadOrEmpty(run + "/stderr.log") << cluster_->slurm_logs();
   EXPECT_EQ(Field(info, "Restarts"), "1") << info;
   EXPECT_EQ(Field(info, "NodeList"), "h[2-4]") << info;
   EXPECT_EQ(PlacedHosts(run), (std::vector<std::string>{a[1], a[2], a[1], a[3]}));

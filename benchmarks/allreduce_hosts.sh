@@ -38,7 +38,8 @@ set -euo pipefail
 PY=/usr/bin/python3   # Debian's Python, the one with torch
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
-EMU="$REPO_ROOT/launch/cluster/emucluster"
+# shellcheck source=benchmarks/emu.sh
+source "$SCRIPT_DIR/emu.sh"
 TORCH_BENCH="$SCRIPT_DIR/allreduce_torch.py"
 
 BUILD="$REPO_ROOT/build"
@@ -86,7 +87,7 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/polis-allreduce-hosts.XXXXXX")"
 CLUSTER="$WORK/cluster"
 cleanup() {
-  [[ -s "$CLUSTER/state" ]] && "$EMU" down --dir "$CLUSTER" >/dev/null 2>&1 || true
+  emu_down "$CLUSTER"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -94,26 +95,13 @@ RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 
 # One cluster of 4 hosts, 2 slots each; each layout gets its own hostfile.
-set +e
-"$EMU" up --dir "$CLUSTER" --hosts 4 --slots 2 --rate "$RATE" >"$WORK/up.log" 2>&1
-rc=$?
-set -e
-if [[ $rc -ne 0 ]]; then
-  cat "$WORK/up.log" >&2
-  # Under CI a tool the project installs (iproute2, util-linux) must be there.
-  if [[ $rc -eq 3 && "${CI:-}" == true ]] && grep -q "not found" "$WORK/up.log"; then exit 1; fi
-  [[ $rc -eq 3 ]] && exit 3
-  exit 1
-fi
+emu_up "$CLUSTER" --hosts 4 --slots 2 --rate "$RATE"
 mapfile -t ADDRS < <("$PY" -c 'import json,sys; [print(h["address"]) for h in json.load(open(sys.argv[1]))]' "$CLUSTER/hosts.json")
 mapfile -t IFACES < <("$PY" -c 'import json,sys; [print(h["veth"][:-1] + "i") for h in json.load(open(sys.argv[1]))]' "$CLUSTER/hosts.json")
-SUBNET="${ADDRS[0]%.*}.0/24"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl tcp,vader,self
-        --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET"
-        --mca plm_rsh_agent "$CLUSTER/rsh" --mca plm_rsh_no_tree_spawn 1
-        -x OMP_NUM_THREADS -x MALLOC_MMAP_THRESHOLD_=2147483647 -x MALLOC_TRIM_THRESHOLD_=4294967295)
+emu_mpirun "$CLUSTER"
+MPIRUN+=(-x OMP_NUM_THREADS -x MALLOC_MMAP_THRESHOLD_=2147483647 -x MALLOC_TRIM_THRESHOLD_=4294967295)
 
 # run_polis HOSTS PER_HOST: Polis ring / auto / hier and Open MPI, one job.
 run_polis() {

@@ -26,7 +26,8 @@
 set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
-EMU="$REPO_ROOT/launch/cluster/emucluster"
+# shellcheck source=benchmarks/emu.sh
+source "$SCRIPT_DIR/emu.sh"
 BUILD="$REPO_ROOT/build"
 RATE=100mbit
 SIZES=1,4
@@ -48,19 +49,13 @@ BENCH="$(cd "$BUILD" 2>/dev/null && pwd)/benchmarks/polis-bench-ps" || true
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/polis-ps-hosts.XXXXXX")"
 CLUSTER="$WORK/cluster"
-trap '[[ -s "$CLUSTER/state" ]] && "$EMU" down --dir "$CLUSTER" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
-set +e
-"$EMU" up --dir "$CLUSTER" --hosts 5 --slots 1 --rate "$RATE" >"$WORK/up.log" 2>&1
-rc=$?
-set -e
-if [[ $rc -ne 0 ]]; then cat "$WORK/up.log" >&2; exit $((rc == 3 ? 3 : 1)); fi
+trap 'emu_down "$CLUSTER"; rm -rf "$WORK"' EXIT
+emu_up "$CLUSTER" --hosts 5 --slots 1 --rate "$RATE"
 mapfile -t A < <(awk '!/^#/ { print $1 }' "$CLUSTER/hostfile")
-SUBNET="${A[0]%.*}.0/24"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-MPIRUN=(mpirun --oversubscribe --bind-to none --mca btl tcp,vader,self --mca mpi_yield_when_idle 1
-        --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET"
-        --mca plm_rsh_agent "$CLUSTER/rsh" --mca plm_rsh_no_tree_spawn 1)
+emu_mpirun "$CLUSTER"
+MPIRUN+=(--mca mpi_yield_when_idle 1)
 START=$(date +%s)
 LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
 : > "$WORK/results.tsv"

@@ -42,12 +42,11 @@ PY=/usr/bin/python3
 $PY -c 'import torch' 2>/dev/null || { echo "PyTorch missing: run launch/install-deps.sh bench" >&2; exit 2; }
 [[ -x "$BUILD/launch/polis-train" ]] || { echo "no polis-train in $BUILD (build first)" >&2; exit 2; }
 TMP=$(mktemp -d)
-EMU=$ROOT/launch/cluster/emucluster
-cleanup() { "$EMU" down --dir "$TMP/cluster" >/dev/null 2>&1 || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-rc=0
-"$EMU" up --dir "$TMP/cluster" --hosts 2 --slots 4 --rate "$RATE" >"$TMP/up.log" 2>&1 || rc=$?
-if ((rc != 0)); then cat "$TMP/up.log" >&2; exit "$rc"; fi
+REPO_ROOT=$ROOT
+# shellcheck source=benchmarks/emu.sh
+source "$ROOT/benchmarks/emu.sh"
+trap 'emu_down "$TMP/cluster"; rm -rf "$TMP"' EXIT
+emu_up "$TMP/cluster" --hosts 2 --slots 4 --rate "$RATE"
 a1=$(jq -r '.[0].address' "$TMP/cluster/hosts.json")
 a2=$(jq -r '.[1].address' "$TMP/cluster/hosts.json")
 net=${a1%.*}.0/24

@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "common/comm/communicator.h"
+#include "common/comm/mpi_communicator.h"
 
 namespace {
 

@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "common/comm/control.h"
+#include "common/comm/mpi_transport.h"
 #include "common/comm/mpi_util.h"
 #include "common/comm/ps_client.h"
 #include "common/role.h"
@@ -45,7 +47,7 @@ float F(int64_t i) { return static_cast<float>((i % 7) - 3) * std::ldexp(1.0f, s
 
 // A barrier that sleeps instead of spinning (2 cores, up to 7 processes);
 // rank 0 drains the servers' statistics meanwhile.
-void QuietBarrier(MPI_Comm comm, MPI_Comm ctrl) {
+void QuietBarrier(MPI_Comm comm, comm::Channel* ctrl) {
   MPI_Request req;
   MPI_Ibarrier(comm, &req);
   comm::Backoff backoff;
@@ -53,9 +55,9 @@ void QuietBarrier(MPI_Comm comm, MPI_Comm ctrl) {
   while (true) {
     MPI_Test(&req, &done, MPI_STATUS_IGNORE);
     if (done) return;
-    if (ctrl != MPI_COMM_NULL) {
+    if (ctrl != nullptr) {
       proto::ControlMessage msg;
-      while (comm::TryRecvControl(ctrl, MPI_ANY_SOURCE, nullptr, &msg).ok()) {}
+      while (comm::TryRecvControl(ctrl, comm::kAnySource, nullptr, &msg).ok()) {}
     }
     backoff.Pause();
   }
@@ -94,8 +96,11 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
   ctx.workers = W;
   ctx.run_dir = "/tmp";
   ctx.train_samples = 1 << 20;
-  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.ctrl);
-  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.data);
+  auto transport = comm::MakeMpiTransport(MPI_COMM_WORLD, ctx.is_worker());
+  if (!transport.ok()) Die(transport.status().ToString());
+  ctx.transport = transport->get();
+  ctx.ctrl = ctx.transport->control();
+  ctx.data = ctx.transport->data();
   MPI_Comm others, workers;  // rank 0 + workers; workers alone
   MPI_Comm_split(MPI_COMM_WORLD, ctx.is_server() ? MPI_UNDEFINED : 0, rank, &others);
   MPI_Comm_split(MPI_COMM_WORLD, ctx.is_worker() ? 0 : MPI_UNDEFINED, rank, &workers);
@@ -140,7 +145,7 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
     for (int it = -o.warmup; it < o.iters; ++it) {
       double took = 0, mine = 0;
       // Push + pull round trip.
-      QuietBarrier(others, rank == 0 ? ctx.ctrl : MPI_COMM_NULL);
+      QuietBarrier(others, rank == 0 ? ctx.ctrl : nullptr);
       if (w >= 0) {
         const double t0 = MPI_Wtime();
         PushHeader h;
@@ -166,7 +171,7 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
       if (rank == 0 && it >= 0) t_ps.push_back(took);
       // MPI_Allreduce of the same size over the workers.
       mine = 0;
-      QuietBarrier(others, rank == 0 ? ctx.ctrl : MPI_COMM_NULL);
+      QuietBarrier(others, rank == 0 ? ctx.ctrl : nullptr);
       if (w >= 0) {
         std::memcpy(ar.data(), ar_in.data(), sizeof(float) * P);
         const double t0 = MPI_Wtime();
@@ -178,7 +183,7 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
       MPI_Reduce(&mine, &took, 1, MPI_DOUBLE, MPI_MAX, 0, others);
       if (rank == 0 && it >= 0) t_ar.push_back(took);
       // Single-core memcpy, everyone else asleep.
-      QuietBarrier(others, rank == 0 ? ctx.ctrl : MPI_COMM_NULL);
+      QuietBarrier(others, rank == 0 ? ctx.ctrl : nullptr);
       if (rank == 0) {
         src[it & 1023] = static_cast<float>(it);
         const double t0 = MPI_Wtime();
@@ -188,7 +193,7 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
         if (it >= 0) t_mc.push_back(t);
       }
     }
-    QuietBarrier(others, rank == 0 ? ctx.ctrl : MPI_COMM_NULL);
+    QuietBarrier(others, rank == 0 ? ctx.ctrl : nullptr);
     if (rank == 0) {
       proto::ControlMessage stop;
       stop.mutable_server_command()->set_kind(proto::ServerCommand::STOP);
@@ -200,7 +205,7 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
       comm::Backoff backoff;
       while (finals < S) {
         proto::ControlMessage msg;
-        if (comm::TryRecvControl(ctx.ctrl, MPI_ANY_SOURCE, nullptr, &msg).ok()) {
+        if (comm::TryRecvControl(ctx.ctrl, comm::kAnySource, nullptr, &msg).ok()) {
           if (msg.has_server_stats() && msg.server_stats().final()) ++finals;
         } else {
           backoff.Pause();
@@ -220,8 +225,6 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
   if (others != MPI_COMM_NULL) MPI_Comm_free(&others);
   if (workers != MPI_COMM_NULL) MPI_Comm_free(&workers);
   MPI_Barrier(MPI_COMM_WORLD);
-  MPI_Comm_free(&ctx.ctrl);
-  MPI_Comm_free(&ctx.data);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/comm/control.h"
 #include "common/comm/key_ranges.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -12,70 +13,69 @@ namespace polis {
 struct BlobSend::State {
   std::string bytes;
   int64_t size = 0;
-  std::vector<MPI_Request> reqs;
+  comm::Channel* channel = nullptr;
+  std::vector<comm::Request> reqs;
 };
 
 BlobSend::BlobSend() = default;
 BlobSend::~BlobSend() {
   // A send still in flight must not lose its buffer: cancel it first.
   if (!active()) return;
-  for (auto& r : s_->reqs)
-    if (r != MPI_REQUEST_NULL) {
-      MPI_Cancel(&r);
-      MPI_Wait(&r, MPI_STATUS_IGNORE);
-    }
+  s_->channel->Cancel(s_->reqs.data(), static_cast<int>(s_->reqs.size()));
 }
 BlobSend::BlobSend(BlobSend&&) noexcept = default;
 BlobSend& BlobSend::operator=(BlobSend&&) noexcept = default;
 
 bool BlobSend::active() const { return s_ != nullptr && !s_->reqs.empty(); }
 
-Status BlobSend::Start(MPI_Comm comm, int dest, int tag, std::string bytes, int64_t chunk) {
+Status BlobSend::Start(comm::Channel* channel, int dest, int tag, std::string bytes, int64_t chunk) {
   if (active()) return InternalError("a blob send to rank {} started before the previous one finished", dest);
   s_ = std::make_unique<State>();
+  s_->channel = channel;
   s_->bytes = std::move(bytes);
   s_->size = static_cast<int64_t>(s_->bytes.size());
-  s_->reqs.push_back(MPI_REQUEST_NULL);
-  POLIS_MPI_CHECK(MPI_Isend(&s_->size, 1, MPI_INT64_T, dest, tag, comm, &s_->reqs.back()));
+  s_->reqs.emplace_back();
+  POLIS_RETURN_IF_ERROR(channel->Isend(&s_->size, sizeof(s_->size), dest, tag, &s_->reqs.back()));
   for (int64_t at = 0; at < s_->size; at += chunk) {
-    const int n = static_cast<int>(std::min(chunk, s_->size - at));
-    s_->reqs.push_back(MPI_REQUEST_NULL);
-    POLIS_MPI_CHECK(MPI_Isend(s_->bytes.data() + at, n, MPI_BYTE, dest, tag, comm, &s_->reqs.back()));
+    const int64_t n = std::min(chunk, s_->size - at);
+    s_->reqs.emplace_back();
+    POLIS_RETURN_IF_ERROR(channel->Isend(s_->bytes.data() + at, n, dest, tag, &s_->reqs.back()));
   }
   return Status::Ok();
 }
 
 Status BlobSend::Wait(comm::Clock::time_point deadline, const std::string& what) {
   if (!active()) return Status::Ok();
-  POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(s_->reqs.size()), s_->reqs.data(), deadline,
+  POLIS_RETURN_IF_ERROR(comm::WaitAll(s_->channel, s_->reqs.data(), static_cast<int>(s_->reqs.size()), deadline,
                                       [&] { return what; }));
   s_.reset();
   return Status::Ok();
 }
 
-Status SendBlob(MPI_Comm comm, int dest, int tag, std::string bytes, comm::Clock::time_point deadline,
+Status SendBlob(comm::Channel* channel, int dest, int tag, std::string bytes, comm::Clock::time_point deadline,
                 const std::string& what, int64_t chunk) {
   BlobSend send;
-  POLIS_RETURN_IF_ERROR(send.Start(comm, dest, tag, std::move(bytes), chunk));
+  POLIS_RETURN_IF_ERROR(send.Start(channel, dest, tag, std::move(bytes), chunk));
   return send.Wait(deadline, what);
 }
 
-StatusOr<std::string> RecvBlob(MPI_Comm comm, int source, int tag, int64_t max_bytes,
+StatusOr<std::string> RecvBlob(comm::Channel* channel, int source, int tag, int64_t max_bytes,
                                comm::Clock::time_point deadline, const std::string& what, int64_t chunk) {
   int64_t size = -1;
-  MPI_Request req = MPI_REQUEST_NULL;
-  POLIS_MPI_CHECK(MPI_Irecv(&size, 1, MPI_INT64_T, source, tag, comm, &req));
-  POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &req, deadline, [&] { return what; }));
+  comm::Request req;
+  POLIS_RETURN_IF_ERROR(channel->Irecv(&size, sizeof(size), source, tag, &req));
+  POLIS_RETURN_IF_ERROR(comm::WaitAll(channel, &req, 1, deadline, [&] { return what; }));
   if (size < 0 || size > max_bytes)
     return DataLoss("{} from rank {}: {} bytes announced; at most {} expected", what, source, size, max_bytes);
   std::string bytes(static_cast<size_t>(size), '\0');
-  std::vector<MPI_Request> reqs;
+  std::vector<comm::Request> reqs;
   for (int64_t at = 0; at < size; at += chunk) {
-    const int n = static_cast<int>(std::min(chunk, size - at));
-    reqs.push_back(MPI_REQUEST_NULL);
-    POLIS_MPI_CHECK(MPI_Irecv(bytes.data() + at, n, MPI_BYTE, source, tag, comm, &reqs.back()));
+    const int64_t n = std::min(chunk, size - at);
+    reqs.emplace_back();
+    POLIS_RETURN_IF_ERROR(channel->Irecv(bytes.data() + at, n, source, tag, &reqs.back()));
   }
-  POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(reqs.size()), reqs.data(), deadline, [&] { return what; }));
+  POLIS_RETURN_IF_ERROR(
+      comm::WaitAll(channel, reqs.data(), static_cast<int>(reqs.size()), deadline, [&] { return what; }));
   return bytes;
 }
 
@@ -83,7 +83,7 @@ int64_t MaxShardBytes(int64_t parameter_count) {
   return 8 * static_cast<int64_t>(sizeof(float)) * parameter_count + (int64_t{1} << 20);
 }
 
-Status StartShardSend(MPI_Comm ctrl, MPI_Comm data, int coordinator, const ShardFile& shard,
+Status StartShardSend(comm::Channel* ctrl, comm::Channel* data, int coordinator, const ShardFile& shard,
                       const std::string& job_sha256, const std::string& file, proto::ShardSaved* report,
                       BlobSend* send, int64_t chunk) {
   std::string bytes = EncodeShardFile(shard, job_sha256);
@@ -97,7 +97,7 @@ Status StartShardSend(MPI_Comm ctrl, MPI_Comm data, int coordinator, const Shard
   return send->Start(data, coordinator, kTagShardBytes, std::move(bytes), chunk);
 }
 
-Status ReceiveShard(MPI_Comm data, int from, const proto::ShardSaved& report, int64_t parameter_count,
+Status ReceiveShard(comm::Channel* data, int from, const proto::ShardSaved& report, int64_t parameter_count,
                     const std::string& dir, comm::Clock::time_point deadline, int64_t chunk) {
   const std::string path = dir + "/" + report.path();
   POLIS_ASSIGN_OR_RETURN(std::string bytes,
@@ -163,13 +163,13 @@ Status ShareResumeState(RoleContext* ctx) {
   return Status::Ok();
 }
 
-Status SendParams(MPI_Comm data, int dest, const std::vector<float>& params, comm::Clock::time_point deadline) {
+Status SendParams(comm::Channel* data, int dest, const std::vector<float>& params, comm::Clock::time_point deadline) {
   std::string bytes(reinterpret_cast<const char*>(params.data()), sizeof(float) * params.size());
   return SendBlob(data, dest, kTagEvalParams, std::move(bytes), deadline,
                   fmt::format("rank {} to take the parameters to evaluate", dest));
 }
 
-Status RecvParams(MPI_Comm data, int source, std::vector<float>* params, comm::Clock::time_point deadline) {
+Status RecvParams(comm::Channel* data, int source, std::vector<float>* params, comm::Clock::time_point deadline) {
   const int64_t want = static_cast<int64_t>(sizeof(float) * params->size());
   POLIS_ASSIGN_OR_RETURN(std::string bytes, RecvBlob(data, source, kTagEvalParams, want, deadline,
                                                      "the parameters to evaluate"));

@@ -1,18 +1,18 @@
 // What every role (coordinator, parameter server, worker) is given by
-// polis-train: the checked job, the model, and its place in the MPI job.
+// polis-train: the checked job, the model, and its place in the job.
 //
 // Rank layout (ARCHITECTURE.md): rank 0 coordinator, ranks 1..S parameter
-// servers, ranks S+1..N-1 workers. Two communicators duplicate
-// MPI_COMM_WORLD: `ctrl` for control messages, `data` for raw tensors, so
-// control traffic never queues behind the data plane.
+// servers, ranks S+1..N-1 workers. The roles talk through a transport
+// (common/comm/transport.h; MPI in polis-train, in-process in unit tests):
+// `ctrl` for control messages, `data` for raw tensors, so control traffic
+// never queues behind the data plane.
 #pragma once
-
-#include <mpi.h>
 
 #include <string>
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/comm/transport.h"
 #include "common/job_spec.h"
 #include "common/launch/placement.h"
 #include "common/nn/model.h"
@@ -22,10 +22,10 @@ namespace polis {
 struct RoleContext {
   LoadedJob job;
   nn::Model model;
-  MPI_Comm ctrl = MPI_COMM_NULL;
-  MPI_Comm data = MPI_COMM_NULL;
-  MPI_Comm workers_comm = MPI_COMM_NULL;  // the workers only (all-reduce); null elsewhere
-  MPI_Comm servers_comm = MPI_COMM_NULL;  // the servers only (clip_grad_norm's norm); null elsewhere
+  // Not owned; set together: ctrl and data are transport's channels.
+  comm::Transport* transport = nullptr;
+  comm::Channel* ctrl = nullptr;
+  comm::Channel* data = nullptr;
   int rank = 0;
   int world = 0;
   int servers = 0;

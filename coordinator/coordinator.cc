@@ -22,7 +22,7 @@
 #include "common/checkpoint_transfer.h"
 #include "common/env.h"
 #include "common/comm/key_ranges.h"
-#include "common/comm/mpi_util.h"
+#include "common/comm/control.h"
 #include "common/comm/wire_checks.h"
 #include "common/data/idx.h"
 #include "common/data/dataset.h"
@@ -423,7 +423,7 @@ class Coordinator {
     comm::Backoff backoff;
     const auto deadline = comm::DeadlineFromNow();
     while (true) {
-      Status st = comm::TryRecvControl(ctx_.ctrl, MPI_ANY_SOURCE, from, msg);
+      Status st = comm::TryRecvControl(ctx_.ctrl, comm::kAnySource, from, msg);
       if (st.code() != Code::kNotFound) return st;
       if (g_stop_requested && !stopping_ && !finishing_) return st;
       const auto now = comm::Clock::now();
@@ -892,15 +892,15 @@ class Coordinator {
     std::vector<float> params(ctx_.model.parameter_count());
     if (ctx_.servers > 0) {
       const auto ranges = comm::PartitionByBytes(ctx_.model.parameter_count(), ctx_.servers);
-      std::vector<MPI_Request> reqs(ctx_.servers);
+      std::vector<comm::Request> reqs(ctx_.servers);
       for (int s = 0; s < ctx_.servers; ++s) {
-        POLIS_MPI_CHECK(MPI_Irecv(params.data() + ranges[s].begin, static_cast<int>(ranges[s].size()), MPI_FLOAT,
-                                  ctx_.server_rank(s), comm::kTagFinalParams, ctx_.data, &reqs[s]));
+        POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(params.data() + ranges[s].begin, sizeof(float) * ranges[s].size(),
+                                               ctx_.server_rank(s), comm::kTagFinalParams, &reqs[s]));
         proto::ControlMessage cmd;
         cmd.mutable_server_command()->set_kind(proto::ServerCommand::SEND_PARAMETERS_AND_STOP);
         POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.server_rank(s), cmd));
       }
-      POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.servers, reqs.data(), comm::DeadlineFromNow(),
+      POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, reqs.data(), ctx_.servers, comm::DeadlineFromNow(),
                                           [] { return std::string("final parameters from the servers"); }));
       for (int s = 0; s < ctx_.servers; ++s) {
         proto::ControlMessage msg;
@@ -916,19 +916,19 @@ class Coordinator {
         server_stats_.push_back(msg.server_stats());
       }
     }
-    MPI_Request from_worker = MPI_REQUEST_NULL;
+    comm::Request from_worker;
     for (int w = 0; w < W_; ++w) {
       proto::ControlMessage cmd;
       const bool send_params = ctx_.servers == 0 && w == 0;
       if (send_params)
-        POLIS_MPI_CHECK(MPI_Irecv(params.data(), static_cast<int>(params.size()), MPI_FLOAT, ctx_.worker_rank(0),
-                                  comm::kTagFinalParams, ctx_.data, &from_worker));
+        POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(params.data(), sizeof(float) * params.size(), ctx_.worker_rank(0),
+                                               comm::kTagFinalParams, &from_worker));
       cmd.mutable_server_command()->set_kind(send_params ? proto::ServerCommand::SEND_PARAMETERS_AND_STOP
                                                          : proto::ServerCommand::STOP);
       POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, ctx_.worker_rank(w), cmd));
     }
     if (ctx_.servers == 0)
-      POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &from_worker, comm::DeadlineFromNow(),
+      POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, &from_worker, 1, comm::DeadlineFromNow(),
                                           [] { return std::string("final parameters from worker 0"); }));
     if (!published_checkpoint_.empty()) params = std::move(best_params_);  // training.restore_best
     const std::string published_sha = Sha256Hex(

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "common/comm/mpi_util.h"
+#include "common/comm/wait.h"
 
 namespace polis::coordinator {
 

@@ -22,7 +22,8 @@
 #include "common/checkpoint.h"
 #include "common/checkpoint_transfer.h"
 #include "common/data/idx.h"
-#include "common/comm/mpi_util.h"
+#include "common/comm/control.h"
+#include "common/comm/mpi_transport.h"
 #include "common/data/dataset.h"
 #include "common/data/split.h"
 #include "common/evaluate.h"
@@ -463,22 +464,21 @@ int main(int argc, char** argv) {
   ctx.world = world;
   ctx.servers = ctx.job.spec.sync().servers();
   ctx.workers = world - 1 - ctx.servers;
-  // Collective over every rank, so before any role can fail.
-  MPI_Comm_split(MPI_COMM_WORLD, ctx.is_worker() ? 1 : MPI_UNDEFINED, rank, &ctx.workers_comm);
-  MPI_Comm_split(MPI_COMM_WORLD, ctx.is_server() ? 1 : MPI_UNDEFINED, rank, &ctx.servers_comm);
   if (ctx.workers < 1)
     return fail_setup(polis::InvalidArgument(
         "{} ranks cannot hold 1 coordinator, {} server(s) and at least 1 worker; start at least {} "
         "ranks or lower sync.servers",
         world, ctx.servers, ctx.servers + 2));
+  // Collective over every rank, so before any role can fail.
+  auto transport = polis::comm::MakeMpiTransport(MPI_COMM_WORLD, ctx.is_worker());
+  if (!transport.ok()) return fail_setup(transport.status());
+  ctx.transport = transport->get();
+  ctx.ctrl = ctx.transport->control();
+  ctx.data = ctx.transport->data();
   ctx.placement = std::move(placed_ranks);
   ctx.run_dir = f.run_dir.empty()
                     ? fmt::format("runs/{}/{}", ctx.job.spec.name(), polis::UtcTimestamp())
                     : f.run_dir;
-  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.ctrl);
-  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.data);
-  MPI_Comm_set_errhandler(ctx.ctrl, MPI_ERRORS_RETURN);
-  MPI_Comm_set_errhandler(ctx.data, MPI_ERRORS_RETURN);
   polis::SetLogIdentity(rank, ctx.RoleName(rank), ctx.placement.empty() ? "" : ctx.placement[rank].host);
 
   // The coordinator turns SIGTERM into a checkpoint and an orderly stop;
@@ -530,10 +530,7 @@ int main(int argc, char** argv) {
     MPI_Abort(MPI_COMM_WORLD, 1);
     return 1;
   }
-  if (ctx.workers_comm != MPI_COMM_NULL) MPI_Comm_free(&ctx.workers_comm);
-  if (ctx.servers_comm != MPI_COMM_NULL) MPI_Comm_free(&ctx.servers_comm);
-  MPI_Comm_free(&ctx.ctrl);
-  MPI_Comm_free(&ctx.data);
+  transport->reset();  // its communicators are freed before MPI_Finalize
   MPI_Finalize();
   return 0;
 }

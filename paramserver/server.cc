@@ -9,7 +9,7 @@
 #include "common/checkpoint.h"
 #include "common/checkpoint_transfer.h"
 #include "common/comm/key_ranges.h"
-#include "common/comm/mpi_util.h"
+#include "common/comm/control.h"
 #include "common/comm/ps_pieces.h"
 #include "common/comm/wire_checks.h"
 #include "common/env.h"
@@ -44,8 +44,6 @@ class Server {
     checkpoint_every_ = spec.training().checkpoint_every_steps();
     checkpoint_epochs_ = spec.training().checkpoint_epochs();
     clip_ = spec.training().clip_grad_norm();
-    if (clip_ > 0 && ctx_.servers > 1 && ctx_.servers_comm == MPI_COMM_NULL)
-      return InternalError("server {}: clip_grad_norm needs the servers' communicator", ctx_.server_index());
 
     if (!ctx_.resume_manifest.empty()) {
       // This server's key range, sent by the coordinator (ShareResumeState).
@@ -82,8 +80,8 @@ class Server {
     if (mode_ != proto::SyncSpec::BSP) snapshot_.assign(W_, std::vector<float>(n_));
     sum_.resize(n_);
     arrived_.reserve(W_);
-    rreq_.assign(R_ * W_, MPI_REQUEST_NULL);
-    sreq_.assign(R_ * W_, MPI_REQUEST_NULL);
+    rreq_.assign(R_ * W_, comm::Request());
+    sreq_.assign(R_ * W_, comm::Request());
     w_.assign(W_, WorkerState{});
     for (int w = 0; w < W_; ++w) POLIS_RETURN_IF_ERROR(PostReceive(w));
     return Status::Ok();
@@ -100,10 +98,10 @@ class Server {
       bool progressed = false;
       for (int w = 0; w < W_; ++w) {
         if (!w_[w].receiving) continue;
-        int done = 0;
+        bool done = false;
         // A push is complete once its header and every piece are in, in
         // whatever order they arrived.
-        POLIS_MPI_CHECK(MPI_Testall(R_, &rreq_[R_ * w], &done, MPI_STATUSES_IGNORE));
+        POLIS_RETURN_IF_ERROR(ctx_.data->Test(&rreq_[R_ * w], R_, &done));
         if (!done) continue;
         w_[w].receiving = false;
         bytes_in_ += sizeof(PushHeader) + sizeof(float) * n_;
@@ -122,12 +120,8 @@ class Server {
                        env::TimeoutSeconds(), Waiting());
       backoff.Pause();
     }
-    for (auto& r : rreq_)
-      if (r != MPI_REQUEST_NULL) {
-        MPI_Cancel(&r);
-        MPI_Wait(&r, MPI_STATUS_IGNORE);
-      }
-    POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(sreq_.size()), sreq_.data(), comm::DeadlineFromNow(),
+    ctx_.data->Cancel(rreq_.data(), static_cast<int>(rreq_.size()));
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()), comm::DeadlineFromNow(),
                                         [] { return std::string("last replies to workers"); }));
     return checkpoint_send_.Wait(comm::DeadlineFromNow(), "the coordinator to take the last checkpoint");
   }
@@ -148,13 +142,12 @@ class Server {
   // each straight into its place in recv_[w].
   Status PostReceive(int w) {
     int src = ctx_.worker_rank(w);
-    MPI_Request* q = &rreq_[R_ * w];
-    POLIS_MPI_CHECK(MPI_Irecv(&push_[w], sizeof(PushHeader), MPI_BYTE, src, DataTag::kTagPushHeader,
-                              ctx_.data, &q[0]));
+    comm::Request* q = &rreq_[R_ * w];
+    POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(&push_[w], sizeof(PushHeader), src, DataTag::kTagPushHeader, &q[0]));
     for (size_t k = 0; k < pieces_.size(); ++k) {
       const comm::Piece& p = pieces_[k];
-      POLIS_MPI_CHECK(MPI_Irecv(recv_[w].data() + (p.begin - range_.begin), static_cast<int>(p.size()),
-                                MPI_FLOAT, src, comm::kTagPushPieceBase + p.slot, ctx_.data, &q[1 + k]));
+      POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(recv_[w].data() + (p.begin - range_.begin), sizeof(float) * p.size(),
+                                             src, comm::kTagPushPieceBase + p.slot, &q[1 + k]));
     }
     w_[w].receiving = true;
     return Status::Ok();
@@ -213,7 +206,7 @@ class Server {
           // The replies of the previous step went out straight from params_;
           // every worker has received its reply before pushing again, so
           // these complete at once.
-          POLIS_RETURN_IF_ERROR(comm::WaitAll(static_cast<int>(sreq_.size()), sreq_.data(),
+          POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()),
                                               comm::DeadlineFromNow(),
                                               [] { return std::string("the previous step's replies"); }));
           Average(total);
@@ -311,15 +304,29 @@ class Server {
   // BSP, training.clip_grad_norm: the step's mean gradient is spread over
   // the servers' key ranges, so its norm is the sum of every server's
   // partial squared norm. Every server averages the same steps in the same
-  // order (each worker pushes to all of them), so they meet here step by step.
+  // order (each worker pushes to all of them), so they meet here step by step:
+  // each sends its partial to every other server and adds all of them in
+  // server order, so every server computes the same total.
   Status ClipAcrossServers() {
-    double partial = SquaredNorm(sum_.data(), n_), total = partial;
+    const double partial = SquaredNorm(sum_.data(), n_);
+    double total = partial;
     if (ctx_.servers > 1) {
-      MPI_Request req;
-      POLIS_MPI_CHECK(MPI_Iallreduce(&partial, &total, 1, MPI_DOUBLE, MPI_SUM, ctx_.servers_comm, &req));
-      POLIS_RETURN_IF_ERROR(comm::WaitAll(1, &req, comm::DeadlineFromNow(), [&] {
+      const int S = ctx_.servers, me = ctx_.server_index();
+      norms_.assign(S, 0.0);
+      norms_[me] = partial;
+      std::vector<comm::Request> reqs(2 * S);
+      for (int s = 0; s < S; ++s) {
+        if (s == me) continue;
+        POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(&norms_[s], sizeof(double), ctx_.server_rank(s),
+                                               DataTag::kTagServerNorm, &reqs[s]));
+        POLIS_RETURN_IF_ERROR(ctx_.data->Isend(&norms_[me], sizeof(double), ctx_.server_rank(s),
+                                               DataTag::kTagServerNorm, &reqs[S + s]));
+      }
+      POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, reqs.data(), 2 * S, comm::DeadlineFromNow(), [&] {
         return fmt::format("the other servers' gradient norms of step {}", step_);
       }));
+      total = 0;
+      for (double v : norms_) total += v;
     }
     ScaleGradient(sum_.data(), n_, ClipCoefficient(std::sqrt(total), clip_));
     return Status::Ok();
@@ -327,8 +334,8 @@ class Server {
 
   Status Reply(int w, int64_t flags, int64_t total) {
     // The previous reply's sends must be done before their buffer changes.
-    MPI_Request* q = &sreq_[R_ * w];
-    POLIS_RETURN_IF_ERROR(comm::WaitAll(R_, q, comm::DeadlineFromNow(), [&] {
+    comm::Request* q = &sreq_[R_ * w];
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, q, R_, comm::DeadlineFromNow(), [&] {
       return fmt::format("the previous reply to rank {} (worker)", ctx_.worker_rank(w));
     }));
     // BSP changes params_ only after every worker has pushed again, which
@@ -341,12 +348,11 @@ class Server {
     }
     pull_[w] = {step_, total, flags};
     int dst = ctx_.worker_rank(w);
-    POLIS_MPI_CHECK(MPI_Isend(&pull_[w], sizeof(PullHeader), MPI_BYTE, dst, DataTag::kTagPullHeader,
-                              ctx_.data, &q[0]));
+    POLIS_RETURN_IF_ERROR(ctx_.data->Isend(&pull_[w], sizeof(PullHeader), dst, DataTag::kTagPullHeader, &q[0]));
     for (size_t k = 0; k < pieces_.size(); ++k) {
       const comm::Piece& p = pieces_[k];
-      POLIS_MPI_CHECK(MPI_Isend(src + (p.begin - range_.begin), static_cast<int>(p.size()), MPI_FLOAT, dst,
-                                comm::kTagPullPieceBase + p.slot, ctx_.data, &q[1 + k]));
+      POLIS_RETURN_IF_ERROR(ctx_.data->Isend(src + (p.begin - range_.begin), sizeof(float) * p.size(), dst,
+                                             comm::kTagPullPieceBase + p.slot, &q[1 + k]));
     }
     w_[w].reply_pending = false;
     bytes_out_ += sizeof(PullHeader) + sizeof(float) * n_;
@@ -394,8 +400,8 @@ class Server {
         quiesce_ = true;
         return Advance();
       case proto::ServerCommand::SEND_PARAMETERS_AND_STOP:
-        POLIS_MPI_CHECK(MPI_Send(params_.data(), static_cast<int>(n_), MPI_FLOAT,
-                                 ctx_.coordinator_rank(), DataTag::kTagFinalParams, ctx_.data));
+        POLIS_RETURN_IF_ERROR(ctx_.data->Send(params_.data(), sizeof(float) * n_, ctx_.coordinator_rank(),
+                                              DataTag::kTagFinalParams));
         [[fallthrough]];
       case proto::ServerCommand::STOP:
         POLIS_RETURN_IF_ERROR(SendStats(true));
@@ -454,7 +460,8 @@ class Server {
   std::vector<PullHeader> pull_;
   std::vector<comm::Piece> pieces_;  // this server's pieces, by slot
   int R_ = 0;                         // requests per worker: header + pieces
-  std::vector<MPI_Request> rreq_, sreq_;
+  std::vector<comm::Request> rreq_, sreq_;
+  std::vector<double> norms_;  // every server's partial squared norm (ClipAcrossServers)
   std::vector<const float*> arrived_;
   std::vector<WorkerState> w_;
   int64_t step_ = 0;

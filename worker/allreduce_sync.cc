@@ -198,10 +198,8 @@ std::vector<int> WorkerHosts(const RoleContext& ctx) {
 
 StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
                                                           float* grads) {
-  if (ctx.workers_comm == MPI_COMM_NULL) return InternalError("no workers communicator");
   const int64_t P = ctx.model.parameter_count();
-  POLIS_ASSIGN_OR_RETURN(auto comm, comm::MakeMpiCommunicator(ctx.workers_comm, P + kGradientExtraSlots,
-                                                               WorkerHosts(ctx)));
+  POLIS_ASSIGN_OR_RETURN(auto comm, ctx.transport->WorkersCommunicator(P + kGradientExtraSlots, WorkerHosts(ctx)));
   POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P, TotalStepsHint(ctx)));
   comm::AllreduceOptions options;
   POLIS_ASSIGN_OR_RETURN(options.algorithm,

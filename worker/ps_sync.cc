@@ -8,7 +8,6 @@
 #include <cmath>
 
 #include "common/comm/key_ranges.h"
-#include "common/comm/mpi_util.h"
 #include "common/comm/ps_client.h"
 #include "common/grad_clip.h"
 #include "common/log.h"

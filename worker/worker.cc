@@ -12,7 +12,7 @@
 
 #include "common/checkpoint.h"
 #include "common/checkpoint_transfer.h"
-#include "common/comm/mpi_util.h"
+#include "common/comm/control.h"
 #include "common/comm/wire_checks.h"
 #include "common/env.h"
 #include "common/data/dataset.h"
@@ -428,8 +428,7 @@ Status RunWorker(const RoleContext& ctx) {
   }
   if (cmd.has_server_command() &&
       cmd.server_command().kind() == proto::ServerCommand::SEND_PARAMETERS_AND_STOP) {
-    POLIS_MPI_CHECK(MPI_Send(params.data(), static_cast<int>(P), MPI_FLOAT, coord,
-                             comm::kTagFinalParams, ctx.data));
+    POLIS_RETURN_IF_ERROR(ctx.data->Send(params.data(), sizeof(float) * P, coord, comm::kTagFinalParams));
   }
   return Status::Ok();
 }

@@ -2,7 +2,7 @@
 // a fixed group of ranks, for all-reduce training (STYLE.md habit 1: this is
 // the collectives interface; key-range push/pull lives in PsClient).
 //
-// The MPI implementation (MakeMpiCommunicator) offers six all-reduce
+// The MPI implementation (MakeMpiCommunicator, common/comm/mpi_communicator.h) offers six all-reduce
 // algorithms (docs/design/allreduce.md):
 //   kMpi                Open MPI's non-blocking MPI_Iallreduce (fp32 wire only;
 //                       a 16-bit wire falls back to kRing)
@@ -35,8 +35,6 @@
 // Timeout or Remote error the communicator is unusable (later calls return
 // FailedPrecondition): messages of the failed call may still be in flight.
 #pragma once
-
-#include <mpi.h>
 
 #include <cstdint>
 #include <memory>
@@ -104,22 +102,5 @@ class Communicator {
   // one). Never returns kAuto; never kMpi for a 16-bit wire.
   virtual AllreduceAlgorithm Choose(int64_t count, WireType wire) const = 0;
 };
-
-// Duplicates `comm` (so its traffic never mixes with other messages; the
-// call is collective over `comm`) and preallocates scratch for all-reduces
-// of up to `max_count` floats: 4 bytes per float plus about 1 MiB, and up
-// to 4 bytes per float more where the hierarchical algorithm may be picked
-// (several hosts with several ranks on one, or POLIS_ALLREDUCE_ALGO=hier;
-// elsewhere an explicit kHierarchical reserves it on first use). Reads
-// POLIS_ALLREDUCE_ALGO (an unknown name is InvalidArgument).
-//
-// `host_of_rank[r]` names the host of rank r of `comm` (any int; equal ids
-// share a host), from the job's placement; empty means one host. It must
-// have comm's size and be the same on every rank (InvalidArgument on every
-// rank otherwise). The hierarchical algorithm and kAuto's choice use it;
-// MPI_COMM_TYPE_SHARED is not consulted for it, since emulated hosts (network
-// namespaces) share one kernel.
-StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(
-    MPI_Comm comm, int64_t max_count, const std::vector<int>& host_of_rank = {});
 
 }  // namespace polis::comm

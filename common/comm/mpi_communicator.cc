@@ -14,7 +14,7 @@
 #include "common/comm/allreduce_rabenseifner.h"
 #include "common/comm/allreduce_recursive_doubling.h"
 #include "common/comm/allreduce_ring.h"
-#include "common/comm/communicator.h"
+#include "common/comm/mpi_communicator.h"
 #include "common/env.h"
 #include "common/log.h"
 

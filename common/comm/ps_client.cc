@@ -1,17 +1,16 @@
 #include "common/comm/ps_client.h"
 
-#include "common/comm/mpi_util.h"
+#include "common/comm/control.h"
 #include "common/comm/wire_checks.h"
 #include "common/env.h"
 
 namespace polis::comm {
 
-PsClient::PsClient(MPI_Comm data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
-                   std::vector<Piece> pieces, MPI_Comm ctrl, int coordinator)
+PsClient::PsClient(Channel* data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
+                   std::vector<Piece> pieces, Channel* ctrl, int coordinator)
     : data_(data), ctrl_(ctrl), coordinator_(coordinator), servers_(std::move(server_ranks)),
       ranges_(std::move(ranges)), pieces_(std::move(pieces)), push_(servers_.size()), pull_(servers_.size()),
-      round_reqs_(2 * servers_.size() + pieces_.size(), MPI_REQUEST_NULL),
-      pull_reqs_(pieces_.size(), MPI_REQUEST_NULL), pushed_(pieces_.size(), 0) {
+      round_reqs_(2 * servers_.size() + pieces_.size()), pull_reqs_(pieces_.size()), pushed_(pieces_.size(), 0) {
   POLIS_ENFORCE_EQ(servers_.size(), ranges_.size());
   for (const Piece& p : pieces_) {
     POLIS_ENFORCE_LT(p.server, static_cast<int>(servers_.size()));
@@ -23,9 +22,8 @@ Status PsClient::Push(int k, const float* grads) {
   POLIS_ENFORCE_EQ(pushed_[k], 0);
   const Piece& p = pieces_[k];
   pushed_[k] = 1;
-  POLIS_MPI_CHECK(MPI_Isend(grads + p.begin, static_cast<int>(p.size()), MPI_FLOAT, servers_[p.server],
-                            kTagPushPieceBase + p.slot, data_, &round_reqs_[2 * servers_.size() + k]));
-  return Status::Ok();
+  return data_->Isend(grads + p.begin, sizeof(float) * p.size(), servers_[p.server], kTagPushPieceBase + p.slot,
+                      &round_reqs_[2 * servers_.size() + k]);
 }
 
 StatusOr<int64_t> PsClient::Finish(const PushHeader& header, const float* grads, float* params) {
@@ -37,28 +35,25 @@ StatusOr<int64_t> PsClient::Finish(const PushHeader& header, const float* grads,
   const size_t S = servers_.size();
   for (size_t k = 0; k < pieces_.size(); ++k) {
     const Piece& p = pieces_[k];
-    POLIS_MPI_CHECK(MPI_Irecv(params + p.begin, static_cast<int>(p.size()), MPI_FLOAT, servers_[p.server],
-                              kTagPullPieceBase + p.slot, data_, &pull_reqs_[k]));
+    POLIS_RETURN_IF_ERROR(data_->Irecv(params + p.begin, sizeof(float) * p.size(), servers_[p.server],
+                                       kTagPullPieceBase + p.slot, &pull_reqs_[k]));
   }
   pulls_pending_ = !pieces_.empty();
   for (size_t s = 0; s < S; ++s) {
     push_[s] = header;
-    POLIS_MPI_CHECK(MPI_Irecv(&pull_[s], sizeof(PullHeader), MPI_BYTE, servers_[s], kTagPullHeader,
-                              data_, &round_reqs_[s]));
-    POLIS_MPI_CHECK(MPI_Isend(&push_[s], sizeof(PushHeader), MPI_BYTE, servers_[s], kTagPushHeader,
-                              data_, &round_reqs_[S + s]));
+    POLIS_RETURN_IF_ERROR(data_->Irecv(&pull_[s], sizeof(PullHeader), servers_[s], kTagPullHeader, &round_reqs_[s]));
+    POLIS_RETURN_IF_ERROR(data_->Isend(&push_[s], sizeof(PushHeader), servers_[s], kTagPushHeader, &round_reqs_[S + s]));
   }
   pending_ = header.step;
   return header.step;
 }
 
 Status PsClient::PollControl() {
-  if (ctrl_ == MPI_COMM_NULL) return Status::Ok();
-  int flag = 0;
-  POLIS_MPI_CHECK(MPI_Iprobe(coordinator_, kTagControl, ctrl_, &flag, MPI_STATUS_IGNORE));
-  if (!flag) return Status::Ok();
+  if (ctrl_ == nullptr) return Status::Ok();
   proto::ControlMessage msg;
-  POLIS_RETURN_IF_ERROR(TryRecvControl(ctrl_, coordinator_, nullptr, &msg));
+  Status st = TryRecvControl(ctrl_, coordinator_, nullptr, &msg);
+  if (st.code() == Code::kNotFound) return Status::Ok();
+  POLIS_RETURN_IF_ERROR(st);
   if (msg.has_server_command()) return Cancelled();
   return RemoteError("unexpected control message while waiting for servers");
 }
@@ -67,13 +62,11 @@ Status PsClient::WaitHeaders(int64_t ts, PullHeader* reply) {
   POLIS_ENFORCE_EQ(pending_, ts);
   pending_ = -1;
   POLIS_RETURN_IF_ERROR(WaitAll(
-      static_cast<int>(round_reqs_.size()), round_reqs_.data(), DeadlineFromNow(),
+      data_, round_reqs_.data(), static_cast<int>(round_reqs_.size()), DeadlineFromNow(),
       [&] {
         std::string who;
         for (size_t s = 0; s < servers_.size(); ++s) {
-          int flag = 0;
-          MPI_Request_get_status(round_reqs_[s], &flag, MPI_STATUS_IGNORE);
-          if (!flag) who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
+          if (round_reqs_[s].pending()) who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
         }
         return fmt::format("the answer to push {} from {}", ts, who.empty() ? "no server (sends pending)" : who);
       },
@@ -95,17 +88,15 @@ Status PsClient::WaitPieces(const int* ids, int n) {
   while (true) {
     bool all = true;
     for (int i = 0; i < n; ++i) {
-      MPI_Request& r = pull_reqs_[ids[i]];
-      if (r == MPI_REQUEST_NULL) continue;
-      int done = 0;
-      POLIS_MPI_CHECK(MPI_Test(&r, &done, MPI_STATUS_IGNORE));
-      all &= done != 0;
+      bool done = false;
+      POLIS_RETURN_IF_ERROR(data_->Test(&pull_reqs_[ids[i]], 1, &done));
+      all &= done;
     }
     if (all) return Status::Ok();
     if (Clock::now() > deadline) {
       std::string who;
       for (int i = 0; i < n; ++i)
-        if (pull_reqs_[ids[i]] != MPI_REQUEST_NULL)
+        if (pull_reqs_[ids[i]].pending())
           who += fmt::format("{}piece {} from rank {} (server)", who.empty() ? "" : ", ", ids[i],
                              servers_[pieces_[ids[i]].server]);
       return Timeout("no progress after {} s waiting for parameters: {}", env::TimeoutSeconds(), who);
@@ -117,10 +108,10 @@ Status PsClient::WaitPieces(const int* ids, int n) {
 Status PsClient::WaitPulls() {
   if (!pulls_pending_) return Status::Ok();
   POLIS_RETURN_IF_ERROR(WaitAll(
-      static_cast<int>(pull_reqs_.size()), pull_reqs_.data(), DeadlineFromNow(), [&] {
+      data_, pull_reqs_.data(), static_cast<int>(pull_reqs_.size()), DeadlineFromNow(), [&] {
         std::string who;
         for (size_t k = 0; k < pieces_.size(); ++k)
-          if (pull_reqs_[k] != MPI_REQUEST_NULL)
+          if (pull_reqs_[k].pending())
             who += fmt::format("{}piece {} from rank {} (server)", who.empty() ? "" : ", ", k,
                                servers_[pieces_[k].server]);
         return "parameters: " + who;

@@ -1,7 +1,7 @@
 // PsClient: a worker's side of key-range push/pull (ps-lite's small API).
 //
 // A round moves the flat gradient buffer to the servers and the fresh
-// parameters back, in pieces (common/comm/ps_pieces.h), as raw MPI buffers:
+// parameters back, in pieces (common/comm/ps_pieces.h), as raw buffers on a data channel:
 // no copies, no protobuf. Push(k) starts sending piece k straight from the
 // gradient buffer (as soon as backward has produced it); Finish(header)
 // sends what is left and every server's header and posts the receives of
@@ -16,10 +16,9 @@
 // coordinator ends the wait with CANCELLED. One round at a time; one thread.
 #pragma once
 
-#include <mpi.h>
-
 #include <vector>
 
+#include "common/comm/channel.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/ps_pieces.h"
 #include "common/role.h"
@@ -31,8 +30,8 @@ class PsClient {
  public:
   // `pieces` must come from PlanPieces over the same `ranges` (the servers
   // compute the same plan). `ctrl`/`coordinator`: see above.
-  PsClient(MPI_Comm data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
-           std::vector<Piece> pieces, MPI_Comm ctrl = MPI_COMM_NULL, int coordinator = 0);
+  PsClient(Channel* data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
+           std::vector<Piece> pieces, Channel* ctrl = nullptr, int coordinator = 0);
 
   const std::vector<Piece>& pieces() const { return pieces_; }
 
@@ -57,8 +56,8 @@ class PsClient {
  private:
   Status PollControl();
 
-  MPI_Comm data_;
-  MPI_Comm ctrl_;
+  Channel* data_;
+  Channel* ctrl_;
   int coordinator_;
   std::vector<int> servers_;
   std::vector<KeyRange> ranges_;
@@ -67,8 +66,8 @@ class PsClient {
   std::vector<PullHeader> pull_;
   // [0, S): header receives; [S, 2S): header sends; then one push send per
   // piece: these complete together in WaitHeaders.
-  std::vector<MPI_Request> round_reqs_;
-  std::vector<MPI_Request> pull_reqs_;  // one per piece
+  std::vector<Request> round_reqs_;
+  std::vector<Request> pull_reqs_;  // one per piece
   std::vector<char> pushed_;
   int64_t pending_ = -1;
   bool pulls_pending_ = false;

@@ -12,12 +12,20 @@
 #include <google/protobuf/text_format.h>
 
 #include "common/checkpoint_transfer.h"
+#include "common/comm/control.h"
+#include "common/comm/mpi_transport.h"
 #include "common/comm/key_ranges.h"
 #include "common/fs.h"
 #include "tests/mpi/mpi_gtest_main.h"
 
 namespace polis {
 namespace {
+
+// Every message of these tests travels on MPI_COMM_WORLD.
+comm::Channel* World() {
+  static std::unique_ptr<comm::Channel> world = comm::MakeMpiChannel(MPI_COMM_WORLD);
+  return world.get();
+}
 
 constexpr int64_t kChunk = 7;  // bytes: every message takes many chunks
 
@@ -62,7 +70,7 @@ TEST(CheckpointTransfer, BlobsOfEverySizeArriveWhole) {
   for (int64_t size : {0, 1, 6, 7, 8, 1000}) {
     if (Rank() == 0) {
       for (int from = 1; from <= 2; ++from) {
-        auto got = RecvBlob(MPI_COMM_WORLD, from, kTagShardBytes, 1000, comm::DeadlineFromNow(), "a blob", kChunk);
+        auto got = RecvBlob(World(), from, kTagShardBytes, 1000, comm::DeadlineFromNow(), "a blob", kChunk);
         ASSERT_TRUE(got.ok()) << got.status().ToString();
         ASSERT_EQ(static_cast<int64_t>(got->size()), size);
         for (int64_t i = 0; i < size; ++i) ASSERT_EQ((*got)[i], static_cast<char>('a' + (i + from) % 26));
@@ -70,7 +78,7 @@ TEST(CheckpointTransfer, BlobsOfEverySizeArriveWhole) {
     } else {
       std::string bytes;
       for (int64_t i = 0; i < size; ++i) bytes.push_back(static_cast<char>('a' + (i + Rank()) % 26));
-      Status st = SendBlob(MPI_COMM_WORLD, 0, kTagShardBytes, bytes, comm::DeadlineFromNow(), "rank 0", kChunk);
+      Status st = SendBlob(World(), 0, kTagShardBytes, bytes, comm::DeadlineFromNow(), "rank 0", kChunk);
       ASSERT_TRUE(st.ok()) << st.ToString();
     }
   }
@@ -79,7 +87,7 @@ TEST(CheckpointTransfer, BlobsOfEverySizeArriveWhole) {
 
 TEST(CheckpointTransfer, ABlobAboveTheLimitIsRefusedBeforeItIsTaken) {
   if (Rank() == 0) {
-    auto got = RecvBlob(MPI_COMM_WORLD, 1, kTagEvalParams, 10, comm::DeadlineFromNow(), "parameters", kChunk);
+    auto got = RecvBlob(World(), 1, kTagEvalParams, 10, comm::DeadlineFromNow(), "parameters", kChunk);
     ASSERT_FALSE(got.ok());
     EXPECT_EQ(got.status().code(), Code::kDataLoss);
     EXPECT_NE(got.status().message().find("parameters from rank 1: 11 bytes announced; at most 10"), std::string::npos)
@@ -89,7 +97,7 @@ TEST(CheckpointTransfer, ABlobAboveTheLimitIsRefusedBeforeItIsTaken) {
     MPI_Recv(sink.data(), 7, MPI_BYTE, 1, kTagEvalParams, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     MPI_Recv(sink.data(), 4, MPI_BYTE, 1, kTagEvalParams, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
   } else if (Rank() == 1) {
-    Status st = SendBlob(MPI_COMM_WORLD, 0, kTagEvalParams, std::string(11, 'x'), comm::DeadlineFromNow(), "rank 0",
+    Status st = SendBlob(World(), 0, kTagEvalParams, std::string(11, 'x'), comm::DeadlineFromNow(), "rank 0",
                          kChunk);
     ASSERT_TRUE(st.ok()) << st.ToString();
   }
@@ -104,11 +112,11 @@ TEST(CheckpointTransfer, ShardsTravelToTheCoordinatorWhichWritesThem) {
     for (int n = 0; n < 2; ++n) {
       int from = -1;
       proto::ControlMessage msg;
-      ASSERT_TRUE(comm::RecvControl(MPI_COMM_WORLD, MPI_ANY_SOURCE, &from, &msg, comm::DeadlineFromNow(), "a shard").ok());
+      ASSERT_TRUE(comm::RecvControl(World(), comm::kAnySource, &from, &msg, comm::DeadlineFromNow(), "a shard").ok());
       ASSERT_TRUE(msg.has_shard_saved());
       const auto& report = msg.shard_saved();
       EXPECT_EQ(report.path(), "server-" + std::to_string(from - 1) + ".shard");
-      Status st = ReceiveShard(MPI_COMM_WORLD, from, report, P, dir, comm::DeadlineFromNow(), kChunk);
+      Status st = ReceiveShard(World(), from, report, P, dir, comm::DeadlineFromNow(), kChunk);
       ASSERT_TRUE(st.ok()) << st.ToString();
       auto sum = Sha256File(dir + "/" + report.path());
       ASSERT_TRUE(sum.ok());
@@ -133,7 +141,7 @@ TEST(CheckpointTransfer, ShardsTravelToTheCoordinatorWhichWritesThem) {
     report.set_begin(shard.begin);
     report.set_end(shard.end);
     BlobSend send;
-    Status st = StartShardSend(MPI_COMM_WORLD, MPI_COMM_WORLD, 0, shard, "job", fmt::format("server-{}.shard", shard.server),
+    Status st = StartShardSend(World(), World(), 0, shard, "job", fmt::format("server-{}.shard", shard.server),
                                &report, &send, kChunk);
     ASSERT_TRUE(st.ok()) << st.ToString();
     ASSERT_TRUE(send.Wait(comm::DeadlineFromNow(), "rank 0").ok());
@@ -146,8 +154,8 @@ TEST(CheckpointTransfer, ShardWhoseBytesDoNotMatchTheReportIsNotWritten) {
   const std::string dir = SharedName("transfer-bad");
   if (Rank() == 0) {
     proto::ControlMessage msg;
-    ASSERT_TRUE(comm::RecvControl(MPI_COMM_WORLD, 1, nullptr, &msg, comm::DeadlineFromNow(), "a shard").ok());
-    Status st = ReceiveShard(MPI_COMM_WORLD, 1, msg.shard_saved(), 50, dir + "/step", comm::DeadlineFromNow(), kChunk);
+    ASSERT_TRUE(comm::RecvControl(World(), 1, nullptr, &msg, comm::DeadlineFromNow(), "a shard").ok());
+    Status st = ReceiveShard(World(), 1, msg.shard_saved(), 50, dir + "/step", comm::DeadlineFromNow(), kChunk);
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.code(), Code::kDataLoss);
     EXPECT_NE(st.message().find("checksum mismatch"), std::string::npos) << st.ToString();
@@ -158,8 +166,8 @@ TEST(CheckpointTransfer, ShardWhoseBytesDoNotMatchTheReportIsNotWritten) {
     auto* report = msg.mutable_shard_saved();
     report->set_path("server-0.shard");
     report->set_sha256(std::string(64, '0'));
-    ASSERT_TRUE(comm::SendControl(MPI_COMM_WORLD, 0, msg).ok());
-    ASSERT_TRUE(SendBlob(MPI_COMM_WORLD, 0, kTagShardBytes, EncodeShardFile(MakeShard(0, 0, 50, 1), "job"),
+    ASSERT_TRUE(comm::SendControl(World(), 0, msg).ok());
+    ASSERT_TRUE(SendBlob(World(), 0, kTagShardBytes, EncodeShardFile(MakeShard(0, 0, 50, 1), "job"),
                          comm::DeadlineFromNow(), "rank 0", kChunk).ok());
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -184,8 +192,8 @@ RoleContext MakeContext(int servers) {
   MPI_Comm_size(MPI_COMM_WORLD, &ctx.world);
   ctx.servers = servers;
   ctx.workers = ctx.world - 1 - servers;
-  ctx.data = MPI_COMM_WORLD;
-  ctx.ctrl = MPI_COMM_WORLD;
+  ctx.data = World();
+  ctx.ctrl = World();
   return ctx;
 }
 
@@ -247,9 +255,9 @@ TEST(CheckpointTransfer, ParametersToEvaluateArriveExactly) {
   std::vector<float> params(33);
   if (Rank() == 0) {
     for (size_t i = 0; i < params.size(); ++i) params[i] = Value(static_cast<int64_t>(i), 3);
-    for (int r = 1; r <= 2; ++r) ASSERT_TRUE(SendParams(MPI_COMM_WORLD, r, params, comm::DeadlineFromNow()).ok());
+    for (int r = 1; r <= 2; ++r) ASSERT_TRUE(SendParams(World(), r, params, comm::DeadlineFromNow()).ok());
   } else {
-    ASSERT_TRUE(RecvParams(MPI_COMM_WORLD, 0, &params, comm::DeadlineFromNow()).ok());
+    ASSERT_TRUE(RecvParams(World(), 0, &params, comm::DeadlineFromNow()).ok());
     for (size_t i = 0; i < params.size(); ++i) ASSERT_EQ(params[i], Value(static_cast<int64_t>(i), 3));
   }
   MPI_Barrier(MPI_COMM_WORLD);

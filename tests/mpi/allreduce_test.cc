@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "common/comm/communicator.h"
+#include "common/comm/mpi_communicator.h"
 #include "common/comm/half.h"
 #include "common/env.h"
 #include "tests/mpi/mpi_gtest_main.h"

@@ -19,7 +19,8 @@
 #include <random>
 #include <thread>
 
-#include "common/comm/mpi_util.h"
+#include "common/comm/control.h"
+#include "common/comm/mpi_transport.h"
 #include "common/comm/ps_client.h"
 #include "common/role.h"
 #include "paramserver/server.h"
@@ -32,7 +33,7 @@ constexpr int kServers = 2, kWorkers = 2, kRounds = 6;
 
 float F(int64_t i) { return static_cast<float>((i % 7) - 3) * std::ldexp(1.0f, static_cast<int>(i % 5) - 4); }
 
-RoleContext MakeContext(int64_t piece_bytes, const std::string& run_dir) {
+RoleContext MakeContext(int64_t piece_bytes, const std::string& run_dir, comm::Transport* transport) {
   RoleContext ctx;
   const std::string text = R"(
     name: "ps_transport"
@@ -57,8 +58,9 @@ RoleContext MakeContext(int64_t piece_bytes, const std::string& run_dir) {
   ctx.workers = kWorkers;
   ctx.run_dir = run_dir;
   ctx.train_samples = 1000;
-  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.ctrl);
-  MPI_Comm_dup(MPI_COMM_WORLD, &ctx.data);
+  ctx.transport = transport;
+  ctx.ctrl = transport->control();
+  ctx.data = transport->data();
   return ctx;
 }
 
@@ -71,7 +73,7 @@ void Coordinator(const RoleContext& ctx, MPI_Comm done_comm) {
   int finished = 0, finals = 0;
   while (finals < kServers) {
     proto::ControlMessage msg;
-    Status st = comm::TryRecvControl(ctx.ctrl, MPI_ANY_SOURCE, nullptr, &msg);
+    Status st = comm::TryRecvControl(ctx.ctrl, comm::kAnySource, nullptr, &msg);
     if (st.ok()) {
       if (msg.has_server_stats() && msg.server_stats().final()) ++finals;
       backoff.Reset();
@@ -117,36 +119,36 @@ void PsClientRound(comm::PsClient* client, const std::vector<int>& order, int r,
 
 void RawRound(const RoleContext& ctx, const std::vector<comm::Piece>& pieces, const std::vector<int>& order,
               int r, const float* grads, float* params) {
-  std::vector<MPI_Request> reqs;
+  std::vector<comm::Request> reqs;
   reqs.reserve(2 * pieces.size() + 2 * kServers);
   std::vector<PullHeader> replies(kServers);
   std::vector<PushHeader> headers(kServers);
   for (size_t k = 0; k < pieces.size(); ++k) {
     const comm::Piece& p = pieces[k];
     reqs.emplace_back();
-    MPI_Irecv(params + p.begin, static_cast<int>(p.size()), MPI_FLOAT, ctx.server_rank(p.server),
-              comm::kTagPullPieceBase + p.slot, ctx.data, &reqs.back());
+    ASSERT_TRUE(ctx.data->Irecv(params + p.begin, sizeof(float) * p.size(), ctx.server_rank(p.server),
+                                comm::kTagPullPieceBase + p.slot, &reqs.back()).ok());
   }
   for (int s = 0; s < kServers; ++s) {
     headers[s].step = r;
     headers[s].samples = 1;
     headers[s].consumed = r + 1;
     reqs.emplace_back();
-    MPI_Irecv(&replies[s], sizeof(PullHeader), MPI_BYTE, ctx.server_rank(s), comm::kTagPullHeader, ctx.data,
-              &reqs.back());
+    ASSERT_TRUE(ctx.data->Irecv(&replies[s], sizeof(PullHeader), ctx.server_rank(s), comm::kTagPullHeader,
+                                &reqs.back()).ok());
     reqs.emplace_back();
-    MPI_Isend(&headers[s], sizeof(PushHeader), MPI_BYTE, ctx.server_rank(s), comm::kTagPushHeader, ctx.data,
-              &reqs.back());
+    ASSERT_TRUE(ctx.data->Isend(&headers[s], sizeof(PushHeader), ctx.server_rank(s), comm::kTagPushHeader,
+                                &reqs.back()).ok());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   for (int k : order) {
     const comm::Piece& p = pieces[k];
     reqs.emplace_back();
-    MPI_Isend(grads + p.begin, static_cast<int>(p.size()), MPI_FLOAT, ctx.server_rank(p.server),
-              comm::kTagPushPieceBase + p.slot, ctx.data, &reqs.back());
+    ASSERT_TRUE(ctx.data->Isend(grads + p.begin, sizeof(float) * p.size(), ctx.server_rank(p.server),
+                                comm::kTagPushPieceBase + p.slot, &reqs.back()).ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  Status st = comm::WaitAll(static_cast<int>(reqs.size()), reqs.data(), comm::DeadlineFromNow(),
+  Status st = comm::WaitAll(ctx.data, reqs.data(), static_cast<int>(reqs.size()), comm::DeadlineFromNow(),
                             [] { return std::string("a hand-made round"); });
   ASSERT_TRUE(st.ok()) << st.ToString();
   for (const PullHeader& h : replies) EXPECT_EQ(h.step, r + 1);
@@ -193,7 +195,9 @@ std::vector<float> RunJob(int64_t piece_bytes) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   // No checkpoints are configured, so the run directory stays unused.
-  RoleContext ctx = MakeContext(piece_bytes, "/tmp");
+  auto transport = comm::MakeMpiTransport(MPI_COMM_WORLD, rank > kServers);
+  EXPECT_TRUE(transport.ok());
+  RoleContext ctx = MakeContext(piece_bytes, "/tmp", transport->get());
   MPI_Comm done_comm;
   MPI_Comm_split(MPI_COMM_WORLD, ctx.is_server() ? MPI_UNDEFINED : 0, rank, &done_comm);
   std::vector<float> params;
@@ -211,8 +215,6 @@ std::vector<float> RunJob(int64_t piece_bytes) {
   }
   if (done_comm != MPI_COMM_NULL) MPI_Comm_free(&done_comm);
   MPI_Barrier(MPI_COMM_WORLD);
-  MPI_Comm_free(&ctx.ctrl);
-  MPI_Comm_free(&ctx.data);
   return params;
 }
 

@@ -18,6 +18,11 @@ PsClient::PsClient(Channel* data, std::vector<int> server_ranks, std::vector<Key
   }
 }
 
+PsClient::~PsClient() {
+  data_->Cancel(round_reqs_.data(), static_cast<int>(servers_.size()));  // the reply headers
+  data_->Cancel(pull_reqs_.data(), static_cast<int>(pull_reqs_.size()));
+}
+
 Status PsClient::Push(int k, const float* grads) {
   POLIS_ENFORCE_EQ(pushed_[k], 0);
   const Piece& p = pieces_[k];

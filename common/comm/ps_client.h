@@ -33,6 +33,12 @@ class PsClient {
   PsClient(Channel* data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
            std::vector<Piece> pieces, Channel* ctrl = nullptr, int coordinator = 0);
 
+  // Withdraws the receives still posted (a round cut short by a stop), so
+  // no reply lands in the parameter buffer once its owner is gone.
+  ~PsClient();
+  PsClient(const PsClient&) = delete;
+  PsClient& operator=(const PsClient&) = delete;
+
   const std::vector<Piece>& pieces() const { return pieces_; }
 
   // Starts sending piece k of `grads`; it must stay valid until WaitHeaders.

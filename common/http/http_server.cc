@@ -101,6 +101,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return Refuse(431, fmt::format("request header exceeds {} bytes", srv_->opt.max_header_bytes));
     if (ec) return Refuse(400, fmt::format("malformed HTTP request: {}", ec.message()));
 
+    header_at_ = std::chrono::steady_clock::now();
     auto& req = parser_->get();
     method_ = std::string(req.method_string());
     const std::string_view target(req.target().data(), req.target().size());
@@ -162,6 +163,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.content_type = std::string(req[bhttp::field::content_type]);
     r.inference_header_length = std::string(req["Inference-Header-Content-Length"]);
     r.remote = remote_;
+    r.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - header_at_).count();
     auto gone = std::make_shared<std::atomic<bool>>(false);
     r.client_gone = gone;
     const bool watch = srv_->opt.watch_client && srv_->opt.watch_client(r.method, r.target);
@@ -242,10 +244,15 @@ class Session : public std::enable_shared_from_this<Session> {
       res->prepare_payload();
     }
     stream_.expires_after(Ms(srv_->opt.write_timeout_ms));
+    const auto write_at = std::chrono::steady_clock::now();
     bhttp::async_write(stream_, *res,
-                      [self = shared_from_this(), res, handled](beast::error_code ec, std::size_t) {
+                      [self = shared_from_this(), res, handled, write_at,
+                       on_written = std::move(r.on_written)](beast::error_code ec, std::size_t) {
                         if (handled) self->srv_->active--;
                         if (ec) return self->Close();
+                        if (on_written)
+                          on_written(std::chrono::duration<double>(
+                                         std::chrono::steady_clock::now() - write_at).count());
                         if (!handled) return self->LingerClose();
                         if (!self->keep_alive_ || self->srv_->stopped) return self->Close();
                         self->ReadHeader();
@@ -282,6 +289,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   HttpServer::Impl* srv_;
   std::string remote_, method_;
+  std::chrono::steady_clock::time_point header_at_;
   size_t body_limit_ = 0;
   bool keep_alive_ = false;
   bool first_ = true;

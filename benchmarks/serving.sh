@@ -5,9 +5,15 @@
 #   benchmarks/serving.sh [--root DIR] [--model NAME] [--rows N] [--connections C]
 #                         [--duration S] [--wrk-threads T] [--threads N]
 #                         [--max-batch B] [--delay-us D] [--compute-threads K]
+#                         [--protocol rest|grpc] [--binary]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
-# --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0.
+# --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0
+# --protocol rest. --protocol grpc drives OIP v2 ModelInfer over gRPC with
+# polis-grpc-load (raw tensor bytes) instead of wrk; --binary sends REST
+# requests with the binary tensor extension (raw UINT8 pixels after a JSON
+# header) instead of JSON numbers. Prints p99.9 and the server's per-stage
+# histograms (polis_inference_stage_seconds: mean and p99 bucket per stage).
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -22,7 +28,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
-MAX_BATCH=32 DELAY=0 COMPUTE=1
+MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -36,11 +42,15 @@ while [[ $# -gt 0 ]]; do
     --max-batch) MAX_BATCH=$2; shift 2 ;;
     --delay-us) DELAY=$2; shift 2 ;;
     --compute-threads) COMPUTE=$2; shift 2 ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    --protocol) PROTOCOL=$2; shift 2 ;;
+    --binary) BINARY=1; shift ;;
+    -h|--help) sed -n 2,27p "$0"; exit 0 ;;
     *) echo "serving.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+[[ $PROTOCOL == rest || $PROTOCOL == grpc ]] || { echo "serving.sh: --protocol is rest or grpc" >&2; exit 2; }
 command -v wrk > /dev/null || { echo "serving.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
+[[ $PROTOCOL == rest || -x $BUILD/benchmarks/polis-grpc-load ]] || { echo "serving.sh: build polis-grpc-load first" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "serving.sh: $BIN not built (launch/build.sh)" >&2; exit 2; }
 [[ -d $REG/$MODEL ]] || { echo "serving.sh: no model $MODEL under $REG; see the header of $0" >&2; exit 2; }
 
@@ -51,10 +61,12 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+GRPC_FLAGS=()
+[[ $PROTOCOL == grpc ]] && GRPC_FLAGS=(--grpc-listen 127.0.0.1:0 --grpc-port-file "$WORK/grpc_port")
 
 "$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
   --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
-  > "$WORK/server.log" 2>&1 &
+  ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 200); do [[ -s $WORK/port ]] && break; sleep 0.05; done
 [[ -s $WORK/port ]] || { cat "$WORK/server.log" >&2; exit 1; }
@@ -62,9 +74,9 @@ PORT=$(cat "$WORK/port")
 URL=http://127.0.0.1:$PORT
 
 # Verify, and write the timed request.
-python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" <<'EOF'
+python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$WORK" <<'EOF'
 import gzip, json, os, struct, sys, urllib.request
-url, model, rows, out, data_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+url, model, rows, out, data_dir, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 def call(path, body=None):
     req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
@@ -113,25 +125,77 @@ for i in range(rows):
     s = sum(probs[i * k:(i + 1) * k])
     assert abs(s - 1) < 1e-4, f"row {i}: probabilities sum to {s}"
 json.dump(body, open(out, "w"))
+# The same rows as raw bytes: the gRPC request's raw_input_contents, and the
+# REST binary tensor extension's body (JSON header + bytes).
+raw = bytes(p for img in pixels for p in img)
+open(os.path.join(work, "input.u8"), "wb").write(raw)
+header = json.dumps({"inputs": [{"name": "input", "shape": [rows] + shape, "datatype": "UINT8",
+                                 "parameters": {"binary_data_size": len(raw)}}]}).encode()
+open(os.path.join(work, "body.bin"), "wb").write(header + raw)
+open(os.path.join(work, "header_length"), "w").write(str(len(header)))
+open(os.path.join(work, "shape"), "w").write(",".join(str(d) for d in [rows] + shape))
 print(f"verify: request of {rows} row(s) answered by version {r['model_version']}: ok")
 EOF
 
-cat > "$WORK/post.lua" <<EOF
+if ((BINARY)); then
+  cat > "$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["Inference-Header-Content-Length"] = "$(cat "$WORK/header_length")"
+local f = io.open("$WORK/body.bin", "rb"); wrk.body = f:read("*a"); f:close()
+EOF
+else
+  cat > "$WORK/post.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local f = io.open("$WORK/body.json", "rb"); wrk.body = f:read("*a"); f:close()
 EOF
-echo "wrk: $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE"
-wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
+fi
+cat >> "$WORK/post.lua" <<'EOF'
+done = function(summary, latency, requests)
+  io.write(string.format("  p99.9 %.0f us\n  max %.0f us\n", latency:percentile(99.9), latency.max))
+end
+EOF
+# Run-queue wait of the server's threads (/proc/PID/task/*/schedstat, field
+# 2, ns) and their involuntary context switches: time the server was ready
+# to run but another process had the core -- what a stall on a shared
+# machine is made of.
+sched() {
+  local wait=0 invol=0 t
+  for t in /proc/"$SERVER_PID"/task/*; do
+    wait=$((wait + $(cut -d' ' -f2 "$t/schedstat" 2> /dev/null || echo 0)))
+    invol=$((invol + $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status" 2> /dev/null || echo 0)))
+  done
+  echo "$wait $invol"
+}
+read -r WAIT0 INVOL0 < <(sched)
+# The server's counters before the timed run: what follows reports the
+# difference, so the verification requests above are not counted.
+curl -s "$URL/metrics" > "$WORK/metrics0.txt"
+if [[ $PROTOCOL == grpc ]]; then FORM="gRPC raw"; elif ((BINARY)); then FORM="REST binary"; else FORM="REST JSON"; fi
+echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE"
+if [[ $PROTOCOL == grpc ]]; then
+  "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \
+    --input "$WORK/input.u8" --datatype UINT8 --shape "$(cat "$WORK/shape")" \
+    --connections "$CONN" --duration "$DUR" | tee "$WORK/wrk.txt"
+else
+  wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
+fi
 
+read -r WAIT1 INVOL1 < <(sched)
+echo "server threads: run-queue wait $(((WAIT1 - WAIT0) / 1000000)) ms in total, $((INVOL1 - INVOL0)) involuntary context switches; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 if grep -qE "Non-2xx|Socket errors" "$WORK/wrk.txt"; then
   echo "serving.sh: FAILED: wrk saw errors or non-2xx responses" >&2
   exit 1
 fi
 curl -s "$URL/metrics" > "$WORK/metrics.txt"
-python3 - "$WORK/metrics.txt" "$WORK/wrk.txt" "$ROWS" <<'EOF'
+python3 - "$WORK/metrics.txt" "$WORK/wrk.txt" "$ROWS" "$WORK/metrics0.txt" <<'EOF'
 import re, sys
-m = open(sys.argv[1]).read()
+def series(text):
+    return {k: float(v) for k, v in re.findall(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
+after, before = series(open(sys.argv[1]).read()), series(open(sys.argv[4]).read())
+# The timed run alone: every series as after - before, rendered back as text.
+m = "\n".join(f"{k} {v - before.get(k, 0)}" for k, v in after.items()) + "\n"
 def total(name):
     return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", m, re.M))
 batches, rows_batched = total("polis_inference_batch_rows_count"), total("polis_inference_batch_rows_sum")
@@ -140,6 +204,21 @@ fails = sum(float(v) for v in re.findall(r'^polis_inference_requests_total\{[^}]
 rps = float(re.search(r"Requests/sec:\s+(\S+)", open(sys.argv[2]).read()).group(1))
 print(f"result: {rps:.0f} requests/s = {rps * int(sys.argv[3]):.0f} rows/s; mean batch {rows_batched / max(batches, 1):.2f} rows; "
       f"mean queue wait {1e6 * queue_sum / max(queue_n, 1):.0f} us; server-side failures {fails:.0f}")
+# Per-stage histograms of the protocol driven (the other has no counts).
+for proto in ("rest", "grpc"):
+    stages = []
+    for stage in ("read", "parse", "queue", "compute", "encode", "write"):
+        l = f'protocol="{proto}",stage="{stage}"'
+        c = re.search(rf'^polis_inference_stage_seconds_count\{{{l}\}} (\S+)$', m, re.M)
+        s = re.search(rf'^polis_inference_stage_seconds_sum\{{{l}\}} (\S+)$', m, re.M)
+        if not c or float(c.group(1)) == 0: continue
+        n = float(c.group(1))
+        buckets = [(float("inf") if le == "+Inf" else float(le), float(v)) for le, v in re.findall(
+            rf'^polis_inference_stage_seconds_bucket\{{{l},le="([^"]+)"\}} (\S+)$', m, re.M)]
+        p99 = next(le for le, v in buckets if v >= 0.99 * n)
+        stages.append(f"{stage} {1e6 * float(s.group(1)) / n:.1f}/" + ("inf" if p99 == float("inf") else f"{1e6 * p99:.0f}"))
+    if stages:
+        print(f"stages ({proto}; mean us / p99 bucket bound us): " + ", ".join(stages))
 if fails: sys.exit("serving.sh: FAILED: the server counted failed inferences")
 EOF
 echo "reproduce: benchmarks/serving.sh $ARGS"

@@ -8,6 +8,10 @@ PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   openmpi-bin libopenmpi-dev
   libprotobuf-dev protobuf-compiler
+  # OIP v2 over gRPC (registry/grpc_service.h): the C++ library and
+  # grpc_cpp_plugin (CMake's gRPC config needs both), and Python's grpcio
+  # with grpc_python_plugin for the test's independent client.
+  libgrpc++-dev protobuf-compiler-grpc python3-grpcio
   libboost-dev
   libdnnl-dev
   zlib1g-dev libssl-dev

@@ -15,6 +15,7 @@
 //                           [--idx-labels FILE] [--limit N] [--logits]
 //                           (the served outputs of every image, raw float32, for other runtimes to compare)
 //   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE]
+//                           [--grpc-listen HOST:PORT [--grpc-port-file FILE]]
 //                           [--allow-anonymous-explain] [--explain-* limits] ...
 //
 // A running server notices promote/rollback/unalias/delete made here within
@@ -150,6 +151,11 @@ int main(int argc, char** argv) {
                     "integrated-gradients steps when a request gives none")->capture_default_str();
   std::string port_file;
   serve->add_option("--port-file", port_file, "write the bound port here once listening");
+  std::string grpc_listen, grpc_port_file;
+  serve->add_option("--grpc-listen", grpc_listen,
+                    "also serve OIP v2 over gRPC on HOST:PORT (port 0: any free port; default: off)");
+  serve->add_option("--grpc-port-file", grpc_port_file,
+                    "write the bound gRPC port here once listening (before --port-file is written)");
   CLI11_PARSE(app, argc, argv);
 
   auto fail = [](const polis::Status& st) {
@@ -311,13 +317,29 @@ int main(int argc, char** argv) {
   so.root = root;
   so.host = hp->first;
   so.port = hp->second;
+  if (!grpc_listen.empty()) {
+    auto ghp = reg::ParseHostPort(grpc_listen);
+    if (!ghp.ok()) return fail(ghp.status());
+    so.grpc_host = ghp->first;
+    so.grpc_port = ghp->second;
+  } else if (!grpc_port_file.empty()) {
+    std::fprintf(stderr, "polis-registry: --grpc-port-file needs --grpc-listen\n");
+    return 2;
+  }
   reg::RegistryServer server(so);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
   if (polis::Status st = server.Start(); !st.ok()) return fail(st);
   std::printf("polis-registry serving %s on http://%s:%d\n", root.c_str(), so.host.c_str(), server.port());
+  if (server.grpc_port() > 0)
+    std::printf("polis-registry: OIP v2 gRPC on %s:%d\n", so.grpc_host.c_str(), server.grpc_port());
   std::fflush(stdout);
+  if (!grpc_port_file.empty()) {
+    if (polis::Status st = polis::WriteFileAtomic(grpc_port_file, std::to_string(server.grpc_port()) + "\n");
+        !st.ok())
+      return fail(st);
+  }
   if (!port_file.empty()) {
     if (polis::Status st = polis::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n"); !st.ok())
       return fail(st);

@@ -13,6 +13,12 @@ std::string ModelLabels(const std::string& model, int64_t version) {
 
 const std::vector<double> kSecondsBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                              0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+// Stages are tens of microseconds: finer buckets, 15 bounds (+Inf makes 16).
+constexpr std::array<double, 15> kStageBuckets = {1e-5,  2.5e-5, 5e-5, 1e-4, 2.5e-4,
+                                                  5e-4,  1e-3,   2.5e-3, 5e-3, 1e-2,
+                                                  2.5e-2, 5e-2,  0.1,   0.25, 1};
+constexpr const char* kStageNames[kStages] = {"read", "parse", "queue", "compute", "encode", "write"};
+constexpr const char* kProtocolNames[kProtocols] = {"rest", "grpc"};
 const std::vector<double> kRowBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 }  // namespace
@@ -33,6 +39,7 @@ Metrics::Metrics() {
   family("polis_inference_queue_seconds", "histogram", "Time a request waited for its batch", kSecondsBuckets);
   family("polis_inference_compute_seconds", "histogram", "Forward pass time of one executed batch", kSecondsBuckets);
   family("polis_inference_batch_rows", "histogram", "Rows per executed batch (dynamic batching)", kRowBuckets);
+  family("polis_grpc_requests_total", "counter", "gRPC calls answered, by RPC and status code");
   family("polis_model_version_loaded", "gauge", "1 for each loaded model version");
   family("polis_explain_requests_total", "counter",
          "Explanation requests by outcome (success, failure, rejected, timeout, cancelled)");
@@ -87,6 +94,18 @@ void Metrics::ObserveBatch(const std::string& model, int64_t version, int64_t ro
   Observe("polis_inference_compute_seconds", l, compute_seconds);
 }
 
+void Metrics::ObserveStage(Protocol protocol, Stage stage, double seconds) {
+  AtomicHistogram& h = stages_[static_cast<int>(protocol)][static_cast<int>(stage)];
+  const size_t b = std::lower_bound(kStageBuckets.begin(), kStageBuckets.end(), seconds) -
+                   kStageBuckets.begin();
+  h.counts[b].fetch_add(1, std::memory_order_relaxed);
+  h.sum_ns.fetch_add(static_cast<uint64_t>(std::max(0.0, seconds) * 1e9), std::memory_order_relaxed);
+}
+
+void Metrics::CountGrpc(const std::string& rpc, const std::string& code) {
+  Add("polis_grpc_requests_total", fmt::format("rpc=\"{}\",code=\"{}\"", rpc, code), 1);
+}
+
 void Metrics::AdjustLoaded(const std::string& model, int64_t version, int delta) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& values = families_["polis_model_version_loaded"].values;
@@ -124,6 +143,25 @@ std::string Metrics::Render() const {
                          h.count);
     }
   }
+  constexpr const char* kStage = "polis_inference_stage_seconds";
+  out += fmt::format("# HELP {} Infer request time per stage (read, parse, queue, compute, encode, "
+                     "write) and protocol\n# TYPE {} histogram\n", kStage, kStage);
+  for (int p = 0; p < kProtocols; ++p)
+    for (int st = 0; st < kStages; ++st) {
+      const AtomicHistogram& h = stages_[p][st];
+      const std::string labels =
+          fmt::format("protocol=\"{}\",stage=\"{}\"", kProtocolNames[p], kStageNames[st]);
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < kStageBuckets.size(); ++i) {
+        cumulative += h.counts[i].load(std::memory_order_relaxed);
+        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", kStage, labels, kStageBuckets[i],
+                           cumulative);
+      }
+      cumulative += h.counts[kStageBuckets.size()].load(std::memory_order_relaxed);
+      out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", kStage, labels, cumulative);
+      out += fmt::format("{}_sum{{{}}} {}\n{}_count{{{}}} {}\n", kStage, labels,
+                         h.sum_ns.load(std::memory_order_relaxed) * 1e-9, kStage, labels, cumulative);
+    }
   return out;
 }
 

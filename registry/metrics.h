@@ -9,6 +9,12 @@
 //   polis_inference_queue_seconds{model,version}             histogram (queued until its batch ran)
 //   polis_inference_compute_seconds{model,version}           histogram (one batch's forward pass)
 //   polis_inference_batch_rows{model,version}                histogram (rows per executed batch)
+//   polis_inference_stage_seconds{protocol,stage}            histogram (one infer request's time
+//        per stage, protocol rest|grpc; stages: read (REST: header parsed until the body is in),
+//        parse (handler start until queued: auth, JSON/protobuf, tensor decoding), queue,
+//        compute (its batch's forward pass), encode (result to response bytes), write
+//        (response handed to the socket / gRPC until sent); lock-free)
+//   polis_grpc_requests_total{rpc,code}                      counter (gRPC status code name)
 //   polis_model_version_loaded{model,version}                gauge (instances loaded; gone at 0)
 //   polis_explain_requests_total{outcome}                    counter (success|failure|rejected|timeout|cancelled)
 //   polis_explain_cancelled_total                            counter (client hung up: stopped)
@@ -18,6 +24,8 @@
 // Thread-safe: one mutex; each update is a map lookup and a few adds.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -25,6 +33,10 @@
 #include <vector>
 
 namespace polis::registry {
+
+enum class Protocol : uint8_t { kRest, kGrpc };
+enum class Stage : uint8_t { kRead, kParse, kQueue, kCompute, kEncode, kWrite };
+inline constexpr int kProtocols = 2, kStages = 6;
 
 class Metrics {
  public:
@@ -36,6 +48,9 @@ class Metrics {
   void ObserveQueue(const std::string& model, int64_t version, double seconds);
   void ObserveBatch(const std::string& model, int64_t version, int64_t rows, double compute_seconds);
   // +1 when a version is loaded, -1 when it is unloaded (a reload overlaps).
+  // polis_inference_stage_seconds: atomics only (the hot path takes no lock).
+  void ObserveStage(Protocol protocol, Stage stage, double seconds);
+  void CountGrpc(const std::string& rpc, const std::string& code);
   void AdjustLoaded(const std::string& model, int64_t version, int delta);
   // Explanations (registry/explain_queue.h).
   void CountExplain(const std::string& outcome);
@@ -57,6 +72,12 @@ class Metrics {
   };
   void Add(const std::string& name, const std::string& labels, double v);
   void Observe(const std::string& name, const std::string& labels, double v);
+
+  struct AtomicHistogram {
+    std::array<std::atomic<uint64_t>, 16> counts{};  // per bucket (kStageBuckets + +Inf)
+    std::atomic<uint64_t> sum_ns{0};
+  };
+  std::array<std::array<AtomicHistogram, kStages>, kProtocols> stages_;
 
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;

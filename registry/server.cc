@@ -23,6 +23,7 @@
 #include "common/echo.h"
 #include "common/http/request_target.h"
 #include "registry/explain_queue.h"
+#include "registry/grpc_service.h"
 #include "registry/http.h"
 #include "registry/metrics.h"
 #include "registry/repository.h"
@@ -173,6 +174,7 @@ struct RegistryServer::Impl {
   TaskRunner runner;
   std::unique_ptr<ExplainQueue> explainer;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<GrpcFrontend> grpc;
   std::atomic<HttpServer*> http_ptr{nullptr};  // http, for the batching threads
   std::atomic<int64_t> decoding{0};            // infer requests not yet queued
   bool started = false, stopped = false;
@@ -523,16 +525,18 @@ struct RegistryServer::Impl {
   }
 
   void Infer(const HttpRequest& req, const Target& t, const std::string& model,
-             const std::string& ref, Respond done, Post post) {
-    if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
+             const std::string& ref, Respond done, Post post, Protocol protocol) {
     const auto start = Clock::now();
+    if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
     auto scope = std::make_shared<DecodingScope>(decoding);
     auto parsed = ParseRequestBody(req.body, false, kInputName, req.inference_header_length);
     if (!parsed.ok()) return done(StatusResponse(parsed.status()));
     auto body = std::make_shared<ParsedBody>(std::move(parsed).value());
+    const double read_seconds = req.read_seconds;
     WithVersion(model, ref, done,
-                [this, body, done, post, start, scope](std::shared_ptr<ServedVersion> sv) {
-                  RunInfer(sv, *body, start, done, post, scope.get());
+                [this, body, done, post, start, scope, protocol,
+                 read_seconds](std::shared_ptr<ServedVersion> sv) {
+                  RunInfer(sv, *body, start, done, post, scope.get(), protocol, read_seconds);
                 });
   }
 
@@ -544,7 +548,7 @@ struct RegistryServer::Impl {
 
   void RunInfer(const std::shared_ptr<ServedVersion>& sv, const ParsedBody& parsed,
                 Clock::time_point start, const Respond& done, const Post& post,
-                DecodingScope* scope) {
+                DecodingScope* scope, Protocol protocol, double read_seconds) {
     const json& body = parsed.doc;
     const std::string model = sv->model_name();
     const int64_t version = sv->version();
@@ -617,18 +621,21 @@ struct RegistryServer::Impl {
     const int64_t k = sv->classes();
     std::vector<int64_t> out_shape(sv->output_shape().begin(), sv->output_shape().end());
     scope->Release();  // about to be queued: the batch need not wait for it
+    metrics.ObserveStage(protocol, Stage::kRead, read_seconds);
+    metrics.ObserveStage(protocol, Stage::kParse, std::chrono::duration<double>(Clock::now() - start).count());
     // The callback holds no reference to `sv`: the repository (or this
     // handler, until Infer returns) holds the last one, and a version's
     // destructor drains its queue, so every queued request is answered.
     sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
-               to_original, target_mean, target_std](InferOutcome o) {
+               to_original, target_mean, target_std, protocol](InferOutcome o) {
                 if (to_original && o.status.ok())
                   for (float& v : o.logits)
                     v = static_cast<float>(static_cast<double>(v) * target_std + target_mean);
-                // Format on the connection's thread, not the inference thread.
+                // Format on the connection's thread, not the inference thread (gRPC:
+                // here; it has no connection thread to hand the result to).
                 post([this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
-                      o = std::move(o)]() {
+                      protocol, o = std::move(o)]() {
                   const double seconds =
                       std::chrono::duration<double>(Clock::now() - start).count();
                   if (!o.status.ok()) {
@@ -639,6 +646,9 @@ struct RegistryServer::Impl {
                     return done(ErrorResponse(code, o.status.message()));
                   }
                   metrics.ObserveInference(model, version, true, seconds, rows);
+                  metrics.ObserveStage(protocol, Stage::kQueue, o.queue_seconds);
+                  metrics.ObserveStage(protocol, Stage::kCompute, o.compute_seconds);
+                  const auto encode_at = Clock::now();
                   std::string binary;
                   HttpResponse res{200, "application/json",
                                    InferBody(model, version, has_id ? &id : nullptr, outputs, o,
@@ -652,6 +662,12 @@ struct RegistryServer::Impl {
                     res.content_type = "application/octet-stream";
                     res.body += binary;
                   }
+                  metrics.ObserveStage(protocol, Stage::kEncode,
+                                       std::chrono::duration<double>(Clock::now() - encode_at).count());
+                  if (protocol == Protocol::kRest)
+                    res.on_written = [this](double s) {
+                      metrics.ObserveStage(Protocol::kRest, Stage::kWrite, s);
+                    };
                   done(std::move(res));
                 });
               });
@@ -1118,12 +1134,19 @@ struct RegistryServer::Impl {
 
   // ---- dispatch
 
+  // REST requests: counted by method and status, then routed.
   void Handle(HttpRequest req, Respond respond, Post post) {
     const std::string method = req.method;
     Respond done = [this, respond, method](HttpResponse r) {
       metrics.CountHttp(method, r.status);
       respond(std::move(r));
     };
+    Route(std::move(req), std::move(done), std::move(post), Protocol::kRest);
+  }
+
+  // The OIP and registry routes, for REST and for gRPC (GrpcFrontend).
+  void Route(HttpRequest req, Respond done, Post post, Protocol protocol) {
+    const std::string method = req.method;
     auto parsed = ParseTarget(req.target);
     if (!parsed.ok()) return done(StatusResponse(parsed.status()));
     const Target& t = *parsed;
@@ -1192,7 +1215,7 @@ struct RegistryServer::Impl {
         }
         if (action == "infer" || action == "explain") {
           if (method != "POST") return MethodNotAllowed(done, "POST");
-          if (action == "infer") return Infer(req, t, model, ref, done, post);
+          if (action == "infer") return Infer(req, t, model, ref, done, post, protocol);
           return Explain(req, t, model, ref, done, post);
         }
       }
@@ -1256,6 +1279,23 @@ Status RegistryServer::Start() {
   });
   POLIS_RETURN_IF_ERROR(s.http->Start());
   s.http_ptr = s.http.get();
+  if (s.opt.grpc_port >= 0) {
+    GrpcOptions go;
+    go.host = s.opt.grpc_host;
+    go.port = s.opt.grpc_port;
+    go.max_message_bytes = s.opt.max_body_bytes;
+    s.grpc = std::make_unique<GrpcFrontend>(
+        go,
+        [impl](HttpRequest req, Respond respond, Post post, Protocol protocol) {
+          impl->Route(std::move(req), std::move(respond), std::move(post), protocol);
+        },
+        &s.metrics);
+    if (Status st = s.grpc->Start(); !st.ok()) {
+      s.http->Stop(0);
+      s.http_ptr = nullptr;
+      return st;
+    }
+  }
   s.started = true;
   POLIS_LOG(kInfo, kRegistry, "serving '{}' on {}:{}", s.opt.root, s.opt.host, s.http->port());
   return Status::Ok();
@@ -1268,6 +1308,7 @@ void RegistryServer::Stop(int grace_ms) {
   // Order matters: no new requests; then the work that may still answer
   // requests (runner, inference threads) drains into the stopped I/O
   // context; the HttpServer (and its io_context) goes last.
+  if (s.grpc) s.grpc->Stop(grace_ms);
   if (s.http) s.http->Stop(grace_ms);
   s.runner.Stop();
   if (s.explainer) s.explainer->Stop();
@@ -1277,6 +1318,7 @@ void RegistryServer::Stop(int grace_ms) {
 }
 
 int RegistryServer::port() const { return impl_->http ? impl_->http->port() : 0; }
+int RegistryServer::grpc_port() const { return impl_->grpc ? impl_->grpc->port() : 0; }
 Repository& RegistryServer::repository() { return *impl_->repo; }
 Metrics& RegistryServer::metrics() { return impl_->metrics; }
 

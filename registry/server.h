@@ -14,6 +14,9 @@
 // model or version), 405, 409 (conflict), 413 (too large), 429 (explanation
 // queue full), 503 (not ready, queue full, explanation deadline).
 //
+// The same API over gRPC (inference.GRPCInferenceService) when grpc_port is
+// set: registry/grpc_service.h; it is answered by the same router.
+//
 // Threads: `threads` HTTP I/O threads parse requests and write responses;
 // one inference thread per loaded version; `admin_threads` run blocking work
 // (loads, publishes, alias writes) off the I/O threads; `explain.threads`
@@ -38,6 +41,10 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                       // 0: ephemeral (see RegistryServer::port)
   int threads = 2;
+  // OIP v2 over gRPC (registry/grpc_service.h) on a port of its own:
+  // -1 off, 0 ephemeral (see RegistryServer::grpc_port).
+  std::string grpc_host = "127.0.0.1";
+  int grpc_port = -1;
   int admin_threads = 2;
   std::string tokens_file;               // "": anonymous read + infer, no writes
   BatchingOptions batching;              // per-model defaults
@@ -71,6 +78,7 @@ class RegistryServer {
   // Stops listening, lets requests in flight finish (grace_ms), unloads.
   void Stop(int grace_ms = 5000);
   int port() const;
+  int grpc_port() const;  // 0 when gRPC is off
   Repository& repository();
   Metrics& metrics();
 

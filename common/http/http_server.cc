@@ -63,6 +63,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket&& socket, HttpServer::Impl* server)
       : stream_(std::move(socket)), srv_(server) {
     srv_->connections++;
+    // Room for a typical request (header and a small body) in one read;
+    // Beast would otherwise start at 512 bytes and read a few KiB of body
+    // in several passes through the I/O queue. Larger bodies still grow it.
+    buffer_.reserve(8 << 10);
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     remote_ = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -101,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return Refuse(431, fmt::format("request header exceeds {} bytes", srv_->opt.max_header_bytes));
     if (ec) return Refuse(400, fmt::format("malformed HTTP request: {}", ec.message()));
 
+    header_at_ = std::chrono::steady_clock::now();
     auto& req = parser_->get();
     method_ = std::string(req.method_string());
     const std::string_view target(req.target().data(), req.target().size());
@@ -113,6 +118,16 @@ class Session : public std::enable_shared_from_this<Session> {
                                      upload ? "--max-upload-bytes" : "--max-body-bytes"));
     parser_->body_limit(limit);
     body_limit_ = limit;
+    // A small body usually came in the same read as its header: parse what
+    // is buffered now instead of another pass through the I/O queue (under
+    // load that pass waits behind every other connection's handlers).
+    while (!parser_->is_done() && buffer_.size() > 0) {
+      beast::error_code pec;
+      const size_t used = parser_->put(buffer_.data(), pec);
+      buffer_.consume(used);
+      if (pec == bhttp::error::need_more || (!pec && used == 0)) break;
+      if (pec) return OnBody(pec, 0);  // body_limit (413) or malformed (400)
+    }
     if (parser_->is_done()) return OnBody({}, 0);
     // Slow clients: the body gets the read timeout plus a second per MiB declared.
     const int64_t allowance_ms = declared ? static_cast<int64_t>(*declared >> 20) * 1000 : 0;
@@ -162,6 +177,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.content_type = std::string(req[bhttp::field::content_type]);
     r.inference_header_length = std::string(req["Inference-Header-Content-Length"]);
     r.remote = remote_;
+    r.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - header_at_).count();
     auto gone = std::make_shared<std::atomic<bool>>(false);
     r.client_gone = gone;
     const bool watch = srv_->opt.watch_client && srv_->opt.watch_client(r.method, r.target);
@@ -242,10 +258,15 @@ class Session : public std::enable_shared_from_this<Session> {
       res->prepare_payload();
     }
     stream_.expires_after(Ms(srv_->opt.write_timeout_ms));
+    const auto write_at = std::chrono::steady_clock::now();
     bhttp::async_write(stream_, *res,
-                      [self = shared_from_this(), res, handled](beast::error_code ec, std::size_t) {
+                      [self = shared_from_this(), res, handled, write_at,
+                       on_written = std::move(r.on_written)](beast::error_code ec, std::size_t) {
                         if (handled) self->srv_->active--;
                         if (ec) return self->Close();
+                        if (on_written)
+                          on_written(std::chrono::duration<double>(
+                                         std::chrono::steady_clock::now() - write_at).count());
                         if (!handled) return self->LingerClose();
                         if (!self->keep_alive_ || self->srv_->stopped) return self->Close();
                         self->ReadHeader();
@@ -282,6 +303,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   HttpServer::Impl* srv_;
   std::string remote_, method_;
+  std::chrono::steady_clock::time_point header_at_;
   size_t body_limit_ = 0;
   bool keep_alive_ = false;
   bool first_ = true;

@@ -49,6 +49,9 @@ struct HttpRequest {
   // the response is written; only watched for requests that
   // HttpServerOptions::watch_client picks, otherwise it stays false. Never null.
   std::shared_ptr<const std::atomic<bool>> client_gone;
+  // From the parsed header until the whole body was in (0 for a request
+  // whose body came with its header).
+  double read_seconds = 0;
 };
 
 struct HttpResponse {
@@ -56,6 +59,9 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Called on the I/O thread once the response is written to the socket,
+  // with the seconds the write took (not called when the write fails).
+  std::function<void(double seconds)> on_written = nullptr;
 };
 
 using Respond = std::function<void(HttpResponse)>;

@@ -243,7 +243,10 @@ class Conv2DExec : public LayerExec {
   // example's input (im2col, A_n: [P, D], P output positions, D = ic·k·k)
   // and multiply by its output gradient (dY_n: [O, P]): dW_n = dY_n · A_n,
   // one batched matmul (as many flops as the layer's weight gradient).
-  // The bias gradient is Σ_p dY_n. Both in plain layouts, reordered from
+  // Where P·(D + O) < D·O (few output positions, e.g. the seed CNN's last
+  // convolution) the ghost norm is cheaper and used instead:
+  // ‖dW_n‖² = Σ_{p,q} (a_p·a_q)(d_p·d_q), nothing materialised (Li et al.
+  // 2021). The bias gradient is Σ_p dY_n. Plain layouts, reordered from
   // oneDNN's once per call.
   void AddPerExampleSqNorms(dnnl::stream& s, double* sq_norms) override {
     const int64_t N = batch_, ic = in_shape_[0], H = in_shape_[1], W = in_shape_[2];
@@ -256,10 +259,13 @@ class Conv2DExec : public LayerExec {
       pe_dy_reorder_.Init(eng, diff_dst_.get_desc(), PlainDesc(BatchDims(N, out_shape_)));
       pe_dy_ = pe_dy_reorder_.active ? memory(PlainDesc(BatchDims(N, out_shape_)), eng) : diff_dst_;
       pe_cols_ = memory(memory::desc({N, P, D}, Dt::f32, Tag::abc), eng);
-      pe_dw_ = memory(memory::desc({N, O, D}, Dt::f32, Tag::abc), eng);
-      pe_dy3_ = memory(memory::desc({N, O, P}, Dt::f32, Tag::abc), eng, pe_dy_.get_data_handle());
-      pe_mm_ = dnnl::matmul(dnnl::matmul::primitive_desc(
-          dnnl::matmul::desc(pe_dy3_.get_desc(), pe_cols_.get_desc(), pe_dw_.get_desc()), eng));
+      pe_ghost_ = P * (D + O) < D * O;
+      if (!pe_ghost_) {
+        pe_dw_ = memory(memory::desc({N, O, D}, Dt::f32, Tag::abc), eng);
+        pe_dy3_ = memory(memory::desc({N, O, P}, Dt::f32, Tag::abc), eng, pe_dy_.get_data_handle());
+        pe_mm_ = dnnl::matmul(dnnl::matmul::primitive_desc(
+            dnnl::matmul::desc(pe_dy3_.get_desc(), pe_cols_.get_desc(), pe_dw_.get_desc()), eng));
+      }
       pe_ready_ = true;
     }
     pe_src_reorder_.Run(s, conv_src_, pe_src_);
@@ -276,24 +282,39 @@ class Conv2DExec : public LayerExec {
             for (int64_t ky = 0; ky < k; ++ky) {
               const int64_t iy = oy * geo_.stride - geo_.pad_l + ky;
               const int64_t ix0 = ox * geo_.stride - geo_.pad_l;
-              const float* __restrict src = x + ((n * ic + c) * H + iy) * W + ix0;
+              const int64_t base = ((n * ic + c) * H + iy) * W + ix0;  // may lie in the padding
               if (!padded) {
-                for (int64_t kx = 0; kx < k; ++kx) row[kx] = src[kx];
+                for (int64_t kx = 0; kx < k; ++kx) row[kx] = x[base + kx];
               } else {
                 for (int64_t kx = 0; kx < k; ++kx) {
                   const int64_t ix = ix0 + kx;
-                  row[kx] = iy >= 0 && iy < H && ix >= 0 && ix < W ? src[kx] : 0.f;
+                  row[kx] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[base + kx] : 0.f;
                 }
               }
               row += k;
             }
         }
-    pe_mm_.execute(s, {{DNNL_ARG_SRC, pe_dy3_}, {DNNL_ARG_WEIGHTS, pe_cols_}, {DNNL_ARG_DST, pe_dw_}});
-    s.wait();
-    const float* dw = static_cast<const float*>(pe_dw_.get_data_handle());
     const float* dy = static_cast<const float*>(pe_dy_.get_data_handle());
+    if (!pe_ghost_) {
+      pe_mm_.execute(s, {{DNNL_ARG_SRC, pe_dy3_}, {DNNL_ARG_WEIGHTS, pe_cols_}, {DNNL_ARG_DST, pe_dw_}});
+      s.wait();
+    }
+    const float* dw = pe_ghost_ ? nullptr : static_cast<const float*>(pe_dw_.get_data_handle());
     for (int64_t n = 0; n < N; ++n) {
-      double sq = SumSquares(dw + n * O * D, O * D);
+      double sq = 0;
+      if (!pe_ghost_) {
+        sq = SumSquares(dw + n * O * D, O * D);
+      } else {
+        const float* a = cols + n * P * D;
+        const float* d = dy + n * O * P;
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t q = 0; q <= p; ++q) {
+            float ga = 0, gd = 0;
+            for (int64_t i = 0; i < D; ++i) ga += a[p * D + i] * a[q * D + i];
+            for (int64_t o = 0; o < O; ++o) gd += d[o * P + p] * d[o * P + q];
+            sq += (p == q ? 1.0 : 2.0) * static_cast<double>(ga) * gd;
+          }
+      }
       for (int64_t o = 0; o < O; ++o) {
         const double b = Sum(dy + (n * O + o) * P, P);
         sq += b * b;
@@ -307,7 +328,7 @@ class Conv2DExec : public LayerExec {
   ConvGeometry geo_{};
   int64_t batch_ = 0;
   Shape in_shape_, out_shape_;
-  bool pe_ready_ = false;
+  bool pe_ready_ = false, pe_ghost_ = false;
   MaybeReorder pe_src_reorder_, pe_dy_reorder_;
   memory pe_src_, pe_dy_, pe_dy3_, pe_cols_, pe_dw_;
   dnnl::matmul pe_mm_;

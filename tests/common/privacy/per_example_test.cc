@@ -111,6 +111,15 @@ TEST(PerExample, ConvPoolReluUnfold) {
     layer { type: "Dense" dense_param { units: 3 } })", {2, 9, 9}), 4);
 }
 
+// Few output positions, many channels: the ghost-norm path, with padding.
+TEST(PerExample, ConvGhostNormPadded) {
+  CheckPerExample(Build(R"(
+    layer { type: "Conv2D" activation: RELU conv2d_param { filters: 16 kernel_size: 3 padding: SAME } }
+    layer { type: "Flatten" }
+    layer { type: "Dense" dense_param { units: 3 } })", {8, 3, 3}), 4);
+}
+
+// The third convolution (P = 9) takes the ghost norm, the others unfold.
 TEST(PerExample, SeedCnn) {
   CheckPerExample(Build(R"(
     layer { type: "Conv2D" activation: RELU conv2d_param { filters: 32 kernel_size: 3 padding: VALID } }

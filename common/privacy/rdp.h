@@ -9,7 +9,7 @@
 // the two-sided series of MTZ19 §3.3 for fractional α. Steps compose by
 // adding RDP at each order. Conversion to (ε, δ) uses the improved bound of
 // Balle et al. 2020 ("Hypothesis testing interpretations and Rényi DP",
-// Theorem 21; also Canonne, Kamath, Steinke 2020, eq. 20), as Opacus and
+// Theorem 21; also Canonne, Kamath, Steinke 2020, Prop. 12), as Opacus and
 // TF Privacy do today:
 //   ε = min_α  rdp(α) + log((α-1)/α) − (log δ + log α) / (α − 1),
 // or, on request, the classic bound of Mironov 2017 Prop. 3,

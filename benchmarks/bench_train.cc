@@ -4,6 +4,11 @@
 // benchmarks/torch_seed_cnn.py. Prints one JSON line with --json.
 //
 //   OMP_NUM_THREADS=1 build/benchmarks/polis-bench-train --batch 32 --threads 1 --json
+//
+// --dp-clip C: DP-SGD step cost (docs/design/privacy.md): blocks of normal
+// steps and of DP steps (Network::BackwardClipped with clip norm C, noise
+// σ = 1.0 drawn per step, then the same Adam step) alternate on the same
+// batches; medians per kind and their ratio are reported.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -16,11 +21,13 @@
 #include "common/data/shard_plan.h"
 #include "common/job_spec.h"
 #include "common/optimizer.h"
+#include "common/privacy/noise.h"
 
 int main(int argc, char** argv) {
   std::string job_path = std::string(POLIS_SOURCE_DIR) + "/jobs/fashion_cnn.pbtxt";
   int batch = 32, threads = 1, steps = 200, warmup = 20, repeats = 5;
   bool as_json = false;
+  double dp_clip = 0;
   CLI::App app{"polis-bench-train: training-step throughput of one worker"};
   app.add_option("--job", job_path, "job spec (model and dataset)")->capture_default_str();
   app.add_option("--batch", batch)->capture_default_str();
@@ -29,6 +36,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup)->capture_default_str();
   app.add_option("--repeats", repeats, "timed blocks; the median block rate is reported")->capture_default_str();
   app.add_flag("--json", as_json);
+  app.add_option("--dp-clip", dp_clip, "compare DP-SGD steps with this clip norm against normal ones")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (repeats < 1 || steps < repeats) {
     std::fprintf(stderr, "polis-bench-train: --steps must be >= --repeats >= 1\n");
@@ -73,6 +82,46 @@ int main(int argc, char** argv) {
     (*opt)->Step(params.data(), grads.data());
     last_loss = st.loss_sum / batch;
   };
+  if (dp_clip > 0) {
+    const polis::privacy::Key256 key = polis::privacy::KeyFromNumber("bench", 1234);
+    std::vector<float> norms(batch);
+    auto dp_step = [&](int s) {
+      int64_t b = s % distinct;
+      std::copy_n(images.data() + b * batch * in, batch * in, net.input());
+      net.Forward();
+      polis::nn::SoftmaxCrossEntropy(net.output(), labels.data() + b * batch, batch, K, net.output_diff(), 1.0f);
+      net.BackwardClipped(static_cast<float>(dp_clip), norms.data());
+      polis::privacy::AddGaussianNoise(key, s, 0, polis::privacy::NoiseStddev(1.0, dp_clip), 0, grads.data(), P);
+      for (auto& g : grads) g *= 1.0f / batch;
+      (*opt)->Step(params.data(), grads.data());
+    };
+    for (int s = 0; s < warmup; ++s) step(s), dp_step(s);
+    std::vector<double> normal_ms, dp_ms;
+    const int per_block = steps / repeats;
+    int s = warmup;
+    for (int r = 0; r < repeats; ++r) {
+      for (int kind = 0; kind < 2; ++kind) {
+        const int first = s;
+        auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < per_block; ++i) kind == 0 ? step(first + i) : dp_step(first + i);
+        const double ms = 1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / per_block;
+        (kind == 0 ? normal_ms : dp_ms).push_back(ms);
+      }
+      s += per_block;
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    const double n_ms = median(normal_ms), d_ms = median(dp_ms);
+    nlohmann::json out = {{"impl", "polis"}, {"batch", batch}, {"threads", threads}, {"dp_clip", dp_clip},
+                          {"normal_step_ms_median", n_ms}, {"dp_step_ms_median", d_ms},
+                          {"dp_over_normal", d_ms / n_ms}, {"normal_block_ms", normal_ms}, {"dp_block_ms", dp_ms}};
+    if (as_json) std::printf("%s\n", out.dump().c_str());
+    else std::printf("batch %d, %d thread(s): normal step %.3f ms, DP step %.3f ms (medians of %d blocks), DP/normal %.2fx\n",
+                     batch, threads, n_ms, d_ms, repeats, d_ms / n_ms);
+    return 0;
+  }
   for (int s = 0; s < warmup; ++s) step(s);
   std::vector<double> rates;
   const int per_block = steps / repeats;

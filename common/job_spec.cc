@@ -35,6 +35,11 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
+// False until worker/, paramserver/ and coordinator/ apply the privacy block
+// (DP-SGD steps, the accountant, secure aggregation): until then the job
+// check refuses it rather than train without the privacy it asks for.
+constexpr bool kPrivacyAppliedByTraining = false;
+
 Status FieldError(const std::string& source, const std::string& field, const std::string& why) {
   return InvalidArgument("{}: field '{}': {}", source, field, why);
 }
@@ -373,6 +378,54 @@ Status CheckSelection(const LoadedJob& job, bool regression, int64_t validation,
                                                  "or dataset.validation_size (IDX) or validation_months (time series)"));
 }
 
+// The privacy block's own rules (docs/job-spec.md, "Privacy"); the
+// dataset-dependent ones are in CheckPrivacyData.
+Status CheckPrivacyFields(const proto::JobSpec& spec, const std::string& source) {
+  if (!spec.has_privacy()) return Status::Ok();
+  const proto::PrivacySpec& p = spec.privacy();
+  const bool dp = p.has_target_epsilon() || p.has_noise_multiplier();
+  if (p.has_target_epsilon() && p.has_noise_multiplier())
+    return FieldError(source, "privacy.noise_multiplier",
+                      "set privacy.target_epsilon or privacy.noise_multiplier, not both (a target epsilon "
+                      "computes the noise multiplier)");
+  if (!dp && (p.has_delta() || p.has_max_grad_norm()))
+    return FieldError(source, p.has_delta() ? "privacy.delta" : "privacy.max_grad_norm",
+                      "applies only to DP-SGD: set privacy.target_epsilon or privacy.noise_multiplier");
+  if (dp && !p.has_delta())
+    return FieldError(source, "privacy.delta", "required with DP-SGD (below 1/N for N training samples)");
+  if (dp && !p.has_max_grad_norm())
+    return FieldError(source, "privacy.max_grad_norm", "required with DP-SGD: the per-example clip norm C");
+  if (p.secure_aggregation() && !(IsPs(spec) && spec.sync().consistency() == proto::SyncSpec::BSP))
+    return FieldError(source, "privacy.secure_aggregation",
+                      fmt::format("needs sync.mode PARAMETER_SERVER with consistency BSP (masks cancel only in "
+                                  "one round's sum over every worker); this job uses {}",
+                                  IsPs(spec) ? proto::SyncSpec::Consistency_Name(spec.sync().consistency())
+                                             : std::string("ALLREDUCE")));
+  if (!dp && !p.secure_aggregation())
+    return FieldError(source, "privacy", "sets nothing: give target_epsilon or noise_multiplier, or secure_aggregation");
+  return Status::Ok();
+}
+
+// What needs the data and the model: δ < 1/N, and per-example gradients for
+// every layer. Then the refusal that stays until the training loop applies
+// the block: a job that asked for privacy must not train without it.
+Status CheckPrivacyData(const LoadedJob& job, const nn::Model& model, int64_t trained_samples) {
+  if (!job.spec.has_privacy()) return Status::Ok();
+  const proto::PrivacySpec& p = job.spec.privacy();
+  if (p.has_delta() && p.delta() * static_cast<double>(trained_samples) >= 1.0)
+    return FieldError(job.path, "privacy.delta",
+                      fmt::format("is {} but must be below 1/N = {:.3g} for the N = {} training samples", p.delta(),
+                                  1.0 / static_cast<double>(trained_samples), trained_samples));
+  if (p.has_target_epsilon() || p.has_noise_multiplier())
+    if (const std::string why = nn::UnsupportedForDp(model); !why.empty())
+      return FieldError(job.path, "privacy", "DP-SGD needs per-example gradients, and " + why);
+  if (!kPrivacyAppliedByTraining)
+    return FieldError(job.path, "privacy",
+                      "the training loop does not apply this block yet (docs/job-spec.md, \"Privacy\"); remove "
+                      "it: the job would train without the privacy it asks for");
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool FieldRange::Contains(long double v) const {
@@ -500,6 +553,7 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
     return FieldError(source, "dataset.dir", "required (a directory, or \"fashion-mnist\")");
   }
   POLIS_RETURN_IF_ERROR(CheckValidationFields(spec, source));
+  POLIS_RETURN_IF_ERROR(CheckPrivacyFields(spec, source));
   const auto& s = spec.sync();
   if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
     return FieldError(source, "sync.servers", "PARAMETER_SERVER mode needs at least 1 server");
@@ -672,6 +726,7 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
                       static_cast<double>(ts.lookback() + ts.horizon());
   POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, rows * (4 * features + 12), train));
   POLIS_RETURN_IF_ERROR(CheckSelection(job, true, (*ds)->size(data::Part::kValidation), train));
+  POLIS_RETURN_IF_ERROR(CheckPrivacyData(job, *model, train));
   return model;
 }
 
@@ -743,6 +798,7 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   const int64_t train = d.train_limit() > 0 ? std::min(d.train_limit(), train_dims[0]) : train_dims[0];
   POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, dataset_bytes, train));
   POLIS_RETURN_IF_ERROR(CheckSelection(job, false, data::ValidationCount(d, train), train));
+  POLIS_RETURN_IF_ERROR(CheckPrivacyData(job, *model, train - data::ValidationCount(d, train)));
   return model;
 }
 

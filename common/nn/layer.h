@@ -77,6 +77,27 @@ class LayerExec {
   virtual void FreezeParams(dnnl::stream& s) {}
   // oneDNN implementation names, for the "no reference kernels" check.
   virtual std::vector<std::string> ImplInfo() const { return {}; }
+  // DP-SGD (docs/design/privacy.md). Called right after Backward, while src
+  // and diff_dst still hold this step's values: adds each example's squared
+  // L2 norm of this layer's parameter gradient to sq_norms[0..batch).
+  // Layers whose LayerType says PerExample::kOwn implement it; the default
+  // is never called.
+  virtual void AddPerExampleSqNorms(dnnl::stream& s, double* sq_norms) {}
+  // DP-SGD's first backward pass needs diff_src and the per-example norms,
+  // not the summed parameter gradients: layers whose weight gradient is
+  // costly skip it while this is false (the gradient buffer is then stale).
+  void set_param_grads_wanted(bool wanted) { param_grads_wanted_ = wanted; }
+
+ protected:
+  bool param_grads_wanted_ = true;
+};
+
+// How DP-SGD obtains a layer's per-example gradient norms.
+enum class PerExample {
+  kNoParams,     // nothing to do
+  kOwn,          // LayerExec::AddPerExampleSqNorms, from the batch's own src/diff_dst
+  kRecompute,    // Network runs a batch-1 copy of the layer, forward and backward, per example
+  kUnsupported,  // DP-SGD refuses the model (the reason says why)
 };
 
 class LayerType {
@@ -85,6 +106,12 @@ class LayerType {
   virtual Status Infer(const proto::LayerSpec& spec, const Shape& in, Shape* out,
                        std::vector<ParamTensor>* params) const = 0;
   virtual std::unique_ptr<LayerExec> Create(const LayerContext& ctx) const = 0;
+  // DP-SGD support of a layer with this spec; *why is set for kUnsupported.
+  // A layer type with parameters that says nothing is refused.
+  virtual PerExample PerExampleMethod(const proto::LayerSpec& spec, std::string* why) const {
+    *why = "no per-example gradient method for this layer type";
+    return PerExample::kUnsupported;
+  }
 };
 
 // Registry of layer types by name ("Conv2D", ...). Built-ins are registered

@@ -108,8 +108,38 @@ dnnl::engine& CpuEngine() {
 
 }  // namespace
 
+std::string UnsupportedForDp(const Model& model) {
+  for (const LayerInfo& l : model.layers()) {
+    if (l.params.empty()) continue;
+    std::string why;
+    if (l.impl->PerExampleMethod(l.spec, &why) == PerExample::kUnsupported)
+      return fmt::format("layer '{}' ({}): {}", l.name, l.type, why);
+  }
+  return "";
+}
+
+// A batch-1 copy of a layer whose per-example gradients are recomputed
+// (PerExample::kRecompute), with plain copies of the batch's src and
+// diff_dst to slice examples from.
+struct PerExampleShadow {
+  std::unique_ptr<LayerExec> exec;
+  std::vector<float> x1, dy1, grads;
+  memory src_plain, dd_plain;
+  dnnl::reorder src_reorder, dd_reorder;
+  bool src_reorder_on = false, dd_reorder_on = false;
+  int64_t in_elems = 0, out_elems = 0;
+};
+
 struct Network::Impl {
   dnnl::stream stream{CpuEngine()};
+  // For BackwardClipped.
+  std::vector<LayerInfo> infos;
+  float* params = nullptr;
+  std::vector<PerExample> methods;
+  std::vector<std::unique_ptr<PerExampleShadow>> shadows;
+  std::vector<double> sq_norms;
+  std::vector<float> saved_diff;
+  bool per_example_ready = false;
   std::vector<std::unique_ptr<LayerExec>> layers;
   memory input_mem, output_plain, output_diff_plain, last_diff, input_diff_plain;
   dnnl::reorder out_reorder, diff_reorder, in_diff_reorder;
@@ -124,6 +154,8 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
   auto& eng = CpuEngine();
   impl_->training = training;
   impl_->want_input_grad = want_input_grad;
+  impl_->infos = model.layers();
+  impl_->params = params;
   input_.assign(batch * ShapeElements(model.input_shape()), 0.f);
   output_.assign(batch * ShapeElements(model.output_shape()), 0.f);
   output_diff_.assign(output_.size(), 0.f);
@@ -229,6 +261,107 @@ void Network::Backward(const std::function<void(int)>& on_layer_done) {
 }
 
 const float* Network::input_diff() { return input_diff_.data(); }
+
+void Network::BackwardClipped(float clip_norm, float* per_example_norms) {
+  POLIS_ENFORCE(impl_->training);
+  Impl& m = *impl_;
+  auto& eng = CpuEngine();
+  auto& s = m.stream;
+  const size_t L = m.layers.size();
+  if (!m.per_example_ready) {
+    m.methods.resize(L);
+    m.shadows.resize(L);
+    for (size_t i = 0; i < L; ++i) {
+      const LayerInfo& info = m.infos[i];
+      std::string why;
+      m.methods[i] = info.params.empty() ? PerExample::kNoParams : info.impl->PerExampleMethod(info.spec, &why);
+      POLIS_ENFORCE(m.methods[i] != PerExample::kUnsupported);  // the job check refuses these
+      if (m.methods[i] != PerExample::kRecompute) continue;
+      auto sh = std::make_unique<PerExampleShadow>();
+      sh->in_elems = ShapeElements(info.in_shape);
+      sh->out_elems = ShapeElements(info.out_shape);
+      sh->x1.assign(sh->in_elems, 0.f);
+      sh->dy1.assign(sh->out_elems, 0.f);
+      sh->grads.assign(info.param_count, 0.f);
+      const memory& src = i == 0 ? m.input_mem : m.layers[i - 1]->dst();
+      const memory& dd = i + 1 < L ? m.layers[i + 1]->diff_src() : m.last_diff;
+      const memory::desc src_plain = PlainBatchDesc(batch_, info.in_shape);
+      const memory::desc dd_plain = PlainBatchDesc(batch_, info.out_shape);
+      sh->src_reorder_on = src.get_desc() != src_plain;
+      sh->src_plain = sh->src_reorder_on ? memory(src_plain, eng) : src;
+      if (sh->src_reorder_on)
+        sh->src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, src.get_desc(), eng, src_plain));
+      sh->dd_reorder_on = dd.get_desc() != dd_plain;
+      sh->dd_plain = sh->dd_reorder_on ? memory(dd_plain, eng) : dd;
+      if (sh->dd_reorder_on)
+        sh->dd_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, dd.get_desc(), eng, dd_plain));
+      LayerContext c;
+      c.spec = &m.infos[i].spec;
+      c.in_shape = info.in_shape;
+      c.out_shape = info.out_shape;
+      c.batch = 1;
+      c.training = true;
+      c.engine = &eng;
+      c.src = memory(PlainBatchDesc(1, info.in_shape), eng, sh->x1.data());
+      c.src_md = c.src.get_desc();
+      c.params = m.params + info.param_offset;
+      c.grads = sh->grads.data();
+      c.need_diff_src = false;
+      sh->exec = info.impl->Create(c);
+      const memory::desc dst1 = sh->exec->dst().get_desc();
+      POLIS_ENFORCE(dst1 == PlainBatchDesc(1, info.out_shape));  // recomputed layers work on plain buffers
+      sh->exec->BindDiffDst(memory(dst1, eng, sh->dy1.data()));
+      m.shadows[i] = std::move(sh);
+    }
+    m.sq_norms.assign(batch_, 0.0);
+    m.saved_diff.assign(output_diff_.size(), 0.f);
+    m.per_example_ready = true;
+  }
+
+  // Pass 1: every layer's per-example squared norms, right after its backward.
+  std::copy(output_diff_.begin(), output_diff_.end(), m.saved_diff.begin());
+  std::fill(m.sq_norms.begin(), m.sq_norms.end(), 0.0);
+  for (auto& l : m.layers) l->set_param_grads_wanted(false);
+  Backward([&](int i) {
+    if (m.methods[i] == PerExample::kOwn) {
+      m.layers[i]->AddPerExampleSqNorms(s, m.sq_norms.data());
+      return;
+    }
+    if (m.methods[i] != PerExample::kRecompute) return;
+    PerExampleShadow& sh = *m.shadows[i];
+    const memory& src = i == 0 ? m.input_mem : m.layers[i - 1]->dst();
+    const memory& dd = i + 1 < static_cast<int>(L) ? m.layers[i + 1]->diff_src() : m.last_diff;
+    if (sh.src_reorder_on) sh.src_reorder.execute(s, const_cast<memory&>(src), sh.src_plain);
+    if (sh.dd_reorder_on) sh.dd_reorder.execute(s, const_cast<memory&>(dd), sh.dd_plain);
+    s.wait();
+    const float* xs = static_cast<const float*>(sh.src_plain.get_data_handle());
+    const float* ds = static_cast<const float*>(sh.dd_plain.get_data_handle());
+    for (int64_t n = 0; n < batch_; ++n) {
+      const float* d = ds + n * sh.out_elems;
+      if (std::all_of(d, d + sh.out_elems, [](float v) { return v == 0.f; })) continue;  // padding
+      std::copy(xs + n * sh.in_elems, xs + (n + 1) * sh.in_elems, sh.x1.begin());
+      std::copy(d, d + sh.out_elems, sh.dy1.begin());
+      sh.exec->Forward(s);
+      sh.exec->Backward(s);
+      s.wait();
+      double sq = 0;
+      for (float g : sh.grads) sq += static_cast<double>(g) * g;
+      m.sq_norms[n] += sq;
+    }
+  });
+
+  for (auto& l : m.layers) l->set_param_grads_wanted(true);
+  // Pass 2: Σ_n c_n g_n is the gradient of Σ_n c_n loss_n.
+  const int64_t k = static_cast<int64_t>(output_diff_.size()) / batch_;
+  for (int64_t n = 0; n < batch_; ++n) {
+    const double norm = std::sqrt(m.sq_norms[n]);
+    if (per_example_norms) per_example_norms[n] = static_cast<float>(norm);
+    const float c = norm > clip_norm ? static_cast<float>(clip_norm / norm) : 1.f;
+    for (int64_t j = 0; j < k; ++j) output_diff_[n * k + j] = m.saved_diff[n * k + j] * c;
+  }
+  Backward();
+  std::copy(m.saved_diff.begin(), m.saved_diff.end(), output_diff_.begin());
+}
 
 std::vector<std::string> Network::ImplInfo() const {
   std::vector<std::string> out;

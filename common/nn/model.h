@@ -76,6 +76,20 @@ class Network {
   void Backward(const std::function<void(int)>& on_layer_done = nullptr);
   // d(loss)/d(input), plain; only when built with want_input_grad.
   const float* input_diff();
+  // DP-SGD's backward (docs/design/privacy.md), called instead of Backward
+  // after Forward, with output_diff() holding each example's own loss
+  // gradient d(loss_n)/d(output_n) (not divided by the batch size; rows of
+  // zeros for padding when a Poisson-sampled batch is smaller than the
+  // Network). Writes each example's parameter-gradient L2 norm ‖g_n‖ into
+  // per_example_norms[0..batch) (may be null) and, into the gradient buffer,
+  // the clipped sum Σ_n min(1, C/‖g_n‖) g_n. The caller then adds the noise
+  // (common/privacy/noise.h) and divides by the expected batch size.
+  // Two backward passes: the first gives the norms (each layer's method:
+  // LayerType::PerExampleMethod), the second, with output_diff row n scaled
+  // by its factor, the clipped sum. The model must pass UnsupportedForDp.
+  // The first call builds the per-example buffers (setup); later calls
+  // allocate nothing.
+  void BackwardClipped(float clip_norm, float* per_example_norms);
   // oneDNN implementation names per primitive; "ref" means a slow kernel.
   std::vector<std::string> ImplInfo() const;
 
@@ -85,6 +99,11 @@ class Network {
   int64_t batch_;
   std::vector<float> input_, output_, output_diff_, input_diff_;
 };
+
+// "" when DP-SGD can clip per-example gradients of every layer of `model`,
+// else "layer 'name' (Type): why" for the first that it cannot. The job
+// check refuses a DP job with such a layer (common/job_spec.cc).
+std::string UnsupportedForDp(const Model& model);
 
 // "layer 'dense_1' (Dense) weights element 17 is nan", or "" when every
 // parameter in `params` (the model's flat buffer) is finite. One pass: O(P),

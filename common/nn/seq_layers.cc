@@ -174,7 +174,35 @@ class EmbeddingExec : public PlainExec {
     dim_ = c.spec->embedding_param().dim();
   }
 
+  // Example n's table gradient has one row per distinct id it uses, the sum
+  // of dy over that id's steps: sort the example's (id, step) pairs and sum
+  // each run. O(T log T + T·dim) per example, exact.
+  void AddPerExampleSqNorms(dnnl::stream&, double* sq_norms) override {
+    pe_order_.resize(steps_);
+    pe_row_.resize(dim_);
+    const float* ids = in();
+    const float* dy = dout();
+    for (int64_t n = 0; n < batch_; ++n) {
+      for (int64_t t = 0; t < steps_; ++t) pe_order_[t] = {Row(ids, n * steps_ + t), t};
+      std::sort(pe_order_.begin(), pe_order_.end());
+      double sq = 0;
+      for (int64_t a = 0; a < steps_;) {
+        std::fill(pe_row_.begin(), pe_row_.end(), 0.0);
+        int64_t b = a;
+        for (; b < steps_ && pe_order_[b].first == pe_order_[a].first; ++b) {
+          const float* d = dy + (n * steps_ + pe_order_[b].second) * dim_;
+          for (int64_t j = 0; j < dim_; ++j) pe_row_[j] += d[j];
+        }
+        for (double v : pe_row_) sq += v * v;
+        a = b;
+      }
+      sq_norms[n] += sq;
+    }
+  }
+
  private:
+  std::vector<std::pair<int64_t, int64_t>> pe_order_;
+  std::vector<double> pe_row_;
   void Fwd(dnnl::stream&) override {
     const float* ids = in();
     const float* table = pv_.w[0];
@@ -234,6 +262,9 @@ class EmbeddingType : public LayerType {
     Shape out;
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
     return std::make_unique<EmbeddingExec>(c, params);
+  }
+  PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
+    return PerExample::kOwn;
   }
 };
 
@@ -494,6 +525,13 @@ class RecurrentType : public LayerType {
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
     return std::make_unique<RecurrentExec>(c, params, gru_);
   }
+  // The gate pre-activation gradients that make up an example's weight
+  // gradient live inside oneDNN's RNN workspace, summed over the batch: the
+  // Network recomputes the layer per example instead (forward, then
+  // backpropagation through time of that example's output gradient).
+  PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
+    return PerExample::kRecompute;
+  }
 
  private:
   bool gru_;
@@ -632,6 +670,9 @@ class LayerNormExec : public PlainExec {
     const int64_t rows = batch_ * ShapeElements(c.in_shape) / f;
     op_.Init(eng_, rows, f, c.spec->layer_norm_param().epsilon(), training_);
     impl_ = op_.impl();
+    f_ = f;
+    rows_per_example_ = rows / batch_;
+    epsilon_ = c.spec->layer_norm_param().epsilon();
     // oneDNN always writes diff_src; the first layer gets a scratch for it.
     if (training_ && !need_diff_src_) dx_scratch_ = memory(dst_.get_desc(), eng_);
   }
@@ -642,9 +683,40 @@ class LayerNormExec : public PlainExec {
     op_.Backward(s, in(), dout(), pv_.w[0], pv_.w[1], need_diff_src_ ? din() : Ptr(dx_scratch_),
                  pv_.g[0], pv_.g[1]);
   }
+  // Example n's gain gradient is Σ_rows dy ⊙ x̂ and its bias gradient
+  // Σ_rows dy, over its own rows; x̂ recomputed in double from x.
+  void AddPerExampleSqNorms(dnnl::stream&, double* sq_norms) override {
+    pe_gain_.resize(f_);
+    pe_bias_.resize(f_);
+    for (int64_t n = 0; n < batch_; ++n) {
+      std::fill(pe_gain_.begin(), pe_gain_.end(), 0.0);
+      std::fill(pe_bias_.begin(), pe_bias_.end(), 0.0);
+      for (int64_t r = n * rows_per_example_; r < (n + 1) * rows_per_example_; ++r) {
+        const float* x = in() + r * f_;
+        const float* dy = dout() + r * f_;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < f_; ++j) mean += x[j];
+        mean /= static_cast<double>(f_);
+        for (int64_t j = 0; j < f_; ++j) var += (x[j] - mean) * (x[j] - mean);
+        var /= static_cast<double>(f_);
+        const double inv = 1.0 / std::sqrt(var + epsilon_);
+        for (int64_t j = 0; j < f_; ++j) {
+          pe_gain_[j] += dy[j] * (x[j] - mean) * inv;
+          pe_bias_[j] += dy[j];
+        }
+      }
+      double sq = 0;
+      for (int64_t j = 0; j < f_; ++j) sq += pe_gain_[j] * pe_gain_[j] + pe_bias_[j] * pe_bias_[j];
+      sq_norms[n] += sq;
+    }
+  }
+
   ParamViews pv_;
   seq::LayerNormOp op_;
   memory dx_scratch_;
+  int64_t f_ = 0, rows_per_example_ = 0;
+  double epsilon_ = 0;
+  std::vector<double> pe_gain_, pe_bias_;
 };
 
 class LayerNormType : public LayerType {
@@ -666,6 +738,9 @@ class LayerNormType : public LayerType {
     Shape out;
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
     return std::make_unique<LayerNormExec>(c, params);
+  }
+  PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
+    return PerExample::kOwn;
   }
 };
 
@@ -764,6 +839,11 @@ class MhaType : public LayerType {
     Shape out;
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
     return std::make_unique<MhaExec>(c, params);
+  }
+  // Per example by recomputation (a batch-1 copy of the layer): exact, and
+  // the attention's T x T products are per example anyway.
+  PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
+    return PerExample::kRecompute;
   }
 };
 
@@ -916,6 +996,17 @@ class TransformerType : public LayerType {
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
     return std::make_unique<TransformerExec>(c, params);
   }
+  // By recomputation, like MultiHeadSelfAttention. A batch-1 copy would
+  // draw its own dropout masks, not the batch's, so internal dropout is
+  // refused (put Dropout layers between blocks instead).
+  PerExample PerExampleMethod(const proto::LayerSpec& spec, std::string* why) const override {
+    if (spec.transformer_param().dropout() > 0.f) {
+      *why = fmt::format("transformer_param.dropout is {}; DP-SGD needs 0 here (use Dropout layers "
+                         "between blocks)", spec.transformer_param().dropout());
+      return PerExample::kUnsupported;
+    }
+    return PerExample::kRecompute;
+  }
 };
 
 // ------------------------------------------------------------ PositionalEncoding
@@ -960,6 +1051,17 @@ class PositionalEncodingExec : public PlainExec {
       for (int64_t i = 0; i < n; ++i) g[i] += d[i];
     }
   }
+  // A learned table's per-example gradient is the example's dy itself.
+  void AddPerExampleSqNorms(dnnl::stream&, double* sq_norms) override {
+    const int64_t n_el = steps_ * f_;
+    for (int64_t b = 0; b < batch_; ++b) {
+      const float* d = dout() + b * n_el;
+      double sq = 0;
+      for (int64_t i = 0; i < n_el; ++i) sq += static_cast<double>(d[i]) * d[i];
+      sq_norms[b] += sq;
+    }
+  }
+
   ParamViews pv_;
   int64_t steps_ = 0, f_ = 0;
   bool learned_ = false;
@@ -982,6 +1084,11 @@ class PositionalEncodingType : public LayerType {
     Shape out;
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
     return std::make_unique<PositionalEncodingExec>(c, params);
+  }
+  PerExample PerExampleMethod(const proto::LayerSpec& spec, std::string*) const override {
+    return spec.positional_encoding_param().kind() == proto::PositionalEncodingParam::LEARNED
+               ? PerExample::kOwn
+               : PerExample::kNoParams;
   }
 };
 

@@ -333,6 +333,12 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
       d->mutable_timeseries()->set_missing_policy(proto::TimeSeriesSpec::Missing::FORWARD_FILL);
   }
   if (path == "sync.staleness") spec->mutable_sync()->set_consistency(proto::SyncSpec::SSP);
+  if (path.rfind("privacy.", 0) == 0) {  // a complete DP-SGD block around the field
+    auto* p = spec->mutable_privacy();
+    if (path != "privacy.target_epsilon") p->set_noise_multiplier(1.1);
+    p->set_delta(1e-5);
+    p->set_max_grad_norm(1);
+  }
   if (path.rfind("training.early_stopping.", 0) == 0)
     spec->mutable_training()->mutable_early_stopping()->set_metric("val_loss");
   if (path == "sync.bucket_bytes") {
@@ -494,6 +500,43 @@ TEST_F(JobSpecTest, SettingsOfAnotherModeAreRefused) {
   // The settings of the job's own mode pass.
   EXPECT_TRUE(Check(Job(kModel, "sync { consistency: SSP staleness: 0 ps_piece_bytes: -1 }")).ok());
   EXPECT_TRUE(Check(Job(kModel, "sync { mode: ALLREDUCE servers: 0 bucket_bytes: 0 compression: FP16 }")).ok());
+}
+
+// ----------------------------------------------------------- privacy
+
+// docs/job-spec.md, "Privacy". The test dataset holds N = 6 training
+// samples, so delta must be below 1/6.
+TEST_F(JobSpecTest, PrivacySettingsAreRefusedWithTheFieldNamed) {
+  auto privacy = [&](const std::string& fields, const std::string& sync = "") {
+    return Check(Job(kModel, sync + " privacy { " + fields + " }"));
+  };
+  ExpectRefused(privacy("target_epsilon: 0 delta: 0.01 max_grad_norm: 1"), {"'privacy.target_epsilon'", "(0, 1000]", "got 0"});
+  ExpectRefused(privacy("target_epsilon: -2 delta: 0.01 max_grad_norm: 1"), {"'privacy.target_epsilon'", "got -2"});
+  ExpectRefused(privacy("noise_multiplier: 0 delta: 0.01 max_grad_norm: 1"), {"'privacy.noise_multiplier'"});
+  ExpectRefused(privacy("target_epsilon: 3 delta: 0.01 max_grad_norm: 0"), {"'privacy.max_grad_norm'", "got 0"});
+  ExpectRefused(privacy("target_epsilon: 3 delta: 0.01 max_grad_norm: -1"), {"'privacy.max_grad_norm'"});
+  ExpectRefused(privacy("target_epsilon: 3 delta: 1 max_grad_norm: 1"), {"'privacy.delta'", "(0, 1)"});
+  // delta >= 1/N, with N from the dataset (held-out validation samples do not count).
+  ExpectRefused(privacy("target_epsilon: 3 delta: 0.2 max_grad_norm: 1"), {"'privacy.delta'", "1/N", "N = 6"});
+  ExpectRefused(Check(InDataset("validation_size: 2") + " privacy { target_epsilon: 3 delta: 0.3 max_grad_norm: 1 }"),
+                {"'privacy.delta'", "N = 4"});
+  // Exactly one of target_epsilon and noise_multiplier; delta and C with them only.
+  ExpectRefused(privacy("target_epsilon: 3 noise_multiplier: 1.1 delta: 0.01 max_grad_norm: 1"),
+                {"'privacy.noise_multiplier'", "not both"});
+  ExpectRefused(privacy("delta: 0.01"), {"'privacy.delta'", "applies only to DP-SGD"});
+  ExpectRefused(privacy("max_grad_norm: 1"), {"'privacy.max_grad_norm'", "applies only to DP-SGD"});
+  ExpectRefused(privacy("target_epsilon: 3 max_grad_norm: 1"), {"'privacy.delta'", "required"});
+  ExpectRefused(privacy("noise_multiplier: 1.1 delta: 0.01"), {"'privacy.max_grad_norm'", "required"});
+  ExpectRefused(privacy(""), {"'privacy'", "sets nothing"});
+  // Secure aggregation: parameter servers with BSP only.
+  ExpectRefused(privacy("secure_aggregation: true", "sync { mode: ALLREDUCE servers: 0 }"),
+                {"'privacy.secure_aggregation'", "ALLREDUCE"});
+  ExpectRefused(privacy("secure_aggregation: true", "sync { consistency: ASP }"), {"'privacy.secure_aggregation'", "ASP"});
+  ExpectRefused(privacy("secure_aggregation: true", "sync { consistency: SSP }"), {"'privacy.secure_aggregation'", "SSP"});
+  // A valid block is refused as a whole until the training loop applies it.
+  for (const char* ok : {"target_epsilon: 3 delta: 0.1 max_grad_norm: 1", "noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1",
+                         "secure_aggregation: true", "target_epsilon: 3 delta: 0.1 max_grad_norm: 1 secure_aggregation: true"})
+    ExpectRefused(privacy(ok), {"'privacy'", "does not apply this block yet"});
 }
 
 // ------------------------------------------- validation and selection

@@ -13,11 +13,12 @@
 //                          rename)
 //
 // Clocks: every event is taken with the steady clock. Ranks on the
-// coordinator's host share that clock exactly (offset 0). A rank on another
-// host exchanges kClockRounds messages with the coordinator and keeps the
-// offset of the round with the shortest round trip (Cristian's algorithm):
-// its events are placed within half that round trip of the coordinator's
-// time line. MPI_Wtime is not used: Open MPI does not promise
+// coordinator's host share that clock exactly (offset 0). For a rank on
+// another host the coordinator times kClockRounds round trips (it pings,
+// the rank answers with its clock) and keeps the offset of the shortest
+// (Cristian's algorithm): the rank's events are placed within half that
+// round trip of the coordinator's time line. Each rank's part of the file
+// says so in a "clock_offset" metadata event (offset_ns, round_trip_ns). MPI_Wtime is not used: Open MPI does not promise
 // MPI_WTIME_IS_GLOBAL.
 //
 // Free functions taking the RoleContext the roles already pass around; call

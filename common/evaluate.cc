@@ -1,3 +1,4 @@
+#include "common/trace/trace.h"
 #include "common/evaluate.h"
 
 #include <cmath>
@@ -87,6 +88,7 @@ nn::Network& Evaluator::NetFor(int64_t n) {
 }
 
 EvalResult Evaluator::Run(const data::Dataset& ds, data::Part part, int64_t begin, int64_t end) {
+  TRACE_SCOPE("evaluate");
   EvalResult r;
   const int64_t k = nn::ShapeElements(model_.output_shape());
   const bool regression = ds.task() == data::Task::kRegression;

@@ -56,7 +56,8 @@ bool IsPathField(const FieldDescriptor* f) {
       "polis.proto.DatasetSpec.dir",          "polis.proto.DatasetSpec.train_images",
       "polis.proto.DatasetSpec.train_labels", "polis.proto.DatasetSpec.test_images",
       "polis.proto.DatasetSpec.test_labels",  "polis.proto.TimeSeriesSpec.path",
-      "polis.proto.RegistrySpec.root",        "polis.proto.RegistrySpec.token_file"};
+      "polis.proto.RegistrySpec.root",        "polis.proto.RegistrySpec.token_file",
+      "polis.proto.MonitoringSpec.timeline_path"};
   return kPaths.count(f->full_name()) > 0;
 }
 
@@ -229,6 +230,7 @@ bool IsForwardFill(const proto::JobSpec& s) {
 }
 bool HasUrl(const proto::JobSpec& s) { return s.registry().has_url(); }
 bool HasNoUrl(const proto::JobSpec& s) { return !s.registry().has_url(); }
+bool HasTimeline(const proto::JobSpec& s) { return !s.monitoring().timeline_path().empty(); }
 
 const ModeRule kModeRules[] = {
     {"sync.consistency", IsPs, "sync.mode PARAMETER_SERVER"},
@@ -264,6 +266,7 @@ const ModeRule kModeRules[] = {
     {"dataset.timeseries.max_fill_steps", IsForwardFill, "dataset.timeseries.missing_policy FORWARD_FILL"},
     {"registry.root", HasNoUrl, "publishing to a directory (not with registry.url)"},
     {"registry.token_file", HasUrl, "registry.url"},
+    {"monitoring.timeline_max_mb", HasTimeline, "monitoring.timeline_path (or --timeline FILE)"},
 };
 
 // The *_param a layer type reads; any other *_param set on it is refused.
@@ -540,6 +543,9 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
       return FieldError(source, fmt::format("model.layer[{}].type", i), "required");
   if (!spec.has_dataset()) return FieldError(source, "dataset", "required");
   POLIS_RETURN_IF_ERROR(CheckModeRules(spec, source));
+  if (spec.monitoring().has_timeline_path() &&
+      (spec.monitoring().timeline_path().empty() || spec.monitoring().timeline_path().back() == '/'))
+    return FieldError(source, "monitoring.timeline_path", "expected a file name (the timeline's JSON file)");
   if (spec.registry().has_url()) {
     auto url = http::ParseHttpUrl(spec.registry().url());
     if (!url.ok()) return FieldError(source, "registry.url", url.status().message());

@@ -20,6 +20,7 @@
 #include "common/artifact/artifact.h"
 #include "common/checkpoint.h"
 #include "common/checkpoint_transfer.h"
+#include "common/trace/trace.h"
 #include "common/env.h"
 #include "common/comm/key_ranges.h"
 #include "common/comm/control.h"
@@ -507,6 +508,7 @@ class Coordinator {
   // communicator and are written here: only the coordinator touches the run
   // directory. Once every report is in, the manifest makes it a checkpoint.
   Status OnShardSaved(int from, const proto::ShardSaved& ss, bool* done) {
+    TRACE_SCOPE("checkpoint write", "step", ss.step());
     const std::string dir = ctx_.run_dir + "/checkpoints/" + CheckpointDirName(ss.step(), ss.epoch_complete());
     if (!ss.path().empty())
       POLIS_RETURN_IF_ERROR(ReceiveShard(ctx_.data, from, ss, ctx_.model.parameter_count(), dir,

@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <new>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -34,6 +35,7 @@
 #include "common/launch/placement.h"
 #include "common/log.h"
 #include "common/resume.h"
+#include "common/trace/timeline_transfer.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/publish.h"
 #include "paramserver/server.h"
@@ -49,6 +51,7 @@ struct Flags {
   std::string registry_url;
   std::string registry_token_file;
   std::string run_dir;
+  std::string timeline;
   int64_t train_limit = 0;
   int64_t test_limit = 0;
   int64_t servers = 0;
@@ -124,6 +127,7 @@ polis::StatusOr<polis::LoadedJob> LoadWithOverrides(const Flags& f, const std::s
     s.mutable_registry()->clear_root();
   }
   if (f.Given("--registry-token-file")) s.mutable_registry()->set_token_file(f.registry_token_file);
+  if (f.Given("--timeline")) s.mutable_monitoring()->set_timeline_path(f.timeline);
   if (f.Given("--csv")) {
     if (s.dataset().format() != polis::proto::DatasetSpec::CSV)
       return polis::InvalidArgument("--csv: {} reads IDX images (dataset.format); --csv replaces the "
@@ -267,6 +271,14 @@ int main(int argc, char** argv) {
   auto* token_file = app.add_option("--registry-token-file", f.registry_token_file,
                                     "override registry.token_file (default: $POLIS_REGISTRY_TOKEN)");
   auto* run_dir = app.add_option("--run-dir", f.run_dir, "run directory (default runs/<job>/<time>)");
+  // Absolute here, where polis-run runs: the job setting's relative paths
+  // are relative to the run directory instead.
+  auto* timeline = app.add_option("--timeline", f.timeline,
+                                  "record a per-rank timeline of every step (Chrome trace-event JSON, "
+                                  "docs/timeline.md) into FILE; sets monitoring.timeline_path")
+                       ->transform([](std::string v) {
+                         return v.empty() ? v : std::filesystem::absolute(v).lexically_normal().string();
+                       }, "", "absolute");
   auto* train_limit = app.add_option("--train-limit", f.train_limit, "use only the first N training samples");
   app.add_option("--test-limit", f.test_limit, "use only the first N test samples");
   auto* servers = app.add_option("--servers", f.servers, "override sync.servers (parameter-server ranks)");
@@ -314,7 +326,7 @@ int main(int argc, char** argv) {
                                  "and exit; no job file, no MPI");
   app.add_option("--workers", f.workers, "with --placement: the number of workers");
   // --evaluate reads a finished model: the training options would be ignored.
-  for (CLI::Option* o : {epochs, registry, registry_url, token_file, run_dir, train_limit, servers, sync,
+  for (CLI::Option* o : {epochs, registry, registry_url, token_file, run_dir, timeline, train_limit, servers, sync,
                          print_servers, progress, check, monitor, resume, placement})
     evaluate->excludes(o);
   print_servers->excludes(check);
@@ -358,6 +370,14 @@ int main(int argc, char** argv) {
     auto model = polis::CheckJob(*job);
     if (!model.ok()) {
       std::fprintf(stderr, "polis-train: %s\n", model.status().ToString().c_str());
+      return 2;
+    }
+    // The coordinator writes the timeline where polis-run runs: its folder must be there.
+    if (const std::string& t = job->spec.monitoring().timeline_path();
+        !t.empty() && std::filesystem::path(t).is_absolute() &&
+        !std::filesystem::is_directory(std::filesystem::path(t).parent_path())) {
+      std::fprintf(stderr, "polis-train: --timeline %s: the folder %s does not exist\n", t.c_str(),
+                   std::filesystem::path(t).parent_path().c_str());
       return 2;
     }
     if (!f.resume.empty()) {
@@ -484,13 +504,14 @@ int main(int argc, char** argv) {
   // The coordinator turns SIGTERM into a checkpoint and an orderly stop;
   // the other ranks ignore it and leave when the coordinator tells them.
   if (rank != 0) signal(SIGTERM, SIG_IGN);
-  polis::Status st;
+  // monitoring.timeline_path: every rank records; collective.
+  polis::Status st = polis::trace::StartTimeline(ctx);
   // An allocation that fails anywhere in a role (a model or batch larger
   // than this host's memory) ends it as a Status naming the role, not as
   // an uncaught exception that aborts without a word.
   try {
     // A resume: the coordinator sends every rank its part of the checkpoint.
-    if (!plan.finished && !manifest_dir.empty()) st = polis::ShareResumeState(&ctx);
+    if (st.ok() && !plan.finished && !manifest_dir.empty()) st = polis::ShareResumeState(&ctx);
     if (!st.ok()) {
       // Reported below.
     } else if (plan.finished) {
@@ -518,6 +539,8 @@ int main(int argc, char** argv) {
                                    ctx.job.spec.training().batch_size(), ctx.model.parameter_count()));
   }
   if (st.code() == polis::Code::kCancelled) st = polis::Status::Ok();  // an orderly stop
+  // Every rank's events to the coordinator, which writes the file.
+  if (st.ok()) st = polis::trace::FinishTimeline(ctx);
   if (!st.ok()) {
     std::fprintf(stderr, "polis-train: %s: %s\n", ctx.RankName(rank).c_str(), st.ToString().c_str());
     std::fflush(stderr);

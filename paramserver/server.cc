@@ -17,6 +17,7 @@
 #include "common/grad_clip.h"
 #include "common/log.h"
 #include "common/optimizer.h"
+#include "common/trace/trace.h"
 
 namespace polis::paramserver {
 namespace {
@@ -174,6 +175,7 @@ class Server {
       return Status::Ok();
     }
     if (h.samples > 0) {
+      TRACE_SCOPE("server apply", "step", step_);
       const float inv = 1.0f / static_cast<float>(h.samples);
       const float* __restrict r = recv_[w].data();
       float* __restrict g = sum_.data();
@@ -203,6 +205,7 @@ class Server {
       }
       if (all_in && any) {
         if (total > 0) {
+          TRACE_SCOPE("server apply", "step", step_);
           // The replies of the previous step went out straight from params_;
           // every worker has received its reply before pushing again, so
           // these complete at once.
@@ -363,6 +366,7 @@ class Server {
   // directory (common/checkpoint_transfer.h); the bytes go out while the
   // server goes on serving.
   Status Checkpoint(bool epoch_complete) {
+    TRACE_SCOPE("checkpoint", "step", step_);
     POLIS_RETURN_IF_ERROR(checkpoint_send_.Wait(comm::DeadlineFromNow(), "the coordinator to take the last checkpoint"));
     ShardFile shard;
     shard.server = ctx_.server_index();

@@ -19,6 +19,7 @@
 #include "common/grad_clip.h"
 #include "common/log.h"
 #include "common/optimizer.h"
+#include "common/trace/trace.h"
 #include "worker/gradient_sync.h"
 
 namespace polis::worker {
@@ -85,8 +86,10 @@ class AllReduceSync : public GradientSync {
   }
 
   Status Sync(const StepInfo& info, StepResult* result) override {
+    TRACE_SCOPE("sync");
     const int64_t step = info.step;
     {
+      TRACE_SCOPE("allreduce wait");
       std::unique_lock<std::mutex> lock(mu_);
       // A step without backward (no data left) sends every bucket now.
       while (next_ < buckets_.size()) queue_.push_back(next_++);
@@ -102,6 +105,7 @@ class AllReduceSync : public GradientSync {
     result->checkpoint = request >= 2 ? Checkpoint::kTakeAndStop
                          : request == 1 ? Checkpoint::kTake : Checkpoint::kNone;
     if (total > 0) {
+      TRACE_SCOPE("optimizer");
       const float inv = 1.0f / static_cast<float>(total);
       float* __restrict g = grads_;
       for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
@@ -136,6 +140,7 @@ class AllReduceSync : public GradientSync {
 
  private:
   void Loop() {
+    trace::SetThreadName("comm");
     while (true) {
       size_t b;
       {
@@ -146,7 +151,9 @@ class AllReduceSync : public GradientSync {
         queue_.pop_front();
       }
       const Bucket& k = buckets_[b];
+      trace::Scope span("allreduce bucket", "bytes", static_cast<int64_t>(sizeof(float)) * (k.end - k.begin));
       Status st = comm_->Allreduce(grads_ + k.begin, k.end - k.begin, options_);
+      span.End();
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (!st.ok() && error_.ok()) error_ = st;

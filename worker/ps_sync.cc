@@ -11,6 +11,7 @@
 #include "common/comm/ps_client.h"
 #include "common/grad_clip.h"
 #include "common/log.h"
+#include "common/trace/trace.h"
 #include "worker/gradient_sync.h"
 
 namespace polis::worker {
@@ -45,6 +46,7 @@ class ParameterServerSync : public GradientSync {
   void OnLayerGradients(int layer) override {
     const auto& pieces = client_.pieces();
     while (next_ < pieces.size() && pieces[next_].first_layer >= layer) {
+      TRACE_SCOPE("push piece", "bytes", static_cast<int64_t>(sizeof(float)) * (pieces[next_].end - pieces[next_].begin));
       Status st = client_.Push(static_cast<int>(next_++), grads_);
       if (!st.ok() && error_.ok()) error_ = st;
     }
@@ -52,6 +54,7 @@ class ParameterServerSync : public GradientSync {
 
   void BeforeLayerForward(int layer) override {
     if (!client_.pulls_pending() || layer_pieces_[layer].empty()) return;
+    TRACE_SCOPE("pull wait", "layer", layer);
     const auto t0 = comm::Clock::now();
     Status st = client_.WaitPieces(layer_pieces_[layer].data(), static_cast<int>(layer_pieces_[layer].size()));
     forward_wait_s_ += Seconds(comm::Clock::now() - t0).count();
@@ -65,6 +68,7 @@ class ParameterServerSync : public GradientSync {
   }
 
   Status Sync(const StepInfo& info, StepResult* result) override {
+    TRACE_SCOPE("sync");
     POLIS_RETURN_IF_ERROR(error_);
     PushHeader h;
     h.step = info.step;
@@ -77,14 +81,21 @@ class ParameterServerSync : public GradientSync {
     if (clip_each_push_ && info.samples > 0) h.grad_norm = std::sqrt(SquaredNorm(grads_, P_)) / info.samples;
     // Sends the pieces backward did not (all of them on a step without
     // data), after completing the previous round's pulls.
+    trace::Scope push_span("push rest");
     POLIS_ASSIGN_OR_RETURN(int64_t ts, client_.Finish(h, grads_, params_));
+    push_span.End();
     next_ = client_.pieces().size();
     PullHeader reply;
+    trace::Scope wait_span("wait servers");
     POLIS_RETURN_IF_ERROR(client_.WaitHeaders(ts, &reply));
+    wait_span.End();
     result->epoch_over = (reply.flags & kPullEpochDone) != 0;
     result->server_step = reply.step;
     // Evaluation and the parameter checksum read the whole buffer.
-    if (!overlap_pulls_ || result->epoch_over) POLIS_RETURN_IF_ERROR(client_.WaitPulls());
+    if (!overlap_pulls_ || result->epoch_over) {
+      TRACE_SCOPE("pull wait");
+      POLIS_RETURN_IF_ERROR(client_.WaitPulls());
+    }
     return Status::Ok();
   }
 

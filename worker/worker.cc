@@ -20,6 +20,7 @@
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/trace/trace.h"
 #include "worker/gradient_sync.h"
 
 namespace polis::worker {
@@ -32,6 +33,7 @@ double Since(comm::Clock::time_point t) { return Seconds(comm::Clock::now() - t)
 // A non-finite loss or parameter stops the job: nothing after it can be
 // trusted, and a model holding it must never be published.
 Status CheckFinite(const nn::Model& model, const float* params, double loss_sum, int64_t step, int epoch) {
+  TRACE_SCOPE("check finite");
   const std::string bad = nn::FirstNonFiniteParameter(model, params);
   if (!bad.empty())
     return InvalidArgument("step {} (epoch {}): {} after the update; training diverged (lower "
@@ -100,6 +102,7 @@ class ReplicaCheckpointer {
   }
 
   Status Write(int64_t step, int epoch, bool epoch_complete, int64_t consumed) {
+    TRACE_SCOPE("checkpoint", "step", step);
     proto::ControlMessage msg;
     auto* s = msg.mutable_shard_saved();
     s->set_step(step);
@@ -285,6 +288,7 @@ Status RunWorker(const RoleContext& ctx) {
       // Ask for more shards while fewer than a batch is queued.
       const auto ask_start = comm::Clock::now();
       while (queue.size() - head < static_cast<size_t>(B) && !exhausted) {
+        TRACE_SCOPE("data wait");
         proto::ControlMessage req, reply;
         req.mutable_shard_request()->set_epoch(epoch);
         POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, req));
@@ -308,6 +312,7 @@ Status RunWorker(const RoleContext& ctx) {
       }
       const int64_t n = std::min<int64_t>(B, static_cast<int64_t>(queue.size() - head));
       auto t0 = comm::Clock::now();
+      trace::Scope step_span("step", "step", step);  // ends with the measured step time (t0 .. Sync)
       report_wait += Seconds(t0 - ask_start).count();
       shard_wait_s += Seconds(t0 - ask_start).count();
       if (n > 0) {
@@ -318,7 +323,7 @@ Status RunWorker(const RoleContext& ctx) {
           for (int64_t i = 0; i < n; ++i) sample_log << epoch << ' ' << batch_indices[i] << '\n';
         if (sample_log.is_open()) sample_log.flush();  // a killed worker's log holds every step it took
         nn::Network& net = net_for(n);
-        ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data());
+        { TRACE_SCOPE("load batch"); ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data()); }
         net.Forward(before_layer);
         // Gradient of the summed loss: servers divide by all workers' samples.
         nn::LossStats st = nn::ComputeLoss(spec.model(), net.output(), targets.data(), n, K,
@@ -339,6 +344,7 @@ Status RunWorker(const RoleContext& ctx) {
       auto t1 = comm::Clock::now();
       GradientSync::StepResult result;
       POLIS_RETURN_IF_ERROR(sync->Sync({step, n, epoch, consumed}, &result));
+      step_span.End();
       // Waits inside forward for parameters still arriving are communication.
       const double fw_wait = sync->TakeForwardWaitSeconds();
       double c = Seconds(t1 - t0).count() - fw_wait, m = Since(t1) + fw_wait;
@@ -366,6 +372,7 @@ Status RunWorker(const RoleContext& ctx) {
       // the coordinator's heartbeat (a silent worker is named after
       // POLIS_HEARTBEAT_TIMEOUT_S).
       if ((steps % report_every == 0 || Since(last_report) >= 1.0) && report_samples > 0) {
+        TRACE_SCOPE("report");
         last_report = comm::Clock::now();
         proto::ControlMessage msg;
         auto* p = msg.mutable_progress();

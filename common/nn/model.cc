@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/trace/trace.h"
 
 namespace polis::nn {
 
@@ -146,6 +147,7 @@ struct Network::Impl {
   bool out_needs_reorder = false, in_diff_needs_reorder = false;
   bool training = false;
   bool want_input_grad = false;
+  std::vector<const char*> trace_names;  // the layers' names on the timeline
 };
 
 Network::Network(const Model& model, int64_t batch, float* params, float* grads, bool training,
@@ -184,6 +186,7 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
     c.relu_grad_deferred = relu_then_pool(i);
     c.relu_grad_on_dst = i > 0 && relu_then_pool(i - 1) && c.need_diff_src;
     impl_->layers.push_back(infos[i].impl->Create(c));
+    impl_->trace_names.push_back(trace::On() ? trace::Intern(infos[i].name) : "layer");
     src = impl_->layers.back()->dst();
   }
   memory::desc plain_out = PlainBatchDesc(batch, model.output_shape());
@@ -226,9 +229,12 @@ void Network::FreezeParams() {
 }
 
 void Network::Forward(const std::function<void(int)>& before_layer) {
+  TRACE_SCOPE("forward");
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
     if (before_layer) before_layer(static_cast<int>(i));
+    TRACE_SCOPE(impl_->trace_names[i], "layer", static_cast<int64_t>(i));
     impl_->layers[i]->Forward(impl_->stream);
+    if (trace::On()) impl_->stream.wait();  // the layer's span ends when its work does
   }
   memory& last = impl_->layers.back()->dst();
   if (impl_->out_needs_reorder) impl_->out_reorder.execute(impl_->stream, last, impl_->output_plain);
@@ -243,10 +249,15 @@ const float* Network::output() {
 
 void Network::Backward(const std::function<void(int)>& on_layer_done) {
   POLIS_ENFORCE(impl_->training);
+  TRACE_SCOPE("backward");
   auto& s = impl_->stream;
   if (impl_->out_needs_reorder) impl_->diff_reorder.execute(s, impl_->output_diff_plain, impl_->last_diff);
   for (int i = static_cast<int>(impl_->layers.size()) - 1; i >= 0; --i) {
-    impl_->layers[i]->Backward(s);
+    {
+      TRACE_SCOPE(impl_->trace_names[i], "layer", static_cast<int64_t>(i));
+      impl_->layers[i]->Backward(s);
+      if (trace::On()) s.wait();
+    }
     if (on_layer_done) {
       s.wait();
       on_layer_done(i);
@@ -405,6 +416,7 @@ namespace polis::nn {
 
 LossStats ComputeLoss(const proto::ModelSpec& spec, const float* out, const float* y, int64_t n,
                       int64_t k, float* dout, float grad_scale) {
+  TRACE_SCOPE("loss");
   if (spec.loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY) {
     int32_t labels[256];
     LossStats total;

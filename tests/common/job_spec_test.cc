@@ -351,6 +351,7 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
   if (path == "optimizer.schedule.total_steps" || path == "optimizer.schedule.min_lr")
     spec->mutable_optimizer()->mutable_schedule()->set_type(proto::LrSchedule::COSINE);
   if (path == "model.huber_delta") spec->mutable_model()->set_loss(proto::ModelSpec::HUBER);
+  if (path == "monitoring.timeline_max_mb") spec->mutable_monitoring()->set_timeline_path("timeline.json");
 }
 
 // A value the range accepts: the default if it does, else the closed lower

@@ -18,6 +18,7 @@
 #include "common/artifact/artifact.h"
 #include "common/checkpoint.h"
 #include "common/fs.h"
+#include "tests/trace_check.h"
 #include "tests/integration/emulated_cluster.h"
 #include "tests/integration/shell.h"
 #include "tests/prereq.h"
@@ -375,6 +376,42 @@ TEST_F(NoSharedFileSystem, ParameterServerJobCheckpointsPublishesAndResumes) {
   EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
   EXPECT_TRUE(PathExists(Private(1, registry_) + "/fashion_cnn/2"));
   ExpectOnlyTheCoordinatorsHostWrote(run);
+}
+
+// --timeline: every rank's events travel to the coordinator, which alone
+// writes the file; ranks on other hosts carry the clock offset measured to
+// the coordinator's clock (docs/timeline.md).
+TEST_F(NoSharedFileSystem, TimelineTravelsToTheCoordinatorWithEachHostsClockOffset) {
+  const std::string run = runs_ + "/tl", timeline = runs_ + "/timeline.json";
+  ShellRun r = Run("--workers 2 --servers 2 --epochs 1 --timeline " + timeline + " --run-dir " + run + " " + kSrc +
+                   "/jobs/fashion_cnn.pbtxt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json doc = ReadJson(Private(1, timeline));
+  ASSERT_TRUE(doc.is_object()) << Shell("ls -la " + Private(1, runs_)).output;
+  for (int h = 2; h <= 3; ++h) EXPECT_FALSE(PathExists(Private(h, timeline))) << "host h" << h;
+  std::map<int, std::string> names;
+  std::map<int, nlohmann::json> clock;
+  for (const auto& e : doc["traceEvents"]) {
+    if (e["name"] == "process_name") names[e["pid"]] = e["args"]["name"];
+    if (e["name"] == "clock_offset") clock[e["pid"]] = e["args"];
+  }
+  ASSERT_EQ(names.size(), 5u);
+  ASSERT_EQ(clock.size(), 5u);
+  const std::string first_host = " on " + cluster_->addresses()[0] + ")";
+  for (const auto& [rank, name] : names) {
+    // "rank 1 (server on 10.x.y.3)": ranks on the coordinator's host share its clock.
+    const bool coordinators_host = name.size() > first_host.size() &&
+                                   name.compare(name.size() - first_host.size(), first_host.size(), first_host) == 0;
+    EXPECT_NE(name.find(" on "), std::string::npos) << name;
+    const int64_t round_trip = clock[rank]["round_trip_ns"].get<int64_t>();
+    if (coordinators_host) {
+      EXPECT_EQ(round_trip, 0) << name;
+    } else {
+      EXPECT_GT(round_trip, 0) << name;
+    }
+  }
+  std::string why;
+  EXPECT_TRUE(test::SpansNest(doc, &why)) << why;
 }
 
 // All-reduce, one rank a host: the lead worker (second host) sends the

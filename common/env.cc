@@ -70,6 +70,7 @@ std::string MonitorToken() { return GetString("POLIS_MONITOR_TOKEN", ""); }
 std::string RegistryToken() { return GetString("POLIS_REGISTRY_TOKEN", ""); }
 int RestartCount() { return std::max(0, GetInt("POLIS_RESTART_COUNT", 0)); }
 std::string RestartCause() { return GetString("POLIS_RESTART_CAUSE", ""); }
+std::string JobsDir() { return GetString("POLIS_JOBS_DIR", ""); }
 
 int TestSlowWorkerIndex() { return SlowWorker().first; }
 int TestSlowWorkerMillis() { return SlowWorker().second; }

@@ -62,6 +62,9 @@ std::string RegistryToken();
 // result.json. 0 and "" on a first attempt.
 int RestartCount();
 std::string RestartCause();
+// POLIS_JOBS_DIR: where launch/polis-run records each run and `polisctl
+// cluster` finds them. "" = the default, $HOME/.polis/jobs.
+std::string JobsDir();
 
 // Test hooks (documented in docs/env.md; never needed in production):
 // POLIS_TEST_SLOW_WORKER="W:MS" makes worker index W sleep MS milliseconds

@@ -46,6 +46,19 @@ StatusOr<std::string> ReadFile(const std::string& path) {
     if (n == 0) break;
     done += static_cast<size_t>(n);
   }
+  // Regular files whose size stat does not tell (/proc and /sys report 0):
+  // read to the end, at most 64 MiB.
+  while (st.st_size == 0 && S_ISREG(st.st_mode) && done < (64u << 20)) {
+    char buf[4096];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot read", path, errno);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    done += static_cast<size_t>(n);
+  }
   out.resize(done);
   return out;
 }

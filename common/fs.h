@@ -14,6 +14,8 @@
 
 namespace polis {
 
+// The whole file; one whose size stat reports as 0 (/proc, /sys) is read to
+// its end (at most 64 MiB).
 StatusOr<std::string> ReadFile(const std::string& path);
 // Reads a file, inflating it if it starts with the gzip magic (1f 8b):
 // every member of a multi-member file (as `cat a.gz b.gz` makes), in order.

@@ -31,9 +31,11 @@
 #include "common/early_stopping.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
+#include "common/host_stats.h"
 #include "common/http/http_client.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "coordinator/host_table.h"
 #include "coordinator/monitor.h"
 #include "coordinator/publish.h"
 #include "coordinator/stall_warning.h"
@@ -558,6 +560,7 @@ class Coordinator {
     if (dt > 0) v.updates_per_second = (stats.updates() - v.stats.updates()) / dt;
     v.stats = stats;
     v.last_seen = now;
+    if (stats.has_host()) hosts_.Update(RankHost(ctx_.server_rank(s)), ctx_.server_rank(s), stats.host(), now);
   }
 
   Status OnShardRequest(int w, int from, int e) {
@@ -606,6 +609,7 @@ class Coordinator {
     v.comm += p.comm_seconds();
     last_loss_ = p.loss();
     have_progress_ = true;
+    if (p.has_host()) hosts_.Update(RankHost(ctx_.worker_rank(w)), ctx_.worker_rank(w), p.host(), now);
     if (series_.size() >= 500) series_.erase(series_.begin());
     series_.push_back({{"t", Seconds(now - start_).count()}, {"loss", p.loss()}, {"samples_per_second", v.rate}});
     if (Seconds(now - last_print_).count() >= (options_.progress_bar ? 0.5 : 10.0)) {
@@ -742,7 +746,16 @@ class Coordinator {
   // ---- the status document -------------------------------------------------
 
   void PublishStatus() {
-    if (monitor_) monitor_->Publish(StatusDocument());
+    if (!monitor_) return;
+    if (auto own = host_sampler_.Sample()) hosts_.Update(RankHost(0), 0, *own, comm::Clock::now());
+    monitor_->Publish(StatusDocument());
+  }
+
+  // Every host of the job with the ranks it carries and its figures.
+  json HostsJson(comm::Clock::time_point now) const {
+    std::vector<HostTable::Rank> ranks;
+    for (int r = 0; r < ctx_.world; ++r) ranks.push_back({r, ctx_.RoleName(r), RankHost(r)});
+    return hosts_.Json(ranks, now);
   }
 
   json StatusDocument() const {
@@ -805,6 +818,7 @@ class Coordinator {
             {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series_}, {"workers", wj},
             {"servers", sj}, {"stragglers", stragglers}, {"stalled", stalled},
             {"sync", proto::SyncSpec::Mode_Name(spec_.sync().mode())}, {"placement", PlacementJson()},
+            {"hosts", HostsJson(now)},
             {"last_checkpoint", last_checkpoint_}, {"checkpoint", CheckpointJson()},
             {"run_dir", ctx_.run_dir}, {"host", RankHost(0)},
             {"restarts", env::RestartCount()},
@@ -1103,6 +1117,8 @@ class Coordinator {
   comm::Clock::time_point start_, last_print_, last_publish_, last_heartbeat_check_;
   StallWarning stall_{0, comm::Clock::now()};  // POLIS_STALL_WARN_S, set at Start
   std::string host_;                           // this host's name (gethostname)
+  HostTable hosts_;                            // every host's figures (/api/status "hosts")
+  HostSampler host_sampler_;                   // this host's
 
   // Progress.
   int epochs_done_ = 0;

@@ -14,6 +14,7 @@
 #include "common/fs.h"
 #include "common/http/http_server.h"
 #include "common/log.h"
+#include "coordinator/host_metrics.h"
 #include "coordinator/prometheus_family.h"
 
 namespace polis::coordinator {
@@ -287,6 +288,7 @@ std::string PrometheusText(const json& s) {
     }
     f.AppendTo(&out);
   }
+  if (auto it = s.find("hosts"); it != s.end()) AppendHostMetrics(*it, &out);
   return out;
 }
 

@@ -10,6 +10,8 @@
 //   polisctl models list|show|versions|history|promote|rollback|delete|predict
 //            (--registry URL | --root DIR) [--json] [--token-file F]
 //   polisctl tune status|top STUDY_DIR [--json]     (launch/polisctl_tune.h)
+//   polisctl cluster [--jobs-dir DIR] [--json] [--serve HOST:PORT]
+//            every job and host at a glance (launch/cluster_view.h)
 //
 // Exit codes: 0 done, 1 the coordinator is unreachable or the command
 // failed, 2 usage.
@@ -41,6 +43,7 @@
 
 #include "common/fs.h"
 #include "common/status.h"
+#include "launch/cluster_view.h"
 #include "launch/polisctl_models.h"
 #include "launch/polisctl_tune.h"
 
@@ -623,6 +626,8 @@ int Main(int argc, char** argv) {
   CLI::App* models = AddModelsCommands(app, &mo);
   TuneCtlOptions tune_options;
   CLI::App* tune = AddTuneCommands(app, &tune_options);
+  ClusterCtlOptions cluster_options;
+  AddClusterCommand(app, &cluster_options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -643,6 +648,7 @@ int Main(int argc, char** argv) {
 
   const std::string cmd = app.get_subcommands().front()->get_name();
   if (cmd == "tune") return RunTune(tune, tune_options, o.json, &g_interrupted_flag);
+  if (cmd == "cluster") return RunCluster(cluster_options, o.json, o.timeout_s, &g_interrupted_flag);
   if (cmd == "models") {
     // The registry's token: --token, --token-file, else POLIS_REGISTRY_TOKEN
     // (never the monitor's).

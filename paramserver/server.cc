@@ -15,6 +15,7 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/grad_clip.h"
+#include "common/host_stats.h"
 #include "common/log.h"
 #include "common/optimizer.h"
 #include "common/trace/trace.h"
@@ -434,6 +435,7 @@ class Server {
     s->set_key_begin(range_.begin);
     s->set_key_end(range_.end);
     for (int r : WaitingFor()) s->add_waiting_for(r);
+    if (auto h = host_sampler_.Sample()) *s->mutable_host() = std::move(*h);
     return comm::SendControl(ctx_.ctrl, ctx_.coordinator_rank(), stats);
   }
 
@@ -454,6 +456,7 @@ class Server {
   const RoleContext& ctx_;
   const int W_;
   comm::KeyRange range_;
+  HostSampler host_sampler_;  // this host's figures, sent with ServerStats
   int64_t n_ = 0;
   proto::SyncSpec::Consistency mode_ = proto::SyncSpec::BSP;
   int64_t staleness_ = 0;

@@ -19,6 +19,7 @@
 #include "common/data/shard_plan.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
+#include "common/host_stats.h"
 #include "common/log.h"
 #include "common/trace/trace.h"
 #include "worker/gradient_sync.h"
@@ -265,6 +266,7 @@ Status RunWorker(const RoleContext& ctx) {
   const int w = ctx.worker_index();
   const int report_every = spec.training().report_every_steps();
   const int slow_ms = env::TestSlowWorkerIndex() == w ? env::TestSlowWorkerMillis() : 0;
+  HostSampler host_sampler;  // this host's figures, sent with Progress
   std::ofstream sample_log;
   if (!env::TestSampleLogDir().empty())
     sample_log.open(fmt::format("{}/worker-{}-{}.log", env::TestSampleLogDir(), ctx.rank, getpid()),
@@ -383,6 +385,7 @@ Status RunWorker(const RoleContext& ctx) {
         p->set_compute_seconds(report_compute);
         p->set_comm_seconds(report_comm);
         p->set_wait_seconds(report_wait);
+        if (auto h = host_sampler.Sample()) *p->mutable_host() = std::move(*h);
         POLIS_RETURN_IF_ERROR(comm::SendControl(ctx.ctrl, coord, msg));
         report_loss = report_compute = report_comm = report_wait = 0;
         report_samples = 0;

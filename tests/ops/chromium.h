@@ -1,6 +1,6 @@
 // Headless Chromium (Debian's `chromium`) for the ops tests that render a
-// page: the command line that loads a URL, a substring counter for the DOM
-// it dumps, and a checked screenshot.
+// page: the command line that loads a URL, a substring counter and an
+// element cutter for the DOM it dumps, and a checked screenshot.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,6 +16,13 @@ inline int Count(const std::string& text, const std::string& what) {
   int n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
   return n;
+}
+
+// The part of a dumped DOM from the element with `id` to the next `end`.
+inline std::string Element(const std::string& html, const std::string& id, const std::string& end) {
+  const size_t at = html.find("id=\"" + id + "\"");
+  if (at == std::string::npos) return "";
+  return html.substr(at, html.find(end, at) - at);
 }
 
 // Chromium as root in a container: no sandbox, no GPU, no background

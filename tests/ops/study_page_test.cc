@@ -19,19 +19,13 @@ namespace {
 
 using ops_test::Chromium;
 using ops_test::Count;
+using ops_test::Element;
 
 // The dumped DOM of a page.
 std::string RenderedDom(const std::string& profile, const std::string& url) {
   auto dom = ops_test::Shell(Chromium(profile, "--dump-dom", url));
   EXPECT_EQ(dom.exit_code, 0) << dom.errors;
   return dom.output;
-}
-
-// The part of `html` from the element with `id` to the next `end`.
-std::string Element(const std::string& html, const std::string& id, const std::string& end) {
-  const size_t at = html.find("id=\"" + id + "\"");
-  if (at == std::string::npos) return "";
-  return html.substr(at, html.find(end, at) - at);
 }
 
 TEST(StudyPage, DrawsCurvesStopsAndTheBestInChromium) {

@@ -12,7 +12,7 @@
 # write, polis_inference_stage_seconds). Goals checked:
 #   p99 at concurrency 1 <= 1 ms; batched QPS at 64 >= 3x unbatched QPS at
 #   64, with batched p99 at 64 <= 1.5x unbatched p99 at 16; no errors; and
-#   (issue 21) at 16 connections >= 0.8x the in-process limit with p99 <= 1 ms,
+#   at 16 connections >= 0.8x the in-process limit with p99 <= 1 ms,
 #   at 1 connection p99 <= 0.2 ms.
 #
 #   benchmarks/serving_sweep.sh [--root DIR] [--model NAME] [--duration S]
@@ -135,9 +135,9 @@ for form in forms:
     r16 = res[form, 16, b16]
     lim16 = limit[1 if b16 == "off" else int(max_batch)]["rows_per_s"]
     print(f"[{form}] goal p99 <= 1 ms at 1 connection (worst of the three settings): {p99_1:.2f} ms -> {'met' if p99_1 <= 1 else 'NOT met'}")
-    print(f"[{form}] goal (issue 21) p99 <= 0.2 ms at 1 connection: {p99_1:.2f} ms -> {'met' if p99_1 <= 0.2 else 'NOT met'}; "
+    print(f"[{form}] goal p99 <= 0.2 ms at 1 connection: {p99_1:.2f} ms -> {'met' if p99_1 <= 0.2 else 'NOT met'}; "
           f"p99.9 {max(res[form, 1, m]['p999'] for m in ('off', 'greedy', 'delay')):.2f} ms")
-    print(f"[{form}] goal (issue 21) at 16 connections >= 0.8x the in-process limit, p99 <= 1 ms ({b16}): "
+    print(f"[{form}] goal at 16 connections >= 0.8x the in-process limit, p99 <= 1 ms ({b16}): "
           f"{r16['qps'] / lim16:.2f}x (the limit of one compute thread; {r16['qps'] / (2 * lim16):.2f}x of two), "
           f"p99 {r16['p99']:.2f} ms -> {'met' if r16['qps'] >= 0.8 * lim16 and r16['p99'] <= 1 else 'NOT met'}")
     print(f"[{form}] goal batched QPS at 64 >= 3x unbatched ({best}): {ratio:.2f}x -> {'met' if ratio >= 3 else 'NOT met'} "

@@ -64,6 +64,21 @@ TEST(Slurm, SbatchTemplateCheckpointsRequeuesAndResumes) {
       << "no epoch finished:\n" << Shell(env + "scontrol show job " + job).output
       << ops_test::ReadOrEmpty(tmp.path() + "/job-" + job + ".out")
       << ops_test::ReadOrEmpty(run_dir + "/stderr.log") << Shell("tail -n 30 " + cluster + "/log/*.log").output;
+  // The cluster view finds the running job through squeue (polis.sbatch
+  // starts polis-train itself: no jobs-directory record).
+  ASSERT_EQ(Shell("mkdir -p " + tmp.path() + "/jobs").exit_code, 0);
+  auto view = Shell(env + kBin + "/launch/polisctl cluster --json --jobs-dir " + tmp.path() + "/jobs");
+  json cluster_view = json::parse(view.output, nullptr, false);
+  ASSERT_TRUE(cluster_view.is_object()) << view.output << view.errors;
+  EXPECT_TRUE(cluster_view["slurm"].value("available", false)) << cluster_view["slurm"].dump();
+  bool listed = false;
+  for (const auto& j : cluster_view["jobs"]) {
+    if (j.value("slurm_job_id", "") != job) continue;
+    listed = true;
+    EXPECT_EQ(j.value("state", ""), "running") << j.dump();
+    EXPECT_EQ(j.value("launcher", ""), "slurm") << j.dump();
+  }
+  EXPECT_TRUE(listed) << "job " << job << " not in polisctl cluster:\n" << view.output;
   ASSERT_EQ(Shell(env + "scancel --signal=USR1 --batch " + job).exit_code, 0);
 
   std::string info;

@@ -22,17 +22,22 @@ namespace {
 class ArtifactTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The registry root lies one level down in a folder of the test's own,
+    // so "nothing escaped the root" looks only where the test owns.
     std::string tmpl = (std::filesystem::temp_directory_path() / "polis-artifact-XXXXXX").string();
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    outer_ = tmpl;
+    dir_ = outer_ + "/root";
+    ASSERT_TRUE(std::filesystem::create_directory(dir_));
   }
   void TearDown() override {
     std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    std::filesystem::remove_all(outer_, ec);
   }
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
 
-  std::string dir_;
+  std::string outer_;  // the test's own folder
+  std::string dir_;    // the registry root, inside it
 };
 
 ModelArtifact MakeArtifact(size_t n, float seed = 0.5f) {

@@ -2,6 +2,7 @@
 
 #include <climits>
 #include <cstring>
+#include <vector>
 
 #include "common/comm/mpi_communicator.h"
 #include "common/comm/mpi_util.h"
@@ -57,15 +58,20 @@ class MpiChannel final : public Channel {
     FromMpi(m, req);
     return Status::Ok();
   }
+  // One MPI_Testsome (one pass of MPI's progress engine) for the whole set;
+  // the completed requests come back as MPI_REQUEST_NULL.
   Status Test(Request* reqs, int n, bool* all_done) override {
+    thread_local std::vector<MPI_Request> mpi;
+    thread_local std::vector<int> indices;
+    mpi.resize(static_cast<size_t>(n));
+    indices.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) mpi[i] = ToMpi(reqs[i]);
+    int completed = 0;
+    POLIS_MPI_CHECK(MPI_Testsome(n, mpi.data(), &completed, indices.data(), MPI_STATUSES_IGNORE));
     bool done = true;
     for (int i = 0; i < n; ++i) {
-      if (!reqs[i].pending()) continue;
-      MPI_Request m = ToMpi(reqs[i]);
-      int flag = 0;
-      POLIS_MPI_CHECK(MPI_Test(&m, &flag, MPI_STATUS_IGNORE));
-      FromMpi(m, &reqs[i]);
-      done &= flag != 0;
+      FromMpi(mpi[i], &reqs[i]);
+      done &= !reqs[i].pending();
     }
     *all_done = done;
     return Status::Ok();

@@ -24,6 +24,7 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
+#include "common/job_spec.h"
 #include "coordinator/host_metrics.h"
 #include "coordinator/monitor.h"
 
@@ -377,13 +378,7 @@ std::string Duration(const json& v) {
   if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
   return fmt::format("{}s", t);
 }
-std::string Bytes(double b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.1f} {}", b, kUnits[u]);
-}
-std::string Rate(const json& v) { return v.is_number() ? Bytes(v.get<double>()) + "/s" : "-"; }
+std::string Rate(const json& v) { return v.is_number() ? HumanBytes(v.get<double>()) + "/s" : "-"; }
 
 // Columns padded to their widest cell.
 std::vector<std::string> Table(const std::vector<std::vector<std::string>>& rows) {
@@ -453,12 +448,12 @@ std::vector<std::string> ClusterTables(const json& c) {
       gpu += (gpu.empty() ? "" : " ") +
              fmt::format("{}:{} {}", g.value("index", 0), u.is_number() ? fmt::format("{:.0f}%", u.get<double>()) : "-",
                          mu.is_number() && mt.is_number()
-                             ? Bytes(mu.get<double>()) + "/" + Bytes(mt.get<double>())
+                             ? HumanBytes(mu.get<double>()) + "/" + HumanBytes(mt.get<double>())
                              : "-");
     }
     rows.push_back({Str(h, "host"), ranks.empty() ? "-" : ranks,
                     cpu.is_number() ? fmt::format("{:.0f}%", cpu.get<double>()) : "-",
-                    used.is_number() && total.is_number() ? Bytes(used.get<double>()) + " / " + Bytes(total.get<double>())
+                    used.is_number() && total.is_number() ? HumanBytes(used.get<double>()) + " / " + HumanBytes(total.get<double>())
                                                           : "-",
                     Rate(h.value("net_rx_bytes_per_second", json())), Rate(h.value("net_tx_bytes_per_second", json())),
                     gpu.empty() ? "-" : gpu});

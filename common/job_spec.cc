@@ -35,10 +35,9 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-// False until worker/, paramserver/ and coordinator/ apply the privacy block
-// (DP-SGD steps, the accountant, secure aggregation): until then the job
-// check refuses it rather than train without the privacy it asks for.
-constexpr bool kPrivacyAppliedByTraining = false;
+// False until the parameter servers apply privacy.secure_aggregation: the
+// job check refuses it rather than train without the privacy it asks for.
+constexpr bool kSecureAggregationApplied = false;
 
 Status FieldError(const std::string& source, const std::string& field, const std::string& why) {
   return InvalidArgument("{}: field '{}': {}", source, field, why);
@@ -381,6 +380,28 @@ Status CheckSelection(const LoadedJob& job, bool regression, int64_t validation,
                                                  "or dataset.validation_size (IDX) or validation_months (time series)"));
 }
 
+// Settings DP-SGD replaces or whose effect its analysis does not cover.
+Status CheckDpSgdSettings(const proto::JobSpec& spec, const std::string& source) {
+  if (IsPs(spec) && spec.sync().consistency() != proto::SyncSpec::BSP)
+    return FieldError(source, "sync.consistency",
+                      fmt::format("is {}, but DP-SGD needs BSP: its noise is added once to each global step's "
+                                  "sum over every worker",
+                                  proto::SyncSpec::Consistency_Name(spec.sync().consistency())));
+  if (spec.training().clip_grad_norm() > 0)
+    return FieldError(source, "training.clip_grad_norm",
+                      "does not apply with DP-SGD, which clips each example's gradient to privacy.max_grad_norm; "
+                      "remove it");
+  if (spec.sync().compression() != proto::SyncSpec::NONE)
+    return FieldError(source, "sync.compression",
+                      "must be NONE with DP-SGD: rounding each worker's clipped sum before the noise is added "
+                      "could exceed the clip norm the privacy analysis assumes");
+  if (spec.training().shard_size() > 0)
+    return FieldError(source, "training.shard_size",
+                      "does not apply with DP-SGD, which draws a Poisson sample for every step instead of "
+                      "granting shards; remove it");
+  return Status::Ok();
+}
+
 // The privacy block's own rules (docs/job-spec.md, "Privacy"); the
 // dataset-dependent ones are in CheckPrivacyData.
 Status CheckPrivacyFields(const proto::JobSpec& spec, const std::string& source) {
@@ -406,6 +427,7 @@ Status CheckPrivacyFields(const proto::JobSpec& spec, const std::string& source)
                                              : std::string("ALLREDUCE")));
   if (!dp && !p.secure_aggregation())
     return FieldError(source, "privacy", "sets nothing: give target_epsilon or noise_multiplier, or secure_aggregation");
+  if (dp) return CheckDpSgdSettings(spec, source);
   return Status::Ok();
 }
 
@@ -422,10 +444,10 @@ Status CheckPrivacyData(const LoadedJob& job, const nn::Model& model, int64_t tr
   if (p.has_target_epsilon() || p.has_noise_multiplier())
     if (const std::string why = nn::UnsupportedForDp(model); !why.empty())
       return FieldError(job.path, "privacy", "DP-SGD needs per-example gradients, and " + why);
-  if (!kPrivacyAppliedByTraining)
-    return FieldError(job.path, "privacy",
-                      "the training loop does not apply this block yet (docs/job-spec.md, \"Privacy\"); remove "
-                      "it: the job would train without the privacy it asks for");
+  if (p.secure_aggregation() && !kSecureAggregationApplied)
+    return FieldError(job.path, "privacy.secure_aggregation",
+                      "the parameter servers do not apply it yet (docs/job-spec.md, \"Privacy\"); remove it: the "
+                      "job would train without the privacy it asks for");
   return Status::Ok();
 }
 

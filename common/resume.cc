@@ -8,6 +8,7 @@
 #include "common/artifact/artifact.h"
 #include "common/fs.h"
 #include "common/nn/layer.h"
+#include "common/privacy/dp_plan.h"
 
 namespace polis {
 namespace {
@@ -116,6 +117,7 @@ StatusOr<SavedTraining> SavedFromManifest(const CheckpointManifest& m) {
   saved.what = fmt::format("checkpoint '{}'", m.dir);
   saved.parameter_count = m.parameter_count;
   saved.model_sha256 = m.model_sha256;
+  saved.workers = m.workers;
   if (!m.job_text.empty()) {
     if (!TextFormat::ParseFromString(m.job_text, &saved.job))
       return DataLoss("'{}/manifest.json': its job does not parse", m.dir);
@@ -125,7 +127,7 @@ StatusOr<SavedTraining> SavedFromManifest(const CheckpointManifest& m) {
 }
 
 Status CheckResume(const SavedTraining& saved, const proto::JobSpec& job, const nn::Model& model,
-                   const std::string& source) {
+                   const std::string& source, int workers) {
   const std::string keep = "a resume may change only the cluster's size, training.epochs, the registry, "
                            "reporting and checkpoint settings and the dataset's location; start a new run "
                            "to change anything else";
@@ -133,6 +135,17 @@ Status CheckResume(const SavedTraining& saved, const proto::JobSpec& job, const 
     std::string diff = FirstUnsafeDifference(saved.job, job);
     if (!diff.empty())
       return InvalidArgument("{}: cannot resume from {}: {} ({})", source, saved.what, diff, keep);
+  }
+  if (saved.has_job && privacy::WantsDpSgd(saved.job)) {
+    const std::string why = "a DP-SGD job's sampling rate, noise and epsilon are planned for its epochs and "
+                            "workers; start a new run to change them";
+    if (saved.job.training().epochs() != job.training().epochs())
+      return InvalidArgument("{}: cannot resume from {}: field 'training.epochs': the checkpoint was trained "
+                             "for {}, the job says {} ({})",
+                             source, saved.what, saved.job.training().epochs(), job.training().epochs(), why);
+    if (workers > 0 && saved.workers > 0 && workers != saved.workers)
+      return InvalidArgument("{}: cannot resume from {}: it was trained on {} workers, this run has {} ({})",
+                             source, saved.what, saved.workers, workers, why);
   }
   if (saved.parameter_count != model.parameter_count())
     return InvalidArgument("{}: cannot resume from {}: field 'model.layer': the job's model has {} "
@@ -145,14 +158,15 @@ Status CheckResume(const SavedTraining& saved, const proto::JobSpec& job, const 
   return Status::Ok();
 }
 
-StatusOr<ResumePlan> PlanResume(const std::string& run_dir, const LoadedJob& job, const nn::Model& model) {
+StatusOr<ResumePlan> PlanResume(const std::string& run_dir, const LoadedJob& job, const nn::Model& model,
+                                int workers) {
   ResumePlan plan;
   const int epochs = job.spec.training().epochs();
   const std::string kept = run_dir + "/" + kArtifactFileName;
   auto m = FindLatestCheckpoint(run_dir, &plan.notes);
   if (m.ok()) {
     POLIS_ASSIGN_OR_RETURN(SavedTraining saved, SavedFromManifest(*m));
-    POLIS_RETURN_IF_ERROR(CheckResume(saved, job.spec, model, job.path));
+    POLIS_RETURN_IF_ERROR(CheckResume(saved, job.spec, model, job.path, workers));
     plan.manifest_dir = m->dir;
     plan.trained_epochs = m->epoch + (m->epoch_complete ? 1 : 0);
     plan.finished = plan.trained_epochs >= epochs;

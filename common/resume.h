@@ -40,6 +40,7 @@ struct SavedTraining {
   std::string model_sha256;      // empty in checkpoints older than this check
   bool has_job = false;
   proto::JobSpec job;            // the effective job it was trained under
+  int workers = 0;               // 0: not known (a kept model)
 };
 
 // From a checkpoint's manifest; DataLoss naming it if its job text does not
@@ -47,9 +48,11 @@ struct SavedTraining {
 StatusOr<SavedTraining> SavedFromManifest(const CheckpointManifest& m);
 
 // InvalidArgument naming `source`, the field and both values when `job`
-// (with `model` built from it) cannot continue from `saved`.
+// (with `model` built from it) cannot continue from `saved` on `workers`
+// workers (0: not known). A DP-SGD job also keeps training.epochs and the
+// number of workers: its sampling rate, noise and ε are planned for them.
 Status CheckResume(const SavedTraining& saved, const proto::JobSpec& job, const nn::Model& model,
-                   const std::string& source);
+                   const std::string& source, int workers = 0);
 
 // Where `polis-train --resume RUN_DIR` starts. A run whose newest
 // checkpoint (or, without one, whose kept model RUN_DIR/model.polis) already
@@ -67,6 +70,7 @@ struct ResumePlan {
 // read into a model. NotFound when RUN_DIR holds neither a complete
 // checkpoint nor a kept model; FailedPrecondition when only a kept model is
 // there and the job asks for more epochs than it was trained for.
-StatusOr<ResumePlan> PlanResume(const std::string& run_dir, const LoadedJob& job, const nn::Model& model);
+StatusOr<ResumePlan> PlanResume(const std::string& run_dir, const LoadedJob& job, const nn::Model& model,
+                                int workers = 0);
 
 }  // namespace polis

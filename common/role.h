@@ -16,6 +16,7 @@
 #include "common/job_spec.h"
 #include "common/launch/placement.h"
 #include "common/nn/model.h"
+#include "common/privacy/prg.h"
 
 namespace polis {
 
@@ -42,6 +43,11 @@ struct RoleContext {
   // Multi-host jobs (polis-train --hosts): every rank's host, by rank;
   // empty on one host.
   std::vector<launch::PlacedRank> placement;
+  // DP-SGD jobs (privacy.target_epsilon or noise_multiplier): the job's
+  // secret, drawn by the coordinator's process at start (a resume draws a
+  // new one) and the same on every rank; each role derives its plan from it
+  // (common/privacy/dp_plan.h). Never written to a file or a log.
+  privacy::Key256 privacy_key{};
 
   int coordinator_rank() const { return 0; }
   int server_rank(int s) const { return 1 + s; }

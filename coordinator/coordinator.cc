@@ -8,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <chrono>
@@ -35,6 +36,7 @@
 #include "common/http/http_client.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "common/privacy/dp_plan.h"
 #include "coordinator/host_table.h"
 #include "coordinator/monitor.h"
 #include "coordinator/publish.h"
@@ -281,6 +283,7 @@ class Coordinator {
     if (spec_.training().has_early_stopping())
       early_ = std::make_unique<EarlyStopping>(spec_.training().early_stopping());
     planner_ = std::make_unique<data::ShardPlanner>(N_, ShardSize(spec_));
+    POLIS_ASSIGN_OR_RETURN(dp_, privacy::MakeDpPlan(spec_, W_, N_, ctx_.privacy_key));
     limits_ = {E_, N_, W_, ctx_.servers, ctx_.model.parameter_count(),
                nn::ShapeElements(ctx_.model.output_shape())};
     if (!ctx_.resume_manifest.empty()) POLIS_RETURN_IF_ERROR(ResumePlan());
@@ -301,6 +304,12 @@ class Coordinator {
                                           dataset_->size(data::Part::kValidation)).c_str()
                             : "no validation split (epochs are evaluated on the test set)",
                 E_, spec_.training().batch_size(), static_cast<long long>(ctx_.model.parameter_count()));
+    if (dp_)
+      std::printf("polis: DP-SGD: epsilon %.3g at delta %g after the %lld planned steps%s; noise multiplier "
+                  "%.4f, clip norm %g, Poisson sampling rate %.5f (expected %lld examples a step)\n",
+                  dp_->EpsilonAfter(dp_->planned_steps), dp_->delta, static_cast<long long>(dp_->planned_steps),
+                  dp_->target_epsilon > 0 ? fmt::format(" (target {:g})", dp_->target_epsilon).c_str() : "",
+                  dp_->sigma, dp_->clip, dp_->q, static_cast<long long>(dp_->expected_batch));
     std::fflush(stdout);
     start_ = comm::Clock::now();
     last_print_ = start_;
@@ -626,8 +635,8 @@ class Coordinator {
     const double rate = done / elapsed;
     const double eta = (static_cast<double>(N_) * E_ - done) / std::max(rate, 1e-9);
     const int pct = static_cast<int>(100.0 * in_epoch / std::max<int64_t>(N_, 1));
-    const std::string line = fmt::format("epoch {}/{} {:3}%  loss {:.4f}  images/s {:.0f}  ETA {}", epoch + 1, E_,
-                                         pct, loss, rate, Duration(eta));
+    const std::string line = fmt::format("epoch {}/{} {:3}%  loss {:.4f}  images/s {:.0f}  ETA {}{}", epoch + 1, E_,
+                                         pct, loss, rate, Duration(eta), EpsilonText());
     if (options_.progress_bar) {
       const int bar = pct / 5;
       std::printf("\r[%s%s] %s   ", std::string(bar, '#').c_str(), std::string(20 - bar, '.').c_str(),
@@ -717,14 +726,14 @@ class Coordinator {
     if (options_.progress_bar) std::printf("\r%100s\r", "");
     if (regression_)
       std::printf("epoch %d/%d  loss %.4f  %s_loss %.4f  %s_mae %.2f  %s_rmse %.2f  "
-                  "%s_mape %.1f%%  samples/s %.0f  elapsed %s  ETA %s\n",
+                  "%s_mape %.1f%%  samples/s %.0f  elapsed %s  ETA %s%s\n",
                   e + 1, E_, train_loss, set, ev.loss(), set, ev.mae(), set, ev.rmse(), set, ev.mape(), rate,
-                  Duration(elapsed).c_str(), Duration(eta).c_str());
+                  Duration(elapsed).c_str(), Duration(eta).c_str(), EpsilonText(e + 1).c_str());
     else
       std::printf("epoch %d/%d  loss %.4f  train_acc %.4f  %s_acc %.4f  %s_loss %.4f  "
-                  "images/s %.0f  elapsed %s  ETA %s\n",
+                  "images/s %.0f  elapsed %s  ETA %s%s\n",
                   e + 1, E_, train_loss, train_acc, set, ev.accuracy(), set, ev.loss(), rate,
-                  Duration(elapsed).c_str(), Duration(eta).c_str());
+                  Duration(elapsed).c_str(), Duration(eta).c_str(), EpsilonText(e + 1).c_str());
     std::fflush(stdout);
     json row = {{"epoch", e + 1},
                 {"time", UnixSeconds()},
@@ -740,6 +749,7 @@ class Coordinator {
                 {"worker_train_samples", totals_[e].worker_samples}};
     PutEvaluation(ev, regression_, std::string(set) + "_", &row);
     if (regression_) row.erase("train_accuracy");
+    if (dp_) row["epsilon"] = dp_->EpsilonAfter(DpStepsDone(e + 1));
     return row;
   }
 
@@ -822,7 +832,31 @@ class Coordinator {
             {"last_checkpoint", last_checkpoint_}, {"checkpoint", CheckpointJson()},
             {"run_dir", ctx_.run_dir}, {"host", RankHost(0)},
             {"restarts", env::RestartCount()},
-            {"restart_cause", env::RestartCause()}};
+            {"restart_cause", env::RestartCause()},
+            {"privacy", PrivacyJson()}};
+  }
+
+  // ---- DP-SGD accounting ----------------------------------------------------
+
+  // Global steps taken: every step of the finished epochs, and the furthest
+  // step a worker has reported since.
+  int64_t DpStepsDone(int epochs_done = 0) const {
+    int64_t steps = static_cast<int64_t>(std::max(epochs_done_, epochs_done)) * dp_->steps_per_epoch;
+    for (const auto& v : workers_view_) steps = std::max(steps, v.step);
+    return std::min(steps, dp_->planned_steps);
+  }
+
+  // "  ε 1.23" for the progress and epoch lines (the latter once
+  // `epochs_done` epochs are); "" without DP-SGD.
+  std::string EpsilonText(int epochs_done = 0) const {
+    return dp_ ? fmt::format("  ε {:.3g}", dp_->EpsilonAfter(DpStepsDone(epochs_done))) : std::string();
+  }
+
+  // What the accountant says so far (null without DP-SGD): /api/status,
+  // /metrics, result.json and the artifact.
+  json PrivacyJson() const {
+    if (!dp_) return nullptr;
+    return dp_->Record(DpStepsDone(), spec_.privacy().secure_aggregation());
   }
 
   // How far the job is past its newest complete checkpoint, in the units of
@@ -997,6 +1031,7 @@ class Coordinator {
                    {"restart_cause", env::RestartCause()},
                    {"history", history_}});
     if (early_) result["best_epoch"] = early_->best_epoch();
+    if (dp_) result["privacy"] = PrivacyJson();
     if (!server_stats_.empty()) {
       json stats = json::array();
       int64_t max_staleness = 0;
@@ -1106,6 +1141,7 @@ class Coordinator {
   bool validation_ = false;  // the job has a validation split: epochs are evaluated on it
   int64_t N_ = 0;
   std::unique_ptr<data::ShardPlanner> planner_;
+  std::optional<privacy::DpPlan> dp_;  // DP-SGD jobs
   comm::WireLimits limits_;  // what a received message may hold
   // Resume: where the plan starts, and the checkpoint's consumed positions.
   int start_epoch_ = 0, resumed_epoch_ = -1;

@@ -147,6 +147,24 @@ bool Contains(const json& list, int64_t rank) {
   return false;
 }
 
+// One unlabelled gauge per entry, from the number at `key` in s[object];
+// nothing when s has no such object (a job without checkpoints or privacy).
+struct JobGauge {
+  const char* key;
+  const char* name;
+  const char* help;
+};
+template <size_t N>
+void AppendObjectGauges(const json& s, const char* object, const JobGauge (&gauges)[N], std::string* out) {
+  const auto it = s.find(object);
+  if (it == s.end() || !it->is_object()) return;
+  for (const auto& g : gauges) {
+    PromFamily f(g.name, "gauge", g.help);
+    if (auto v = Number(*it, g.key)) f.Add("", *v);
+    f.AppendTo(out);
+  }
+}
+
 }  // namespace
 
 std::string PrometheusText(const json& s) {
@@ -164,11 +182,6 @@ std::string PrometheusText(const json& s) {
     if (!labels.empty()) info.Add(labels, 1);
     info.AppendTo(&out);
   }
-  struct JobGauge {
-    const char* key;
-    const char* name;
-    const char* help;
-  };
   static const JobGauge kJobGauges[] = {
       {"epoch", "polis_job_epoch", "Current epoch of the job."},
       {"epochs", "polis_job_epochs", "Epochs the job will train in all."},
@@ -199,12 +212,17 @@ std::string PrometheusText(const json& s) {
       {"completed_at", "polis_job_last_checkpoint_timestamp_seconds",
        "Unix time the newest complete checkpoint was completed."},
   };
-  if (auto it = s.find("checkpoint"); it != s.end() && it->is_object())
-    for (const auto& g : kCheckpointGauges) {
-      PromFamily f(g.name, "gauge", g.help);
-      if (auto v = Number(*it, g.key)) f.Add("", *v);
-      f.AppendTo(&out);
-    }
+  AppendObjectGauges(s, "checkpoint", kCheckpointGauges, &out);
+
+  // DP-SGD jobs: what the accountant has spent so far.
+  static const JobGauge kPrivacyGauges[] = {
+      {"epsilon", "polis_job_privacy_epsilon", "DP-SGD: epsilon spent so far (RDP accountant) at the job's delta."},
+      {"epsilon_planned", "polis_job_privacy_epsilon_planned", "DP-SGD: epsilon after every planned step."},
+      {"delta", "polis_job_privacy_delta", "DP-SGD: the job's delta (privacy.delta)."},
+      {"noise_multiplier", "polis_job_privacy_noise_multiplier", "DP-SGD: noise stddev / clip norm (sigma)."},
+      {"steps", "polis_job_privacy_steps", "DP-SGD: global steps the accountant has composed."},
+  };
+  AppendObjectGauges(s, "privacy", kPrivacyGauges, &out);
 
   const json empty = json::array();
   const json& workers = s.contains("workers") && s["workers"].is_array() ? s["workers"] : empty;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <optional>
 
 #include "common/env.h"
 #include "common/evaluate.h"
@@ -11,6 +12,7 @@
 #include "common/http/http_client.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "common/privacy/dp_plan.h"
 #include "polis_config.h"
 
 namespace polis::coordinator {
@@ -131,6 +133,22 @@ std::string PublishLaterHint(const RoleContext& ctx, const std::string& artifact
                      PublishedModelName(ctx.job.spec), artifact_path, ctx.run_dir);
 }
 
+// The accountant's record (DpPlan::Record) as the artifact keeps it.
+proto::PrivacyRecord PrivacyRecordFromJson(const json& j) {
+  proto::PrivacyRecord r;
+  r.set_epsilon(j.value("epsilon", 0.0));
+  r.set_delta(j.value("delta", 0.0));
+  r.set_max_grad_norm(j.value("max_grad_norm", 0.0));
+  r.set_noise_multiplier(j.value("noise_multiplier", 0.0));
+  r.set_sample_rate(j.value("sample_rate", 0.0));
+  r.set_steps(j.value("steps", int64_t{0}));
+  r.set_sampler(j.value("sampler", ""));
+  r.set_accountant(j.value("accountant", ""));
+  r.set_secure_aggregation(j.value("secure_aggregation", false));
+  if (j.contains("target_epsilon")) r.set_target_epsilon(j.value("target_epsilon", 0.0));
+  return r;
+}
+
 }  // namespace
 
 StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Dataset& dataset, const TrainedRun& run) {
@@ -186,6 +204,8 @@ StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Datase
   lin->set_run_dir(ctx.run_dir);
   lin->set_host(HostName());
   lin->set_created_at(UtcTimestamp());
+  if (const auto it = run.result.find("privacy"); it != run.result.end() && it->is_object())
+    *h.mutable_privacy() = PrivacyRecordFromJson(*it);
   artifact.weights = run.params;
   return artifact;
 }
@@ -302,6 +322,11 @@ Status PublishFinishedRun(const RoleContext& ctx, const std::string& kept_artifa
                 {"history", run.history},   {"republished", true},
                 {"workers", ctx.workers},   {"servers", ctx.servers},
                 {MetricName(*dataset), row[MetricName(*dataset)]}};
+  // A DP-SGD job resumed only to publish: it finished every planned step
+  // (a resume may not change its epochs or workers).
+  POLIS_ASSIGN_OR_RETURN(const std::optional<privacy::DpPlan> dp,
+                         privacy::MakeDpPlan(spec, ctx.workers, dataset->size(data::Part::kTrain), ctx.privacy_key));
+  if (dp) run.result["privacy"] = dp->Record(dp->planned_steps, spec.privacy().secure_aggregation());
   if (!kept_artifact.empty())  // published as it was kept: same bytes, same lineage
     return VerifyAndPublish(ctx, *dataset, std::move(kept), std::move(run));
   POLIS_ASSIGN_OR_RETURN(ModelArtifact built, BuildArtifact(ctx, *dataset, run));

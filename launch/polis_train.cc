@@ -34,6 +34,7 @@
 #include "common/launch/net.h"
 #include "common/launch/placement.h"
 #include "common/log.h"
+#include "common/privacy/dp_plan.h"
 #include "common/resume.h"
 #include "common/trace/timeline_transfer.h"
 #include "coordinator/coordinator.h"
@@ -237,6 +238,23 @@ polis::StatusOr<std::string> BroadcastJobText(const std::string& path, int rank)
 
 // --placement: check the hosts and the network, print where each rank goes
 // ("placement: ... (HOSTS)" then the table); nothing starts.
+// DP-SGD: rank 0 draws the job's secret key and every rank gets it (one
+// broadcast, before any role starts). Collective over every rank.
+polis::Status ShareJobKey(int rank, const polis::proto::JobSpec& spec, polis::privacy::Key256* key) {
+  if (!polis::privacy::WantsDpSgd(spec)) return polis::Status::Ok();
+  int ok = 1;
+  polis::Status drawn;
+  if (rank == 0) {
+    auto k = polis::privacy::RandomKey();
+    if (k.ok()) *key = *k;
+    else drawn = k.status(), ok = 0;
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Bcast(key->data(), static_cast<int>(key->size()), MPI_BYTE, 0, MPI_COMM_WORLD);
+  if (!ok) return rank == 0 ? drawn : polis::InternalError("rank 0 could not draw the DP-SGD key");
+  return polis::Status::Ok();
+}
+
 int PrintPlacement(const Flags& f) {
   auto fail = [](const polis::Status& st) {
     std::fprintf(stderr, "polis-train: %s\n", st.message().c_str());
@@ -442,7 +460,8 @@ int main(int argc, char** argv) {
   if (!f.resume.empty()) {
     int ok = 1, finished = 0;
     if (rank == 0) {
-      auto p = polis::PlanResume(f.resume, *job, *model);
+      const int workers = world - 1 - job->spec.sync().servers();
+      auto p = polis::PlanResume(f.resume, *job, *model, workers);
       if (p.ok()) {
         for (const auto& line : p->notes) std::fprintf(stderr, "polis-train: %s\n", line.c_str());
         plan = *p;
@@ -496,6 +515,7 @@ int main(int argc, char** argv) {
   ctx.ctrl = ctx.transport->control();
   ctx.data = ctx.transport->data();
   ctx.placement = std::move(placed_ranks);
+  if (auto st = ShareJobKey(rank, ctx.job.spec, &ctx.privacy_key); !st.ok()) return fail_setup(st);
   ctx.run_dir = f.run_dir.empty()
                     ? fmt::format("runs/{}/{}", ctx.job.spec.name(), polis::UtcTimestamp())
                     : f.run_dir;

@@ -463,6 +463,17 @@ void PrintShow(const json& meta) {
   if (meta.contains("lineage") && meta["lineage"].is_object())
     for (const char* key : {"job_file", "run_dir", "host", "source_revision"})
       if (meta["lineage"].contains(key)) rows.push_back({std::string("lineage ") + key + ":", Str(meta["lineage"], key)});
+  if (meta.contains("privacy") && meta["privacy"].is_object()) {
+    const json& p = meta["privacy"];
+    rows.push_back({"privacy:", fmt::format("DP-SGD, epsilon {:.4g} at delta {:g} ({} accountant, {} sampling)",
+                                            p.value("epsilon", 0.0), p.value("delta", 0.0), Str(p, "accountant"),
+                                            Str(p, "sampler"))});
+    rows.push_back({"privacy training:", fmt::format("{} steps, sample rate {:.4g}, noise multiplier {:.4g}, clip "
+                                                     "norm {:g}{}",
+                                                     p.value("steps", int64_t{0}), p.value("sample_rate", 0.0),
+                                                     p.value("noise_multiplier", 0.0), p.value("max_grad_norm", 0.0),
+                                                     p.value("secure_aggregation", false) ? ", secure aggregation" : "")});
+  }
   PrintTable(rows);
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "common/checkpoint.h"
@@ -18,6 +19,8 @@
 #include "common/host_stats.h"
 #include "common/log.h"
 #include "common/optimizer.h"
+#include "common/privacy/dp_plan.h"
+#include "common/privacy/noise.h"
 #include "common/trace/trace.h"
 
 namespace polis::paramserver {
@@ -46,6 +49,7 @@ class Server {
     checkpoint_every_ = spec.training().checkpoint_every_steps();
     checkpoint_epochs_ = spec.training().checkpoint_epochs();
     clip_ = spec.training().clip_grad_norm();
+    POLIS_ASSIGN_OR_RETURN(dp_, privacy::MakeDpPlan(spec, W_, ctx_.train_samples, ctx_.privacy_key));
 
     if (!ctx_.resume_manifest.empty()) {
       // This server's key range, sent by the coordinator (ShareResumeState).
@@ -205,7 +209,9 @@ class Server {
         }
       }
       if (all_in && any) {
-        if (total > 0) {
+        // DP-SGD: every round is a step, even one whose Poisson sample
+        // happened to be empty (the accountant counts it).
+        if (total > 0 || dp_) {
           TRACE_SCOPE("server apply", "step", step_);
           // The replies of the previous step went out straight from params_;
           // every worker has received its reply before pushing again, so
@@ -213,7 +219,16 @@ class Server {
           POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()),
                                               comm::DeadlineFromNow(),
                                               [] { return std::string("the previous step's replies"); }));
-          Average(total);
+          if (dp_) {
+            // (Σ clipped + N(0, σ²C²)) / B: this server draws its key
+            // range of the step's one noise vector (stream (noise key, step,
+            // share 0) at the range's offset).
+            Average(dp_->expected_batch);
+            privacy::AddGaussianNoise(dp_->noise_key, static_cast<uint64_t>(step_), 0, dp_->AveragedNoiseStddev(),
+                                      range_.begin, sum_.data(), n_);
+          } else {
+            Average(total);
+          }
           if (clip_ > 0) POLIS_RETURN_IF_ERROR(ClipAcrossServers());
           optimizer_->Step(params_.data(), sum_.data());
         }
@@ -477,6 +492,7 @@ class Server {
   comm::WireLimits limits_;
   bool checkpoint_epochs_ = true;
   double clip_ = 0;  // training.clip_grad_norm; 0 = off
+  std::optional<privacy::DpPlan> dp_;  // DP-SGD; empty otherwise
   int64_t updates_since_checkpoint_ = 0;
   bool quiesce_ = false;
   bool stop_ = false;

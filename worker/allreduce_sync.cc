@@ -19,6 +19,7 @@
 #include "common/grad_clip.h"
 #include "common/log.h"
 #include "common/optimizer.h"
+#include "common/privacy/noise.h"
 #include "common/trace/trace.h"
 #include "worker/gradient_sync.h"
 
@@ -61,8 +62,8 @@ class AllReduceSync : public GradientSync {
  public:
   AllReduceSync(const RoleContext& ctx, float* params, float* grads,
                 std::unique_ptr<comm::Communicator> comm, std::unique_ptr<Optimizer> opt,
-                comm::AllreduceOptions options)
-      : params_(params), grads_(grads), P_(ctx.model.parameter_count()),
+                comm::AllreduceOptions options, const privacy::DpPlan* dp)
+      : params_(params), grads_(grads), P_(ctx.model.parameter_count()), dp_(dp),
         buckets_(PlanBuckets(ctx.model, ctx.job.spec.sync().bucket_bytes())),
         comm_(std::move(comm)), optimizer_(std::move(opt)), options_(options),
         verify_(ctx.job.spec.sync().verify_replicas()), clip_(ctx.job.spec.training().clip_grad_norm()) {
@@ -100,11 +101,21 @@ class AllReduceSync : public GradientSync {
       done_ = 0;
     }
     const int64_t total = static_cast<int64_t>(grads_[P_] + 0.5f);
-    result->epoch_over = total == 0;
+    result->epoch_over = total == 0 && dp_ == nullptr;
     const int request = static_cast<int>(grads_[P_ + 1] + 0.5f);
     result->checkpoint = request >= 2 ? Checkpoint::kTakeAndStop
                          : request == 1 ? Checkpoint::kTake : Checkpoint::kNone;
-    if (total > 0) {
+    if (dp_ != nullptr) {
+      // DP-SGD: (Σ clipped + N(0, σ²C²)) / B, the same draw on every
+      // replica (stream (noise key, step, share 0)); then the optimizer.
+      TRACE_SCOPE("optimizer");
+      const float inv = 1.0f / static_cast<float>(dp_->expected_batch);
+      float* __restrict g = grads_;
+      for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
+      privacy::AddGaussianNoise(dp_->noise_key, static_cast<uint64_t>(step), 0, dp_->AveragedNoiseStddev(), 0,
+                                grads_, P_);
+      optimizer_->Step(params_, grads_);
+    } else if (total > 0) {
       TRACE_SCOPE("optimizer");
       const float inv = 1.0f / static_cast<float>(total);
       float* __restrict g = grads_;
@@ -166,6 +177,7 @@ class AllReduceSync : public GradientSync {
   float* params_;
   float* grads_;
   const int64_t P_;
+  const privacy::DpPlan* dp_;  // DP-SGD; null otherwise
   std::vector<Bucket> buckets_;
   std::unique_ptr<comm::Communicator> comm_;
   std::unique_ptr<Optimizer> optimizer_;
@@ -204,7 +216,7 @@ std::vector<int> WorkerHosts(const RoleContext& ctx) {
 }  // namespace
 
 StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
-                                                          float* grads) {
+                                                          float* grads, const privacy::DpPlan* dp) {
   const int64_t P = ctx.model.parameter_count();
   POLIS_ASSIGN_OR_RETURN(auto comm, ctx.transport->WorkersCommunicator(P + kGradientExtraSlots, WorkerHosts(ctx)));
   POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P, TotalStepsHint(ctx)));
@@ -217,7 +229,7 @@ StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx
     case proto::SyncSpec::FP16: options.wire = comm::WireType::kFloat16; break;
   }
   return std::unique_ptr<GradientSync>(
-      new AllReduceSync(ctx, params, grads, std::move(comm), std::move(opt), options));
+      new AllReduceSync(ctx, params, grads, std::move(comm), std::move(opt), options, dp));
 }
 
 }  // namespace polis::worker

@@ -14,6 +14,7 @@
 
 #include "common/nn/model.h"
 #include "common/optimizer.h"
+#include "common/privacy/dp_plan.h"
 #include "common/role.h"
 #include "common/status.h"
 
@@ -38,6 +39,9 @@ class GradientSync {
     int64_t samples = 0;   // this worker's samples (0: it has no data left)
     int epoch = 0;
     int64_t consumed = 0;  // samples of the epoch this worker has used, these included
+    // This worker has no data left in the epoch (a DP-SGD step may have no
+    // samples and still be a step).
+    bool epoch_end = false;
   };
   // A checkpoint every worker takes after the same step (all-reduce mode,
   // where workers hold the state): the lead worker asks for it with
@@ -77,7 +81,10 @@ std::vector<Bucket> PlanBuckets(const nn::Model& model, int64_t bucket_bytes);
 
 StatusOr<std::unique_ptr<GradientSync>> MakeParameterServerSync(const RoleContext& ctx,
                                                                 float* params, float* grads);
+// dp: a DP-SGD job's plan (not owned; outlives the sync): every replica
+// adds the step's noise to the summed clipped gradients and divides by the
+// expected batch; the worker loop decides when an epoch ends.
 StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
-                                                          float* grads);
+                                                          float* grads, const privacy::DpPlan* dp = nullptr);
 
 }  // namespace polis::worker

@@ -73,7 +73,7 @@ class ParameterServerSync : public GradientSync {
     PushHeader h;
     h.step = info.step;
     h.samples = info.samples;
-    h.flags = info.samples == 0 ? static_cast<int64_t>(kPushEpochEnd) : int64_t{0};
+    h.flags = info.epoch_end ? static_cast<int64_t>(kPushEpochEnd) : int64_t{0};
     h.epoch = info.epoch;
     h.consumed = info.consumed;
     // ASP/SSP apply each push alone: its norm is the one to clip by, and

@@ -22,6 +22,7 @@
 #include "common/host_stats.h"
 #include "common/log.h"
 #include "common/trace/trace.h"
+#include "worker/dp_step.h"
 #include "worker/gradient_sync.h"
 
 namespace polis::worker {
@@ -224,9 +225,13 @@ Status RunWorker(const RoleContext& ctx) {
     model.InitParams(params.data(), spec.training().seed());
   }
   const bool allreduce = spec.sync().mode() == proto::SyncSpec::ALLREDUCE;
+  // DP-SGD: the same plan on every rank (common/privacy/dp_plan.h).
+  POLIS_ASSIGN_OR_RETURN(const std::optional<privacy::DpPlan> dp,
+                         privacy::MakeDpPlan(spec, ctx.workers, ds->size(data::Part::kTrain), ctx.privacy_key));
+  const privacy::DpPlan* dp_plan = dp ? &*dp : nullptr;
   std::unique_ptr<GradientSync> sync;
   if (allreduce) {
-    POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data()));
+    POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data(), dp_plan));
   } else {
     POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data()));
   }
@@ -253,7 +258,10 @@ Status RunWorker(const RoleContext& ctx) {
     if (!slot) slot = std::make_unique<nn::Network>(model, n, params.data(), grads.data(), true);
     return *slot;
   };
-  net_for(B);
+  std::unique_ptr<DpStep> dp_step;
+  if (dp) dp_step = std::make_unique<DpStep>(model, spec.model(), *dp, ctx.worker_index(), ctx.workers, B,
+                                             params.data(), grads.data());
+  else net_for(B);
   Evaluator evaluator(model, spec.model(), params.data(), spec.training().eval_batch_size());
   std::vector<float> targets(B * K);
   std::vector<int64_t> batch_indices(B);
@@ -285,11 +293,33 @@ Status RunWorker(const RoleContext& ctx) {
     bool stop_after_epoch = false;
     auto last_report = comm::Clock::now();
     double report_compute = 0, report_comm = 0, report_wait = 0;
+    // The test hook's sample log (a killed worker's log holds every step it took).
+    auto log_samples = [&](const int64_t* indices, int64_t n) {
+      if (!sample_log.is_open()) return;
+      for (int64_t i = 0; i < n; ++i) sample_log << epoch << ' ' << indices[i] << '\n';
+      sample_log.flush();
+    };
+    // A step's figures, after its backward.
+    auto count_step = [&](int64_t n, double step_loss, int64_t step_correct) {
+      if (slow_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
+      loss_sum += step_loss;
+      report_loss += step_loss;
+      correct += step_correct;
+      samples += n;
+      report_samples += n;
+    };
+    // DP-SGD: the epoch is steps_per_epoch steps (step counts DP steps only).
+    int64_t dp_left = dp ? (epoch + 1) * dp->steps_per_epoch - step : 0;
+    if (dp && (dp_left < 0 || dp_left > dp->steps_per_epoch))
+      return InternalError("DP-SGD: step {} does not lie in epoch {} of {} steps", step, epoch + 1,
+                           dp->steps_per_epoch);
 
     while (true) {
       // Ask for more shards while fewer than a batch is queued.
       const auto ask_start = comm::Clock::now();
-      while (queue.size() - head < static_cast<size_t>(B) && !exhausted) {
+      if (dp && dp_left == 0 && allreduce) break;  // every replica counts the same steps
+      exhausted |= dp && dp_left == 0;              // the servers close the epoch on an empty push
+      while (!dp && queue.size() - head < static_cast<size_t>(B) && !exhausted) {
         TRACE_SCOPE("data wait");
         proto::ControlMessage req, reply;
         req.mutable_shard_request()->set_epoch(epoch);
@@ -312,18 +342,27 @@ Status RunWorker(const RoleContext& ctx) {
         if (polled.ok() && cmd.has_server_command()) POLIS_RETURN_IF_ERROR(on_command(cmd.server_command()));
         else if (polled.code() != Code::kNotFound) POLIS_RETURN_IF_ERROR(polled);
       }
-      const int64_t n = std::min<int64_t>(B, static_cast<int64_t>(queue.size() - head));
+      const bool dp_step_now = dp && dp_left > 0;
+      int64_t n = dp ? 0 : std::min<int64_t>(B, static_cast<int64_t>(queue.size() - head));
       auto t0 = comm::Clock::now();
       trace::Scope step_span("step", "step", step);  // ends with the measured step time (t0 .. Sync)
       report_wait += Seconds(t0 - ask_start).count();
       shard_wait_s += Seconds(t0 - ask_start).count();
-      if (n > 0) {
+      if (dp_step_now) {
+        const DpStep::Result r = dp_step->Run(step, *ds, before_layer, &batch_indices);
+        n = r.samples;
+        consumed += n;
+        log_samples(batch_indices.data(), n);
+        POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), r.loss_sum, step, epoch));
+        sync->BeginStep(n);
+        on_layer(0);  // the clipped sum is whole only now: every bucket / piece may go
+        count_step(n, r.loss_sum, r.correct);
+        --dp_left;
+      } else if (n > 0) {
         for (int64_t i = 0; i < n; ++i) batch_indices[i] = perm[queue[head + i]];
         head += n;
         consumed += n;
-        if (sample_log.is_open())
-          for (int64_t i = 0; i < n; ++i) sample_log << epoch << ' ' << batch_indices[i] << '\n';
-        if (sample_log.is_open()) sample_log.flush();  // a killed worker's log holds every step it took
+        log_samples(batch_indices.data(), n);
         nn::Network& net = net_for(n);
         { TRACE_SCOPE("load batch"); ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data()); }
         net.Forward(before_layer);
@@ -333,19 +372,14 @@ Status RunWorker(const RoleContext& ctx) {
         POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), st.loss_sum, step, epoch));
         sync->BeginStep(n);
         net.Backward(on_layer);
-        if (slow_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));
-        loss_sum += st.loss_sum;
-        report_loss += st.loss_sum;
-        correct += st.correct;
-        samples += n;
-        report_samples += n;
+        count_step(n, st.loss_sum, st.correct);
       } else {
         std::memset(grads.data(), 0, sizeof(float) * P);
         sync->BeginStep(0);
       }
       auto t1 = comm::Clock::now();
       GradientSync::StepResult result;
-      POLIS_RETURN_IF_ERROR(sync->Sync({step, n, epoch, consumed}, &result));
+      POLIS_RETURN_IF_ERROR(sync->Sync({step, n, epoch, consumed, /*epoch_end=*/!dp_step_now && n == 0}, &result));
       step_span.End();
       // Waits inside forward for parameters still arriving are communication.
       const double fw_wait = sync->TakeForwardWaitSeconds();
@@ -354,8 +388,8 @@ Status RunWorker(const RoleContext& ctx) {
       comm_s += m;
       report_compute += c;
       // With no data left, the round waits for the other workers to finish.
-      (n > 0 ? report_comm : report_wait) += m;
-      if (n == 0) no_data_s += m;
+      (n > 0 || dp_step_now ? report_comm : report_wait) += m;
+      if (n == 0 && !dp_step_now) no_data_s += m;
       forward_wait_s += fw_wait;
       step = result.server_step >= 0 ? result.server_step : step + 1;
       if (result.epoch_over) {

@@ -190,7 +190,21 @@ nlohmann::json MetadataJson(const std::string& model, int64_t version, const std
                         {"params", params},           {"objective", st.objective()},
                         {"objective_value", st.objective_value()}};
   }
-  return nlohmann::json{
+  nlohmann::json privacy = nullptr;
+  if (h.has_privacy()) {
+    const proto::PrivacyRecord& p = h.privacy();
+    privacy = {{"epsilon", p.epsilon()},
+               {"delta", p.delta()},
+               {"max_grad_norm", p.max_grad_norm()},
+               {"noise_multiplier", p.noise_multiplier()},
+               {"sample_rate", p.sample_rate()},
+               {"steps", p.steps()},
+               {"sampler", p.sampler()},
+               {"accountant", p.accountant()},
+               {"secure_aggregation", p.secure_aggregation()}};
+    if (p.has_target_epsilon()) privacy["target_epsilon"] = p.target_epsilon();
+  }
+  nlohmann::json meta{
       {"model", model},
       {"version", version},
       {"created_at", l.created_at()},
@@ -201,6 +215,8 @@ nlohmann::json MetadataJson(const std::string& model, int64_t version, const std
       {"metrics", metrics},
       {"lineage", lineage},
   };
+  if (!privacy.is_null()) meta["privacy"] = privacy;  // DP-SGD models only
+  return meta;
 }
 
 std::string JoinVersions(const std::vector<int64_t>& v) {

@@ -534,10 +534,18 @@ TEST_F(JobSpecTest, PrivacySettingsAreRefusedWithTheFieldNamed) {
                 {"'privacy.secure_aggregation'", "ALLREDUCE"});
   ExpectRefused(privacy("secure_aggregation: true", "sync { consistency: ASP }"), {"'privacy.secure_aggregation'", "ASP"});
   ExpectRefused(privacy("secure_aggregation: true", "sync { consistency: SSP }"), {"'privacy.secure_aggregation'", "SSP"});
-  // A valid block is refused as a whole until the training loop applies it.
-  for (const char* ok : {"target_epsilon: 3 delta: 0.1 max_grad_norm: 1", "noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1",
-                         "secure_aggregation: true", "target_epsilon: 3 delta: 0.1 max_grad_norm: 1 secure_aggregation: true"})
-    ExpectRefused(privacy(ok), {"'privacy'", "does not apply this block yet"});
+  // DP-SGD: settings it replaces, or whose effect its analysis does not cover.
+  const std::string dp = "noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1";
+  ExpectRefused(privacy(dp, "sync { consistency: ASP }"), {"'sync.consistency'", "ASP", "BSP"});
+  ExpectRefused(privacy(dp, "sync { consistency: SSP }"), {"'sync.consistency'", "SSP"});
+  ExpectRefused(privacy(dp, "sync { mode: ALLREDUCE servers: 0 compression: BF16 }"), {"'sync.compression'"});
+  ExpectRefused(Check(Job(kModel, "training { clip_grad_norm: 5 } privacy { " + dp + " }")),
+                {"'training.clip_grad_norm'", "privacy.max_grad_norm"});
+  ExpectRefused(Check(Job(kModel, "training { shard_size: 4 } privacy { " + dp + " }")),
+                {"'training.shard_size'", "Poisson"});
+  // Valid DP-SGD blocks pass, in both synchronisation modes.
+  EXPECT_TRUE(privacy(dp).ok()) << privacy(dp).ToString();
+  EXPECT_TRUE(privacy("target_epsilon: 3 delta: 0.1 max_grad_norm: 1", "sync { mode: ALLREDUCE servers: 0 }").ok());
 }
 
 // ------------------------------------------- validation and selection

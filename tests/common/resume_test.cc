@@ -50,6 +50,35 @@ TEST(Resume, SafeFieldsMayChange) {
   EXPECT_TRUE(CheckResume(Saved(a), b, Build(b), "job.pbtxt").ok());
 }
 
+// A DP-SGD job's sampling rate, noise and ε are planned for its epochs and
+// workers: a resume keeps both.
+TEST(Resume, DpSgdJobKeepsItsEpochsAndWorkers) {
+  proto::JobSpec a = Seed();
+  auto* p = a.mutable_privacy();
+  p->set_target_epsilon(3);
+  p->set_delta(1e-5);
+  p->set_max_grad_norm(1);
+  SavedTraining saved = Saved(a);
+  saved.workers = 4;
+  EXPECT_TRUE(CheckResume(saved, a, Build(a), "job.pbtxt", 4).ok());
+  EXPECT_TRUE(CheckResume(saved, a, Build(a), "job.pbtxt").ok());  // workers not known
+  proto::JobSpec longer = a;
+  longer.mutable_training()->set_epochs(a.training().epochs() + 5);
+  Status st = CheckResume(saved, longer, Build(longer), "job.pbtxt", 4);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("field 'training.epochs'"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("DP-SGD"), std::string::npos) << st.message();
+  st = CheckResume(saved, a, Build(a), "job.pbtxt", 2);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("trained on 4 workers, this run has 2"), std::string::npos) << st.message();
+  // The privacy block itself may not change.
+  proto::JobSpec looser = a;
+  looser.mutable_privacy()->set_target_epsilon(8);
+  st = CheckResume(saved, looser, Build(looser), "job.pbtxt", 4);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("privacy.target_epsilon"), std::string::npos) << st.message();
+}
+
 TEST(Resume, UnsetAndExplicitDefaultAreTheSame) {
   proto::JobSpec a = Seed(), b = Seed();
   a.mutable_optimizer()->clear_momentum();

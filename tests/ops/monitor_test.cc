@@ -173,6 +173,22 @@ TEST(Monitor, MetricsNameHostsRunAndCheckpointSchedule) {
   EXPECT_EQ(PrometheusText(s).find("polis_job_last_checkpoint_timestamp_seconds"), std::string::npos);
 }
 
+// DP-SGD jobs: the accountant's figures; none for other jobs.
+TEST(Monitor, MetricsShowThePrivacySpent) {
+  json s = SampleStatus(/*workers=*/2, /*servers=*/0);
+  EXPECT_EQ(PrometheusText(s).find("polis_job_privacy"), std::string::npos);
+  s["privacy"] = {{"epsilon", 1.25}, {"epsilon_planned", 3.0}, {"delta", 1e-5}, {"noise_multiplier", 0.9},
+                  {"steps", 120}, {"sampler", "poisson"}};
+  const std::string text = PrometheusText(s);
+  ParsedMetrics p = ParseExposition(text);
+  for (const auto& problem : p.problems) ADD_FAILURE() << problem;
+  EXPECT_DOUBLE_EQ(p.samples["polis_job_privacy_epsilon"], 1.25) << text;
+  EXPECT_DOUBLE_EQ(p.samples["polis_job_privacy_epsilon_planned"], 3.0);
+  EXPECT_DOUBLE_EQ(p.samples["polis_job_privacy_delta"], 1e-5);
+  EXPECT_DOUBLE_EQ(p.samples["polis_job_privacy_noise_multiplier"], 0.9);
+  EXPECT_EQ(p.samples["polis_job_privacy_steps"], 120);
+}
+
 TEST(Monitor, CommandsNeedTheBearerToken) {
   Monitor::Options o;
   o.token = "s3cret-token";

@@ -62,7 +62,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     rm -rf "$WORK/run"
     POLIS_NO_BUILD=1 POLIS_BUILD_DIR="$BUILD" "$REPO_ROOT/launch/polis-run" --workers 1 --epochs 1 \
       --registry "$WORK/reg" --run-dir "$WORK/run" "$job" -- --train-limit "$TRAIN_N" --test-limit 1000 >&2
-    R[train_$src]+="$("$PY" -c "import json; print(json.load(open('$WORK/run/result.json'))['images_per_second'])") "
+    R[train_$src]+="$("$PY" -c "import json; print(f\"{json.load(open('$WORK/run/result.json'))['images_per_second']:.1f}\")") "
   done
 done
 

@@ -19,6 +19,7 @@
 #include "common/data/shard_dataset.h"
 #include "common/data/shard_format.h"
 #include "common/fs.h"
+#include "common/job_spec.h"
 
 namespace polis::data {
 namespace {
@@ -328,6 +329,39 @@ TEST_F(Shards, ImageFoldersPackWithResizeAndClearErrors) {
   EXPECT_EQ(skipped->skipped, 1);
   ASSERT_EQ(warned.size(), 1u);
   EXPECT_NE(warned[0].find("dog/1.JPG"), std::string::npos);
+}
+
+// polis-train --check: the model is built on the manifest's shape and
+// classes; settings of another format are refused.
+TEST_F(Shards, JobCheckUsesTheManifestAndRefusesSettingsThatDoNotApply) {
+  ASSERT_TRUE(Pack(dir_ + "/ds").ok());
+  auto job = [&](const std::string& dataset, int units) {
+    return ParseJobText(fmt::format("name: \"t\" model {{ layer {{ type: \"Flatten\" }} layer {{ type: \"Dense\" "
+                                    "dense_param {{ units: {} }} }} }} dataset {{ {} }} sync {{ mode: ALLREDUCE servers: 0 }}",
+                                    units, dataset),
+                        "t.pbtxt");
+  };
+  auto good = job("format: SHARDS dir: \"" + dir_ + "/ds\" augmentation { horizontal_flip: true }", 4);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  auto model = CheckJob(*good);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  EXPECT_EQ(model->input_shape(), (nn::Shape{1, 6, 5}));
+  auto wrong = job("format: SHARDS dir: \"" + dir_ + "/ds\"", 3);
+  ASSERT_TRUE(wrong.ok());
+  auto refused = CheckJob(*wrong);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("has 4 classes"), std::string::npos) << refused.status().message();
+  auto idx_aug = job("format: IDX dir: \"fashion-mnist\" augmentation { crop_padding: 2 }", 10);
+  ASSERT_FALSE(idx_aug.ok());
+  EXPECT_NE(idx_aug.status().message().find("dataset.augmentation"), std::string::npos) << idx_aug.status().message();
+  auto classes = job("format: SHARDS dir: \"" + dir_ + "/ds\" num_classes: 4", 4);
+  ASSERT_FALSE(classes.ok());
+  EXPECT_NE(classes.status().message().find("dataset.num_classes"), std::string::npos);
+  auto missing = job("format: SHARDS dir: \"" + dir_ + "/none\"", 4);
+  ASSERT_TRUE(missing.ok());
+  auto none = CheckJob(*missing);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("dataset.json' is missing"), std::string::npos) << none.status().message();
 }
 
 TEST(ImageCodec, PngAndJpegRoundTripAndResize) {

@@ -134,6 +134,13 @@ TEST_F(Shards, GatherGivesTheIdxPixelsWithAndWithoutPrefetch) {
     (*ds)->Gather(Part::kTest, &t, 1, x.data(), y.data());
     EXPECT_EQ(x[3], pixels_[1][11 * 30 + 3]);
   }
+  // dataset.validation_fraction holds records out of training, as for IDX.
+  auto spec = Spec(dir_ + "/ds");
+  spec.set_validation_fraction(0.25f);
+  auto split = OpenDataset(spec, 7);
+  ASSERT_TRUE(split.ok());
+  EXPECT_EQ((*split)->size(Part::kTrain), 30);
+  EXPECT_EQ((*split)->size(Part::kValidation), 10);
 }
 
 TEST_F(Shards, AugmentationIsSeededPerSampleAndEpochAndOffByDefault) {

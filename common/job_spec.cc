@@ -218,6 +218,8 @@ bool IsPs(const proto::JobSpec& s) { return s.sync().mode() == proto::SyncSpec::
 bool IsAllreduce(const proto::JobSpec& s) { return s.sync().mode() == proto::SyncSpec::ALLREDUCE; }
 bool IsIdx(const proto::JobSpec& s) { return s.dataset().format() == proto::DatasetSpec::IDX; }
 bool IsCsv(const proto::JobSpec& s) { return s.dataset().format() == proto::DatasetSpec::CSV; }
+bool IsShards(const proto::JobSpec& s) { return s.dataset().format() == proto::DatasetSpec::SHARDS; }
+bool IsImages(const proto::JobSpec& s) { return IsIdx(s) || IsShards(s); }
 bool IsSgd(const proto::JobSpec& s) { return s.optimizer().type() == proto::OptimizerSpec::SGD; }
 bool IsAdam(const proto::JobSpec& s) { return !IsSgd(s); }
 bool IsSsp(const proto::JobSpec& s) { return IsPs(s) && s.sync().consistency() == proto::SyncSpec::SSP; }
@@ -249,18 +251,21 @@ const ModeRule kModeRules[] = {
     {"optimizer.schedule.gamma", IsStep, "optimizer.schedule.type STEP"},
     {"optimizer.schedule.total_steps", IsCosine, "optimizer.schedule.type COSINE"},
     {"optimizer.schedule.min_lr", IsCosine, "optimizer.schedule.type COSINE"},
-    {"dataset.dir", IsIdx, "dataset.format IDX"},
+    {"dataset.dir", IsImages, "dataset.format IDX or SHARDS"},
     {"dataset.train_images", IsIdx, "dataset.format IDX"},
     {"dataset.train_labels", IsIdx, "dataset.format IDX"},
     {"dataset.test_images", IsIdx, "dataset.format IDX"},
     {"dataset.test_labels", IsIdx, "dataset.format IDX"},
-    {"dataset.scale", IsIdx, "dataset.format IDX"},
-    {"dataset.shift", IsIdx, "dataset.format IDX"},
-    {"dataset.num_classes", IsIdx, "dataset.format IDX (a CSV time series is regression)"},
-    {"dataset.validation_fraction", IsIdx,
-     "dataset.format IDX (a time series splits by time: dataset.timeseries.validation_months)"},
-    {"dataset.validation_size", IsIdx,
-     "dataset.format IDX (a time series splits by time: dataset.timeseries.validation_months)"},
+    {"dataset.scale", IsImages, "dataset.format IDX or SHARDS"},
+    {"dataset.shift", IsImages, "dataset.format IDX or SHARDS"},
+    {"dataset.num_classes", IsIdx,
+     "dataset.format IDX (a CSV time series is regression; SHARDS takes the classes from dataset.json)"},
+    {"dataset.validation_fraction", IsImages,
+     "dataset.format IDX or SHARDS (a time series splits by time: dataset.timeseries.validation_months)"},
+    {"dataset.validation_size", IsImages,
+     "dataset.format IDX or SHARDS (a time series splits by time: dataset.timeseries.validation_months)"},
+    {"dataset.shards", IsShards, "dataset.format SHARDS"},
+    {"dataset.augmentation", IsShards, "dataset.format SHARDS"},
     {"dataset.timeseries", IsCsv, "dataset.format CSV"},
     {"dataset.timeseries.max_fill_steps", IsForwardFill, "dataset.timeseries.missing_policy FORWARD_FILL"},
     {"registry.root", HasNoUrl, "publishing to a directory (not with registry.url)"},
@@ -758,12 +763,42 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
   return model;
 }
 
+// SHARDS: the manifest and every index are read and checked (as the
+// workers will), not the records: `polis-data verify` reads those.
+StatusOr<nn::Model> CheckShardsJob(const LoadedJob& job) {
+  const std::string& src = job.path;
+  if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
+    return FieldError(src, "model.loss", "SHARDS images are classification: use SOFTMAX_CROSS_ENTROPY");
+  auto ds = data::OpenJobDataset(job.spec);
+  if (!ds.ok()) return FieldError(src, "dataset.dir", ds.status().message());
+  const auto shape = (*ds)->sample_shape();
+  auto model = nn::Model::Build(job.spec.model(), shape);
+  if (!model.ok()) return Status(model.status().code(), src + ": " + model.status().message());
+  if (model->output_shape() != nn::Shape{(*ds)->target_width()})
+    return FieldError(src, "model.layer",
+                      fmt::format("the last layer gives {} but '{}' has {} classes", nn::ShapeString(model->output_shape()),
+                                  job.spec.dataset().dir(), (*ds)->target_width()));
+  POLIS_RETURN_IF_ERROR(CheckInitializers(job, *model));
+  // Held per worker: the index (32 bytes a record, both parts), the
+  // decoded records waiting in the prefetch cache, and a batch of bytes.
+  const int64_t valid = (*ds)->size(data::Part::kValidation);
+  const int64_t train = (*ds)->size(data::Part::kTrain) + valid, test = (*ds)->size(data::Part::kTest);
+  const double sample = static_cast<double>(shape[0] * shape[1] * shape[2]);
+  const double bytes = 32.0 * static_cast<double>(train + test) +
+                       sample * (job.spec.dataset().shards().prefetch_records() + job.spec.training().batch_size());
+  POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, bytes, train));
+  POLIS_RETURN_IF_ERROR(CheckSelection(job, false, valid, train));
+  POLIS_RETURN_IF_ERROR(CheckPrivacyData(job, *model, train - valid));
+  return model;
+}
+
 }  // namespace
 
 StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   const std::string& src = job.path;
   if (job.spec.registry().has_url()) POLIS_RETURN_IF_ERROR(RegistryToken(job.spec.registry(), src).status());
   if (job.spec.dataset().format() == proto::DatasetSpec::CSV) return CheckTimeSeriesJob(job);
+  if (job.spec.dataset().format() == proto::DatasetSpec::SHARDS) return CheckShardsJob(job);
   if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
     return FieldError(src, "model.loss", "IDX images are classification: use SOFTMAX_CROSS_ENTROPY");
   const auto& d = job.spec.dataset();

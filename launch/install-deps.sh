@@ -15,6 +15,8 @@ PACKAGES=(
   libboost-dev
   libdnnl-dev
   zlib1g-dev libssl-dev
+  # Image decoding for SHARDS datasets and polis-data (docs/datasets.md).
+  libpng-dev libjpeg62-turbo-dev
   nlohmann-json3-dev libsimdjson-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
@@ -29,7 +31,7 @@ PACKAGES=(
 )
 # Extra groups: "bench" adds the PyTorch peer used by benchmarks/.
 if [[ " $* " == *" bench "* ]]; then
-  PACKAGES+=(python3-torch wrk)
+  PACKAGES+=(python3-torch python3-pil wrk)
 fi
 
 missing=()

@@ -366,7 +366,8 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
                      core->model.output_shape().size() == 1;
   // Integer inputs of image models are pixels, preprocessed as in training;
   // other models take their values as they are.
-  const bool images = h.job().dataset().format() == proto::DatasetSpec::IDX;
+  const bool images = h.job().dataset().format() == proto::DatasetSpec::IDX ||
+                      h.job().dataset().format() == proto::DatasetSpec::SHARDS;
   core->scale = images ? h.job().dataset().scale() : 1.f;
   core->shift = images ? h.job().dataset().shift() : 0.f;
   // Time-series forecasters carry the statistics fitted on the training

@@ -193,6 +193,7 @@ Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Ev
     POLIS_RETURN_IF_ERROR(RecvParams(ctx.data, ctx.coordinator_rank(), params, comm::DeadlineFromNow()));
   const int64_t T = ds.size(data::Part::kTest), w = ctx.worker_index();
   const EvalResult ev = evaluator->Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+  POLIS_RETURN_IF_ERROR(ds.TakeError());
   proto::ControlMessage msg;
   ToSums(ev, /*with_confusion=*/true, msg.mutable_final_evaluation()->mutable_test());
   msg.mutable_final_evaluation()->set_params_sha256(ParamsSha256(*params));
@@ -264,7 +265,7 @@ Status RunWorker(const RoleContext& ctx) {
   else net_for(B);
   Evaluator evaluator(model, spec.model(), params.data(), spec.training().eval_batch_size());
   std::vector<float> targets(B * K);
-  std::vector<int64_t> batch_indices(B);
+  std::vector<int64_t> batch_indices(B), ahead;
 
   const int coord = ctx.coordinator_rank();
   const comm::WireLimits limits{spec.training().epochs(), ds->size(data::Part::kTrain), ctx.workers, ctx.servers, P, K};
@@ -282,6 +283,7 @@ Status RunWorker(const RoleContext& ctx) {
 
   for (int epoch = start_epoch; epoch < spec.training().epochs(); ++epoch) {
     const std::vector<int64_t> perm = data::EpochPermutation(spec.training().seed(), epoch, ds->size(data::Part::kTrain));
+    ds->SetEpoch(epoch);
     std::vector<int64_t> queue;  // positions into perm, consumed from `head`
     size_t head = 0;
     bool exhausted = false;
@@ -365,6 +367,11 @@ Status RunWorker(const RoleContext& ctx) {
         log_samples(batch_indices.data(), n);
         nn::Network& net = net_for(n);
         { TRACE_SCOPE("load batch"); ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data()); }
+        POLIS_RETURN_IF_ERROR(ds->TakeError());
+        // Streaming datasets read and decode the queued samples while this step computes.
+        ahead.clear();
+        for (size_t i = head; i < queue.size(); ++i) ahead.push_back(perm[queue[i]]);
+        ds->Prefetch(data::Part::kTrain, ahead.data(), static_cast<int64_t>(ahead.size()));
         net.Forward(before_layer);
         // Gradient of the summed loss: servers divide by all workers' samples.
         nn::LossStats st = nn::ComputeLoss(spec.model(), net.output(), targets.data(), n, K,
@@ -430,6 +437,7 @@ Status RunWorker(const RoleContext& ctx) {
     // Each worker evaluates its slice with the parameters every worker now shares.
     const int64_t T = ds->size(eval_part);
     EvalResult ev = evaluator.Run(*ds, eval_part, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+    POLIS_RETURN_IF_ERROR(ds->TakeError());
     POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), ev.loss_sum, step, epoch));
     // The epoch's checkpoint goes before its report, so the coordinator has
     // it (in order, on the same channel) before it ends the job.

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/data/image_dataset.h"
+#include "common/data/shard_dataset.h"
 #include "common/data/split.h"
 #include "common/data/timeseries.h"
 #include "common/env.h"
@@ -122,6 +123,7 @@ StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d, uint
     POLIS_ASSIGN_OR_RETURN(TimeSeriesDataset ds, TimeSeriesDataset::Open(d.timeseries()));
     return std::unique_ptr<Dataset>(new Series(std::move(ds), d.train_limit(), d.test_limit()));
   }
+  if (d.format() == proto::DatasetSpec::SHARDS) return OpenShardDataset(d, split_seed);
   const DatasetPaths p = ResolveDataset(d);
   std::vector<std::string> files = {p.train_images, p.train_labels, p.test_images, p.test_labels};
   POLIS_ASSIGN_OR_RETURN(ImageDataset train, ImageDataset::Open(files[0], files[1], d.num_classes(),

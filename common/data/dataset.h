@@ -44,6 +44,17 @@ class Dataset {
   virtual std::string PreprocessingJson() const { return ""; }
   // One line on what was read (rows, drops, splits).
   virtual std::string Report() const { return ""; }
+  // Streaming datasets (SHARDS): the samples the caller will Gather next, to
+  // read and decode ahead while it computes; a hint, bounded by the
+  // dataset's queue. Others ignore it.
+  virtual void Prefetch(Part, const int64_t* /*indices*/, int64_t /*n*/) const {}
+  // The epoch whose samples are gathered next (augmentation draws from it;
+  // prefetched samples of another epoch are dropped).
+  virtual void SetEpoch(int /*epoch*/) const {}
+  // A record that could not be read or decoded under malformed_policy FAIL:
+  // Gather filled its place with zeros and kept the first such error, which
+  // this returns once (OK otherwise).
+  virtual Status TakeError() const { return Status::Ok(); }
 };
 
 // split_seed draws the IDX validation split (training.seed): every rank of a

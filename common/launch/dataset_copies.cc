@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/data/dataset.h"
+#include "common/data/shard_format.h"
 #include "common/fs.h"
 
 namespace polis::launch {
@@ -12,6 +13,15 @@ namespace polis::launch {
 std::vector<std::string> DatasetFiles(const proto::JobSpec& spec) {
   const auto& d = spec.dataset();
   if (d.format() == proto::DatasetSpec::CSV) return {d.timeseries().path()};
+  if (d.format() == proto::DatasetSpec::SHARDS) {
+    // The manifest and the indexes (which hold every record's CRC-32), not
+    // the tars: hashing those would read the whole dataset on every host.
+    std::vector<std::string> files = {d.dir() + "/" + data::kManifestName};
+    if (auto m = data::ReadManifest(d.dir()); m.ok())
+      for (const auto* part : {&m->train, &m->test})
+        for (const auto& s : *part) files.push_back(d.dir() + "/" + s.index);
+    return files;
+  }
   const data::DatasetPaths p = data::ResolveDataset(d);
   return {p.train_images, p.train_labels, p.test_images, p.test_labels};
 }

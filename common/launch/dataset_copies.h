@@ -26,7 +26,8 @@ struct DatasetFile {
   std::string sha256;
 };
 
-// The files the job reads: IDX images and labels (train and test), or the
+// The files the job reads: IDX images and labels (train and test), a
+// SHARDS dataset's manifest and indexes, or the
 // time series CSV; paths as resolved on this host.
 std::vector<std::string> DatasetFiles(const proto::JobSpec& spec);
 std::vector<DatasetFile> FingerprintFiles(const std::vector<std::string>& paths);

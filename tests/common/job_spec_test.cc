@@ -332,6 +332,12 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
     if (path == "dataset.timeseries.max_fill_steps")
       d->mutable_timeseries()->set_missing_policy(proto::TimeSeriesSpec::Missing::FORWARD_FILL);
   }
+  if (path.rfind("dataset.shards.", 0) == 0 || path.rfind("dataset.augmentation.", 0) == 0) {
+    auto* d = spec->mutable_dataset();
+    d->Clear();
+    d->set_format(proto::DatasetSpec::SHARDS);
+    d->set_dir("shards");
+  }
   if (path == "sync.staleness") spec->mutable_sync()->set_consistency(proto::SyncSpec::SSP);
   if (path.rfind("privacy.", 0) == 0) {  // a complete DP-SGD block around the field
     auto* p = spec->mutable_privacy();

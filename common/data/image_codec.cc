@@ -1,0 +1,198 @@
+#include "common/data/image_codec.h"
+
+#include <png.h>
+#include <jpeglib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+
+namespace polis::data {
+namespace {
+
+constexpr uint8_t kPngMagic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+StatusOr<Pixels> DecodePng(std::string_view bytes, int channels) {
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()))
+    return InvalidArgument("PNG: {}", img.message);
+  img.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  Pixels p;
+  p.height = static_cast<int>(img.height);
+  p.width = static_cast<int>(img.width);
+  p.channels = channels;
+  if (img.height == 0 || img.width == 0 || img.height > 65535 || img.width > 65535) {
+    png_image_free(&img);
+    return InvalidArgument("PNG: {}x{} pixels; expected 1..65535 on each side", img.width, img.height);
+  }
+  p.hwc.resize(PNG_IMAGE_SIZE(img));
+  // Transparent pixels are composed over black, whatever the file's bKGD.
+  png_color black{0, 0, 0};
+  if (!png_image_finish_read(&img, &black, p.hwc.data(), 0, nullptr)) {
+    std::string msg = img.message;
+    png_image_free(&img);
+    return InvalidArgument("PNG: {}", msg);
+  }
+  return p;
+}
+
+// libjpeg reports errors through a callback that must not return: it
+// longjmps back into the decoder's frame with the library's message.
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = {};
+};
+
+void JpegErrorExit(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegError*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+// Warnings (a corrupt entropy segment is one) are errors too: a record
+// that decodes with garbage pixels is a bad record.
+void JpegWarning(j_common_ptr c, int level) {
+  if (level < 0) JpegErrorExit(c);
+}
+
+StatusOr<Pixels> DecodeJpeg(std::string_view bytes, int channels) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = JpegErrorExit;
+  err.mgr.emit_message = JpegWarning;
+  Pixels p;  // declared before setjmp: nothing with a destructor is skipped
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return InvalidArgument("JPEG: {}", err.message);
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+    jpeg_destroy_decompress(&cinfo);
+    return InvalidArgument("JPEG: CMYK images are not supported; convert to RGB");
+  }
+  cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  p.height = static_cast<int>(cinfo.output_height);
+  p.width = static_cast<int>(cinfo.output_width);
+  p.channels = channels;
+  p.hwc.resize(static_cast<size_t>(p.height) * p.width * channels);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = p.hwc.data() + static_cast<size_t>(cinfo.output_scanline) * p.width * channels;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return p;
+}
+
+StatusOr<std::string> EncodePngBytes(const Pixels& p) {
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = static_cast<png_uint_32>(p.width);
+  img.height = static_cast<png_uint_32>(p.height);
+  img.format = p.channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  png_alloc_size_t size = 0;
+  if (!png_image_write_get_memory_size(img, size, 0, p.hwc.data(), 0, nullptr))
+    return InternalError("PNG encoder: {}", img.message);
+  std::string out(size, '\0');
+  if (!png_image_write_to_memory(&img, out.data(), &size, 0, p.hwc.data(), 0, nullptr))
+    return InternalError("PNG encoder: {}", img.message);
+  out.resize(size);
+  return out;
+}
+
+StatusOr<std::string> EncodeJpegBytes(const Pixels& p, int quality) {
+  jpeg_compress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = JpegErrorExit;
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;  // NOLINT: libjpeg's type
+  if (setjmp(err.jump)) {
+    jpeg_destroy_compress(&cinfo);
+    std::free(buf);
+    return InternalError("JPEG encoder: {}", err.message);
+  }
+  jpeg_create_compress(&cinfo);
+  jpeg_mem_dest(&cinfo, &buf, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(p.width);
+  cinfo.image_height = static_cast<JDIMENSION>(p.height);
+  cinfo.input_components = p.channels;
+  cinfo.in_color_space = p.channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(p.hwc.data()) +
+                   static_cast<size_t>(cinfo.next_scanline) * p.width * p.channels;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  std::string out(reinterpret_cast<char*>(buf), size);
+  jpeg_destroy_compress(&cinfo);
+  std::free(buf);
+  return out;
+}
+
+}  // namespace
+
+const char* EncodingExtension(ImageEncoding e) { return e == ImageEncoding::kPng ? "png" : "jpg"; }
+
+StatusOr<ImageEncoding> SniffEncoding(std::string_view b) {
+  if (b.size() >= 8 && std::memcmp(b.data(), kPngMagic, 8) == 0) return ImageEncoding::kPng;
+  if (b.size() >= 3 && static_cast<uint8_t>(b[0]) == 0xFF && static_cast<uint8_t>(b[1]) == 0xD8 &&
+      static_cast<uint8_t>(b[2]) == 0xFF)
+    return ImageEncoding::kJpeg;
+  return InvalidArgument("neither a PNG nor a JPEG file (it starts with {} bytes that match neither signature)",
+                         std::min<size_t>(b.size(), 8));
+}
+
+StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels) {
+  if (channels != 1 && channels != 3) return InvalidArgument("channels is {}; expected 1 or 3", channels);
+  POLIS_ASSIGN_OR_RETURN(ImageEncoding e, SniffEncoding(bytes));
+  return e == ImageEncoding::kPng ? DecodePng(bytes, channels) : DecodeJpeg(bytes, channels);
+}
+
+StatusOr<std::string> EncodeImage(const Pixels& p, ImageEncoding e, int jpeg_quality) {
+  POLIS_ENFORCE(p.channels == 1 || p.channels == 3);
+  POLIS_ENFORCE_EQ(p.hwc.size(), static_cast<size_t>(p.height) * p.width * p.channels);
+  return e == ImageEncoding::kPng ? EncodePngBytes(p) : EncodeJpegBytes(p, jpeg_quality);
+}
+
+Pixels Resize(const Pixels& src, int height, int width) {
+  if (src.height == height && src.width == width) return src;
+  Pixels dst;
+  dst.height = height;
+  dst.width = width;
+  dst.channels = src.channels;
+  dst.hwc.resize(static_cast<size_t>(height) * width * src.channels);
+  const float sy = static_cast<float>(src.height) / height, sx = static_cast<float>(src.width) / width;
+  const int C = src.channels;
+  for (int y = 0; y < height; ++y) {
+    const float fy = std::clamp((y + 0.5f) * sy - 0.5f, 0.0f, static_cast<float>(src.height - 1));
+    const int y0 = static_cast<int>(fy), y1 = std::min(y0 + 1, src.height - 1);
+    const float wy = fy - y0;
+    for (int x = 0; x < width; ++x) {
+      const float fx = std::clamp((x + 0.5f) * sx - 0.5f, 0.0f, static_cast<float>(src.width - 1));
+      const int x0 = static_cast<int>(fx), x1 = std::min(x0 + 1, src.width - 1);
+      const float wx = fx - x0;
+      for (int c = 0; c < C; ++c) {
+        auto at = [&](int yy, int xx) { return static_cast<float>(src.hwc[(static_cast<size_t>(yy) * src.width + xx) * C + c]); };
+        const float v = (at(y0, x0) * (1 - wx) + at(y0, x1) * wx) * (1 - wy) + (at(y1, x0) * (1 - wx) + at(y1, x1) * wx) * wy;
+        dst.hwc[(static_cast<size_t>(y) * width + x) * C + c] = static_cast<uint8_t>(std::lround(std::clamp(v, 0.0f, 255.0f)));
+      }
+    }
+  }
+  return dst;
+}
+
+}  // namespace polis::data

@@ -1,0 +1,41 @@
+// Image files to pixels and back, through libpng and libjpeg-turbo (never
+// by hand), plus the bilinear resize that `polis-data pack` uses to bring a
+// folder of images to the size a job states.
+//
+// Pixels are 8-bit, interleaved H x W x C (C = 1 grey or 3 RGB); the
+// decoders convert whatever the file holds (palette, 16-bit, alpha, CMYK is
+// refused) to the channel count asked for. Every failure is a Status whose
+// message says what the library found ("not a PNG file", "Premature end of
+// JPEG file"); callers add the file name and offset. Stateless and
+// thread-safe: each call owns its codec state.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace polis::data {
+
+enum class ImageEncoding { kPng, kJpeg };
+
+struct Pixels {
+  int height = 0, width = 0, channels = 0;
+  std::vector<uint8_t> hwc;  // height * width * channels bytes
+};
+
+// "png" / "jpg"; the file-name extension of shard members.
+const char* EncodingExtension(ImageEncoding e);
+// By the file's first bytes: PNG or JPEG signature; InvalidArgument otherwise.
+StatusOr<ImageEncoding> SniffEncoding(std::string_view bytes);
+
+// channels: 1 (grey) or 3 (RGB). Colour is converted as the libraries do.
+StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels);
+StatusOr<std::string> EncodeImage(const Pixels& p, ImageEncoding e, int jpeg_quality = 90);
+
+// Bilinear, sampling at pixel centres (as OpenCV's INTER_LINEAR).
+Pixels Resize(const Pixels& src, int height, int width);
+
+}  // namespace polis::data

@@ -1,0 +1,371 @@
+#include "common/data/shard_dataset.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/data/shard_format.h"
+#include "common/data/split.h"
+#include "common/log.h"
+
+namespace polis::data {
+namespace {
+
+uint64_t Mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Uniform in [0, 1) from a 64-bit stream.
+struct Draws {
+  uint64_t state;
+  uint64_t Next() { return state = Mix(state); }
+  float Unit() { return static_cast<float>(Next() >> 40) / static_cast<float>(1ull << 24); }
+};
+
+using Policy = proto::ShardsSpec::Malformed;
+
+class ShardDataset : public Dataset {
+ public:
+  ~ShardDataset() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    for (auto& s : shards_) ::close(s.fd);
+  }
+
+  Status Open(const proto::DatasetSpec& d, uint64_t seed) {
+    dir_ = d.dir();
+    spec_ = d;
+    seed_ = seed;
+    fail_ = d.shards().malformed_policy() == Policy::FAIL;
+    aug_ = d.has_augmentation() ? &spec_.augmentation() : nullptr;
+    POLIS_ASSIGN_OR_RETURN(manifest_, ReadManifest(dir_));
+    if (manifest_.train.empty()) return InvalidArgument("'{}/{}' lists no training shards", dir_, kManifestName);
+    if (manifest_.test.empty()) return InvalidArgument("'{}/{}' lists no test shards", dir_, kManifestName);
+    POLIS_RETURN_IF_ERROR(OpenPart(manifest_.train, d.train_limit(), &train_));
+    POLIS_RETURN_IF_ERROR(OpenPart(manifest_.test, d.test_limit(), &test_));
+    std::vector<int32_t> labels;
+    labels.reserve(static_cast<size_t>(train_.size));
+    for (int64_t i = 0; i < train_.size; ++i) labels.push_back(Locate(train_, i).label);
+    split_ = StratifiedSplit(labels, static_cast<int>(manifest_.classes.size()),
+                             ValidationCount(d, train_.size), seed);
+    elements_ = int64_t{manifest_.channels} * manifest_.height * manifest_.width;
+    capacity_ = d.shards().prefetch_records();
+    for (int i = 0; i < d.shards().decode_threads(); ++i) threads_.emplace_back([this] { DecodeLoop(); });
+    POLIS_LOG(kInfo, kData, "{}", Report());
+    return Status::Ok();
+  }
+
+  Task task() const override { return Task::kClassification; }
+  int64_t size(Part p) const override {
+    if (p == Part::kTest) return test_.size;
+    return static_cast<int64_t>(p == Part::kTrain ? split_.train.size() : split_.validation.size());
+  }
+  std::vector<int64_t> sample_shape() const override {
+    return {manifest_.channels, manifest_.height, manifest_.width};
+  }
+  int64_t target_width() const override { return static_cast<int64_t>(manifest_.classes.size()); }
+  std::vector<std::string> files() const override {
+    // The indexes hold every record's CRC-32: they stand for the tars.
+    std::vector<std::string> f = {dir_ + "/" + kManifestName};
+    for (const auto* part : {&manifest_.train, &manifest_.test})
+      for (const auto& s : *part) f.push_back(dir_ + "/" + s.index);
+    return f;
+  }
+  std::string Report() const override {
+    return fmt::format("shards '{}': {} training records ({} held out for validation) and {} test records of "
+                       "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead",
+                       dir_, train_.size, split_.validation.size(), test_.size, manifest_.channels,
+                       manifest_.height, manifest_.width, EncodingExtension(manifest_.encoding),
+                       manifest_.classes.size(), threads_.size(), capacity_);
+  }
+
+  void SetEpoch(int epoch) const override {
+    std::unique_lock<std::mutex> l(mu_);
+    epoch_ = epoch;
+    // Records prefetched and never gathered belong to the last epoch.
+    done_cv_.wait(l, [&] { return busy_ == 0; });
+    queue_.clear();
+    slots_.clear();
+  }
+
+  void Prefetch(Part p, const int64_t* idx, int64_t n) const override {
+    if (threads_.empty()) return;
+    std::lock_guard<std::mutex> l(mu_);
+    for (int64_t i = 0; i < n && static_cast<int64_t>(slots_.size()) < capacity_; ++i) Request(Key(p, idx[i]));
+    work_cv_.notify_all();
+  }
+
+  void Gather(Part p, const int64_t* idx, int64_t n, float* x, float* y) const override {
+    std::vector<int64_t>& bad = bad_;
+    bad.clear();
+    Slot slot;
+    if (!threads_.empty()) {
+      std::lock_guard<std::mutex> l(mu_);
+      for (int64_t i = 0; i < n; ++i) Request(Key(p, idx[i]));  // beyond capacity: the batch itself
+      work_cv_.notify_all();
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t key = Key(p, idx[i]);
+      if (threads_.empty()) {
+        slot = Decode(key);
+      } else {
+        std::unique_lock<std::mutex> l(mu_);
+        auto it = slots_.find(key);
+        if (it == slots_.end()) {  // the same sample twice in one batch: taken already
+          l.unlock();
+          slot = Decode(key);
+        } else {
+          done_cv_.wait(l, [&] { return it->second.ready; });
+          slot = std::move(it->second);
+          slots_.erase(it);
+        }
+      }
+      if (!slot.error.empty()) {
+        bad.push_back(i);
+        if (fail_) {
+          if (error_.ok()) error_ = DataLoss("{}", slot.error);
+        } else {
+          POLIS_LOG(kWarn, kData, "skipping a bad record (shards.malformed_policy SKIP): {}", slot.error);
+        }
+        std::fill(x + i * elements_, x + (i + 1) * elements_, 0.0f);
+        y[i] = 0;
+        continue;
+      }
+      const bool augment = aug_ != nullptr && p == Part::kTrain;
+      ImageToFloats(slot.pixels.data(), manifest_.height, manifest_.width, manifest_.channels,
+                    augment ? aug_ : nullptr, AugmentSeed(seed_, epoch_, idx[i]),
+                    spec_.scale(), spec_.shift(), x + i * elements_);
+      y[i] = static_cast<float>(slot.label);
+    }
+    // SKIP: another record of the batch takes a bad one's place, so the
+    // batch keeps its size and the epoch its sample count.
+    if (!fail_ && !bad.empty() && static_cast<int64_t>(bad.size()) < n) {
+      int64_t good = 0;
+      while (std::find(bad.begin(), bad.end(), good) != bad.end()) ++good;
+      for (int64_t b : bad) {
+        std::copy(x + good * elements_, x + (good + 1) * elements_, x + b * elements_);
+        y[b] = y[good];
+      }
+    }
+  }
+
+  Status TakeError() const override {
+    Status s = std::move(error_);
+    error_ = Status::Ok();
+    return s;
+  }
+
+ private:
+  struct Shard {
+    std::string path;
+    int fd = -1;
+    ImageEncoding encoding = ImageEncoding::kPng;
+    std::vector<ShardRecord> records;
+  };
+  struct PartShards {
+    std::vector<size_t> shard;   // into shards_
+    std::vector<int64_t> first;  // the part's first record in each
+    int64_t size = 0;
+  };
+  struct Slot {
+    bool ready = false;
+    std::vector<uint8_t> pixels;
+    int32_t label = 0;
+    std::string error;
+  };
+
+  Status OpenPart(const std::vector<ShardFileInfo>& files, int64_t limit, PartShards* part) {
+    for (const ShardFileInfo& f : files) {
+      if (limit > 0 && part->size >= limit) break;
+      POLIS_ASSIGN_OR_RETURN(ShardIndex ix, ReadShardIndex(dir_, f));
+      Shard s;
+      s.path = dir_ + "/" + f.tar;
+      s.encoding = ix.encoding;
+      s.fd = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (s.fd < 0) return ErrnoStatus("open", s.path, errno);
+      shards_.push_back(std::move(s));  // owns the fd from here
+      Shard& sh = shards_.back();
+      struct stat st {};
+      ::fstat(sh.fd, &st);
+      for (const ShardRecord& r : ix.records) {
+        if (r.label < 0 || r.label >= static_cast<int32_t>(manifest_.classes.size()))
+          return DataLoss("'{}' (index '{}'): record {} has label {}; the dataset has {} classes", sh.path, f.index,
+                          r.key, r.label, manifest_.classes.size());
+      }
+      if (st.st_size < ix.tar_bytes) {
+        // The records past the end are lost; the ones before are not.
+        size_t keep = 0;
+        while (keep < ix.records.size() && ix.records[keep].offset + ix.records[keep].size <= st.st_size) ++keep;
+        const ShardRecord& first_lost = ix.records[std::min(keep, ix.records.size() - 1)];
+        const std::string what = fmt::format(
+            "'{}' is truncated: {} bytes, its index says {}; record {} at offset {} and the {} after it are past the end",
+            sh.path, st.st_size, ix.tar_bytes, MemberName(first_lost.key, EncodingExtension(ix.encoding)),
+            first_lost.offset, ix.records.size() - keep - 1);
+        if (fail_) return DataLoss("{} (shards.malformed_policy FAIL)", what);
+        POLIS_LOG(kWarn, kData, "{}; skipping them (shards.malformed_policy SKIP)", what);
+        ix.records.resize(keep);
+      }
+      if (limit > 0 && part->size + static_cast<int64_t>(ix.records.size()) > limit)
+        ix.records.resize(static_cast<size_t>(limit - part->size));
+      sh.records = std::move(ix.records);
+      sh.records.shrink_to_fit();
+      part->shard.push_back(shards_.size() - 1);
+      part->first.push_back(part->size);
+      part->size += static_cast<int64_t>(sh.records.size());
+    }
+    return Status::Ok();
+  }
+
+  // Keys: training-file records as they are, test records below zero.
+  int64_t Key(Part p, int64_t i) const {
+    if (p == Part::kTest) {
+      POLIS_ENFORCE_LT(i, test_.size);
+      return -1 - i;
+    }
+    const auto& map = p == Part::kTrain ? split_.train : split_.validation;
+    POLIS_ENFORCE_LT(i, static_cast<int64_t>(map.size()));
+    return map[static_cast<size_t>(i)];
+  }
+  const ShardRecord& Locate(const PartShards& part, int64_t i, const Shard** shard = nullptr) const {
+    const size_t k = static_cast<size_t>(std::upper_bound(part.first.begin(), part.first.end(), i) - part.first.begin()) - 1;
+    const Shard& s = shards_[part.shard[k]];
+    if (shard) *shard = &s;
+    return s.records[static_cast<size_t>(i - part.first[k])];
+  }
+
+  // With mu_ held.
+  void Request(int64_t key) const {
+    auto [it, inserted] = slots_.try_emplace(key);
+    if (!inserted) return;
+    queue_.push_back(key);
+  }
+
+  Slot Decode(int64_t key) const {
+    const Shard* s = nullptr;
+    const ShardRecord& r = key < 0 ? Locate(test_, -1 - key, &s) : Locate(train_, key, &s);
+    Slot out;
+    out.ready = true;
+    out.label = r.label;
+    thread_local std::string bytes;
+    Status st = ReadRecordBytes(s->fd, s->path, r, s->encoding, &bytes);
+    if (!st.ok()) {
+      out.error = st.message();
+      return out;
+    }
+    auto px = DecodeImage(bytes, manifest_.channels);
+    if (!px.ok()) {
+      out.error = fmt::format("'{}' offset {}: record {}: corrupt image: {}", s->path, r.offset,
+                              MemberName(r.key, EncodingExtension(s->encoding)), px.status().message());
+    } else if (px->height != manifest_.height || px->width != manifest_.width) {
+      out.error = fmt::format("'{}' offset {}: record {} is {}x{}; the dataset is {}x{}", s->path, r.offset,
+                              MemberName(r.key, EncodingExtension(s->encoding)), px->height, px->width,
+                              manifest_.height, manifest_.width);
+    } else {
+      out.pixels = std::move(px->hwc);
+    }
+    return out;
+  }
+
+  void DecodeLoop() const {
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      work_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      const int64_t key = queue_.front();
+      queue_.pop_front();
+      ++busy_;
+      l.unlock();
+      Slot s = Decode(key);
+      l.lock();
+      --busy_;
+      auto it = slots_.find(key);
+      if (it != slots_.end()) it->second = std::move(s);
+      done_cv_.notify_all();
+    }
+  }
+
+  std::string dir_;
+  proto::DatasetSpec spec_;
+  uint64_t seed_ = 0;
+  bool fail_ = true;
+  const proto::AugmentationSpec* aug_ = nullptr;
+  ShardManifest manifest_;
+  std::deque<Shard> shards_;  // stable addresses: the decode threads hold pointers
+  PartShards train_, test_;
+  TrainValidationSplit split_;
+  int64_t elements_ = 0, capacity_ = 0;
+  std::vector<std::thread> threads_;
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable work_cv_, done_cv_;
+  mutable std::deque<int64_t> queue_;                  // GUARDED_BY(mu_)
+  mutable std::unordered_map<int64_t, Slot> slots_;    // GUARDED_BY(mu_): queued, decoding or ready
+  mutable int busy_ = 0;                               // GUARDED_BY(mu_)
+  mutable bool stop_ = false;                          // GUARDED_BY(mu_)
+  mutable int epoch_ = 0;
+  mutable Status error_;
+  mutable std::vector<int64_t> bad_;
+};
+
+}  // namespace
+
+uint64_t AugmentSeed(uint64_t seed, int epoch, int64_t index) {
+  return Mix(Mix(seed ^ 0xA5A5A5A5ull) ^ Mix(static_cast<uint64_t>(epoch) + 0x1234) ^ static_cast<uint64_t>(index));
+}
+
+void ImageToFloats(const uint8_t* hwc, int H, int W, int C, const proto::AugmentationSpec* aug, uint64_t sample_seed,
+                   float scale, float shift, float* chw) {
+  int dy = 0, dx = 0;
+  bool flip = false;
+  float gain = 1, offset = 0;
+  float mean = 0;
+  if (aug != nullptr) {
+    Draws d{sample_seed};
+    const int pad = aug->crop_padding();
+    if (pad > 0) {
+      dy = static_cast<int>(d.Next() % static_cast<uint64_t>(2 * pad + 1)) - pad;
+      dx = static_cast<int>(d.Next() % static_cast<uint64_t>(2 * pad + 1)) - pad;
+    }
+    flip = aug->horizontal_flip() && (d.Next() & 1);
+    if (aug->brightness() > 0) offset = (2 * d.Unit() - 1) * aug->brightness() * 255.0f;
+    if (aug->contrast() > 0) {
+      gain = 1 + (2 * d.Unit() - 1) * aug->contrast();
+      double sum = 0;
+      for (int64_t i = 0; i < int64_t{H} * W * C; ++i) sum += hwc[i];
+      mean = static_cast<float>(sum / (double{1} * H * W * C));
+    }
+  }
+  const bool jitter = gain != 1 || offset != 0;
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        const int sy = y + dy, sx0 = x + dx, sx = flip ? W - 1 - sx0 : sx0;
+        float v = sy < 0 || sy >= H || sx < 0 || sx >= W ? 0.0f
+                                                         : static_cast<float>(hwc[(static_cast<int64_t>(sy) * W + sx) * C + c]);
+        if (jitter) v = std::clamp((v - mean) * gain + mean + offset, 0.0f, 255.0f);
+        chw[(static_cast<int64_t>(c) * H + y) * W + x] = v * scale + shift;
+      }
+}
+
+StatusOr<std::unique_ptr<Dataset>> OpenShardDataset(const proto::DatasetSpec& spec, uint64_t seed) {
+  auto ds = std::make_unique<ShardDataset>();
+  POLIS_RETURN_IF_ERROR(ds->Open(spec, seed));
+  return std::unique_ptr<Dataset>(std::move(ds));
+}
+
+}  // namespace polis::data

@@ -1,0 +1,31 @@
+// The SHARDS dataset (dataset.format SHARDS, docs/datasets.md): images in
+// tar shards written by `polis-data pack`, streamed. Open reads only the
+// manifest and the indexes (24 bytes a record); Gather preads the granted
+// records, checks their CRC-32 and decodes them; Prefetch hands records the
+// caller will ask for next to decode threads, so decoding overlaps compute.
+// Decoded records wait in a cache of at most shards.prefetch_records
+// (plus the batch being gathered): a worker's memory is bounded by that,
+// not by the dataset.
+//
+// Thread-safety: as Dataset — one thread at a time calls Gather, Prefetch,
+// SetEpoch and TakeError; the decode threads are internal.
+#pragma once
+
+#include <memory>
+
+#include "common/data/dataset.h"
+#include "common/data/image_codec.h"
+
+namespace polis::data {
+
+StatusOr<std::unique_ptr<Dataset>> OpenShardDataset(const proto::DatasetSpec& spec, uint64_t seed);
+
+// Augmentation (dataset.augmentation) of one image: HWC bytes to CHW floats
+// (value * scale + shift), with the crop, flip and jitter drawn from
+// `sample_seed`; aug == nullptr converts only.
+void ImageToFloats(const uint8_t* hwc, int height, int width, int channels, const proto::AugmentationSpec* aug,
+                   uint64_t sample_seed, float scale, float shift, float* chw);
+// The seed of one sample's augmentation: a hash of (seed, epoch, index).
+uint64_t AugmentSeed(uint64_t seed, int epoch, int64_t index);
+
+}  // namespace polis::data

@@ -1,0 +1,378 @@
+#include "common/data/shard_format.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+
+namespace polis::data {
+namespace {
+
+using nlohmann::json;
+
+std::string EncodingName(ImageEncoding e) { return EncodingExtension(e); }
+
+StatusOr<ImageEncoding> ParseEncoding(const std::string& s, const std::string& file) {
+  if (s == "png") return ImageEncoding::kPng;
+  if (s == "jpg") return ImageEncoding::kJpeg;
+  return DataLoss("'{}': encoding \"{}\"; expected \"png\" or \"jpg\"", file, s);
+}
+
+uint32_t Crc32(std::string_view b) {
+  return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(b.data()), static_cast<uInt>(b.size())));
+}
+
+int64_t Padded(int64_t n) { return (n + kTarBlock - 1) / kTarBlock * kTarBlock; }
+
+json PartJson(const std::vector<ShardFileInfo>& shards) {
+  json arr = json::array();
+  int64_t n = 0;
+  for (const auto& s : shards) {
+    arr.push_back({{"tar", s.tar}, {"index", s.index}, {"records", s.records}, {"tar_bytes", s.tar_bytes},
+                   {"index_sha256", s.index_sha256}});
+    n += s.records;
+  }
+  return {{"records", n}, {"shards", arr}};
+}
+
+// A path component written by our packer: no separators, no "..".
+bool PlainName(const std::string& s) {
+  return !s.empty() && s.find('/') == std::string::npos && s != "." && s != "..";
+}
+
+Status ParsePart(const json& j, const std::string& file, const char* part, std::vector<ShardFileInfo>* out) {
+  if (!j.contains("parts") || !j["parts"].contains(part)) return Status::Ok();
+  const json& p = j["parts"][part];
+  if (!p.contains("shards") || !p["shards"].is_array())
+    return DataLoss("'{}': parts.{}.shards is missing or not a list", file, part);
+  for (const json& s : p["shards"]) {
+    ShardFileInfo f;
+    try {
+      f.tar = s.at("tar").get<std::string>();
+      f.index = s.at("index").get<std::string>();
+      f.records = s.at("records").get<int64_t>();
+      f.tar_bytes = s.at("tar_bytes").get<int64_t>();
+      f.index_sha256 = s.at("index_sha256").get<std::string>();
+    } catch (const json::exception& e) {
+      return DataLoss("'{}': parts.{}.shards[{}]: {}", file, part, out->size(), e.what());
+    }
+    if (!PlainName(f.tar) || !PlainName(f.index))
+      return DataLoss("'{}': parts.{}.shards[{}] names '{}' / '{}'; expected plain file names", file, part,
+                      out->size(), f.tar, f.index);
+    out->push_back(std::move(f));
+  }
+  return Status::Ok();
+}
+
+// Octal field of a tar header, as written by TarHeader.
+int64_t OctalField(const char* p, int n) {
+  int64_t v = 0;
+  for (int i = 0; i < n && p[i] >= '0' && p[i] <= '7'; ++i) v = v * 8 + (p[i] - '0');
+  return v;
+}
+
+Status PreadAll(int fd, const std::string& path, char* buf, int64_t n, int64_t offset) {
+  int64_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(fd, buf + got, static_cast<size_t>(n - got), offset + got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("read", path, errno);
+    }
+    if (r == 0)
+      return DataLoss("'{}' is truncated: it ends at byte {}, but the record at offset {} needs {} bytes", path,
+                      offset + got, offset, n);
+    got += r;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int64_t ShardManifest::records(bool test_part) const {
+  int64_t n = 0;
+  for (const auto& s : test_part ? test : train) n += s.records;
+  return n;
+}
+
+std::string MemberName(int64_t key, const char* ext) { return fmt::format("{:09d}.{}", key, ext); }
+
+std::string TarHeader(const std::string& name, int64_t size) {
+  POLIS_ENFORCE_LT(name.size(), size_t{100});
+  std::string h(kTarBlock, '\0');
+  std::memcpy(&h[0], name.data(), name.size());
+  auto octal = [&](int at, int width, int64_t v) {
+    const std::string s = fmt::format("{:0{}o}", v, width - 1);  // NUL-terminated
+    std::memcpy(&h[at], s.data(), s.size());
+  };
+  octal(100, 8, 0644);
+  octal(108, 8, 0);
+  octal(116, 8, 0);
+  octal(124, 12, size);
+  octal(136, 12, 0);
+  h[156] = '0';
+  std::memcpy(&h[257], "ustar", 6);  // magic "ustar\0", version "00"
+  std::memcpy(&h[263], "00", 2);
+  std::memcpy(&h[265], "root", 4);
+  std::memcpy(&h[297], "root", 4);
+  std::memset(&h[148], ' ', 8);
+  unsigned sum = 0;
+  for (char c : h) sum += static_cast<unsigned char>(c);
+  const std::string s = fmt::format("{:06o}", sum);
+  std::memcpy(&h[148], s.data(), 6);
+  h[154] = '\0';
+  h[155] = ' ';
+  return h;
+}
+
+StatusOr<ShardManifest> ReadManifest(const std::string& dir) {
+  const std::string file = dir + "/" + kManifestName;
+  if (!PathExists(file))
+    return NotFound("'{}' is missing: '{}' is not a dataset written by polis-data pack, or its pack did not finish",
+                    file, dir);
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(file));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return DataLoss("'{}' is not valid JSON", file);
+  if (j.value("format", "") != "polis-shards")
+    return DataLoss("'{}': format is \"{}\"; expected \"polis-shards\"", file, j.value("format", ""));
+  if (j.value("version", 0) != 1) return DataLoss("'{}': version {}; this build reads version 1", file, j.value("version", 0));
+  ShardManifest m;
+  try {
+    m.channels = j.at("channels").get<int>();
+    m.height = j.at("height").get<int>();
+    m.width = j.at("width").get<int>();
+    m.classes = j.at("classes").get<std::vector<std::string>>();
+    m.source = j.value("source", "");
+    POLIS_ASSIGN_OR_RETURN(m.encoding, ParseEncoding(j.at("encoding").get<std::string>(), file));
+  } catch (const json::exception& e) {
+    return DataLoss("'{}': {}", file, e.what());
+  }
+  if ((m.channels != 1 && m.channels != 3) || m.height < 1 || m.width < 1 || m.height > 65535 || m.width > 65535)
+    return DataLoss("'{}': shape {}x{}x{} (channels x height x width); expected 1 or 3 channels", file, m.channels,
+                    m.height, m.width);
+  if (m.classes.size() < 2) return DataLoss("'{}': {} classes; expected at least 2", file, m.classes.size());
+  POLIS_RETURN_IF_ERROR(ParsePart(j, file, "train", &m.train));
+  POLIS_RETURN_IF_ERROR(ParsePart(j, file, "test", &m.test));
+  return m;
+}
+
+Status WriteManifest(const std::string& dir, const ShardManifest& m) {
+  json j = {{"format", "polis-shards"}, {"version", 1}, {"channels", m.channels}, {"height", m.height},
+            {"width", m.width}, {"encoding", EncodingName(m.encoding)}, {"classes", m.classes},
+            {"source", m.source}, {"parts", {{"train", PartJson(m.train)}, {"test", PartJson(m.test)}}}};
+  return WriteFileAtomic(dir + "/" + kManifestName, j.dump(1) + "\n");
+}
+
+StatusOr<ShardIndex> ReadShardIndex(const std::string& dir, const ShardFileInfo& f) {
+  const std::string file = dir + "/" + f.index;
+  POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(file));
+  if (Sha256Hex(text) != f.index_sha256)
+    return DataLoss("'{}': SHA-256 {} but {} says {}: the index was changed or damaged after packing", file,
+                    Sha256Hex(text), kManifestName, f.index_sha256);
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", "") != "polis-shard-index")
+    return DataLoss("'{}' is not a polis shard index", file);
+  ShardIndex ix;
+  try {
+    ix.tar = j.at("tar").get<std::string>();
+    ix.tar_bytes = j.at("tar_bytes").get<int64_t>();
+    POLIS_ASSIGN_OR_RETURN(ix.encoding, ParseEncoding(j.at("encoding").get<std::string>(), file));
+    const json& recs = j.at("records");
+    ix.records.reserve(recs.size());
+    for (const json& r : recs) {
+      ShardRecord rec;
+      rec.key = r.at(0).get<int64_t>();
+      rec.label = r.at(1).get<int32_t>();
+      rec.offset = r.at(2).get<int64_t>();
+      rec.size = r.at(3).get<uint32_t>();
+      rec.crc32 = r.at(4).get<uint32_t>();
+      ix.records.push_back(rec);
+    }
+    if (j.contains("sources")) ix.sources = j["sources"].get<std::vector<std::string>>();
+  } catch (const json::exception& e) {
+    return DataLoss("'{}': {}", file, e.what());
+  }
+  if (ix.tar != f.tar) return DataLoss("'{}' indexes '{}' but {} pairs it with '{}'", file, ix.tar, kManifestName, f.tar);
+  if (static_cast<int64_t>(ix.records.size()) != f.records)
+    return DataLoss("'{}' holds {} records but {} says {}", file, ix.records.size(), kManifestName, f.records);
+  return ix;
+}
+
+ShardWriter::ShardWriter(std::string dir, std::string part, int64_t records_per_shard, ImageEncoding encoding)
+    : dir_(std::move(dir)), part_(std::move(part)), per_shard_(records_per_shard), encoding_(encoding) {}
+
+ShardWriter::~ShardWriter() {
+  if (f_ != nullptr) {
+    std::fclose(f_);
+    ::unlink(tmp_path_.c_str());
+  }
+}
+
+Status ShardWriter::Write(const void* p, size_t n) {
+  if (std::fwrite(p, 1, n, f_) != n) return ErrnoStatus("write", tmp_path_, errno);
+  offset_ += static_cast<int64_t>(n);
+  return Status::Ok();
+}
+
+Status ShardWriter::WriteMember(const std::string& name, const std::string& bytes) {
+  const std::string h = TarHeader(name, static_cast<int64_t>(bytes.size()));
+  POLIS_RETURN_IF_ERROR(Write(h.data(), h.size()));
+  POLIS_RETURN_IF_ERROR(Write(bytes.data(), bytes.size()));
+  static const char kZeros[kTarBlock] = {};
+  return Write(kZeros, static_cast<size_t>(Padded(static_cast<int64_t>(bytes.size())) - static_cast<int64_t>(bytes.size())));
+}
+
+Status ShardWriter::Open() {
+  index_ = ShardIndex{};
+  index_.tar = fmt::format("{}-{:06d}.tar", part_, done_.size());
+  index_.encoding = encoding_;
+  tmp_path_ = fmt::format("{}/{}.tmp-{}", dir_, index_.tar, getpid());
+  f_ = std::fopen(tmp_path_.c_str(), "wb");
+  if (f_ == nullptr) return ErrnoStatus("create", tmp_path_, errno);
+  offset_ = 0;
+  return Status::Ok();
+}
+
+Status ShardWriter::Add(int32_t label, const std::string& image, const std::string& source) {
+  if (f_ == nullptr) POLIS_RETURN_IF_ERROR(Open());
+  ShardRecord r;
+  r.key = next_key_++;
+  r.label = label;
+  r.size = static_cast<uint32_t>(image.size());
+  r.crc32 = Crc32(image);
+  r.offset = offset_ + kTarBlock;
+  POLIS_RETURN_IF_ERROR(WriteMember(MemberName(r.key, EncodingExtension(encoding_)), image));
+  POLIS_RETURN_IF_ERROR(WriteMember(MemberName(r.key, "cls"), std::to_string(label)));
+  index_.records.push_back(r);
+  index_.sources.push_back(source);
+  if (static_cast<int64_t>(index_.records.size()) >= per_shard_) return Close();
+  return Status::Ok();
+}
+
+Status ShardWriter::Close() {
+  static const char kZeros[2 * kTarBlock] = {};
+  POLIS_RETURN_IF_ERROR(Write(kZeros, sizeof kZeros));  // the end-of-archive marker
+  const bool flushed = std::fflush(f_) == 0 && ::fsync(fileno(f_)) == 0;
+  const int err = errno;
+  std::fclose(f_);
+  f_ = nullptr;
+  if (!flushed) return ErrnoStatus("write", tmp_path_, err);
+  const std::string tar_path = dir_ + "/" + index_.tar;
+  if (std::rename(tmp_path_.c_str(), tar_path.c_str()) != 0) return ErrnoStatus("rename", tmp_path_, errno);
+  POLIS_RETURN_IF_ERROR(SyncDirectory(dir_));
+  index_.tar_bytes = offset_;
+  json recs = json::array();
+  for (const auto& r : index_.records) recs.push_back({r.key, r.label, r.offset, r.size, r.crc32});
+  bool any_source = false;
+  for (const auto& s : index_.sources) any_source |= !s.empty();
+  json j = {{"format", "polis-shard-index"}, {"version", 1}, {"tar", index_.tar}, {"tar_bytes", index_.tar_bytes},
+            {"encoding", EncodingName(encoding_)}, {"records", recs}};
+  if (any_source) j["sources"] = index_.sources;
+  const std::string text = j.dump() + "\n";
+  ShardFileInfo info;
+  info.tar = index_.tar;
+  info.index = fmt::format("{}-{:06d}.idx", part_, done_.size());
+  info.records = static_cast<int64_t>(index_.records.size());
+  info.tar_bytes = index_.tar_bytes;
+  info.index_sha256 = Sha256Hex(text);
+  POLIS_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/" + info.index, text));
+  done_.push_back(std::move(info));
+  return Status::Ok();
+}
+
+StatusOr<std::vector<ShardFileInfo>> ShardWriter::Finish() {
+  if (f_ != nullptr) POLIS_RETURN_IF_ERROR(Close());
+  return done_;
+}
+
+Status ReadRecordBytes(int fd, const std::string& path, const ShardRecord& r, ImageEncoding e, std::string* bytes) {
+  const int64_t at = r.offset - kTarBlock;
+  bytes->resize(static_cast<size_t>(kTarBlock + r.size));
+  POLIS_RETURN_IF_ERROR(PreadAll(fd, path, bytes->data(), kTarBlock + r.size, at));
+  const char* h = bytes->data();
+  const std::string want = MemberName(r.key, EncodingExtension(e));
+  if (std::strncmp(h, want.c_str(), 100) != 0 || OctalField(h + 124, 12) != r.size)
+    return DataLoss("'{}' offset {}: the tar header names '{}' of {} bytes; the index expects '{}' of {} bytes", path,
+                    at, std::string(h, strnlen(h, 100)), OctalField(h + 124, 12), want, r.size);
+  bytes->erase(0, kTarBlock);
+  const uint32_t crc = Crc32(*bytes);
+  if (crc != r.crc32)
+    return DataLoss("'{}' offset {}: record {} has CRC-32 {:08x} but the index says {:08x} (damaged bytes)", path,
+                    r.offset, want, crc, r.crc32);
+  return Status::Ok();
+}
+
+VerifyResult VerifyShards(const std::string& dir, int max_problems) {
+  VerifyResult v;
+  auto problem = [&](std::string s) {
+    if (static_cast<int>(v.problems.size()) < max_problems) v.problems.push_back(std::move(s));
+  };
+  auto manifest = ReadManifest(dir);
+  if (!manifest.ok()) {
+    problem(manifest.status().message());
+    return v;
+  }
+  const ShardManifest& m = *manifest;
+  std::string bytes, cls;
+  for (const auto* part : {&m.train, &m.test}) {
+    for (const ShardFileInfo& f : *part) {
+      ++v.shards;
+      auto ix = ReadShardIndex(dir, f);
+      if (!ix.ok()) {
+        problem(ix.status().message());
+        continue;
+      }
+      const std::string tar = dir + "/" + f.tar;
+      const int fd = ::open(tar.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        problem(ErrnoStatus("open", tar, errno).message());
+        continue;
+      }
+      struct stat st {};
+      ::fstat(fd, &st);
+      if (st.st_size != ix->tar_bytes)
+        problem(fmt::format("'{}' is {} bytes but its index says {}{}", tar, st.st_size, ix->tar_bytes,
+                            st.st_size < ix->tar_bytes ? " (truncated)" : ""));
+      for (size_t i = 0; i < ix->records.size(); ++i) {
+        const ShardRecord& r = ix->records[i];
+        ++v.records;
+        const std::string src = i < ix->sources.size() && !ix->sources[i].empty() ? " (from '" + ix->sources[i] + "')" : "";
+        Status s = ReadRecordBytes(fd, tar, r, ix->encoding, &bytes);
+        if (!s.ok()) {
+          problem(s.message() + src);
+          continue;
+        }
+        auto px = DecodeImage(bytes, m.channels);
+        if (!px.ok()) {
+          problem(fmt::format("'{}' offset {}: record {}: corrupt image: {}{}", tar, r.offset,
+                              MemberName(r.key, EncodingExtension(ix->encoding)), px.status().message(), src));
+          continue;
+        }
+        if (px->height != m.height || px->width != m.width)
+          problem(fmt::format("'{}' offset {}: record {} is {}x{}; the dataset is {}x{}", tar, r.offset, r.key,
+                              px->height, px->width, m.height, m.width));
+        if (r.label < 0 || r.label >= static_cast<int32_t>(m.classes.size()))
+          problem(fmt::format("'{}' offset {}: record {} has label {}; the dataset has {} classes", tar, r.offset,
+                              r.key, r.label, m.classes.size()));
+        // The .cls member follows the image, as the packer writes it.
+        const int64_t cls_at = r.offset + Padded(r.size);
+        const std::string want = std::to_string(r.label);
+        cls.assign(kTarBlock + want.size(), '\0');
+        Status cs = PreadAll(fd, tar, cls.data(), static_cast<int64_t>(cls.size()), cls_at);
+        const std::string cls_name = MemberName(r.key, "cls");
+        if (!cs.ok() || std::strncmp(cls.data(), cls_name.c_str(), 100) != 0 || cls.substr(kTarBlock) != want)
+          problem(fmt::format("'{}' offset {}: member {} does not hold label {}", tar, cls_at, cls_name, want));
+      }
+      ::close(fd);
+    }
+  }
+  return v;
+}
+
+}  // namespace polis::data

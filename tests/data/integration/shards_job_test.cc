@@ -1,0 +1,194 @@
+// Real jobs (mpirun, polis-run) trained from shards packed by polis-data:
+// Fashion-MNIST to the IDX job's accuracy bar, an image folder made here
+// (RGB PNG and JPEG, three classes) with augmentation, and a worker's peak
+// memory while it streams a dataset several times larger than the bound.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/data/image_codec.h"
+#include "common/fs.h"
+#include "tests/integration/shell.h"
+#include "tests/prereq.h"
+
+namespace polis {
+namespace {
+
+using namespace polis::it;
+
+// The IDX job's bar (tests/integration/train_integration_test.cc): 2 epochs
+// on 6000 images.
+constexpr double kAccuracyBar = 0.70;
+
+std::string PolisData(const std::string& args) { return kBin + "/launch/polis-data " + args; }
+
+// The seed job reading `dir` as SHARDS, with `extra` inside its dataset block.
+std::string ShardsJobFile(const std::string& work, const std::string& dir, const std::string& extra = "",
+                      const std::string& base = "fashion_cnn.pbtxt") {
+  return JobVariant(work, "shards.pbtxt",
+                    {{"format: IDX", "format: SHARDS " + extra}, {"dir: \"fashion-mnist\"", "dir: \"" + dir + "\""},
+                     {"num_classes: 10", ""}},
+                    base);
+}
+
+// A fresh temporary directory `work` per test, removed afterwards.
+class ShardsJob : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/polis-it-XXXXXX";
+    work = mkdtemp(tmpl);
+  }
+  void TearDown() override { std::filesystem::remove_all(work); }
+  std::string work;
+};
+
+// An all-reduce classification job on a SHARDS dataset: `layers` and the
+// inside of the dataset block after `format: SHARDS`.
+void WriteAllReduceJob(const std::string& path, const std::string& name, const std::string& layers,
+                       const std::string& dataset, const std::string& optimizer, const std::string& training) {
+  std::ofstream(path) << "name: \"" << name << "\"\nmodel {\n" << layers << "  loss: SOFTMAX_CROSS_ENTROPY\n}\n"
+                      << "dataset { format: SHARDS " << dataset << " }\n"
+                      << "optimizer { type: ADAM " << optimizer << " }\n"
+                      << "training { " << training << " }\n"
+                      << "sync { mode: ALLREDUCE servers: 0 }\n"
+                      << "registry { root: \"registry-root\" model_name: \"" << name << "\" }\n";
+}
+
+TEST_F(ShardsJob, FashionMnistPackVerifyTrainReachesTheIdxBar) {
+  if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (dataset-fashion-mnist)";
+  ShellRun pack = Shell(PolisData("pack idx --dir /usr/share/datasets/fashion-mnist --train-limit 6000 "
+                                  "--test-limit 2000 --records-per-shard 2500 --out " + work + "/fm"));
+  ASSERT_EQ(pack.exit_code, 0) << pack.output;
+  EXPECT_NE(pack.output.find("packed 6000 training records in 3 shards"), std::string::npos) << pack.output;
+  ShellRun verify = Shell(PolisData("verify " + work + "/fm"));
+  ASSERT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_NE(verify.output.find("all 8000 records in 4 shards"), std::string::npos) << verify.output;
+  ShellRun inspect = Shell(PolisData("inspect " + work + "/fm"));
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("1 x 28 x 28"), std::string::npos) << inspect.output;
+
+  const std::string job = ShardsJobFile(work, work + "/fm");
+  ShellRun r = Shell(PolisRun("--workers 2 --servers 1 --epochs 2 --registry " + work + "/registry --run-dir " +
+                              work + "/run " + job));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto result = ReadJson(work + "/run/result.json");
+  EXPECT_GT(result["test_accuracy"].get<double>(), kAccuracyBar) << result.dump();
+  EXPECT_EQ(result["reloaded_test_accuracy"], result["test_accuracy"]);
+  for (const auto& h : result["history"]) EXPECT_EQ(h["train_samples"], 6000);  // exactly once per epoch
+}
+
+// Three classes told apart by colour and layout, as RGB PNG and JPEG files
+// of different sizes; packed to 16x16 and trained with augmentation.
+TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
+  const char* classes[] = {"red_bar", "green_square", "blue_dot"};
+  uint64_t rng = 12345;
+  auto noise = [&] { return static_cast<int>((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 59); };
+  for (int c = 0; c < 3; ++c) {
+    std::filesystem::create_directories(work + "/photos/" + classes[c]);
+    for (int i = 0; i < 60; ++i) {
+      data::Pixels p;
+      p.height = 20 + i % 5;
+      p.width = 24;
+      p.channels = 3;
+      p.hwc.assign(static_cast<size_t>(p.height) * p.width * 3, 0);
+      for (int y = 0; y < p.height; ++y)
+        for (int x = 0; x < p.width; ++x) {
+          const bool on = c == 0 ? (y > 8 && y < 13) : c == 1 ? (x > 6 && x < 18 && y > 4 && y < 16)
+                                                             : ((x - 12) * (x - 12) + (y - 10) * (y - 10) < 16);
+          for (int k = 0; k < 3; ++k)
+            p.hwc[(static_cast<size_t>(y) * p.width + x) * 3 + k] =
+                static_cast<uint8_t>(std::min(255, (on && k == c ? 200 : 40) + noise() * 3));
+        }
+      const bool jpeg = i % 2 == 1;
+      auto bytes = data::EncodeImage(p, jpeg ? data::ImageEncoding::kJpeg : data::ImageEncoding::kPng, 92);
+      ASSERT_TRUE(bytes.ok());
+      std::ofstream(fmt::format("{}/photos/{}/{:03d}.{}", work, classes[c], i, jpeg ? "jpg" : "png"),
+                    std::ios::binary) << *bytes;
+    }
+  }
+  ShellRun pack = Shell(PolisData("pack folder --train " + work + "/photos --size 16x16 --test-fraction 0.25 "
+                                  "--encoding jpg --out " + work + "/ds"));
+  ASSERT_EQ(pack.exit_code, 0) << pack.output;
+  EXPECT_NE(pack.output.find("packed 135 training records"), std::string::npos) << pack.output;
+  const std::string job = work + "/shapes.pbtxt";
+  WriteAllReduceJob(job, "shapes",
+                    "  layer { type: \"Conv2D\" activation: RELU conv2d_param { filters: 8 kernel_size: 3 padding: SAME } }\n"
+                    "  layer { type: \"MaxPool2D\" pool2d_param { pool_size: 2 } }\n"
+                    "  layer { type: \"Flatten\" }\n"
+                    "  layer { type: \"Dense\" dense_param { units: 3 } }\n",
+                    "dir: \"" + work + "/ds\"\n"
+                    "  augmentation { crop_padding: 1 horizontal_flip: true brightness: 0.05 contrast: 0.1 }",
+                    "learning_rate: 0.01", "batch_size: 15 epochs: 4 seed: 3");
+  ShellRun r = Shell(PolisRun("--workers 2 --registry " + work + "/registry --run-dir " + work + "/run " + job));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto result = ReadJson(work + "/run/result.json");
+  EXPECT_GT(result["test_accuracy"].get<double>(), 0.9) << result.dump();
+  for (const auto& h : result["history"]) EXPECT_EQ(h["train_samples"], 135);
+}
+
+int64_t VmHwmKiB(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  return -1;
+}
+
+// The bound the worker's peak resident memory (VmHWM) must stay under, and
+// a dataset whose decoded images are over three times that: 9,600 RGB
+// images of 96x96 (27 KiB each, 253 MiB decoded, as an in-memory loader
+// would hold them). A worker of this job peaked at 63 MiB (MPI, oneDNN,
+// the index, 128 prefetched records). The model pools first, so the test
+// is about reading.
+constexpr int64_t kBoundMiB = 80;
+
+TEST_F(ShardsJob, WorkerPeakMemoryStaysUnderTheBoundOnALargerDataset) {
+  if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (dataset-fashion-mnist)";
+  ShellRun pack = Shell(PolisData("pack idx --dir /usr/share/datasets/fashion-mnist --train-limit 2400 --copies 4 "
+                                  "--test-limit 200 --size 96x96 --channels 3 --encoding jpg --out " + work + "/big"));
+  ASSERT_EQ(pack.exit_code, 0) << pack.output;
+  const int64_t records = 9600, decoded = records * 3 * 96 * 96;
+  ASSERT_GT(decoded, 3 * kBoundMiB * (1 << 20));
+  const std::string job = work + "/big.pbtxt";
+  WriteAllReduceJob(job, "big",
+                    "  layer { type: \"MaxPool2D\" pool2d_param { pool_size: 8 } }\n"
+                    "  layer { type: \"Flatten\" }\n"
+                    "  layer { type: \"Dense\" dense_param { units: 10 } }\n",
+                    "dir: \"" + work + "/big\" shards { prefetch_records: 128 }", "learning_rate: 0.001",
+                    "batch_size: 64 epochs: 1 seed: 3");
+  const std::string run = work + "/run";
+  std::thread watcher;
+  int64_t peak_kib = -1;
+  std::atomic<bool> done{false};
+  watcher = std::thread([&] {
+    // Rank 1 is the only worker (rank 0 the coordinator).
+    int pid = -1;
+    while (!done && pid <= 0) {
+      pid = RankPids(run, 2)[1];
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    while (!done) {
+      const int64_t k = VmHwmKiB(pid);
+      if (k > 0) peak_kib = k;  // VmHWM only grows: the last reading is the peak so far
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  ShellRun r = Shell(PolisRun("--workers 1 --registry " + work + "/registry --run-dir " + run + " " + job));
+  done = true;
+  watcher.join();
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto result = ReadJson(run + "/result.json");
+  EXPECT_EQ(result["history"][0]["train_samples"], records);
+  ASSERT_GT(peak_kib, 0) << "the worker's /proc/PID/status was never read";
+  EXPECT_LT(peak_kib, kBoundMiB * 1024) << "worker VmHWM " << peak_kib / 1024 << " MiB; dataset decoded "
+                                        << decoded / (1 << 20) << " MiB";
+  std::printf("worker peak memory (VmHWM) %lld MiB; dataset %lld MiB decoded\n",
+              static_cast<long long>(peak_kib / 1024), static_cast<long long>(decoded >> 20));
+}
+
+}  // namespace
+}  // namespace polis

@@ -400,6 +400,10 @@ Status CheckDpSgdSettings(const proto::JobSpec& spec, const std::string& source)
     return FieldError(source, "sync.compression",
                       "must be NONE with DP-SGD: rounding each worker's clipped sum before the noise is added "
                       "could exceed the clip norm the privacy analysis assumes");
+  if (spec.dataset().shards().malformed_policy() == proto::ShardsSpec::Malformed::SKIP)
+    return FieldError(source, "dataset.shards.malformed_policy",
+                      "must be FAIL with DP-SGD: SKIP puts another record of the batch in a bad record's place, "
+                      "so that example would count twice and exceed the clip norm the privacy analysis assumes");
   if (spec.training().shard_size() > 0)
     return FieldError(source, "training.shard_size",
                       "does not apply with DP-SGD, which draws a Poisson sample for every step instead of "

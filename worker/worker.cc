@@ -352,6 +352,7 @@ Status RunWorker(const RoleContext& ctx) {
       shard_wait_s += Seconds(t0 - ask_start).count();
       if (dp_step_now) {
         const DpStep::Result r = dp_step->Run(step, *ds, before_layer, &batch_indices);
+        POLIS_RETURN_IF_ERROR(ds->TakeError());
         n = r.samples;
         consumed += n;
         log_samples(batch_indices.data(), n);

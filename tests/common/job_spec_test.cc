@@ -549,6 +549,13 @@ TEST_F(JobSpecTest, PrivacySettingsAreRefusedWithTheFieldNamed) {
                 {"'training.clip_grad_norm'", "privacy.max_grad_norm"});
   ExpectRefused(Check(Job(kModel, "training { shard_size: 4 } privacy { " + dp + " }")),
                 {"'training.shard_size'", "Poisson"});
+  // (the fields alone: no shards need exist for this refusal)
+  ExpectRefused(ParseJobText(std::string("name: \"t\"") + kModel +
+                                 " dataset { format: SHARDS dir: \"d\" shards { malformed_policy: SKIP } } privacy { " +
+                                 dp + " }",
+                             "dp.pbtxt")
+                    .status(),
+                {"'dataset.shards.malformed_policy'", "twice"});
   // Valid DP-SGD blocks pass, in both synchronisation modes.
   EXPECT_TRUE(privacy(dp).ok()) << privacy(dp).ToString();
   EXPECT_TRUE(privacy("target_epsilon: 3 delta: 0.1 max_grad_norm: 1", "sync { mode: ALLREDUCE servers: 0 }").ok());

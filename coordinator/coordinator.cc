@@ -282,7 +282,7 @@ class Coordinator {
     validation_ = dataset_->size(data::Part::kValidation) > 0;
     if (spec_.training().has_early_stopping())
       early_ = std::make_unique<EarlyStopping>(spec_.training().early_stopping());
-    planner_ = std::make_unique<data::ShardPlanner>(N_, ShardSize(spec_));
+    planner_ = std::make_unique<data::ShardPlanner>(N_, ShardSize(spec_), spec_.training().batch_size(), W_);
     POLIS_ASSIGN_OR_RETURN(dp_, privacy::MakeDpPlan(spec_, W_, N_, ctx_.privacy_key));
     limits_ = {E_, N_, W_, ctx_.servers, ctx_.model.parameter_count(),
                nn::ShapeElements(ctx_.model.output_shape())};

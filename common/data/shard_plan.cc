@@ -27,9 +27,17 @@ std::vector<int64_t> EpochPermutation(uint64_t seed, int epoch, int64_t n) {
   return perm;
 }
 
-ShardPlanner::ShardPlanner(int64_t dataset_size, int64_t shard_size)
-    : size_(dataset_size), shard_(shard_size) {
+ShardPlanner::ShardPlanner(int64_t dataset_size, int64_t shard_size, int64_t batch_size, int workers)
+    : size_(dataset_size), shard_(shard_size), batch_(std::min(batch_size, shard_size)), workers_(workers) {
   POLIS_ENFORCE_GE(shard_size, 1);
+  POLIS_ENFORCE_GE(batch_size, 1);
+  POLIS_ENFORCE_GE(workers, 1);
+}
+
+int64_t ShardPlanner::ShardFor(int64_t left) const {
+  // left / workers, rounded down to whole batches, within [one batch, shard_size].
+  const int64_t share = left / workers_ / batch_ * batch_;
+  return std::clamp(share, batch_, shard_);
 }
 
 ShardPlanner::Range ShardPlanner::Next(int epoch) {
@@ -43,13 +51,14 @@ ShardPlanner::Range ShardPlanner::Next(int epoch) {
       remaining_.erase(remaining_.begin());
     if (remaining_.empty()) return {0, 0};
     Range& f = remaining_.front();
-    Range r{f.begin, std::min(f.end, f.begin + shard_)};
+    Range r{f.begin, std::min(f.end, f.begin + ShardFor(remaining_left_))};
     f.begin = r.end;
+    remaining_left_ -= r.end - r.begin;
     ++granted_[epoch];
     return r;
   }
   int64_t& c = cursor_[epoch];
-  Range r{c, std::min(size_, c + shard_)};
+  Range r{c, std::min(size_, c + ShardFor(size_ - c))};
   if (r.end > r.begin) ++granted_[epoch];
   c = r.end;
   return r;
@@ -63,6 +72,8 @@ int64_t ShardPlanner::shards_granted(int epoch) const {
 void ShardPlanner::SetRemaining(int epoch, std::vector<Range> remaining) {
   remaining_epoch_ = epoch;
   remaining_ = std::move(remaining);
+  remaining_left_ = 0;
+  for (const Range& r : remaining_) remaining_left_ += std::max<int64_t>(r.end - r.begin, 0);
 }
 
 }  // namespace polis::data

@@ -35,9 +35,10 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-// False until worker/, paramserver/ and coordinator/ apply the privacy block
-// (DP-SGD steps, the accountant, secure aggregation): until then the job
-// check refuses it rather than train without the privacy it asks for.
+// False until worker/, paramserver/ and coordinator/ apply DP-SGD (its
+// steps, the accountant): until then the job check refuses a privacy block
+// that asks for it rather than train without the privacy it asks for.
+// Secure aggregation alone is applied (docs/design/privacy.md).
 constexpr bool kPrivacyAppliedByTraining = false;
 
 Status FieldError(const std::string& source, const std::string& field, const std::string& why) {
@@ -404,6 +405,15 @@ Status CheckPrivacyFields(const proto::JobSpec& spec, const std::string& source)
                                   "one round's sum over every worker); this job uses {}",
                                   IsPs(spec) ? proto::SyncSpec::Consistency_Name(spec.sync().consistency())
                                              : std::string("ALLREDUCE")));
+  if (p.secure_aggregation() && spec.sync().compression() != proto::SyncSpec::NONE)
+    return FieldError(source, "sync.compression",
+                      "cannot be combined with privacy.secure_aggregation: masked pushes are 32-bit fixed point, "
+                      "and a mask survives no rounding");
+  if (p.has_secure_aggregation_bound() && !p.secure_aggregation())
+    return FieldError(source, "privacy.secure_aggregation_bound", "applies only with privacy.secure_aggregation: true");
+  if (p.has_secure_aggregation_bound() && dp)
+    return FieldError(source, "privacy.secure_aggregation_bound",
+                      "does not apply with DP-SGD: the clip norm privacy.max_grad_norm bounds each example");
   if (!dp && !p.secure_aggregation())
     return FieldError(source, "privacy", "sets nothing: give target_epsilon or noise_multiplier, or secure_aggregation");
   return Status::Ok();
@@ -422,10 +432,10 @@ Status CheckPrivacyData(const LoadedJob& job, const nn::Model& model, int64_t tr
   if (p.has_target_epsilon() || p.has_noise_multiplier())
     if (const std::string why = nn::UnsupportedForDp(model); !why.empty())
       return FieldError(job.path, "privacy", "DP-SGD needs per-example gradients, and " + why);
-  if (!kPrivacyAppliedByTraining)
-    return FieldError(job.path, "privacy",
-                      "the training loop does not apply this block yet (docs/job-spec.md, \"Privacy\"); remove "
-                      "it: the job would train without the privacy it asks for");
+  if (!kPrivacyAppliedByTraining && (p.has_target_epsilon() || p.has_noise_multiplier()))
+    return FieldError(job.path, p.has_target_epsilon() ? "privacy.target_epsilon" : "privacy.noise_multiplier",
+                      "the training loop does not apply DP-SGD yet (docs/job-spec.md, \"Privacy\"); remove it: "
+                      "the job would train without the privacy it asks for (secure_aggregation alone is applied)");
   return Status::Ok();
 }
 

@@ -333,7 +333,9 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
       d->mutable_timeseries()->set_missing_policy(proto::TimeSeriesSpec::Missing::FORWARD_FILL);
   }
   if (path == "sync.staleness") spec->mutable_sync()->set_consistency(proto::SyncSpec::SSP);
-  if (path.rfind("privacy.", 0) == 0) {  // a complete DP-SGD block around the field
+  if (path == "privacy.secure_aggregation_bound") {  // secure aggregation alone
+    spec->mutable_privacy()->set_secure_aggregation(true);
+  } else if (path.rfind("privacy.", 0) == 0) {  // a complete DP-SGD block around the field
     auto* p = spec->mutable_privacy();
     if (path != "privacy.target_epsilon") p->set_noise_multiplier(1.1);
     p->set_delta(1e-5);
@@ -534,10 +536,28 @@ TEST_F(JobSpecTest, PrivacySettingsAreRefusedWithTheFieldNamed) {
                 {"'privacy.secure_aggregation'", "ALLREDUCE"});
   ExpectRefused(privacy("secure_aggregation: true", "sync { consistency: ASP }"), {"'privacy.secure_aggregation'", "ASP"});
   ExpectRefused(privacy("secure_aggregation: true", "sync { consistency: SSP }"), {"'privacy.secure_aggregation'", "SSP"});
-  // A valid block is refused as a whole until the training loop applies it.
-  for (const char* ok : {"target_epsilon: 3 delta: 0.1 max_grad_norm: 1", "noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1",
-                         "secure_aggregation: true", "target_epsilon: 3 delta: 0.1 max_grad_norm: 1 secure_aggregation: true"})
-    ExpectRefused(privacy(ok), {"'privacy'", "does not apply this block yet"});
+  // Masks survive no rounding: no bf16/fp16 pushes (named, whatever the
+  // mode rules say first).
+  ExpectRefused(privacy("secure_aggregation: true", "sync { compression: BF16 }"), {"'sync.compression'"});
+  ExpectRefused(privacy("secure_aggregation: true", "sync { compression: FP16 }"), {"'sync.compression'"});
+  // The fixed-point range: with secure aggregation alone, in its range.
+  ExpectRefused(privacy("secure_aggregation_bound: 10"), {"'privacy.secure_aggregation_bound'", "secure_aggregation: true"});
+  ExpectRefused(privacy("secure_aggregation: true secure_aggregation_bound: 0"),
+                {"'privacy.secure_aggregation_bound'", "got 0"});
+  ExpectRefused(privacy("secure_aggregation: true secure_aggregation_bound: -1"), {"'privacy.secure_aggregation_bound'"});
+  ExpectRefused(privacy("noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1 secure_aggregation: true "
+                        "secure_aggregation_bound: 10"),
+                {"'privacy.secure_aggregation_bound'", "DP-SGD"});
+  // Secure aggregation alone is applied: accepted in BSP parameter-server mode.
+  for (const char* ok : {"secure_aggregation: true", "secure_aggregation: true secure_aggregation_bound: 1000"}) {
+    Status st = privacy(ok, "sync { servers: 2 consistency: BSP }");
+    EXPECT_TRUE(st.ok()) << ok << ": " << st.ToString();
+  }
+  // A block that asks for DP-SGD is refused until the training loop applies it.
+  ExpectRefused(privacy("target_epsilon: 3 delta: 0.1 max_grad_norm: 1"), {"'privacy.target_epsilon'", "does not apply DP-SGD yet"});
+  for (const char* dp : {"noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1",
+                         "noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1 secure_aggregation: true"})
+    ExpectRefused(privacy(dp), {"'privacy.noise_multiplier'", "does not apply DP-SGD yet"});
 }
 
 // ------------------------------------------- validation and selection

@@ -2,8 +2,8 @@
 // as threads of this process, over the in-process transport
 // (common/comm/local_transport.h) instead of MPI: the roles see only the
 // transport's interfaces, so the training protocol is tested here without
-// mpirun — parameter servers (BSP, with clip_grad_norm across two servers)
-// and all-reduce, each to a published model.
+// mpirun — parameter servers (BSP, with clip_grad_norm across two servers;
+// with secure aggregation) and all-reduce, each to a published model.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -118,6 +118,20 @@ TEST(InProcessJob, ParameterServersBspWithClippingAcrossTwoServers) {
   Outcome out = RunInProcess(std::string(kModel) + R"(
       sync { mode: PARAMETER_SERVER servers: 2 consistency: BSP }
       training { batch_size: 32 epochs: 2 seed: 7 clip_grad_norm: 1.0 })", 2, 2, dir);
+  ExpectTrainedAndPublished(out);
+}
+
+// privacy.secure_aggregation with 3 workers (masks of both signs) on 2
+// servers: the key exchange through the coordinator, masked pushes, and
+// 4 shards for 3 workers, so one worker pushes masked zeros while another
+// finishes the epoch.
+TEST(InProcessJob, ParameterServersBspWithSecureAggregation) {
+  if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed";
+  const std::string dir = FreshDir("secagg");
+  Outcome out = RunInProcess(std::string(kModel) + R"(
+      sync { mode: PARAMETER_SERVER servers: 2 consistency: BSP }
+      training { batch_size: 32 epochs: 2 seed: 7 shard_size: 384 clip_grad_norm: 1.0 }
+      privacy { secure_aggregation: true })", 2, 3, dir);
   ExpectTrainedAndPublished(out);
 }
 

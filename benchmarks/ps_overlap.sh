@@ -37,13 +37,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 CMDLINE="benchmarks/ps_overlap.sh"
 [[ ${#ARGS_GIVEN[@]} -gt 0 ]] && CMDLINE+=" ${ARGS_GIVEN[*]}"
-python3 - "$WORK" "$PIECES" "$ROUNDS" "$CMDLINE" <<'PYEOF'
+python3 - "$WORK" "$PIECES" "$ROUNDS" "$CMDLINE" "${BASH_SOURCE[0]}" <<'PYEOF'
 import datetime, json, os, re, statistics, sys
 work, pieces, rounds, cmd = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), sys.argv[4]
-# Worker log line (worker/worker.cc, POLIS_DEBUG=INFO).
-pat = re.compile(r"epoch \d+ done: (\d+) samples, (\d+) steps, compute ([\d.]+)s comm ([\d.]+)s "
-                 r"\(forward waiting for parameters ([\d.]+)s, steps without data ([\d.]+)s\), "
-                 r"waiting for shards ([\d.]+)s")
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[5])))
+from worker_log import epoch_lines
 print(f"Command: `{cmd}`  ")
 print(f"Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; load average at the end "
       f"{os.getloadavg()[0]:.2f}; {rounds} round(s); medians over rounds of the mean over the 2 workers")
@@ -54,7 +52,7 @@ for p in pieces:
     rows = []
     for r in range(1, rounds + 1):
         res = json.load(open(f"{work}/run-{p}-{r}/result.json"))
-        ws = [tuple(map(float, m.groups())) for m in pat.finditer(open(f"{work}/run-{p}-{r}/stderr.log").read())]
+        ws = epoch_lines(f"{work}/run-{p}-{r}/stderr.log")
         assert len(ws) == 2, f"expected 2 worker lines in run-{p}-{r}/stderr.log"
         per = []
         for (_, steps, comp, comm, fwd, nodata, shard) in ws:

@@ -75,5 +75,17 @@ std::string JobsDir() { return GetString("POLIS_JOBS_DIR", ""); }
 int TestSlowWorkerIndex() { return SlowWorker().first; }
 int TestSlowWorkerMillis() { return SlowWorker().second; }
 std::string TestSampleLogDir() { return GetString("POLIS_TEST_SAMPLE_LOG", ""); }
+std::pair<std::string, int64_t> TestPushCapture() {
+  static const std::pair<std::string, int64_t> v = [] {
+    const std::string s = GetString("POLIS_TEST_PUSH_CAPTURE", "");
+    const size_t colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) return std::pair<std::string, int64_t>{"", -1};
+    char* end = nullptr;
+    const long long step = std::strtoll(s.c_str() + colon + 1, &end, 10);
+    if (end == s.c_str() + colon + 1 || *end != '\0' || step < 0) return std::pair<std::string, int64_t>{"", -1};
+    return std::pair<std::string, int64_t>{s.substr(0, colon), step};
+  }();
+  return v;
+}
 
 }  // namespace polis::env

@@ -2,7 +2,9 @@
 // them for users). Each is read once; a value that is set is logged at INFO.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <utility>
 
 namespace polis::env {
 
@@ -73,5 +75,10 @@ std::string JobsDir();
 int TestSlowWorkerIndex();
 int TestSlowWorkerMillis();
 std::string TestSampleLogDir();
+// POLIS_TEST_PUSH_CAPTURE="DIR:STEP": at parameter-server step STEP, every
+// server writes what it received from each worker (DIR/server-<s>-worker-<w>.bin)
+// and every worker the gradient it pushed, before encoding
+// (DIR/worker-<w>.f32). {"", -1} when unset or malformed.
+std::pair<std::string, int64_t> TestPushCapture();
 
 }  // namespace polis::env

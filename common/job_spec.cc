@@ -35,9 +35,6 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-// False until the parameter servers apply privacy.secure_aggregation: the
-// job check refuses it rather than train without the privacy it asks for.
-constexpr bool kSecureAggregationApplied = false;
 
 Status FieldError(const std::string& source, const std::string& field, const std::string& why) {
   return InvalidArgument("{}: field '{}': {}", source, field, why);
@@ -434,6 +431,15 @@ Status CheckPrivacyFields(const proto::JobSpec& spec, const std::string& source)
                                   "one round's sum over every worker); this job uses {}",
                                   IsPs(spec) ? proto::SyncSpec::Consistency_Name(spec.sync().consistency())
                                              : std::string("ALLREDUCE")));
+  if (p.secure_aggregation() && spec.sync().compression() != proto::SyncSpec::NONE)
+    return FieldError(source, "sync.compression",
+                      "cannot be combined with privacy.secure_aggregation: masked pushes are 32-bit fixed point, "
+                      "and a mask survives no rounding");
+  if (p.has_secure_aggregation_bound() && !p.secure_aggregation())
+    return FieldError(source, "privacy.secure_aggregation_bound", "applies only with privacy.secure_aggregation: true");
+  if (p.has_secure_aggregation_bound() && dp)
+    return FieldError(source, "privacy.secure_aggregation_bound",
+                      "does not apply with DP-SGD: the clip norm privacy.max_grad_norm bounds each example");
   if (!dp && !p.secure_aggregation())
     return FieldError(source, "privacy", "sets nothing: give target_epsilon or noise_multiplier, or secure_aggregation");
   if (dp) return CheckDpSgdSettings(spec, source);
@@ -453,10 +459,6 @@ Status CheckPrivacyData(const LoadedJob& job, const nn::Model& model, int64_t tr
   if (p.has_target_epsilon() || p.has_noise_multiplier())
     if (const std::string why = nn::UnsupportedForDp(model); !why.empty())
       return FieldError(job.path, "privacy", "DP-SGD needs per-example gradients, and " + why);
-  if (p.secure_aggregation() && !kSecureAggregationApplied)
-    return FieldError(job.path, "privacy.secure_aggregation",
-                      "the parameter servers do not apply it yet (docs/job-spec.md, \"Privacy\"); remove it: the "
-                      "job would train without the privacy it asks for");
   return Status::Ok();
 }
 

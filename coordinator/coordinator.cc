@@ -37,6 +37,7 @@
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/privacy/dp_plan.h"
+#include "common/privacy/secagg_session.h"
 #include "coordinator/host_table.h"
 #include "coordinator/monitor.h"
 #include "coordinator/publish.h"
@@ -505,6 +506,10 @@ class Coordinator {
     if (w < 0 || w >= W_) return RemoteError("unexpected control message from rank {}", from);
     workers_view_[w].last_seen = comm::Clock::now();
     if (msg.has_shard_request()) return OnShardRequest(w, from, msg.shard_request().epoch());
+    // privacy.secure_aggregation: relayed to every worker once all are in;
+    // the pair seeds are bound to the run id.
+    if (msg.has_secagg_key())
+      return key_relay_.OnKey(ctx_, w, msg.secagg_key(), std::filesystem::path(ctx_.run_dir).filename().string());
     if (msg.has_progress()) {
       OnProgress(w, msg.progress());
       return Status::Ok();
@@ -1037,7 +1042,8 @@ class Coordinator {
       int64_t max_staleness = 0;
       for (const auto& st : server_stats_) {
         stats.push_back({{"server", st.server()}, {"updates", st.updates()},
-                         {"max_staleness", st.max_staleness()}, {"held_replies", st.held_replies()}});
+                         {"max_staleness", st.max_staleness()}, {"held_replies", st.held_replies()},
+                         {"bytes_in", st.bytes_in()}, {"bytes_out", st.bytes_out()}});
         max_staleness = std::max(max_staleness, st.max_staleness());
       }
       result["server_stats"] = stats;
@@ -1142,6 +1148,7 @@ class Coordinator {
   int64_t N_ = 0;
   std::unique_ptr<data::ShardPlanner> planner_;
   std::optional<privacy::DpPlan> dp_;  // DP-SGD jobs
+  privacy::SecAggKeyRelay key_relay_;  // privacy.secure_aggregation's one-time key exchange
   comm::WireLimits limits_;  // what a received message may hold
   // Resume: where the plan starts, and the checkpoint's consumed positions.
   int start_epoch_ = 0, resumed_epoch_ = -1;

@@ -21,6 +21,7 @@
 #include "common/optimizer.h"
 #include "common/privacy/dp_plan.h"
 #include "common/privacy/noise.h"
+#include "common/privacy/secagg_session.h"
 #include "common/trace/trace.h"
 
 namespace polis::paramserver {
@@ -50,6 +51,7 @@ class Server {
     checkpoint_epochs_ = spec.training().checkpoint_epochs();
     clip_ = spec.training().clip_grad_norm();
     POLIS_ASSIGN_OR_RETURN(dp_, privacy::MakeDpPlan(spec, W_, ctx_.train_samples, ctx_.privacy_key));
+    POLIS_RETURN_IF_ERROR(InitSecureAggregation());
 
     if (!ctx_.resume_manifest.empty()) {
       // This server's key range, sent by the coordinator (ShareResumeState).
@@ -80,7 +82,9 @@ class Server {
     R_ = 1 + static_cast<int>(pieces_.size());
     push_.resize(W_);
     pull_.resize(W_);
-    recv_.assign(W_, std::vector<float>(n_));
+    // Masked pushes land as fixed point, plain ones as floats (4 bytes each).
+    if (secagg_) masked_.assign(W_, std::vector<uint32_t>(n_));
+    else recv_.assign(W_, std::vector<float>(n_));
     // BSP replies straight from the parameters (see Reply); the others need
     // a copy per worker, since updates go on while a reply is in flight.
     if (mode_ != proto::SyncSpec::BSP) snapshot_.assign(W_, std::vector<float>(n_));
@@ -150,9 +154,10 @@ class Server {
     int src = ctx_.worker_rank(w);
     comm::Request* q = &rreq_[R_ * w];
     POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(&push_[w], sizeof(PushHeader), src, DataTag::kTagPushHeader, &q[0]));
+    char* dst = secagg_ ? reinterpret_cast<char*>(masked_[w].data()) : reinterpret_cast<char*>(recv_[w].data());
     for (size_t k = 0; k < pieces_.size(); ++k) {
       const comm::Piece& p = pieces_[k];
-      POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(recv_[w].data() + (p.begin - range_.begin), sizeof(float) * p.size(),
+      POLIS_RETURN_IF_ERROR(ctx_.data->Irecv(dst + sizeof(float) * (p.begin - range_.begin), sizeof(float) * p.size(),
                                              src, comm::kTagPushPieceBase + p.slot, &q[1 + k]));
     }
     w_[w].receiving = true;
@@ -167,6 +172,18 @@ class Server {
       return RemoteError("rank {} (worker) pushed for epoch {} while server {} is in epoch {}",
                          ctx_.worker_rank(w), h.epoch + 1, ctx_.server_index(), epoch_ + 1);
     s.consumed = h.consumed;
+    CapturePush(w);
+    if (secagg_) {
+      // Every worker pushes in every round, an epoch-end push too (masked
+      // zeros): the masks cancel only in the sum of all W pushes.
+      if (h.step != step_)
+        return RemoteError("rank {} (worker) pushed step {} while server {} is at step {}", ctx_.worker_rank(w),
+                           h.step, ctx_.server_index(), step_);
+      s.arrived = true;
+      s.done = (h.flags & kPushEpochEnd) != 0;
+      s.reply_pending = s.done;
+      return Status::Ok();
+    }
     if (h.flags & kPushEpochEnd) {
       s.done = true;
       s.reply_pending = true;  // answered when every worker is done
@@ -198,7 +215,9 @@ class Server {
 
   // Aggregates a BSP step, takes checkpoints, ends epochs, sends replies.
   Status Advance() {
-    if (mode_ == proto::SyncSpec::BSP) {
+    if (secagg_) {
+      POLIS_RETURN_IF_ERROR(AdvanceMasked());
+    } else if (mode_ == proto::SyncSpec::BSP) {
       bool all_in = true, any = false;
       int64_t total = 0;
       for (const auto& s : w_) {
@@ -286,6 +305,81 @@ class Server {
       POLIS_RETURN_IF_ERROR(Reply(w, 0, s.total));
     }
     return Status::Ok();
+  }
+
+  // Secure aggregation (BSP): a round is applied only once all W masked
+  // pushes are in, so masks left in a partial sum (a worker lost mid-round)
+  // never reach the parameters; the job then resumes from its checkpoint.
+  // A round of epoch-end pushes only is the epoch's end (answered below, no
+  // update); any other round is summed, decoded and applied as plain BSP
+  // does, and every worker is answered, those without data too (they push
+  // masked zeros again next round).
+  Status AdvanceMasked() {
+    if (!std::all_of(w_.begin(), w_.end(), [](const WorkerState& s) { return s.arrived; })) return Status::Ok();
+    if (std::all_of(w_.begin(), w_.end(), [](const WorkerState& s) { return s.done; })) {
+      for (auto& s : w_) s.arrived = false;  // the epoch's end, answered by Advance
+      return Status::Ok();
+    }
+    int64_t total = 0;
+    for (int w = 0; w < W_; ++w) total += push_[w].samples;
+    // DP-SGD: every round is a step (see Advance); the workers' noise
+    // shares are in the sum already.
+    if (total > 0 || dp_) {
+      TRACE_SCOPE("server apply", "step", step_);
+      POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()),
+                                          comm::DeadlineFromNow(),
+                                          [] { return std::string("the previous step's replies"); }));
+      std::fill(masked_sum_.begin(), masked_sum_.end(), 0u);
+      for (int w = 0; w < W_; ++w) privacy::AddModular(masked_[w].data(), n_, masked_sum_.data());
+      secagg_->Decode(masked_sum_.data(), n_, sum_.data());
+      const float inv = 1.0f / static_cast<float>(dp_ ? dp_->expected_batch : total);
+      for (int64_t i = 0; i < n_; ++i) sum_[i] *= inv;
+      if (clip_ > 0) POLIS_RETURN_IF_ERROR(ClipAcrossServers());
+      optimizer_->Step(params_.data(), sum_.data());
+    }
+    ++step_;
+    ++updates_since_checkpoint_;
+    for (int w = 0; w < W_; ++w) {
+      WorkerState& s = w_[w];
+      s.arrived = s.done = false;
+      ++s.clock;
+      s.total = total;
+      s.reply_pending = true;
+      POLIS_RETURN_IF_ERROR(PostReceive(w));
+    }
+    return Status::Ok();
+  }
+
+  Status InitSecureAggregation() {
+    const auto& spec = ctx_.job.spec;
+    if (!spec.privacy().secure_aggregation()) return Status::Ok();
+    if (mode_ != proto::SyncSpec::BSP)
+      return InvalidArgument("{}: field 'privacy.secure_aggregation' needs sync.consistency BSP", ctx_.job.path);
+    if (W_ < 2)
+      return InvalidArgument("{}: field 'privacy.secure_aggregation' needs at least 2 workers; this run has {}",
+                             ctx_.job.path, W_);
+    // DP-SGD with secure aggregation: the fixed-point range depends on σ,
+    // the same DP plan's as the workers' noise shares.
+    const double sigma = dp_ ? dp_->sigma : 0;
+    POLIS_ASSIGN_OR_RETURN(privacy::FixedPoint fp, privacy::SecAggFixedPoint(spec, W_, sigma));
+    secagg_ = std::make_unique<privacy::FixedPoint>(fp);
+    masked_sum_.assign(n_, 0u);
+    POLIS_LOG(kInfo, kPs, "server {}: secure aggregation over {} workers, fixed point 2^{:g}", ctx_.server_index(),
+              W_, std::log2(fp.scale()));
+    return Status::Ok();
+  }
+
+  // POLIS_TEST_PUSH_CAPTURE=DIR:STEP: what this server received from each
+  // worker at that step, raw (floats, or masked fixed point), as
+  // DIR/server-<s>-worker-<w>.bin (tests/integration/secagg_integration_test.cc).
+  void CapturePush(int w) {
+    const auto [dir, step] = env::TestPushCapture();
+    if (dir.empty() || push_[w].step != step || push_[w].samples == 0) return;
+    const char* bytes = secagg_ ? reinterpret_cast<const char*>(masked_[w].data())
+                                : reinterpret_cast<const char*>(recv_[w].data());
+    Status st = WriteFileAtomic(fmt::format("{}/server-{}-worker-{}.bin", dir, ctx_.server_index(), w),
+                                std::string(bytes, sizeof(float) * n_));
+    if (!st.ok()) POLIS_LOG(kWarn, kPs, "POLIS_TEST_PUSH_CAPTURE: {}", st.ToString());
   }
 
   // BSP: sum_ = (sum of the arrived workers' gradients) / total, adding in
@@ -478,6 +572,11 @@ class Server {
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<float> params_, sum_;
   std::vector<std::vector<float>> recv_, snapshot_;
+  // privacy.secure_aggregation: the encoding, each worker's masked push and
+  // their modular sum (recv_ is then unused).
+  std::unique_ptr<privacy::FixedPoint> secagg_;
+  std::vector<std::vector<uint32_t>> masked_;
+  std::vector<uint32_t> masked_sum_;
   std::vector<PushHeader> push_;
   std::vector<PullHeader> pull_;
   std::vector<comm::Piece> pieces_;  // this server's pieces, by slot

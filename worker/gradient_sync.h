@@ -15,6 +15,7 @@
 #include "common/nn/model.h"
 #include "common/optimizer.h"
 #include "common/privacy/dp_plan.h"
+#include "common/privacy/secagg_session.h"
 #include "common/role.h"
 #include "common/status.h"
 
@@ -79,8 +80,12 @@ struct Bucket {
 // layer larger than that is split; bucket_bytes 0 gives one per layer.
 std::vector<Bucket> PlanBuckets(const nn::Model& model, int64_t bucket_bytes);
 
-StatusOr<std::unique_ptr<GradientSync>> MakeParameterServerSync(const RoleContext& ctx,
-                                                                float* params, float* grads);
+// With privacy.secure_aggregation this first exchanges keys through the
+// coordinator (it waits for every worker). `noise`: DP-SGD combined with
+// secure aggregation: this worker's noise share, added to each piece before
+// it is masked (required exactly then; null otherwise).
+StatusOr<std::unique_ptr<GradientSync>> MakeParameterServerSync(const RoleContext& ctx, float* params, float* grads,
+                                                                const privacy::NoiseShare* noise = nullptr);
 // dp: a DP-SGD job's plan (not owned; outlives the sync): every replica
 // adds the step's noise to the summed clipped gradients and divides by the
 // expected batch; the worker loop decides when an epoch ends.

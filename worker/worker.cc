@@ -234,7 +234,12 @@ Status RunWorker(const RoleContext& ctx) {
   if (allreduce) {
     POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data(), dp_plan));
   } else {
-    POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data()));
+    // DP-SGD with secure aggregation: this worker's share of the noise goes
+    // into its masked pushes (the servers then add none).
+    std::optional<privacy::NoiseShare> share;
+    if (dp && spec.privacy().secure_aggregation())
+      share = privacy::NoiseShare{dp->noise_key, static_cast<uint32_t>(ctx.worker_index()), dp->sigma, dp->clip};
+    POLIS_ASSIGN_OR_RETURN(sync, MakeParameterServerSync(ctx, params.data(), grads.data(), share ? &*share : nullptr));
   }
   if (!ctx.resume_manifest.empty() && sync->optimizer() != nullptr)
     POLIS_RETURN_IF_ERROR(RestoreOptimizer(ctx.resumed, sync->optimizer(), ctx.resume_manifest));

@@ -23,12 +23,21 @@ PsClient::~PsClient() {
   data_->Cancel(pull_reqs_.data(), static_cast<int>(pull_reqs_.size()));
 }
 
-Status PsClient::Push(int k, const float* grads) {
+Status PsClient::Push(int k, const float* grads) { return PushBytes(k, grads); }
+
+Status PsClient::Push(int k, const uint32_t* payload) {
+  static_assert(sizeof(uint32_t) == sizeof(float));
+  return PushBytes(k, payload);
+}
+
+// Elements are 4 bytes either way (floats, or masked fixed point).
+Status PsClient::PushBytes(int k, const void* base) {
   POLIS_ENFORCE_EQ(pushed_[k], 0);
+  POLIS_ENFORCE(base != nullptr);
   const Piece& p = pieces_[k];
   pushed_[k] = 1;
-  return data_->Isend(grads + p.begin, sizeof(float) * p.size(), servers_[p.server], kTagPushPieceBase + p.slot,
-                      &round_reqs_[2 * servers_.size() + k]);
+  return data_->Isend(static_cast<const char*>(base) + sizeof(float) * p.begin, sizeof(float) * p.size(),
+                      servers_[p.server], kTagPushPieceBase + p.slot, &round_reqs_[2 * servers_.size() + k]);
 }
 
 StatusOr<int64_t> PsClient::Finish(const PushHeader& header, const float* grads, float* params) {

@@ -44,8 +44,13 @@ class PsClient {
   // Starts sending piece k of `grads`; it must stay valid until WaitHeaders.
   // Pushing a piece twice in a round is a bug.
   Status Push(int k, const float* grads);
+  // The same for a secure-aggregation payload (privacy.secure_aggregation):
+  // piece k of a flat buffer of masked fixed-point values, 4 bytes each like
+  // a float, so the servers' receives do not change size.
+  Status Push(int k, const uint32_t* payload);
   // Ends the push side of the round (see above). Completes the previous
-  // round's pulls first. Returns the round's timestamp.
+  // round's pulls first. Returns the round's timestamp. `grads` may be null
+  // when every piece has been pushed.
   StatusOr<int64_t> Finish(const PushHeader& header, const float* grads, float* params);
   // Every server's reply header; they must agree on the flags. Every push
   // send has completed on return, so `grads` may be overwritten.
@@ -61,6 +66,7 @@ class PsClient {
 
  private:
   Status PollControl();
+  Status PushBytes(int k, const void* base);
 
   Channel* data_;
   Channel* ctrl_;

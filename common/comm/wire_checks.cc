@@ -198,6 +198,23 @@ Status CheckControlMessage(const proto::ControlMessage& msg, int from, const Wir
       for (int r : s.waiting_for()) c.Range("waiting_for", r, 0, l.servers + l.workers);
       return c.status();
     }
+    case M::kSecaggKey: {
+      Checker c(from, "a secure-aggregation key");
+      if (msg.secagg_key().public_key().size() != 32)
+        c.Fail(fmt::format("a public key of {} bytes; X25519 keys have 32", msg.secagg_key().public_key().size()));
+      return c.status();
+    }
+    case M::kSecaggKeys: {
+      const auto& k = msg.secagg_keys();
+      Checker c(from, "the secure-aggregation keys");
+      if (k.public_keys_size() != l.workers)
+        c.Fail(fmt::format("{} public keys for {} workers", k.public_keys_size(), l.workers));
+      for (const std::string& key : k.public_keys())
+        if (key.size() != 32) c.Fail(fmt::format("a public key of {} bytes; X25519 keys have 32", key.size()));
+      if (k.session().size() > 4096 || k.session().find('\0') != std::string::npos)
+        c.Fail("a session name that is not a run id");
+      return c.status();
+    }
     case M::kFatalError:
       return Status::Ok();
     case M::BODY_NOT_SET:

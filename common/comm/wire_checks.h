@@ -39,7 +39,8 @@ Status DecodeControl(std::string_view bytes, int from, proto::ControlMessage* ms
 // one consumed count per worker; a checkpoint shard's path a plain file
 // name; times and losses finite (losses may be NaN: a diverged worker
 // reports it); evaluation counts within their samples, and a confusion
-// matrix (final evaluations only) of outputs² counts adding up to them.
+// matrix (final evaluations only) of outputs² counts adding up to them;
+// secure-aggregation keys of 32 bytes, one per worker in the relay.
 Status CheckControlMessage(const proto::ControlMessage& msg, int from, const WireLimits& limits);
 
 // A worker's push header as a server receives it: step, samples and the

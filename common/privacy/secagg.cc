@@ -100,7 +100,7 @@ void FixedPoint::Decode(const uint32_t* sum, int64_t n, float* out) const {
     out[i] = static_cast<float>(static_cast<double>(static_cast<int32_t>(sum[i])) / scale_);
 }
 
-void Masker::Mask(uint64_t round, int64_t offset, uint32_t* x, int64_t n) const {
+void Masker::Mask(uint64_t round, int64_t offset, uint32_t* x, int64_t n, uint32_t round_hi) const {
   constexpr int64_t kChunk = 1024;
   uint32_t mask[kChunk];
   for (const PeerSeed& p : peers_) {
@@ -108,7 +108,7 @@ void Masker::Mask(uint64_t round, int64_t offset, uint32_t* x, int64_t n) const 
     const bool add = my_index_ < p.peer_index;
     for (int64_t at = 0; at < n; at += kChunk) {
       const int64_t m = std::min(kChunk, n - at);
-      ChaCha20Keystream(p.seed, round, 0, static_cast<uint64_t>(offset + at) * 4,
+      ChaCha20Keystream(p.seed, round, round_hi, static_cast<uint64_t>(offset + at) * 4,
                         reinterpret_cast<uint8_t*>(mask), static_cast<size_t>(m) * 4);
       if (add) for (int64_t i = 0; i < m; ++i) x[at + i] += mask[i];
       else for (int64_t i = 0; i < m; ++i) x[at + i] -= mask[i];

@@ -105,8 +105,10 @@ class Masker {
   Masker(uint32_t my_index, std::vector<PeerSeed> peers)
       : my_index_(my_index), peers_(std::move(peers)) {}
   // x[i] (element offset + i of the flat gradient) += Σ_j ±PRG(s_ij, round)
-  // [offset + i], mod 2^32.
-  void Mask(uint64_t round, int64_t offset, uint32_t* x, int64_t n) const;
+  // [offset + i], mod 2^32. The PRG's nonce is (round, round_hi): the
+  // parameter servers' step and the epoch, since an epoch's last round and
+  // the next epoch's first share a step (two pushes must never share masks).
+  void Mask(uint64_t round, int64_t offset, uint32_t* x, int64_t n, uint32_t round_hi = 0) const;
 
  private:
   uint32_t my_index_;

@@ -339,7 +339,9 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
     d->set_dir("shards");
   }
   if (path == "sync.staleness") spec->mutable_sync()->set_consistency(proto::SyncSpec::SSP);
-  if (path.rfind("privacy.", 0) == 0) {  // a complete DP-SGD block around the field
+  if (path == "privacy.secure_aggregation_bound") {  // secure aggregation alone
+    spec->mutable_privacy()->set_secure_aggregation(true);
+  } else if (path.rfind("privacy.", 0) == 0) {  // a complete DP-SGD block around the field
     auto* p = spec->mutable_privacy();
     if (path != "privacy.target_epsilon") p->set_noise_multiplier(1.1);
     p->set_delta(1e-5);
@@ -559,6 +561,26 @@ TEST_F(JobSpecTest, PrivacySettingsAreRefusedWithTheFieldNamed) {
   // Valid DP-SGD blocks pass, in both synchronisation modes.
   EXPECT_TRUE(privacy(dp).ok()) << privacy(dp).ToString();
   EXPECT_TRUE(privacy("target_epsilon: 3 delta: 0.1 max_grad_norm: 1", "sync { mode: ALLREDUCE servers: 0 }").ok());
+  // Masks survive no rounding: no bf16/fp16 pushes (named, whatever the
+  // mode rules say first).
+  ExpectRefused(privacy("secure_aggregation: true", "sync { compression: BF16 }"), {"'sync.compression'"});
+  ExpectRefused(privacy("secure_aggregation: true", "sync { compression: FP16 }"), {"'sync.compression'"});
+  // The fixed-point range: with secure aggregation alone, in its range.
+  ExpectRefused(privacy("secure_aggregation_bound: 10"), {"'privacy.secure_aggregation_bound'", "secure_aggregation: true"});
+  ExpectRefused(privacy("secure_aggregation: true secure_aggregation_bound: 0"),
+                {"'privacy.secure_aggregation_bound'", "got 0"});
+  ExpectRefused(privacy("secure_aggregation: true secure_aggregation_bound: -1"), {"'privacy.secure_aggregation_bound'"});
+  ExpectRefused(privacy("noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1 secure_aggregation: true "
+                        "secure_aggregation_bound: 10"),
+                {"'privacy.secure_aggregation_bound'", "DP-SGD"});
+  // Secure aggregation alone is applied: accepted in BSP parameter-server mode.
+  for (const char* ok : {"secure_aggregation: true", "secure_aggregation: true secure_aggregation_bound: 1000"}) {
+    Status st = privacy(ok, "sync { servers: 2 consistency: BSP }");
+    EXPECT_TRUE(st.ok()) << ok << ": " << st.ToString();
+  }
+  // DP-SGD combined with secure aggregation passes too.
+  EXPECT_TRUE(privacy("noise_multiplier: 1.1 delta: 0.1 max_grad_norm: 1 secure_aggregation: true",
+                      "sync { servers: 2 consistency: BSP }").ok());
 }
 
 // ------------------------------------------- validation and selection

@@ -2,8 +2,8 @@
 // as threads of this process, over the in-process transport
 // (common/comm/local_transport.h) instead of MPI: the roles see only the
 // transport's interfaces, so the training protocol is tested here without
-// mpirun — parameter servers (BSP, with clip_grad_norm across two servers)
-// and all-reduce, each to a published model.
+// mpirun — parameter servers (BSP, with clip_grad_norm across two servers;
+// with secure aggregation) and all-reduce, each to a published model.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -123,6 +123,20 @@ TEST(InProcessJob, ParameterServersBspWithClippingAcrossTwoServers) {
   ExpectTrainedAndPublished(out);
 }
 
+// privacy.secure_aggregation with 3 workers (masks of both signs) on 2
+// servers: the key exchange through the coordinator, masked pushes, and
+// 4 shards for 3 workers, so one worker pushes masked zeros while another
+// finishes the epoch.
+TEST(InProcessJob, ParameterServersBspWithSecureAggregation) {
+  if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed";
+  const std::string dir = FreshDir("secagg");
+  Outcome out = RunInProcess(std::string(kModel) + R"(
+      sync { mode: PARAMETER_SERVER servers: 2 consistency: BSP }
+      training { batch_size: 32 epochs: 2 seed: 7 shard_size: 384 clip_grad_norm: 1.0 }
+      privacy { secure_aggregation: true })", 2, 3, dir);
+  ExpectTrainedAndPublished(out);
+}
+
 TEST(InProcessJob, AllReduce) {
   if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed";
   const std::string dir = FreshDir("allreduce");
@@ -157,16 +171,24 @@ void ExpectPrivateModel(const Outcome& out, const std::string& dir, double targe
 
 constexpr char kDpBlock[] = " privacy { target_epsilon: 8 delta: 1e-4 max_grad_norm: 1.0 }";
 
-void RunPrivateJob(const std::string& name, const std::string& sync, int servers) {
+void RunPrivateJob(const std::string& name, const std::string& sync, int servers,
+                   const std::string& privacy = kDpBlock) {
   if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed";
   const std::string dir = FreshDir(name);
-  Outcome out = RunInProcess(std::string(kModel) + kDpBlock + sync + " training { batch_size: 32 epochs: 2 seed: 7 }",
+  Outcome out = RunInProcess(std::string(kModel) + privacy + sync + " training { batch_size: 32 epochs: 2 seed: 7 }",
                              servers, 2, dir);
   ExpectPrivateModel(out, dir, 8);
 }
 
 TEST(InProcessJob, DpSgdParameterServersBsp) {
   RunPrivateJob("dp-ps", "sync { mode: PARAMETER_SERVER servers: 2 consistency: BSP }", 2);
+}
+
+// Combined with secure aggregation: each worker adds its share of the noise
+// to its masked pushes; the servers decode the sum and add none.
+TEST(InProcessJob, DpSgdWithSecureAggregation) {
+  RunPrivateJob("dp-secagg", "sync { mode: PARAMETER_SERVER servers: 2 consistency: BSP }", 2,
+                " privacy { target_epsilon: 8 delta: 1e-4 max_grad_norm: 1.0 secure_aggregation: true }");
 }
 
 TEST(InProcessJob, DpSgdAllReduce) {

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# run.sh: regenerates every figure of docs/scaling.md. Simulates, with
+# Polis' own all-reduce algorithms and parameter-server round
+# (polis-scaling-sim, docs/design/simulation.md), one training step of each
+# model on 2 .. 1024 worker hosts for each synchronisation mode and network,
+# then draws the charts (polis-scaling-plot) and writes the tables.
+#
+# Usage: benchmarks/scaling/run.sh [--build DIR] [--out DIR] [--jobs J] [--quick]
+#   --build DIR  Polis build configured with -DPOLIS_SIMULATION=ON (default <repo>/build)
+#   --out DIR    where results.tsv, tables.md and the PNGs go (default docs/scaling)
+#   --jobs J     simulations at once (default 2: one per core)
+#   --quick      2 .. 64 hosts, one network: a smoke run
+#
+# A step = the model's compute (measured or published: the MODELS table
+# below) + the synchronisation, simulated; scaling efficiency = compute /
+# step (weak scaling: every worker keeps its batch). Modes, one worker per
+# host unless stated:
+#   ring        flat ring all-reduce, fp32 wire
+#   auto        Polis' automatic choice (rd / Rabenseifner / ring by size), fp32
+#   auto-bf16   the same on a bf16 wire
+#   hier-x4     4 workers per host, hierarchical all-reduce (fp32); compare
+#   flat-x4     4 workers per host, automatic flat algorithm
+#   ps-sS       BSP parameter servers: S extra CPU hosts (the platforms'
+#               spare rack), 64 KiB pieces
+# Time: about 25 minutes on the 2-vCPU build VM (docs/scaling.md gives the
+# run's own time).
+set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+BUILD="${POLIS_BUILD_DIR:-$REPO_ROOT/build}"
+OUT="$REPO_ROOT/docs/scaling"
+JOBS=2
+QUICK=0
+ARGS_GIVEN=("$@")
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) BUILD="${2:?--build needs a directory}"; shift 2 ;;
+    --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
+    --jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "error: unknown argument: $1 (see --help)" >&2; exit 1 ;;
+  esac
+done
+BUILD="$(cd "$BUILD" 2>/dev/null && pwd)" || { echo "error: build directory not found" >&2; exit 1; }
+for b in polis-scaling polis-scaling-sim polis-scaling-plot; do
+  [[ -x "$BUILD/benchmarks/scaling/$b" ]] || { echo "error: $BUILD/benchmarks/scaling/$b not found (configure with -DPOLIS_SIMULATION=ON)" >&2; exit 1; }
+done
+mkdir -p "$OUT"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/polis-scaling.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+
+# Models: name|parameters|layers|compute seconds per step|where the compute comes from
+MODELS=(
+  "seed-cnn|93322|5|0.00682|measured: 4692 img/s, batch 32, 1 thread (docs/benchmarks.md, training throughput)"
+  "bike-transformer|TRANSFORMER_PARAMS|6|TRANSFORMER_STEP|measured: polis-bench-train, batch 32, 1 thread (docs/scaling.md)"
+  "resnet50-size|25557032|161|0.2016|published: ResNet-50 v1.5, 1 V100, batch 256, mixed precision, 1270 img/s (NVIDIA DeepLearningExamples)"
+)
+NETS=(fattree-1024-10g fattree-1024-25g fattree-1024-100g racks-1024-10g)
+HOSTS=(2 4 8 16 32 64 128 256 512 1024)
+HIER_MAX=256   # x4 modes: 4 ranks per host, up to 1024 ranks
+if ((QUICK)); then NETS=(fattree-1024-10g); HOSTS=(2 8 64); HIER_MAX=16; fi
+
+CAL="$(mpirun --oversubscribe -np 1 --mca btl self "$BUILD/benchmarks/scaling/polis-scaling" calibrate | grep '^result')"
+REDUCE_NS="$(sed -n 's/.*reduce_ns=\([^ ]*\).*/\1/p' <<<"$CAL")"
+APPLY_NS="$(sed -n 's/.*apply_ns=\([^ ]*\).*/\1/p' <<<"$CAL")"
+echo "calibrate: $CAL" >&2
+
+# One line per simulation: net model mode hosts | sim.sh arguments.
+: > "$WORK/jobs.txt"
+for net in "${NETS[@]}"; do
+  P="$SCRIPT_DIR/platforms/$net.xml"
+  for m in "${MODELS[@]}"; do
+    IFS='|' read -r model params layers compute _ <<<"$m"
+    common="--count=$params --compute-s=$compute --iters=1 --warmup=1"
+    for n in "${HOSTS[@]}"; do
+      ar="$common --reduce-ns=$REDUCE_NS"
+      echo "$net $model ring $n|$P $n allreduce --algo=ring $ar" >> "$WORK/jobs.txt"
+      echo "$net $model auto $n|$P $n allreduce --algo=auto $ar" >> "$WORK/jobs.txt"
+      echo "$net $model auto-bf16 $n|$P $n allreduce --algo=auto --wire=bf16 $ar" >> "$WORK/jobs.txt"
+      if ((n <= HIER_MAX)); then
+        echo "$net $model hier-x4 $n|--ranks-per-host 4 $P $((4 * n)) allreduce --algo=hier --ranks-per-host=4 $ar" >> "$WORK/jobs.txt"
+        echo "$net $model flat-x4 $n|--ranks-per-host 4 $P $((4 * n)) allreduce --algo=auto $ar" >> "$WORK/jobs.txt"
+      fi
+      for s in 4 32; do
+        ((s <= n * 2)) || continue
+        echo "$net $model ps-s$s $n|--ps-hosts 1024 $P $((n + s)) ps --servers=$s --layers=$layers --piece-bytes=65536 $common --apply-ns=$APPLY_NS" >> "$WORK/jobs.txt"
+      done
+    done
+  done
+done
+TOTAL=$(wc -l < "$WORK/jobs.txt")
+echo "run.sh: $TOTAL simulations, $JOBS at a time" >&2
+
+START=$(date +%s)
+LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
+export SCRIPT_DIR BUILD WORK
+# Each job: key|args -> one result line "net model mode hosts median_s wall_s".
+run_one() {
+  local key="${1%%|*}" args="${1#*|}" t0 out
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  out="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" $args 2>"$WORK/err.$$.$RANDOM" | sed -n 's/^result.* median_s=\([^ ]*\).*/\1/p')" || true
+  if [[ -z "$out" ]]; then echo "error: simulation failed: $key ($args)" >&2; echo "$key FAILED"; return 0; fi
+  printf '%s %s %.1f\n' "$key" "$out" "$(echo "$(date +%s.%N) - $t0" | bc)"
+}
+export -f run_one
+tr '\n' '\0' < "$WORK/jobs.txt" | xargs -0 -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {} > "$WORK/results.txt"
+ELAPSED=$(( $(date +%s) - START ))
+if grep -q FAILED "$WORK/results.txt"; then
+  grep FAILED "$WORK/results.txt" >&2
+  exit 1
+fi
+
+CMDLINE="benchmarks/scaling/run.sh"
+[[ ${#ARGS_GIVEN[@]} -gt 0 ]] && CMDLINE+=" ${ARGS_GIVEN[*]}"
+printf '%s\n' "${MODELS[@]}" > "$WORK/models.txt"
+python3 "$SCRIPT_DIR/report.py" "$WORK/results.txt" "$WORK/models.txt" "$OUT" "$BUILD/benchmarks/scaling/polis-scaling-plot" \
+  "$CMDLINE" "$ELAPSED" "$LOAD_START" "$CAL" "$TOTAL"
+echo "run.sh: $TOTAL simulations in $ELAPSED s; results in $OUT" >&2

@@ -17,7 +17,7 @@ import sys
 models = {}
 order_models = []
 for line in open(models_path):
-    name, params, layers, compute, source = line.rstrip("\n").split("|")
+    name, params, layers, compute, env, source = line.rstrip("\n").split("|")
     models[name] = (int(params), float(compute), source)
     order_models.append(name)
 
@@ -33,7 +33,11 @@ NET_TITLE = {
 step = {}
 walls = []
 nets = []
+failed = []
 for line in open(results):
+    if line.split()[-1] == "FAILED":
+        failed.append(" ".join(line.split()[:4]))
+        continue
     net, model, mode, hosts, median, wall = line.split()
     step[(net, model, mode, int(hosts))] = float(median)
     walls.append(float(wall))
@@ -58,7 +62,9 @@ md.append(f"Command: `{cmdline}` — {total} simulations in {elapsed} s on "
           f"{os.cpu_count()} CPUs (load average {load} at the start), "
           f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
           f"slowest single simulation {max(walls):.0f} s.  ")
-md.append(f"Injected per-float costs (this machine): `{cal}`")
+md.append(f"Injected per-float costs (this machine): `{cal}`" + ("  " if failed else ""))
+if failed:
+    md.append("Failed or timed out (left out): " + "; ".join(failed))
 md.append("")
 figures = []
 for model in order_models:
@@ -74,28 +80,32 @@ for model in order_models:
         md.append("")
         md.append("| hosts | " + " | ".join(modes) + " | best |")
         md.append("|---:|" + "---:|" * len(modes) + "---|")
+        # "best": every mode within 1 % of the highest efficiency (ties
+        # are not crossovers).
         best_by_n = {}
         for n in hosts:
             cells = []
-            best = None
+            effs = {}
             for m in modes:
                 e = eff(net, model, m, n)
                 if e is None:
                     cells.append("—")
                     continue
+                effs[m] = e
                 cells.append(f"{e:.2f} ({step[(net, model, m, n)] * 1e3:.3g})")
-                if best is None or e > best[1]:
-                    best = (m, e)
-            best_by_n[n] = best[0]
-            md.append(f"| {n} | " + " | ".join(cells) + f" | {best[0]} |")
+            top = max(effs.values())
+            best_by_n[n] = [m for m in modes if m in effs and effs[m] >= top * 0.99]
+            md.append(f"| {n} | " + " | ".join(cells) + " | " + " ≈ ".join(best_by_n[n]) + " |")
         md.append("")
-        # Crossovers: where the best mode changes, and where PS overtakes
-        # the best all-reduce (or the reverse).
+        # Crossovers: where a mode stops being among the best and another
+        # takes over, and where PS overtakes the best all-reduce (or the
+        # reverse) by more than 1 %.
         changes = []
         prev = None
         for n in hosts:
-            if prev is not None and best_by_n[n] != best_by_n[prev]:
-                changes.append(f"{best_by_n[prev]} → {best_by_n[n]} between {prev} and {n} hosts")
+            if prev is not None and not set(best_by_n[n]) & set(best_by_n[prev]):
+                changes.append(f"{' ≈ '.join(best_by_n[prev])} → {' ≈ '.join(best_by_n[n])} "
+                               f"between {prev} and {n} hosts")
             prev = n
         ps_vs = []
         last = None
@@ -106,13 +116,18 @@ for model in order_models:
             ps = [e for e in ps if e is not None]
             if not ar or not ps:
                 continue
-            winner = "PS" if max(ps) > max(ar) else "all-reduce"
+            if max(ps) > 1.01 * max(ar):
+                winner = "PS"
+            elif max(ar) > 1.01 * max(ps):
+                winner = "all-reduce"
+            else:
+                winner = "tie"
             if last is not None and winner != last[1]:
-                ps_vs.append(f"{winner} overtakes between {last[0]} and {n} hosts")
+                ps_vs.append(f"{winner} from {n} hosts (was {last[1]} at {last[0]})")
             last = (n, winner)
-        md.append("Crossovers: " + ("; ".join(changes) if changes else "none (one mode is best throughout)")
+        md.append("Crossovers: " + ("; ".join(changes) if changes else "none (the best mode stays among the best)")
                   + ". PS against the best all-reduce: " + ("; ".join(ps_vs) if ps_vs else
-                  f"{last[1] if last else '—'} throughout") + ".")
+                  f"{last[1] if last else 'not simulated'} throughout") + ".")
         md.append("")
         tsv = os.path.join(out, f".{model}-{net}.tsv")
         with open(tsv, "w") as f:

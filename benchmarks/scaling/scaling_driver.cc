@@ -23,6 +23,7 @@
 //              [--compute-s --apply-ns]: ranks [0, S) are servers, the rest
 //              workers; step = compute + one BSP push/pull round.
 // Times are MPI_Wtime: wall time under Open MPI, simulated time under SMPI.
+// --waits=block|poll: single-threaded mode (default) or Polis' normal waits.
 #include <mpi.h>
 
 #include <algorithm>
@@ -514,7 +515,6 @@ int RunCalibrate(const Args& a) {
 int main(int argc, char** argv) {
   using namespace polis::scaling;
   MPI_Init(&argc, &argv);
-  polis::comm::SetSingleThreaded(true);
   Args a;
   std::string mode = "check";
   for (int i = 1; i < argc; ++i) {
@@ -527,6 +527,13 @@ int main(int argc, char** argv) {
     if (eq == std::string::npos) Die("argument '" + s + "': expected --key=value");
     a.kv[s.substr(2, eq - 2)] = s.substr(eq + 1);
   }
+  // --waits=block (default): single-threaded mode, every wait one
+  // MPI_Waitall (what the simulation needs); --waits=poll: Polis' normal
+  // waits (spin, then back off), for real runs on shared cores, where
+  // Open MPI's blocking wait would spin and starve the emulated hosts' TCP.
+  const std::string waits = a.Get("waits", "block");
+  if (waits != "block" && waits != "poll") Die("--waits must be block or poll, not '" + waits + "'");
+  polis::comm::SetSingleThreaded(waits == "block");
   int rc = 0;
   if (mode == "check") {
     rc = RunCheck(a);

@@ -6,7 +6,10 @@
 # a bridge, tc tbf caps per host link; polis-scaling under mpirun) and
 # simulated on platforms/emucluster-1g.xml (polis-scaling-sim under
 # smpirun). The reduction's and the server's compute are injected into the
-# simulation at the per-float cost measured here first (calibrate mode).
+# simulation at the per-float cost measured here first (calibrate mode). The
+# real runs use Polis' normal waits (--waits=poll: spin, then back off), as
+# training does; Open MPI's blocking wait would spin and take the 2 cores
+# from the emulated hosts' network stacks.
 #
 # Prints a markdown table (median of the slowest rank's time, simulated ÷
 # measured) and checks the stated tolerance: every case marked "model"
@@ -88,7 +91,7 @@ for c in "${CASES[@]}"; do
   extra=(--iters="$ITERS" --ranks-per-host="$per" --reduce-ns="$REDUCE_NS" --apply-ns="$APPLY_NS")
   echo "real: $name" >&2
   # shellcheck disable=SC2086
-  real="$("${MPIRUN[@]}" --hostfile "$WORK/hostfile" -np "$np" --map-by slot "$REAL" $args "${extra[@]}" \
+  real="$("${MPIRUN[@]}" --hostfile "$WORK/hostfile" -np "$np" --map-by slot "$REAL" $args "${extra[@]}" --waits=poll \
           | sed -n 's/^result.* median_s=\([^ ]*\).*/\1/p')"
   echo "simulated: $name" >&2
   # shellcheck disable=SC2086

@@ -28,6 +28,10 @@ PACKAGES=(
   # ONNX export of published models, and the test that checks the export
   # with onnx.checker and OpenCV's DNN module (registry/tools/check_onnx.py).
   libonnx-dev python3-numpy python3-onnx python3-opencv
+  # SimGrid's SMPI (smpicxx, smpirun): the simulation build of the
+  # collectives and parameter-server rounds (-DPOLIS_SIMULATION=ON,
+  # benchmarks/scaling/, docs/scaling.md).
+  libsimgrid-dev
 )
 # Extra groups: "bench" adds the PyTorch peer used by benchmarks/.
 if [[ " $* " == *" bench "* ]]; then

@@ -23,6 +23,7 @@
 #include "common/privacy/noise.h"
 #include "common/privacy/secagg_session.h"
 #include "common/trace/trace.h"
+#include "paramserver/aggregate.h"
 
 namespace polis::paramserver {
 namespace {
@@ -383,35 +384,14 @@ class Server {
   }
 
   // BSP: sum_ = (sum of the arrived workers' gradients) / total, adding in
-  // worker order (the same floats whatever the pieces were).
+  // worker order (the same floats whatever the pieces were): AverageInOrder
+  // (paramserver/aggregate.h, shared with the simulation driver).
   void Average(int64_t total) {
-    const float inv = 1.0f / static_cast<float>(total);
     std::vector<const float*>& in = arrived_;
     in.clear();
     for (int w = 0; w < W_; ++w)
       if (w_[w].arrived) in.push_back(recv_[w].data());
-    float* __restrict g = sum_.data();
-    const size_t k = in.size();
-    if (k == 1) {
-      const float* __restrict a = in[0];
-      for (int64_t i = 0; i < n_; ++i) g[i] = a[i] * inv;
-      return;
-    }
-    {
-      const float* __restrict a = in[0];
-      const float* __restrict b = in[1];
-      if (k == 2) {
-        for (int64_t i = 0; i < n_; ++i) g[i] = (a[i] + b[i]) * inv;
-        return;
-      }
-      for (int64_t i = 0; i < n_; ++i) g[i] = a[i] + b[i];
-    }
-    for (size_t j = 2; j + 1 < k; ++j) {
-      const float* __restrict a = in[j];
-      for (int64_t i = 0; i < n_; ++i) g[i] += a[i];
-    }
-    const float* __restrict a = in[k - 1];
-    for (int64_t i = 0; i < n_; ++i) g[i] = (g[i] + a[i]) * inv;
+    AverageInOrder(in.data(), in.size(), n_, 1.0f / static_cast<float>(total), sum_.data());
   }
 
   // BSP, training.clip_grad_norm: the step's mean gradient is spread over

@@ -38,6 +38,23 @@ void PreciseSleeps() {
 
 }  // namespace
 
+#ifdef POLIS_SMPI
+// Simulation build: memory folding (docs/design/simulation.md).
+ScratchBuffer::~ScratchBuffer() {
+  if (data_) SMPI_SHARED_FREE(data_);
+}
+
+bool ScratchBuffer::Reserve(size_t bytes) {
+  if (bytes <= capacity_) return false;
+  if (data_) SMPI_SHARED_FREE(data_);
+  const size_t len = (bytes + 4095) / 4096 * 4096;
+  data_ = static_cast<std::byte*>(SMPI_SHARED_MALLOC(len));
+  POLIS_ENFORCE(data_ != nullptr);
+  std::memset(data_, 0, len);
+  capacity_ = mapped_ = len;
+  return true;
+}
+#else
 ScratchBuffer::~ScratchBuffer() {
   if (data_) munmap(data_, mapped_);
 }
@@ -59,6 +76,7 @@ bool ScratchBuffer::Reserve(size_t bytes) {
   capacity_ = mapped_ = len;
   return true;
 }
+#endif
 
 CollectiveContext::CollectiveContext(MPI_Comm comm) : comm_(comm) {
   MPI_Comm_rank(comm_, &rank_);
@@ -107,6 +125,11 @@ Status CollectiveContext::AnswerAllStallQueries() {
 }
 
 Status CollectiveContext::Wait(int n, MPI_Request* reqs, const int* peers, const bool* sends) {
+  // Single-threaded mode (common/comm/wait.h): block in MPI, no deadline.
+  if (SingleThreaded()) {
+    POLIS_MPI_CHECK(MPI_Waitall(n, reqs, MPI_STATUSES_IGNORE));
+    return Status::Ok();
+  }
   int done = 0;
   POLIS_MPI_CHECK(MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE));
   if (done) return Status::Ok();

@@ -32,7 +32,10 @@ enum CollectiveTag : int {
 
 // A 64-byte aligned buffer, touched once when it grows so that the hot path
 // never page-faults (CLUSTER-NOTES: faults cost tens of µs each here); large
-// ones ask for transparent huge pages. Not copyable.
+// ones ask for transparent huge pages. Not copyable. In the simulation build
+// (POLIS_SMPI, benchmarks/scaling/) it comes from SMPI_SHARED_MALLOC, which
+// SimGrid folds (every rank's buffer maps the same pages) unless run with
+// --cfg=smpi/shared-malloc:none.
 class ScratchBuffer {
  public:
   ScratchBuffer() = default;
@@ -87,6 +90,7 @@ class CollectiveContext {
   // returns Timeout naming the peers of the open requests
   // (peers[i], sends[i]: reqs[i] is a send to / receive from peers[i], or
   // kCollectivePeer) and the ranks that have not entered this call.
+  // In single-threaded mode (common/comm/wait.h): one MPI_Waitall.
   Status Wait(int n, MPI_Request* reqs, const int* peers, const bool* sends);
   Status WaitOne(MPI_Request* req, int peer, bool send) { return Wait(1, req, &peer, &send); }
 

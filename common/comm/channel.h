@@ -77,11 +77,17 @@ class Channel {
   // Blocking forms. Send may return before the receiver has the message.
   virtual Status Send(const void* buf, int64_t bytes, int dest, int tag) = 0;
   virtual Status Recv(void* buf, int64_t bytes, int source, int tag) = 0;
+  // Blocks until reqs[0, n) have all completed, with no deadline: the
+  // single-threaded mode's wait (SingleThreaded(), common/comm/wait.h). The
+  // MPI channel blocks in MPI_Waitall; the default polls Test with back-off.
+  virtual Status WaitBlocking(Request* reqs, int n);
 };
 
 // Polls `channel` until reqs[0, n) have all completed, backing off between
 // polls; `idle` runs between polls (e.g. to answer control messages) and
-// may fail. Past `deadline`, Timeout naming `what()`.
+// may fail. Past `deadline`, Timeout naming `what()`. In single-threaded
+// mode (common/comm/wait.h) it is channel->WaitBlocking: no polls, no idle,
+// no deadline.
 Status WaitAll(Channel* channel, Request* reqs, int n, Clock::time_point deadline,
                const std::function<std::string()>& what, const std::function<Status()>& idle = nullptr);
 

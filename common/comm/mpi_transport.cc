@@ -61,8 +61,8 @@ class MpiChannel final : public Channel {
   // One MPI_Testsome (one pass of MPI's progress engine) for the whole set;
   // the completed requests come back as MPI_REQUEST_NULL.
   Status Test(Request* reqs, int n, bool* all_done) override {
-    thread_local std::vector<MPI_Request> mpi;
-    thread_local std::vector<int> indices;
+    std::vector<MPI_Request>& mpi = mpi_;
+    std::vector<int>& indices = indices_;
     mpi.resize(static_cast<size_t>(n));
     indices.resize(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) mpi[i] = ToMpi(reqs[i]);
@@ -74,6 +74,16 @@ class MpiChannel final : public Channel {
       done &= !reqs[i].pending();
     }
     *all_done = done;
+    return Status::Ok();
+  }
+  // The single-threaded mode's wait: one MPI_Waitall.
+  Status WaitBlocking(Request* reqs, int n) override {
+    std::vector<MPI_Request>& mpi = mpi_;
+    mpi.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) mpi[i] = ToMpi(reqs[i]);
+    const int rc = MPI_Waitall(n, mpi.data(), MPI_STATUSES_IGNORE);
+    for (int i = 0; i < n; ++i) FromMpi(mpi[i], &reqs[i]);
+    POLIS_MPI_CHECK(rc);
     return Status::Ok();
   }
   void Cancel(Request* reqs, int n) override {
@@ -111,6 +121,11 @@ class MpiChannel final : public Channel {
  private:
   MPI_Comm comm_;
   int rank_ = 0, size_ = 0;
+  // Test's and WaitBlocking's request arrays, reused: members rather than
+  // thread_local, so that the simulated ranks of an SMPI run (one OS thread)
+  // never share them.
+  std::vector<MPI_Request> mpi_;
+  std::vector<int> indices_;
 };
 
 class MpiTransport final : public Transport {

@@ -20,6 +20,13 @@ void Backoff::Pause() {
   nanosleep(&ts, nullptr);
 }
 
+namespace {
+bool single_threaded = false;
+}  // namespace
+
+void SetSingleThreaded(bool on) { single_threaded = on; }
+bool SingleThreaded() { return single_threaded; }
+
 Clock::time_point DeadlineFromNow() {
   return Clock::now() + std::chrono::seconds(env::TimeoutSeconds());
 }

@@ -23,4 +23,15 @@ class Backoff {
 
 Clock::time_point DeadlineFromNow();
 
+// Single-threaded mode, for the simulation driver (benchmarks/scaling/,
+// docs/design/simulation.md): the process has one thread, which calls what
+// the communication thread would, and nothing else progresses while it
+// waits. Waits then block inside MPI (MPI_Waitall) instead of polling with
+// back-off and a wall-clock deadline: under SimGrid's SMPI (MPI_THREAD_SINGLE,
+// simulated time) a poll loop would burn real time and advance simulated
+// time by the simulator's cost per failed test, and a hung peer is reported
+// by the simulator itself. Off by default; set once, before any wait.
+void SetSingleThreaded(bool on);
+bool SingleThreaded();
+
 }  // namespace polis::comm

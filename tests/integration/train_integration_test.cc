@@ -124,16 +124,16 @@ TEST_F(TrainIntegration, DpSgdJobAccountsAndPublishesItsGuarantee) {
   ShellRun r = Shell(PolisRun("--workers 2 --epochs 1 --registry " + dir_ + "/registry --run-dir " + dir_ +
                               "/run " + job + " -- --train-limit 4096 --test-limit 1000"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  // 4096 samples, 2 workers × 512 expected a step: 4 steps.
-  EXPECT_NE(r.output.find("DP-SGD: epsilon 3 at delta 1e-05 after the 4 planned steps (target 3)"),
+  // 4096 samples, 2 workers × 1024 expected a step: 2 steps.
+  EXPECT_NE(r.output.find("DP-SGD: epsilon 3 at delta 1e-05 after the 2 planned steps (target 3)"),
             std::string::npos) << r.output;
   EXPECT_NE(r.output.find("ε 3"), std::string::npos) << r.output;
   auto result = ReadJson(dir_ + "/run/result.json");
   ASSERT_TRUE(result.contains("privacy")) << result.dump();
-  EXPECT_EQ(result["privacy"]["steps"], 4);
+  EXPECT_EQ(result["privacy"]["steps"], 2);
   EXPECT_LE(result["privacy"]["epsilon"].get<double>(), 3.0);
   EXPECT_TRUE(result["history"][0]["replicas_identical"].get<bool>());
-  EXPECT_EQ(result["history"][0]["steps"], 4);
+  EXPECT_EQ(result["history"][0]["steps"], 2);
   ShellRun show = Shell(kBin + "/launch/polisctl models --root " + dir_ + "/registry show fashion_cnn_dp");
   ASSERT_EQ(show.exit_code, 0) << show.output;
   EXPECT_NE(show.output.find("DP-SGD, epsilon 3 at delta 1e-05 (rdp accountant, poisson sampling)"),

@@ -20,7 +20,6 @@
 #include "common/log.h"
 #include "common/optimizer.h"
 #include "common/privacy/dp_plan.h"
-#include "common/privacy/noise.h"
 #include "common/privacy/secagg_session.h"
 #include "common/trace/trace.h"
 #include "paramserver/aggregate.h"
@@ -233,24 +232,12 @@ class Server {
         // happened to be empty (the accountant counts it).
         if (total > 0 || dp_) {
           TRACE_SCOPE("server apply", "step", step_);
-          // The replies of the previous step went out straight from params_;
-          // every worker has received its reply before pushing again, so
-          // these complete at once.
-          POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()),
-                                              comm::DeadlineFromNow(),
-                                              [] { return std::string("the previous step's replies"); }));
-          if (dp_) {
-            // (Σ clipped + N(0, σ²C²)) / B: this server draws its key
-            // range of the step's one noise vector (stream (noise key, step,
-            // share 0) at the range's offset).
-            Average(dp_->expected_batch);
-            privacy::AddGaussianNoise(dp_->noise_key, static_cast<uint64_t>(step_), 0, dp_->AveragedNoiseStddev(),
-                                      range_.begin, sum_.data(), n_);
-          } else {
-            Average(total);
-          }
-          if (clip_ > 0) POLIS_RETURN_IF_ERROR(ClipAcrossServers());
-          optimizer_->Step(params_.data(), sum_.data());
+          POLIS_RETURN_IF_ERROR(WaitPreviousReplies());
+          Average(Divisor(total));
+          // (Σ clipped + N(0, σ²C²)) / B: this server adds its key range
+          // of the step's one noise vector.
+          if (dp_) dp_->AddNoiseToAverage(step_, range_.begin, sum_.data(), n_);
+          POLIS_RETURN_IF_ERROR(ClipAndStep());
         }
         ++step_;
         ++updates_since_checkpoint_;
@@ -327,16 +314,13 @@ class Server {
     // shares are in the sum already.
     if (total > 0 || dp_) {
       TRACE_SCOPE("server apply", "step", step_);
-      POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()),
-                                          comm::DeadlineFromNow(),
-                                          [] { return std::string("the previous step's replies"); }));
+      POLIS_RETURN_IF_ERROR(WaitPreviousReplies());
       std::fill(masked_sum_.begin(), masked_sum_.end(), 0u);
       for (int w = 0; w < W_; ++w) privacy::AddModular(masked_[w].data(), n_, masked_sum_.data());
       secagg_->Decode(masked_sum_.data(), n_, sum_.data());
-      const float inv = 1.0f / static_cast<float>(dp_ ? dp_->expected_batch : total);
+      const float inv = 1.0f / static_cast<float>(Divisor(total));
       for (int64_t i = 0; i < n_; ++i) sum_[i] *= inv;
-      if (clip_ > 0) POLIS_RETURN_IF_ERROR(ClipAcrossServers());
-      optimizer_->Step(params_.data(), sum_.data());
+      POLIS_RETURN_IF_ERROR(ClipAndStep());
     }
     ++step_;
     ++updates_since_checkpoint_;
@@ -348,6 +332,26 @@ class Server {
       s.reply_pending = true;
       POLIS_RETURN_IF_ERROR(PostReceive(w));
     }
+    return Status::Ok();
+  }
+
+  // The replies of the previous step went out straight from params_; every
+  // worker has received its reply before pushing again, so these complete
+  // at once.
+  Status WaitPreviousReplies() {
+    return comm::WaitAll(ctx_.data, sreq_.data(), static_cast<int>(sreq_.size()), comm::DeadlineFromNow(),
+                         [] { return std::string("the previous step's replies"); });
+  }
+
+  // BSP: what a round's sum is divided by: its samples, or with DP-SGD the
+  // expected batch B (the realised size would leak it).
+  int64_t Divisor(int64_t total) const { return dp_ ? dp_->expected_batch : total; }
+
+  // The averaged step in sum_, clipped across servers if the job asks, to
+  // the optimizer.
+  Status ClipAndStep() {
+    if (clip_ > 0) POLIS_RETURN_IF_ERROR(ClipAcrossServers());
+    optimizer_->Step(params_.data(), sum_.data());
     return Status::Ok();
   }
 

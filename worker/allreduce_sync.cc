@@ -19,7 +19,6 @@
 #include "common/grad_clip.h"
 #include "common/log.h"
 #include "common/optimizer.h"
-#include "common/privacy/noise.h"
 #include "common/trace/trace.h"
 #include "worker/gradient_sync.h"
 
@@ -105,21 +104,15 @@ class AllReduceSync : public GradientSync {
     const int request = static_cast<int>(grads_[P_ + 1] + 0.5f);
     result->checkpoint = request >= 2 ? Checkpoint::kTakeAndStop
                          : request == 1 ? Checkpoint::kTake : Checkpoint::kNone;
-    if (dp_ != nullptr) {
-      // DP-SGD: (Σ clipped + N(0, σ²C²)) / B, the same draw on every
-      // replica (stream (noise key, step, share 0)); then the optimizer.
+    // DP-SGD: every step counts (even an empty sample), divided by the
+    // expected batch B rather than the realised one, plus the step's noise:
+    // (Σ clipped + N(0, σ²C²)) / B, the same draw on every replica.
+    if (total > 0 || dp_ != nullptr) {
       TRACE_SCOPE("optimizer");
-      const float inv = 1.0f / static_cast<float>(dp_->expected_batch);
+      const float inv = 1.0f / static_cast<float>(dp_ != nullptr ? dp_->expected_batch : total);
       float* __restrict g = grads_;
       for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
-      privacy::AddGaussianNoise(dp_->noise_key, static_cast<uint64_t>(step), 0, dp_->AveragedNoiseStddev(), 0,
-                                grads_, P_);
-      optimizer_->Step(params_, grads_);
-    } else if (total > 0) {
-      TRACE_SCOPE("optimizer");
-      const float inv = 1.0f / static_cast<float>(total);
-      float* __restrict g = grads_;
-      for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
+      if (dp_ != nullptr) dp_->AddNoiseToAverage(step, 0, grads_, P_);
       // Every replica holds the same mean gradient: the same norm, the same clip.
       if (clip_ > 0) ClipByGlobalNorm(grads_, P_, clip_);
       optimizer_->Step(params_, grads_);

@@ -15,7 +15,7 @@ DpStep::DpStep(const nn::Model& model, const proto::ModelSpec& spec, const priva
       P_(model.parameter_count()), K_(nn::ShapeElements(model.output_shape())),
       chunk_(batch + static_cast<int64_t>(std::ceil(4 * std::sqrt(static_cast<double>(batch))))),
       grads_(grads), net_(std::make_unique<nn::Network>(model, chunk_, params, grads, true)),
-      sum_(P_), targets_(chunk_ * K_) {}
+      targets_(chunk_ * K_) {}
 
 DpStep::~DpStep() = default;
 
@@ -28,7 +28,14 @@ DpStep::Result DpStep::Run(int64_t step, const data::Dataset& ds, const std::fun
                                       plan_.train_samples, plan_.q);
   }
   r.samples = static_cast<int64_t>(sampled->size());
-  std::fill(sum_.begin(), sum_.end(), 0.0f);
+  if (r.samples == 0) {  // still a step: the sum is zero (plus the noise)
+    std::memset(grads_, 0, sizeof(float) * P_);
+    return r;
+  }
+  // Almost always one pass, whose clipped sum stays in the gradient buffer;
+  // several passes add theirs up in sum_.
+  const bool several = r.samples > chunk_;
+  if (several) sum_.resize(P_);
   const int64_t in = nn::ShapeElements(model_.input_shape());
   for (int64_t begin = 0; begin < r.samples; begin += chunk_) {
     const int64_t m = std::min(chunk_, r.samples - begin);
@@ -47,11 +54,12 @@ DpStep::Result DpStep::Run(int64_t step, const data::Dataset& ds, const std::fun
       TRACE_SCOPE("clipped backward");
       net_->BackwardClipped(static_cast<float>(plan_.clip), nullptr);
     }
-    for (int64_t i = 0; i < P_; ++i) sum_[i] += grads_[i];
+    if (several)
+      for (int64_t i = 0; i < P_; ++i) sum_[i] = (begin == 0 ? 0.0f : sum_[i]) + grads_[i];
     r.loss_sum += st.loss_sum;
     r.correct += st.correct;
   }
-  std::memcpy(grads_, sum_.data(), sizeof(float) * P_);
+  if (several) std::memcpy(grads_, sum_.data(), sizeof(float) * P_);
   return r;
 }
 

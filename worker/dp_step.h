@@ -48,7 +48,8 @@ class DpStep {
   const int64_t P_, K_, chunk_;
   float* grads_;
   std::unique_ptr<nn::Network> net_;
-  std::vector<float> sum_, targets_;
+  std::vector<float> sum_;  // several passes' clipped sums (sized on first need)
+  std::vector<float> targets_;
 };
 
 }  // namespace polis::worker

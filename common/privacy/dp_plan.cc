@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "common/privacy/noise.h"
 #include "common/status.h"
 
 namespace polis::privacy {
@@ -20,6 +21,10 @@ Key256 DeriveKey(const Key256& key, const char* purpose) {
   unsigned len = 0;
   POLIS_ENFORCE(EVP_Digest(msg.data(), msg.size(), out.data(), &len, EVP_sha256(), nullptr) == 1);
   return out;
+}
+
+void DpPlan::AddNoiseToAverage(int64_t step, int64_t offset, float* x, int64_t n) const {
+  AddGaussianNoise(noise_key, static_cast<uint64_t>(step), 0, AveragedNoiseStddev(), offset, x, n);
 }
 
 double DpPlan::EpsilonAfter(int64_t steps) const {

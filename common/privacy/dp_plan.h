@@ -47,6 +47,11 @@ struct DpPlan {
   // Stddev of the noise added to the sum of clipped gradients, already
   // divided by B (what is added to the averaged gradient): σC/B.
   double AveragedNoiseStddev() const { return sigma * clip / static_cast<double>(expected_batch); }
+  // Adds elements [offset, offset + n) of step `step`'s one noise vector,
+  // divided by B, to x (the clipped sum already divided by B): the stream
+  // (noise_key, step, share 0), so every replica, or every server for its
+  // key range, adds its part of the same draw.
+  void AddNoiseToAverage(int64_t step, int64_t offset, float* x, int64_t n) const;
   // ε spent after `steps` steps (RDP, Balle et al. 2020 conversion).
   double EpsilonAfter(int64_t steps) const;
   // The guarantee after `steps` steps, as /api/status, result.json and the

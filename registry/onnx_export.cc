@@ -129,6 +129,9 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact& a, const std::string& mode
     if (spec.activation() == proto::RELU && l.type != "ReLU") {
       AddNode(g, "Relu", {cur}, l.name + "/relu");
       cur = l.name + "/relu";
+    } else if (spec.activation() == proto::TANH) {
+      AddNode(g, "Tanh", {cur}, l.name + "/tanh");
+      cur = l.name + "/tanh";
     }
   }
   const bool classifier = h.job().model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY &&

@@ -43,9 +43,10 @@ memory::desc AnyDesc(const memory::dims& d) { return memory::desc(d, Dt::f32, Ta
 
 dnnl::primitive_attr ActivationAttr(proto::Activation a) {
   dnnl::primitive_attr attr;
-  if (a == proto::RELU) {
+  if (a != proto::NONE) {
     dnnl::post_ops po;
-    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    po.append_eltwise(1.0f, a == proto::RELU ? dnnl::algorithm::eltwise_relu : dnnl::algorithm::eltwise_tanh,
+                      0.0f, 0.0f);
     attr.set_post_ops(po);
   }
   return attr;
@@ -64,14 +65,16 @@ struct MaybeReorder {
   }
 };
 
-// Fused ReLU backward: diff *= (dst > 0), in place, using the forward output.
-struct ReluBackward {
+// A fused activation's backward, in place, from the forward output y:
+// ReLU diff *= (y > 0), tanh diff *= 1 - y². NONE does nothing.
+struct ActivationBackward {
   dnnl::eltwise_backward prim;
   bool active = false;
-  void Init(dnnl::engine& eng, bool relu, const memory::desc& dst_md) {
-    active = relu;
-    if (!relu) return;
-    auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
+  void Init(dnnl::engine& eng, proto::Activation a, const memory::desc& dst_md) {
+    active = a != proto::NONE;
+    if (!active) return;
+    auto alg = a == proto::RELU ? dnnl::algorithm::eltwise_relu_use_dst_for_bwd
+                                : dnnl::algorithm::eltwise_tanh_use_dst_for_bwd;
     dnnl::eltwise_forward::primitive_desc hint(
         dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, dst_md, 0.f, 0.f), eng);
     prim = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
@@ -153,7 +156,6 @@ class Conv2DExec : public LayerExec {
     memory::dims w_d{oc, ic, g.k, g.k}, b_d{oc};
     memory::dims strides{g.stride, g.stride}, pl{g.pad_l, g.pad_l}, pr{g.pad_r, g.pad_r};
     auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-    relu_ = c.spec->activation() == proto::RELU;
     fwd_pd_ = dnnl::convolution_forward::primitive_desc(
         dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, AnyDesc(src_d),
                                         AnyDesc(w_d), AnyDesc(b_d), AnyDesc(dst_d), strides, pl, pr),
@@ -173,7 +175,7 @@ class Conv2DExec : public LayerExec {
                  {DNNL_ARG_BIAS, b_user_}, {DNNL_ARG_DST, dst_}};
     if (!c.training) return;
 
-    relu_bwd_.Init(eng, relu_ && !c.relu_grad_deferred, fwd_pd_.dst_desc());
+    act_bwd_.Init(eng, c.relu_grad_deferred ? proto::NONE : c.spec->activation(), fwd_pd_.dst_desc());
     bwd_w_pd_ = dnnl::convolution_backward_weights::primitive_desc(
         dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
                                                  fwd_pd_.src_desc(), AnyDesc(w_d), AnyDesc(b_d),
@@ -224,7 +226,7 @@ class Conv2DExec : public LayerExec {
   }
 
   void Backward(dnnl::stream& s) override {
-    relu_bwd_.Run(s, dst_, diff_dst_);
+    act_bwd_.Run(s, dst_, diff_dst_);
     if (need_diff_src_) {
       w_bwd_reorder_.Run(s, w_user_, w_bwd_);
       bwd_d_.execute(s, bwd_d_args_);
@@ -334,7 +336,7 @@ class Conv2DExec : public LayerExec {
   dnnl::matmul pe_mm_;
   memory src_, conv_src_, w_user_, b_user_, w_fwd_, dst_;
   memory gw_user_, gb_user_, gw_, w_bwd_, conv_diff_src_, diff_src_, diff_dst_;
-  bool relu_ = false, need_diff_src_ = false;
+  bool need_diff_src_ = false;
   dnnl::convolution_forward::primitive_desc fwd_pd_;
   dnnl::convolution_backward_weights::primitive_desc bwd_w_pd_;
   dnnl::convolution_backward_data::primitive_desc bwd_d_pd_;
@@ -343,7 +345,7 @@ class Conv2DExec : public LayerExec {
   dnnl::convolution_backward_data bwd_d_;
   MaybeReorder src_reorder_, w_fwd_reorder_, gw_reorder_, w_bwd_reorder_, diff_src_reorder_;
   bool frozen_ = false;  // FreezeParams: w_fwd_ holds the weights for good
-  ReluBackward relu_bwd_;
+  ActivationBackward act_bwd_;
   std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
   std::vector<std::string> impl_;
 };
@@ -401,7 +403,7 @@ class MaxPool2DExec : public LayerExec {
     fwd_args_[DNNL_ARG_WORKSPACE] = ws_;
     need_diff_src_ = c.need_diff_src;
     if (!need_diff_src_) return;
-    relu_bwd_.Init(eng, c.relu_grad_on_dst, fwd_pd_.dst_desc());
+    act_bwd_.Init(eng, c.relu_grad_on_dst ? proto::RELU : proto::NONE, fwd_pd_.dst_desc());
     bwd_pd_ = dnnl::pooling_backward::primitive_desc(
         dnnl::pooling_backward::desc(dnnl::algorithm::pooling_max, c.src_md, fwd_pd_.dst_desc(),
                                      strides, kernel, pad, pad),
@@ -419,7 +421,7 @@ class MaxPool2DExec : public LayerExec {
   }
   void Backward(dnnl::stream& s) override {
     if (!need_diff_src_) return;
-    relu_bwd_.Run(s, dst_, diff_dst_);
+    act_bwd_.Run(s, dst_, diff_dst_);
     bwd_.execute(s, bwd_args_);
   }
   memory& dst() override { return dst_; }
@@ -429,7 +431,7 @@ class MaxPool2DExec : public LayerExec {
  private:
   memory src_, dst_, ws_, diff_src_, diff_dst_;
   bool need_diff_src_ = false;
-  ReluBackward relu_bwd_;
+  ActivationBackward act_bwd_;
   dnnl::pooling_forward::primitive_desc fwd_pd_;
   dnnl::pooling_backward::primitive_desc bwd_pd_;
   dnnl::pooling_forward fwd_;
@@ -470,7 +472,6 @@ class DenseExec : public LayerExec {
     out_ = out;
     memory::dims w_d{out, in}, b_d{out}, dst_d{c.batch, out};
     auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-    relu_ = c.spec->activation() == proto::RELU;
     // The output is kept plain (nc): logits are read by the loss directly.
     fwd_pd_ = dnnl::inner_product_forward::primitive_desc(
         dnnl::inner_product_forward::desc(prop, c.src_md, AnyDesc(w_d), AnyDesc(b_d),
@@ -488,7 +489,7 @@ class DenseExec : public LayerExec {
     fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_WEIGHTS, w_fwd_}, {DNNL_ARG_BIAS, b_user_},
                  {DNNL_ARG_DST, dst_}};
     if (!c.training) return;
-    relu_bwd_.Init(eng, relu_ && !c.relu_grad_deferred, fwd_pd_.dst_desc());
+    act_bwd_.Init(eng, c.relu_grad_deferred ? proto::NONE : c.spec->activation(), fwd_pd_.dst_desc());
     bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(
         dnnl::inner_product_backward_weights::desc(c.src_md, AnyDesc(w_d), AnyDesc(b_d),
                                                    fwd_pd_.dst_desc()),
@@ -530,7 +531,7 @@ class DenseExec : public LayerExec {
                      {DNNL_ARG_DIFF_SRC, diff_src_}};
   }
   void Backward(dnnl::stream& s) override {
-    relu_bwd_.Run(s, dst_, diff_dst_);
+    act_bwd_.Run(s, dst_, diff_dst_);
     if (need_diff_src_) {
       w_bwd_reorder_.Run(s, w_user_, w_bwd_);
       bwd_d_.execute(s, bwd_d_args_);
@@ -570,7 +571,7 @@ class DenseExec : public LayerExec {
   memory pe_src_;
   memory src_, w_user_, b_user_, w_fwd_, dst_, gw_user_, gb_user_, gw_, w_bwd_, diff_src_,
       diff_dst_;
-  bool relu_ = false, need_diff_src_ = false;
+  bool need_diff_src_ = false;
   dnnl::inner_product_forward::primitive_desc fwd_pd_;
   dnnl::inner_product_backward_weights::primitive_desc bwd_w_pd_;
   dnnl::inner_product_backward_data::primitive_desc bwd_d_pd_;
@@ -579,7 +580,7 @@ class DenseExec : public LayerExec {
   dnnl::inner_product_backward_data bwd_d_;
   MaybeReorder w_fwd_reorder_, gw_reorder_, w_bwd_reorder_;
   bool frozen_ = false;  // FreezeParams: w_fwd_ holds the weights for good
-  ReluBackward relu_bwd_;
+  ActivationBackward act_bwd_;
   std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
   std::vector<std::string> impl_;
 };

@@ -109,6 +109,9 @@ std::map<std::string, Tensor> Interpret(const onnx::ModelProto& m, const Tensor&
     } else if (op == "Relu") {
       y = x;
       for (float& v : y.v) v = std::max(v, 0.f);
+    } else if (op == "Tanh") {
+      y = x;
+      for (float& v : y.v) v = std::tanh(v);
     } else if (op == "Identity") {
       y = x;
     } else if (op == "Softmax") {
@@ -130,10 +133,11 @@ std::map<std::string, Tensor> Interpret(const onnx::ModelProto& m, const Tensor&
 }
 
 TEST(OnnxExportTest, ExportedGraphComputesWhatTheNetworkComputes) {
-  // SAME padding with stride 2 (uneven pads), pooling, two dense layers.
+  // SAME padding with stride 2 (uneven pads), ReLU and tanh, pooling, two
+  // dense layers.
   const std::string spec = R"(
     layer { type: "Conv2D" activation: RELU conv2d_param { filters: 4 kernel_size: 3 stride: 2 padding: SAME } }
-    layer { type: "Conv2D" activation: RELU conv2d_param { filters: 3 kernel_size: 2 } }
+    layer { type: "Conv2D" activation: TANH conv2d_param { filters: 3 kernel_size: 2 } }
     layer { type: "MaxPool2D" pool2d_param { pool_size: 2 } }
     layer { type: "Flatten" }
     layer { type: "Dense" activation: RELU dense_param { units: 6 } }

@@ -88,6 +88,13 @@ constexpr size_t kConvWorkspaceLimit = size_t{1} << 30;
 // cuDNN convolution (cross-correlation, OIHW filters, bias by
 // cudnnAddTensor, fused ReLU by a kernel). cuDNN pads symmetrically; an
 // asymmetric SAME padding pads the input explicitly and crops its gradient.
+// The CUDA Conv2D and Dense fuse ReLU only.
+Status FusedActivationSupported(const LayerInfo& l) {
+  if (l.spec.activation() == proto::NONE || l.spec.activation() == proto::RELU) return Status::Ok();
+  return Unimplemented("layer '{}' ({}): activation {} has no CUDA implementation (RELU and NONE do)",
+                       l.name, l.type, proto::Activation_Name(l.spec.activation()));
+}
+
 class ConvLayer : public CudaLayer {
  public:
   ~ConvLayer() override {
@@ -123,6 +130,7 @@ class ConvLayer : public CudaLayer {
       pad = 0;
       POLIS_RETURN_IF_ERROR(xp_.AllocateZeroed(n_ * ic_ * hp_ * wp_));
     }
+    POLIS_RETURN_IF_ERROR(FusedActivationSupported(*c.info));
     relu_ = spec.activation() == proto::RELU;
     need_dx_ = c.training && c.need_diff_src;
     training_ = c.training;
@@ -381,6 +389,7 @@ class DenseLayer : public CudaLayer {
     in_ = c.info->in_shape[0];
     out_ = c.info->out_shape[0];
     rows_ = c.batch;
+    POLIS_RETURN_IF_ERROR(FusedActivationSupported(*c.info));
     relu_ = c.info->spec.activation() == proto::RELU;
     w_ = c.params;
     b_ = c.params + out_ * in_;

@@ -60,6 +60,22 @@ TEST(GradientCheck, DenseAndRelu) {
                layer { type: "Dense" dense_param { units: 4 } })",
              {9});
 }
+TEST(GradientCheck, Conv2DTanhStride2) {
+  CheckModel(R"(layer { type: "Conv2D" activation: TANH
+                 conv2d_param { filters: 5 kernel_size: 3 stride: 2 padding: SAME } })",
+             {3, 8, 8});
+}
+TEST(GradientCheck, TanhConvPoolStride1AndDense) {
+  // The end-to-end DP CNN's shape: tanh everywhere, pooling with stride 1,
+  // blocked layouts (16 channels).
+  CheckModel(R"(layer { type: "Conv2D" activation: TANH
+                 conv2d_param { filters: 16 kernel_size: 4 stride: 2 padding: SAME } }
+               layer { type: "MaxPool2D" pool2d_param { pool_size: 2 stride: 1 } }
+               layer { type: "Flatten" }
+               layer { type: "Dense" activation: TANH dense_param { units: 6 } }
+               layer { type: "Dense" dense_param { units: 3 } })",
+             {1, 8, 8}, 2);
+}
 TEST(GradientCheck, ReluLayer) {
   CheckModel(R"(layer { type: "ReLU" })", {2, 4, 4});
 }

@@ -132,6 +132,19 @@ TEST(PerExample, SeedCnn) {
     layer { type: "Dense" dense_param { units: 10 } })", {1, 28, 28}), 4, 0, false);
 }
 
+// Papernot et al.'s DP CNN for Fashion-MNIST (jobs/fashion_cnn_dp.pbtxt):
+// tanh, 8x8 stride-2 SAME convolution, pooling with stride 1.
+TEST(PerExample, TanhCnn) {
+  CheckPerExample(Build(R"(
+    layer { type: "Conv2D" activation: TANH conv2d_param { filters: 16 kernel_size: 8 stride: 2 padding: SAME } }
+    layer { type: "MaxPool2D" pool2d_param { pool_size: 2 stride: 1 } }
+    layer { type: "Conv2D" activation: TANH conv2d_param { filters: 32 kernel_size: 4 stride: 2 padding: VALID } }
+    layer { type: "MaxPool2D" pool2d_param { pool_size: 2 stride: 1 } }
+    layer { type: "Flatten" }
+    layer { type: "Dense" activation: TANH dense_param { units: 32 } }
+    layer { type: "Dense" dense_param { units: 10 } })", {1, 28, 28}), 4, 0, false);
+}
+
 TEST(PerExample, EmbeddingWithRepeatedIdsAndLstm) {
   CheckPerExample(Build(R"(
     layer { type: "Embedding" embedding_param { vocab: 4 dim: 3 } }

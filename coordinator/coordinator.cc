@@ -298,9 +298,10 @@ class Coordinator {
     POLIS_RETURN_IF_ERROR(MakeDirectories(ctx_.run_dir));
     POLIS_RETURN_IF_ERROR(StartMonitor());
     metrics_.open(ctx_.run_dir + "/metrics.jsonl", std::ios::app);
-    std::printf("polis: job %s: %d worker(s), %d server(s), %lld training images, %s, %d epoch(s), "
+    std::printf("polis: job %s: %d worker(s), %d server(s), %lld training %s, %s, %d epoch(s), "
                 "batch %d per worker, %lld parameters\n",
                 spec_.name().c_str(), W_, ctx_.servers, static_cast<long long>(N_),
+                regression_ ? "windows" : "images",
                 validation_ ? fmt::format("{} held out for validation",
                                           dataset_->size(data::Part::kValidation)).c_str()
                             : "no validation split (epochs are evaluated on the test set)",
@@ -640,8 +641,9 @@ class Coordinator {
     const double rate = done / elapsed;
     const double eta = (static_cast<double>(N_) * E_ - done) / std::max(rate, 1e-9);
     const int pct = static_cast<int>(100.0 * in_epoch / std::max<int64_t>(N_, 1));
-    const std::string line = fmt::format("epoch {}/{} {:3}%  loss {:.4f}  images/s {:.0f}  ETA {}{}", epoch + 1, E_,
-                                         pct, loss, rate, Duration(eta), EpsilonText());
+    const std::string line = fmt::format("epoch {}/{} {:3}%  loss {:.4f}  {}/s {:.0f}  ETA {}{}", epoch + 1, E_, pct,
+                                         loss, regression_ ? "samples" : "images", rate, Duration(eta),
+                                         EpsilonText());
     if (options_.progress_bar) {
       const int bar = pct / 5;
       std::printf("\r[%s%s] %s   ", std::string(bar, '#').c_str(), std::string(20 - bar, '.').c_str(),

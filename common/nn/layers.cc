@@ -88,25 +88,27 @@ struct ActivationBackward {
 
 std::string Impl(const dnnl::primitive_desc_base& pd) { return pd.impl_info_str(); }
 
-// Σ x² (kSquare) or Σ x over floats, in 16 float lanes (vectorised) summed
-// in double per block of 4096: per-example norms to ~1e-6 relative, several
-// times faster than a serial double loop.
-template <bool kSquare>
-double LaneSum(const float* __restrict x, int64_t n) {
+// Σ a·b (kProduct) or Σ a over floats, in 16 float lanes (vectorised)
+// summed in double per block of 4096: per-example norms to ~1e-6 relative,
+// several times faster than a serial double loop. b is only read (and may
+// be a) when kProduct.
+template <bool kProduct>
+double LaneSum(const float* __restrict a, const float* __restrict b, int64_t n) {
   double total = 0;
   for (int64_t at = 0; at < n; at += 4096) {
     const int64_t m = std::min<int64_t>(4096, n - at);
     float acc[16] = {};
     int64_t i = 0;
     for (; i + 16 <= m; i += 16)
-      for (int j = 0; j < 16; ++j) acc[j] += kSquare ? x[at + i + j] * x[at + i + j] : x[at + i + j];
-    for (; i < m; ++i) acc[0] += kSquare ? x[at + i] * x[at + i] : x[at + i];
-    for (float a : acc) total += a;
+      for (int j = 0; j < 16; ++j) acc[j] += kProduct ? a[at + i + j] * b[at + i + j] : a[at + i + j];
+    for (; i < m; ++i) acc[0] += kProduct ? a[at + i] * b[at + i] : a[at + i];
+    for (float v : acc) total += v;
   }
   return total;
 }
-double SumSquares(const float* x, int64_t n) { return LaneSum<true>(x, n); }
-double Sum(const float* x, int64_t n) { return LaneSum<false>(x, n); }
+double SumSquares(const float* x, int64_t n) { return LaneSum<true>(x, x, n); }
+double Sum(const float* x, int64_t n) { return LaneSum<false>(x, x, n); }
+double Dot(const float* a, const float* b, int64_t n) { return LaneSum<true>(a, b, n); }
 
 // ---------------------------------------------------------------- Conv2D
 
@@ -262,6 +264,7 @@ class Conv2DExec : public LayerExec {
       pe_dy_ = pe_dy_reorder_.active ? memory(PlainDesc(BatchDims(N, out_shape_)), eng) : diff_dst_;
       pe_cols_ = memory(memory::desc({N, P, D}, Dt::f32, Tag::abc), eng);
       pe_ghost_ = P * (D + O) < D * O;
+      if (pe_ghost_) pe_dyt_.resize(P * O);
       if (!pe_ghost_) {
         pe_dw_ = memory(memory::desc({N, O, D}, Dt::f32, Tag::abc), eng);
         pe_dy3_ = memory(memory::desc({N, O, P}, Dt::f32, Tag::abc), eng, pe_dy_.get_data_handle());
@@ -288,10 +291,13 @@ class Conv2DExec : public LayerExec {
               if (!padded) {
                 for (int64_t kx = 0; kx < k; ++kx) row[kx] = x[base + kx];
               } else {
-                for (int64_t kx = 0; kx < k; ++kx) {
-                  const int64_t ix = ix0 + kx;
-                  row[kx] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[base + kx] : 0.f;
-                }
+                // Zeros where the kernel row lies in the padding, a copy in between.
+                const bool in_rows = iy >= 0 && iy < H;
+                const int64_t lo = in_rows ? std::clamp<int64_t>(-ix0, 0, k) : k;
+                const int64_t hi = in_rows ? std::clamp<int64_t>(W - ix0, lo, k) : k;
+                for (int64_t kx = 0; kx < lo; ++kx) row[kx] = 0.f;
+                for (int64_t kx = lo; kx < hi; ++kx) row[kx] = x[base + kx];
+                for (int64_t kx = hi; kx < k; ++kx) row[kx] = 0.f;
               }
               row += k;
             }
@@ -309,13 +315,12 @@ class Conv2DExec : public LayerExec {
       } else {
         const float* a = cols + n * P * D;
         const float* d = dy + n * O * P;
+        float* dt = pe_dyt_.data();  // dY_nᵀ: [P, O], rows contiguous like A_n's
+        for (int64_t o = 0; o < O; ++o)
+          for (int64_t p = 0; p < P; ++p) dt[p * O + o] = d[o * P + p];
         for (int64_t p = 0; p < P; ++p)
-          for (int64_t q = 0; q <= p; ++q) {
-            float ga = 0, gd = 0;
-            for (int64_t i = 0; i < D; ++i) ga += a[p * D + i] * a[q * D + i];
-            for (int64_t o = 0; o < O; ++o) gd += d[o * P + p] * d[o * P + q];
-            sq += (p == q ? 1.0 : 2.0) * static_cast<double>(ga) * gd;
-          }
+          for (int64_t q = 0; q <= p; ++q)
+            sq += (p == q ? 1.0 : 2.0) * Dot(a + p * D, a + q * D, D) * Dot(dt + p * O, dt + q * O, O);
       }
       for (int64_t o = 0; o < O; ++o) {
         const double b = Sum(dy + (n * O + o) * P, P);
@@ -331,6 +336,7 @@ class Conv2DExec : public LayerExec {
   int64_t batch_ = 0;
   Shape in_shape_, out_shape_;
   bool pe_ready_ = false, pe_ghost_ = false;
+  std::vector<float> pe_dyt_;  // ghost norm: one example's dY transposed
   MaybeReorder pe_src_reorder_, pe_dy_reorder_;
   memory pe_src_, pe_dy_, pe_dy3_, pe_cols_, pe_dw_;
   dnnl::matmul pe_mm_;

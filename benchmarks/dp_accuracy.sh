@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Test accuracy of a DP-SGD job on Fashion-MNIST against the epsilon it
-# spends, epoch by epoch (docs/benchmarks.md, "DP-SGD accuracy"). Runs
-# launch/polis-run on JOB (default jobs/fashion_cnn_dp.pbtxt: the seed CNN at
-# epsilon 3, delta 1e-5) and prints its start line and a Markdown table of
-# every epoch: train loss, test accuracy, epsilon spent so far.
+# Test accuracy (classifiers) or test MAE (forecasts) of a DP-SGD job against
+# the epsilon it spends, epoch by epoch (docs/benchmarks.md, "DP-SGD
+# accuracy"). Runs launch/polis-run on JOB (default
+# jobs/fashion_cnn_dp.pbtxt: the end-to-end DP CNN at epsilon 3, delta 1e-5)
+# and prints its start line and a Markdown table of every epoch: train
+# loss, test metric, epsilon spent so far.
 #
 # Usage: benchmarks/dp_accuracy.sh [--build DIR] [--workers W] [--job FILE] [-- polis-train options]
 set -euo pipefail
@@ -30,11 +31,12 @@ POLIS_BUILD_DIR=$BUILD "$ROOT/launch/polis-run" --workers "$WORKERS" --registry 
   "$JOB" ${*:+-- "$@"} >"$TMP/log" 2>&1 || { cat "$TMP/log" >&2; exit 1; }
 echo "- $(grep -m1 'DP-SGD:' "$TMP/log" | sed 's/^polis: //')"
 echo
-echo "| epoch | train loss | test accuracy | epsilon spent |"
-echo "|---:|---:|---:|---:|"
 /usr/bin/python3 - "$TMP/run/metrics.jsonl" <<'PY'
 import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    print(f"| {r['epoch']} | {r['train_loss']:.4f} | {r.get('test_accuracy', float('nan')):.4f} | {r.get('epsilon', float('nan')):.3f} |")
+rows = [json.loads(line) for line in open(sys.argv[1])]
+metric = "test_accuracy" if any("test_accuracy" in r for r in rows) else "test_mae"
+print(f"| epoch | train loss | {metric.replace('_', ' ')} | epsilon spent |")
+print("|---:|---:|---:|---:|")
+for r in rows:
+    print(f"| {r['epoch']} | {r['train_loss']:.4f} | {r.get(metric, float('nan')):.4f} | {r.get('epsilon', float('nan')):.3f} |")
 PY

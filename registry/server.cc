@@ -322,7 +322,8 @@ struct RegistryServer::Impl {
     auto sh = rows_t->find("shape");
     std::vector<int64_t> shape;
     if (sh == rows_t->end() || !sh->is_array() || sh->empty() || sh->size() > 2)
-      return InvalidArgument("input '{}': \"shape\" must be [N] or [B, N] with N = lookback = {}",
+      return InvalidArgument("input '{}': \"shape\" must be [N] or [B, N]: N CSV lines a window that "
+                             "give lookback = {} consecutive steps under the job's row policies",
                              kRowsInput, lookback);
     for (const auto& d : *sh) {
       if (!d.is_number_integer() || d.get<int64_t>() < 1)
@@ -331,11 +332,10 @@ struct RegistryServer::Impl {
       shape.push_back(d.get<int64_t>());
     }
     const int64_t windows = shape.size() == 2 ? shape[0] : 1;
+    // Any number of lines a window: duplicates, malformed rows and filled
+    // gaps are handled as training handled them, and the last `lookback`
+    // steps are the window (data::PreprocessTimeSeriesWindow).
     const int64_t per_window = shape.back();
-    if (per_window != lookback)
-      return InvalidArgument("input '{}': {} rows per window (shape {}); model '{}' takes lookback = "
-                             "{} rows per window",
-                             kRowsInput, per_window, sh->dump(), sv.model_name(), lookback);
     if (windows > sv.options().max_batch_size)
       return InvalidArgument("input '{}': {} windows; model '{}' takes at most max_batch_size = {}",
                              kRowsInput, windows, sv.model_name(), sv.options().max_batch_size);

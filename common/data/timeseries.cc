@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numbers>
@@ -644,22 +645,40 @@ StatusOr<TimeSeriesStats> TimeSeriesStats::FromJson(std::string_view json) {
   return s;
 }
 
-// ---------------------------------------------------------------------- Open
+// ---------------------------------------------------------- row policies
 
-StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
-  POLIS_RETURN_IF_ERROR(ValidateSpec(spec));
-  POLIS_ASSIGN_OR_RETURN(CsvTable table, ReadCsvFile(spec.path()));
-  POLIS_ASSIGN_OR_RETURN(Columns cols, BindColumns(spec, table.header, table.source, true));
+// A series after the job's row policies (steps 1-6 of reading it): parsed,
+// in time order, on the frequency grid, duplicates and missing values and
+// gaps handled as `malformed_policy`, `duplicate_policy`, `missing_policy`
+// and `max_fill_steps` say. Training (TimeSeriesDataset::Open) and serving
+// (PreprocessTimeSeriesWindow) both go through RegulariseRows, so a window
+// cut from the training file is served exactly as it was trained on.
+struct RegularSeries {
+  std::vector<RawRow> rows;
+  Problems malformed, off_grid, duplicates, missing_values, gaps;
+  int64_t out_of_order = 0, cells_filled = 0, rows_dropped_missing = 0, missing_steps = 0,
+          steps_filled = 0, gaps_left = 0;
+};
+
+// at(line): the prefix of a message about a record ("hour.csv:12: ",
+// "window row 3: "); source names the whole input.
+StatusOr<RegularSeries> RegulariseRows(const Spec& spec, const Columns& cols,
+                                       const std::vector<CsvRecord>& records,
+                                       const std::function<std::string(int64_t)>& at,
+                                       const std::string& source) {
   const int64_t freq = spec.frequency_seconds();
   const bool fail_malformed = spec.malformed_policy() == Spec::Malformed::FAIL;
   const auto missing_policy = spec.missing_policy();
-  auto at = [&](int64_t line) { return fmt::format("{}:{}: ", table.source, line); };
-
+  RegularSeries out;
+  std::vector<RawRow>& rows = out.rows;
+  Problems &malformed = out.malformed, &off_grid = out.off_grid, &duplicates = out.duplicates,
+           &missing_values = out.missing_values, &gaps = out.gaps;
+  int64_t &out_of_order = out.out_of_order, &cells_filled = out.cells_filled,
+          &rows_dropped_missing = out.rows_dropped_missing, &missing_steps = out.missing_steps,
+          &steps_filled = out.steps_filled, &gaps_left = out.gaps_left;
   // 1. Parse every record; a record that cannot be read is malformed.
-  Problems malformed;
-  std::vector<RawRow> rows;
-  rows.reserve(table.records.size());
-  for (const CsvRecord& rec : table.records) {
+  rows.reserve(records.size());
+  for (const CsvRecord& rec : records) {
     if (!rec.error.empty()) {
       malformed.Add(at(rec.line) + rec.error);
       continue;
@@ -676,18 +695,16 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
   if (malformed.count > 0 && fail_malformed) return malformed.ToStatus();
 
   // 2. Time order. Sorting is stable, so "first" still means first in the file.
-  int64_t out_of_order = 0;
   for (size_t i = 1; i < rows.size(); ++i) out_of_order += rows[i].time < rows[i - 1].time;
   std::stable_sort(rows.begin(), rows.end(),
                    [](const RawRow& a, const RawRow& b) { return a.time < b.time; });
   if (rows.empty()) {
-    return InvalidArgument("{}: no usable rows ({} records, {} malformed{})", table.source,
-                           table.records.size(), malformed.count,
+    return InvalidArgument("{}: no usable rows ({} records, {} malformed{})", source,
+                           records.size(), malformed.count,
                            malformed.examples.empty() ? "" : ": " + malformed.examples[0]);
   }
 
   // 3. Every timestamp on the grid that starts at the first one.
-  Problems off_grid;
   {
     const int64_t t0 = rows[0].time;
     std::vector<RawRow> kept;
@@ -705,7 +722,6 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
   if (off_grid.count > 0 && fail_malformed) return off_grid.ToStatus();
 
   // 4. Duplicate timestamps.
-  Problems duplicates;
   {
     std::vector<RawRow> kept;
     kept.reserve(rows.size());
@@ -725,9 +741,6 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
   }
 
   // 5. Missing values, then 6. gaps in time: both follow missing_policy.
-  Problems missing_values, gaps;
-  int64_t cells_filled = 0, rows_dropped_missing = 0, missing_steps = 0, steps_filled = 0,
-          gaps_left = 0;
   {
     std::vector<RawRow> kept;
     kept.reserve(rows.size());
@@ -749,7 +762,7 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
   // Under FAIL, stop here: the rows just set aside would also show up as gaps.
   if (missing_policy == Spec::Missing::FAIL && missing_values.count > 0) return missing_values.ToStatus();
   if (rows.empty()) {
-    return InvalidArgument("{}: every row has a missing value (first: {})", table.source,
+    return InvalidArgument("{}: every row has a missing value (first: {})", source,
                            missing_values.examples.empty() ? "" : missing_values.examples[0]);
   }
   if (missing_policy == Spec::Missing::FORWARD_FILL) {
@@ -812,6 +825,29 @@ StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
     rows = std::move(filled);
   }
   if (missing_policy == Spec::Missing::FAIL && gaps.count > 0) return gaps.ToStatus();
+
+  return out;
+}
+
+// ---------------------------------------------------------------------- Open
+
+StatusOr<TimeSeriesDataset> TimeSeriesDataset::Open(const Spec& spec) {
+  POLIS_RETURN_IF_ERROR(ValidateSpec(spec));
+  POLIS_ASSIGN_OR_RETURN(CsvTable table, ReadCsvFile(spec.path()));
+  POLIS_ASSIGN_OR_RETURN(Columns cols, BindColumns(spec, table.header, table.source, true));
+  const int64_t freq = spec.frequency_seconds();
+  const bool fail_malformed = spec.malformed_policy() == Spec::Malformed::FAIL;
+  auto at = [&](int64_t line) { return fmt::format("{}:{}: ", table.source, line); };
+
+  POLIS_ASSIGN_OR_RETURN(RegularSeries series, RegulariseRows(spec, cols, table.records, at, table.source));
+  std::vector<RawRow>& rows = series.rows;
+  const Problems &malformed = series.malformed, &off_grid = series.off_grid,
+                 &duplicates = series.duplicates, &missing_values = series.missing_values,
+                 &gaps = series.gaps;
+  const int64_t out_of_order = series.out_of_order, cells_filled = series.cells_filled,
+                rows_dropped_missing = series.rows_dropped_missing,
+                missing_steps = series.missing_steps, steps_filled = series.steps_filled,
+                gaps_left = series.gaps_left;
 
   // 7. Split by time.
   const int64_t first_time = rows.front().time;
@@ -1091,10 +1127,6 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
     const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
   POLIS_RETURN_IF_ERROR(ValidateSpec(spec));
   POLIS_ASSIGN_OR_RETURN(Columns cols, BindColumns(spec, header, "window", spec.target_as_feature()));
-  if (static_cast<int64_t>(rows.size()) != spec.lookback()) {
-    return InvalidArgument("window has {} rows; the model takes lookback = {}", rows.size(),
-                           spec.lookback());
-  }
   if (static_cast<int>(stats.vocabularies.size()) != spec.categorical_features_size()) {
     return FailedPrecondition("stats hold {} vocabularies but the spec has {} categorical features",
                               stats.vocabularies.size(), spec.categorical_features_size());
@@ -1105,31 +1137,32 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
                               fmt::join(stats.feature_names, ", "), fmt::join(enc.names(), ", "));
   }
   const int64_t F = enc.size();
-  std::vector<RawRow> parsed(rows.size());
+  // The job's row policies, as training applied them to the file.
+  std::vector<CsvRecord> records(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
-    const std::string where = fmt::format("window row {}: ", i + 1);
-    if (rows[i].size() != header.size()) {
-      return InvalidArgument("{}has {} fields; the header has {}", where, rows[i].size(), header.size());
-    }
-    RawRow& r = parsed[i];
-    r.line = static_cast<int64_t>(i + 1);
-    std::string why;
-    if (!ParseRow(spec, cols, rows[i], &r, &why)) return InvalidArgument("{}{}", where, why);
-    if (i > 0 && r.time != parsed[i - 1].time + spec.frequency_seconds()) {
-      return InvalidArgument("{}timestamp {}; expected {} (rows must be consecutive, {} s apart)", where,
-                             FormatTimestamp(r.time),
-                             FormatTimestamp(parsed[i - 1].time + spec.frequency_seconds()),
-                             spec.frequency_seconds());
-    }
-    std::string column;
-    if (HasMissing(r, &column, spec, cols)) {
-      if (spec.missing_policy() != Spec::Missing::FORWARD_FILL || i == 0) {
-        return InvalidArgument("{}column '{}' has no value{}", where, column,
-                               i == 0 && spec.missing_policy() == Spec::Missing::FORWARD_FILL
-                                   ? " (nothing earlier to fill from)" : "");
-      }
-      int64_t cells = 0;
-      ForwardFill(parsed[i - 1], &r, &cells);
+    records[i].line = static_cast<int64_t>(i + 1);
+    if (rows[i].size() != header.size())
+      records[i].error = fmt::format("has {} fields; the header has {}", rows[i].size(), header.size());
+    else
+      records[i].fields = rows[i];
+  }
+  auto at = [](int64_t line) { return fmt::format("window row {}: ", line); };
+  POLIS_ASSIGN_OR_RETURN(RegularSeries series, RegulariseRows(spec, cols, records, at, "window"));
+  const int64_t L = spec.lookback(), n = static_cast<int64_t>(series.rows.size());
+  if (n < L) {
+    return InvalidArgument("window has {} rows ({} sent, after the job's row policies); the model takes "
+                           "lookback = {} consecutive steps",
+                           n, rows.size(), L);
+  }
+  // The last `lookback` steps: a window.
+  std::vector<RawRow> parsed(std::make_move_iterator(series.rows.end() - L),
+                             std::make_move_iterator(series.rows.end()));
+  for (size_t i = 1; i < parsed.size(); ++i) {
+    const int64_t expected = parsed[i - 1].time + spec.frequency_seconds();
+    if (parsed[i].time != expected) {
+      return InvalidArgument("window row {}: timestamp {}; expected {} (a gap that the job's missing_policy "
+                             "and max_fill_steps leave as a break: {} consecutive steps are needed)",
+                             parsed[i].line, FormatTimestamp(parsed[i].time), FormatTimestamp(expected), L);
     }
   }
   std::vector<float> out(static_cast<size_t>(spec.lookback() * F));
@@ -1139,7 +1172,7 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
     Standardise(stats, raw.data(), out.data() + i * F);
     for (int64_t f = 0; f < F; ++f) {
       if (!std::isfinite(out[i * F + f]))
-        return InvalidArgument("window row {}: feature '{}': {}", i + 1, stats.feature_names[f],
+        return InvalidArgument("window row {}: feature '{}': {}", parsed[i].line, stats.feature_names[f],
                                OutOfFloat(raw[f], stats.mean[f], stats.stddev[f]));
     }
   }

@@ -110,10 +110,13 @@ class TimeSeriesDataset {
   // The split's time range [begin, end): every window of s lies inside it.
   std::pair<int64_t, int64_t> split_range(Split s) const { return split_range_[s]; }
 
-  // Preprocesses `lookback` raw rows (CSV fields under `header`, oldest
-  // first, consecutive at frequency_seconds) exactly as training did:
-  // lookback x F floats. Missing values follow missing_policy within the
-  // window (FORWARD_FILL fills from the row before; otherwise an error).
+  // Preprocesses raw rows (CSV fields under `header`, as lines of the
+  // source file) exactly as training did: the job's row policies
+  // (malformed rows, time order, duplicates, missing values, gaps up to
+  // max_fill_steps) turn them into a series, whose last `lookback` steps
+  // must be consecutive: lookback x F floats. Rows that give fewer steps, a
+  // gap the policies leave as a break, or a row a FAIL policy refuses are
+  // an error naming the row ("window row K: ...", K from 1).
   StatusOr<std::vector<float>> PreprocessWindow(
       const std::vector<std::string>& header,
       const std::vector<std::vector<std::string>>& rows) const;
@@ -137,7 +140,8 @@ class TimeSeriesDataset {
 };
 
 // The same transform without the training data, for serving: `stats` as
-// stored by training (TimeSeriesStats::FromJson) and the job's spec.
+// stored by training (TimeSeriesStats::FromJson) and the job's spec; the
+// rows go through the same row policies as the training file did.
 StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
     const proto::TimeSeriesSpec& spec, const TimeSeriesStats& stats,
     const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

@@ -1,6 +1,7 @@
 // Serving a time-series forecaster from raw CSV rows: the server applies the
 // artifact's TimeSeriesStats (PreprocessTimeSeriesWindow), runs the model and
 // answers in the target's original units.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -212,6 +213,123 @@ TEST_F(TimeSeriesServingTest, BadRowsAreRefused) {
   r = Call(c, "POST", "/v2/models/ts/infer",
            RowsBody(json::array({1, 2, 3, 4}), {kLookback}).dump());
   EXPECT_EQ(r.status, 400) << r.body;
+}
+
+// A source with a repeated timestamp and a one-step gap, trained with
+// duplicate_policy KEEP_FIRST and FORWARD_FILL: raw lines cut from that same
+// file are served exactly as training preprocessed them.
+TEST(TimeSeriesServingSkew, RowsCutFromTheTrainingFileAreServedAsTrained) {
+  TempDir data, root;
+  std::vector<std::string> lines;
+  std::vector<int> hours;  // each line's hour since the start
+  for (int i = 0; i < 48; ++i) {
+    if (i == 21 || i == 33) continue;  // one-step gaps
+    auto line = [&](double bump) {
+      return fmt::format("2024-01-0{} {:02}:00:00,{:.1f},{},{:.2f}", 1 + i / 24, i % 24, 10 + (i % 5) * 0.7 + bump,
+                         i % 3 == 0 ? "sun" : "rain", 100 + 20 * std::sin(i / 3.0) + i + bump);
+    };
+    lines.push_back(line(0));
+    hours.push_back(i);
+    if (i == 20 || i == 30) {  // the same hour again, other values: KEEP_FIRST drops these
+      lines.push_back(line(7.5));
+      hours.push_back(i);
+    }
+  }
+  const std::string csv = data.path() + "/series.csv";
+  {
+    std::ofstream f(csv);
+    f << kHeaderLine << "\n";
+    for (const auto& l : lines) f << l << "\n";
+  }
+  proto::TimeSeriesSpec spec;
+  spec.set_path(csv);
+  spec.set_timestamp_column("time");
+  spec.set_target_column("demand");
+  spec.add_numeric_features("temp");
+  spec.add_categorical_features()->set_column("weather");
+  spec.mutable_calendar_features()->set_weekday(false);
+  spec.mutable_calendar_features()->set_month(false);
+  spec.set_lookback(kLookback);
+  spec.set_horizon(1);
+  spec.set_duplicate_policy(proto::TimeSeriesSpec::Duplicate::KEEP_FIRST);
+  spec.set_missing_policy(proto::TimeSeriesSpec::Missing::FORWARD_FILL);
+  spec.set_max_fill_steps(2);
+  auto ds = data::TimeSeriesDataset::Open(spec);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  const int64_t F = ds->num_features();
+  const std::vector<std::string> header = Split(kHeaderLine);
+  auto hour_of = [&](int64_t t) { return (t - ds->window_times(data::TimeSeriesDataset::kTrain, 0).first_input) / 3600; };
+  const int first_hour = static_cast<int>(hour_of(ds->window_times(data::TimeSeriesDataset::kTrain, 0).first_input));
+  ASSERT_EQ(first_hour, 0);
+
+  // Every training window that ends on a line of the file: the client sends
+  // the file's lines from the last one at or before the window's first step.
+  int checked = 0, with_duplicate = 0, with_gap = 0;
+  std::vector<std::string> served_rows;
+  std::vector<float> served_x;
+  for (int64_t w = 0; w < ds->size(data::TimeSeriesDataset::kTrain); ++w) {
+    const auto t = ds->window_times(data::TimeSeriesDataset::kTrain, w);
+    const int first = static_cast<int>(hour_of(t.first_input)), last = static_cast<int>(hour_of(t.last_input));
+    if (std::find(hours.begin(), hours.end(), last) == hours.end()) continue;  // ends on a filled step
+    int from = first;
+    while (std::find(hours.begin(), hours.end(), from) == hours.end()) --from;
+    std::vector<std::vector<std::string>> fields;
+    std::vector<std::string> rows;
+    for (size_t i = 0; i < lines.size(); ++i)
+      if (hours[i] >= from && hours[i] <= last) {
+        fields.push_back(Split(lines[i]));
+        rows.push_back(lines[i]);
+      }
+    std::vector<float> want(kLookback * F), y(1);
+    ds->Gather(data::TimeSeriesDataset::kTrain, &w, 1, want.data(), y.data());
+    auto got = data::PreprocessTimeSeriesWindow(spec, ds->stats(), header, fields);
+    ASSERT_TRUE(got.ok()) << "window " << w << ": " << got.status().ToString();
+    ASSERT_EQ(got->size(), want.size());
+    for (size_t k = 0; k < want.size(); ++k) EXPECT_FLOAT_EQ((*got)[k], want[k]) << "window " << w << " value " << k;
+    ++checked;
+    const bool dup = (first <= 20 && 20 <= last) || (first <= 30 && 30 <= last);
+    const bool gap = (first < 21 && 21 < last) || (first < 33 && 33 < last);
+    with_duplicate += dup;
+    with_gap += gap;
+    if (dup && gap && served_rows.empty()) {
+      served_rows = rows;
+      served_x = want;
+    }
+  }
+  EXPECT_GT(checked, 30);
+  EXPECT_GT(with_duplicate, 0);
+  EXPECT_GT(with_gap, 0);
+  ASSERT_FALSE(served_rows.empty()) << "no window holds both a repeated hour and a gap";
+
+  // Over HTTP: the server takes those raw lines (more lines than lookback).
+  const nn::Shape in = {ds->lookback(), F};
+  ModelArtifact art = MakeArtifact(kForecaster, in, 7);
+  proto::DatasetSpec& d = *art.header.mutable_job()->mutable_dataset();
+  d.set_format(proto::DatasetSpec::CSV);
+  *d.mutable_timeseries() = spec;
+  json stats = json::parse(ds->stats().ToJson());
+  stats["header"] = header;
+  art.header.set_preprocessing_json(stats.dump());
+  ASSERT_EQ(Publish(root.path(), "skew", art), 1);
+  ServerHarness h(root.path());
+  HttpClient c = h.Client();
+  json body = {{"inputs", json::array({json{{"name", "rows"}, {"datatype", "BYTES"},
+                                            {"shape", json::array({static_cast<int64_t>(served_rows.size())})},
+                                            {"data", served_rows}}})}};
+  auto r = Call(c, "POST", "/v2/models/skew/infer", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<float> p = OutputData(ParseJson(r), "predictions");
+  ASSERT_EQ(p.size(), 1u);
+  const double want = ReferenceLogits(art, served_x)[0] * ds->stats().target_stddev + ds->stats().target_mean;
+  EXPECT_NEAR(p[0], want, 1e-4 * std::max(1.0, std::abs(want)));
+
+  // Under duplicate_policy FAIL the same lines are refused, naming the row.
+  spec.set_duplicate_policy(proto::TimeSeriesSpec::Duplicate::FAIL);
+  std::vector<std::vector<std::string>> fields;
+  for (const auto& l : served_rows) fields.push_back(Split(l));
+  auto refused = data::PreprocessTimeSeriesWindow(spec, ds->stats(), header, fields);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("repeats line"), std::string::npos) << refused.status().ToString();
 }
 
 }  // namespace

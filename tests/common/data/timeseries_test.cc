@@ -512,7 +512,9 @@ TEST_F(TimeSeriesTest, GatherGivesHandCheckedShapesAndValues) {
   ASSERT_TRUE(w2.ok());
   EXPECT_EQ(*w2, *w);
   auto gap = ds->PreprocessWindow(header, {rows[0], {FormatTimestamp(k2011 + 5 * kHour), "4", "6", "a", "0"}});
-  EXPECT_THAT(gap.status().message(), HasSubstr("window row 2: timestamp 2011-01-01 05:00:00; expected 2011-01-01 03:00:00"));
+  // missing_policy FAIL: the gap is refused as training refuses it.
+  EXPECT_THAT(gap.status().message(),
+              HasSubstr("window row 2: 2 missing steps (2011-01-01 03:00:00 .. 2011-01-01 04:00:00)"));
   auto bad = ds->PreprocessWindow(header, {rows[0], {FormatTimestamp(k2011 + 3 * kHour), "4", "x", "a", "0"}});
   EXPECT_THAT(bad.status().message(), HasSubstr("window row 2: column 'temp': 'x' is not a number"));
 }

@@ -24,6 +24,7 @@
 #include "common/http/http_client.h"
 #include "common/status.h"
 #include "registry/aliases.h"
+#include "registry/image_input.h"
 #include "registry/served_version.h"
 #include "registry/store.h"
 #include "registry/tensor_json.h"
@@ -308,8 +309,9 @@ void FlattenStrings(const json& j, std::vector<std::string>* out) {
 }
 
 // The same decoding the server applies to an infer body: 'input' through
-// DecodeInputTensor; time-series 'rows' (+ 'header') through the training
-// preprocessing, answered in the target's original units.
+// DecodeInputTensor; 'image' (PNG or JPEG files) through DecodeImageTensor;
+// time-series 'rows' (+ 'header') through the training preprocessing,
+// answered in the target's original units.
 StatusOr<json> RootBackend::Infer(const std::string& model, const std::string& ref, const json& body) {
   POLIS_ASSIGN_OR_RETURN(auto sv, Load(model, ref));
   if (!body.contains("inputs") || !body["inputs"].is_array() || body["inputs"].empty())
@@ -317,9 +319,15 @@ StatusOr<json> RootBackend::Infer(const std::string& model, const std::string& r
   const json* input = nullptr;
   const json* rows = nullptr;
   const json* header = nullptr;
+  const json* image = nullptr;
+  const auto image_spec = reg::ImageInputOf(sv->header());
   for (const auto& t : body["inputs"]) {
     const std::string name = t.value("name", "");
     if (name == "input") input = &t;
+    else if (name == reg::kImageInputName && image_spec) image = &t;
+    else if (name == reg::kImageInputName)
+      return InvalidArgument("input '{}' (PNG or JPEG files) is for image models; model '{}' takes 'input'{}",
+                             name, model, sv->timeseries() ? " or 'rows'" : "");
     else if (name == "rows" && sv->timeseries()) rows = &t;
     else if (name == "header" && sv->timeseries()) header = &t;
     else return InvalidArgument("unknown input '{}' for model '{}'", name, model);
@@ -332,6 +340,14 @@ StatusOr<json> RootBackend::Infer(const std::string& model, const std::string& r
                               sv->input_scale(), sv->input_shift()};
     bool too_large = false;
     POLIS_ASSIGN_OR_RETURN(reg::DecodedInput d, reg::DecodeInputTensor(*input, spec, &too_large));
+    x = std::move(d.values);
+    n = d.rows;
+  } else if (image) {
+    reg::ImageInputSpec spec = *image_spec;
+    spec.max_batch = kLocalMaxBatch;
+    spec.max_elements = int64_t{4} << 20;
+    bool too_large = false;
+    POLIS_ASSIGN_OR_RETURN(reg::DecodedInput d, reg::DecodeImageTensor(*image, spec, nullptr, &too_large));
     x = std::move(d.values);
     n = d.rows;
   } else if (rows) {
@@ -363,7 +379,7 @@ StatusOr<json> RootBackend::Infer(const std::string& model, const std::string& r
     }
     original_units = true;
   } else {
-    return InvalidArgument("the request names neither 'input' nor 'rows'");
+    return InvalidArgument("the request names none of 'input', 'image' or 'rows'");
   }
   reg::InferOutcome o = sv->InferSync(std::move(x), n);
   POLIS_RETURN_IF_ERROR(o.status);
@@ -595,6 +611,17 @@ StatusOr<json> BuildRequest(const ModelsOptions& o, const ModelInfo& info, std::
     }
     return json{{"inputs", json::array({tensor})}};
   }
+  if (!o.images.empty()) {
+    // The files as they are: the model decodes, resizes and preprocesses them.
+    json files = json::array();
+    for (const std::string& path : o.images) {
+      POLIS_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+      files.push_back(reg::Base64Encode(bytes));
+    }
+    return json{{"inputs", json::array({json{{"name", reg::kImageInputName}, {"datatype", "BYTES"},
+                                            {"shape", {static_cast<int64_t>(o.images.size())}},
+                                            {"data", std::move(files)}}})}};
+  }
   if (!o.idx.empty()) {
     POLIS_ASSIGN_OR_RETURN(data::IdxArray images, data::ReadIdx(o.idx));
     const int64_t n = images.dims[0];
@@ -620,7 +647,8 @@ StatusOr<json> BuildRequest(const ModelsOptions& o, const ModelInfo& info, std::
   }
   // --csv: the last `lookback` rows of the file, raw, with its header.
   if (info.lookback <= 0)
-    return InvalidArgument("--csv is for time-series models; this model takes images (use --idx or --input-json)");
+    return InvalidArgument(
+        "--csv is for time-series models; this model takes images (use --image, --idx or --input-json)");
   POLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(o.csv));
   std::vector<std::string> lines;
   std::istringstream in(text);
@@ -702,6 +730,9 @@ CLI::App* AddModelsCommands(CLI::App& app, ModelsOptions* o) {
   predict->add_option("--index", o->index, "which image of --idx (default 0)")->check(CLI::NonNegativeNumber);
   predict->add_option("--idx-labels", o->idx_labels, "IDX label file: also print the image's label");
   predict->add_option("--csv", o->csv, "time-series models: a CSV file with a header; its last rows are sent");
+  predict->add_option("--image", o->images,
+                      "image models: PNG or JPEG files, one row each, decoded and preprocessed by the model "
+                      "as in training");
   predict->add_option("--top", o->top, "classes to print (default 5)")->check(CLI::PositiveNumber);
   return models;
 }
@@ -713,8 +744,10 @@ int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std:
     if (o.registry.empty() == o.root.empty())
       throw Usage{"give exactly one of --registry http://HOST:PORT or --root DIR"};
     if (cmd == "predict") {
-      const int kinds = !o.input_json.empty() + !o.idx.empty() + !o.csv.empty();
-      if (kinds != 1) throw Usage{"give exactly one input: --input-json FILE, --idx FILE [--index I] or --csv FILE"};
+      const int kinds = !o.input_json.empty() + !o.idx.empty() + !o.csv.empty() + !o.images.empty();
+      if (kinds != 1)
+        throw Usage{"give exactly one input: --input-json FILE, --idx FILE [--index I], --csv FILE or "
+                    "--image FILE..."};
       if (o.idx.empty() && (o.index != 0 || !o.idx_labels.empty()))
         throw Usage{"--index and --idx-labels go with --idx"};
     }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -23,6 +24,7 @@ struct ModelsOptions {
   bool force = false;
   // predict
   std::string input_json, idx, idx_labels, csv;
+  std::vector<std::string> images;  // PNG or JPEG files, one row each
   int64_t index = 0;
   int top = 5;
 };

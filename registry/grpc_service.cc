@@ -102,7 +102,7 @@ void AppendAs(std::string& out, const Repeated& values) {
 }
 
 // Typed contents as raw bytes of `datatype`; false when the datatype has no
-// numeric contents field (BYTES is sent as JSON strings instead).
+// numeric contents field (BYTES is encoded by the caller, InferBody).
 bool TypedToRaw(const std::string& datatype, const pb::InferTensorContents& c, std::string& out) {
   if (datatype == "FP32") AppendAs<float>(out, c.fp32_contents());
   else if (datatype == "FP64") AppendAs<double>(out, c.fp64_contents());
@@ -131,8 +131,11 @@ json ParameterJson(const pb::InferParameter& p) {
 }
 
 // The ModelInfer request as the REST binary tensor extension: a JSON header
-// (no tensor data) followed by every input's raw bytes. BYTES inputs go as
-// JSON strings in the header.
+// (no tensor data) followed by every input's raw bytes. BYTES elements
+// (contents.bytes_contents) go there too, each as a 4-byte little-endian
+// length and its bytes (the extension's BYTES encoding, which is also what
+// raw_input_contents holds for BYTES): as JSON strings, bytes that are not
+// UTF-8 (an image file) would not survive.
 grpc::Status InferBody(const pb::ModelInferRequest& r, std::string* body, size_t* header_length) {
   const bool raw = r.raw_input_contents_size() > 0;
   if (raw && r.raw_input_contents_size() != r.inputs_size())
@@ -152,20 +155,19 @@ grpc::Status InferBody(const pb::ModelInferRequest& r, std::string* body, size_t
     const auto& in = r.inputs(i);
     json t = {{"name", in.name()}, {"datatype", in.datatype()},
               {"shape", std::vector<int64_t>(in.shape().begin(), in.shape().end())}};
-    if (in.datatype() == "BYTES") {
-      if (raw)
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            fmt::format("input '{}': send BYTES in contents.bytes_contents, not "
-                                        "raw_input_contents", in.name()));
-      json data = json::array();
-      for (const auto& s : in.contents().bytes_contents()) data.push_back(s);
-      t["data"] = std::move(data);
+    const size_t before = binary.size();
+    if (raw) {
+      binary += r.raw_input_contents(i);
+    } else if (in.datatype() == "BYTES") {
+      for (const auto& s : in.contents().bytes_contents()) {
+        const uint32_t n = static_cast<uint32_t>(s.size());
+        binary.append(reinterpret_cast<const char*>(&n), 4);
+        binary += s;
+      }
     } else {
-      const size_t before = binary.size();
-      if (raw) binary += r.raw_input_contents(i);
-      else TypedToRaw(in.datatype(), in.contents(), binary);
-      t["parameters"] = {{"binary_data_size", binary.size() - before}};
+      TypedToRaw(in.datatype(), in.contents(), binary);
     }
+    t["parameters"] = {{"binary_data_size", binary.size() - before}};
     inputs.push_back(std::move(t));
   }
   header["inputs"] = std::move(inputs);

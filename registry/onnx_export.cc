@@ -154,6 +154,13 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact& a, const std::string& mode
     auto* p = m.add_metadata_props();
     p->set_key("polis.input_preprocessing");
     p->set_value(fmt::format("pixel * {} + {}", h.job().dataset().scale(), h.job().dataset().shift()));
+    // Image libraries hand out interleaved pixels, OpenCV's in B, G, R order:
+    // say which planes the input holds.
+    if (in_shape.size() == 3 && (in_shape[0] == 1 || in_shape[0] == 3)) {
+      auto* layout = m.add_metadata_props();
+      layout->set_key("polis.input_layout");
+      layout->set_value(in_shape[0] == 3 ? "CHW RGB: planes R, G, B, each H x W" : "CHW grey: one H x W plane");
+    }
   }
 
   // ONNX's own checks, wrapped once here: structure, then shapes.

@@ -25,6 +25,7 @@
 #include "registry/explain_queue.h"
 #include "registry/grpc_service.h"
 #include "registry/http.h"
+#include "registry/image_input.h"
 #include "registry/metrics.h"
 #include "registry/repository.h"
 #include "registry/store.h"
@@ -241,6 +242,9 @@ struct RegistryServer::Impl {
       outputs.push_back(json{{"name", name}, {"datatype", "FP32"}, {"shape", out_shape}});
     json inputs =
         json::array({json{{"name", kInputName}, {"datatype", "FP32"}, {"shape", in_shape}}});
+    const auto image = ImageInputOf(sv.header());
+    if (image)
+      inputs.push_back(json{{"name", kImageInputName}, {"datatype", "BYTES"}, {"shape", json::array({-1})}});
     if (sv.timeseries()) {
       const proto::TimeSeriesSpec& ts = sv.timeseries_spec();
       inputs.push_back(json{{"name", kRowsInput}, {"datatype", "BYTES"},
@@ -267,6 +271,16 @@ struct RegistryServer::Impl {
           {"integer_input_shift", sv.input_shift()},
           {"metrics", metrics_json}}},
     };
+    if (image)
+      meta["parameters"]["image"] = json{
+          {"channels", image->channels},
+          {"height", image->height},
+          {"width", image->width},
+          {"encodings", {"PNG", "JPEG"}},
+          {"preprocessing", fmt::format("decoded to {} channel{}, resized (bilinear) to {}x{} when the size "
+                                        "differs, value * {} + {}",
+                                        image->channels, image->channels == 1 ? "" : "s", image->height,
+                                        image->width, image->scale, image->shift)}};
     if (sv.timeseries()) {
       const proto::TimeSeriesSpec& ts = sv.timeseries_spec();
       json header = sv.timeseries_header();
@@ -283,13 +297,30 @@ struct RegistryServer::Impl {
     return meta;
   }
 
+  // What a model's infer request may name, for refusals: "'input' (FP32,
+  // shape [-1,3,16,16]) or 'image' (BYTES, shape [-1], PNG or JPEG files)".
+  static std::string InputsTaken(const ServedVersion& sv) {
+    std::vector<int64_t> shape{-1};
+    shape.insert(shape.end(), sv.input_shape().begin(), sv.input_shape().end());
+    std::string out = fmt::format("'{}' (FP32, shape {})", kInputName, ShapeJson(shape));
+    if (ImageInputOf(sv.header()))
+      out += fmt::format(" or '{}' (BYTES, shape [-1], PNG or JPEG files)", kImageInputName);
+    if (sv.timeseries())
+      out += fmt::format(" or '{}' (BYTES CSV lines) with an optional '{}'", kRowsInput, kHeaderInput);
+    return out;
+  }
+
   // Raw CSV rows of a time-series model: input 'rows' (BYTES, [N] or [B, N]
   // CSV lines, N = lookback) and optionally 'header' (BYTES, column names),
   // preprocessed window by window with the artifact's stats.
-  StatusOr<DecodedInput> DecodeTimeSeriesRows(const json& inputs, const ServedVersion& sv,
-                                              bool* too_large) {
+  // Either may come as binary data (`slices`, per input; gRPC sends BYTES so).
+  StatusOr<DecodedInput> DecodeTimeSeriesRows(
+      const json& inputs, const std::vector<std::optional<std::string_view>>& slices,
+      const ServedVersion& sv, bool* too_large) {
     const json* rows_t = nullptr;
     const json* header_t = nullptr;
+    const std::string_view* rows_bin = nullptr;
+    const std::string_view* header_bin = nullptr;
     for (size_t i = 0; i < inputs.size(); ++i) {
       const json& t = inputs[i];
       if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
@@ -303,19 +334,20 @@ struct RegistryServer::Impl {
             EchoValue(name), kRowsInput, sv.model_name(), kRowsInput, kHeaderInput, kInputName);
       if (*slot) return InvalidArgument("input '{}' given twice", name);
       *slot = &t;
+      if (i < slices.size() && slices[i]) (slot == &rows_t ? rows_bin : header_bin) = &*slices[i];
     }
     if (!rows_t)
       return InvalidArgument("input '{}' needs input '{}' (BYTES, CSV lines)", kHeaderInput, kRowsInput);
-    auto check_bytes = [](const json& t, const char* name) -> Status {
+    auto check_bytes = [](const json& t, const char* name, bool binary) -> Status {
       auto dt = t.find("datatype");
       if (dt == t.end() || !dt->is_string() || dt->get<std::string>() != "BYTES")
         return InvalidArgument("input '{}': datatype must be \"BYTES\" (strings), got {}", name,
                                dt == t.end() ? "none" : EchoValue(Dump(*dt)));
-      if (!t.contains("data") || !t["data"].is_array())
+      if (!binary && (!t.contains("data") || !t["data"].is_array()))
         return InvalidArgument("input '{}': \"data\" must be an array of strings", name);
       return Status::Ok();
     };
-    POLIS_RETURN_IF_ERROR(check_bytes(*rows_t, kRowsInput));
+    POLIS_RETURN_IF_ERROR(check_bytes(*rows_t, kRowsInput, rows_bin != nullptr));
     const proto::TimeSeriesSpec& spec = sv.timeseries_spec();
     const int64_t lookback = spec.lookback();
     // Shape: [N] or [B, N].
@@ -345,22 +377,26 @@ struct RegistryServer::Impl {
       return InvalidArgument("input '{}': {} windows of {} values exceed the limit of {} elements",
                              kRowsInput, windows, sv.input_elements(), opt.max_tensor_elements);
     }
-    // Data: flat, or nested one level per window.
-    std::vector<const std::string*> lines;
-    const json& data = (*rows_t)["data"];
-    auto take = [&](const json& v, const std::string& where) -> Status {
-      if (!v.is_string())
-        return InvalidArgument("input '{}': {} is {}; expected a CSV line (string)", kRowsInput,
-                               where, v.type_name());
-      lines.push_back(v.get_ptr<const std::string*>());
-      return Status::Ok();
-    };
-    for (size_t i = 0; i < data.size(); ++i) {
-      if (data[i].is_array()) {
-        for (size_t j = 0; j < data[i].size(); ++j)
-          POLIS_RETURN_IF_ERROR(take(data[i][j], fmt::format("data[{}][{}]", i, j)));
-      } else {
-        POLIS_RETURN_IF_ERROR(take(data[i], fmt::format("data[{}]", i)));
+    // Data: binary, or JSON strings flat or nested one level per window.
+    std::vector<std::string_view> lines;
+    if (rows_bin) {
+      POLIS_ASSIGN_OR_RETURN(lines, SplitBinaryBytes(*rows_bin, fmt::format("input '{}'", kRowsInput)));
+    } else {
+      const json& data = (*rows_t)["data"];
+      auto take = [&](const json& v, const std::string& where) -> Status {
+        if (!v.is_string())
+          return InvalidArgument("input '{}': {} is {}; expected a CSV line (string)", kRowsInput,
+                                 where, v.type_name());
+        lines.push_back(v.get_ref<const std::string&>());
+        return Status::Ok();
+      };
+      for (size_t i = 0; i < data.size(); ++i) {
+        if (data[i].is_array()) {
+          for (size_t j = 0; j < data[i].size(); ++j)
+            POLIS_RETURN_IF_ERROR(take(data[i][j], fmt::format("data[{}][{}]", i, j)));
+        } else {
+          POLIS_RETURN_IF_ERROR(take(data[i], fmt::format("data[{}]", i)));
+        }
       }
     }
     if (static_cast<int64_t>(lines.size()) != windows * per_window)
@@ -369,13 +405,19 @@ struct RegistryServer::Impl {
     // Header: given, or recorded in the artifact.
     std::vector<std::string> header;
     if (header_t) {
-      POLIS_RETURN_IF_ERROR(check_bytes(*header_t, kHeaderInput));
-      const json& hd = (*header_t)["data"];
-      for (size_t i = 0; i < hd.size(); ++i) {
-        if (!hd[i].is_string())
-          return InvalidArgument("input '{}': data[{}] is {}; expected a column name (string)",
-                                 kHeaderInput, i, hd[i].type_name());
-        header.push_back(hd[i].get<std::string>());
+      POLIS_RETURN_IF_ERROR(check_bytes(*header_t, kHeaderInput, header_bin != nullptr));
+      if (header_bin) {
+        POLIS_ASSIGN_OR_RETURN(auto names,
+                               SplitBinaryBytes(*header_bin, fmt::format("input '{}'", kHeaderInput)));
+        header.assign(names.begin(), names.end());
+      } else {
+        const json& hd = (*header_t)["data"];
+        for (size_t i = 0; i < hd.size(); ++i) {
+          if (!hd[i].is_string())
+            return InvalidArgument("input '{}': data[{}] is {}; expected a column name (string)",
+                                   kHeaderInput, i, hd[i].type_name());
+          header.push_back(hd[i].get<std::string>());
+        }
       }
       // One string holding the whole header line is accepted too.
       if (header.size() == 1 && header[0].find(',') != std::string::npos) {
@@ -401,7 +443,7 @@ struct RegistryServer::Impl {
     for (int64_t b = 0; b < windows; ++b) {
       for (int64_t r = 0; r < per_window; ++r) {
         const int64_t row = b * per_window + r;
-        auto fields = data::SplitCsvLine(*lines[row]);
+        auto fields = data::SplitCsvLine(lines[row]);
         if (!fields.ok())
           return InvalidArgument("input '{}': row {} (window {}, row {}): {}", kRowsInput, row, b, r,
                                  fields.status().message());
@@ -444,17 +486,33 @@ struct RegistryServer::Impl {
     if (raw_rows) *raw_rows = false;
     POLIS_ASSIGN_OR_RETURN(auto slices, BinarySlices(parsed));
     auto inputs = body.find("inputs");
+    const auto image = ImageInputOf(sv.header());
     if (inputs == body.end() || !inputs->is_array() || inputs->empty())
-      return InvalidArgument("\"inputs\" is required: an array with one tensor named '{}'{}",
+      return InvalidArgument("\"inputs\" is required: an array with one tensor named '{}'{}{}",
                              kInputName,
+                             image ? fmt::format(", or '{}' (BYTES, PNG or JPEG files)", kImageInputName) : "",
                              sv.timeseries() ? fmt::format(", or '{}' (BYTES CSV lines) with an "
                                                            "optional '{}'", kRowsInput, kHeaderInput)
                                              : "");
-    bool names_rows = false;
+    bool names_rows = false, names_image = false;
     for (const auto& t : *inputs)
-      if (t.is_object() && t.contains("name") && t["name"].is_string() &&
-          (t["name"] == kRowsInput || t["name"] == kHeaderInput))
-        names_rows = true;
+      if (t.is_object() && t.contains("name") && t["name"].is_string()) {
+        if (t["name"] == kRowsInput || t["name"] == kHeaderInput) names_rows = true;
+        if (t["name"] == kImageInputName) names_image = true;
+      }
+    if (names_image) {
+      if (!image)
+        return InvalidArgument("input '{}' (PNG or JPEG files) is for image models; model '{}' version {} "
+                               "takes {}",
+                               kImageInputName, sv.model_name(), sv.version(), InputsTaken(sv));
+      if (inputs->size() != 1)
+        return InvalidArgument("input '{}' goes alone: {} inputs given; model '{}' takes {}", kImageInputName,
+                               inputs->size(), sv.model_name(), InputsTaken(sv));
+      ImageInputSpec spec = *image;
+      spec.max_batch = sv.options().max_batch_size;
+      spec.max_elements = opt.max_tensor_elements;
+      return DecodeImageTensor((*inputs)[0], spec, slices[0] ? &*slices[0] : nullptr, too_large);
+    }
     if (names_rows) {
       if (!sv.timeseries())
         return InvalidArgument(
@@ -463,11 +521,7 @@ struct RegistryServer::Impl {
             "'{}'",
             kRowsInput, kHeaderInput, sv.model_name(), sv.version(), kInputName);
       if (raw_rows) *raw_rows = true;
-      for (const auto& s : slices)
-        if (s)
-          return InvalidArgument("inputs '{}' and '{}' are BYTES CSV lines; send them as JSON "
-                                 "strings, not binary data", kRowsInput, kHeaderInput);
-      return DecodeTimeSeriesRows(*inputs, sv, too_large);
+      return DecodeTimeSeriesRows(*inputs, slices, sv, too_large);
     }
     if (inputs->size() != 1) {
       std::vector<std::string> names;
@@ -475,17 +529,17 @@ struct RegistryServer::Impl {
         names.push_back(t.is_object() && t.contains("name") && t["name"].is_string()
                             ? "'" + EchoValue(t["name"].get<std::string>()) + "'"
                             : "?");
-      return InvalidArgument("{} inputs given ({}); model '{}' has one input, '{}'", inputs->size(),
-                             fmt::join(names, ", "), sv.model_name(), kInputName);
+      return InvalidArgument("{} inputs given ({}); model '{}' takes one input: {}", inputs->size(),
+                             fmt::join(names, ", "), sv.model_name(), InputsTaken(sv));
     }
     const json& t = (*inputs)[0];
     if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
-      return InvalidArgument("inputs[0] needs a \"name\" (string); the model's input is '{}'",
-                             kInputName);
+      return InvalidArgument("inputs[0] needs a \"name\" (string); model '{}' takes {}", sv.model_name(),
+                             InputsTaken(sv));
     const std::string name = t["name"].get<std::string>();
     if (name != kInputName)
-      return InvalidArgument("unknown input '{}'; model '{}' has one input, '{}'", EchoValue(name),
-                             sv.model_name(), kInputName);
+      return InvalidArgument("unknown input '{}'; model '{}' takes {}", EchoValue(name), sv.model_name(),
+                             InputsTaken(sv));
     InputTensorSpec spec;
     spec.name = kInputName;
     spec.sample_shape = sv.input_shape();

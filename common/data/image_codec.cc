@@ -14,7 +14,13 @@ namespace {
 
 constexpr uint8_t kPngMagic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
-StatusOr<Pixels> DecodePng(std::string_view bytes, int channels) {
+Status CheckPixels(const char* format, int64_t width, int64_t height, int64_t max_pixels) {
+  if (max_pixels > 0 && width * height > max_pixels)
+    return InvalidArgument("{}: {}x{} pixels exceed the limit of {} pixels", format, width, height, max_pixels);
+  return Status::Ok();
+}
+
+StatusOr<Pixels> DecodePng(std::string_view bytes, int channels, int64_t max_pixels) {
   png_image img;
   std::memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
@@ -28,6 +34,10 @@ StatusOr<Pixels> DecodePng(std::string_view bytes, int channels) {
   if (img.height == 0 || img.width == 0 || img.height > 65535 || img.width > 65535) {
     png_image_free(&img);
     return InvalidArgument("PNG: {}x{} pixels; expected 1..65535 on each side", img.width, img.height);
+  }
+  if (Status st = CheckPixels("PNG", img.width, img.height, max_pixels); !st.ok()) {
+    png_image_free(&img);
+    return st;
   }
   p.hwc.resize(PNG_IMAGE_SIZE(img));
   // Transparent pixels are composed over black, whatever the file's bKGD.
@@ -60,7 +70,7 @@ void JpegWarning(j_common_ptr c, int level) {
   if (level < 0) JpegErrorExit(c);
 }
 
-StatusOr<Pixels> DecodeJpeg(std::string_view bytes, int channels) {
+StatusOr<Pixels> DecodeJpeg(std::string_view bytes, int channels, int64_t max_pixels) {
   jpeg_decompress_struct cinfo;
   JpegError err;
   cinfo.err = jpeg_std_error(&err.mgr);
@@ -77,6 +87,10 @@ StatusOr<Pixels> DecodeJpeg(std::string_view bytes, int channels) {
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     jpeg_destroy_decompress(&cinfo);
     return InvalidArgument("JPEG: CMYK images are not supported; convert to RGB");
+  }
+  if (Status st = CheckPixels("JPEG", cinfo.image_width, cinfo.image_height, max_pixels); !st.ok()) {
+    jpeg_destroy_decompress(&cinfo);
+    return st;
   }
   cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
@@ -156,10 +170,11 @@ StatusOr<ImageEncoding> SniffEncoding(std::string_view b) {
                          std::min<size_t>(b.size(), 8));
 }
 
-StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels) {
+StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels) {
   if (channels != 1 && channels != 3) return InvalidArgument("channels is {}; expected 1 or 3", channels);
   POLIS_ASSIGN_OR_RETURN(ImageEncoding e, SniffEncoding(bytes));
-  return e == ImageEncoding::kPng ? DecodePng(bytes, channels) : DecodeJpeg(bytes, channels);
+  return e == ImageEncoding::kPng ? DecodePng(bytes, channels, max_pixels)
+                                  : DecodeJpeg(bytes, channels, max_pixels);
 }
 
 StatusOr<std::string> EncodeImage(const Pixels& p, ImageEncoding e, int jpeg_quality) {

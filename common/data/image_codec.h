@@ -32,7 +32,10 @@ const char* EncodingExtension(ImageEncoding e);
 StatusOr<ImageEncoding> SniffEncoding(std::string_view bytes);
 
 // channels: 1 (grey) or 3 (RGB). Colour is converted as the libraries do.
-StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels);
+// max_pixels > 0 refuses a larger image (height x width) from its header,
+// before any pixel memory is taken: bytes from a client cannot make the
+// caller allocate gigabytes.
+StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels = 0);
 StatusOr<std::string> EncodeImage(const Pixels& p, ImageEncoding e, int jpeg_quality = 90);
 
 // Bilinear, sampling at pixel centres (as OpenCV's INTER_LINEAR).

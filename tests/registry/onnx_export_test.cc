@@ -132,22 +132,33 @@ std::map<std::string, Tensor> Interpret(const onnx::ModelProto& m, const Tensor&
   return t;
 }
 
-TEST(OnnxExportTest, ExportedGraphComputesWhatTheNetworkComputes) {
-  // SAME padding with stride 2 (uneven pads), ReLU and tanh, pooling, two
-  // dense layers.
-  const std::string spec = R"(
+// The exported graph of `a`, parsed; empty (and the test failed) when the
+// export fails.
+onnx::ModelProto Exported(const ModelArtifact& a, const std::string& name) {
+  onnx::ModelProto m;
+  auto bytes = ExportOnnx(a, name);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+  if (bytes.ok()) {
+    EXPECT_TRUE(m.ParseFromString(*bytes));
+  }
+  return m;
+}
+
+// SAME padding with stride 2 (uneven pads), ReLU and tanh, pooling, two
+// dense layers; four outputs.
+constexpr char kExportedCnn[] = R"(
     layer { type: "Conv2D" activation: RELU conv2d_param { filters: 4 kernel_size: 3 stride: 2 padding: SAME } }
     layer { type: "Conv2D" activation: TANH conv2d_param { filters: 3 kernel_size: 2 } }
     layer { type: "MaxPool2D" pool2d_param { pool_size: 2 } }
     layer { type: "Flatten" }
     layer { type: "Dense" activation: RELU dense_param { units: 6 } }
     layer { type: "Dense" dense_param { units: 4 } })";
+
+TEST(OnnxExportTest, ExportedGraphComputesWhatTheNetworkComputes) {
   const nn::Shape in = {2, 11, 11};
-  const ModelArtifact a = MakeArtifact(spec, in, 21);
-  auto bytes = ExportOnnx(a, "tiny");
-  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
-  onnx::ModelProto m;
-  ASSERT_TRUE(m.ParseFromString(*bytes));
+  const ModelArtifact a = MakeArtifact(kExportedCnn, in, 21);
+  const onnx::ModelProto m = Exported(a, "tiny");
+  ASSERT_EQ(m.graph().input_size(), 1);
   EXPECT_EQ(m.opset_import(0).version(), 13);
   ASSERT_EQ(m.graph().output_size(), 2);
   EXPECT_EQ(m.graph().output(0).name(), "probabilities");
@@ -170,6 +181,42 @@ TEST(OnnxExportTest, ExportedGraphComputesWhatTheNetworkComputes) {
       sum += probs.v[r * 4 + k];
     }
     EXPECT_NEAR(sum, 1.0, 1e-5);
+  }
+}
+
+// An RGB model on non-square images (3 x 10 x 12, as a SHARDS job trains
+// it): the graph's input is [batch, 3, 10, 12] and it computes what the
+// network computes, channel planes in Polis' C x H x W order.
+TEST(OnnxExportTest, RgbNonSquareModelExportsAndComputesWhatTheNetworkComputes) {
+  const nn::Shape in = {3, 10, 12};
+  ModelArtifact a = MakeArtifact(kExportedCnn, in, 33);
+  a.header.mutable_job()->mutable_dataset()->set_format(proto::DatasetSpec::SHARDS);
+  const onnx::ModelProto m = Exported(a, "rgb");
+  ASSERT_EQ(m.graph().input_size(), 1);
+  const auto& dims = m.graph().input(0).type().tensor_type().shape().dim();
+  ASSERT_EQ(dims.size(), 4);
+  EXPECT_EQ(dims[0].dim_param(), "batch");
+  EXPECT_EQ(dims[1].dim_value(), 3);
+  EXPECT_EQ(dims[2].dim_value(), 10);
+  EXPECT_EQ(dims[3].dim_value(), 12);
+  EXPECT_EQ(m.graph().initializer(0).dims(1), 3);  // the first kernel reads three channels
+  std::map<std::string, std::string> props;
+  for (const auto& p : m.metadata_props()) props[p.key()] = p.value();
+  EXPECT_EQ(props["polis.input_layout"], "CHW RGB: planes R, G, B, each H x W");
+  EXPECT_EQ(props["polis.input_preprocessing"], "pixel * 0.003921569 + 0");
+
+  const int64_t rows = 2, E = 3 * 10 * 12;
+  Tensor x;
+  x.dims = {rows, 3, 10, 12};
+  x.v = Pattern(rows * E, 6);
+  // Channels that differ: a model that mixed them up would not match.
+  for (int64_t i = 0; i < rows * E; ++i) x.v[i] += 0.25f * static_cast<float>((i / (10 * 12)) % 3);
+  const auto out = Interpret(m, x);
+  const Tensor& logits = out.at("logits");
+  ASSERT_EQ(logits.dims, (std::vector<int64_t>{rows, 4}));
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto ref = ReferenceLogits(a, std::vector<float>(x.v.begin() + r * E, x.v.begin() + (r + 1) * E));
+    for (int k = 0; k < 4; ++k) EXPECT_NEAR(logits.v[r * 4 + k], ref[k], 1e-4) << "row " << r << " class " << k;
   }
 }
 

@@ -297,8 +297,8 @@ TEST_F(ServerTest, InferErrorsSayWhatIsWrong) {
   expect("{}", 400, "\"inputs\" is required");
   json good = InferBody(Pattern(64, 3), 1, kTinyInput);
   json b = good;
-  b["inputs"][0]["name"] = "image";
-  expect(b.dump(), 400, "unknown input 'image'; model 'tiny' has one input, 'input'");
+  b["inputs"][0]["name"] = "pixels";
+  expect(b.dump(), 400, "unknown input 'pixels'; model 'tiny' takes 'input' (FP32, shape [-1,1,8,8])");
   b = good;
   b["inputs"].push_back(good["inputs"][0]);
   expect(b.dump(), 400, "2 inputs given");

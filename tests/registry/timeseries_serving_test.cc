@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "common/data/timeseries.h"
+#include "registry/image_input.h"
 #include "tests/registry/registry_test_util.h"
 
 namespace polis::registry {
@@ -330,6 +331,59 @@ TEST(TimeSeriesServingSkew, RowsCutFromTheTrainingFileAreServedAsTrained) {
   auto refused = data::PreprocessTimeSeriesWindow(spec, ds->stats(), header, fields);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("repeats line"), std::string::npos) << refused.status().ToString();
+}
+
+// Rows and header as binary data (the binary tensor extension's BYTES
+// encoding, which is how gRPC hands BYTES to the server) give the answer the
+// JSON strings give.
+TEST_F(TimeSeriesServingTest, RowsAsBinaryDataAnswerAsJsonStrings) {
+  ServerHarness h(root_.path());
+  HttpClient c = h.Client();
+  const std::vector<std::string> rows = Rows(10);
+  const std::string rows_bin = JoinBinaryBytes(rows), header_bin = JoinBinaryBytes({kHeaderLine});
+  json head = {{"inputs", json::array({json{{"name", "rows"}, {"datatype", "BYTES"}, {"shape", {kLookback}},
+                                            {"parameters", {{"binary_data_size", rows_bin.size()}}}},
+                                       json{{"name", "header"}, {"datatype", "BYTES"}, {"shape", {1}},
+                                            {"parameters", {{"binary_data_size", header_bin.size()}}}}})}};
+  const std::string json_part = head.dump();
+  auto r = Call(c, "POST", "/v2/models/ts-plain/infer", json_part + rows_bin + header_bin,
+                {{"Inference-Header-Content-Length", std::to_string(json_part.size())}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<float> p = OutputData(ParseJson(r), "predictions");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_NEAR(p[0], Expected(rows), 1e-4 * std::max(1.0, std::abs(Expected(rows))));
+
+  // A length that runs past the data is refused naming the element.
+  std::string cut = rows_bin.substr(0, rows_bin.size() - 3);
+  head["inputs"][0]["parameters"]["binary_data_size"] = cut.size();
+  head["inputs"].erase(1);
+  const std::string bad_json = head.dump();
+  r = Call(c, "POST", "/v2/models/ts/infer", bad_json + cut,
+           {{"Inference-Header-Content-Length", std::to_string(bad_json.size())}});
+  EXPECT_EQ(r.status, 400) << r.body;
+  const std::string err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("input 'rows': binary data: element 3"), std::string::npos) << err;
+}
+
+// A forecaster has no image input: 'image' is refused in one line that says
+// what the model takes, and its metadata does not list it.
+TEST_F(TimeSeriesServingTest, ImageInputIsRefusedSayingWhatTheModelTakes) {
+  ServerHarness h(root_.path());
+  HttpClient c = h.Client();
+  json body = {{"inputs", json::array({json{{"name", "image"}, {"datatype", "BYTES"}, {"shape", {1}},
+                                            {"data", {Base64Encode("\x89PNG\r\n\x1a\n")}}}})}};
+  auto r = Call(c, "POST", "/v2/models/ts/infer", body.dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  const std::string err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("input 'image' (PNG or JPEG files) is for image models; model 'ts' version 1 takes "
+                     "'input' (FP32, shape [-1,4,"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("or 'rows' (BYTES CSV lines) with an optional 'header'"), std::string::npos) << err;
+  EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  r = Call(c, "GET", "/v2/models/ts");
+  ASSERT_EQ(r.status, 200) << r.body;
+  for (const auto& in : ParseJson(r)["inputs"]) EXPECT_NE(in["name"], "image") << in;
 }
 
 }  // namespace

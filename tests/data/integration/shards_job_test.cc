@@ -1,17 +1,30 @@
 // Real jobs (mpirun, polis-run) trained from shards packed by polis-data:
 // Fashion-MNIST to the IDX job's accuracy bar, an image folder made here
-// (RGB PNG and JPEG, three classes) with augmentation, and a worker's peak
-// memory while it streams a dataset several times larger than the bound.
+// (RGB PNG and JPEG, three classes) with augmentation, the model published
+// from that folder served from the image files themselves, and a worker's
+// peak memory while it streams a dataset several times larger than the bound.
 #include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <thread>
 
+#include <google/protobuf/text_format.h>
+
+#include "common/data/dataset.h"
 #include "common/data/image_codec.h"
+#include "common/data/shard_dataset.h"
+#include "common/data/shard_format.h"
 #include "common/fs.h"
+#include "common/http/http_client.h"
+#include "registry/image_input.h"
 #include "tests/integration/shell.h"
 #include "tests/prereq.h"
 
@@ -82,13 +95,13 @@ TEST_F(ShardsJob, FashionMnistPackVerifyTrainReachesTheIdxBar) {
 }
 
 // Three classes told apart by colour and layout, as RGB PNG and JPEG files
-// of different sizes; packed to 16x16 and trained with augmentation.
-TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
+// of different sizes (20..24 x 24): DIR/CLASS/NNN.{png,jpg}.
+void WriteShapePhotos(const std::string& dir) {
   const char* classes[] = {"red_bar", "green_square", "blue_dot"};
   uint64_t rng = 12345;
   auto noise = [&] { return static_cast<int>((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 59); };
   for (int c = 0; c < 3; ++c) {
-    std::filesystem::create_directories(work + "/photos/" + classes[c]);
+    std::filesystem::create_directories(dir + "/" + classes[c]);
     for (int i = 0; i < 60; ++i) {
       data::Pixels p;
       p.height = 20 + i % 5;
@@ -106,20 +119,28 @@ TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
       const bool jpeg = i % 2 == 1;
       auto bytes = data::EncodeImage(p, jpeg ? data::ImageEncoding::kJpeg : data::ImageEncoding::kPng, 92);
       ASSERT_TRUE(bytes.ok());
-      std::ofstream(fmt::format("{}/photos/{}/{:03d}.{}", work, classes[c], i, jpeg ? "jpg" : "png"),
-                    std::ios::binary) << *bytes;
+      std::ofstream(fmt::format("{}/{}/{:03d}.{}", dir, classes[c], i, jpeg ? "jpg" : "png"), std::ios::binary)
+          << *bytes;
     }
   }
+}
+
+// A small CNN for the photos.
+constexpr char kShapesCnn[] =
+    "  layer { type: \"Conv2D\" activation: RELU conv2d_param { filters: 8 kernel_size: 3 padding: SAME } }\n"
+    "  layer { type: \"MaxPool2D\" pool2d_param { pool_size: 2 } }\n"
+    "  layer { type: \"Flatten\" }\n"
+    "  layer { type: \"Dense\" dense_param { units: 3 } }\n";
+
+// The photos packed to 16x16 and trained with augmentation.
+TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
+  WriteShapePhotos(work + "/photos");
   ShellRun pack = Shell(PolisData("pack folder --train " + work + "/photos --size 16x16 --test-fraction 0.25 "
                                   "--encoding jpg --out " + work + "/ds"));
   ASSERT_EQ(pack.exit_code, 0) << pack.output;
   EXPECT_NE(pack.output.find("packed 135 training records"), std::string::npos) << pack.output;
   const std::string job = work + "/shapes.pbtxt";
-  WriteAllReduceJob(job, "shapes",
-                    "  layer { type: \"Conv2D\" activation: RELU conv2d_param { filters: 8 kernel_size: 3 padding: SAME } }\n"
-                    "  layer { type: \"MaxPool2D\" pool2d_param { pool_size: 2 } }\n"
-                    "  layer { type: \"Flatten\" }\n"
-                    "  layer { type: \"Dense\" dense_param { units: 3 } }\n",
+  WriteAllReduceJob(job, "shapes", kShapesCnn,
                     "dir: \"" + work + "/ds\"\n"
                     "  augmentation { crop_padding: 1 horizontal_flip: true brightness: 0.05 contrast: 0.1 }",
                     "learning_rate: 0.01", "batch_size: 15 epochs: 4 seed: 3");
@@ -128,6 +149,124 @@ TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
   auto result = ReadJson(work + "/run/result.json");
   EXPECT_GT(result["test_accuracy"].get<double>(), 0.9) << result.dump();
   for (const auto& h : result["history"]) EXPECT_EQ(h["train_samples"], 135);
+}
+
+// polis-registry serve on ROOT, a free port; stopped with the object.
+class RegistryProcess {
+ public:
+  explicit RegistryProcess(const std::string& root) {
+    const std::string bin = kBin + "/registry/polis-registry", port_file = root + ".port";
+    pid_ = fork();
+    if (pid_ == 0) {
+      execl(bin.c_str(), bin.c_str(), "serve", "--root", root.c_str(), "--listen", "127.0.0.1:0", "--port-file",
+            port_file.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (pid_ > 0 && port_ == 0 && std::chrono::steady_clock::now() < deadline) {
+      auto text = ReadFile(port_file);
+      if (text.ok()) port_ = std::atoi(text->c_str());
+      else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ~RegistryProcess() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  int port() const { return port_; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+std::vector<float> Logits(const http::HttpResult& r) {
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (j.is_object() && j.contains("outputs"))
+    for (const auto& o : j["outputs"])
+      if (o["name"] == "logits") return o["data"].get<std::vector<float>>();
+  ADD_FAILURE() << "no logits in " << r.body;
+  return {};
+}
+
+// The photos packed to 16x16 PNG records, trained, published and served by
+// polis-registry: the original files (PNG and JPEG, 20..24 x 24, resized by
+// the server) sent as input 'image' get, bit for bit, the answer that the
+// training pipeline's own floats for their records (the SHARDS dataset's
+// evaluation Gather, with the job's scale and shift) get as FP32 'input'.
+TEST_F(ShardsJob, PublishedImageModelIsServedFromTheOriginalFilesAsTrainingSawThem) {
+  WriteShapePhotos(work + "/photos");
+  ShellRun pack = Shell(PolisData("pack folder --train " + work + "/photos --size 16x16 --test-fraction 0.25 "
+                                  "--encoding png --out " + work + "/ds"));
+  ASSERT_EQ(pack.exit_code, 0) << pack.output;
+  const std::string job = work + "/served.pbtxt";
+  const std::string dataset = "dir: \"" + work + "/ds\" scale: 0.0078125 shift: -1";
+  WriteAllReduceJob(job, "served", kShapesCnn, dataset, "learning_rate: 0.01", "batch_size: 15 epochs: 2 seed: 3");
+  ShellRun r = Shell(PolisRun("--workers 1 --registry " + work + "/registry --run-dir " + work + "/run " + job));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  // The first test records, as training's evaluation read them, and the
+  // files they were packed from.
+  auto manifest = data::ReadManifest(work + "/ds");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  auto index = data::ReadShardIndex(work + "/ds", manifest->test.at(0));
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  ASSERT_GE(index->sources.size(), 8u);
+  proto::DatasetSpec spec;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString("format: SHARDS " + dataset, &spec));
+  spec.mutable_shards()->set_decode_threads(0);
+  auto ds = data::OpenShardDataset(spec, 3);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  constexpr int64_t kRows = 8;
+  const int64_t per_row = 3 * 16 * 16;
+  std::vector<int64_t> idx(kRows);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::vector<float> x(kRows * per_row), y(kRows);
+  (*ds)->Gather(data::Part::kTest, idx.data(), kRows, x.data(), y.data());
+  ASSERT_TRUE((*ds)->TakeError().ok());
+  nlohmann::json files = nlohmann::json::array();
+  int jpegs = 0;
+  for (int64_t i = 0; i < kRows; ++i) {
+    const std::string& source = index->sources[static_cast<size_t>(i)];
+    jpegs += source.size() > 4 && source.substr(source.size() - 4) == ".jpg";
+    auto bytes = ReadFile(source);
+    ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+    files.push_back(registry::Base64Encode(*bytes));
+  }
+  EXPECT_GT(jpegs, 0) << "the first test records hold no JPEG file";
+
+  RegistryProcess server(work + "/registry");
+  ASSERT_GT(server.port(), 0) << "polis-registry serve did not start";
+  http::HttpClient c("127.0.0.1", server.port());
+  const nlohmann::json fp32 = {{"inputs", nlohmann::json::array({{{"name", "input"}, {"datatype", "FP32"},
+                                                                   {"shape", {kRows, 3, 16, 16}}, {"data", x}}})}};
+  auto want = c.Post("/v2/models/served/infer", fp32.dump());
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  ASSERT_EQ(want->status, 200) << want->body;
+  const nlohmann::json images = {{"inputs", nlohmann::json::array({{{"name", "image"}, {"datatype", "BYTES"},
+                                                                     {"shape", {kRows}}, {"data", files}}})}};
+  auto got = c.Post("/v2/models/served/infer", images.dump());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->status, 200) << got->body;
+  const std::vector<float> want_logits = Logits(*want);
+  ASSERT_EQ(want_logits.size(), static_cast<size_t>(kRows * 3));
+  EXPECT_EQ(Logits(*got), want_logits);
+
+  // Metadata names the image input and its size; a bad file is one 400.
+  auto meta = c.Get("/v2/models/served");
+  ASSERT_TRUE(meta.ok());
+  auto m = nlohmann::json::parse(meta->body, nullptr, false);
+  EXPECT_EQ(m["parameters"]["image"]["height"], 16) << meta->body;
+  EXPECT_EQ(m["parameters"]["image"]["channels"], 3) << meta->body;
+  nlohmann::json bad = images;
+  bad["inputs"][0]["data"][2] = registry::Base64Encode("not an image");
+  auto refused = c.Post("/v2/models/served/infer", bad.dump());
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_NE(refused->body.find("input 'image' element 2: neither a PNG nor a JPEG file"), std::string::npos)
+      << refused->body;
 }
 
 int64_t VmHwmKiB(int pid) {

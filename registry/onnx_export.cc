@@ -92,18 +92,16 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact& a, const std::string& mode
     if (l.type == "Conv2D") {
       const auto& c = spec.conv2d_param();
       const int64_t k = c.kernel_size(), s = c.stride();
-      int64_t pl = 0, pr = 0;
+      nn::SamePadding ph, pw;  // VALID: none
       if (c.padding() == proto::Conv2DParam::SAME) {
-        // As oneDNN is configured in common/nn/layers.cc: the extra pixel goes right/bottom.
-        const int64_t out = (l.in_shape[1] + s - 1) / s;
-        const int64_t total = std::max<int64_t>((out - 1) * s + k - l.in_shape[1], 0);
-        pl = total / 2;
-        pr = total - pl;
+        // As the layers pad: each axis on its own, the odd pixel bottom/right.
+        ph = nn::SamePaddingOf(l.in_shape[1], k, s);
+        pw = nn::SamePaddingOf(l.in_shape[2], k, s);
       }
       auto* n = AddNode(g, "Conv", {cur, param_names.at(0), param_names.at(1)}, l.name);
       SetInts(n, "kernel_shape", {k, k});
       SetInts(n, "strides", {s, s});
-      SetInts(n, "pads", {pl, pl, pr, pr});
+      SetInts(n, "pads", {ph.before, pw.before, ph.after, pw.after});  // [top, left, bottom, right]
     } else if (l.type == "MaxPool2D") {
       const auto& p = spec.pool2d_param();
       const int64_t k = p.pool_size(), s = p.has_stride() ? p.stride() : k;

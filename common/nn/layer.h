@@ -32,6 +32,16 @@ using Shape = std::vector<int64_t>;  // per sample: {C, H, W} or {F}
 std::string ShapeString(const Shape& s);
 int64_t ShapeElements(const Shape& s);
 
+// Conv2D SAME padding along one axis of `in` pixels (height or width, each
+// on its own): out = ⌈in / stride⌉ and the total padding
+// max((out - 1)·stride + k - in, 0), the odd pixel after (bottom, right),
+// as TensorFlow and ONNX's SAME_UPPER. The CPU and CUDA layers and the ONNX
+// export all take it from here.
+struct SamePadding {
+  int64_t before = 0, after = 0, out = 0;
+};
+SamePadding SamePaddingOf(int64_t in, int64_t k, int64_t stride);
+
 struct ParamTensor {
   std::string name;     // "weights", "bias"
   Shape shape;          // canonical layout

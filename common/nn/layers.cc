@@ -112,8 +112,22 @@ double Dot(const float* a, const float* b, int64_t n) { return LaneSum<true>(a, 
 
 // ---------------------------------------------------------------- Conv2D
 
+}  // namespace
+
+SamePadding SamePaddingOf(int64_t in, int64_t k, int64_t stride) {
+  SamePadding p;
+  p.out = (in + stride - 1) / stride;
+  const int64_t total = std::max<int64_t>((p.out - 1) * stride + k - in, 0);
+  p.before = total / 2;
+  p.after = total - p.before;
+  return p;
+}
+
+namespace {
+
+// pad_t/pad_b pad the height, pad_l/pad_r the width.
 struct ConvGeometry {
-  int64_t k, stride, pad_l, pad_r, out_h, out_w;
+  int64_t k, stride, pad_t, pad_b, pad_l, pad_r, out_h, out_w;
 };
 
 StatusOr<ConvGeometry> Conv2DGeometry(const proto::LayerSpec& spec, const Shape& in) {
@@ -126,7 +140,7 @@ StatusOr<ConvGeometry> Conv2DGeometry(const proto::LayerSpec& spec, const Shape&
   if (p.stride() <= 0) return InvalidArgument("conv2d_param.stride must be > 0");
   if (in.size() != 3)
     return InvalidArgument("Conv2D needs a [channels,height,width] input, got {}", ShapeString(in));
-  ConvGeometry g{p.kernel_size(), p.stride(), 0, 0, 0, 0};
+  ConvGeometry g{p.kernel_size(), p.stride(), 0, 0, 0, 0, 0, 0};
   int64_t h = in[1], w = in[2];
   if (p.padding() == proto::Conv2DParam::VALID) {
     if (h < g.k || w < g.k)
@@ -135,11 +149,8 @@ StatusOr<ConvGeometry> Conv2DGeometry(const proto::LayerSpec& spec, const Shape&
     g.out_h = (h - g.k) / g.stride + 1;
     g.out_w = (w - g.k) / g.stride + 1;
   } else {
-    g.out_h = (h + g.stride - 1) / g.stride;
-    g.out_w = (w + g.stride - 1) / g.stride;
-    int64_t total = std::max<int64_t>((g.out_h - 1) * g.stride + g.k - h, 0);
-    g.pad_l = total / 2;
-    g.pad_r = total - g.pad_l;
+    const SamePadding ph = SamePaddingOf(h, g.k, g.stride), pw = SamePaddingOf(w, g.k, g.stride);
+    g = {g.k, g.stride, ph.before, ph.after, pw.before, pw.after, ph.out, pw.out};
   }
   return g;
 }
@@ -156,7 +167,7 @@ class Conv2DExec : public LayerExec {
     out_shape_ = c.out_shape;
     memory::dims src_d = BatchDims(c.batch, c.in_shape), dst_d = BatchDims(c.batch, c.out_shape);
     memory::dims w_d{oc, ic, g.k, g.k}, b_d{oc};
-    memory::dims strides{g.stride, g.stride}, pl{g.pad_l, g.pad_l}, pr{g.pad_r, g.pad_r};
+    memory::dims strides{g.stride, g.stride}, pl{g.pad_t, g.pad_l}, pr{g.pad_b, g.pad_r};
     auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     fwd_pd_ = dnnl::convolution_forward::primitive_desc(
         dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, AnyDesc(src_d),
@@ -278,14 +289,14 @@ class Conv2DExec : public LayerExec {
     s.wait();
     const float* x = static_cast<const float*>(pe_src_.get_data_handle());
     float* cols = static_cast<float*>(pe_cols_.get_data_handle());
-    const bool padded = geo_.pad_l > 0 || geo_.pad_r > 0;
+    const bool padded = geo_.pad_t > 0 || geo_.pad_b > 0 || geo_.pad_l > 0 || geo_.pad_r > 0;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t oy = 0; oy < OH; ++oy)
         for (int64_t ox = 0; ox < OW; ++ox) {
           float* __restrict row = cols + ((n * OH + oy) * OW + ox) * D;
           for (int64_t c = 0; c < ic; ++c)
             for (int64_t ky = 0; ky < k; ++ky) {
-              const int64_t iy = oy * geo_.stride - geo_.pad_l + ky;
+              const int64_t iy = oy * geo_.stride - geo_.pad_t + ky;
               const int64_t ix0 = ox * geo_.stride - geo_.pad_l;
               const int64_t base = ((n * ic + c) * H + iy) * W + ix0;  // may lie in the padding
               if (!padded) {

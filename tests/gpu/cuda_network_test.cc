@@ -47,6 +47,9 @@ const LayerCase kCases[] = {
     {"conv_same_asymmetric_stride2",
      R"(layer { type: "Conv2D" conv2d_param { filters: 5 kernel_size: 4 stride: 2 padding: SAME } })",
      {2, 9, 9}},
+    {"conv_same_nonsquare_stride2",  // 0/1 rows, 1/1 columns of padding
+     R"(layer { type: "Conv2D" conv2d_param { filters: 4 kernel_size: 3 stride: 2 padding: SAME } })",
+     {2, 10, 11}},
     {"conv_relu_maxpool",
      R"(layer { type: "Conv2D" activation: RELU conv2d_param { filters: 4 kernel_size: 3 } }
         layer { type: "MaxPool2D" pool2d_param { pool_size: 2 } })",

@@ -184,11 +184,12 @@ TEST(OnnxExportTest, ExportedGraphComputesWhatTheNetworkComputes) {
   }
 }
 
-// An RGB model on non-square images (3 x 10 x 12, as a SHARDS job trains
-// it): the graph's input is [batch, 3, 10, 12] and it computes what the
-// network computes, channel planes in Polis' C x H x W order.
+// An RGB model on non-square images (3 x 10 x 11, as a SHARDS job trains
+// it; SAME padding 0/1 rows and 1/1 columns): the graph's input is
+// [batch, 3, 10, 11] and it computes what the network computes, channel
+// planes in Polis' C x H x W order.
 TEST(OnnxExportTest, RgbNonSquareModelExportsAndComputesWhatTheNetworkComputes) {
-  const nn::Shape in = {3, 10, 12};
+  const nn::Shape in = {3, 10, 11};
   ModelArtifact a = MakeArtifact(kExportedCnn, in, 33);
   a.header.mutable_job()->mutable_dataset()->set_format(proto::DatasetSpec::SHARDS);
   const onnx::ModelProto m = Exported(a, "rgb");
@@ -198,19 +199,19 @@ TEST(OnnxExportTest, RgbNonSquareModelExportsAndComputesWhatTheNetworkComputes) 
   EXPECT_EQ(dims[0].dim_param(), "batch");
   EXPECT_EQ(dims[1].dim_value(), 3);
   EXPECT_EQ(dims[2].dim_value(), 10);
-  EXPECT_EQ(dims[3].dim_value(), 12);
+  EXPECT_EQ(dims[3].dim_value(), 11);
   EXPECT_EQ(m.graph().initializer(0).dims(1), 3);  // the first kernel reads three channels
   std::map<std::string, std::string> props;
   for (const auto& p : m.metadata_props()) props[p.key()] = p.value();
   EXPECT_EQ(props["polis.input_layout"], "CHW RGB: planes R, G, B, each H x W");
   EXPECT_EQ(props["polis.input_preprocessing"], "pixel * 0.003921569 + 0");
 
-  const int64_t rows = 2, E = 3 * 10 * 12;
+  const int64_t rows = 2, E = 3 * 10 * 11;
   Tensor x;
-  x.dims = {rows, 3, 10, 12};
+  x.dims = {rows, 3, 10, 11};
   x.v = Pattern(rows * E, 6);
   // Channels that differ: a model that mixed them up would not match.
-  for (int64_t i = 0; i < rows * E; ++i) x.v[i] += 0.25f * static_cast<float>((i / (10 * 12)) % 3);
+  for (int64_t i = 0; i < rows * E; ++i) x.v[i] += 0.25f * static_cast<float>((i / (10 * 11)) % 3);
   const auto out = Interpret(m, x);
   const Tensor& logits = out.at("logits");
   ASSERT_EQ(logits.dims, (std::vector<int64_t>{rows, 4}));

@@ -113,21 +113,22 @@ class ConvLayer : public CudaLayer {
     w_ = in[2];
     oc_ = out[0];
     const int64_t k = p.kernel_size(), stride = p.stride();
-    int64_t pad_l = 0, pad_r = 0;
+    SamePadding ph, pw;  // VALID: none
     if (p.padding() == proto::Conv2DParam::SAME) {
-      const int64_t total = std::max<int64_t>((out[1] - 1) * stride + k - h_, 0);
-      pad_l = total / 2;
-      pad_r = total - pad_l;
+      ph = SamePaddingOf(h_, k, stride);
+      pw = SamePaddingOf(w_, k, stride);
     }
-    padded_ = pad_l != pad_r;
-    int64_t pad = pad_l;
+    // cuDNN pads each axis symmetrically; uneven padding is made explicitly.
+    padded_ = ph.before != ph.after || pw.before != pw.after;
+    int64_t pad_h = ph.before, pad_w = pw.before;
     hp_ = h_;
     wp_ = w_;
     if (padded_) {
-      top_ = pad_l;
-      hp_ = h_ + pad_l + pad_r;
-      wp_ = w_ + pad_l + pad_r;
-      pad = 0;
+      top_ = ph.before;
+      left_ = pw.before;
+      hp_ = h_ + ph.before + ph.after;
+      wp_ = w_ + pw.before + pw.after;
+      pad_h = pad_w = 0;
       POLIS_RETURN_IF_ERROR(xp_.AllocateZeroed(n_ * ic_ * hp_ * wp_));
     }
     POLIS_RETURN_IF_ERROR(FusedActivationSupported(*c.info));
@@ -152,7 +153,7 @@ class ConvLayer : public CudaLayer {
                                                  static_cast<int>(k), static_cast<int>(k)));
     POLIS_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv_));
     POLIS_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
-        conv_, static_cast<int>(pad), static_cast<int>(pad), static_cast<int>(stride),
+        conv_, static_cast<int>(pad_h), static_cast<int>(pad_w), static_cast<int>(stride),
         static_cast<int>(stride), 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     POLIS_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_, g_->cudnn_math));
     int dims[4];
@@ -228,7 +229,7 @@ class ConvLayer : public CudaLayer {
     auto s = g_->stream;
     const float* x = src_;
     if (padded_) {
-      POLIS_CUDA_CHECK(k::Pad2D(src_, xp_.get(), n_ * ic_, h_, w_, top_, top_, hp_, wp_, s));
+      POLIS_CUDA_CHECK(k::Pad2D(src_, xp_.get(), n_ * ic_, h_, w_, top_, left_, hp_, wp_, s));
       x = xp_.get();
     }
     POLIS_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_, fwd_math_));
@@ -257,13 +258,13 @@ class ConvLayer : public CudaLayer {
         g_->cudnn, &kOne, wdesc_, w_ptr_, y_desc_, diff_dst_, conv_, bwd_algo_,
         g_->workspace.get(), g_->workspace_bytes, &kZero, x_desc_, dx));
     if (padded_)
-      POLIS_CUDA_CHECK(k::Crop2D(dxp_.get(), dx_.get(), n_ * ic_, h_, w_, top_, top_, hp_, wp_, s));
+      POLIS_CUDA_CHECK(k::Crop2D(dxp_.get(), dx_.get(), n_ * ic_, h_, w_, top_, left_, hp_, wp_, s));
     return Status::Ok();
   }
 
  private:
   Gpu* g_ = nullptr;
-  int64_t n_ = 0, ic_ = 0, h_ = 0, w_ = 0, oc_ = 0, hp_ = 0, wp_ = 0, top_ = 0, rows_ = 0;
+  int64_t n_ = 0, ic_ = 0, h_ = 0, w_ = 0, oc_ = 0, hp_ = 0, wp_ = 0, top_ = 0, left_ = 0, rows_ = 0;
   bool padded_ = false, relu_ = false, need_dx_ = false, training_ = false;
   const float* src_ = nullptr;
   const float* w_ptr_ = nullptr;

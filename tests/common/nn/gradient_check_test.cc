@@ -76,6 +76,12 @@ TEST(GradientCheck, TanhConvPoolStride1AndDense) {
                layer { type: "Dense" dense_param { units: 3 } })",
              {1, 8, 8}, 2);
 }
+TEST(GradientCheck, Conv2DSameNonSquare) {
+  // SAME padding of each axis on its own: 0/1 rows, 1/1 columns.
+  CheckModel(R"(layer { type: "Conv2D" activation: RELU
+                 conv2d_param { filters: 4 kernel_size: 3 stride: 2 padding: SAME } })",
+             {3, 10, 11});
+}
 TEST(GradientCheck, ReluLayer) {
   CheckModel(R"(layer { type: "ReLU" })", {2, 4, 4});
 }

@@ -119,6 +119,14 @@ TEST(PerExample, ConvGhostNormPadded) {
     layer { type: "Dense" dense_param { units: 3 } })", {8, 3, 3}), 4);
 }
 
+// Non-square input, SAME padding that differs between the axes.
+TEST(PerExample, ConvSameNonSquare) {
+  CheckPerExample(Build(R"(
+    layer { type: "Conv2D" activation: TANH conv2d_param { filters: 3 kernel_size: 3 stride: 2 padding: SAME } }
+    layer { type: "Flatten" }
+    layer { type: "Dense" dense_param { units: 3 } })", {2, 10, 11}), 4);
+}
+
 // The third convolution (P = 9) takes the ghost norm, the others unfold.
 TEST(PerExample, SeedCnn) {
   CheckPerExample(Build(R"(

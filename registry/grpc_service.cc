@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "registry/proto/grpc_predict_v2.grpc.pb.h"
+#include "registry/tensor_json.h"
 
 namespace polis::registry {
 namespace {
@@ -159,11 +160,7 @@ grpc::Status InferBody(const pb::ModelInferRequest& r, std::string* body, size_t
     if (raw) {
       binary += r.raw_input_contents(i);
     } else if (in.datatype() == "BYTES") {
-      for (const auto& s : in.contents().bytes_contents()) {
-        const uint32_t n = static_cast<uint32_t>(s.size());
-        binary.append(reinterpret_cast<const char*>(&n), 4);
-        binary += s;
-      }
+      for (const auto& s : in.contents().bytes_contents()) AppendBinaryBytes(binary, s);
     } else {
       TypedToRaw(in.datatype(), in.contents(), binary);
     }

@@ -2,8 +2,6 @@
 
 #include <openssl/evp.h>
 
-#include <cstring>
-
 #include <fmt/format.h>
 
 #include "common/data/image_codec.h"
@@ -46,36 +44,6 @@ Status PreprocessImage(std::string_view file, const ImageInputSpec& spec, float*
   data::ImageToFloats(px.hwc.data(), px.height, px.width, px.channels, nullptr, 0, spec.scale, spec.shift,
                       chw);
   return Status::Ok();
-}
-
-StatusOr<std::vector<std::string_view>> SplitBinaryBytes(std::string_view data, const std::string& who) {
-  std::vector<std::string_view> out;
-  size_t at = 0;
-  while (at < data.size()) {
-    if (data.size() - at < 4)
-      return InvalidArgument(
-          "{}: binary data: element {} at byte {} has {} bytes left for its 4-byte length", who,
-          out.size(), at, data.size() - at);
-    uint32_t n = 0;
-    std::memcpy(&n, data.data() + at, 4);  // little-endian (the host; see grpc_service.cc)
-    at += 4;
-    if (n > data.size() - at)
-      return InvalidArgument("{}: binary data: element {} at byte {} says {} bytes, but {} remain", who,
-                             out.size(), at - 4, n, data.size() - at);
-    out.push_back(data.substr(at, n));
-    at += n;
-  }
-  return out;
-}
-
-std::string JoinBinaryBytes(const std::vector<std::string>& elements) {
-  std::string out;
-  for (const std::string& e : elements) {
-    const uint32_t n = static_cast<uint32_t>(e.size());
-    out.append(reinterpret_cast<const char*>(&n), 4);
-    out += e;
-  }
-  return out;
 }
 
 std::string Base64Encode(std::string_view bytes) {

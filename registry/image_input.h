@@ -57,11 +57,6 @@ Status PreprocessImage(std::string_view file, const ImageInputSpec& spec, float*
 StatusOr<DecodedInput> DecodeImageTensor(const nlohmann::json& tensor, const ImageInputSpec& spec,
                                          const std::string_view* binary, bool* too_large);
 
-// BYTES elements in the binary tensor encoding: per element a 4-byte
-// little-endian length, then that many bytes. `who` starts each refusal.
-StatusOr<std::vector<std::string_view>> SplitBinaryBytes(std::string_view data, const std::string& who);
-std::string JoinBinaryBytes(const std::vector<std::string>& elements);
-
 // Standard base64 (RFC 4648, padded), through OpenSSL. Decoding refuses
 // anything else, naming the offset of the first bad character.
 std::string Base64Encode(std::string_view bytes);

@@ -311,8 +311,9 @@ struct RegistryServer::Impl {
   }
 
   // Raw CSV rows of a time-series model: input 'rows' (BYTES, [N] or [B, N]
-  // CSV lines, N = lookback) and optionally 'header' (BYTES, column names),
-  // preprocessed window by window with the artifact's stats.
+  // CSV lines, N lines a window) and optionally 'header' (BYTES, column
+  // names), preprocessed window by window with the job's row policies and
+  // the artifact's stats.
   // Either may come as binary data (`slices`, per input; gRPC sends BYTES so).
   StatusOr<DecodedInput> DecodeTimeSeriesRows(
       const json& inputs, const std::vector<std::optional<std::string_view>>& slices,

@@ -311,6 +311,38 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& whole, bool allow_empty
   return out;
 }
 
+StatusOr<std::vector<std::string_view>> SplitBinaryBytes(std::string_view data, const std::string& who) {
+  std::vector<std::string_view> out;
+  size_t at = 0;
+  while (at < data.size()) {
+    if (data.size() - at < 4)
+      return InvalidArgument(
+          "{}: binary data: element {} at byte {} has {} bytes left for its 4-byte length", who,
+          out.size(), at, data.size() - at);
+    uint32_t n = 0;
+    std::memcpy(&n, data.data() + at, 4);  // little-endian (the host)
+    at += 4;
+    if (n > data.size() - at)
+      return InvalidArgument("{}: binary data: element {} at byte {} says {} bytes, but {} remain", who,
+                             out.size(), at - 4, n, data.size() - at);
+    out.push_back(data.substr(at, n));
+    at += n;
+  }
+  return out;
+}
+
+void AppendBinaryBytes(std::string& out, std::string_view element) {
+  const uint32_t n = static_cast<uint32_t>(element.size());
+  out.append(reinterpret_cast<const char*>(&n), 4);
+  out += element;
+}
+
+std::string JoinBinaryBytes(const std::vector<std::string>& elements) {
+  std::string out;
+  for (const std::string& e : elements) AppendBinaryBytes(out, e);
+  return out;
+}
+
 std::string ShapeJson(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ","));
 }

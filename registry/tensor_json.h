@@ -78,6 +78,13 @@ StatusOr<ParsedBody> ParseRequestBody(const std::string& body, bool allow_empty,
 // a non-negative integer or the sizes do not add up to the section.
 StatusOr<std::vector<std::optional<std::string_view>>> BinarySlices(const ParsedBody& body);
 
+// BYTES elements in the binary tensor encoding (also gRPC's
+// raw_input_contents for BYTES): per element a 4-byte little-endian length,
+// then that many bytes. `who` starts each refusal.
+StatusOr<std::vector<std::string_view>> SplitBinaryBytes(std::string_view data, const std::string& who);
+void AppendBinaryBytes(std::string& out, std::string_view element);
+std::string JoinBinaryBytes(const std::vector<std::string>& elements);
+
 // On refusal, *too_large tells a request over max_elements (413) from a
 // malformed one (400). `fast_data`, when given, is the tensor's flat "data"
 // (ParsedBody) and tensor["data"] is not read. `binary`, when given, is the

@@ -263,6 +263,7 @@ const ModeRule kModeRules[] = {
      "dataset.format IDX or SHARDS (a time series splits by time: dataset.timeseries.validation_months)"},
     {"dataset.shards", IsShards, "dataset.format SHARDS"},
     {"dataset.augmentation", IsShards, "dataset.format SHARDS"},
+    {"dataset.source", IsShards, "dataset.format SHARDS (every rank reads IDX and CSV data whole)"},
     {"dataset.timeseries", IsCsv, "dataset.format CSV"},
     {"dataset.timeseries.max_fill_steps", IsForwardFill, "dataset.timeseries.missing_policy FORWARD_FILL"},
     {"registry.root", HasNoUrl, "publishing to a directory (not with registry.url)"},
@@ -775,7 +776,7 @@ StatusOr<nn::Model> CheckShardsJob(const LoadedJob& job) {
   const std::string& src = job.path;
   if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
     return FieldError(src, "model.loss", "SHARDS images are classification: use SOFTMAX_CROSS_ENTROPY");
-  auto ds = data::OpenJobDataset(job.spec);
+  auto ds = data::OpenJobDataset(job.spec, job.remote_data);
   if (!ds.ok()) return FieldError(src, "dataset.dir", ds.status().message());
   const auto shape = (*ds)->sample_shape();
   auto model = nn::Model::Build(job.spec.model(), shape);

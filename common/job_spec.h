@@ -13,6 +13,7 @@
 #include <google/protobuf/descriptor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,9 @@ struct LoadedJob {
   proto::JobSpec spec;
   std::string path;
   std::string sha256;  // of the file's bytes
+  // dataset.source COORDINATOR, on every rank but the coordinator: the
+  // coordinator's description of the data, and the way to its records.
+  std::shared_ptr<data::RecordClient> remote_data;
 };
 
 using data::DatasetPaths;

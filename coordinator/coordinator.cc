@@ -28,6 +28,7 @@
 #include "common/comm/wire_checks.h"
 #include "common/data/idx.h"
 #include "common/data/dataset.h"
+#include "common/data/remote_shards.h"
 #include "common/data/shard_plan.h"
 #include "common/early_stopping.h"
 #include "common/evaluate.h"
@@ -507,6 +508,12 @@ class Coordinator {
     if (w < 0 || w >= W_) return RemoteError("unexpected control message from rank {}", from);
     workers_view_[w].last_seen = comm::Clock::now();
     if (msg.has_shard_request()) return OnShardRequest(w, from, msg.shard_request().epoch());
+    // dataset.source COORDINATOR: the records of a worker's batch.
+    if (msg.has_record_request()) {
+      if (spec_.dataset().source() != proto::DatasetSpec::COORDINATOR)
+        return RemoteError("{} asked for records, but the job's dataset.source is LOCAL", ctx_.RankName(from));
+      return data::ServeRecords(*dataset_, msg.record_request(), ctx_.data, from, ctx_.RankName(from));
+    }
     // privacy.secure_aggregation: relayed to every worker once all are in;
     // the pair seeds are bound to the run id.
     if (msg.has_secagg_key())

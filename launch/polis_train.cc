@@ -26,6 +26,7 @@
 #include "common/comm/control.h"
 #include "common/comm/mpi_transport.h"
 #include "common/data/dataset.h"
+#include "common/data/remote_shards.h"
 #include "common/data/split.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
@@ -236,6 +237,30 @@ polis::StatusOr<std::string> BroadcastJobText(const std::string& path, int rank)
   return text;
 }
 
+// dataset.source COORDINATOR: rank 0 opens the data and describes it to the
+// other ranks, which read no file of it (common/data/remote_shards.h).
+// Collective over every rank; they all fail alike when rank 0 cannot.
+polis::Status ShareDatasetDescription(int rank, polis::LoadedJob* job) {
+  if (job->spec.dataset().source() != polis::proto::DatasetSpec::COORDINATOR) return polis::Status::Ok();
+  std::string text;
+  int len = -1;  // -1: rank 0 could not open the data
+  polis::Status opened;
+  if (rank == 0) {
+    auto ds = polis::data::OpenJobDataset(job->spec);
+    if (ds.ok()) text = polis::data::DescribeForWorkers(**ds, job->spec.dataset().dir()), len = static_cast<int>(text.size());
+    else opened = polis::Status(ds.status().code(), fmt::format("{}: dataset.dir: {}", job->path, ds.status().message()));
+  }
+  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (len < 0) return rank == 0 ? opened : polis::InvalidArgument("the coordinator cannot open its dataset");
+  text.resize(len);
+  MPI_Bcast(text.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  if (rank == 0) return polis::Status::Ok();
+  auto client = polis::data::RecordClient::FromDescription(text);
+  if (!client.ok()) return client.status();
+  job->remote_data = std::move(*client);
+  return polis::Status::Ok();
+}
+
 // --placement: check the hosts and the network, print where each rank goes
 // ("placement: ... (HOSTS)" then the table); nothing starts.
 // DP-SGD: rank 0 draws the job's secret key and every rank gets it (one
@@ -435,6 +460,7 @@ int main(int argc, char** argv) {
   if (!job_text.ok()) return fail_setup(job_text.status());
   auto job = LoadWithOverrides(f, &*job_text);
   if (!job.ok()) return fail_setup(job.status());
+  if (auto st = ShareDatasetDescription(rank, &*job); !st.ok()) return fail_setup(st);
   std::vector<polis::launch::PlacedRank> placed_ranks;
   const int server_count = job->spec.sync().servers(), worker_count = world - 1 - server_count;
   if ((!f.hosts.empty() || !f.hostfile.empty()) && worker_count >= 1) {
@@ -496,7 +522,7 @@ int main(int argc, char** argv) {
     if (limit > 0) ctx.train_samples = std::min(ctx.train_samples, limit);
     ctx.train_samples -= polis::data::ValidationCount(ctx.job.spec.dataset(), ctx.train_samples);
   } else {
-    auto ds = polis::data::OpenJobDataset(ctx.job.spec);
+    auto ds = polis::data::OpenJobDataset(ctx.job.spec, ctx.job.remote_data);
     ctx.train_samples = ds.ok() ? (*ds)->size(polis::data::Part::kTrain) : 0;
   }
   ctx.rank = rank;
@@ -514,6 +540,7 @@ int main(int argc, char** argv) {
   ctx.transport = transport->get();
   ctx.ctrl = ctx.transport->control();
   ctx.data = ctx.transport->data();
+  if (ctx.job.remote_data) ctx.job.remote_data->Attach(ctx.ctrl, ctx.data, ctx.coordinator_rank());
   ctx.placement = std::move(placed_ranks);
   if (auto st = ShareJobKey(rank, ctx.job.spec, &ctx.privacy_key); !st.ok()) return fail_setup(st);
   ctx.run_dir = f.run_dir.empty()

@@ -204,7 +204,7 @@ Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Ev
 
 Status RunWorker(const RoleContext& ctx) {
   const proto::JobSpec& spec = ctx.job.spec;
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> ds, data::OpenJobDataset(spec));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<data::Dataset> ds, data::OpenJobDataset(spec, ctx.job.remote_data));
   const nn::Model& model = ctx.model;
   const int64_t P = model.parameter_count();
   const int64_t B = spec.training().batch_size();

@@ -35,6 +35,7 @@ enum DataTag : int {
   kTagPullData = 13,
   kTagFinalParams = 14,
   kTagServerNorm = 15,  // a server's partial squared gradient norm (clip_grad_norm)
+  kTagRecords = 16,     // a RecordBatch, coordinator -> worker (dataset.source COORDINATOR)
 };
 // Tag of the control channel (a serialized ControlMessage).
 constexpr int kTagControl = 1;

@@ -215,6 +215,14 @@ Status CheckControlMessage(const proto::ControlMessage& msg, int from, const Wir
         c.Fail("a session name that is not a run id");
       return c.status();
     }
+    case M::kRecordRequest: {
+      const auto& r = msg.record_request();
+      Checker c(from, "a record request");
+      c.Range("part", r.part(), 0, 2);
+      c.Range("indices", r.indices_size(), 1, int64_t{1} << 20);
+      for (int64_t i : r.indices()) c.Range("an index", i, 0, kMax);
+      return c.status();
+    }
     case M::kFatalError:
       return Status::Ok();
     case M::BODY_NOT_SET:

@@ -117,6 +117,11 @@ StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job) {
   return OpenDataset(job.dataset(), job.training().seed());
 }
 
+StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job, std::shared_ptr<RecordClient> remote) {
+  if (remote == nullptr) return OpenJobDataset(job);
+  return OpenRemoteShardDataset(job.dataset(), job.training().seed(), std::move(remote));
+}
+
 StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& d, uint64_t split_seed) {
   if (d.format() == proto::DatasetSpec::CSV) {
     if (!d.has_timeseries()) return InvalidArgument("dataset.timeseries is required for format CSV");

@@ -55,12 +55,24 @@ class Dataset {
   // Gather filled its place with zeros and kept the first such error, which
   // this returns once (OK otherwise).
   virtual Status TakeError() const { return Status::Ok(); }
+  // SHARDS: the stored (encoded) bytes and label of one sample, checked
+  // against its CRC-32, as a coordinator sends them to workers
+  // (dataset.source COORDINATOR). Thread-safe. Unimplemented elsewhere.
+  virtual Status ReadEncoded(Part, int64_t /*index*/, std::string* /*bytes*/, int32_t* /*label*/) const {
+    return Unimplemented("only SHARDS datasets hold encoded records");
+  }
 };
+
+class RecordClient;  // common/data/remote_shards.h
 
 // split_seed draws the IDX validation split (training.seed): every rank of a
 // job must pass the same, so ranks open a job's data with OpenJobDataset.
 StatusOr<std::unique_ptr<Dataset>> OpenDataset(const proto::DatasetSpec& spec, uint64_t split_seed);
 StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job);
+// On a rank whose records come from the coordinator (dataset.source
+// COORDINATOR, every rank but the coordinator): `remote` describes the data
+// and fetches the records. Null: the files are read here.
+StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job, std::shared_ptr<RecordClient> remote);
 
 // The four IDX files of an image dataset, resolved against dataset.dir
 // ("fashion-mnist" means $POLIS_FASHION_MNIST_DIR).

@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/data/remote_shards.h"
 #include "common/data/shard_format.h"
 #include "common/data/split.h"
 #include "common/log.h"
@@ -48,11 +49,7 @@ class ShardDataset : public Dataset {
   }
 
   Status Open(const proto::DatasetSpec& d, uint64_t seed) {
-    dir_ = d.dir();
-    spec_ = d;
-    seed_ = seed;
-    fail_ = d.shards().malformed_policy() == Policy::FAIL;
-    aug_ = d.has_augmentation() ? &spec_.augmentation() : nullptr;
+    Configure(d, seed);
     POLIS_ASSIGN_OR_RETURN(manifest_, ReadManifest(dir_));
     if (manifest_.train.empty()) return InvalidArgument("'{}/{}' lists no training shards", dir_, kManifestName);
     if (manifest_.test.empty()) return InvalidArgument("'{}/{}' lists no test shards", dir_, kManifestName);
@@ -63,30 +60,48 @@ class ShardDataset : public Dataset {
     for (int64_t i = 0; i < train_.size; ++i) labels.push_back(Locate(train_, i).label);
     split_ = StratifiedSplit(labels, static_cast<int>(manifest_.classes.size()),
                              ValidationCount(d, train_.size), seed);
-    elements_ = int64_t{manifest_.channels} * manifest_.height * manifest_.width;
-    capacity_ = d.shards().prefetch_records();
-    for (int i = 0; i < d.shards().decode_threads(); ++i) threads_.emplace_back([this] { DecodeLoop(); });
-    POLIS_LOG(kInfo, kData, "{}", Report());
-    return Status::Ok();
+    classes_ = static_cast<int64_t>(manifest_.classes.size());
+    return Start();
+  }
+
+  // dataset.source COORDINATOR, on a worker: the records come from the
+  // coordinator's copy through `remote`; no file is opened here.
+  Status OpenRemote(const proto::DatasetSpec& d, uint64_t seed, std::shared_ptr<RecordClient> remote) {
+    Configure(d, seed);
+    remote_ = std::move(remote);
+    const RemoteDescription& r = remote_->description();
+    manifest_.channels = static_cast<int>(r.shape[0]);
+    manifest_.height = static_cast<int>(r.shape[1]);
+    manifest_.width = static_cast<int>(r.shape[2]);
+    classes_ = r.classes;
+    return Start();
   }
 
   Task task() const override { return Task::kClassification; }
   int64_t size(Part p) const override {
+    if (remote_) {
+      const RemoteDescription& r = remote_->description();
+      return p == Part::kTrain ? r.train : p == Part::kValidation ? r.validation : r.test;
+    }
     if (p == Part::kTest) return test_.size;
     return static_cast<int64_t>(p == Part::kTrain ? split_.train.size() : split_.validation.size());
   }
   std::vector<int64_t> sample_shape() const override {
     return {manifest_.channels, manifest_.height, manifest_.width};
   }
-  int64_t target_width() const override { return static_cast<int64_t>(manifest_.classes.size()); }
+  int64_t target_width() const override { return classes_; }
   std::vector<std::string> files() const override {
-    // The indexes hold every record's CRC-32: they stand for the tars.
+    if (remote_) return {};  // read by the coordinator, which checks them    // The indexes hold every record's CRC-32: they stand for the tars.
     std::vector<std::string> f = {dir_ + "/" + kManifestName};
     for (const auto* part : {&manifest_.train, &manifest_.test})
       for (const auto& s : *part) f.push_back(dir_ + "/" + s.index);
     return f;
   }
   std::string Report() const override {
+    if (remote_)
+      return fmt::format("records from the coordinator's copy (dataset.source COORDINATOR): {}; {} decode threads, "
+                         "up to {} records fetched and decoded ahead",
+                         remote_->description().report, threads_.size(), capacity_);
     return fmt::format("shards '{}': {} training records ({} held out for validation) and {} test records of "
                        "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead",
                        dir_, train_.size, split_.validation.size(), test_.size, manifest_.channels,
@@ -105,6 +120,10 @@ class ShardDataset : public Dataset {
 
   void Prefetch(Part p, const int64_t* idx, int64_t n) const override {
     if (threads_.empty()) return;
+    if (remote_) {
+      Fetch(p, idx, n, /*up_to_capacity=*/true);
+      return;
+    }
     std::lock_guard<std::mutex> l(mu_);
     for (int64_t i = 0; i < n && static_cast<int64_t>(slots_.size()) < capacity_; ++i) Request(Key(p, idx[i]));
     work_cv_.notify_all();
@@ -114,14 +133,21 @@ class ShardDataset : public Dataset {
     std::vector<int64_t>& bad = bad_;
     bad.clear();
     Slot slot;
-    if (!threads_.empty()) {
+    if (remote_) {
+      Fetch(p, idx, n, /*up_to_capacity=*/false);  // beyond capacity: the batch itself
+    } else if (!threads_.empty()) {
       std::lock_guard<std::mutex> l(mu_);
       for (int64_t i = 0; i < n; ++i) Request(Key(p, idx[i]));  // beyond capacity: the batch itself
       work_cv_.notify_all();
     }
     for (int64_t i = 0; i < n; ++i) {
       const int64_t key = Key(p, idx[i]);
-      if (threads_.empty()) {
+      if (remote_) {
+        if (!TakeFetched(key, &slot)) {
+          CopyRow(idx, i, x, y);
+          continue;
+        }
+      } else if (threads_.empty()) {
         slot = Decode(key);
       } else {
         std::unique_lock<std::mutex> l(mu_);
@@ -165,9 +191,19 @@ class ShardDataset : public Dataset {
   }
 
   Status TakeError() const override {
-    Status s = std::move(error_);
-    error_ = Status::Ok();
+    Status s = !fatal_.ok() ? std::move(fatal_) : std::move(error_);
+    error_ = fatal_ = Status::Ok();
     return s;
+  }
+
+  Status ReadEncoded(Part p, int64_t i, std::string* bytes, int32_t* label) const override {
+    if (remote_) return FailedPrecondition("this rank's records come from the coordinator");
+    if (i < 0 || i >= size(p)) return InvalidArgument("record {} of a part of {}", i, size(p));
+    const int64_t key = Key(p, i);
+    const Shard* s = nullptr;
+    const ShardRecord& r = key < 0 ? Locate(test_, -1 - key, &s) : Locate(train_, key, &s);
+    *label = r.label;
+    return ReadRecordBytes(s->fd, s->path, r, s->encoding, bytes);
   }
 
  private:
@@ -187,7 +223,24 @@ class ShardDataset : public Dataset {
     std::vector<uint8_t> pixels;
     int32_t label = 0;
     std::string error;
+    std::string encoded;  // dataset.source COORDINATOR: the bytes fetched, until decoded
   };
+
+  void Configure(const proto::DatasetSpec& d, uint64_t seed) {
+    dir_ = d.dir();
+    spec_ = d;
+    seed_ = seed;
+    fail_ = d.shards().malformed_policy() == Policy::FAIL;
+    aug_ = d.has_augmentation() ? &spec_.augmentation() : nullptr;
+  }
+
+  Status Start() {
+    elements_ = int64_t{manifest_.channels} * manifest_.height * manifest_.width;
+    capacity_ = spec_.shards().prefetch_records();
+    for (int i = 0; i < spec_.shards().decode_threads(); ++i) threads_.emplace_back([this] { DecodeLoop(); });
+    POLIS_LOG(kInfo, kData, "{}", Report());
+    return Status::Ok();
+  }
 
   Status OpenPart(const std::vector<ShardFileInfo>& files, int64_t limit, PartShards* part) {
     for (const ShardFileInfo& f : files) {
@@ -232,7 +285,12 @@ class ShardDataset : public Dataset {
   }
 
   // Keys: training-file records as they are, test records below zero.
+  // From the coordinator: the part's index and the part.
   int64_t Key(Part p, int64_t i) const {
+    if (remote_) {
+      POLIS_ENFORCE_LT(i, size(p));
+      return i * 4 + static_cast<int64_t>(p);
+    }
     if (p == Part::kTest) {
       POLIS_ENFORCE_LT(i, test_.size);
       return -1 - i;
@@ -281,6 +339,101 @@ class ShardDataset : public Dataset {
     return out;
   }
 
+  // A record fetched from the coordinator: its bytes to pixels.
+  Slot DecodeFetched(int64_t key, Slot in) const {
+    Slot out;
+    out.ready = true;
+    out.label = in.label;
+    if (!in.error.empty()) {
+      out.error = fmt::format("{} (the coordinator's copy)", in.error);
+      return out;
+    }
+    auto px = DecodeImage(in.encoded, manifest_.channels);
+    const Part p = static_cast<Part>(key % 4);
+    const char* part = p == Part::kTrain ? "training" : p == Part::kValidation ? "validation" : "test";
+    const std::string where =
+        fmt::format("'{}' on the coordinator's host, {} record {} (`polis-data verify` there names the shard and "
+                    "offset)",
+                    remote_->description().dir, part, key / 4);
+    if (!px.ok()) {
+      out.error = fmt::format("{}: corrupt image: {}", where, px.status().message());
+    } else if (px->height != manifest_.height || px->width != manifest_.width) {
+      out.error = fmt::format("{} is {}x{}; the dataset is {}x{}", where, px->height, px->width, manifest_.height,
+                              manifest_.width);
+    } else {
+      out.pixels = std::move(px->hwc);
+    }
+    return out;
+  }
+
+  // dataset.source COORDINATOR: asks the coordinator, in one round trip, for
+  // the records of idx[0, n) that are not held yet (Prefetch: only as many
+  // as the cache has room for), and queues them for decoding.
+  void Fetch(Part p, const int64_t* idx, int64_t n, bool up_to_capacity) const {
+    std::vector<int64_t>& want = want_;
+    want.clear();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      int64_t room = capacity_ - static_cast<int64_t>(slots_.size());
+      for (int64_t i = 0; i < n && (!up_to_capacity || room > 0); ++i) {
+        const int64_t key = Key(p, idx[i]);
+        if (slots_.count(key) || std::find(want.begin(), want.end(), idx[i]) != want.end()) continue;
+        want.push_back(idx[i]);
+        --room;
+      }
+    }
+    if (want.empty()) return;
+    Status st = remote_->Fetch(p, want, &fetched_);
+    if (!st.ok()) {
+      if (fatal_.ok()) fatal_ = st;
+      return;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t j = 0; j < want.size(); ++j) {
+      const int64_t key = Key(p, want[j]);
+      Slot& s = slots_[key];
+      s.label = fetched_[j].label;
+      s.error = std::move(fetched_[j].error);
+      s.encoded = std::move(fetched_[j].bytes);
+      if (!threads_.empty()) queue_.push_back(key);
+    }
+    work_cv_.notify_all();
+  }
+
+  // The decoded record of `key`, waiting for a decode thread or decoding
+  // here; false when it is not held: a sample
+  // already taken earlier in the same batch, or a fetch that failed.
+  bool TakeFetched(int64_t key, Slot* out) const {
+    std::unique_lock<std::mutex> l(mu_);
+    auto it = slots_.find(key);
+    if (it == slots_.end()) return false;
+    if (threads_.empty()) {
+      Slot in = std::move(it->second);
+      slots_.erase(it);
+      l.unlock();
+      *out = DecodeFetched(key, std::move(in));
+      return true;
+    }
+    done_cv_.wait(l, [&] { return it->second.ready; });
+    *out = std::move(it->second);
+    slots_.erase(it);
+    return true;
+  }
+
+  // Row i of a batch whose record was not held: a copy of the same sample
+  // earlier in the batch, or zeros after a failed fetch (TakeError says why).
+  void CopyRow(const int64_t* idx, int64_t i, float* x, float* y) const {
+    for (int64_t j = 0; j < i; ++j) {
+      if (idx[j] != idx[i]) continue;
+      std::copy(x + j * elements_, x + (j + 1) * elements_, x + i * elements_);
+      y[i] = y[j];
+      return;
+    }
+    if (fatal_.ok()) fatal_ = InternalError("record {} was neither held nor fetched", idx[i]);
+    std::fill(x + i * elements_, x + (i + 1) * elements_, 0.0f);
+    y[i] = 0;
+  }
+
   void DecodeLoop() const {
     std::unique_lock<std::mutex> l(mu_);
     while (true) {
@@ -289,8 +442,13 @@ class ShardDataset : public Dataset {
       const int64_t key = queue_.front();
       queue_.pop_front();
       ++busy_;
+      Slot in;
+      if (remote_) {
+        auto it = slots_.find(key);
+        if (it != slots_.end()) in = std::move(it->second);
+      }
       l.unlock();
-      Slot s = Decode(key);
+      Slot s = remote_ ? DecodeFetched(key, std::move(in)) : Decode(key);
       l.lock();
       --busy_;
       auto it = slots_.find(key);
@@ -305,6 +463,8 @@ class ShardDataset : public Dataset {
   bool fail_ = true;
   const proto::AugmentationSpec* aug_ = nullptr;
   ShardManifest manifest_;
+  int64_t classes_ = 0;
+  std::shared_ptr<RecordClient> remote_;  // dataset.source COORDINATOR
   std::deque<Shard> shards_;  // stable addresses: the decode threads hold pointers
   PartShards train_, test_;
   TrainValidationSplit split_;
@@ -319,7 +479,10 @@ class ShardDataset : public Dataset {
   mutable bool stop_ = false;                          // GUARDED_BY(mu_)
   mutable int epoch_ = 0;
   mutable Status error_;
+  mutable Status fatal_;  // a failed fetch: the job stops whatever malformed_policy says
   mutable std::vector<int64_t> bad_;
+  mutable std::vector<int64_t> want_;          // Fetch's scratch
+  mutable std::vector<FetchedRecord> fetched_;
 };
 
 }  // namespace
@@ -365,6 +528,13 @@ void ImageToFloats(const uint8_t* hwc, int H, int W, int C, const proto::Augment
 StatusOr<std::unique_ptr<Dataset>> OpenShardDataset(const proto::DatasetSpec& spec, uint64_t seed) {
   auto ds = std::make_unique<ShardDataset>();
   POLIS_RETURN_IF_ERROR(ds->Open(spec, seed));
+  return std::unique_ptr<Dataset>(std::move(ds));
+}
+
+StatusOr<std::unique_ptr<Dataset>> OpenRemoteShardDataset(const proto::DatasetSpec& spec, uint64_t seed,
+                                                          std::shared_ptr<RecordClient> remote) {
+  auto ds = std::make_unique<ShardDataset>();
+  POLIS_RETURN_IF_ERROR(ds->OpenRemote(spec, seed, std::move(remote)));
   return std::unique_ptr<Dataset>(std::move(ds));
 }
 

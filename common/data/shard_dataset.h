@@ -19,6 +19,11 @@
 namespace polis::data {
 
 StatusOr<std::unique_ptr<Dataset>> OpenShardDataset(const proto::DatasetSpec& spec, uint64_t seed);
+// dataset.source COORDINATOR on a worker: the same dataset, its records
+// fetched from the coordinator (common/data/remote_shards.h) a batch at a
+// time, ahead of need as far as prefetch_records allows, and decoded here.
+StatusOr<std::unique_ptr<Dataset>> OpenRemoteShardDataset(const proto::DatasetSpec& spec, uint64_t seed,
+                                                          std::shared_ptr<RecordClient> remote);
 
 // Augmentation (dataset.augmentation) of one image: HWC bytes to CHW floats
 // (value * scale + shift), with the crop, flip and jitter drawn from

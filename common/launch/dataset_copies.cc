@@ -129,7 +129,8 @@ Status CheckDatasetCopies(MPI_Comm comm, int rank, const std::vector<PlacedRank>
                           const proto::JobSpec& spec) {
   bool several = false;
   for (const auto& p : placement) several |= p.host != placement[0].host;
-  if (!several) return Status::Ok();
+  // dataset.source COORDINATOR: the coordinator's copy is the only one read.
+  if (!several || spec.dataset().source() == proto::DatasetSpec::COORDINATOR) return Status::Ok();
   const std::string mine = FirstOnHost(placement, rank)
                                ? EncodeFingerprints(FingerprintFiles(DatasetFiles(spec))) : std::string();
   const std::vector<std::string> all = GatherStrings(comm, rank, mine);

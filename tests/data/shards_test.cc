@@ -8,12 +8,17 @@
 #include <zlib.h>
 
 #include <array>
+#include <atomic>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/comm/control.h"
+#include "common/comm/local_transport.h"
 #include "common/data/dataset.h"
+#include "common/data/remote_shards.h"
 #include "common/data/image_codec.h"
 #include "common/data/pack.h"
 #include "common/data/shard_dataset.h"
@@ -231,6 +236,129 @@ TEST_F(Shards, BadChecksumAndCorruptImageAreOneLineEachAndThePolicyDecides) {
   for (int p = 0; p < 30; ++p) EXPECT_EQ(x[30 + p], pixels_[0][p]);
 }
 
+// dataset.source COORDINATOR in one process: rank 0 serves the records of
+// its copy (ServeRecords), rank 1 reads them through a RecordClient. Ends
+// when rank 1 sends a FatalError.
+class RecordServer {
+ public:
+  explicit RecordServer(const proto::DatasetSpec& spec) : fabric_(2, {1}) {
+    auto local = OpenDataset(spec, 7);
+    EXPECT_TRUE(local.ok()) << local.status().ToString();
+    local_ = std::move(*local);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~RecordServer() {
+    proto::ControlMessage bye;
+    bye.mutable_fatal_error()->set_message("done");
+    EXPECT_TRUE(comm::SendControl(fabric_.transport(1)->control(), 0, bye).ok());
+    thread_.join();
+  }
+  StatusOr<std::unique_ptr<Dataset>> OpenRemote(const proto::DatasetSpec& spec) {
+    POLIS_ASSIGN_OR_RETURN(auto client, RecordClient::FromDescription(DescribeForWorkers(*local_, spec.dir())));
+    client->Attach(fabric_.transport(1)->control(), fabric_.transport(1)->data(), 0);
+    return OpenRemoteShardDataset(spec, 7, client);
+  }
+  const Dataset& local() const { return *local_; }
+  int requests() const { return requests_; }
+
+ private:
+  void Serve() {
+    comm::Transport* t = fabric_.transport(0);
+    while (true) {
+      int from = -1;
+      proto::ControlMessage msg;
+      Status st = comm::RecvControl(t->control(), comm::kAnySource, &from, &msg, comm::DeadlineFromNow(), "a request");
+      if (!st.ok() || msg.has_fatal_error()) return;
+      ++requests_;
+      EXPECT_TRUE(ServeRecords(*local_, msg.record_request(), t->data(), from, "rank 1 (worker)").ok());
+    }
+  }
+  comm::LocalFabric fabric_;
+  std::unique_ptr<Dataset> local_;
+  std::atomic<int> requests_{0};
+  std::thread thread_;
+};
+
+TEST_F(Shards, RecordsFromTheCoordinatorAreTheLocalSamplesBitForBit) {
+  ASSERT_TRUE(Pack(dir_ + "/ds").ok());
+  auto spec = Spec(dir_ + "/ds");
+  spec.set_validation_fraction(0.25f);
+  spec.mutable_augmentation()->set_crop_padding(1);
+  spec.mutable_augmentation()->set_horizontal_flip(true);
+  spec.set_source(proto::DatasetSpec::COORDINATOR);
+  for (int threads : {0, 2}) {
+    spec.mutable_shards()->set_decode_threads(threads);
+    RecordServer server(spec);
+    auto remote = server.OpenRemote(spec);
+    ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+    const Dataset& local = server.local();
+    EXPECT_TRUE((*remote)->files().empty());  // nothing read on this rank
+    EXPECT_EQ((*remote)->sample_shape(), local.sample_shape());
+    EXPECT_EQ((*remote)->target_width(), 4);
+    for (Part p : {Part::kTrain, Part::kValidation, Part::kTest}) EXPECT_EQ((*remote)->size(p), local.size(p));
+    for (int epoch : {0, 1}) {
+      local.SetEpoch(epoch);
+      (*remote)->SetEpoch(epoch);
+      for (Part p : {Part::kTrain, Part::kValidation, Part::kTest}) {
+        const int64_t n = local.size(p);
+        std::vector<int64_t> idx(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) idx[i] = (i * 7 + 3) % n;  // a permutation (n is 30, 10 or 12)
+        std::vector<float> xl(n * 30), yl(n), xr(n * 30), yr(n);
+        // Batches of 4 with the rest prefetched, as the worker's loop does.
+        for (int64_t b = 0; b < n; b += 4) {
+          const int64_t m = std::min<int64_t>(4, n - b);
+          local.Gather(p, idx.data() + b, m, xl.data() + b * 30, yl.data() + b);
+          (*remote)->Gather(p, idx.data() + b, m, xr.data() + b * 30, yr.data() + b);
+          (*remote)->Prefetch(p, idx.data() + b + m, n - b - m);
+        }
+        ASSERT_TRUE((*remote)->TakeError().ok());
+        EXPECT_EQ(xl, xr) << "part " << static_cast<int>(p) << " epoch " << epoch << " threads " << threads;
+        EXPECT_EQ(yl, yr);
+      }
+    }
+    // A sample twice in one batch, as with replacement.
+    std::vector<int64_t> twice = {5, 5, 2};
+    std::vector<float> xl(90), yl(3), xr(90), yr(3);
+    local.Gather(Part::kTest, twice.data(), 3, xl.data(), yl.data());
+    (*remote)->Gather(Part::kTest, twice.data(), 3, xr.data(), yr.data());
+    EXPECT_EQ(xl, xr);
+    EXPECT_GT(server.requests(), 0);
+  }
+}
+
+TEST_F(Shards, BadRecordsOnTheCoordinatorAreNamedAndThePolicyDecides) {
+  ASSERT_TRUE(Pack(dir_ + "/ds").ok());
+  Damage(dir_ + "/ds", 3, /*fix_index=*/false);  // bad CRC: the coordinator cannot read it
+  Damage(dir_ + "/ds", 5, /*fix_index=*/true);   // reads, but the worker cannot decode it
+  auto spec = Spec(dir_ + "/ds");
+  spec.set_source(proto::DatasetSpec::COORDINATOR);
+  std::vector<float> x(3 * 30), y(3);
+  for (int64_t bad : {3, 5}) {
+    RecordServer server(spec);
+    auto fail = server.OpenRemote(spec);
+    ASSERT_TRUE(fail.ok());
+    std::vector<int64_t> idx = {0, bad, 1};
+    (*fail)->Gather(Part::kTrain, idx.data(), 3, x.data(), y.data());
+    Status st = (*fail)->TakeError();
+    EXPECT_EQ(st.code(), Code::kDataLoss);
+    if (bad == 3) {
+      EXPECT_NE(st.message().find("train-000000.tar' offset"), std::string::npos) << st.message();
+    } else {
+      EXPECT_NE(st.message().find("on the coordinator's host, training record 5"), std::string::npos) << st.message();
+      EXPECT_NE(st.message().find("corrupt image"), std::string::npos) << st.message();
+    }
+  }
+  spec.mutable_shards()->set_malformed_policy(proto::ShardsSpec::Malformed::SKIP);
+  RecordServer server(spec);
+  auto skip = server.OpenRemote(spec);
+  ASSERT_TRUE(skip.ok());
+  std::vector<int64_t> idx = {0, 3, 5};
+  (*skip)->Gather(Part::kTrain, idx.data(), 3, x.data(), y.data());
+  EXPECT_TRUE((*skip)->TakeError().ok());
+  for (int k = 1; k < 3; ++k)
+    for (int p = 0; p < 30; ++p) EXPECT_EQ(x[k * 30 + p], pixels_[0][p]);
+}
+
 TEST_F(Shards, TruncatedShardIsNamedAtOpenAndByVerify) {
   ASSERT_TRUE(Pack(dir_ + "/ds").ok());
   const std::string tar = dir_ + "/ds/train-000001.tar";
@@ -369,6 +497,10 @@ TEST_F(Shards, JobCheckUsesTheManifestAndRefusesSettingsThatDoNotApply) {
   auto none = CheckJob(*missing);
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("dataset.json' is missing"), std::string::npos) << none.status().message();
+  auto idx_source = job("format: IDX dir: \"fashion-mnist\" source: COORDINATOR", 10);
+  ASSERT_FALSE(idx_source.ok());
+  EXPECT_NE(idx_source.status().message().find("dataset.source"), std::string::npos) << idx_source.status().message();
+  EXPECT_NE(idx_source.status().message().find("dataset.format SHARDS"), std::string::npos);
 }
 
 TEST(ImageCodec, PngAndJpegRoundTripAndResize) {

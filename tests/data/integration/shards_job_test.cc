@@ -151,6 +151,48 @@ TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
   for (const auto& h : result["history"]) EXPECT_EQ(h["train_samples"], 135);
 }
 
+// dataset.source COORDINATOR: the same job trains the same model as with
+// LOCAL (one worker: every loss and accuracy equal to the last bit), with a
+// validation split, augmentation and JPEG records; and with two workers and
+// a parameter server every record is trained once per epoch.
+TEST_F(ShardsJob, RecordsFromTheCoordinatorTrainTheSameModelAsLocalFiles) {
+  WriteShapePhotos(work + "/photos");
+  ShellRun pack = Shell(PolisData("pack folder --train " + work + "/photos --size 16x16 --test-fraction 0.25 "
+                                  "--encoding jpg --out " + work + "/ds"));
+  ASSERT_EQ(pack.exit_code, 0) << pack.output;
+  auto train = [&](const std::string& name, const std::string& source, const std::string& flags) {
+    const std::string job = work + "/" + name + ".pbtxt";
+    WriteAllReduceJob(job, name, kShapesCnn,
+                      "dir: \"" + work + "/ds\" source: " + source + " validation_fraction: 0.2\n"
+                      "  augmentation { crop_padding: 1 horizontal_flip: true brightness: 0.05 }",
+                      "learning_rate: 0.01", "batch_size: 12 epochs: 3 seed: 5");
+    ShellRun r = Shell(PolisRun(flags + " --registry " + work + "/registry --run-dir " + work + "/" + name + " " + job));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return ReadJson(work + "/" + name + "/result.json");
+  };
+  auto local = train("local", "LOCAL", "--workers 1");
+  auto remote = train("remote", "COORDINATOR", "--workers 1");
+  ASSERT_EQ(local["history"].size(), 3u) << local.dump();
+  ASSERT_EQ(remote["history"].size(), 3u) << remote.dump();
+  for (const char* key : {"train_loss", "train_accuracy", "validation_loss", "validation_accuracy"})
+    for (size_t e = 0; e < 3; ++e) EXPECT_EQ(local["history"][e][key], remote["history"][e][key]) << key << " " << e;
+  EXPECT_EQ(local["test_accuracy"], remote["test_accuracy"]);
+  EXPECT_EQ(local["test_loss"], remote["test_loss"]);
+
+  // Parameter servers and two workers, both asking the coordinator.
+  const std::string job = work + "/ps.pbtxt";
+  WriteAllReduceJob(job, "ps", kShapesCnn, "dir: \"" + work + "/ds\" source: COORDINATOR", "learning_rate: 0.01",
+                    "batch_size: 15 epochs: 4 seed: 3");
+  std::string text = *ReadFile(job);
+  text.replace(text.find("mode: ALLREDUCE servers: 0"), 26, "mode: PARAMETER_SERVER servers: 1");
+  std::ofstream(job) << text;
+  ShellRun r = Shell(PolisRun("--workers 2 --servers 1 --registry " + work + "/registry --run-dir " + work + "/ps " + job));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto ps = ReadJson(work + "/ps/result.json");
+  EXPECT_GT(ps["test_accuracy"].get<double>(), 0.9) << ps.dump();
+  for (const auto& h : ps["history"]) EXPECT_EQ(h["train_samples"], 135);
+}
+
 // polis-registry serve on ROOT, a free port; stopped with the object.
 class RegistryProcess {
  public:

@@ -28,8 +28,7 @@ std::string DescribeForWorkers(const Dataset& local, const std::string& dir) {
                       {"train", local.size(Part::kTrain)},
                       {"validation", local.size(Part::kValidation)},
                       {"test", local.size(Part::kTest)},
-                      {"dir", dir},
-                      {"report", local.Report()}};
+                      {"dir", dir}};
   return j.dump();
 }
 
@@ -45,7 +44,6 @@ StatusOr<std::shared_ptr<RecordClient>> RecordClient::FromDescription(const std:
     d.validation = j.at("validation").get<int64_t>();
     d.test = j.at("test").get<int64_t>();
     d.dir = j.at("dir").get<std::string>();
-    d.report = j.at("report").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument("the coordinator's dataset description: {}", e.what());
   }
@@ -68,6 +66,7 @@ Status RecordClient::Fetch(Part p, const std::vector<int64_t>& indices, std::vec
   auto* req = msg.mutable_record_request();
   req->set_part(static_cast<int32_t>(p));
   req->mutable_indices()->Add(indices.begin(), indices.end());
+  const auto start = comm::Clock::now();
   POLIS_RETURN_IF_ERROR(comm::SendControl(ctrl_, coordinator_, msg));
   // The answer: probe for its size, then receive it.
   const auto deadline = comm::DeadlineFromNow();
@@ -85,6 +84,7 @@ Status RecordClient::Fetch(Part p, const std::vector<int64_t>& indices, std::vec
   POLIS_RETURN_IF_ERROR(data_->Recv(buffer_.data(), found.bytes, coordinator_, comm::kTagRecords));
   ++round_trips_;
   bytes_received_ += found.bytes;
+  seconds_ += std::chrono::duration<double>(comm::Clock::now() - start).count();
   if (!batch_.ParseFromString(buffer_))
     return RemoteError("the coordinator (rank {}) sent records that do not parse ({} bytes)", coordinator_,
                        found.bytes);

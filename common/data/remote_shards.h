@@ -1,6 +1,6 @@
 // dataset.source COORDINATOR (docs/datasets.md): only the coordinator's host
 // holds a SHARDS dataset. At start the coordinator describes it to every
-// rank (DescribeForWorkers: shape, classes, part sizes, its report line);
+// rank (DescribeForWorkers: shape, classes, part sizes);
 // a worker's dataset then asks the coordinator for the records it needs, a
 // batch of them per round trip (RecordRequest on the control channel), and
 // the coordinator answers with their stored bytes (ServeRecords: a
@@ -28,8 +28,7 @@ struct RemoteDescription {
   std::vector<int64_t> shape;  // C, H, W
   int64_t classes = 0;
   int64_t train = 0, validation = 0, test = 0;  // samples per part
-  std::string dir;     // on the coordinator's host, for messages
-  std::string report;  // the coordinator's report line
+  std::string dir;  // on the coordinator's host, for messages
 };
 
 // JSON text of `local`'s description (a SHARDS dataset opened from files).
@@ -57,6 +56,7 @@ class RecordClient {
 
   int64_t round_trips() const { return round_trips_; }
   int64_t bytes_received() const { return bytes_received_; }
+  double seconds() const { return seconds_; }  // in Fetch, request to last byte
 
  private:
   RemoteDescription desc_;
@@ -66,6 +66,7 @@ class RecordClient {
   std::string buffer_;
   proto::RecordBatch batch_;
   int64_t round_trips_ = 0, bytes_received_ = 0;
+  double seconds_ = 0;
 };
 
 // The coordinator's side: reads the records rank `to` asked for from

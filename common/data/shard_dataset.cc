@@ -46,6 +46,9 @@ class ShardDataset : public Dataset {
     work_cv_.notify_all();
     for (auto& t : threads_) t.join();
     for (auto& s : shards_) ::close(s.fd);
+    if (remote_ && remote_->round_trips() > 0)
+      POLIS_LOG(kInfo, kData, "records from the coordinator: {} requests, {:.1f} MiB, {:.3f} s waiting for answers",
+                remote_->round_trips(), remote_->bytes_received() / 1048576.0, remote_->seconds());
   }
 
   Status Open(const proto::DatasetSpec& d, uint64_t seed) {
@@ -98,10 +101,14 @@ class ShardDataset : public Dataset {
     return f;
   }
   std::string Report() const override {
-    if (remote_)
-      return fmt::format("records from the coordinator's copy (dataset.source COORDINATOR): {}; {} decode threads, "
-                         "up to {} records fetched and decoded ahead",
-                         remote_->description().report, threads_.size(), capacity_);
+    if (remote_) {
+      const RemoteDescription& r = remote_->description();
+      return fmt::format("records from the coordinator's copy of '{}' (dataset.source COORDINATOR): {} training, {} "
+                         "validation and {} test records of {}x{}x{}, {} classes; {} decode threads, up to {} "
+                         "records fetched and decoded ahead",
+                         r.dir, r.train, r.validation, r.test, r.shape[0], r.shape[1], r.shape[2], r.classes,
+                         threads_.size(), capacity_);
+    }
     return fmt::format("shards '{}': {} training records ({} held out for validation) and {} test records of "
                        "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead",
                        dir_, train_.size, split_.validation.size(), test_.size, manifest_.channels,
@@ -367,14 +374,17 @@ class ShardDataset : public Dataset {
   }
 
   // dataset.source COORDINATOR: asks the coordinator, in one round trip, for
-  // the records of idx[0, n) that are not held yet (Prefetch: only as many
-  // as the cache has room for), and queues them for decoding.
+  // the records of idx[0, n) that are not held yet, and queues them for
+  // decoding. Prefetch (up_to_capacity) asks only once half the cache is
+  // free, then fills it: a round trip every prefetch_records / 2 records
+  // rather than every step.
   void Fetch(Part p, const int64_t* idx, int64_t n, bool up_to_capacity) const {
     std::vector<int64_t>& want = want_;
     want.clear();
     {
       std::lock_guard<std::mutex> l(mu_);
       int64_t room = capacity_ - static_cast<int64_t>(slots_.size());
+      if (up_to_capacity && room < std::max<int64_t>(capacity_ / 2, 1)) return;
       for (int64_t i = 0; i < n && (!up_to_capacity || room > 0); ++i) {
         const int64_t key = Key(p, idx[i]);
         if (slots_.count(key) || std::find(want.begin(), want.end(), idx[i]) != want.end()) continue;

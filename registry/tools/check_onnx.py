@@ -29,7 +29,7 @@ shows it) and compared with the window Polis cut.
 
 Prints one JSON line (max_abs_diff, images or windows, ...).
 Exit codes: 0 within tolerance, 1 a check failed, 2 usage or unreadable input,
-77 python3-onnx, python3-opencv or numpy missing (the tests' "skip").
+77 numpy, python3-onnx or (for --images) python3-opencv missing (the tests' "skip").
 """
 import argparse
 import gzip

@@ -10,10 +10,15 @@
 //   polis-registry rollback --root DIR MODEL ALIAS [--why TEXT] [--who NAME]
 //   polis-registry unalias  --root DIR MODEL ALIAS [--why TEXT] [--who NAME]
 //   polis-registry delete   --root DIR MODEL VERSION [--force] [--why TEXT] [--who NAME]
-//   polis-registry export-onnx --root DIR MODEL [VERSION]  (writes model.onnx beside the artifact)
+//   polis-registry export-onnx --root DIR MODEL [VERSION]  (writes model.onnx beside the artifact, and
+//                           preprocessing.json for a time-series forecaster)
 //   polis-registry predict  --root DIR MODEL [VERSION|ALIAS] --idx-images FILE --out FILE
 //                           [--idx-labels FILE] [--limit N] [--logits]
 //                           (the served outputs of every image, raw float32, for other runtimes to compare)
+//   polis-registry predict  --root DIR MODEL [VERSION|ALIAS] --csv FILE --out FILE
+//                           [--split test|validation|train] [--limit N] [--windows-out FILE]
+//                           [--times-out FILE]
+//                           (a time-series forecaster on the windows of a split of its training CSV)
 //   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE]
 //                           [--grpc-listen HOST:PORT [--grpc-port-file FILE]]
 //                           [--allow-anonymous-explain] [--explain-* limits] ...
@@ -31,6 +36,7 @@
 
 #include "common/artifact/artifact.h"
 #include "common/data/idx.h"
+#include "common/data/timeseries.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
 #include "registry/aliases.h"
@@ -53,6 +59,74 @@ std::string DefaultWho() {
   return fmt::format("{}@{}", u && *u ? u : "unknown", host);
 }
 
+// `predict --csv`: the windows of one split of a time-series forecaster's
+// training file, cut and standardised as training did, run through the
+// served model. Writes the model's outputs (raw float32, windows x horizon,
+// standardised as the FP32 input path returns them), optionally the windows
+// (raw float32, windows x lookback x F) and the time of each window's first
+// input step (one line each); returns the summary.
+struct WindowFiles {
+  std::string out, windows, times;
+};
+polis::StatusOr<nlohmann::json> PredictWindows(polis::registry::ServedVersion& sv, const std::string& csv,
+                                               const std::string& split, int64_t limit, int64_t batch,
+                                               const WindowFiles& files) {
+  using polis::data::TimeSeriesDataset;
+  if (!sv.timeseries())
+    return polis::InvalidArgument("model '{}' version {} is not a time-series forecaster (no CSV dataset "
+                                  "with preprocessing statistics); --csv needs one",
+                                  sv.model_name(), sv.version());
+  const TimeSeriesDataset::Split s = split == "train"        ? TimeSeriesDataset::kTrain
+                                     : split == "validation" ? TimeSeriesDataset::kValidation
+                                                             : TimeSeriesDataset::kTest;
+  polis::proto::TimeSeriesSpec spec = sv.timeseries_spec();
+  spec.set_path(csv);
+  POLIS_ASSIGN_OR_RETURN(TimeSeriesDataset ds, TimeSeriesDataset::Open(spec));
+  // The windows must be standardised with the statistics the model was
+  // trained with: the file's training split must give the same ones.
+  const polis::data::TimeSeriesStats& want = sv.timeseries_stats();
+  if (ds.stats().ToJson() != want.ToJson())
+    return polis::InvalidArgument("{}: its training split gives other statistics than model '{}' version {} "
+                                  "was trained with (feature names, categories, mean or stddev differ); "
+                                  "give the training file",
+                                  csv, sv.model_name(), sv.version());
+  int64_t n = ds.size(s);
+  if (limit >= 0) n = std::min(n, limit);
+  if (n == 0) return polis::InvalidArgument("{}: the {} split holds no windows", csv, split);
+  const int64_t per_window = sv.input_elements(), k = sv.classes();
+  std::string xs, ys, times;
+  for (int64_t i = 0; i < n; ++i) times += polis::data::FormatTimestamp(ds.window_times(s, i).first_input) + "\n";
+  for (int64_t at = 0; at < n; at += batch) {
+    const int64_t rows = std::min(batch, n - at);
+    std::vector<int64_t> idx(rows);
+    for (int64_t i = 0; i < rows; ++i) idx[i] = at + i;
+    std::vector<float> x(static_cast<size_t>(rows * per_window)), target(static_cast<size_t>(rows * ds.horizon()));
+    ds.Gather(s, idx.data(), rows, x.data(), target.data());
+    xs.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
+    polis::registry::InferOutcome o = sv.InferSync(std::move(x), rows);
+    if (!o.status.ok()) return o.status.WithContext(fmt::format("windows {}..{}", at, at + rows - 1));
+    ys.append(reinterpret_cast<const char*>(o.logits.data()), o.logits.size() * sizeof(float));
+  }
+  POLIS_RETURN_IF_ERROR(polis::WriteFileAtomic(files.out, ys));
+  if (!files.windows.empty()) POLIS_RETURN_IF_ERROR(polis::WriteFileAtomic(files.windows, xs));
+  if (!files.times.empty()) POLIS_RETURN_IF_ERROR(polis::WriteFileAtomic(files.times, times));
+  const auto first = ds.window_times(s, 0), last = ds.window_times(s, n - 1);
+  return nlohmann::json{{"model", sv.model_name()},
+                        {"version", sv.version()},
+                        {"sha256", sv.sha256()},
+                        {"split", split},
+                        {"windows", n},
+                        {"window_shape", sv.input_shape()},
+                        {"outputs", k},
+                        {"dtype", "float32"},
+                        {"output", "predictions (standardised; x target_stddev + target_mean for the target's units)"},
+                        {"first_target", polis::data::FormatTimestamp(first.first_target)},
+                        {"last_target", polis::data::FormatTimestamp(last.first_target)},
+                        {"out", files.out},
+                        {"windows_out", files.windows},
+                        {"times_out", files.times}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,11 +146,13 @@ int main(int argc, char** argv) {
   auto* rollback = app.add_subcommand("rollback", "move an alias back to its previous version");
   auto* unalias = app.add_subcommand("unalias", "remove an alias");
   auto* del = app.add_subcommand("delete", "delete a version (refused while an alias names it)");
-  auto* onnx = app.add_subcommand("export-onnx", "write model.onnx (ONNX opset 13) beside a version's artifact");
+  auto* onnx = app.add_subcommand(
+      "export-onnx", "write model.onnx (ONNX opset 13) beside a version's artifact (and preprocessing.json for a forecaster)");
   auto* predict = app.add_subcommand(
       "predict",
-      "run a version over the images of an IDX file, as the server does, and write its outputs (raw "
-      "little-endian float32, images x outputs; probabilities for classifiers) to --out");
+      "run a version over the images of an IDX file (or a forecaster over the windows of its CSV), as "
+      "the server does, and write its outputs (raw little-endian float32, rows x outputs; probabilities "
+      "for classifiers) to --out");
   auto* serve = app.add_subcommand("serve", "serve the models over HTTP (Open Inference Protocol v2)");
   for (auto* c : {list, publish, show, verify, aliases, promote, rollback, unalias, del, onnx, predict, serve})
     c->add_option("--root", root, "registry root")->capture_default_str();
@@ -105,8 +181,18 @@ int main(int argc, char** argv) {
   std::string idx_images, idx_labels, out_path;
   int64_t limit = -1, batch = 64;
   bool logits_out = false;
-  predict->add_option("--idx-images", idx_images, "IDX image file (gzip or raw), e.g. t10k-images-idx3-ubyte.gz")
-      ->required();
+  std::string csv, split = "test", windows_out, times_out;
+  auto* idx_opt = predict->add_option("--idx-images", idx_images,
+                                      "IDX image file (gzip or raw), e.g. t10k-images-idx3-ubyte.gz");
+  auto* csv_opt = predict->add_option("--csv", csv,
+                                      "a time-series forecaster's training CSV: run the windows of --split");
+  idx_opt->excludes(csv_opt);
+  predict->add_option("--split", split, "with --csv: which split's windows")
+      ->capture_default_str()->check(CLI::IsMember({"train", "validation", "test"}));
+  predict->add_option("--windows-out", windows_out,
+                      "with --csv: also write the windows (raw float32, windows x lookback x features)");
+  predict->add_option("--times-out", times_out,
+                      "with --csv: also write each window's first input time, one line per window");
   predict->add_option("--idx-labels", idx_labels, "IDX label file: also report the accuracy");
   predict->add_option("--out", out_path, "where to write the outputs (raw float32)")->required();
   predict->add_option("--limit", limit, "only the first N images (default: all)");
@@ -249,6 +335,15 @@ int main(int argc, char** argv) {
     bo.max_queue_delay_us = 0;
     auto sv = reg::ServedVersion::Load(root, model, version, bo, nullptr);
     if (!sv.ok()) return fail(sv.status());
+    if (!csv.empty()) {
+      auto summary = PredictWindows(**sv, csv, split, limit, batch, {out_path, windows_out, times_out});
+      if (!summary.ok()) return fail(summary.status());
+      return print(*summary);
+    }
+    if (idx_images.empty()) {
+      std::fprintf(stderr, "polis-registry: predict needs --idx-images or --csv\n");
+      return 2;
+    }
     auto images = polis::data::ReadIdx(idx_images);
     if (!images.ok()) return fail(images.status());
     int64_t per_image = 1;

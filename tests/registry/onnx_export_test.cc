@@ -1,11 +1,16 @@
 // ONNX export: the exported graph, run by a small reference interpreter
 // written here from the ONNX operator definitions, gives the network's own
 // outputs (checks weight layouts, padding, flatten order, Gemm transposes).
+// Sequence models: a tiny model per layer kind is exported and checked by
+// registry/tools/check_onnx.py (onnx.checker full_check, then its reference
+// evaluator of the ONNX operators) against Polis's batched forward.
 #include "registry/onnx_export.h"
 
 #include <cmath>
 #include <map>
 
+#include "common/data/timeseries.h"
+#include "tests/prereq.h"
 #include "tests/registry/registry_test_util.h"
 
 #if POLIS_TEST_WITH_ONNX
@@ -232,6 +237,202 @@ TEST(OnnxExportTest, WritesModelOnnxBesideTheArtifact) {
   ASSERT_TRUE(bytes.ok());
   ASSERT_TRUE(m.ParseFromString(*bytes));
   EXPECT_EQ(m.graph().node_size(), 7);  // conv, relu, pool, flatten, gemm, identity, softmax
+}
+
+// ---------------------------------------------------------------- sequence models
+
+struct SeqCase {
+  const char* name;
+  const char* layers;  // a regression model (loss MSE)
+  nn::Shape input;
+  const char* expect_op;  // an operator the graph must use
+  bool ids = false;       // the input holds Embedding ids, not values
+};
+
+void PrintTo(const SeqCase& c, std::ostream* os) { *os << c.name; }
+
+const SeqCase kSeqCases[] = {
+    {"Lstm2Layers", R"(loss: MSE
+       layer { type: "LSTM" recurrent_param { hidden_size: 5 num_layers: 2 } }
+       layer { type: "Dense" dense_param { units: 2 } })", {6, 3}, "LSTM"},
+    {"LstmSequencesMeanPool", R"(loss: MSE
+       layer { type: "LSTM" recurrent_param { hidden_size: 4 return_sequences: true } }
+       layer { type: "SequencePool" sequence_pool_param { mode: MEAN } }
+       layer { type: "Dense" dense_param { units: 1 } })", {5, 3}, "LSTM"},
+    {"Gru2Layers", R"(loss: MSE
+       layer { type: "GRU" recurrent_param { hidden_size: 5 num_layers: 2 } }
+       layer { type: "Dense" dense_param { units: 2 } })", {6, 3}, "GRU"},
+    {"GruSequences", R"(loss: MSE
+       layer { type: "GRU" recurrent_param { hidden_size: 4 return_sequences: true } }
+       layer { type: "SequencePool" }
+       layer { type: "Dense" dense_param { units: 1 } })", {4, 2}, "GRU"},
+    {"EmbeddingLstm", R"(loss: MSE
+       layer { type: "Embedding" embedding_param { vocab: 7 dim: 4 } }
+       layer { type: "LSTM" recurrent_param { hidden_size: 3 } }
+       layer { type: "Dense" dense_param { units: 1 } })", {6}, "Gather", true},
+    {"LayerNormGeluDropout", R"(loss: MSE
+       layer { type: "LayerNorm" layer_norm_param { epsilon: 1e-3 } }
+       layer { type: "GELU" }
+       layer { type: "Dropout" dropout_param { rate: 0.3 } }
+       layer { type: "GELU" gelu_param { approximation: TANH } }
+       layer { type: "SequencePool" sequence_pool_param { mode: MEAN } }
+       layer { type: "Dense" activation: TANH dense_param { units: 3 } })", {4, 6}, "Erf"},
+    {"CausalAttentionLearnedPositions", R"(loss: MSE
+       layer { type: "PositionalEncoding" positional_encoding_param { kind: LEARNED } }
+       layer { type: "MultiHeadSelfAttention" attention_param { num_heads: 2 causal: true } }
+       layer { type: "SequencePool" }
+       layer { type: "Dense" dense_param { units: 2 } })", {5, 4}, "Softmax"},
+    {"Attention", R"(loss: MSE
+       layer { type: "MultiHeadSelfAttention" attention_param { num_heads: 3 } }
+       layer { type: "SequencePool" sequence_pool_param { mode: MEAN } }
+       layer { type: "Dense" dense_param { units: 1 } })", {4, 6}, "MatMul"},
+    {"TransformerSinusoidal", R"(loss: MSE
+       layer { type: "PositionalEncoding" }
+       layer { type: "TransformerEncoderBlock" transformer_param { num_heads: 2 ff_dim: 8 dropout: 0.2 } }
+       layer { type: "TransformerEncoderBlock" transformer_param { num_heads: 1 ff_dim: 5 causal: true epsilon: 1e-3 } }
+       layer { type: "SequencePool" }
+       layer { type: "Dense" activation: RELU dense_param { units: 4 } }
+       layer { type: "Dense" dense_param { units: 1 } })", {7, 4}, "Erf"},
+};
+
+class OnnxSequenceExportTest : public ::testing::TestWithParam<SeqCase> {};
+
+// The exported graph, evaluated by check_onnx.py on a batch of inputs, gives
+// what Polis's own (batched) forward gives, within 1e-4.
+TEST_P(OnnxSequenceExportTest, CheckerMatchesPolisForward) {
+  const SeqCase& c = GetParam();
+  if (Sh(std::string("/usr/bin/python3 -c 'import numpy, onnx, onnx.checker'")).exit_code != 0)
+    POLIS_MISSING_PREREQ() << "/usr/bin/python3 lacks numpy or onnx (Debian: python3-numpy python3-onnx; "
+                              "launch/install-deps.sh installs them)";
+  TempDir dir;
+  ModelArtifact a = MakeArtifact(c.layers, c.input, 17);
+  a.header.mutable_job()->mutable_dataset()->set_format(proto::DatasetSpec::CSV);
+  const onnx::ModelProto m = Exported(a, c.name);
+  ASSERT_EQ(m.opset_import(0).version(), 13);
+  bool uses = false;
+  for (const auto& n : m.graph().node()) uses |= n.op_type() == c.expect_op;
+  EXPECT_TRUE(uses) << "no " << c.expect_op << " node";
+  auto bytes = ExportOnnx(a, c.name);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/model.onnx", *bytes).ok());
+
+  // Polis's forward on a batch of 5 (the graph must not mix rows up).
+  const int64_t rows = 5, per = nn::ShapeElements(c.input);
+  std::vector<float> x = Pattern(rows * per, 3);
+  if (c.ids)
+    for (int64_t i = 0; i < rows * per; ++i) x[i] = static_cast<float>((i * 5 + i / per) % 7);
+  auto model = nn::Model::Build(a.header.job().model(), c.input);
+  ASSERT_TRUE(model.ok());
+  std::vector<float> w = a.weights;
+  nn::Network net(*model, rows, w.data(), nullptr, false);
+  std::copy(x.begin(), x.end(), net.input());
+  net.Forward();
+  const int64_t k = nn::ShapeElements(model->output_shape());
+  const std::vector<float> y(net.output(), net.output() + rows * k);
+  for (float v : y) ASSERT_TRUE(std::isfinite(v));
+  auto write = [&](const std::string& name, const std::vector<float>& v) {
+    ASSERT_TRUE(WriteFileAtomic(dir.path() + "/" + name,
+                                std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)))
+                    .ok());
+  };
+  write("windows.f32", x);
+  write("polis.f32", y);
+  CtlRun run = Sh(std::string("/usr/bin/python3 ") + POLIS_SOURCE_DIR + "/registry/tools/check_onnx.py --onnx " +
+                  dir.path() + "/model.onnx --windows " + dir.path() + "/windows.f32 --polis-outputs " +
+                  dir.path() + "/polis.f32 --batch 2 --tolerance 1e-4");
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const json report = json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << run.out << run.err;
+  EXPECT_EQ(report["windows"], rows);
+  EXPECT_EQ(report["outputs"], k);
+  EXPECT_LE(report["max_abs_diff"].get<double>(), 1e-4) << run.out;
+  EXPECT_EQ(report["checker"], "ok (full_check)");
+
+  // A wrong Polis output is caught: the check can fail.
+  std::vector<float> off = y;
+  off[rows * k - 1] += 1e-3f;
+  write("off.f32", off);
+  CtlRun bad = Sh(std::string("/usr/bin/python3 ") + POLIS_SOURCE_DIR + "/registry/tools/check_onnx.py --onnx " +
+                  dir.path() + "/model.onnx --windows " + dir.path() + "/windows.f32 --polis-outputs " +
+                  dir.path() + "/off.f32");
+  EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryLayerKind, OnnxSequenceExportTest, ::testing::ValuesIn(kSeqCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// A forecaster on a CSV time series: preprocessing.json beside model.onnx
+// (and the same JSON in the graph's metadata) lists every input feature in
+// input order with its recipe and statistics, and the target's.
+TEST(OnnxExportTest, TimeSeriesPreprocessingIsWrittenBesideTheModel) {
+  TempDir dir;
+  proto::TimeSeriesSpec spec;
+  spec.set_timestamp_column("time");
+  spec.set_target_column("demand");
+  spec.add_numeric_features("temp");
+  spec.add_categorical_features()->set_column("weather");
+  auto* idx = spec.add_categorical_features();
+  idx->set_column("station");
+  idx->set_encoding(proto::TimeSeriesSpec::Categorical::EMBEDDING_INDEX);
+  spec.mutable_calendar_features()->set_month(false);
+  spec.mutable_calendar_features()->set_holiday_column("holiday");
+  spec.set_lookback(3);
+  data::TimeSeriesStats stats;
+  stats.feature_names = {"demand", "temp", "weather=<unknown>", "weather=rain", "weather=sun", "station#index",
+                         "hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "holiday"};
+  stats.mean = {100, 12.5, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  stats.stddev = {20, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  stats.target_mean = 100;
+  stats.target_stddev = 20;
+  stats.vocabularies = {{"weather", {"rain", "sun"}}, {"station", {"a", "b", "c"}}};
+  ModelArtifact a = MakeArtifact(R"(loss: MSE
+      layer { type: "GRU" recurrent_param { hidden_size: 3 } }
+      layer { type: "Dense" dense_param { units: 1 } })",
+                                 {3, 11}, 5);
+  proto::DatasetSpec& d = *a.header.mutable_job()->mutable_dataset();
+  d.set_format(proto::DatasetSpec::CSV);
+  *d.mutable_timeseries() = spec;
+  a.header.set_preprocessing_json(stats.ToJson());
+  ASSERT_EQ(Publish(dir.path(), "ts", a), 1);
+  auto path = ExportOnnxFile(dir.path(), "ts", 0);
+  ASSERT_TRUE(path.ok()) << path.status().ToString();
+  auto text = ReadFile(dir.path() + "/ts/1/preprocessing.json");
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  const json j = json::parse(*text, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << *text;
+  EXPECT_EQ(j["format"], "polis-timeseries-preprocessing/1");
+  EXPECT_EQ(j["lookback"], 3);
+  EXPECT_EQ(j["target"]["mean"], 100.0);
+  EXPECT_EQ(j["target"]["stddev"], 20.0);
+  const json& f = j["features"];
+  ASSERT_EQ(f.size(), 11u);
+  EXPECT_EQ(f[0]["kind"], "numeric");
+  EXPECT_EQ(f[0]["column"], "demand");
+  EXPECT_EQ(f[1]["mean"], 12.5);
+  EXPECT_EQ(f[1]["stddev"], 4.0);
+  EXPECT_TRUE(f[2]["category"].is_null());  // the unknown slot
+  EXPECT_EQ(f[4]["category"], "sun");
+  EXPECT_EQ(f[5]["kind"], "category_index");
+  EXPECT_EQ(f[5]["categories"], json({"a", "b", "c"}));
+  EXPECT_EQ(f[6]["period"], "hour");
+  EXPECT_EQ(f[6]["function"], "sin");
+  EXPECT_EQ(f[9]["period"], "weekday");
+  EXPECT_EQ(f[9]["function"], "cos");
+  EXPECT_EQ(f[10]["column"], "holiday");
+  onnx::ModelProto m;
+  ASSERT_TRUE(m.ParseFromString(*ReadFile(*path)));
+  std::map<std::string, std::string> props;
+  for (const auto& p : m.metadata_props()) props[p.key()] = p.value();
+  EXPECT_EQ(json::parse(props["polis.preprocessing"]), j);
+
+  // Statistics that do not match the spec are refused, naming both counts.
+  stats.feature_names.pop_back();
+  stats.mean.pop_back();
+  stats.stddev.pop_back();
+  a.header.set_preprocessing_json(stats.ToJson());
+  auto refused = TimeSeriesPreprocessingJson(a);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("10 features"), std::string::npos) << refused.status().ToString();
 }
 
 #else

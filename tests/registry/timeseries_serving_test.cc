@@ -3,6 +3,7 @@
 // answers in the target's original units.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include <fmt/ranges.h>
@@ -171,6 +172,68 @@ TEST_F(TimeSeriesServingTest, RawRowsGivePredictionsInOriginalUnits) {
     }
   EXPECT_TRUE(found) << j.dump();
   EXPECT_EQ(j["parameters"]["timeseries"]["lookback"], kLookback);
+}
+
+// `polis-registry predict --csv`: the windows of a split of the training
+// file, cut as training cut them, and the served model's outputs for them
+// (what registry/tools/check_onnx.py compares an ONNX export with).
+TEST_F(TimeSeriesServingTest, PredictCsvWritesASplitsWindowsAndTheirOutputs) {
+  const std::string bin = std::string(POLIS_BINARY_DIR) + "/registry/polis-registry";
+  const std::string out = data_.path() + "/out.f32", win = data_.path() + "/windows.f32",
+                    times = data_.path() + "/times.txt";
+  CtlRun run = Sh(bin + " predict --root " + root_.path() + " ts --csv " + csv_ + " --split train --batch 3 --out " +
+                  out + " --windows-out " + win + " --times-out " + times);
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  auto ds = data::TimeSeriesDataset::Open(spec_);
+  ASSERT_TRUE(ds.ok());
+  const int64_t n = ds->size(data::TimeSeriesDataset::kTrain), per = kLookback * ds->num_features();
+  const json summary = json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(summary.is_object()) << run.out;
+  EXPECT_EQ(summary["windows"], n);
+  EXPECT_EQ(summary["split"], "train");
+
+  auto floats = [](const std::string& path) {
+    auto bytes = ReadFile(path);
+    EXPECT_TRUE(bytes.ok()) << path;
+    std::vector<float> v(bytes.ok() ? bytes->size() / sizeof(float) : 0);
+    if (!v.empty()) std::memcpy(v.data(), bytes->data(), v.size() * sizeof(float));
+    return v;
+  };
+  const std::vector<float> xs = floats(win), ys = floats(out);
+  ASSERT_EQ(static_cast<int64_t>(xs.size()), n * per);
+  ASSERT_EQ(static_cast<int64_t>(ys.size()), n);
+  std::vector<std::string> lines;
+  {
+    std::ifstream f(times);
+    for (std::string l; std::getline(f, l);) lines.push_back(l);
+  }
+  ASSERT_EQ(static_cast<int64_t>(lines.size()), n);
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<float> x(per), y(1);
+    ds->Gather(data::TimeSeriesDataset::kTrain, &i, 1, x.data(), y.data());
+    EXPECT_TRUE(std::equal(x.begin(), x.end(), xs.begin() + i * per)) << "window " << i;
+    EXPECT_NEAR(ys[i], ReferenceLogits(art_, x)[0], 1e-5) << "window " << i;
+    EXPECT_EQ(lines[i], data::FormatTimestamp(ds->window_times(data::TimeSeriesDataset::kTrain, i).first_input));
+  }
+
+  // Refused, each with a sentence: an empty split, a file whose training
+  // split gives other statistics, a model that is not a forecaster.
+  run = Sh(bin + " predict --root " + root_.path() + " ts --csv " + csv_ + " --out " + out);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("the test split holds no windows"), std::string::npos) << run.err;
+  const std::string other = data_.path() + "/other.csv";
+  {
+    std::ofstream f(other);
+    f << kHeaderLine << "\n";
+    for (const auto& l : lines_) f << l.substr(0, l.rfind(',')) << ",5\n";  // another demand
+  }
+  run = Sh(bin + " predict --root " + root_.path() + " ts --csv " + other + " --split train --out " + out);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("gives other statistics"), std::string::npos) << run.err;
+  ASSERT_EQ(Publish(root_.path(), "cnn", MakeArtifact(kTinyCnn, kTinyInput, 3)), 1);
+  run = Sh(bin + " predict --root " + root_.path() + " cnn --csv " + csv_ + " --out " + out);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("is not a time-series forecaster"), std::string::npos) << run.err;
 }
 
 TEST_F(TimeSeriesServingTest, BadRowsAreRefused) {

@@ -252,6 +252,9 @@ class Coordinator {
       : ctx_(ctx), options_(options), spec_(ctx.job.spec), E_(spec_.training().epochs()), W_(ctx.workers),
         worker_epoch_(W_, 0), workers_view_(W_), servers_view_(ctx.servers), totals_(E_) {}
 
+  // Every record sent to a worker has left (dataset.source COORDINATOR).
+  Status FlushRecords() { return records_ ? records_->Flush(comm::DeadlineFromNow()) : Status::Ok(); }
+
   Status Run() {
     POLIS_RETURN_IF_ERROR(Start());
     while (epochs_done_ < E_ && !stopped_early_) {
@@ -279,6 +282,8 @@ class Coordinator {
 
   Status Start() {
     POLIS_ASSIGN_OR_RETURN(dataset_, data::OpenJobDataset(spec_));
+    if (spec_.dataset().source() == proto::DatasetSpec::COORDINATOR)
+      records_ = std::make_unique<data::RecordServer>(ctx_.data);
     regression_ = dataset_->task() == data::Task::kRegression;
     N_ = dataset_->size(data::Part::kTrain);
     validation_ = dataset_->size(data::Part::kValidation) > 0;
@@ -438,6 +443,7 @@ class Coordinator {
     comm::Backoff backoff;
     const auto deadline = comm::DeadlineFromNow();
     while (true) {
+      if (records_) POLIS_RETURN_IF_ERROR(records_->Progress());
       Status st = comm::TryRecvControl(ctx_.ctrl, comm::kAnySource, from, msg);
       if (st.code() != Code::kNotFound) return st;
       if (g_stop_requested && !stopping_ && !finishing_) return st;
@@ -512,7 +518,7 @@ class Coordinator {
     if (msg.has_record_request()) {
       if (spec_.dataset().source() != proto::DatasetSpec::COORDINATOR)
         return RemoteError("{} asked for records, but the job's dataset.source is LOCAL", ctx_.RankName(from));
-      return data::ServeRecords(*dataset_, msg.record_request(), ctx_.data, from, ctx_.RankName(from));
+      return records_->Serve(*dataset_, msg.record_request(), from, ctx_.RankName(from));
     }
     // privacy.secure_aggregation: relayed to every worker once all are in;
     // the pair seeds are bound to the run id.
@@ -1152,6 +1158,8 @@ class Coordinator {
   const proto::JobSpec& spec_;
   const int E_, W_;
   std::unique_ptr<data::Dataset> dataset_;
+  // dataset.source COORDINATOR: the records on their way to workers.
+  std::unique_ptr<data::RecordServer> records_;
   bool regression_ = false;
   bool validation_ = false;  // the job has a validation split: epochs are evaluated on it
   int64_t N_ = 0;
@@ -1215,7 +1223,8 @@ class Coordinator {
 
 Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options) {
   Coordinator coordinator(ctx, options);
-  return coordinator.Run();
+  POLIS_RETURN_IF_ERROR(coordinator.Run());
+  return coordinator.FlushRecords();
 }
 
 }  // namespace polis::coordinator

@@ -61,6 +61,8 @@ class Dataset {
   virtual Status ReadEncoded(Part, int64_t /*index*/, std::string* /*bytes*/, int32_t* /*label*/) const {
     return Unimplemented("only SHARDS datasets hold encoded records");
   }
+  // SHARDS: the size of the largest stored record (0 elsewhere).
+  virtual int64_t max_encoded_bytes() const { return 0; }
 };
 
 class RecordClient;  // common/data/remote_shards.h

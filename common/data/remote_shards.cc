@@ -2,6 +2,9 @@
 
 #include <zlib.h>
 
+#include <cstring>
+#include <limits>
+
 #include <nlohmann/json.hpp>
 
 #include "common/comm/control.h"
@@ -11,6 +14,12 @@ namespace polis::data {
 namespace {
 
 constexpr int64_t kMaxRecordsPerRequest = 1 << 20;
+// An answer is its length (8 bytes, little-endian), then a RecordBatch.
+constexpr size_t kLengthBytes = 8;
+// What a record adds to the RecordBatch beside its bytes: label, size and
+// CRC-32 fields, and an error of at most kMaxErrorBytes.
+constexpr int64_t kMaxErrorBytes = 480;
+constexpr int64_t kRecordOverhead = 32 + kMaxErrorBytes;
 
 const char* PartName(Part p) {
   return p == Part::kTrain ? "training" : p == Part::kValidation ? "validation" : "test";
@@ -28,7 +37,8 @@ std::string DescribeForWorkers(const Dataset& local, const std::string& dir) {
                       {"train", local.size(Part::kTrain)},
                       {"validation", local.size(Part::kValidation)},
                       {"test", local.size(Part::kTest)},
-                      {"dir", dir}};
+                      {"dir", dir},
+                      {"max_record_bytes", local.max_encoded_bytes()}};
   return j.dump();
 }
 
@@ -44,13 +54,16 @@ StatusOr<std::shared_ptr<RecordClient>> RecordClient::FromDescription(const std:
     d.validation = j.at("validation").get<int64_t>();
     d.test = j.at("test").get<int64_t>();
     d.dir = j.at("dir").get<std::string>();
+    d.max_record_bytes = j.at("max_record_bytes").get<int64_t>();
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument("the coordinator's dataset description: {}", e.what());
   }
   bool shape_ok = d.shape.size() == 3;
   for (int64_t v : d.shape) shape_ok &= v >= 1 && v <= (1 << 20);
-  if (!shape_ok || d.classes < 2 || d.train < 0 || d.validation < 0 || d.test < 0)
-    return InvalidArgument("the coordinator's dataset description has an impossible shape, class count or size");
+  if (!shape_ok || d.classes < 2 || d.train < 0 || d.validation < 0 || d.test < 0 || d.max_record_bytes < 0 ||
+      d.max_record_bytes > (int64_t{1} << 30))
+    return InvalidArgument("the coordinator's dataset description has an impossible shape, class count, size or "
+                           "record size");
   return client;
 }
 
@@ -60,44 +73,66 @@ void RecordClient::Attach(comm::Channel* ctrl, comm::Channel* data, int coordina
   coordinator_ = coordinator;
 }
 
-Status RecordClient::Fetch(Part p, const std::vector<int64_t>& indices, std::vector<FetchedRecord>* out) {
+Status RecordClient::Request(Part p, std::vector<int64_t> indices) {
   if (ctrl_ == nullptr) return InternalError("records asked of the coordinator before the transport exists");
+  const int64_t n = static_cast<int64_t>(indices.size());
+  const int64_t bytes = kLengthBytes + n * (desc_.max_record_bytes + kRecordOverhead) + 64;
+  if (bytes > std::numeric_limits<int32_t>::max())
+    return InvalidArgument("{} records of up to {} bytes do not fit one message; lower dataset.shards.prefetch_records "
+                           "or training.batch_size",
+                           n, desc_.max_record_bytes);
   proto::ControlMessage msg;
   auto* req = msg.mutable_record_request();
   req->set_part(static_cast<int32_t>(p));
   req->mutable_indices()->Add(indices.begin(), indices.end());
-  const auto start = comm::Clock::now();
-  POLIS_RETURN_IF_ERROR(comm::SendControl(ctrl_, coordinator_, msg));
-  // The answer: probe for its size, then receive it.
-  const auto deadline = comm::DeadlineFromNow();
-  comm::Backoff backoff;
-  comm::Probed found;
-  while (true) {
-    POLIS_ASSIGN_OR_RETURN(bool here, data_->Probe(coordinator_, comm::kTagRecords, &found));
-    if (here) break;
-    if (comm::Clock::now() > deadline)
-      return Timeout("no answer from the coordinator (rank {}) to a request for {} {} records", coordinator_,
-                     indices.size(), PartName(p));
-    backoff.Pause();
+  Pending& q = pending_.emplace_back();
+  q.part = p;
+  q.indices = std::move(indices);
+  q.buffer.resize(static_cast<size_t>(bytes));
+  // The receive first, so the answer lands in place whenever it comes.
+  POLIS_RETURN_IF_ERROR(data_->Irecv(q.buffer.data(), bytes, coordinator_, comm::kTagRecords, &q.request));
+  return comm::SendControl(ctrl_, coordinator_, msg);
+}
+
+Status RecordClient::Next(bool wait, Answer* out) {
+  if (pending_.empty()) return InternalError("no records were asked for");
+  Pending& q = pending_.front();
+  bool done = false;
+  POLIS_RETURN_IF_ERROR(data_->Test(&q.request, 1, &done));
+  if (!done) {
+    if (!wait) return NotFound("not yet");
+    const auto start = comm::Clock::now();
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(data_, &q.request, 1, comm::DeadlineFromNow(), [&] {
+      return fmt::format("{} {} records from the coordinator (rank {})", q.indices.size(), PartName(q.part),
+                         coordinator_);
+    }));
+    seconds_waiting_ += std::chrono::duration<double>(comm::Clock::now() - start).count();
   }
-  buffer_.resize(static_cast<size_t>(found.bytes));
-  POLIS_RETURN_IF_ERROR(data_->Recv(buffer_.data(), found.bytes, coordinator_, comm::kTagRecords));
+  Status st = Parse(q, out);
+  pending_.pop_front();
+  return st;
+}
+
+Status RecordClient::Parse(Pending& q, Answer* out) {
+  uint64_t length = 0;
+  std::memcpy(&length, q.buffer.data(), kLengthBytes);
+  if (length > q.buffer.size() - kLengthBytes ||
+      !batch_.ParseFromArray(q.buffer.data() + kLengthBytes, static_cast<int>(length)))
+    return RemoteError("the coordinator (rank {}) sent records that do not parse ({} bytes)", coordinator_, length);
   ++round_trips_;
-  bytes_received_ += found.bytes;
-  seconds_ += std::chrono::duration<double>(comm::Clock::now() - start).count();
-  if (!batch_.ParseFromString(buffer_))
-    return RemoteError("the coordinator (rank {}) sent records that do not parse ({} bytes)", coordinator_,
-                       found.bytes);
-  const int n = static_cast<int>(indices.size());
+  bytes_received_ += static_cast<int64_t>(length);
+  const int n = static_cast<int>(q.indices.size());
   if (batch_.labels_size() != n || batch_.sizes_size() != n || batch_.crc32_size() != n ||
       batch_.errors_size() != n)
     return RemoteError("the coordinator (rank {}) answered a request for {} records with {}", coordinator_, n,
                        batch_.labels_size());
-  out->resize(static_cast<size_t>(n));
+  out->part = q.part;
+  out->indices = std::move(q.indices);
+  out->records.resize(static_cast<size_t>(n));
   const std::string& data = batch_.data();
   size_t at = 0;
   for (int i = 0; i < n; ++i) {
-    FetchedRecord& r = (*out)[static_cast<size_t>(i)];
+    FetchedRecord& r = out->records[static_cast<size_t>(i)];
     const size_t size = batch_.sizes(i);
     if (size > data.size() - at)
       return RemoteError("the coordinator (rank {}) sent {} bytes of records; their sizes add up to more",
@@ -109,11 +144,12 @@ Status RecordClient::Fetch(Part p, const std::vector<int64_t>& indices, std::vec
     if (!r.error.empty()) continue;
     if (r.label < 0 || r.label >= desc_.classes)
       return RemoteError("the coordinator (rank {}) sent {} record {} with label {}; the dataset has {} classes",
-                         coordinator_, PartName(p), indices[static_cast<size_t>(i)], r.label, desc_.classes);
+                         coordinator_, PartName(q.part), out->indices[static_cast<size_t>(i)], r.label,
+                         desc_.classes);
     if (Crc32(r.bytes) != batch_.crc32(i))
       return RemoteError("{} record {} arrived from the coordinator (rank {}) with a CRC-32 that does not match "
                          "the one it sent: damaged in transit",
-                         PartName(p), indices[static_cast<size_t>(i)], coordinator_);
+                         PartName(q.part), out->indices[static_cast<size_t>(i)], coordinator_);
   }
   if (at != data.size())
     return RemoteError("the coordinator (rank {}) sent {} bytes of records; their sizes add up to {}", coordinator_,
@@ -121,8 +157,12 @@ Status RecordClient::Fetch(Part p, const std::vector<int64_t>& indices, std::vec
   return Status::Ok();
 }
 
-Status ServeRecords(const Dataset& local, const proto::RecordRequest& req, comm::Channel* data, int to,
-                    const std::string& who) {
+RecordServer::~RecordServer() {
+  for (Send& s : sends_)
+    if (s.request.pending()) data_->Cancel(&s.request, 1);
+}
+
+Status RecordServer::Serve(const Dataset& local, const proto::RecordRequest& req, int to, const std::string& who) {
   if (req.part() < 0 || req.part() > static_cast<int>(Part::kTest))
     return RemoteError("{} asked for records of part {}, which does not exist", who, req.part());
   const Part p = static_cast<Part>(req.part());
@@ -144,14 +184,34 @@ Status ServeRecords(const Dataset& local, const proto::RecordRequest& req, comm:
     batch.add_labels(label);
     batch.add_sizes(static_cast<uint32_t>(bytes.size()));
     batch.add_crc32(Crc32(bytes));
-    batch.add_errors(st.ok() ? std::string() : st.message());
+    batch.add_errors(st.ok() ? std::string() : st.message().substr(0, kMaxErrorBytes));
     bytes_out->append(bytes);
   }
-  const std::string wire = batch.SerializeAsString();
-  comm::Request r;
-  POLIS_RETURN_IF_ERROR(data->Isend(wire.data(), static_cast<int64_t>(wire.size()), to, comm::kTagRecords, &r));
-  return comm::WaitAll(data, &r, 1, comm::DeadlineFromNow(),
-                       [&] { return fmt::format("sending {} records to {}", req.indices_size(), who); });
+  Send& s = sends_.emplace_back();
+  s.who = who;
+  const uint64_t length = batch.ByteSizeLong();
+  s.wire.resize(kLengthBytes + length);
+  std::memcpy(s.wire.data(), &length, kLengthBytes);
+  batch.SerializeToArray(s.wire.data() + kLengthBytes, static_cast<int>(length));
+  POLIS_RETURN_IF_ERROR(
+      data_->Isend(s.wire.data(), static_cast<int64_t>(s.wire.size()), to, comm::kTagRecords, &s.request));
+  return Progress();
+}
+
+Status RecordServer::Progress() {
+  for (Send& s : sends_) {
+    bool done = false;
+    POLIS_RETURN_IF_ERROR(data_->Test(&s.request, 1, &done));
+  }
+  while (!sends_.empty() && !sends_.front().request.pending()) sends_.pop_front();
+  return Status::Ok();
+}
+
+Status RecordServer::Flush(comm::Clock::time_point deadline) {
+  for (Send& s : sends_)
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(data_, &s.request, 1, deadline, [&] { return "records to " + s.who; }));
+  sends_.clear();
+  return Status::Ok();
 }
 
 }  // namespace polis::data

@@ -39,6 +39,8 @@ using Policy = proto::ShardsSpec::Malformed;
 class ShardDataset : public Dataset {
  public:
   ~ShardDataset() override {
+    // Answers still on their way: taken, so the coordinator's sends complete.
+    if (remote_) DrainAnswers();
     {
       std::lock_guard<std::mutex> l(mu_);
       stop_ = true;
@@ -48,7 +50,7 @@ class ShardDataset : public Dataset {
     for (auto& s : shards_) ::close(s.fd);
     if (remote_ && remote_->round_trips() > 0)
       POLIS_LOG(kInfo, kData, "records from the coordinator: {} requests, {:.1f} MiB, {:.3f} s waiting for answers",
-                remote_->round_trips(), remote_->bytes_received() / 1048576.0, remote_->seconds());
+                remote_->round_trips(), remote_->bytes_received() / 1048576.0, remote_->seconds_waiting());
   }
 
   Status Open(const proto::DatasetSpec& d, uint64_t seed) {
@@ -117,6 +119,7 @@ class ShardDataset : public Dataset {
   }
 
   void SetEpoch(int epoch) const override {
+    if (remote_) DrainAnswers();
     std::unique_lock<std::mutex> l(mu_);
     epoch_ = epoch;
     // Records prefetched and never gathered belong to the last epoch.
@@ -128,7 +131,8 @@ class ShardDataset : public Dataset {
   void Prefetch(Part p, const int64_t* idx, int64_t n) const override {
     if (threads_.empty()) return;
     if (remote_) {
-      Fetch(p, idx, n, /*up_to_capacity=*/true);
+      TakeAnswers(/*wait=*/false);
+      Ask(p, idx, n, /*up_to_capacity=*/true);
       return;
     }
     std::lock_guard<std::mutex> l(mu_);
@@ -141,7 +145,8 @@ class ShardDataset : public Dataset {
     bad.clear();
     Slot slot;
     if (remote_) {
-      Fetch(p, idx, n, /*up_to_capacity=*/false);  // beyond capacity: the batch itself
+      Ask(p, idx, n, /*up_to_capacity=*/false);  // beyond capacity: the batch itself
+      AwaitArrival(p, idx, n);
     } else if (!threads_.empty()) {
       std::lock_guard<std::mutex> l(mu_);
       for (int64_t i = 0; i < n; ++i) Request(Key(p, idx[i]));  // beyond capacity: the batch itself
@@ -203,6 +208,8 @@ class ShardDataset : public Dataset {
     return s;
   }
 
+  int64_t max_encoded_bytes() const override { return max_record_; }
+
   Status ReadEncoded(Part p, int64_t i, std::string* bytes, int32_t* label) const override {
     if (remote_) return FailedPrecondition("this rank's records come from the coordinator");
     if (i < 0 || i >= size(p)) return InvalidArgument("record {} of a part of {}", i, size(p));
@@ -231,6 +238,7 @@ class ShardDataset : public Dataset {
     int32_t label = 0;
     std::string error;
     std::string encoded;  // dataset.source COORDINATOR: the bytes fetched, until decoded
+    bool asked = false;   // asked of the coordinator, not arrived yet
   };
 
   void Configure(const proto::DatasetSpec& d, uint64_t seed) {
@@ -282,6 +290,7 @@ class ShardDataset : public Dataset {
       }
       if (limit > 0 && part->size + static_cast<int64_t>(ix.records.size()) > limit)
         ix.records.resize(static_cast<size_t>(limit - part->size));
+      for (const ShardRecord& r : ix.records) max_record_ = std::max<int64_t>(max_record_, r.size);
       sh.records = std::move(ix.records);
       sh.records.shrink_to_fit();
       part->shard.push_back(shards_.size() - 1);
@@ -373,41 +382,81 @@ class ShardDataset : public Dataset {
     return out;
   }
 
-  // dataset.source COORDINATOR: asks the coordinator, in one round trip, for
-  // the records of idx[0, n) that are not held yet, and queues them for
-  // decoding. Prefetch (up_to_capacity) asks only once half the cache is
-  // free, then fills it: a round trip every prefetch_records / 2 records
-  // rather than every step.
-  void Fetch(Part p, const int64_t* idx, int64_t n, bool up_to_capacity) const {
-    std::vector<int64_t>& want = want_;
-    want.clear();
+  // dataset.source COORDINATOR: asks the coordinator, in one request, for
+  // the records of idx[0, n) that are not held or asked for yet, and holds
+  // a place for each until the answer comes. Prefetch (up_to_capacity)
+  // asks only once half the cache is free, then fills it: a request every
+  // prefetch_records / 2 records rather than every step.
+  void Ask(Part p, const int64_t* idx, int64_t n, bool up_to_capacity) const {
+    std::vector<int64_t> want;
     {
       std::lock_guard<std::mutex> l(mu_);
       int64_t room = capacity_ - static_cast<int64_t>(slots_.size());
       if (up_to_capacity && room < std::max<int64_t>(capacity_ / 2, 1)) return;
       for (int64_t i = 0; i < n && (!up_to_capacity || room > 0); ++i) {
-        const int64_t key = Key(p, idx[i]);
-        if (slots_.count(key) || std::find(want.begin(), want.end(), idx[i]) != want.end()) continue;
+        auto [it, inserted] = slots_.try_emplace(Key(p, idx[i]));
+        if (!inserted) continue;
+        it->second.asked = true;
         want.push_back(idx[i]);
         --room;
       }
     }
     if (want.empty()) return;
-    Status st = remote_->Fetch(p, want, &fetched_);
-    if (!st.ok()) {
-      if (fatal_.ok()) fatal_ = st;
-      return;
+    Status st = remote_->Request(p, std::move(want));
+    if (!st.ok() && fatal_.ok()) fatal_ = st;
+  }
+
+  // Takes the answers that have come (all of them, in order, with `wait`),
+  // handing their records to the decode threads.
+  void TakeAnswers(bool wait) const {
+    while (remote_->pending() > 0 && fatal_.ok()) {
+      Status st = remote_->Next(wait, &answer_);
+      if (st.code() == Code::kNotFound) return;
+      if (!st.ok()) {
+        fatal_ = st;
+        return;
+      }
+      IngestAnswer();
     }
+  }
+  void DrainAnswers() const { TakeAnswers(/*wait=*/true); }
+
+  void IngestAnswer() const {
     std::lock_guard<std::mutex> l(mu_);
-    for (size_t j = 0; j < want.size(); ++j) {
-      const int64_t key = Key(p, want[j]);
-      Slot& s = slots_[key];
-      s.label = fetched_[j].label;
-      s.error = std::move(fetched_[j].error);
-      s.encoded = std::move(fetched_[j].bytes);
+    for (size_t j = 0; j < answer_.indices.size(); ++j) {
+      const int64_t key = Key(answer_.part, answer_.indices[j]);
+      auto it = slots_.find(key);
+      if (it == slots_.end() || !it->second.asked) continue;  // dropped by SetEpoch meanwhile
+      Slot& s = it->second;
+      FetchedRecord& r = answer_.records[j];
+      s.asked = false;
+      s.label = r.label;
+      s.error = std::move(r.error);
+      s.encoded = std::move(r.bytes);
       if (!threads_.empty()) queue_.push_back(key);
     }
     work_cv_.notify_all();
+  }
+
+  // Waits until every record of a batch has arrived (answers come in the
+  // order asked, so this takes the ones before them too).
+  void AwaitArrival(Part p, const int64_t* idx, int64_t n) const {
+    auto missing = [&] {
+      std::lock_guard<std::mutex> l(mu_);
+      for (int64_t i = 0; i < n; ++i) {
+        auto it = slots_.find(Key(p, idx[i]));
+        if (it != slots_.end() && it->second.asked) return true;
+      }
+      return false;
+    };
+    while (missing() && remote_->pending() > 0 && fatal_.ok()) {
+      Status st = remote_->Next(/*wait=*/true, &answer_);
+      if (!st.ok()) {
+        fatal_ = st;
+        return;
+      }
+      IngestAnswer();
+    }
   }
 
   // The decoded record of `key`, waiting for a decode thread or decoding
@@ -416,7 +465,7 @@ class ShardDataset : public Dataset {
   bool TakeFetched(int64_t key, Slot* out) const {
     std::unique_lock<std::mutex> l(mu_);
     auto it = slots_.find(key);
-    if (it == slots_.end()) return false;
+    if (it == slots_.end() || it->second.asked) return false;
     if (threads_.empty()) {
       Slot in = std::move(it->second);
       slots_.erase(it);
@@ -474,6 +523,7 @@ class ShardDataset : public Dataset {
   const proto::AugmentationSpec* aug_ = nullptr;
   ShardManifest manifest_;
   int64_t classes_ = 0;
+  int64_t max_record_ = 0;
   std::shared_ptr<RecordClient> remote_;  // dataset.source COORDINATOR
   std::deque<Shard> shards_;  // stable addresses: the decode threads hold pointers
   PartShards train_, test_;
@@ -491,8 +541,7 @@ class ShardDataset : public Dataset {
   mutable Status error_;
   mutable Status fatal_;  // a failed fetch: the job stops whatever malformed_policy says
   mutable std::vector<int64_t> bad_;
-  mutable std::vector<int64_t> want_;          // Fetch's scratch
-  mutable std::vector<FetchedRecord> fetched_;
+  mutable RecordClient::Answer answer_;  // the training thread's, from TakeAnswers
 };
 
 }  // namespace

@@ -237,17 +237,17 @@ TEST_F(Shards, BadChecksumAndCorruptImageAreOneLineEachAndThePolicyDecides) {
 }
 
 // dataset.source COORDINATOR in one process: rank 0 serves the records of
-// its copy (ServeRecords), rank 1 reads them through a RecordClient. Ends
+// its copy (RecordServer), rank 1 reads them through a RecordClient. Ends
 // when rank 1 sends a FatalError.
-class RecordServer {
+class CoordinatorThread {
  public:
-  explicit RecordServer(const proto::DatasetSpec& spec) : fabric_(2, {1}) {
+  explicit CoordinatorThread(const proto::DatasetSpec& spec) : fabric_(2, {1}), server_(fabric_.transport(0)->data()) {
     auto local = OpenDataset(spec, 7);
     EXPECT_TRUE(local.ok()) << local.status().ToString();
     local_ = std::move(*local);
     thread_ = std::thread([this] { Serve(); });
   }
-  ~RecordServer() {
+  ~CoordinatorThread() {
     proto::ControlMessage bye;
     bye.mutable_fatal_error()->set_message("done");
     EXPECT_TRUE(comm::SendControl(fabric_.transport(1)->control(), 0, bye).ok());
@@ -270,10 +270,11 @@ class RecordServer {
       Status st = comm::RecvControl(t->control(), comm::kAnySource, &from, &msg, comm::DeadlineFromNow(), "a request");
       if (!st.ok() || msg.has_fatal_error()) return;
       ++requests_;
-      EXPECT_TRUE(ServeRecords(*local_, msg.record_request(), t->data(), from, "rank 1 (worker)").ok());
+      EXPECT_TRUE(server_.Serve(*local_, msg.record_request(), from, "rank 1 (worker)").ok());
     }
   }
   comm::LocalFabric fabric_;
+  data::RecordServer server_;
   std::unique_ptr<Dataset> local_;
   std::atomic<int> requests_{0};
   std::thread thread_;
@@ -288,7 +289,7 @@ TEST_F(Shards, RecordsFromTheCoordinatorAreTheLocalSamplesBitForBit) {
   spec.set_source(proto::DatasetSpec::COORDINATOR);
   for (int threads : {0, 2}) {
     spec.mutable_shards()->set_decode_threads(threads);
-    RecordServer server(spec);
+    CoordinatorThread server(spec);
     auto remote = server.OpenRemote(spec);
     ASSERT_TRUE(remote.ok()) << remote.status().ToString();
     const Dataset& local = server.local();
@@ -334,7 +335,7 @@ TEST_F(Shards, BadRecordsOnTheCoordinatorAreNamedAndThePolicyDecides) {
   spec.set_source(proto::DatasetSpec::COORDINATOR);
   std::vector<float> x(3 * 30), y(3);
   for (int64_t bad : {3, 5}) {
-    RecordServer server(spec);
+    CoordinatorThread server(spec);
     auto fail = server.OpenRemote(spec);
     ASSERT_TRUE(fail.ok());
     std::vector<int64_t> idx = {0, bad, 1};
@@ -349,7 +350,7 @@ TEST_F(Shards, BadRecordsOnTheCoordinatorAreNamedAndThePolicyDecides) {
     }
   }
   spec.mutable_shards()->set_malformed_policy(proto::ShardsSpec::Malformed::SKIP);
-  RecordServer server(spec);
+  CoordinatorThread server(spec);
   auto skip = server.OpenRemote(spec);
   ASSERT_TRUE(skip.ok());
   std::vector<int64_t> idx = {0, 3, 5};

@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
   pack->require_subcommand(1);
   auto common = [&](CLI::App* c) {
     c->add_option("--out", o.out, "the dataset directory to write (must not hold a dataset yet)")->required();
-    c->add_option("--encoding", encoding, "how records are stored: png (lossless) or jpg")
-        ->capture_default_str()->check(CLI::IsMember({"png", "jpg"}));
+    c->add_option("--encoding", encoding, "how records are stored: png (lossless), jpg, or npy (the pixels uncompressed: no decoding cost)")
+        ->capture_default_str()->check(CLI::IsMember({"png", "jpg", "npy"}));
     c->add_option("--quality", o.jpeg_quality, "JPEG quality")->capture_default_str()->check(CLI::Range(1, 100));
     c->add_option("--records-per-shard", o.records_per_shard, "records in each tar shard")
         ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{100000000}));
@@ -151,7 +151,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "polis-data: %s (see --help)\n", e.what());
     return 2;
   }
-  o.encoding = encoding == "jpg" ? ImageEncoding::kJpeg : ImageEncoding::kPng;
+  o.encoding = encoding == "jpg"   ? ImageEncoding::kJpeg
+               : encoding == "npy" ? ImageEncoding::kNpy
+                                   : ImageEncoding::kPng;
   if (!size.empty() && !ParseSize(size, &o.height, &o.width))
     return Fail(InvalidArgument("--size '{}': expected HxW, e.g. 32x32", size), 2);
   o.warn = [](const std::string& line) { std::fprintf(stderr, "polis-data: %s\n", line.c_str()); };

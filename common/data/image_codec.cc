@@ -7,6 +7,7 @@
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
+#include <cctype>
 #include <cstring>
 
 namespace polis::data {
@@ -157,22 +158,105 @@ StatusOr<std::string> EncodeJpegBytes(const Pixels& p, int quality) {
   return out;
 }
 
+// .npy, version 1.0: magic, 2 version bytes, a 2-byte little-endian header
+// length, then a Python dict literal padded with spaces to a multiple of 64
+// bytes (NumPy's own layout) and ending with a newline.
+constexpr char kNpyMagic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
+
+std::string EncodeNpyBytes(const Pixels& p) {
+  std::string dict = fmt::format("{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {}, {}), }}", p.height,
+                                 p.width, p.channels);
+  const size_t unpadded = sizeof kNpyMagic + 4 + dict.size() + 1;
+  dict.append((64 - unpadded % 64) % 64, ' ');
+  dict.push_back('\n');
+  std::string out(kNpyMagic, sizeof kNpyMagic);
+  out.push_back('\x01');
+  out.push_back('\x00');
+  out.push_back(static_cast<char>(dict.size() & 0xff));
+  out.push_back(static_cast<char>(dict.size() >> 8));
+  out += dict;
+  out.append(reinterpret_cast<const char*>(p.hwc.data()), p.hwc.size());
+  return out;
+}
+
+// The value of `key` in the header dict, up to the next comma or brace
+// outside parentheses ("(28, 28, 1)", "'|u1'", "False").
+std::string_view NpyField(std::string_view dict, std::string_view key) {
+  const size_t k = dict.find(key);
+  if (k == std::string_view::npos) return {};
+  size_t at = dict.find(':', k + key.size());
+  if (at == std::string_view::npos) return {};
+  ++at;
+  while (at < dict.size() && dict[at] == ' ') ++at;
+  size_t end = at;
+  int depth = 0;
+  while (end < dict.size() && (depth > 0 || (dict[end] != ',' && dict[end] != '}'))) {
+    depth += dict[end] == '(' ? 1 : dict[end] == ')' ? -1 : 0;
+    ++end;
+  }
+  return dict.substr(at, end - at);
+}
+
+StatusOr<Pixels> DecodeNpy(std::string_view bytes, int channels, int64_t max_pixels) {
+  if (bytes.size() < 10 || bytes[6] != 1)
+    return InvalidArgument("npy: a version {} header; this reader takes version 1.0", bytes.size() > 6 ? int{bytes[6]} : 0);
+  const size_t header = static_cast<uint8_t>(bytes[8]) | (size_t{static_cast<uint8_t>(bytes[9])} << 8);
+  if (bytes.size() < 10 + header) return InvalidArgument("npy: the header says {} bytes; the file has {}", header, bytes.size() - 10);
+  const std::string_view dict = bytes.substr(10, header), data = bytes.substr(10 + header);
+  const std::string_view descr = NpyField(dict, "'descr'"), order = NpyField(dict, "'fortran_order'");
+  if (descr != "'|u1'" && descr != "'<u1'" && descr != "'u1'")
+    return InvalidArgument("npy: dtype {}; expected uint8 ('|u1')", descr.empty() ? "missing" : std::string(descr));
+  if (order != "False") return InvalidArgument("npy: fortran_order {}; expected False", order);
+  std::string_view shape = NpyField(dict, "'shape'");
+  std::vector<int64_t> dims;
+  for (size_t i = 0; i < shape.size();) {
+    if (!std::isdigit(static_cast<unsigned char>(shape[i]))) {
+      ++i;
+      continue;
+    }
+    int64_t v = 0;
+    while (i < shape.size() && std::isdigit(static_cast<unsigned char>(shape[i])) && v < (int64_t{1} << 40))
+      v = v * 10 + (shape[i++] - '0');
+    dims.push_back(v);
+  }
+  if (dims.size() == 2) dims.push_back(1);
+  if (dims.size() != 3 || dims[0] < 1 || dims[1] < 1 || dims[0] > 65535 || dims[1] > 65535 ||
+      (dims[2] != 1 && dims[2] != 3))
+    return InvalidArgument("npy: shape {}; expected (height, width) or (height, width, 1 or 3)", shape);
+  if (dims[2] != channels)
+    return InvalidArgument("npy: {} channel(s); {} expected (an .npy is not converted)", dims[2], channels);
+  POLIS_RETURN_IF_ERROR(CheckPixels("npy", dims[1], dims[0], max_pixels));
+  const size_t want = static_cast<size_t>(dims[0] * dims[1] * dims[2]);
+  if (data.size() != want) return InvalidArgument("npy: {} bytes of pixels; shape {} holds {}", data.size(), shape, want);
+  Pixels p;
+  p.height = static_cast<int>(dims[0]);
+  p.width = static_cast<int>(dims[1]);
+  p.channels = channels;
+  p.hwc.assign(data.begin(), data.end());
+  return p;
+}
+
 }  // namespace
 
-const char* EncodingExtension(ImageEncoding e) { return e == ImageEncoding::kPng ? "png" : "jpg"; }
+const char* EncodingExtension(ImageEncoding e) {
+  return e == ImageEncoding::kPng ? "png" : e == ImageEncoding::kJpeg ? "jpg" : "npy";
+}
 
 StatusOr<ImageEncoding> SniffEncoding(std::string_view b) {
   if (b.size() >= 8 && std::memcmp(b.data(), kPngMagic, 8) == 0) return ImageEncoding::kPng;
+  if (b.size() >= sizeof kNpyMagic && std::memcmp(b.data(), kNpyMagic, sizeof kNpyMagic) == 0)
+    return ImageEncoding::kNpy;
   if (b.size() >= 3 && static_cast<uint8_t>(b[0]) == 0xFF && static_cast<uint8_t>(b[1]) == 0xD8 &&
       static_cast<uint8_t>(b[2]) == 0xFF)
     return ImageEncoding::kJpeg;
-  return InvalidArgument("neither a PNG nor a JPEG file (it starts with {} bytes that match neither signature)",
+  return InvalidArgument("neither a PNG, a JPEG nor an .npy file (its first {} bytes match no signature)",
                          std::min<size_t>(b.size(), 8));
 }
 
 StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels) {
   if (channels != 1 && channels != 3) return InvalidArgument("channels is {}; expected 1 or 3", channels);
   POLIS_ASSIGN_OR_RETURN(ImageEncoding e, SniffEncoding(bytes));
+  if (e == ImageEncoding::kNpy) return DecodeNpy(bytes, channels, max_pixels);
   return e == ImageEncoding::kPng ? DecodePng(bytes, channels, max_pixels)
                                   : DecodeJpeg(bytes, channels, max_pixels);
 }
@@ -180,6 +264,7 @@ StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels, int64_t max_p
 StatusOr<std::string> EncodeImage(const Pixels& p, ImageEncoding e, int jpeg_quality) {
   POLIS_ENFORCE(p.channels == 1 || p.channels == 3);
   POLIS_ENFORCE_EQ(p.hwc.size(), static_cast<size_t>(p.height) * p.width * p.channels);
+  if (e == ImageEncoding::kNpy) return EncodeNpyBytes(p);
   return e == ImageEncoding::kPng ? EncodePngBytes(p) : EncodeJpegBytes(p, jpeg_quality);
 }
 

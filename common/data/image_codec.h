@@ -19,19 +19,22 @@
 
 namespace polis::data {
 
-enum class ImageEncoding { kPng, kJpeg };
+// kNpy: NumPy's .npy format (version 1.0) holding the uint8 pixels as they
+// are, shape (H, W, C): no compression, nothing to decode but a header.
+enum class ImageEncoding { kPng, kJpeg, kNpy };
 
 struct Pixels {
   int height = 0, width = 0, channels = 0;
   std::vector<uint8_t> hwc;  // height * width * channels bytes
 };
 
-// "png" / "jpg"; the file-name extension of shard members.
+// "png" / "jpg" / "npy"; the file-name extension of shard members.
 const char* EncodingExtension(ImageEncoding e);
-// By the file's first bytes: PNG or JPEG signature; InvalidArgument otherwise.
+// By the file's first bytes: PNG, JPEG or .npy signature; InvalidArgument otherwise.
 StatusOr<ImageEncoding> SniffEncoding(std::string_view bytes);
 
-// channels: 1 (grey) or 3 (RGB). Colour is converted as the libraries do.
+// channels: 1 (grey) or 3 (RGB). Colour is converted as the libraries do
+// (an .npy must hold the channels asked for: nothing converts them).
 // max_pixels > 0 refuses a larger image (height x width) from its header,
 // before any pixel memory is taken: bytes from a client cannot make the
 // caller allocate gigabytes.

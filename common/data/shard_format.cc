@@ -21,7 +21,8 @@ std::string EncodingName(ImageEncoding e) { return EncodingExtension(e); }
 StatusOr<ImageEncoding> ParseEncoding(const std::string& s, const std::string& file) {
   if (s == "png") return ImageEncoding::kPng;
   if (s == "jpg") return ImageEncoding::kJpeg;
-  return DataLoss("'{}': encoding \"{}\"; expected \"png\" or \"jpg\"", file, s);
+  if (s == "npy") return ImageEncoding::kNpy;
+  return DataLoss("'{}': encoding \"{}\"; expected \"png\", \"jpg\" or \"npy\"", file, s);
 }
 
 uint32_t Crc32(std::string_view b) {

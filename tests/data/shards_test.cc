@@ -530,5 +530,52 @@ TEST(ImageCodec, PngAndJpegRoundTripAndResize) {
   EXPECT_EQ(Resize(p, 4, 6).hwc, p.hwc);
 }
 
+// .npy records: NumPy reads them as they are, the reader takes back the
+// pixels, and a header it cannot take is one line; shards packed as npy
+// give the IDX pixels like PNG ones.
+TEST_F(Shards, NpyRecordsAreReadByNumpyAndGiveTheIdxPixels) {
+  Pixels p;
+  p.height = 5;
+  p.width = 7;
+  p.channels = 3;
+  for (int i = 0; i < 105; ++i) p.hwc.push_back(static_cast<uint8_t>(i * 2 + 1));
+  auto npy = EncodeImage(p, ImageEncoding::kNpy);
+  ASSERT_TRUE(npy.ok());
+  EXPECT_EQ((npy->size() - 105) % 64, 0u);  // NumPy's alignment of the header
+  auto back = DecodeImage(*npy, 3);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->hwc, p.hwc);
+  std::ofstream(dir_ + "/x.npy", std::ios::binary) << *npy;
+  int code = 0;
+  std::string out = RunCommand("/usr/bin/python3 -c \"import numpy, sys; a = numpy.load(sys.argv[1]); "
+                               "print(a.shape, a.dtype, int(a.sum()))\" " + dir_ + "/x.npy", &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(out, "(5, 7, 3) uint8 11025\n");
+  auto grey = DecodeImage(*npy, 1);
+  ASSERT_FALSE(grey.ok());
+  EXPECT_NE(grey.status().message().find("npy: 3 channel(s); 1 expected"), std::string::npos) << grey.status().message();
+  std::string f32 = *npy;
+  f32.replace(f32.find("|u1"), 3, "<f4");
+  auto refused = DecodeImage(f32, 3);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("dtype '<f4'"), std::string::npos) << refused.status().message();
+  auto cut = DecodeImage(npy->substr(0, npy->size() - 1), 3);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find("104 bytes of pixels"), std::string::npos) << cut.status().message();
+
+  PackOptions o;
+  o.encoding = ImageEncoding::kNpy;
+  ASSERT_TRUE(Pack(dir_ + "/ds", o).ok());
+  EXPECT_TRUE(VerifyShards(dir_ + "/ds").problems.empty());
+  auto ds = OpenDataset(Spec(dir_ + "/ds"), 7);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  std::vector<int64_t> idx = {39, 0, 17};
+  std::vector<float> x(3 * 30), y(3);
+  (*ds)->Gather(Part::kTrain, idx.data(), 3, x.data(), y.data());
+  ASSERT_TRUE((*ds)->TakeError().ok());
+  for (int k = 0; k < 3; ++k)
+    for (int q = 0; q < 30; ++q) ASSERT_EQ(x[k * 30 + q], pixels_[0][idx[k] * 30 + q]);
+}
+
 }  // namespace
 }  // namespace polis::data

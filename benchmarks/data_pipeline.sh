@@ -4,8 +4,10 @@
 #     polis-bench-decode (Dataset::Gather: pread, CRC-32, libpng /
 #     libjpeg-turbo, floats) against a PyTorch DataLoader (num_workers=0)
 #     decoding the same tar members with PIL (benchmarks/decode_torch.py);
-#  2. training throughput of the seed CNN (polis-run, 1 worker, all-reduce)
-#     from the IDX files in memory and from PNG shards of the same images.
+#  2. training throughput of the seed CNN (polis-run, 1 worker, all-reduce,
+#     2 epochs; images/s of the second epoch, after start-up) from the IDX
+#     files in memory, from PNG and from npy shards of the same images, and
+#     from PNG shards held by the coordinator (dataset.source COORDINATOR).
 # Runs are interleaved per round; the tables give medians over rounds.
 #
 # Usage: benchmarks/data_pipeline.sh [--build DIR] [--quick]
@@ -31,7 +33,7 @@ done
 BUILD="$(cd "$BUILD" && pwd)"
 "$PY" -c "import torch, PIL" 2>/dev/null || { echo "error: $PY lacks torch or PIL (launch/install-deps.sh bench)" >&2; exit 2; }
 FM="${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
-ROUNDS=3; DECODE_N=10000; TRAIN_N=12000
+ROUNDS=3; DECODE_N=10000; TRAIN_N=60000
 if ((QUICK)); then ROUNDS=1; DECODE_N=2000; TRAIN_N=3000; fi
 WORK="$(mktemp -d /tmp/polis-data-bench-XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
@@ -41,8 +43,17 @@ for enc in png jpg; do
   "$BUILD/launch/polis-data" pack idx --dir "$FM" --train-limit "$DECODE_N" --test-limit 100 --size 64x64 \
     --channels 3 --encoding "$enc" --out "$WORK/rgb-$enc" >&2
 done
-"$BUILD/launch/polis-data" pack idx --dir "$FM" --train-limit "$TRAIN_N" --test-limit 1000 --out "$WORK/fm" >&2
-
+for enc in png npy; do
+  "$BUILD/launch/polis-data" pack idx --dir "$FM" --train-limit "$TRAIN_N" --test-limit 1000 --encoding "$enc" \
+    --out "$WORK/fm-$enc" >&2
+done
+# The seed job reading shards: $1 encoding, $2 dataset.source.
+shards_job() {
+  sed -e "s/format: IDX/format: SHARDS source: $2/" -e "s|dir: \"fashion-mnist\"|dir: \"$WORK/fm-$1\"|" \
+      -e '/num_classes: 10/d' "$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt" > "$WORK/$1-$2.pbtxt"
+  echo "$WORK/$1-$2.pbtxt"
+}
+TRAIN_SOURCES=(idx png npy png-coordinator)
 rate() { sed -n 's/.*records_per_second \([0-9.]*\).*/\1/p'; }
 declare -A R
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -51,18 +62,22 @@ for ((r = 1; r <= ROUNDS; r++)); do
     R[polis_$enc]+="$("$BUILD/benchmarks/polis-bench-decode" --dir "$WORK/rgb-$enc" | rate) "
     R[torch_$enc]+="$(OMP_NUM_THREADS=1 "$PY" "$SCRIPT_DIR/decode_torch.py" --dir "$WORK/rgb-$enc" | rate) "
   done
-  for src in idx shards; do
+  for src in "${TRAIN_SOURCES[@]}"; do
     echo "round $r: train from $src" >&2
-    job="$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt"
-    if [[ $src == shards ]]; then
-      job="$WORK/shards.pbtxt"
-      sed -e 's/format: IDX/format: SHARDS/' -e "s|dir: \"fashion-mnist\"|dir: \"$WORK/fm\"|" \
-          -e '/num_classes: 10/d' "$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt" > "$job"
-    fi
+    case $src in
+      idx) job="$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt" ;;
+      png-coordinator) job=$(shards_job png COORDINATOR) ;;
+      *) job=$(shards_job "$src" LOCAL) ;;
+    esac
     rm -rf "$WORK/run"
-    POLIS_NO_BUILD=1 POLIS_BUILD_DIR="$BUILD" "$REPO_ROOT/launch/polis-run" --workers 1 --epochs 1 \
+    POLIS_NO_BUILD=1 POLIS_BUILD_DIR="$BUILD" "$REPO_ROOT/launch/polis-run" --workers 1 --epochs 2 \
       --registry "$WORK/reg" --run-dir "$WORK/run" "$job" -- --train-limit "$TRAIN_N" --test-limit 1000 >&2
-    R[train_$src]+="$("$PY" -c "import json; print(f\"{json.load(open('$WORK/run/result.json'))['images_per_second']:.1f}\")") "
+    R[train_$src]+="$("$PY" - "$WORK/run/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"{rows[1]['train_samples'] / (rows[1]['elapsed_seconds'] - rows[0]['elapsed_seconds']):.1f}")
+PYEOF
+) "
   done
 done
 
@@ -81,10 +96,12 @@ for enc in png jpg; do
   echo "| $enc | $p | $t | $(ratio "$p" "$t") | ${R[polis_$enc]}| ${R[torch_$enc]}|"
 done
 echo
-echo "Training the seed CNN, 1 worker (all-reduce), 1 epoch of $TRAIN_N images, images/s from result.json (median):"
+echo "Training the seed CNN, 1 worker (all-reduce), $TRAIN_N images, images/s of the second epoch (median):"
 echo
-echo "| source | images/s | rounds |"
-echo "|---|---:|---|"
-for src in idx shards; do echo "| $src | $(median "${R[train_$src]}") | ${R[train_$src]}|"; done
-echo
-echo "shards / in-memory IDX: $(ratio "$(median "${R[train_shards]}")" "$(median "${R[train_idx]}")")"
+echo "| source | images/s | ÷ IDX in memory | rounds |"
+echo "|---|---:|---:|---|"
+idx=$(median "${R[train_idx]}")
+for src in "${TRAIN_SOURCES[@]}"; do
+  m=$(median "${R[train_$src]}")
+  echo "| $src | $m | $(ratio "$m" "$idx") | ${R[train_$src]}|"
+done

@@ -6,9 +6,9 @@
 // (launch/polisctl_models.h, docs/registry.md).
 //
 //   polisctl status|top|workers|servers|logs|checkpoint|stop
-//            [--run-dir DIR | --address URL] [--json] [--token T]
+//            [--run-dir DIR | --address URL] [--json] [--token T] [--cacert FILE]
 //   polisctl models list|show|versions|history|promote|rollback|delete|predict
-//            (--registry URL | --root DIR) [--json] [--token-file F]
+//            (--registry URL | --root DIR) [--json] [--token-file F] [--cacert FILE]
 //   polisctl tune status|top STUDY_DIR [--json]     (launch/polisctl_tune.h)
 //   polisctl cluster [--jobs-dir DIR] [--json] [--serve HOST:PORT]
 //            every job and host at a glance (launch/cluster_view.h)
@@ -624,7 +624,10 @@ int Main(int argc, char** argv) {
 
   const std::string cmd = app.get_subcommands().front()->get_name();
   if (cmd == "tune") return RunTune(tune, tune_options, o.json, &g_interrupted_flag);
-  if (cmd == "cluster") return RunCluster(cluster_options, o.json, o.timeout_s, &g_interrupted_flag);
+  if (cmd == "cluster") {
+    cluster_options.ca_file = ::polis::http::CaFileOr(o.ca_file);
+    return RunCluster(cluster_options, o.json, o.timeout_s, &g_interrupted_flag);
+  }
   if (cmd == "models") {
     // The registry's token: --token, --token-file, else POLIS_REGISTRY_TOKEN
     // (never the monitor's).

@@ -187,11 +187,28 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void Handshake() {
     Tcp().expires_after(Ms(srv_->opt.read_timeout_ms));
     stream_.async_handshake(ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
-      if (ec) {
-        POLIS_LOG(kInfo, kNet, "{}: TLS handshake failed: {}", self->remote_, ec.message());
-        return self->Close();
-      }
-      self->ReadHeader();
+      if (!ec) return self->ReadHeader();
+      POLIS_LOG(kInfo, kNet, "{}: TLS handshake failed: {}", self->remote_, ec.message());
+      if (ec.category() == net::error::get_ssl_category() &&
+          ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST)
+        return self->AnswerPlainRequest();
+      self->Close();
+    });
+  }
+
+  // A plain-HTTP request on the TLS port (OpenSSL recognised GET, POST,
+  // HEAD or PUT where a handshake was due): one plain 400 saying so, so
+  // that curl or a browser shows why instead of an empty reply.
+  void AnswerPlainRequest() {
+    static const std::string kAnswer = [] {
+      const std::string body = ErrorBody("this port speaks HTTPS: use an https:// URL");
+      return fmt::format("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                         "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                         body.size(), body);
+    }();
+    Tcp().expires_after(Ms(srv_->opt.write_timeout_ms));
+    net::async_write(Tcp(), net::buffer(kAnswer), [self = shared_from_this()](beast::error_code, std::size_t) {
+      self->LingerClose();
     });
   }
 
@@ -398,12 +415,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     drain_.resize(64 << 10);
     Drain();
   }
+  // Reads the raw connection (what is drained is never looked at; a TLS
+  // session may be the one that failed).
   void Drain() {
-    stream_.async_read_some(net::buffer(drain_),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (ec) return self->Close();
-                              self->Drain();
-                            });
+    Tcp().async_read_some(net::buffer(drain_),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec) return self->Close();
+                            self->Drain();
+                          });
   }
 
   // A TLS session closes without close_notify: every response carries its

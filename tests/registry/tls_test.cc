@@ -4,7 +4,8 @@
 //    own client (by name and by IP address), by polisctl --cacert or
 //    POLIS_CA_FILE, and by Python's urllib/ssl;
 //  - a client that does not trust the CA fails verification with one line
-//    saying how to trust it; a plain client gets nothing from the TLS port;
+//    saying how to trust it; plain HTTP to the TLS port gets a plain 400
+//    saying the port speaks HTTPS;
 //  - the plain port answers reads and inference but refuses writes (publish,
 //    promote) with 403 and the line naming the https port, whatever the
 //    token, and the token is not logged;
@@ -145,9 +146,15 @@ TEST_F(RegistryTls, ClientsThatDoNotTrustTheCaFailVerification) {
   EXPECT_EQ(ctl.exit_code, 1);
   EXPECT_NE(ctl.err.find("certificate verification"), std::string::npos) << ctl.err;
   EXPECT_EQ(std::count(ctl.err.begin(), ctl.err.end(), '\n'), 1) << ctl.err;
-  // A plain-HTTP client gets no answer from the TLS port; a TLS client none from the plain one.
+  // A plain-HTTP request on the TLS port gets a plain 400 saying so; a TLS
+  // client gets no answer from the plain port.
   HttpClient plain("127.0.0.1", port_, 20000);
-  EXPECT_FALSE(plain.Request("GET", "/v2/health/ready").ok());
+  for (const char* method : {"GET", "POST"}) {
+    auto r = plain.Request(method, "/v2/health/ready");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 400);
+    EXPECT_EQ(ErrorMessage(*r), "this port speaks HTTPS: use an https:// URL");
+  }
   HttpClient tls_to_plain("127.0.0.1", plain_port_, 20000, http::ClientTls{true, certs_.ca});
   auto r = tls_to_plain.Request("GET", "/v2/health/ready");
   ASSERT_FALSE(r.ok());

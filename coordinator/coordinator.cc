@@ -385,6 +385,9 @@ class Coordinator {
   Status StartMonitor() {
     Monitor::Options mo;
     mo.listen = options_.monitor_listen;
+    mo.tls_cert_file = options_.monitor_tls_cert;
+    mo.tls_key_file = options_.monitor_tls_key;
+    mo.plain_listen = options_.monitor_plain_listen;
     mo.token = !env::MonitorToken().empty()
                    ? env::MonitorToken()
                    : Sha256Hex(fmt::format("{}-{}-{}", getpid(), ctx_.run_dir,
@@ -404,6 +407,7 @@ class Coordinator {
                  {"job", spec_.name()}, {"run_dir", ctx_.run_dir},
                  {"started_at", UtcTimestamp()}, {"workers", W_}, {"servers", ctx_.servers},
                  {"address", monitor_ ? monitor_->address() : ""}, {"placement", PlacementJson()}};
+    if (monitor_ && !monitor_->plain_address().empty()) info["plain_address"] = monitor_->plain_address();
     POLIS_RETURN_IF_ERROR(WriteFileAtomic(ctx_.run_dir + "/coordinator.json", info.dump(2) + "\n"));
     if (monitor_)
       std::printf("polis: monitoring at %s (polisctl status --run-dir %s)\n", monitor_->address().c_str(),

@@ -17,6 +17,11 @@ struct CoordinatorOptions {
   bool progress_bar = false;  // redraw one line in place (a terminal)
   // HOST:PORT of the monitoring API (port 0: any free one); "" = none.
   std::string monitor_listen = "127.0.0.1:0";
+  // TLS for the monitoring API (coordinator/monitor.h): PEM certificate and
+  // key; with them, optionally a plain-HTTP port that refuses commands.
+  std::string monitor_tls_cert;
+  std::string monitor_tls_key;
+  std::string monitor_plain_listen;
 };
 
 Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options);

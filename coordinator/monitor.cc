@@ -323,8 +323,12 @@ struct Monitor::Impl {
   std::vector<Command> commands;       // guarded by mu
 
   std::unique_ptr<http::HttpServer> server;
+  std::unique_ptr<http::HttpServer> plain;  // the plain-HTTP port beside TLS
+  std::string plain_address;
 
-  Reply Handle(const std::string& method, const std::string& target, const std::string& authorization);
+  bool TlsOn() const { return !opt.tls_cert_file.empty(); }
+  Reply Handle(const std::string& method, const std::string& target, const std::string& authorization,
+               bool tls);
   Reply HandleStatus();
   Reply HandleCommand(Monitor::Command command, const std::string& authorization);
   Reply HandleAsset(const std::string& path);
@@ -389,7 +393,7 @@ Reply Monitor::Impl::HandleAsset(const std::string& path) {
 }
 
 Reply Monitor::Impl::Handle(const std::string& method, const std::string& target,
-                            const std::string& authorization) {
+                            const std::string& authorization, bool tls) {
   const std::string path = target.substr(0, target.find('?'));
   const bool get = method == "GET" || method == "HEAD";
   auto only = [&](const char* allow) {
@@ -410,6 +414,10 @@ Reply Monitor::Impl::Handle(const std::string& method, const std::string& target
     return Reply{200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}};
   }
   if (path == "/healthz") return get ? Reply{200, "text/plain", "ok\n", {}} : only("GET, HEAD");
+  if ((path == "/api/checkpoint" || path == "/api/stop") && method == "POST" && TlsOn() && !tls)
+    // Refused before the token is read: it crossed the network in the clear.
+    return ErrorReply(403, fmt::format("commands are refused over plain HTTP: use https on the TLS "
+                                       "port ({}{})", address, path));
   if (path == "/api/checkpoint")
     return method == "POST" ? HandleCommand(Command::kCheckpoint, authorization) : only("POST");
   if (path == "/api/stop") return method == "POST" ? HandleCommand(Command::kStop, authorization) : only("POST");
@@ -419,9 +427,10 @@ Reply Monitor::Impl::Handle(const std::string& method, const std::string& target
 
 Monitor::Monitor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
-  // HOST:PORT, [V6]:PORT; "localhost" means 127.0.0.1.
-  const std::string& listen = options.listen;
+namespace {
+
+// HOST:PORT, [V6]:PORT; "localhost" means 127.0.0.1.
+StatusOr<std::pair<std::string, int>> ParseListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos)
     return InvalidArgument("monitor listen address '{}' is not HOST:PORT", listen);
@@ -433,12 +442,42 @@ StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
   const long port = std::strtol(port_text.c_str(), &end, 10);
   if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
     return InvalidArgument("monitor listen address '{}': port '{}' is not 0..65535", listen, port_text);
+  return std::make_pair(host, static_cast<int>(port));
+}
+
+// Binds `server`; the address it serves, as others reach it.
+StatusOr<std::string> StartServer(http::HttpServer& server, const std::string& listen,
+                                  const std::string& host, const char* scheme) {
+  if (Status st = server.Start(); !st.ok()) {
+    if (st.code() == Code::kInvalidArgument && st.message().find("is not an IP address") != std::string::npos)
+      return InvalidArgument("monitor listen address '{}': '{}' is not an IP address", listen, host);
+    return st.WithContext("monitor");  // "cannot listen on HOST:PORT: why", or the TLS file
+  }
+  const bool v6 = host.find(':') != std::string::npos;
+  std::string shown = v6 ? "[" + host + "]" : host;
+  if (host == "0.0.0.0" || host == "::") {
+    char name[256] = "";
+    if (gethostname(name, sizeof(name) - 1) == 0 && name[0]) shown = name;
+  }
+  return fmt::format("{}://{}:{}", scheme, shown, server.port());
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
+  const std::string& listen = options.listen;
+  POLIS_ASSIGN_OR_RETURN(auto host_port, ParseListen(listen));
+  const auto& [host, port] = host_port;
+  const bool tls = !options.tls_cert_file.empty() || !options.tls_key_file.empty();
+  if (!options.plain_listen.empty() && !tls)
+    return InvalidArgument("a plain-HTTP monitor port ('{}') needs TLS on the main one (a certificate "
+                           "and key)", options.plain_listen);
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
   impl->dashboard_dir = options.dashboard_dir.empty() ? BuiltinDashboardDir() : options.dashboard_dir;
   http::HttpServerOptions ho;
   ho.host = host;
-  ho.port = static_cast<int>(port);
+  ho.port = port;
   ho.threads = 1;
   ho.max_body_bytes = kMaxBodyBytes;
   ho.max_upload_bytes = kMaxBodyBytes;
@@ -448,38 +487,39 @@ StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
   ho.write_timeout_ms = kWriteTimeoutMs;
   ho.max_connections = kMaxConnections;
   ho.server_name = "polis-monitor";
+  if (tls) ho.tls = http::TlsFiles{options.tls_cert_file, options.tls_key_file};
   Impl* raw = impl.get();
-  impl->server = std::make_unique<http::HttpServer>(
-      ho, [raw](http::HttpRequest req, http::Respond respond, http::Post) {
-        Reply reply;
-        try {
-          reply = raw->Handle(req.method, req.target, req.authorization);
-        } catch (const std::exception& e) {
-          POLIS_LOG(kError, kCoord, "monitor: {} {} failed: {}", req.method, req.target, e.what());
-          reply = ErrorReply(500, std::string("internal error: ") + e.what());
-        }
-        reply.headers.emplace_back("Cache-Control", "no-store");
-        respond(std::move(reply));
-      });
-  if (Status st = impl->server->Start(); !st.ok()) {
-    if (st.code() == Code::kInvalidArgument)
-      return InvalidArgument("monitor listen address '{}': '{}' is not an IP address", listen, host);
-    return st.WithContext("monitor");  // "cannot listen on HOST:PORT: why"
+  auto handler = [raw](http::HttpRequest req, http::Respond respond, http::Post) {
+    Reply reply;
+    try {
+      reply = raw->Handle(req.method, req.target, req.authorization, req.tls);
+    } catch (const std::exception& e) {
+      POLIS_LOG(kError, kCoord, "monitor: {} {} failed: {}", req.method, req.target, e.what());
+      reply = ErrorReply(500, std::string("internal error: ") + e.what());
+    }
+    reply.headers.emplace_back("Cache-Control", "no-store");
+    respond(std::move(reply));
+  };
+  impl->server = std::make_unique<http::HttpServer>(ho, handler);
+  POLIS_ASSIGN_OR_RETURN(impl->address, StartServer(*impl->server, listen, host, tls ? "https" : "http"));
+  if (!options.plain_listen.empty()) {
+    POLIS_ASSIGN_OR_RETURN(auto plain_host_port, ParseListen(options.plain_listen));
+    http::HttpServerOptions po = ho;
+    po.tls = {};
+    po.host = plain_host_port.first;
+    po.port = plain_host_port.second;
+    impl->plain = std::make_unique<http::HttpServer>(po, handler);
+    POLIS_ASSIGN_OR_RETURN(impl->plain_address,
+                           StartServer(*impl->plain, options.plain_listen, po.host, "http"));
   }
-  const int bound = impl->server->port();
-  const bool v6 = host.find(':') != std::string::npos;
-  std::string shown = v6 ? "[" + host + "]" : host;
-  if (host == "0.0.0.0" || host == "::") {
-    char name[256] = "";
-    if (gethostname(name, sizeof(name) - 1) == 0 && name[0]) shown = name;
-  }
-  impl->address = fmt::format("http://{}:{}", shown, bound);
 
-  POLIS_LOG(kInfo, kCoord, "monitor: serving {} (dashboard from {})", impl->address, impl->dashboard_dir);
+  POLIS_LOG(kInfo, kCoord, "monitor: serving {}{}{} (dashboard from {})", impl->address,
+            impl->plain_address.empty() ? "" : ", plain HTTP on ", impl->plain_address, impl->dashboard_dir);
   return std::unique_ptr<Monitor>(new Monitor(std::move(impl)));
 }
 
 std::string Monitor::address() const { return impl_->address; }
+std::string Monitor::plain_address() const { return impl_->plain_address; }
 
 void Monitor::Publish(json status) {
   auto next = std::make_shared<const json>(std::move(status));
@@ -500,6 +540,7 @@ std::vector<Monitor::Command> Monitor::TakeCommands() {
 Monitor::~Monitor() {
   // Handlers never block, so whatever is in flight is answered within
   // microseconds; a short grace lets those answers go out.
+  if (impl_->plain) impl_->plain->Stop(200);
   if (impl_->server) impl_->server->Stop(200);
 }
 

@@ -10,6 +10,9 @@
 //   POST /api/checkpoint    queue a checkpoint command   (Bearer token)
 //   POST /api/stop          queue a stop command         (Bearer token)
 //
+// With TLS (Options::tls_*) the port speaks HTTPS; an optional plain-HTTP
+// port (Options::plain_listen) serves the same pages but refuses commands.
+//
 // A small Boost.Beast server on one I/O thread of its own. The coordinator's
 // loop calls Publish() with the latest status (cheap: it swaps a shared_ptr
 // under a mutex; serialisation happens on the I/O thread, on request) and
@@ -36,6 +39,12 @@ class Monitor {
  public:
   struct Options {
     std::string listen = "127.0.0.1:0";  // HOST:PORT; port 0 = ephemeral; [::1]:P for IPv6
+    // TLS: with a PEM certificate (chain) and its key, `listen` speaks HTTPS.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    // With TLS, a plain-HTTP port as well ("" = none): everything but the
+    // commands, which are refused there with 403 before the token is read.
+    std::string plain_listen;
     std::string token;                   // bearer token for POST /api/* ("" = POSTs refused with 403)
     std::string dashboard_dir;           // index.html and friends; "" = built-in path (see below)
     // What is served. The coordinator keeps the defaults; polis-tune serves
@@ -55,9 +64,11 @@ class Monitor {
   // launch/dashboard that holds an index.html.
   static StatusOr<std::unique_ptr<Monitor>> Start(const Options& options);
 
-  // "http://127.0.0.1:PORT" (the bound port). A wildcard bind (0.0.0.0, ::)
-  // reports this host's name, so other machines can reach it.
+  // "http://127.0.0.1:PORT" ("https://" with TLS; the bound port). A
+  // wildcard bind (0.0.0.0, ::) reports this host's name, so other machines
+  // can reach it. plain_address(): the plain-HTTP port beside TLS, or "".
   std::string address() const;
+  std::string plain_address() const;
 
   // The full GET /api/status document (schema in docs/operations.md), or
   // whatever document Options::document_path serves.

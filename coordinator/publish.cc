@@ -45,7 +45,9 @@ StatusOr<PublishedVersion> PublishOverHttp(const proto::JobSpec& spec, const std
   const std::string where = fmt::format("POST {}{}", url.text, path);
   // Uploading and the server's checks (rebuild, one forward pass) of a large
   // model take a while: a generous deadline, at least POLIS_TIMEOUT_S.
-  http::HttpClient client(url.host, url.port, 1000 * std::max(env::TimeoutSeconds(), 120));
+  // https: the server's certificate is verified against POLIS_CA_FILE's CAs (else the system's).
+  http::HttpClient client =
+      http::ClientFor(url, 1000 * std::max(env::TimeoutSeconds(), 120), http::CaFileOr(""));
   auto r = client.Request("POST", target, bytes,
                           {{"Authorization", "Bearer " + token},
                            {"Content-Type", "application/octet-stream"}});

@@ -537,7 +537,7 @@ bool OnPath(const std::string& program) {
 
 }  // namespace
 
-Probes DefaultProbes(double timeout_s) {
+Probes DefaultProbes(double timeout_s, const std::string& ca_file) {
   Probes p;
   p.launcher_alive = [](int pid) {
     if (kill(pid, 0) != 0 && errno != EPERM) return false;
@@ -545,14 +545,9 @@ Probes DefaultProbes(double timeout_s) {
     auto cmdline = ReadFile(fmt::format("/proc/{}/cmdline", pid));
     return !cmdline.ok() || cmdline->find("polis-run") != std::string::npos;
   };
-  p.status = [timeout_s](const std::string& address) -> StatusOr<json> {
-    std::string rest = address.starts_with("http://") ? address.substr(7) : address;
-    rest = rest.substr(0, rest.find('/'));
-    const size_t colon = rest.rfind(':');
-    if (colon == std::string::npos) return InvalidArgument("'{}' is not http://HOST:PORT", address);
-    std::string host = rest.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-    http::HttpClient client(host, std::atoi(rest.substr(colon + 1).c_str()), static_cast<int>(timeout_s * 1000));
+  p.status = [timeout_s, ca_file](const std::string& address) -> StatusOr<json> {
+    POLIS_ASSIGN_OR_RETURN(http::HttpUrl url, http::ParseHttpUrl(address));
+    http::HttpClient client = http::ClientFor(url, static_cast<int>(timeout_s * 1000), ca_file);
     POLIS_ASSIGN_OR_RETURN(http::HttpResult r, client.Get("/api/status"));
     if (r.status != 200) return RemoteError("GET /api/status answered {}", r.status);
     json doc = json::parse(r.body, nullptr, false);
@@ -588,7 +583,7 @@ CLI::App* AddClusterCommand(CLI::App& app, ClusterCtlOptions* o) {
 int RunCluster(const ClusterCtlOptions& opts, bool as_json, double timeout_s, const volatile bool* stop) {
   ClusterCtlOptions o = opts;
   if (o.cluster.jobs_dir.empty()) o.cluster.jobs_dir = DefaultJobsDir();
-  const Probes probes = DefaultProbes(std::min(timeout_s, 5.0));
+  const Probes probes = DefaultProbes(std::min(timeout_s, 5.0), o.ca_file);
   if (o.serve.empty()) {
     const json c = BuildCluster(o.cluster, probes);
     if (as_json) {

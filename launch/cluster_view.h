@@ -52,14 +52,15 @@ StatusOr<std::vector<SqueueJob>> ParseSqueue(std::string_view text);
 struct Probes {
   // Is process `pid` of this host alive (and still polis-run)?
   std::function<bool(int pid)> launcher_alive;
-  // GET /api/status of the coordinator at `address` (http://HOST:PORT).
+  // GET /api/status of the coordinator at `address` (http[s]://HOST:PORT).
   std::function<StatusOr<nlohmann::json>(const std::string& address)> status;
   // squeue's output in kSqueueFormat; NotFound when squeue is not installed.
   std::function<StatusOr<std::string>()> squeue;
   std::string this_host;  // gethostname
 };
 // The real ones; `timeout_s` bounds each coordinator's and squeue's answer.
-Probes DefaultProbes(double timeout_s);
+// An https:// coordinator is verified against ca_file's CAs ("" = the system's).
+Probes DefaultProbes(double timeout_s, const std::string& ca_file = "");
 
 struct ClusterOptions {
   std::string jobs_dir;
@@ -80,6 +81,7 @@ struct ClusterCtlOptions {
   std::string serve;    // HOST:PORT: serve the page and /api/cluster
   double interval_s = 2;
   std::string dashboard_dir;  // "" = the built-in one
+  std::string ca_file;        // https coordinators: the CAs to trust (polisctl --cacert, POLIS_CA_FILE)
 };
 CLI::App* AddClusterCommand(CLI::App& app, ClusterCtlOptions* o);
 int RunCluster(const ClusterCtlOptions& o, bool json, double timeout_s, const volatile bool* stop);

@@ -15,6 +15,8 @@ PACKAGES=(
   libboost-dev
   libdnnl-dev
   zlib1g-dev libssl-dev
+  # The openssl CLI: the TLS tests make their CA and certificates with it.
+  openssl
   # Image decoding for SHARDS datasets and polis-data (docs/datasets.md).
   libpng-dev libjpeg62-turbo-dev
   nlohmann-json3-dev libsimdjson-dev libcli11-dev libfmt-dev

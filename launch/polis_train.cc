@@ -30,6 +30,7 @@
 #include "common/data/split.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
+#include "common/http/http_server.h"
 #include "common/job_spec.h"
 #include "common/launch/dataset_copies.h"
 #include "common/launch/net.h"
@@ -65,6 +66,7 @@ struct Flags {
   std::string evaluate;
   std::string resume;
   std::string monitor = "127.0.0.1:0";
+  std::string monitor_tls_cert, monitor_tls_key, monitor_plain_listen;
   // Multi-host: the hosts (one of the two), the network, and --placement's
   // worker count.
   std::string hostfile;
@@ -309,7 +311,7 @@ int main(int argc, char** argv) {
   auto* registry = app.add_option("--registry", f.registry, "override registry.root (publish to this directory)");
   auto* registry_url = app.add_option(
       "--registry-url", f.registry_url,
-      "override registry.url: publish to a running polis-registry (http://HOST:PORT) with a "
+      "override registry.url: publish to a running polis-registry (http[s]://HOST:PORT) with a "
       "bearer token instead of writing registry.root");
   auto* token_file = app.add_option("--registry-token-file", f.registry_token_file,
                                     "override registry.token_file (default: $POLIS_REGISTRY_TOKEN)");
@@ -355,6 +357,18 @@ int main(int argc, char** argv) {
                                  "port; \"\" to turn it off)")
                       ->capture_default_str()
                       ->check(host_port);
+  auto* monitor_cert = app.add_option("--monitor-tls-cert", f.monitor_tls_cert,
+                                      "PEM certificate (or chain) for the monitoring API: --monitor then "
+                                      "speaks HTTPS (with --monitor-tls-key)");
+  auto* monitor_key = app.add_option("--monitor-tls-key", f.monitor_tls_key,
+                                     "PEM private key of --monitor-tls-cert");
+  monitor_cert->needs(monitor_key);
+  monitor_key->needs(monitor_cert);
+  auto* monitor_plain = app.add_option("--monitor-plain-listen", f.monitor_plain_listen,
+                                       "with --monitor-tls-cert: also serve the monitoring API over plain "
+                                       "HTTP on HOST:PORT, where commands (stop, checkpoint) are refused")
+                            ->check(host_port);
+  monitor_plain->needs(monitor_cert);
   auto* resume = app.add_option("--resume", f.resume,
                                 "continue the run in RUN_DIR from its newest complete checkpoint (the job "
                                 "defaults to RUN_DIR/job.pbtxt; worker and server counts may differ)");
@@ -370,7 +384,8 @@ int main(int argc, char** argv) {
   app.add_option("--workers", f.workers, "with --placement: the number of workers");
   // --evaluate reads a finished model: the training options would be ignored.
   for (CLI::Option* o : {epochs, registry, registry_url, token_file, run_dir, timeline, train_limit, servers, sync,
-                         print_servers, progress, check, monitor, resume, placement})
+                         print_servers, progress, check, monitor, monitor_cert, monitor_key, monitor_plain,
+                         resume, placement})
     evaluate->excludes(o);
   print_servers->excludes(check);
   app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" POLIS_SOURCE_REVISION ")");
@@ -414,6 +429,14 @@ int main(int argc, char** argv) {
     if (!model.ok()) {
       std::fprintf(stderr, "polis-train: %s\n", model.status().ToString().c_str());
       return 2;
+    }
+    // The monitor's certificate and key: refused here, before any process starts.
+    if (!f.monitor_tls_cert.empty()) {
+      if (auto pem = polis::http::LoadTlsFiles({f.monitor_tls_cert, f.monitor_tls_key}); !pem.ok()) {
+        std::fprintf(stderr, "polis-train: --monitor-tls-cert/--monitor-tls-key: %s\n",
+                     pem.status().message().c_str());
+        return 2;
+      }
     }
     // The coordinator writes the timeline where polis-run runs: its folder must be there.
     if (const std::string& t = job->spec.monitoring().timeline_path();
@@ -568,6 +591,9 @@ int main(int argc, char** argv) {
       polis::coordinator::CoordinatorOptions options;
       options.progress_bar = f.progress == "bar";
       options.monitor_listen = f.monitor;
+      options.monitor_tls_cert = f.monitor_tls_cert;
+      options.monitor_tls_key = f.monitor_tls_key;
+      options.monitor_plain_listen = f.monitor_plain_listen;
       if (!f.net.empty() && !f.Given("--monitor")) {
         auto address = LocalAddressOn(f.net);
         st = address.status();

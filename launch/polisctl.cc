@@ -6,9 +6,9 @@
 // (launch/polisctl_models.h, docs/registry.md).
 //
 //   polisctl status|top|workers|servers|logs|checkpoint|stop
-//            [--run-dir DIR | --address URL] [--json] [--token T]
+//            [--run-dir DIR | --address URL] [--json] [--token T] [--cacert FILE]
 //   polisctl models list|show|versions|history|promote|rollback|delete|predict
-//            (--registry URL | --root DIR) [--json] [--token-file F]
+//            (--registry URL | --root DIR) [--json] [--token-file F] [--cacert FILE]
 //   polisctl tune status|top STUDY_DIR [--json]     (launch/polisctl_tune.h)
 //   polisctl cluster [--jobs-dir DIR] [--json] [--serve HOST:PORT]
 //            every job and host at a glance (launch/cluster_view.h)
@@ -22,9 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/beast/http/verb.hpp>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -42,6 +40,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/http/http_client.h"
 #include "common/status.h"
 #include "launch/cluster_view.h"
 #include "launch/polisctl_models.h"
@@ -50,10 +49,7 @@
 namespace polis::ctl {
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
+namespace http = boost::beast::http;
 using json = nlohmann::json;
 
 constexpr int kExitOk = 0;
@@ -74,6 +70,7 @@ struct Options {
   std::string token;
   std::string token_file;
   double timeout_s = 5;
+  std::string ca_file;  // --cacert: https, the CAs to trust
   // top
   double interval_s = 2;
   int iterations = 0;  // 0: until interrupted or the job ends
@@ -94,6 +91,7 @@ struct UsageError {
 // Finding the coordinator.
 
 struct Endpoint {
+  bool https = false;
   std::string host;
   std::string port;
   std::string url;  // as shown to the user
@@ -101,11 +99,16 @@ struct Endpoint {
 
 StatusOr<Endpoint> ParseUrl(const std::string& text) {
   std::string rest = text;
-  if (rest.starts_with("http://")) rest = rest.substr(7);
-  else if (rest.find("://") != std::string::npos)
-    return InvalidArgument("'{}': only http:// addresses are served by the monitor", text);
-  rest = rest.substr(0, rest.find('/'));
   Endpoint e;
+  if (rest.starts_with("http://")) {
+    rest = rest.substr(7);
+  } else if (rest.starts_with("https://")) {
+    rest = rest.substr(8);
+    e.https = true;
+  } else if (rest.find("://") != std::string::npos) {
+    return InvalidArgument("'{}': only http:// and https:// addresses are served by the monitor", text);
+  }
+  rest = rest.substr(0, rest.find('/'));
   if (!rest.empty() && rest.front() == '[') {
     const size_t close = rest.find(']');
     if (close == std::string::npos) return InvalidArgument("'{}' has an unclosed '['", text);
@@ -119,7 +122,7 @@ StatusOr<Endpoint> ParseUrl(const std::string& text) {
   if (e.host.empty() || e.port.empty() ||
       e.port.find_first_not_of("0123456789") != std::string::npos)
     return InvalidArgument("'{}' is not an address like http://HOST:PORT", text);
-  e.url = "http://" + rest;
+  e.url = (e.https ? "https://" : "http://") + rest;
   return e;
 }
 
@@ -182,45 +185,15 @@ struct Response {
 };
 
 StatusOr<Response> Fetch(const Endpoint& e, http::verb method, const std::string& target,
-                         const std::string& token, double timeout_s) {
-  net::io_context ioc;
-  beast::error_code ec;
-  tcp::resolver resolver(ioc);
-  auto results = resolver.resolve(e.host, e.port, ec);
-  if (ec) return RemoteError("cannot resolve {}: {}", e.url, ec.message());
-  beast::tcp_stream stream(ioc);
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  auto run = [&] {
-    ioc.restart();
-    ioc.run();
-  };
-
-  stream.expires_after(timeout);
-  stream.async_connect(results, [&](beast::error_code c, const tcp::endpoint&) { ec = c; });
-  run();
-  if (ec) return RemoteError("cannot connect to the coordinator at {}: {}", e.url, ec.message());
-
-  http::request<http::string_body> req(method, target, 11);
-  req.set(http::field::host, e.host + ":" + e.port);
-  req.set(http::field::user_agent, "polisctl");
-  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
-  req.prepare_payload();
-  stream.expires_after(timeout);
-  http::async_write(stream, req, [&](beast::error_code c, std::size_t) { ec = c; });
-  run();
-  if (ec) return RemoteError("writing to {}: {}", e.url, ec.message());
-
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64u << 20);
-  stream.expires_after(timeout);
-  http::async_read(stream, buffer, parser, [&](beast::error_code c, std::size_t) { ec = c; });
-  run();
-  if (ec == beast::error::timeout)
-    return Timeout("no answer from {} within {} s", e.url, timeout_s);
-  if (ec) return RemoteError("reading from {}: {}", e.url, ec.message());
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-  return Response{static_cast<int>(parser.get().result_int()), parser.get().body()};
+                         const std::string& token, const Options& o) {
+  ::polis::http::HttpClient client(e.host, std::stoi(e.port), static_cast<int>(o.timeout_s * 1000),
+                                   ::polis::http::ClientTls{e.https, ::polis::http::CaFileOr(o.ca_file)});
+  std::vector<std::pair<std::string, std::string>> headers = {{"User-Agent", "polisctl"}};
+  if (!token.empty()) headers.emplace_back("Authorization", "Bearer " + token);
+  auto r = client.Request(std::string(http::to_string(method)), target, "", headers);
+  if (!r.ok()) return Status(r.status().code(), fmt::format("the coordinator at {}: {}", e.url,
+                                                            r.status().message()));
+  return Response{r->status, std::move(r->body)};
 }
 
 std::string ErrorOf(const Response& r) {
@@ -231,7 +204,7 @@ std::string ErrorOf(const Response& r) {
 }
 
 StatusOr<json> GetStatus(const Endpoint& e, const Options& o) {
-  POLIS_ASSIGN_OR_RETURN(Response r, Fetch(e, http::verb::get, "/api/status", "", o.timeout_s));
+  POLIS_ASSIGN_OR_RETURN(Response r, Fetch(e, http::verb::get, "/api/status", "", o));
   if (r.status != 200)
     return RemoteError("{} answered {} to GET /api/status: {}", e.url, r.status, ErrorOf(r));
   json doc = json::parse(r.body, nullptr, false);
@@ -576,7 +549,7 @@ int CmdCommand(const Options& o, const std::string& what) {
   auto ep = FindCoordinator(o);
   if (!ep.ok()) return Fail(ep.status());
   const std::string token = ReadToken(o);
-  auto r = Fetch(*ep, http::verb::post, "/api/" + what, token, o.timeout_s);
+  auto r = Fetch(*ep, http::verb::post, "/api/" + what, token, o);
   if (!r.ok()) return Fail(r.status());
   if (r->status != 202) {
     std::string hint;
@@ -600,12 +573,15 @@ int Main(int argc, char** argv) {
   app.fallthrough();
   app.require_subcommand(1, 1);
   app.add_option("--run-dir", o.run_dir, "the job's run directory (its coordinator.json names the address)");
-  app.add_option("--address", o.address, "the coordinator's monitor, http://HOST:PORT");
+  app.add_option("--address", o.address, "the coordinator's monitor, http://HOST:PORT or https://HOST:PORT");
   app.add_flag("--json", o.json, "machine-readable output (JSON; JSON lines for top and logs)");
   app.add_option("--token", o.token, "bearer token for checkpoint and stop (or for the registry: models)");
   app.add_option("--token-file", o.token_file, "file holding the bearer token");
   app.add_option("--timeout", o.timeout_s, "seconds to wait for the coordinator (default 5)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--cacert", o.ca_file,
+                 "https: PEM file of the CA certificates to trust (a private CA); default: $POLIS_CA_FILE, "
+                 "else the system's");
   app.add_subcommand("status", "one-screen summary of the job");
   auto* top = app.add_subcommand("top", "refresh the summary and worker table in place until the job ends");
   top->add_option("--interval", o.interval_s, "seconds between refreshes (default 2)")->check(CLI::PositiveNumber);
@@ -648,7 +624,10 @@ int Main(int argc, char** argv) {
 
   const std::string cmd = app.get_subcommands().front()->get_name();
   if (cmd == "tune") return RunTune(tune, tune_options, o.json, &g_interrupted_flag);
-  if (cmd == "cluster") return RunCluster(cluster_options, o.json, o.timeout_s, &g_interrupted_flag);
+  if (cmd == "cluster") {
+    cluster_options.ca_file = ::polis::http::CaFileOr(o.ca_file);
+    return RunCluster(cluster_options, o.json, o.timeout_s, &g_interrupted_flag);
+  }
   if (cmd == "models") {
     // The registry's token: --token, --token-file, else POLIS_REGISTRY_TOKEN
     // (never the monitor's).
@@ -662,6 +641,7 @@ int Main(int argc, char** argv) {
       token = t->substr(0, t->find('\n'));
       while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
     }
+    mo.ca_file = ::polis::http::CaFileOr(o.ca_file);
     // Promotes load and warm the target first: a longer default than the monitor's.
     return RunModels(models, mo, o.json, token, app.count("--timeout") ? o.timeout_s : 30);
   }

@@ -84,10 +84,10 @@ class Backend {
 
 class HttpBackend : public Backend {
  public:
-  HttpBackend(http::HttpUrl url, std::string token, double timeout_s)
+  HttpBackend(http::HttpUrl url, std::string token, double timeout_s, const std::string& ca_file)
       : url_(std::move(url)),
         token_(std::move(token)),
-        client_(url_.host, url_.port, static_cast<int>(timeout_s * 1000)) {}
+        client_(http::ClientFor(url_, static_cast<int>(timeout_s * 1000), ca_file)) {}
 
   std::string Where() const override { return url_.text; }
 
@@ -689,11 +689,13 @@ CLI::App* AddModelsCommands(CLI::App& app, ModelsOptions* o) {
   models->require_subcommand(1, 1);
   models->fallthrough();
   models->add_option("--registry", o->registry,
-                     "a running polis-registry, http://HOST:PORT (token: --token-file or POLIS_REGISTRY_TOKEN)");
+                     "a running polis-registry, http://HOST:PORT or https://HOST:PORT (token: --token-file or "
+                     "POLIS_REGISTRY_TOKEN; a private CA: --cacert or POLIS_CA_FILE)");
   models->add_option("--root", o->root, "a registry root directory, changed directly (no server needed)");
   models->footer(
       "Exactly one of --registry or --root. polisctl's own options apply too: --json (print JSON),\n"
-      "--token-file F / --token T (default: $POLIS_REGISTRY_TOKEN), --timeout S (default 30).\n"
+      "--token-file F / --token T (default: $POLIS_REGISTRY_TOKEN), --timeout S (default 30),\n"
+      "--cacert FILE (https: the CA certificates to trust; default: $POLIS_CA_FILE, else the system's).\n"
       "Writes over HTTP (promote, rollback, delete) need a token with the admin scope.\n"
       "Exit codes: 0 ok, 1 the operation failed, 2 usage.\n");
 
@@ -742,7 +744,7 @@ int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std:
   const std::string cmd = models->get_subcommands().front()->get_name();
   try {
     if (o.registry.empty() == o.root.empty())
-      throw Usage{"give exactly one of --registry http://HOST:PORT or --root DIR"};
+      throw Usage{"give exactly one of --registry http[s]://HOST:PORT or --root DIR"};
     if (cmd == "predict") {
       const int kinds = !o.input_json.empty() + !o.idx.empty() + !o.csv.empty() + !o.images.empty();
       if (kinds != 1)
@@ -756,7 +758,7 @@ int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std:
       auto url = http::ParseHttpUrl(o.registry);
       if (!url.ok()) throw Usage{"--registry: " + url.status().message()};
       const std::string token = !token_flag.empty() ? token_flag : env::RegistryToken();
-      backend = std::make_unique<HttpBackend>(*url, token, timeout_s);
+      backend = std::make_unique<HttpBackend>(*url, token, timeout_s, o.ca_file);
     } else {
       backend = std::make_unique<RootBackend>(o.root);
     }

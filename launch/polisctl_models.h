@@ -17,7 +17,8 @@
 namespace polis::ctl {
 
 struct ModelsOptions {
-  std::string registry;    // http://HOST:PORT of a polis-registry
+  std::string registry;    // http[s]://HOST:PORT of a polis-registry
+  std::string ca_file;     // https: the CAs to trust ("" = the system's); polisctl's --cacert
   std::string root;        // or a registry root directory
   std::string model, ref, alias, why, who;
   int64_t version = 0;

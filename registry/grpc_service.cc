@@ -1,6 +1,8 @@
 #include "registry/grpc_service.h"
 
+#include <grpc/grpc_security_constants.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
 
 #include <algorithm>
 #include <atomic>
@@ -348,6 +350,9 @@ class Service final : public pb::GRPCInferenceService::CallbackService {
     if (auto it = md.find("authorization"); it != md.end())
       req.authorization.assign(it->second.data(), it->second.size());
     req.remote = ctx->peer();
+    // "ssl" on a TLS port, "insecure" otherwise.
+    const auto security = ctx->auth_context()->FindPropertyValues(GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
+    req.tls = !security.empty() && security.front() == "ssl";
     req.client_gone = std::make_shared<const std::atomic<bool>>(false);
     return req;
   }
@@ -406,7 +411,13 @@ Status GrpcFrontend::Start() {
   const std::string host = s.opt.host.find(':') != std::string::npos ? "[" + s.opt.host + "]" : s.opt.host;
   const std::string address = fmt::format("{}:{}", host, s.opt.port);
   grpc::ServerBuilder b;
-  b.AddListeningPort(address, grpc::InsecureServerCredentials(), &s.port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!s.opt.tls_cert_chain.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({s.opt.tls_private_key, s.opt.tls_cert_chain});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  b.AddListeningPort(address, credentials, &s.port);
   b.RegisterService(s.service.get());
   b.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(s.opt.max_message_bytes, INT32_MAX)));
   b.SetMaxSendMessageSize(INT32_MAX);
@@ -417,7 +428,8 @@ Status GrpcFrontend::Start() {
     s.server.reset();
     return IoError("cannot listen for gRPC on {} (address in use or not local?)", address);
   }
-  POLIS_LOG(kInfo, kRegistry, "OIP v2 gRPC on {}:{}", s.opt.host, s.port);
+  POLIS_LOG(kInfo, kRegistry, "OIP v2 gRPC on {}:{}{}", s.opt.host, s.port,
+            s.opt.tls_cert_chain.empty() ? "" : " (TLS)");
   return Status::Ok();
 }
 

@@ -41,6 +41,10 @@ struct GrpcOptions {
   std::string host = "127.0.0.1";
   int port = 0;                       // 0: ephemeral (see GrpcFrontend::port)
   size_t max_message_bytes = 8u << 20;  // requests beyond: RESOURCE_EXHAUSTED (the REST body limit)
+  // PEM texts (http::LoadTlsFiles): when set, the port speaks TLS
+  // (grpc::SslServerCredentials, no client certificates).
+  std::string tls_cert_chain;
+  std::string tls_private_key;
 };
 
 // Answers an OIP REST request as the REST server would; `protocol` labels

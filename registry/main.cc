@@ -21,6 +21,8 @@
 //                           (a time-series forecaster on the windows of a split of its training CSV)
 //   polis-registry serve    --root DIR --listen HOST:PORT [--threads N] [--tokens FILE]
 //                           [--grpc-listen HOST:PORT [--grpc-port-file FILE]]
+//                           [--tls-cert FILE --tls-key FILE [--plain-listen HOST:PORT
+//                            [--plain-port-file FILE]]]
 //                           [--allow-anonymous-explain] [--explain-* limits] ...
 //
 // A running server notices promote/rollback/unalias/delete made here within
@@ -242,6 +244,16 @@ int main(int argc, char** argv) {
                     "also serve OIP v2 over gRPC on HOST:PORT (port 0: any free port; default: off)");
   serve->add_option("--grpc-port-file", grpc_port_file,
                     "write the bound gRPC port here once listening (before --port-file is written)");
+  serve->add_option("--tls-cert", so.tls_cert_file,
+                    "PEM certificate (or chain, the server's first): --listen speaks HTTPS and "
+                    "--grpc-listen TLS (with --tls-key)");
+  serve->add_option("--tls-key", so.tls_key_file, "PEM private key of --tls-cert");
+  std::string plain_listen, plain_port_file;
+  serve->add_option("--plain-listen", plain_listen,
+                    "with TLS: also serve plain HTTP on HOST:PORT for reads, inference and metrics; "
+                    "writes there are refused with 403 (port 0: any free port)");
+  serve->add_option("--plain-port-file", plain_port_file,
+                    "write the bound plain-HTTP port here once listening (before --port-file is written)");
   CLI11_PARSE(app, argc, argv);
 
   auto fail = [](const polis::Status& st) {
@@ -412,32 +424,57 @@ int main(int argc, char** argv) {
   so.root = root;
   so.host = hp->first;
   so.port = hp->second;
-  if (!grpc_listen.empty()) {
-    auto ghp = reg::ParseHostPort(grpc_listen);
-    if (!ghp.ok()) return fail(ghp.status());
-    so.grpc_host = ghp->first;
-    so.grpc_port = ghp->second;
-  } else if (!grpc_port_file.empty()) {
-    std::fprintf(stderr, "polis-registry: --grpc-port-file needs --grpc-listen\n");
+  // A port of its own (gRPC, plain HTTP): HOST:PORT, and a port file that needs it.
+  auto second_port = [&](const std::string& text, const std::string& file, const char* flag,
+                         const char* file_flag, std::string* host, int* port) -> int {
+    if (text.empty()) {
+      if (file.empty()) return 0;
+      std::fprintf(stderr, "polis-registry: %s needs %s\n", file_flag, flag);
+      return 2;
+    }
+    auto parsed = reg::ParseHostPort(text);
+    if (!parsed.ok()) return fail(parsed.status());
+    *host = parsed->first;
+    *port = parsed->second;
+    return 0;
+  };
+  if (int rc = second_port(grpc_listen, grpc_port_file, "--grpc-listen", "--grpc-port-file", &so.grpc_host,
+                           &so.grpc_port))
+    return rc;
+  if (so.tls_cert_file.empty() != so.tls_key_file.empty()) {
+    std::fprintf(stderr, "polis-registry: --tls-cert and --tls-key go together\n");
     return 2;
   }
+  if (!plain_listen.empty() && so.tls_cert_file.empty()) {
+    std::fprintf(stderr, "polis-registry: --plain-listen needs --tls-cert and --tls-key (without TLS "
+                         "--listen is plain HTTP already)\n");
+    return 2;
+  }
+  if (int rc = second_port(plain_listen, plain_port_file, "--plain-listen", "--plain-port-file",
+                           &so.plain_host, &so.plain_port))
+    return rc;
   reg::RegistryServer server(so);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
   if (polis::Status st = server.Start(); !st.ok()) return fail(st);
-  std::printf("polis-registry serving %s on http://%s:%d\n", root.c_str(), so.host.c_str(), server.port());
+  const bool tls = !so.tls_cert_file.empty();
+  std::printf("polis-registry serving %s on %s://%s:%d\n", root.c_str(), tls ? "https" : "http",
+              so.host.c_str(), server.port());
+  if (server.plain_port() > 0)
+    std::printf("polis-registry: plain HTTP (no writes) on http://%s:%d\n", so.plain_host.c_str(),
+                server.plain_port());
   if (server.grpc_port() > 0)
-    std::printf("polis-registry: OIP v2 gRPC on %s:%d\n", so.grpc_host.c_str(), server.grpc_port());
+    std::printf("polis-registry: OIP v2 gRPC%s on %s:%d\n", tls ? " (TLS)" : "", so.grpc_host.c_str(),
+                server.grpc_port());
   std::fflush(stdout);
-  if (!grpc_port_file.empty()) {
-    if (polis::Status st = polis::WriteFileAtomic(grpc_port_file, std::to_string(server.grpc_port()) + "\n");
-        !st.ok())
-      return fail(st);
-  }
-  if (!port_file.empty()) {
-    if (polis::Status st = polis::WriteFileAtomic(port_file, std::to_string(server.port()) + "\n"); !st.ok())
-      return fail(st);
+  // The port files, gRPC's and the plain port's before the main one's
+  // (whoever waits for --port-file finds the others written).
+  for (const auto& [file, port] : {std::pair{grpc_port_file, server.grpc_port()},
+                                   std::pair{plain_port_file, server.plain_port()},
+                                   std::pair{port_file, server.port()}}) {
+    if (file.empty()) continue;
+    if (polis::Status st = polis::WriteFileAtomic(file, std::to_string(port) + "\n"); !st.ok()) return fail(st);
   }
   while (!g_stop) usleep(100 * 1000);
   std::printf("polis-registry: stopping\n");

@@ -175,15 +175,30 @@ struct RegistryServer::Impl {
   TaskRunner runner;
   std::unique_ptr<ExplainQueue> explainer;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<HttpServer> plain;  // the plain-HTTP port beside TLS, if any
   std::unique_ptr<GrpcFrontend> grpc;
   std::atomic<HttpServer*> http_ptr{nullptr};  // http, for the batching threads
+  std::atomic<HttpServer*> plain_ptr{nullptr}; // plain, likewise
   std::atomic<int64_t> decoding{0};            // infer requests not yet queued
   bool started = false, stopped = false;
 
   // ---- helpers
 
+  bool TlsOn() const { return !opt.tls_cert_file.empty(); }
+
   bool Authorize(const HttpRequest& req, const Target& t, Scope scope, const std::string& model,
                  const Respond& done, std::string* who) {
+    if (!req.tls && TlsOn() && (scope == kScopePublish || scope == kScopeAdmin)) {
+      // Refused before the token is looked at: it crossed the network in the clear.
+      const std::string why = fmt::format(
+          "{} {} is a write, which this plain-HTTP port refuses: use https on the TLS port "
+          "(https://{}:{})", req.method, t.path, opt.host, http ? http->port() : opt.port);
+      POLIS_LOG(kWarn, kRegistry, "403 {} {} from {} on the plain-HTTP port (writes need TLS)", req.method,
+                t.path, req.remote);
+      metrics.CountAuthRefusal(403);
+      done(ErrorResponse(403, why));
+      return false;
+    }
     AuthDecision d = tokens.Authorize(req.authorization, scope, model);
     if (d.outcome == AuthOutcome::kAllowed) {
       if (who) *who = d.who;
@@ -575,6 +590,8 @@ struct RegistryServer::Impl {
   // connection has no request at the server and may send one.
   bool MoreMayArrive() const {
     if (decoding.load() > 0) return true;
+    const HttpServer* p = plain_ptr.load();
+    if (p && p->active_requests() < static_cast<int64_t>(p->connections())) return true;
     const HttpServer* h = http_ptr.load();
     return !h || h->active_requests() < static_cast<int64_t>(h->connections());
   }
@@ -1296,6 +1313,14 @@ Status RegistryServer::Start() {
     mallopt(M_MMAP_THRESHOLD, s.opt.mmap_threshold_bytes);
   }
   POLIS_RETURN_IF_ERROR(ValidateExplainLimits(s.opt.explain));
+  // TLS files are checked before any model is loaded: a bad one fails at once.
+  http::TlsPem pem;
+  if (s.TlsOn() || !s.opt.tls_key_file.empty()) {
+    POLIS_ASSIGN_OR_RETURN(pem, http::LoadTlsFiles({s.opt.tls_cert_file, s.opt.tls_key_file}));
+  } else if (s.opt.plain_port >= 0) {
+    return InvalidArgument("a plain-HTTP port beside the main one needs TLS on the main one "
+                           "(--tls-cert and --tls-key)");
+  }
   if (!s.opt.tokens_file.empty()) {
     POLIS_ASSIGN_OR_RETURN(s.tokens, TokenSet::Load(s.opt.tokens_file));
     POLIS_LOG(kInfo, kRegistry, "{} tokens from '{}'", s.tokens.size(), s.opt.tokens_file);
@@ -1329,16 +1354,32 @@ Status RegistryServer::Start() {
   ho.on_refused = [impl](const std::string& method, int status, const std::string&) {
     impl->metrics.CountHttp(method.empty() ? "?" : method, status);
   };
-  s.http = std::make_unique<HttpServer>(ho, [impl](HttpRequest req, Respond respond, Post post) {
+  auto handler = [impl](HttpRequest req, Respond respond, Post post) {
     impl->Handle(std::move(req), std::move(respond), std::move(post));
-  });
+  };
+  if (s.TlsOn()) ho.tls = http::TlsFiles{s.opt.tls_cert_file, s.opt.tls_key_file};
+  s.http = std::make_unique<HttpServer>(ho, handler);
   POLIS_RETURN_IF_ERROR(s.http->Start());
+  if (s.opt.plain_port >= 0) {
+    HttpServerOptions po = ho;
+    po.tls = {};
+    po.host = s.opt.plain_host;
+    po.port = s.opt.plain_port;
+    s.plain = std::make_unique<HttpServer>(po, handler);
+    if (Status st = s.plain->Start(); !st.ok()) {
+      s.http->Stop(0);
+      return st.WithContext("the plain-HTTP port");
+    }
+  }
   s.http_ptr = s.http.get();
+  s.plain_ptr = s.plain.get();
   if (s.opt.grpc_port >= 0) {
     GrpcOptions go;
     go.host = s.opt.grpc_host;
     go.port = s.opt.grpc_port;
     go.max_message_bytes = s.opt.max_body_bytes;
+    go.tls_cert_chain = pem.cert_chain;
+    go.tls_private_key = pem.private_key;
     s.grpc = std::make_unique<GrpcFrontend>(
         go,
         [impl](HttpRequest req, Respond respond, Post post, Protocol protocol) {
@@ -1346,8 +1387,10 @@ Status RegistryServer::Start() {
         },
         &s.metrics);
     if (Status st = s.grpc->Start(); !st.ok()) {
+      if (s.plain) s.plain->Stop(0);
       s.http->Stop(0);
       s.http_ptr = nullptr;
+      s.plain_ptr = nullptr;
       return st;
     }
   }
@@ -1364,15 +1407,19 @@ void RegistryServer::Stop(int grace_ms) {
   // requests (runner, inference threads) drains into the stopped I/O
   // context; the HttpServer (and its io_context) goes last.
   if (s.grpc) s.grpc->Stop(grace_ms);
+  if (s.plain) s.plain->Stop(grace_ms);
   if (s.http) s.http->Stop(grace_ms);
   s.runner.Stop();
   if (s.explainer) s.explainer->Stop();
   if (s.repo) s.repo->Stop();
   s.http_ptr = nullptr;
+  s.plain_ptr = nullptr;
+  s.plain.reset();
   s.http.reset();
 }
 
 int RegistryServer::port() const { return impl_->http ? impl_->http->port() : 0; }
+int RegistryServer::plain_port() const { return impl_->plain ? impl_->plain->port() : 0; }
 int RegistryServer::grpc_port() const { return impl_->grpc ? impl_->grpc->port() : 0; }
 Repository& RegistryServer::repository() { return *impl_->repo; }
 Metrics& RegistryServer::metrics() { return impl_->metrics; }

@@ -9,6 +9,9 @@
 //   POST /v2/repository/index
 //   /v2/registry/models[/{m}[/versions[/{v}[/artifact]] | /aliases[/{a}[/rollback]]]]
 //
+// With TLS (ServerOptions::tls_*) the main port speaks HTTPS and gRPC TLS;
+// an optional plain-HTTP port serves the same router but refuses writes.
+//
 // {v} is a version number, "latest" or an alias. Errors are
 // {"error": "..."} with 400 (bad request), 401/403 (token), 404 (unknown
 // model or version), 405, 409 (conflict), 413 (too large), 429 (explanation
@@ -45,6 +48,16 @@ struct ServerOptions {
   // -1 off, 0 ephemeral (see RegistryServer::grpc_port).
   std::string grpc_host = "127.0.0.1";
   int grpc_port = -1;
+  // TLS (docs/registry.md, "TLS"): with a PEM certificate (chain) and its
+  // key, the main port speaks HTTPS and the gRPC port TLS; Start fails
+  // naming the file that cannot be used.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // With TLS, a plain-HTTP port as well (-1 off, 0 ephemeral): reads,
+  // inference and scrapes; requests that need a write scope (publish,
+  // admin) are refused there with 403 before their token is looked at.
+  std::string plain_host = "127.0.0.1";
+  int plain_port = -1;
   int admin_threads = 2;
   std::string tokens_file;               // "": anonymous read + infer, no writes
   BatchingOptions batching;              // per-model defaults
@@ -79,6 +92,7 @@ class RegistryServer {
   void Stop(int grace_ms = 5000);
   int port() const;
   int grpc_port() const;  // 0 when gRPC is off
+  int plain_port() const;  // 0 when there is no plain-HTTP port beside TLS
   Repository& repository();
   Metrics& metrics();
 

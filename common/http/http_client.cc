@@ -6,9 +6,18 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <limits>
 #include <optional>
 
@@ -23,9 +32,34 @@ namespace {
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 namespace net = boost::asio;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// Why a failed TLS handshake failed, in one line with what to do about it.
+std::string HandshakeError(SSL* ssl, const beast::error_code& ec, const std::string& where,
+                           const std::string& host, const std::string& ca_file) {
+  const long verify = SSL_get_verify_result(ssl);
+  ERR_clear_error();
+  if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
+    return fmt::format("TLS certificate verification of {} failed: the certificate does not name '{}' "
+                       "(connect with a name or address in its subjectAltName)", where, host);
+  if (verify != X509_V_OK)
+    return fmt::format("TLS certificate verification of {} failed: {} ({})", where,
+                       X509_verify_cert_error_string(verify),
+                       ca_file.empty()
+                           ? "to trust a private CA, pass --cacert FILE or set POLIS_CA_FILE"
+                           : fmt::format("it is not signed by a CA in '{}'", ca_file));
+  return fmt::format("TLS handshake with {} failed: {} (is it an https port?)", where, ec.message());
+}
 
 }  // namespace
+
+std::string CaFileOr(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv("POLIS_CA_FILE");
+  return env ? env : "";
+}
 
 std::string HttpResult::Header(const std::string& name) const {
   for (const auto& [k, v] : headers)
@@ -37,9 +71,20 @@ struct HttpClient::Impl {
   std::string host;
   int port = 0;
   int timeout_ms = 30000;
+  ClientTls tls;
   net::io_context ioc;
+  std::shared_ptr<ssl::context> ssl_ctx;  // made on the first TLS connect
+  // At most one is set: the connection, plain or TLS.
   std::optional<beast::tcp_stream> stream;
+  std::optional<TlsStream> tls_stream;
   beast::flat_buffer buffer;
+
+  bool Connected() const { return stream.has_value() || tls_stream.has_value(); }
+  void Drop() {
+    stream.reset();
+    tls_stream.reset();
+  }
+  beast::tcp_stream& Tcp() { return tls_stream ? beast::get_lowest_layer(*tls_stream) : *stream; }
 
   void RunUntilDone(bool& done) {
     ioc.restart();
@@ -97,14 +142,78 @@ struct HttpClient::Impl {
         return Timeout("cannot connect to {}:{} within {} ms", host, port, timeout_ms);
       return RemoteError("cannot connect to {}:{}: {}", host, port, result.message());
     }
+    if (tls.enabled) return Handshake();
     return Status::Ok();
   }
 
-  StatusOr<HttpResult> Once(bhttp::request<bhttp::string_body>& req) {
+  Status MakeSslContext() {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    beast::error_code ec;
+    if (tls.ca_file.empty()) {
+      ctx->set_default_verify_paths(ec);
+      if (ec) return IoError("cannot load the system's trusted CAs: {}", ec.message());
+    } else {
+      if (!std::ifstream(tls.ca_file))
+        return IoError("cannot read the CA file '{}': {}", tls.ca_file, std::strerror(errno));
+      ctx->load_verify_file(tls.ca_file, ec);
+      if (ec) {
+        ERR_clear_error();
+        return InvalidArgument("the CA file '{}' holds no PEM certificate ({})", tls.ca_file, ec.message());
+      }
+    }
+    ctx->set_verify_mode(ssl::verify_peer);
+    ssl_ctx = std::move(ctx);
+    return Status::Ok();
+  }
+
+  // Turns the connected TCP stream into a verified TLS one.
+  Status Handshake() {
+    if (!ssl_ctx) {
+      if (Status st = MakeSslContext(); !st.ok()) {
+        stream.reset();
+        return st;
+      }
+    }
+    tls_stream.emplace(std::move(*stream), *ssl_ctx);
+    stream.reset();
+    SSL* ssl = tls_stream->native_handle();
+    beast::error_code not_ip;
+    net::ip::make_address(host, not_ip);
+    if (not_ip) {
+      SSL_set_tlsext_host_name(ssl, host.c_str());  // SNI
+      SSL_set1_host(ssl, host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+    }
     bool done = false;
     beast::error_code result;
-    stream->expires_after(std::chrono::milliseconds(timeout_ms));
-    bhttp::async_write(*stream, req, [&](beast::error_code e, std::size_t) {
+    Tcp().expires_after(std::chrono::milliseconds(timeout_ms));
+    tls_stream->async_handshake(ssl::stream_base::client, [&](beast::error_code e) {
+      result = e;
+      done = true;
+    });
+    RunUntilDone(done);
+    if (!result) return Status::Ok();
+    const std::string where = fmt::format("{}:{}", host, port);
+    Status st = result == beast::error::timeout
+                    ? Timeout("TLS handshake with {} did not finish within {} ms", where, timeout_ms)
+                    : RemoteError("{}", HandshakeError(ssl, result, where, host, tls.ca_file));
+    Drop();
+    return st;
+  }
+
+  StatusOr<HttpResult> Once(bhttp::request<bhttp::string_body>& req) {
+    return tls_stream ? OnceOn(*tls_stream, req) : OnceOn(*stream, req);
+  }
+
+  template <class Stream>
+  StatusOr<HttpResult> OnceOn(Stream& s, bhttp::request<bhttp::string_body>& req) {
+    bool done = false;
+    beast::error_code result;
+    Tcp().expires_after(std::chrono::milliseconds(timeout_ms));
+    bhttp::async_write(s, req, [&](beast::error_code e, std::size_t) {
       result = e;
       done = true;
     });
@@ -115,8 +224,8 @@ struct HttpClient::Impl {
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     done = false;
-    stream->expires_after(std::chrono::milliseconds(timeout_ms));
-    bhttp::async_read(*stream, buffer, parser, [&](beast::error_code e, std::size_t) {
+    Tcp().expires_after(std::chrono::milliseconds(timeout_ms));
+    bhttp::async_read(s, buffer, parser, [&](beast::error_code e, std::size_t) {
       result = e;
       done = true;
     });
@@ -129,15 +238,21 @@ struct HttpClient::Impl {
     out.status = static_cast<int>(res.result_int());
     out.body = std::move(res.body());
     for (const auto& f : res) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    if (!res.keep_alive()) stream.reset();
+    if (!res.keep_alive()) Drop();
     return out;
   }
 };
 
-HttpClient::HttpClient(std::string host, int port, int timeout_ms) : impl_(std::make_unique<Impl>()) {
+HttpClient::HttpClient(std::string host, int port, int timeout_ms, ClientTls tls)
+    : impl_(std::make_unique<Impl>()) {
   impl_->host = std::move(host);
   impl_->port = port;
   impl_->timeout_ms = timeout_ms;
+  impl_->tls = std::move(tls);
+}
+
+HttpClient ClientFor(const HttpUrl& url, int timeout_ms, const std::string& ca_file) {
+  return HttpClient(url.host, url.port, timeout_ms, ClientTls{url.https, ca_file});
 }
 
 HttpClient::~HttpClient() = default;
@@ -157,11 +272,11 @@ StatusOr<HttpResult> HttpClient::Request(const std::string& method, const std::s
   // A kept-alive connection the server closed meanwhile fails on first use:
   // retry once on a fresh one.
   for (int attempt = 0;; ++attempt) {
-    const bool reused = impl_->stream.has_value();
+    const bool reused = impl_->Connected();
     if (!reused) POLIS_RETURN_IF_ERROR(impl_->Connect());
     auto r = impl_->Once(req);
     if (r.ok()) return r;
-    impl_->stream.reset();
+    impl_->Drop();
     if (!reused || attempt > 0 || r.status().code() == Code::kTimeout) return r.status();
   }
 }
@@ -183,12 +298,13 @@ StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& text) {
 }
 
 StatusOr<HttpUrl> ParseHttpUrl(const std::string& url) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.rfind(kScheme, 0) != 0)
-    return InvalidArgument("'{}' is not an http:// URL (expected http://HOST:PORT; https is not spoken)",
-                           url);
-  std::string rest = url.substr(kScheme.size());
   HttpUrl out;
+  out.https = url.rfind("https://", 0) == 0;
+  const std::string_view scheme = out.https ? "https://" : "http://";
+  if (url.rfind(scheme, 0) != 0)
+    return InvalidArgument("'{}' is not an http:// or https:// URL (expected http[s]://HOST:PORT)", url);
+  if (out.https) out.port = 443;
+  std::string rest = url.substr(scheme.size());
   const size_t slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
   if (slash != std::string::npos) out.base_path = rest.substr(slash);
@@ -229,7 +345,7 @@ StatusOr<HttpUrl> ParseHttpUrl(const std::string& url) {
     out.port = std::stoi(port);
   }
   const bool v6 = out.host.find(':') != std::string::npos;
-  out.text = fmt::format("http://{}{}{}:{}{}", v6 ? "[" : "", out.host, v6 ? "]" : "", out.port,
+  out.text = fmt::format("{}{}{}{}:{}{}", scheme, v6 ? "[" : "", out.host, v6 ? "]" : "", out.port,
                          out.base_path);
   return out;
 }

@@ -2,7 +2,13 @@
 // to a registry, polisctl, tests and tools. Boost.Beast stays inside
 // http_client.cc; callers see plain structs.
 //
-// Every step (resolve, connect, write, read) has the client's deadline; a
+// Over TLS (ClientTls::enabled: an https:// URL) the server's certificate is
+// verified against the system's trusted CAs, or only ca_file's when given,
+// and must name the host (a DNS name or an IP address in its
+// subjectAltName); a failed verification is a kRemote error saying why and
+// how to trust a private CA.
+//
+// Every step (resolve, connect, handshake, write, read) has the client's deadline; a
 // kept-alive connection the server has closed meanwhile is retried once on a
 // fresh one. Errors are Status values naming the address: kRemote (refused,
 // reset), kTimeout (no answer in time), kInvalidArgument (a bad URL).
@@ -27,10 +33,19 @@ struct HttpResult {
   std::string Header(const std::string& name) const;  // case-insensitive; "" if absent
 };
 
+struct ClientTls {
+  bool enabled = false;
+  std::string ca_file;  // PEM CA certificates to trust instead of the system's; "" = the system's
+};
+
+// The CA file a client trusts for https: `flag` (polisctl's --cacert) when
+// given, else the environment's POLIS_CA_FILE, else "" (the system's CAs).
+std::string CaFileOr(const std::string& flag);
+
 class HttpClient {
  public:
   // `host` is an IP address or a name (resolved on connect).
-  HttpClient(std::string host, int port, int timeout_ms = 30000);
+  HttpClient(std::string host, int port, int timeout_ms = 30000, ClientTls tls = {});
   ~HttpClient();
   HttpClient(HttpClient&&) noexcept;
   HttpClient& operator=(HttpClient&&) noexcept;
@@ -50,15 +65,20 @@ class HttpClient {
 // "127.0.0.1:8000" -> host, port; "8000" -> 127.0.0.1, 8000.
 StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& text);
 
-// An http:// URL: "http://HOST:PORT[/prefix]" (port 80 when absent; IPv6 in
-// brackets). Only http is spoken: https and other schemes are refused.
+// An http:// or https:// URL: "http[s]://HOST:PORT[/prefix]" (port 80 or
+// 443 when absent; IPv6 in brackets). Other schemes are refused.
 struct HttpUrl {
+  bool https = false;
   std::string host;
   int port = 80;
   std::string base_path;  // "" or "/prefix" without a trailing slash
-  std::string text;       // "http://host:port/prefix", for messages
+  std::string text;       // "http[s]://host:port/prefix", for messages
 };
 StatusOr<HttpUrl> ParseHttpUrl(const std::string& url);
+
+// A client for `url`'s host and port, speaking TLS for https:// (trusting
+// ca_file's CAs when not "", see CaFileOr).
+HttpClient ClientFor(const HttpUrl& url, int timeout_ms, const std::string& ca_file = "");
 
 // Percent-encodes everything but unreserved characters (RFC 3986), for a
 // path segment or a query value.

@@ -6,14 +6,27 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 
 #include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -26,14 +39,85 @@ namespace {
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 namespace net = boost::asio;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 std::string ErrorBody(const std::string& message) {
   return nlohmann::json{{"error", message}}.dump(-1, ' ', false,
                                                  nlohmann::json::error_handler_t::replace);
 }
 
+StatusOr<std::string> ReadPemFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return IoError("cannot read the TLS {} '{}': {}", what, path, std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos)
+    return InvalidArgument("the TLS {} '{}' is not PEM (no '-----BEGIN' line)", what, path);
+  return text.str();
+}
+
+// The reason OpenSSL gave last ("" when none), and its queue emptied.
+std::string OpenSslReason(const beast::error_code& ec) {
+  std::string why = ec ? ec.message() : "";
+  ERR_clear_error();
+  return why;
+}
+
+// A TLS 1.2+ server context holding the checked certificate and key.
+StatusOr<std::shared_ptr<ssl::context>> LoadTlsContext(const TlsFiles& files) {
+  POLIS_ASSIGN_OR_RETURN(TlsPem pem, LoadTlsFiles(files));
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                   ssl::context::single_dh_use);
+  beast::error_code ec;
+  ctx->use_certificate_chain(net::buffer(pem.cert_chain), ec);
+  if (!ec) ctx->use_private_key(net::buffer(pem.private_key), ssl::context::pem, ec);
+  if (ec) return InvalidArgument("TLS: {}", OpenSslReason(ec));  // checked by LoadTlsFiles
+  return ctx;
+}
+
 }  // namespace
+
+StatusOr<TlsPem> LoadTlsFiles(const TlsFiles& files) {
+  if (files.cert_file.empty() || files.key_file.empty())
+    return InvalidArgument("TLS needs both a certificate and a private key file (got only {} '{}')",
+                           files.cert_file.empty() ? "the key" : "the certificate",
+                           files.cert_file.empty() ? files.key_file : files.cert_file);
+  TlsPem out;
+  POLIS_ASSIGN_OR_RETURN(out.cert_chain, ReadPemFile(files.cert_file, "certificate"));
+  POLIS_ASSIGN_OR_RETURN(out.private_key, ReadPemFile(files.key_file, "private key"));
+  ssl::context ctx(ssl::context::tls_server);
+  beast::error_code ec;
+  ctx.use_certificate_chain(net::buffer(out.cert_chain), ec);
+  if (ec)
+    return InvalidArgument("the TLS certificate '{}' holds no usable PEM certificate ({})",
+                           files.cert_file, OpenSslReason(ec));
+  {
+    // Parsed on its own first, so that a key that is fine but not the
+    // certificate's is told apart from one that is not a key.
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+        BIO_new_mem_buf(out.private_key.data(), static_cast<int>(out.private_key.size())), BIO_free);
+    std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+        bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr, EVP_PKEY_free);
+    if (!key) {
+      const unsigned long err = ERR_peek_last_error();
+      ERR_clear_error();
+      return InvalidArgument("the TLS private key '{}' holds no usable PEM private key ({})",
+                             files.key_file, err && ERR_reason_error_string(err) ? ERR_reason_error_string(err) : "unreadable");
+    }
+  }
+  ctx.use_private_key(net::buffer(out.private_key), ssl::context::pem, ec);
+  if (ec || SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    ERR_clear_error();
+    return InvalidArgument("the TLS private key '{}' does not match the certificate '{}'",
+                           files.key_file, files.cert_file);
+  }
+  return out;
+}
 
 struct HttpServer::Impl {
   HttpServerOptions opt;
@@ -46,6 +130,7 @@ struct HttpServer::Impl {
   // Declared after the counters: sessions destroyed with the io_context
   // still update them.
   net::io_context ioc;
+  std::shared_ptr<ssl::context> tls;  // set when opt.tls names a certificate
   tcp::acceptor acceptor{net::make_strand(ioc)};
   std::vector<std::thread> threads;
 
@@ -58,28 +143,74 @@ struct HttpServer::Impl {
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection. Stream is PlainStream or TlsStream (a TLS session
+// handshakes first); the plain path is exactly what it was without TLS.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
  public:
-  Session(tcp::socket&& socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), srv_(server) {
+  template <class... Args>
+  Session(HttpServer::Impl* server, tcp::socket&& socket, Args&... tls_context)
+      : stream_(std::move(socket), tls_context...), srv_(server) {
     srv_->connections++;
     // Room for a typical request (header and a small body) in one read;
     // Beast would otherwise start at 512 bytes and read a few KiB of body
     // in several passes through the I/O queue. Larger bodies still grow it.
     buffer_.reserve(8 << 10);
     beast::error_code ec;
-    auto ep = stream_.socket().remote_endpoint(ec);
+    auto ep = Socket().remote_endpoint(ec);
     remote_ = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
   }
   ~Session() { srv_->connections--; }
 
   void Run() {
-    net::dispatch(stream_.get_executor(),
-                  beast::bind_front_handler(&Session::ReadHeader, shared_from_this()));
+    if constexpr (kTls) {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&Session::Handshake, shared_from_this()));
+    } else {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&Session::ReadHeader, shared_from_this()));
+    }
   }
 
  private:
   using Ms = std::chrono::milliseconds;
+
+  tcp::socket& Socket() { return beast::get_lowest_layer(stream_).socket(); }
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+
+  // TLS only: the handshake gets the read timeout; a client that fails it
+  // (plain HTTP on the TLS port, a certificate it does not trust) is
+  // disconnected with a line in the log.
+  void Handshake() {
+    Tcp().expires_after(Ms(srv_->opt.read_timeout_ms));
+    stream_.async_handshake(ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
+      if (!ec) return self->ReadHeader();
+      POLIS_LOG(kInfo, kNet, "{}: TLS handshake failed: {}", self->remote_, ec.message());
+      if (ec.category() == net::error::get_ssl_category() &&
+          ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST)
+        return self->AnswerPlainRequest();
+      self->Close();
+    });
+  }
+
+  // A plain-HTTP request on the TLS port (OpenSSL recognised GET, POST,
+  // HEAD or PUT where a handshake was due): one plain 400 saying so, so
+  // that curl or a browser shows why instead of an empty reply.
+  void AnswerPlainRequest() {
+    static const std::string kAnswer = [] {
+      const std::string body = ErrorBody("this port speaks HTTPS: use an https:// URL");
+      return fmt::format("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                         "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                         body.size(), body);
+    }();
+    Tcp().expires_after(Ms(srv_->opt.write_timeout_ms));
+    net::async_write(Tcp(), net::buffer(kAnswer), [self = shared_from_this()](beast::error_code, std::size_t) {
+      self->LingerClose();
+    });
+  }
 
   void ReadHeader() {
     parser_.emplace();
@@ -87,7 +218,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // No limit while the header is read (Beast would refuse a large declared
     // Content-Length as a parse error); the right one is set after it.
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
-    stream_.expires_after(Ms(first_ ? srv_->opt.read_timeout_ms : srv_->opt.idle_timeout_ms));
+    Tcp().expires_after(Ms(first_ ? srv_->opt.read_timeout_ms : srv_->opt.idle_timeout_ms));
     first_ = false;
     bhttp::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
@@ -131,7 +262,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (parser_->is_done()) return OnBody({}, 0);
     // Slow clients: the body gets the read timeout plus a second per MiB declared.
     const int64_t allowance_ms = declared ? static_cast<int64_t>(*declared >> 20) * 1000 : 0;
-    stream_.expires_after(Ms(srv_->opt.read_timeout_ms + allowance_ms));
+    Tcp().expires_after(Ms(srv_->opt.read_timeout_ms + allowance_ms));
     if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
       auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_,
                                                                     req.version());
@@ -167,7 +298,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.reset();
     keep_alive_ = req.keep_alive();
     version_ = req.version();
-    stream_.expires_never();  // the handler may take a while (queued inference)
+    Tcp().expires_never();  // the handler may take a while (queued inference)
 
     HttpRequest r;
     r.method = std::string(req.method_string());
@@ -177,6 +308,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.content_type = std::string(req[bhttp::field::content_type]);
     r.inference_header_length = std::string(req["Inference-Header-Content-Length"]);
     r.remote = remote_;
+    r.tls = kTls;
     r.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - header_at_).count();
     auto gone = std::make_shared<std::atomic<bool>>(false);
     r.client_gone = gone;
@@ -242,7 +374,7 @@ class Session : public std::enable_shared_from_this<Session> {
       // One read at a time: stop the watch; its handler writes this.
       pending_ = std::move(r);
       beast::error_code ec;
-      stream_.socket().cancel(ec);
+      Socket().cancel(ec);
       return;
     }
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
@@ -257,7 +389,7 @@ class Session : public std::enable_shared_from_this<Session> {
       res->body() = std::move(r.body);
       res->prepare_payload();
     }
-    stream_.expires_after(Ms(srv_->opt.write_timeout_ms));
+    Tcp().expires_after(Ms(srv_->opt.write_timeout_ms));
     const auto write_at = std::chrono::steady_clock::now();
     bhttp::async_write(stream_, *res,
                       [self = shared_from_this(), res, handled, write_at,
@@ -278,26 +410,30 @@ class Session : public std::enable_shared_from_this<Session> {
   // Stop sending, drain what arrives for a moment, then close.
   void LingerClose() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(Ms(2000));
+    Socket().shutdown(tcp::socket::shutdown_send, ec);
+    Tcp().expires_after(Ms(2000));
     drain_.resize(64 << 10);
     Drain();
   }
+  // Reads the raw connection (what is drained is never looked at; a TLS
+  // session may be the one that failed).
   void Drain() {
-    stream_.async_read_some(net::buffer(drain_),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (ec) return self->Close();
-                              self->Drain();
-                            });
+    Tcp().async_read_some(net::buffer(drain_),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec) return self->Close();
+                            self->Drain();
+                          });
   }
 
+  // A TLS session closes without close_notify: every response carries its
+  // length, so a client cannot mistake the end for truncation.
   void Close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    Socket().shutdown(tcp::socket::shutdown_send, ec);
+    Socket().close(ec);
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::vector<char> drain_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -324,7 +460,10 @@ void HttpServer::Impl::DoAccept() {
         beast::error_code ignored;
         socket.close(ignored);
       } else {
-        std::make_shared<Session>(std::move(socket), this)->Run();
+        if (tls)
+          std::make_shared<Session<TlsStream>>(this, std::move(socket), *tls)->Run();
+        else
+          std::make_shared<Session<PlainStream>>(this, std::move(socket))->Run();
       }
     } else {
       POLIS_LOG(kWarn, kNet, "accept failed: {}", ec.message());
@@ -347,6 +486,9 @@ Status HttpServer::Start() {
   beast::error_code ec;
   const auto address = net::ip::make_address(s.opt.host, ec);
   if (ec) return InvalidArgument("'{}' is not an IP address: {}", s.opt.host, ec.message());
+  if (s.opt.tls.enabled()) {
+    POLIS_ASSIGN_OR_RETURN(s.tls, LoadTlsContext(s.opt.tls));
+  }
   const tcp::endpoint ep(address, static_cast<unsigned short>(s.opt.port));
   const std::string where = fmt::format("{}:{}", s.opt.host, s.opt.port);
   s.acceptor.open(ep.protocol(), ec);

@@ -18,6 +18,11 @@
 // (HttpRequest::client_gone). The I/O threads block process-directed signals
 // (SIGINT, SIGTERM, ...), so those reach the owner's threads.
 //
+// With HttpServerOptions::tls every connection is TLS (a session type of
+// its own: the plain path is unchanged); HttpRequest::tls says which a
+// request came over, so that an owner running a plain and a TLS server with
+// one handler can refuse some requests on the plain one.
+//
 // Thread-safety: Start/Stop from one thread; the handler runs on I/O threads
 // concurrently and must not block for long.
 #pragma once
@@ -45,6 +50,7 @@ struct HttpRequest {
   // body is that many bytes of JSON followed by raw tensor bytes. "" if absent.
   std::string inference_header_length;
   std::string remote;         // "127.0.0.1:53211"
+  bool tls = false;           // it came over TLS (HttpServerOptions::tls)
   // Set (from an I/O thread) when the client closes its connection before
   // the response is written; only watched for requests that
   // HttpServerOptions::watch_client picks, otherwise it stays false. Never null.
@@ -69,6 +75,24 @@ using Respond = std::function<void(HttpResponse)>;
 using Post = std::function<void(std::function<void()>)>;
 using HttpHandler = std::function<void(HttpRequest, Respond, Post)>;
 
+// A server's TLS identity: a PEM certificate (a chain file is fine: the
+// server's certificate first, then its intermediates) and its PEM private
+// key (may be the same file).
+struct TlsFiles {
+  std::string cert_file;
+  std::string key_file;
+  bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
+};
+
+// The PEM texts of a checked certificate and key (gRPC takes them as strings).
+struct TlsPem {
+  std::string cert_chain;
+  std::string private_key;
+};
+// Reads both files and checks that each is PEM and that the key belongs to
+// the certificate: IoError (unreadable) or InvalidArgument, naming the file.
+StatusOr<TlsPem> LoadTlsFiles(const TlsFiles& files);
+
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;                              // 0: an ephemeral port (see port())
@@ -86,6 +110,10 @@ struct HttpServerOptions {
   int write_timeout_ms = 30000;
   size_t max_connections = 4096;             // further connections are closed at once
   std::string server_name = "polis";         // the Server header
+  // When enabled, every connection speaks TLS (1.2 or later) with this
+  // certificate; Start fails naming the file when it cannot be used. A
+  // client that fails the handshake is disconnected.
+  TlsFiles tls;
   // Called for every response the server itself generates (413, 431, 400).
   std::function<void(const std::string& method, int status, const std::string& why)> on_refused;
 };

@@ -720,6 +720,10 @@ TEST_F(PolisTrainCheck, FlagsAreAppliedOrRefusedNeverIgnored) {
       {"--csv x.csv", "--csv"},
       {"--registry a --registry-url http://127.0.0.1:1", "--registry-url"},
       {"--monitor nonsense", "--monitor"},
+      {"--monitor-tls-cert /tmp/c.pem", "--monitor-tls-cert requires --monitor-tls-key"},
+      {"--monitor-plain-listen 127.0.0.1:0", "--monitor-plain-listen requires --monitor-tls-cert"},
+      {"--monitor-tls-cert /nonexistent/c.pem --monitor-tls-key /nonexistent/c.key",
+       "cannot read the TLS certificate '/nonexistent/c.pem'"},
       {"--sync allreduce --servers 1", "'sync.servers'"},
       {"--registry-token-file /tmp/t", "'registry.token_file'"},
       {"--evaluate m.polis --epochs 3", "--evaluate"}};

@@ -92,8 +92,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       POLIS_FUZZ_CHECK(url->port >= 1 && url->port <= 65535 && !url->host.empty());
       // The normalised form names the same place.
       auto again = http::ParseHttpUrl(url->text);
-      POLIS_FUZZ_CHECK(again.ok() && again->host == url->host && again->port == url->port &&
-                       again->base_path == url->base_path);
+      POLIS_FUZZ_CHECK(again.ok() && again->https == url->https && again->host == url->host &&
+                       again->port == url->port && again->base_path == url->base_path);
       return 0;
     }
     case 2: {

@@ -2,7 +2,9 @@
 // polis-registry (port 0, a token file), a real training job with
 // registry.url; the version is served afterwards, and a wrong token fails the
 // job with the URL and the status while the artifact stays in the run
-// directory.
+// directory. Over HTTPS (a registry with --tls-cert, certificates made at
+// test time): the job publishes when POLIS_CA_FILE trusts the CA, and fails
+// naming the verification, artifact kept, when nothing does.
 #include <gtest/gtest.h>
 #include "tests/prereq.h"
 #include <signal.h>
@@ -19,6 +21,7 @@
 #include "common/fs.h"
 #include "common/http/http_client.h"
 #include "tests/integration/shell.h"
+#include "tests/tls_certs.h"
 
 namespace polis {
 namespace {
@@ -40,11 +43,16 @@ class PublishHttp : public ::testing::Test {
     std::ofstream(dir_ + "/ci.token") << "ci-secret\n";
     const std::string bin = kBin + "/registry/polis-registry";
     const std::string root = dir_ + "/root", port_file = dir_ + "/port", tokens = dir_ + "/tokens.json";
+    std::vector<std::string> args = {bin, "serve", "--root", root, "--listen", "127.0.0.1:0",
+                                     "--port-file", port_file, "--tokens", tokens};
+    for (std::string& a : ServeArgs()) args.push_back(std::move(a));
     pid_ = fork();
     ASSERT_GE(pid_, 0);
     if (pid_ == 0) {
-      execl(bin.c_str(), bin.c_str(), "serve", "--root", root.c_str(), "--listen", "127.0.0.1:0",
-            "--port-file", port_file.c_str(), "--tokens", tokens.c_str(), static_cast<char*>(nullptr));
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(bin.c_str(), argv.data());
       _exit(127);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -54,8 +62,11 @@ class PublishHttp : public ::testing::Test {
       else std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     ASSERT_GT(port_, 0) << "polis-registry serve did not start";
-    url_ = "http://127.0.0.1:" + std::to_string(port_);
+    url_ = UrlScheme() + std::to_string(port_);
   }
+  // More `polis-registry serve` flags, and the URL up to the port.
+  virtual std::vector<std::string> ServeArgs() { return {}; }
+  virtual std::string UrlScheme() { return "http://127.0.0.1:"; }
   void TearDown() override {
     if (pid_ > 0) {
       kill(pid_, SIGTERM);
@@ -143,6 +154,37 @@ TEST_F(PublishHttp, WrongTokenFailsTheJobAndKeepsTheArtifact) {
   EXPECT_NE(down.output.find(dead), std::string::npos) << down.output;
   EXPECT_NE(down.output.find("unreachable"), std::string::npos) << down.output;
   EXPECT_TRUE(PathExists(dir_ + "/run-down/model.polis"));
+}
+
+class PublishHttps : public PublishHttp {
+ protected:
+  std::vector<std::string> ServeArgs() override {
+    if (!test::HaveOpenssl()) return {};  // the test says so (skip, or fail under CI)
+    certs_ = test::MakeTestCerts(dir_);
+    EXPECT_EQ(certs_.error, "");
+    return {"--tls-cert", certs_.server_cert, "--tls-key", certs_.server_key};
+  }
+  std::string UrlScheme() override { return "https://localhost:"; }
+  test::TestCerts certs_;
+};
+
+TEST_F(PublishHttps, PublishesWhenTheCaIsTrustedAndFailsNamingTheVerificationOtherwise) {
+  if (!test::HaveOpenssl()) POLIS_MISSING_PREREQ() << "the openssl CLI is not installed (launch/install-deps.sh)";
+  const std::string token = "--registry-token-file " + dir_ + "/ci.token";
+  ShellRun r = Train("run", "POLIS_CA_FILE=" + certs_.ca, token);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("published fashion_cnn version 1 to " + url_), std::string::npos) << r.output;
+  http::HttpClient c("localhost", port_, 20000, http::ClientTls{true, certs_.ca});
+  auto meta = c.Get("/v2/models/fashion_cnn");
+  ASSERT_TRUE(meta.ok()) << meta.status().ToString();
+  EXPECT_EQ(json::parse(meta->body)["versions"], json::array({"1"})) << meta->body;
+
+  ShellRun untrusted = Train("run-untrusted", "", token);
+  EXPECT_EQ(untrusted.exit_code, 1) << untrusted.output;
+  EXPECT_NE(untrusted.output.find("TLS certificate verification of localhost:" + std::to_string(port_) + " failed"),
+            std::string::npos)
+      << untrusted.output;
+  EXPECT_TRUE(PathExists(dir_ + "/run-untrusted/model.polis")) << untrusted.output;
 }
 
 }  // namespace

@@ -8,7 +8,10 @@ JSON object with what it saw:
 
   oip_grpc_client.py --port P --proto registry/proto/grpc_predict_v2.proto
       --model M --input FILE (float32 rows x elements) --shape 2,1,8,8
-      [--token T] [--bad-token T]
+      [--token T] [--bad-token T] [--ca CA.pem [--host NAME]]
+
+With --ca the channel is TLS (grpc.ssl_channel_credentials), trusting only
+that CA, to --host (default localhost: the name the certificate must hold).
 
 Exit 3 when grpcio or the stub generators are missing (the test decides
 whether that skips or fails).
@@ -32,6 +35,8 @@ def main():
     ap.add_argument("--shape", required=True)
     ap.add_argument("--token", default="")
     ap.add_argument("--bad-token", default="")
+    ap.add_argument("--ca", default="", help="TLS: PEM file of the CA to trust")
+    ap.add_argument("--host", default="", help="host to connect to (default 127.0.0.1, with --ca localhost)")
     a = ap.parse_args()
 
     try:
@@ -56,7 +61,12 @@ def main():
     shape = [int(d) for d in a.shape.split(",")]
     raw = open(a.input, "rb").read()
     values = list(struct.unpack(f"<{len(raw) // 4}f", raw))
-    channel = grpc.insecure_channel(f"127.0.0.1:{a.port}")
+    if a.ca:
+        with open(a.ca, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(f"{a.host or 'localhost'}:{a.port}", credentials)
+    else:
+        channel = grpc.insecure_channel(f"{a.host or '127.0.0.1'}:{a.port}")
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
     md = [("authorization", f"Bearer {a.token}")] if a.token else []
     out = {}

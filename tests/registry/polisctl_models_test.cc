@@ -331,7 +331,7 @@ TEST_F(PolisctlModels, PredictMatchesTheNetworkInBothModes) {
 TEST_F(PolisctlModels, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kPolisctl + " models list").exit_code, 2);
   EXPECT_EQ(Sh(kPolisctl + " models --registry http://127.0.0.1:1 " + Root() + " list").exit_code, 2);
-  auto bad_url = Sh(kPolisctl + " models --registry https://x:1 list");
+  auto bad_url = Sh(kPolisctl + " models --registry ftp://x:1 list");
   EXPECT_EQ(bad_url.exit_code, 2);
   EXPECT_NE(bad_url.err.find("http://"), std::string::npos) << bad_url.err;
   EXPECT_EQ(Sh(kPolisctl + " models " + Root() + " predict tiny").exit_code, 2);

@@ -6,8 +6,10 @@
 #     decoding the same tar members with PIL (benchmarks/decode_torch.py);
 #  2. training throughput of the seed CNN (polis-run, 1 worker, all-reduce,
 #     2 epochs; images/s of the second epoch, after start-up) from the IDX
-#     files in memory, from PNG and from npy shards of the same images, and
-#     from PNG shards held by the coordinator (dataset.source COORDINATOR).
+#     files in memory, from PNG and from npy shards of the same images (with
+#     2 decode threads, the default, and with 0: decoding in the training
+#     thread), and from PNG shards held by the coordinator (dataset.source
+#     COORDINATOR).
 # Runs are interleaved per round; the tables give medians over rounds.
 #
 # Usage: benchmarks/data_pipeline.sh [--build DIR] [--quick]
@@ -47,13 +49,14 @@ for enc in png npy; do
   "$BUILD/launch/polis-data" pack idx --dir "$FM" --train-limit "$TRAIN_N" --test-limit 1000 --encoding "$enc" \
     --out "$WORK/fm-$enc" >&2
 done
-# The seed job reading shards: $1 encoding, $2 dataset.source.
+# The seed job reading shards: $1 encoding, $2 dataset.source, $3 decode threads.
 shards_job() {
-  sed -e "s/format: IDX/format: SHARDS source: $2/" -e "s|dir: \"fashion-mnist\"|dir: \"$WORK/fm-$1\"|" \
-      -e '/num_classes: 10/d' "$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt" > "$WORK/$1-$2.pbtxt"
-  echo "$WORK/$1-$2.pbtxt"
+  sed -e "s/format: IDX/format: SHARDS source: $2 shards { decode_threads: $3 }/" \
+      -e "s|dir: \"fashion-mnist\"|dir: \"$WORK/fm-$1\"|" \
+      -e '/num_classes: 10/d' "$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt" > "$WORK/$1-$2-$3.pbtxt"
+  echo "$WORK/$1-$2-$3.pbtxt"
 }
-TRAIN_SOURCES=(idx png npy png-coordinator)
+TRAIN_SOURCES=(idx png npy png-coordinator png-0-threads npy-0-threads)
 rate() { sed -n 's/.*records_per_second \([0-9.]*\).*/\1/p'; }
 declare -A R
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -66,8 +69,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "round $r: train from $src" >&2
     case $src in
       idx) job="$REPO_ROOT/jobs/fashion_cnn_allreduce.pbtxt" ;;
-      png-coordinator) job=$(shards_job png COORDINATOR) ;;
-      *) job=$(shards_job "$src" LOCAL) ;;
+      png-coordinator) job=$(shards_job png COORDINATOR 2) ;;
+      *-0-threads) job=$(shards_job "${src%%-*}" LOCAL 0) ;;
+      *) job=$(shards_job "$src" LOCAL 2) ;;
     esac
     rm -rf "$WORK/run"
     POLIS_NO_BUILD=1 POLIS_BUILD_DIR="$BUILD" "$REPO_ROOT/launch/polis-run" --workers 1 --epochs 2 \

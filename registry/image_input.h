@@ -11,7 +11,7 @@
 // In JSON each element is the file base64-encoded; in binary data (the
 // binary tensor extension, and gRPC) each element is a 4-byte little-endian
 // length followed by the file's bytes. Refusals name the input and the
-// element ("input 'image' element 2: neither a PNG nor a JPEG file ...").
+// element ("input 'image' element 2: neither a PNG, a JPEG nor an .npy file ...").
 // Stateless; thread-safe.
 #pragma once
 

@@ -188,7 +188,7 @@ TEST_F(ImageServingTest, BadFilesAreRefusedNamingTheElement) {
     EXPECT_NE(err.find(text), std::string::npos) << "expected '" << text << "' in " << err;
     EXPECT_EQ(err.find('\n'), std::string::npos) << err;
   };
-  expect(ImageBody({png_, jpeg_, "hello, world"}), 400, "input 'image' element 2: neither a PNG nor a JPEG file");
+  expect(ImageBody({png_, jpeg_, "hello, world"}), 400, "input 'image' element 2: neither a PNG, a JPEG nor an .npy file");
   expect(ImageBody({png_, png_.substr(0, png_.size() / 2)}), 400, "input 'image' element 1: PNG: ");
   expect(ImageBody({jpeg_.substr(0, 200)}), 400, "input 'image' element 0: JPEG: ");
   json b = ImageBody({png_});
@@ -298,7 +298,7 @@ TEST_F(ImageServingTest, GrpcBytesContentsAndRawContentsAnswerAsRest) {
   inference::ModelInferResponse resp;
   grpc::Status st = stub->ModelInfer(&ctx, req, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(st.error_message().find("input 'image' element 0: neither a PNG nor a JPEG file"), std::string::npos)
+  EXPECT_NE(st.error_message().find("input 'image' element 0: neither a PNG, a JPEG nor an .npy file"), std::string::npos)
       << st.error_message();
 }
 

@@ -307,7 +307,7 @@ TEST_F(ShardsJob, PublishedImageModelIsServedFromTheOriginalFilesAsTrainingSawTh
   auto refused = c.Post("/v2/models/served/infer", bad.dump());
   ASSERT_TRUE(refused.ok());
   EXPECT_EQ(refused->status, 400);
-  EXPECT_NE(refused->body.find("input 'image' element 2: neither a PNG nor a JPEG file"), std::string::npos)
+  EXPECT_NE(refused->body.find("input 'image' element 2: neither a PNG, a JPEG nor an .npy file"), std::string::npos)
       << refused->body;
 }
 

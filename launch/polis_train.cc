@@ -222,21 +222,24 @@ polis::StatusOr<std::string> LocalAddressOn(const std::string& net) {
   return polis::launch::SelectAddress(net, interfaces);
 }
 
-// The job file's text, read by rank 0 and sent to every rank (collective).
-polis::StatusOr<std::string> BroadcastJobText(const std::string& path, int rank) {
+// Rank 0's `mine` sent to every rank (collective). When rank 0 has no text
+// (`mine` is an error), it returns that error and the others `elsewhere`.
+polis::StatusOr<std::string> BroadcastFromRank0(int rank, polis::StatusOr<std::string> mine,
+                                                const std::string& elsewhere) {
   std::string text;
-  int len = -1;  // -1: rank 0 could not read it
-  polis::Status read = polis::Status::Ok();
-  if (rank == 0) {
-    auto t = polis::ReadFile(path);
-    if (t.ok()) text = std::move(*t), len = static_cast<int>(text.size());
-    else read = t.status();
-  }
+  int len = -1;  // -1: rank 0 has none
+  if (rank == 0 && mine.ok()) text = std::move(*mine), len = static_cast<int>(text.size());
   MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (len < 0) return rank == 0 ? read : polis::InvalidArgument("the coordinator cannot read {}", path);
+  if (len < 0) return rank == 0 ? mine.status() : polis::InvalidArgument("{}", elsewhere);
   text.resize(len);
   MPI_Bcast(text.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
   return text;
+}
+
+// The job file's text, read by rank 0 and sent to every rank (collective).
+polis::StatusOr<std::string> BroadcastJobText(const std::string& path, int rank) {
+  return BroadcastFromRank0(rank, rank == 0 ? polis::ReadFile(path) : polis::StatusOr<std::string>(std::string()),
+                            fmt::format("the coordinator cannot read {}", path));
 }
 
 // dataset.source COORDINATOR: rank 0 opens the data and describes it to the
@@ -244,22 +247,16 @@ polis::StatusOr<std::string> BroadcastJobText(const std::string& path, int rank)
 // Collective over every rank; they all fail alike when rank 0 cannot.
 polis::Status ShareDatasetDescription(int rank, polis::LoadedJob* job) {
   if (job->spec.dataset().source() != polis::proto::DatasetSpec::COORDINATOR) return polis::Status::Ok();
-  std::string text;
-  int len = -1;  // -1: rank 0 could not open the data
-  polis::Status opened;
+  polis::StatusOr<std::string> mine = std::string();
   if (rank == 0) {
     auto ds = polis::data::OpenJobDataset(job->spec);
-    if (ds.ok()) text = polis::data::DescribeForWorkers(**ds, job->spec.dataset().dir()), len = static_cast<int>(text.size());
-    else opened = polis::Status(ds.status().code(), fmt::format("{}: dataset.dir: {}", job->path, ds.status().message()));
+    if (ds.ok()) mine = polis::data::DescribeForWorkers(**ds, job->spec.dataset().dir());
+    else mine = polis::Status(ds.status().code(), fmt::format("{}: dataset.dir: {}", job->path, ds.status().message()));
   }
-  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (len < 0) return rank == 0 ? opened : polis::InvalidArgument("the coordinator cannot open its dataset");
-  text.resize(len);
-  MPI_Bcast(text.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  POLIS_ASSIGN_OR_RETURN(std::string text,
+                         BroadcastFromRank0(rank, std::move(mine), "the coordinator cannot open its dataset"));
   if (rank == 0) return polis::Status::Ok();
-  auto client = polis::data::RecordClient::FromDescription(text);
-  if (!client.ok()) return client.status();
-  job->remote_data = std::move(*client);
+  POLIS_ASSIGN_OR_RETURN(job->remote_data, polis::data::RecordClient::FromDescription(text));
   return polis::Status::Ok();
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 
@@ -96,7 +97,8 @@ class ShardDataset : public Dataset {
   }
   int64_t target_width() const override { return classes_; }
   std::vector<std::string> files() const override {
-    if (remote_) return {};  // read by the coordinator, which checks them    // The indexes hold every record's CRC-32: they stand for the tars.
+    if (remote_) return {};  // read by the coordinator, which checks them
+    // The indexes hold every record's CRC-32: they stand for the tars.
     std::vector<std::string> f = {dir_ + "/" + kManifestName};
     for (const auto* part : {&manifest_.train, &manifest_.test})
       for (const auto& s : *part) f.push_back(dir_ + "/" + s.index);
@@ -140,7 +142,7 @@ class ShardDataset : public Dataset {
     {
       std::lock_guard<std::mutex> l(mu_);
       for (int64_t i = 0; i < n && static_cast<int64_t>(slots_.size()) < capacity_; ++i)
-        if (Request(Key(p, idx[i]))) added.push_back(Key(p, idx[i]));
+        if (const int64_t key = Key(p, idx[i]); Request(key)) added.push_back(key);
       work_cv_.notify_all();
     }
     // The kernel starts reading the records queued now, all at once: on a
@@ -148,7 +150,7 @@ class ShardDataset : public Dataset {
     // find them there instead of each waiting for the disk in turn.
     for (int64_t key : added) {
       const Shard* sh = nullptr;
-      const ShardRecord& r = key < 0 ? Locate(test_, -1 - key, &sh) : Locate(train_, key, &sh);
+      const ShardRecord& r = LocateKey(key, &sh);
       ::posix_fadvise(sh->fd, r.offset - kTarBlock, r.size + kTarBlock, POSIX_FADV_WILLNEED);
     }
   }
@@ -226,9 +228,8 @@ class ShardDataset : public Dataset {
   Status ReadEncoded(Part p, int64_t i, std::string* bytes, int32_t* label) const override {
     if (remote_) return FailedPrecondition("this rank's records come from the coordinator");
     if (i < 0 || i >= size(p)) return InvalidArgument("record {} of a part of {}", i, size(p));
-    const int64_t key = Key(p, i);
     const Shard* s = nullptr;
-    const ShardRecord& r = key < 0 ? Locate(test_, -1 - key, &s) : Locate(train_, key, &s);
+    const ShardRecord& r = LocateKey(Key(p, i), &s);
     *label = r.label;
     return ReadRecordBytes(s->fd, s->path, r, s->encoding, bytes);
   }
@@ -346,9 +347,28 @@ class ShardDataset : public Dataset {
     return true;
   }
 
+  const ShardRecord& LocateKey(int64_t key, const Shard** shard) const {
+    return key < 0 ? Locate(test_, -1 - key, shard) : Locate(train_, key, shard);
+  }
+
+  // A record's bytes to its pixels in *out; `where()` names the record in
+  // an error (and is only called then: this is the hot path).
+  template <typename Where>
+  void DecodeInto(std::string_view bytes, const Where& where, Slot* out) const {
+    auto px = DecodeImage(bytes, manifest_.channels);
+    if (!px.ok()) {
+      out->error = fmt::format("{}: corrupt image: {}", where(), px.status().message());
+    } else if (px->height != manifest_.height || px->width != manifest_.width) {
+      out->error = fmt::format("{} is {}x{}; the dataset is {}x{}", where(), px->height, px->width, manifest_.height,
+                               manifest_.width);
+    } else {
+      out->pixels = std::move(px->hwc);
+    }
+  }
+
   Slot Decode(int64_t key) const {
     const Shard* s = nullptr;
-    const ShardRecord& r = key < 0 ? Locate(test_, -1 - key, &s) : Locate(train_, key, &s);
+    const ShardRecord& r = LocateKey(key, &s);
     Slot out;
     out.ready = true;
     out.label = r.label;
@@ -358,17 +378,9 @@ class ShardDataset : public Dataset {
       out.error = st.message();
       return out;
     }
-    auto px = DecodeImage(bytes, manifest_.channels);
-    if (!px.ok()) {
-      out.error = fmt::format("'{}' offset {}: record {}: corrupt image: {}", s->path, r.offset,
-                              MemberName(r.key, EncodingExtension(s->encoding)), px.status().message());
-    } else if (px->height != manifest_.height || px->width != manifest_.width) {
-      out.error = fmt::format("'{}' offset {}: record {} is {}x{}; the dataset is {}x{}", s->path, r.offset,
-                              MemberName(r.key, EncodingExtension(s->encoding)), px->height, px->width,
-                              manifest_.height, manifest_.width);
-    } else {
-      out.pixels = std::move(px->hwc);
-    }
+    DecodeInto(bytes, [&] {
+      return fmt::format("'{}' offset {}: record {}", s->path, r.offset, MemberName(r.key, EncodingExtension(s->encoding)));
+    }, &out);
     return out;
   }
 
@@ -381,21 +393,13 @@ class ShardDataset : public Dataset {
       out.error = fmt::format("{} (the coordinator's copy)", in.error);
       return out;
     }
-    auto px = DecodeImage(in.encoded, manifest_.channels);
-    const Part p = static_cast<Part>(key % 4);
-    const char* part = p == Part::kTrain ? "training" : p == Part::kValidation ? "validation" : "test";
-    const std::string where =
-        fmt::format("'{}' on the coordinator's host, {} record {} (`polis-data verify` there names the shard and "
-                    "offset)",
-                    remote_->description().dir, part, key / 4);
-    if (!px.ok()) {
-      out.error = fmt::format("{}: corrupt image: {}", where, px.status().message());
-    } else if (px->height != manifest_.height || px->width != manifest_.width) {
-      out.error = fmt::format("{} is {}x{}; the dataset is {}x{}", where, px->height, px->width, manifest_.height,
-                              manifest_.width);
-    } else {
-      out.pixels = std::move(px->hwc);
-    }
+    DecodeInto(in.encoded, [&] {
+      const Part p = static_cast<Part>(key % 4);
+      return fmt::format("'{}' on the coordinator's host, {} record {} (`polis-data verify` there names the shard "
+                         "and offset)",
+                         remote_->description().dir,
+                         p == Part::kTrain ? "training" : p == Part::kValidation ? "validation" : "test", key / 4);
+    }, &out);
     return out;
   }
 
@@ -423,17 +427,22 @@ class ShardDataset : public Dataset {
     if (!st.ok() && fatal_.ok()) fatal_ = st;
   }
 
-  // Takes the answers that have come (all of them, in order, with `wait`),
-  // handing their records to the decode threads.
+  // Takes the oldest answer if it has come (with `wait`, once it comes),
+  // handing its records to the decode threads; false when none was taken.
+  bool TakeAnswer(bool wait) const {
+    if (remote_->pending() == 0 || !fatal_.ok()) return false;
+    Status st = remote_->Next(wait, &answer_);
+    if (st.code() == Code::kNotFound) return false;
+    if (!st.ok()) {
+      fatal_ = st;
+      return false;
+    }
+    IngestAnswer();
+    return true;
+  }
+  // All the answers that have come (with `wait`, all there are to come).
   void TakeAnswers(bool wait) const {
-    while (remote_->pending() > 0 && fatal_.ok()) {
-      Status st = remote_->Next(wait, &answer_);
-      if (st.code() == Code::kNotFound) return;
-      if (!st.ok()) {
-        fatal_ = st;
-        return;
-      }
-      IngestAnswer();
+    while (TakeAnswer(wait)) {
     }
   }
   void DrainAnswers() const { TakeAnswers(/*wait=*/true); }
@@ -466,13 +475,7 @@ class ShardDataset : public Dataset {
       }
       return false;
     };
-    while (missing() && remote_->pending() > 0 && fatal_.ok()) {
-      Status st = remote_->Next(/*wait=*/true, &answer_);
-      if (!st.ok()) {
-        fatal_ = st;
-        return;
-      }
-      IngestAnswer();
+    while (missing() && TakeAnswer(/*wait=*/true)) {
     }
   }
 

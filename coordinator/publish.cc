@@ -13,7 +13,7 @@
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/privacy/dp_plan.h"
-#include "polis_config.h"
+#include "common/source_revision.h"
 
 namespace polis::coordinator {
 namespace {
@@ -202,7 +202,7 @@ StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Datase
     c->set_path(f);
     c->set_sha256(sum);
   }
-  lin->set_source_revision(POLIS_SOURCE_REVISION);
+  lin->set_source_revision(SourceRevision());
   lin->set_run_dir(ctx.run_dir);
   lin->set_host(HostName());
   lin->set_created_at(UtcTimestamp());

@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "common/privacy/dp_plan.h"
 #include "common/resume.h"
+#include "common/source_revision.h"
 #include "common/trace/timeline_transfer.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/publish.h"
@@ -385,7 +386,7 @@ int main(int argc, char** argv) {
                          resume, placement})
     evaluate->excludes(o);
   print_servers->excludes(check);
-  app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" POLIS_SOURCE_REVISION ")");
+  app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" + polis::SourceRevision() + ")");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

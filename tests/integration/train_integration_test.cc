@@ -74,6 +74,14 @@ TEST_F(TrainIntegration, ParameterServerJobTrainsPublishesAndReloads) {
   auto loaded = ReadArtifactFile(artifact);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   EXPECT_EQ(loaded->weights.size(), 93322u);
+  // The lineage names the commit the binaries were built from, not the one
+  // the build directory was first configured at.
+  ShellRun head = Shell("git -C " + kSrc + " rev-parse --short=12 HEAD 2>/dev/null");
+  const std::string rev = loaded->header.lineage().source_revision();
+  if (head.exit_code == 0)
+    EXPECT_EQ(rev.substr(0, 12), head.output.substr(0, 12)) << "built from " << rev;
+  else
+    EXPECT_EQ(rev, "unknown");
   EXPECT_EQ(result["reloaded_test_accuracy"], result["test_accuracy"]);
   ShellRun ev = Shell(kBin + "/launch/polis-train --evaluate " + artifact + " --test-limit 2000 " + kSrc +
                  "/jobs/fashion_cnn.pbtxt");

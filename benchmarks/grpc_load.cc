@@ -5,7 +5,10 @@
 // latency distribution) plus p99.9, and exits 1 if any call failed.
 //
 //   polis-grpc-load --port P --model M --input FILE --datatype UINT8 --shape 1,1,28,28
-//                   [--connections 16] [--duration 5] [--threads 1]
+//                   [--input-name input] [--output-name probabilities]
+//                   [--connections 16] [--duration 5]
+// A BYTES input (a forecaster's raw CSV `rows`) is given as the protocol's
+// raw contents: each element a 4-byte little-endian length, then its bytes.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -80,13 +83,15 @@ std::string Ms(double us) {
 int main(int argc, char** argv) {
   int port = 0, connections = 16;
   double duration = 5;
-  std::string model, input, datatype = "UINT8", shape_text;
+  std::string model, input, datatype = "UINT8", shape_text, input_name = "input", output_name = "probabilities";
   CLI::App app{"polis-grpc-load: closed-loop OIP v2 gRPC ModelInfer load"};
   app.add_option("--port", port, "the server's gRPC port (127.0.0.1)")->required();
   app.add_option("--model", model, "model name")->required();
   app.add_option("--input", input, "file with the raw input tensor bytes")->required();
   app.add_option("--datatype", datatype, "the input's datatype")->capture_default_str();
   app.add_option("--shape", shape_text, "the input's shape, e.g. 1,1,28,28")->required();
+  app.add_option("--input-name", input_name, "the input tensor's name")->capture_default_str();
+  app.add_option("--output-name", output_name, "the output to request")->capture_default_str();
   app.add_option("--connections", connections, "channels, one call in flight each")->capture_default_str();
   app.add_option("--duration", duration, "seconds")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -100,12 +105,12 @@ int main(int argc, char** argv) {
   Load load;
   load.req.set_model_name(model);
   auto* t = load.req.add_inputs();
-  t->set_name("input");
+  t->set_name(input_name);
   t->set_datatype(datatype);
   std::stringstream ss(shape_text);
   for (std::string d; std::getline(ss, d, ',');) t->add_shape(std::stoll(d));
   load.req.add_raw_input_contents(bytes);
-  load.req.add_outputs()->set_name("probabilities");
+  load.req.add_outputs()->set_name(output_name);
 
   std::vector<Slot> slots(connections);
   for (int i = 0; i < connections; ++i) {

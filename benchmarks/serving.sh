@@ -6,6 +6,7 @@
 #                         [--duration S] [--wrk-threads T] [--threads N]
 #                         [--max-batch B] [--delay-us D] [--compute-threads K]
 #                         [--protocol rest|grpc] [--binary]
+#                         [--csv FILE [--ts-input rows|tensor]]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
 # --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0
@@ -14,6 +15,9 @@
 # requests with the binary tensor extension (raw UINT8 pixels after a JSON
 # header) instead of JSON numbers. Prints p99.9 and the server's per-stage
 # histograms (polis_inference_stage_seconds: mean and p99 bucket per stage).
+# A time-series forecaster is driven with --csv FILE (its training CSV): each
+# request is one window, as raw CSV lines (`rows`, the default; over gRPC as
+# BYTES raw contents) or as the standardised FP32 window (--ts-input tensor).
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -22,13 +26,16 @@
 # Fashion-MNIST test images (sent as UINT8 pixels, batched) must reach the
 # accuracy recorded in the artifact (within 0.02), and the timed request must
 # answer 200 with probabilities summing to 1. After timing: wrk must report
-# no errors and no non-2xx responses. Needs wrk and python3.
+# no errors and no non-2xx responses. A forecaster is verified instead
+# against `polis-registry predict --csv` on the first 64 test windows: the
+# FP32 window must get predict's standardised output, and the window's raw
+# CSV lines that output in the target's units. Needs wrk and python3.
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
-MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0
+MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -44,11 +51,19 @@ while [[ $# -gt 0 ]]; do
     --compute-threads) COMPUTE=$2; shift 2 ;;
     --protocol) PROTOCOL=$2; shift 2 ;;
     --binary) BINARY=1; shift ;;
-    -h|--help) sed -n 2,27p "$0"; exit 0 ;;
+    --csv) CSV=$2; shift 2 ;;
+    --ts-input) TS_INPUT=$2; shift 2 ;;
+    -h|--help) sed -n 2,36p "$0"; exit 0 ;;
     *) echo "serving.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 [[ $PROTOCOL == rest || $PROTOCOL == grpc ]] || { echo "serving.sh: --protocol is rest or grpc" >&2; exit 2; }
+[[ $TS_INPUT == rows || $TS_INPUT == tensor ]] || { echo "serving.sh: --ts-input is rows or tensor" >&2; exit 2; }
+if [[ -n $CSV ]]; then
+  [[ -f $CSV ]] || { echo "serving.sh: --csv $CSV: no such file" >&2; exit 2; }
+  ((BINARY == 0)) || { echo "serving.sh: --binary is for image models; a forecaster's rows are JSON strings" >&2; exit 2; }
+  [[ $PROTOCOL == rest || $TS_INPUT == rows ]] || { echo "serving.sh: over gRPC a forecaster is driven with rows" >&2; exit 2; }
+fi
 command -v wrk > /dev/null || { echo "serving.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
 [[ $PROTOCOL == rest || -x $BUILD/benchmarks/polis-grpc-load ]] || { echo "serving.sh: build polis-grpc-load first" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "serving.sh: $BIN not built (launch/build.sh)" >&2; exit 2; }
@@ -74,14 +89,84 @@ PORT=$(cat "$WORK/port")
 URL=http://127.0.0.1:$PORT
 
 # Verify, and write the timed request.
-python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$WORK" <<'EOF'
-import gzip, json, os, struct, sys, urllib.request
+if [[ -n $CSV ]]; then
+  "$BIN" predict --root "$REG" "$MODEL" --csv "$CSV" --split test --limit 64 --out "$WORK/pred.f32" \
+    --windows-out "$WORK/windows.f32" --times-out "$WORK/times.txt" > "$WORK/predict.json"
+fi
+python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$WORK" "$CSV" "$TS_INPUT" <<'EOF'
+import array, bisect, datetime, gzip, json, os, struct, sys, urllib.request
 url, model, rows, out, data_dir, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+csv_path, ts_input = sys.argv[7], sys.argv[8]
 def call(path, body=None):
     req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return json.loads(r.read())
+
+
+def verify_forecaster():
+    meta = call(f"/v2/models/{model}")
+    ts = meta["parameters"]["timeseries"]
+    shape = meta["inputs"][0]["shape"][1:]
+    per_window, horizon, lookback = shape[0] * shape[1], ts["horizon"], ts["lookback"]
+    preds = array.array("f"); preds.frombytes(open(f"{work}/pred.f32", "rb").read())
+    wins = array.array("f"); wins.frombytes(open(f"{work}/windows.f32", "rb").read())
+    times = open(f"{work}/times.txt").read().split("\n")[:-1]
+    n = len(times)
+    assert len(preds) == n * horizon and len(wins) == n * per_window, "predict's files disagree"
+    # The FP32 path answers what polis-registry predict computed, standardised.
+    step = min(16, meta["parameters"]["max_batch_size"])
+    for at in range(0, n, step):
+        k = min(step, n - at)
+        r = call(f"/v2/models/{model}/infer", {"inputs": [{"name": "input", "shape": [k] + shape, "datatype": "FP32",
+                 "data": list(wins[at * per_window:(at + k) * per_window])}], "outputs": [{"name": "predictions"}]})
+        got, want = r["outputs"][0]["data"], preds[at * horizon:(at + k) * horizon]
+        bad = [i for i, (g, w) in enumerate(zip(got, want)) if abs(g - w) > 1e-5 * max(1, abs(w))]
+        assert not bad and len(got) == len(want), f"FP32 window {at + (bad or [0])[0]}: {got[:4]} != {list(want[:4])}"
+    # The raw CSV lines of each window: from the last line at or before its
+    # first step to its last step, timed as the model's spec writes them.
+    lines = open(csv_path).read().split("\n")
+    header, rows = lines[0].split(","), [l for l in lines[1:] if l]
+    tcol = header.index(ts["timestamp_column"])
+    hcol = header.index(ts["hour_column"]) if ts["hour_column"] else None
+    def when(line):
+        f = line.split(",")
+        t = datetime.datetime.strptime(f[tcol], ts["timestamp_format"])
+        return t + datetime.timedelta(hours=int(f[hcol])) if hcol is not None else t
+    row_times = [when(l) for l in rows]
+    def window_lines(first):
+        t0 = datetime.datetime.strptime(first, "%Y-%m-%d %H:%M:%S")
+        t1 = t0 + datetime.timedelta(seconds=(lookback - 1) * ts["frequency_seconds"])
+        a = bisect.bisect_right(row_times, t0) - 1
+        return rows[max(a, 0):bisect.bisect_right(row_times, t1)]
+    header_input = [] if ts["header"] else [{"name": "header", "datatype": "BYTES", "shape": [1], "data": [lines[0]]}]
+    mean, std = ts["target_mean"], ts["target_stddev"]
+    for i in range(n):
+        w = window_lines(times[i])
+        r = call(f"/v2/models/{model}/infer", {"inputs": [{"name": "rows", "datatype": "BYTES", "shape": [len(w)],
+                 "data": w}] + header_input})
+        got = r["outputs"][0]["data"]
+        want = [p * std + mean for p in preds[i * horizon:(i + 1) * horizon]]
+        assert all(abs(g - v) <= 1e-4 * max(1, abs(v)) for g, v in zip(got, want)), \
+            f"rows of window {i} ({times[i]}): {got} != {want}"
+    print(f"verify: {n} test windows: the FP32 window gives polis-registry predict's output, its raw CSV lines "
+          f"that output in {ts['target_column']}'s units (x {std:.4g} + {mean:.4g})")
+    w = window_lines(times[0])
+    if ts_input == "rows":
+        body = {"inputs": [{"name": "rows", "datatype": "BYTES", "shape": [len(w)], "data": w}] + header_input}
+    else:
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1] + shape, "data": list(wins[:per_window])}]}
+    json.dump(body, open(f"{work}/body.json", "w"))
+    # gRPC: the rows as BYTES raw contents (4-byte little-endian length, bytes).
+    open(f"{work}/input.u8", "wb").write(b"".join(struct.pack("<I", len(l)) + l.encode() for l in w))
+    open(f"{work}/shape", "w").write(str(len(w)))
+    print(f"verify: the timed request is test window 0 ({times[0]}) as " +
+          (f"{len(w)} CSV lines" if ts_input == "rows" else f"an FP32 {shape} tensor"))
+
+
+if csv_path:
+    verify_forecaster()
+    sys.exit(0)
 meta = call(f"/v2/models/{model}")
 shape = meta["inputs"][0]["shape"][1:]
 n = 1
@@ -173,10 +258,13 @@ read -r WAIT0 INVOL0 < <(sched)
 # difference, so the verification requests above are not counted.
 curl -s "$URL/metrics" > "$WORK/metrics0.txt"
 if [[ $PROTOCOL == grpc ]]; then FORM="gRPC raw"; elif ((BINARY)); then FORM="REST binary"; else FORM="REST JSON"; fi
+[[ -n $CSV ]] && FORM="$FORM, forecaster window as $TS_INPUT"
+GRPC_INPUT=(--datatype UINT8)
+[[ -n $CSV ]] && GRPC_INPUT=(--datatype BYTES --input-name rows --output-name predictions)
 echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE"
 if [[ $PROTOCOL == grpc ]]; then
   "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \
-    --input "$WORK/input.u8" --datatype UINT8 --shape "$(cat "$WORK/shape")" \
+    --input "$WORK/input.u8" "${GRPC_INPUT[@]}" --shape "$(cat "$WORK/shape")" \
     --connections "$CONN" --duration "$DUR" | tee "$WORK/wrk.txt"
 else
   wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"

@@ -18,14 +18,20 @@
 #   benchmarks/serving_sweep.sh [--root DIR] [--model NAME] [--duration S]
 #                               [--max-batch B] [--delay-us D] [--threads N]
 #                               [--rounds R] [--forms json,binary,grpc]
+#                               [--csv FILE]
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --duration 8
 # --max-batch 32 --delay-us 500 --threads 1 --rounds 1 (see serving.sh for
 # how to make the default root). Rows: each request carries one image.
+# A time-series forecaster (--csv: its training CSV; e.g. --model
+# bike_demand_lstm) is swept with the forms rows (REST, a window's raw CSV
+# lines as JSON strings), tensor (REST, the standardised FP32 window as JSON
+# numbers) and grpc (the raw CSV lines as BYTES raw contents); one window a
+# request.
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 REG=/tmp/reg-demo MODEL=fashion_cnn DUR=8 MAX_BATCH=32 DELAY=500 THREADS=1 ROUNDS=1
-FORMS=json,binary,grpc
+FORMS= CSV=
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -37,11 +43,13 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --forms) FORMS=$2; shift 2 ;;
-    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
+    --csv) CSV=$2; shift 2 ;;
+    -h|--help) sed -n 2,31p "$0"; exit 0 ;;
     *) echo "serving_sweep.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 [[ -x $BUILD/benchmarks/polis-bench-infer ]] || { echo "serving_sweep.sh: build polis-bench-infer first (launch/build.sh)" >&2; exit 2; }
+if [[ -n $CSV ]]; then FORMS=${FORMS:-rows,tensor,grpc}; else FORMS=${FORMS:-json,binary,grpc}; fi
 OUT=$(mktemp -d /tmp/polis-sweep-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
@@ -52,11 +60,14 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; $(grep -m1 'model name'
 IFS=, read -ra FORM_LIST <<< "$FORMS"
 for round in $(seq "$ROUNDS"); do
   for form in "${FORM_LIST[@]}"; do
-  case $form in
-    json) fflags=() ;;
-    binary) fflags=(--binary) ;;
-    grpc) fflags=(--protocol grpc) ;;
-    *) echo "serving_sweep.sh: --forms takes json, binary, grpc" >&2; exit 2 ;;
+  case $form,${CSV:+csv} in
+    json,) fflags=() ;;
+    binary,) fflags=(--binary) ;;
+    grpc,) fflags=(--protocol grpc) ;;
+    rows,csv) fflags=(--csv "$CSV") ;;
+    tensor,csv) fflags=(--csv "$CSV" --ts-input tensor) ;;
+    grpc,csv) fflags=(--csv "$CSV" --protocol grpc) ;;
+    *) echo "serving_sweep.sh: --forms takes json, binary, grpc (with --csv: rows, tensor, grpc)" >&2; exit 2 ;;
   esac
   for conn in 1 16 64; do
     for mode in off greedy delay; do

@@ -304,7 +304,11 @@ struct RegistryServer::Impl {
           {"horizon", ts.horizon()},
           {"frequency_seconds", ts.frequency_seconds()},
           {"timestamp_column", ts.timestamp_column()},
+          {"timestamp_format", ts.timestamp_format()},
+          {"hour_column", ts.has_hour_column() ? json(ts.hour_column()) : json(nullptr)},
           {"target_column", ts.target_column()},
+          {"target_mean", sv.timeseries_stats().target_mean},
+          {"target_stddev", sv.timeseries_stats().target_stddev},
           {"feature_names", sv.timeseries_stats().feature_names},
           {"header", header.empty() ? json(nullptr) : header},
           {"predictions", "original units of the target for input 'rows'; standardised for 'input'"}};

@@ -171,7 +171,16 @@ TEST_F(TimeSeriesServingTest, RawRowsGivePredictionsInOriginalUnits) {
       EXPECT_EQ(in["shape"], json::array({-1, kLookback}));
     }
   EXPECT_TRUE(found) << j.dump();
-  EXPECT_EQ(j["parameters"]["timeseries"]["lookback"], kLookback);
+  const json& ts = j["parameters"]["timeseries"];
+  EXPECT_EQ(ts["lookback"], kLookback);
+  // Enough for a client to write rows and to read the FP32 path's answer in
+  // the target's units.
+  EXPECT_EQ(ts["timestamp_format"], "%Y-%m-%d %H:%M:%S");
+  EXPECT_TRUE(ts["hour_column"].is_null());
+  EXPECT_DOUBLE_EQ(ts["target_mean"].get<double>(), stats_.target_mean);
+  EXPECT_DOUBLE_EQ(ts["target_stddev"].get<double>(), stats_.target_stddev);
+  EXPECT_NEAR(p[0] * ts["target_stddev"].get<double>() + ts["target_mean"].get<double>(),
+              Expected(Rows(10)), 1e-4 * std::max(1.0, std::abs(Expected(Rows(10)))));
 }
 
 // `polis-registry predict --csv`: the windows of a split of the training

@@ -121,6 +121,14 @@ TEST_F(TimeSeriesTest, CsvParsesQuotedFieldsAndKeepsLineNumbers) {
   auto line = SplitCsvLine("2011-01-01,\"a,b\",3");
   ASSERT_TRUE(line.ok());
   EXPECT_EQ(*line, (std::vector<std::string>{"2011-01-01", "a,b", "3"}));
+  // A quote inside an unquoted value is an error; a '\r' that does not end
+  // the line belongs to the value; a blank value is kept as it is.
+  auto inner = ParseCsv("a,b,c\n1,x\"y,2\n3,p\rq, \r\n", "i.csv");
+  ASSERT_TRUE(inner.ok()) << inner.status().ToString();
+  ASSERT_EQ(inner->records.size(), 2u);
+  EXPECT_THAT(inner->records[0].error, HasSubstr("field 2 has a quote inside an unquoted value"));
+  EXPECT_TRUE(inner->records[1].error.empty());
+  EXPECT_EQ(inner->records[1].fields, (std::vector<std::string>{"3", "p\rq", " "}));
 }
 
 TEST_F(TimeSeriesTest, QuotedValuesReachTheDataset) {

@@ -20,6 +20,7 @@
 #include "common/comm/communicator.h"
 #include "common/data/dataset.h"
 #include "common/data/idx.h"
+#include "common/data/shard_format.h"
 #include "common/data/split.h"
 #include "common/early_stopping.h"
 #include "common/env.h"
@@ -45,6 +46,8 @@ Status FieldError(const std::string& source, const std::string& field, const std
 constexpr size_t kMaxPathBytes = 4096;
 constexpr size_t kMaxStringBytes = 256;
 constexpr size_t kMaxJobNameBytes = 128;
+// model_card's free text (descriptions, intended use, limitations).
+constexpr size_t kMaxTextBytes = 4096;
 constexpr int kMaxRepeated = 4096;
 
 bool IsPathField(const FieldDescriptor* f) {
@@ -56,6 +59,8 @@ bool IsPathField(const FieldDescriptor* f) {
       "polis.proto.MonitoringSpec.timeline_path"};
   return kPaths.count(f->full_name()) > 0;
 }
+
+bool IsTextField(const FieldDescriptor* f) { return f->containing_type() == proto::ModelCardSpec::descriptor(); }
 
 // Every field of job.proto with a (range) annotation, parsed once.
 class RangeTable {
@@ -136,7 +141,7 @@ NumericValue ReadNumeric(const Message& m, const FieldDescriptor* f, int index) 
 
 Status CheckString(const std::string& source, const std::string& path, const FieldDescriptor* f,
                    const std::string& s) {
-  const size_t max = IsPathField(f) ? kMaxPathBytes : kMaxStringBytes;
+  const size_t max = IsPathField(f) ? kMaxPathBytes : IsTextField(f) ? kMaxTextBytes : kMaxStringBytes;
   if (s.size() > max)
     return FieldError(source, path,
                       fmt::format("\"{}\" is too long: at most {} bytes", EchoValue(s, 40), max));
@@ -356,6 +361,57 @@ Status CheckValidationFields(const proto::JobSpec& spec, const std::string& sour
     return FieldError(source, "training.restore_best",
                       "needs epoch-end checkpoints (the best epoch is restored from its own): remove "
                       "training.checkpoint_epochs: false");
+  return Status::Ok();
+}
+
+// dataset.class_names as far as the fields tell (control bytes and length
+// are CheckValues'); a SHARDS pack's own names are compared by
+// CheckShardsClassNames.
+Status CheckClassNameFields(const proto::JobSpec& spec, const std::string& source) {
+  const auto& d = spec.dataset();
+  if (d.class_names_size() == 0) return Status::Ok();
+  if (IsCsv(spec))
+    return FieldError(source, "dataset.class_names",
+                      "applies to classifiers only (dataset.format IDX or SHARDS); a CSV time series is "
+                      "regression: remove it");
+  std::map<std::string, int> seen;
+  for (int i = 0; i < d.class_names_size(); ++i) {
+    const std::string& n = d.class_names(i);
+    const std::string field = fmt::format("dataset.class_names[{}]", i);
+    if (n.empty()) return FieldError(source, field, "is empty: every class needs a name");
+    if (auto [it, fresh] = seen.emplace(n, i); !fresh)
+      return FieldError(source, field,
+                        fmt::format("\"{}\" is already the name of class {}: names must differ", EchoValue(n, 40),
+                                    it->second));
+  }
+  if (IsIdx(spec) && d.class_names_size() != d.num_classes())
+    return FieldError(source, "dataset.class_names",
+                      fmt::format("{} names for dataset.num_classes {}: give one name per class, in label order",
+                                  d.class_names_size(), d.num_classes()));
+  return Status::Ok();
+}
+
+// SHARDS: a job's class names must be the pack's own (dataset.json
+// "classes"), which the model carries when the job sets none; a pack that
+// records only indices leaves the naming to the job.
+Status CheckShardsClassNames(const LoadedJob& job) {
+  const auto& d = job.spec.dataset();
+  if (d.class_names_size() == 0 || job.remote_data) return Status::Ok();
+  auto manifest = data::ReadManifest(d.dir());
+  if (!manifest.ok()) return FieldError(job.path, "dataset.dir", manifest.status().message());
+  const std::vector<std::string> pack = PackClassNames(manifest->classes);
+  if (pack.empty()) return Status::Ok();  // only indices: the job names the classes
+  const std::string where = fmt::format("{}/{}", d.dir(), data::kManifestName);
+  if (static_cast<size_t>(d.class_names_size()) != pack.size())
+    return FieldError(job.path, "dataset.class_names",
+                      fmt::format("{} names but '{}' has {} classes", d.class_names_size(), where, pack.size()));
+  for (int i = 0; i < d.class_names_size(); ++i)
+    if (d.class_names(i) != pack[static_cast<size_t>(i)])
+      return FieldError(job.path, fmt::format("dataset.class_names[{}]", i),
+                        fmt::format("is \"{}\" but '{}' names class {} \"{}\" (leave class_names unset to use "
+                                    "the pack's names)",
+                                    EchoValue(d.class_names(i), 40), where, i,
+                                    EchoValue(pack[static_cast<size_t>(i)], 40)));
   return Status::Ok();
 }
 
@@ -593,6 +649,7 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
     return FieldError(source, "dataset.dir", "required (a directory, or \"fashion-mnist\")");
   }
   POLIS_RETURN_IF_ERROR(CheckValidationFields(spec, source));
+  POLIS_RETURN_IF_ERROR(CheckClassNameFields(spec, source));
   POLIS_RETURN_IF_ERROR(CheckPrivacyFields(spec, source));
   const auto& s = spec.sync();
   if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
@@ -785,6 +842,7 @@ StatusOr<nn::Model> CheckShardsJob(const LoadedJob& job) {
     return FieldError(src, "model.layer",
                       fmt::format("the last layer gives {} but '{}' has {} classes", nn::ShapeString(model->output_shape()),
                                   job.spec.dataset().dir(), (*ds)->target_width()));
+  POLIS_RETURN_IF_ERROR(CheckShardsClassNames(job));
   POLIS_RETURN_IF_ERROR(CheckInitializers(job, *model));
   // Held per worker: the index (32 bytes a record, both parts), the
   // decoded records waiting in the prefetch cache, and a batch of bytes.
@@ -870,6 +928,12 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   POLIS_RETURN_IF_ERROR(CheckSelection(job, false, data::ValidationCount(d, train), train));
   POLIS_RETURN_IF_ERROR(CheckPrivacyData(job, *model, train - data::ValidationCount(d, train)));
   return model;
+}
+
+std::vector<std::string> PackClassNames(const std::vector<std::string>& classes) {
+  for (size_t i = 0; i < classes.size(); ++i)
+    if (classes[i] != std::to_string(i)) return classes;
+  return {};
 }
 
 std::string PublishedModelName(const proto::JobSpec& spec) {

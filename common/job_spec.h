@@ -55,6 +55,11 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job);
 // Name the model is published under (registry.model_name or the job name).
 std::string PublishedModelName(const proto::JobSpec& spec);
 
+// A SHARDS pack's class names (dataset.json "classes") as names: empty when
+// they are only the indices "0", "1", … — what a pack of IDX files records,
+// IDX naming no classes — so the job's dataset.class_names may name them.
+std::vector<std::string> PackClassNames(const std::vector<std::string>& classes);
+
 // The bearer token for publishing to registry.url: the first line of
 // registry.token_file, else $POLIS_REGISTRY_TOKEN. InvalidArgument naming
 // the file when it is unreadable or empty, or naming both sources when

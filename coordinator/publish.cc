@@ -6,12 +6,16 @@
 #include <fstream>
 #include <optional>
 
+#include <fmt/ranges.h>
+
 #include "common/env.h"
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "common/data/shard_format.h"
+#include "common/data/timeseries.h"
 #include "common/privacy/dp_plan.h"
 #include "common/source_revision.h"
 
@@ -151,6 +155,73 @@ proto::PrivacyRecord PrivacyRecordFromJson(const json& j) {
   return r;
 }
 
+// The class names a classifier is published with: the job's, else a SHARDS
+// pack's (dataset.json) unless it records only indices; none for
+// regression or unnamed IDX classes.
+StatusOr<std::vector<std::string>> ResolveClassNames(const proto::JobSpec& spec, const data::Dataset& dataset) {
+  const auto& d = spec.dataset();
+  if (IsRegression(dataset)) return std::vector<std::string>{};
+  if (d.class_names_size() > 0) return std::vector<std::string>(d.class_names().begin(), d.class_names().end());
+  if (d.format() != proto::DatasetSpec::SHARDS) return std::vector<std::string>{};
+  POLIS_ASSIGN_OR_RETURN(data::ShardManifest m, data::ReadManifest(d.dir()));
+  return PackClassNames(m.classes);
+}
+
+// "a, b, c" of at most `max` names, "…" after them when there are more.
+std::string NameList(const std::vector<std::string>& names, size_t max) {
+  std::vector<std::string> shown(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(std::min(max, names.size())));
+  if (names.size() > max) shown.push_back("…");
+  return fmt::format("{}", fmt::join(shown, ", "));
+}
+
+// What the model takes, in words, when the job's model_card does not say.
+std::string DescribeInput(const proto::JobSpec& spec, const data::Dataset& dataset) {
+  const std::vector<int64_t> shape = dataset.sample_shape();
+  if (IsRegression(dataset)) {
+    std::vector<std::string> features;
+    if (auto stats = data::TimeSeriesStats::FromJson(dataset.PreprocessingJson()); stats.ok())
+      features = stats->feature_names;
+    const int64_t steps = shape.empty() ? 0 : shape[0], width = shape.size() > 1 ? shape[1] : 1;
+    return fmt::format("{} steps x {} features{}, standardised as in preprocessing", steps, width,
+                       features.empty() ? std::string() : " (" + NameList(features, 8) + ")");
+  }
+  const int64_t channels = shape.empty() ? 1 : shape[0];
+  const float shift = spec.dataset().shift();
+  return fmt::format("{} {} image, pixel value * {:.3g} {} {:.3g}", fmt::join(shape, "x"),
+                     channels == 1 ? "grey" : channels == 3 ? "colour (RGB)" : "multi-channel",
+                     spec.dataset().scale(), shift < 0 ? "-" : "+", std::fabs(shift));
+}
+
+// What the model answers, in words, when the job's model_card does not say.
+std::string DescribeOutput(const proto::JobSpec& spec, const data::Dataset& dataset,
+                           const std::vector<std::string>& classes) {
+  if (IsRegression(dataset)) {
+    const int64_t h = dataset.target_width();
+    return fmt::format("next {} value{} of {}", h, h == 1 ? "" : "s", spec.dataset().timeseries().target_column());
+  }
+  const int64_t k = dataset.target_width();
+  if (classes.empty()) return fmt::format("probabilities of {} classes (by index 0..{})", k, k - 1);
+  return fmt::format("probabilities of {} classes: {}", k, NameList(classes, classes.size()));
+}
+
+// What users read about the model (docs/registry.md, "Model card"):
+// class names, descriptions and the samples it was trained on.
+Status FillSignature(const proto::JobSpec& spec, const data::Dataset& dataset, proto::ArtifactHeader* h) {
+  POLIS_ASSIGN_OR_RETURN(std::vector<std::string> classes, ResolveClassNames(spec, dataset));
+  if (!classes.empty() && static_cast<int64_t>(classes.size()) != dataset.target_width())
+    return InvalidArgument("{} class names for a model of {} classes", classes.size(), dataset.target_width());
+  for (const std::string& c : classes) h->add_class_names(c);
+  const proto::ModelCardSpec& card = spec.model_card();
+  h->set_input_description(card.has_input_description() ? card.input_description()
+                                                         : DescribeInput(spec, dataset));
+  h->set_output_description(card.has_output_description() ? card.output_description()
+                                                           : DescribeOutput(spec, dataset, classes));
+  h->set_train_samples(dataset.size(data::Part::kTrain));
+  h->set_validation_samples(dataset.size(data::Part::kValidation));
+  h->set_test_samples(dataset.size(data::Part::kTest));
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Dataset& dataset, const TrainedRun& run) {
@@ -196,6 +267,7 @@ StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Datase
   lin->set_job_file(ctx.job.path);
   lin->set_job_sha256(ctx.job.sha256);
   h.set_preprocessing_json(dataset.PreprocessingJson());
+  POLIS_RETURN_IF_ERROR(FillSignature(spec, dataset, &h));
   for (const std::string& f : dataset.files()) {
     POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(f));
     auto* c = lin->add_dataset_files();

@@ -25,6 +25,7 @@
 #include "common/status.h"
 #include "registry/aliases.h"
 #include "registry/image_input.h"
+#include "registry/model_card.h"
 #include "registry/served_version.h"
 #include "registry/store.h"
 #include "registry/tensor_json.h"
@@ -56,6 +57,7 @@ std::string DefaultWho() {
 struct ModelInfo {
   std::vector<int64_t> sample_shape;  // without the batch dimension
   int64_t lookback = 0;               // time series only
+  std::vector<std::string> class_names;  // classifiers with named classes
 };
 
 // One interface, two backends: a polis-registry over HTTP, or a root on disk.
@@ -93,8 +95,7 @@ class HttpBackend : public Backend {
 
   StatusOr<json> List() override { return Call("GET", "/v2/registry/models"); }
   StatusOr<json> Show(const std::string& model, const std::string& ref) override {
-    return Call("GET", fmt::format("/v2/registry/models/{}/versions/{}", Enc(model),
-                                   Enc(ref.empty() ? std::string(reg::kLatest) : ref)));
+    return Call("GET", ModelPath(model, ref.empty() ? std::string(reg::kLatest) : ref) + "/card");
   }
   StatusOr<json> Versions(const std::string& model) override {
     return Call("GET", fmt::format("/v2/registry/models/{}", Enc(model)));
@@ -131,6 +132,10 @@ class HttpBackend : public Backend {
     }
     if (meta.contains("parameters") && meta["parameters"].contains("timeseries"))
       info.lookback = meta["parameters"]["timeseries"].value("lookback", int64_t{0});
+    if (meta.contains("parameters") && meta["parameters"].contains("class_names") &&
+        meta["parameters"]["class_names"].is_array())
+      for (const auto& c : meta["parameters"]["class_names"])
+        if (c.is_string()) info.class_names.push_back(c.get<std::string>());
     return info;
   }
   StatusOr<json> Infer(const std::string& model, const std::string& ref, const json& body) override {
@@ -217,9 +222,13 @@ class RootBackend : public Backend {
     }
     return json{{"models", models}};
   }
+  // The card the server gives, from the version's artifact header.
   StatusOr<json> Show(const std::string& model, const std::string& ref) override {
     POLIS_ASSIGN_OR_RETURN(int64_t v, reg::ResolveVersionRef(root_, model, ref.empty() ? reg::kLatest : ref));
-    return reg::ReadMetadata(root_, model, v);
+    POLIS_ASSIGN_OR_RETURN(json meta, reg::ReadMetadata(root_, model, v));
+    POLIS_ASSIGN_OR_RETURN(ModelArtifact a,
+                           ReadArtifactFile(fmt::format("{}/{}/{}/{}", root_, model, v, kArtifactFileName)));
+    return reg::ModelCard(model, v, meta.value("sha256", ""), a.header);
   }
   StatusOr<json> Versions(const std::string& model) override {
     POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
@@ -271,6 +280,7 @@ class RootBackend : public Backend {
     ModelInfo info;
     info.sample_shape = sv->input_shape();
     if (sv->timeseries()) info.lookback = sv->timeseries_spec().lookback();
+    info.class_names.assign(sv->header().class_names().begin(), sv->header().class_names().end());
     return info;
   }
   StatusOr<json> Infer(const std::string& model, const std::string& ref, const json& body) override;
@@ -468,27 +478,49 @@ void PrintList(const json& doc) {
                    Str(m, "error").c_str());
 }
 
-void PrintShow(const json& meta) {
+// The model card (registry/model_card.h) for people: one "key: value"
+// table, sections in the card's order.
+void PrintShow(const json& card) {
   std::vector<std::vector<std::string>> rows;
-  for (const char* key : {"model", "version", "created_at", "sha256", "parameter_count", "artifact_bytes",
-                          "published_by", "publish_reason", "job_name"})
-    if (meta.contains(key)) rows.push_back({std::string(key) + ":", Str(meta, key)});
-  if (meta.contains("metrics") && meta["metrics"].is_object())
-    for (const auto& [k, v] : meta["metrics"].items())
-      rows.push_back({"metric " + k + ":", v.is_number_float() ? fmt::format("{:.6g}", v.get<double>()) : v.dump()});
-  if (meta.contains("lineage") && meta["lineage"].is_object())
-    for (const char* key : {"job_file", "run_dir", "host", "source_revision"})
-      if (meta["lineage"].contains(key)) rows.push_back({std::string("lineage ") + key + ":", Str(meta["lineage"], key)});
-  if (meta.contains("privacy") && meta["privacy"].is_object()) {
-    const json& p = meta["privacy"];
-    rows.push_back({"privacy:", fmt::format("DP-SGD, epsilon {:.4g} at delta {:g} ({} accountant, {} sampling)",
-                                            p.value("epsilon", 0.0), p.value("delta", 0.0), Str(p, "accountant"),
-                                            Str(p, "sampler"))});
-    rows.push_back({"privacy training:", fmt::format("{} steps, sample rate {:.4g}, noise multiplier {:.4g}, clip "
-                                                     "norm {:g}{}",
-                                                     p.value("steps", int64_t{0}), p.value("sample_rate", 0.0),
-                                                     p.value("noise_multiplier", 0.0), p.value("max_grad_norm", 0.0),
-                                                     p.value("secure_aggregation", false) ? ", secure aggregation" : "")});
+  auto add = [&](const std::string& key, const std::string& value) {
+    if (!value.empty()) rows.push_back({key + ":", value});
+  };
+  for (const char* key : {"name", "version", "created_at", "sha256", "task", "parameter_count"})
+    if (card.contains(key)) add(key, Str(card, key));
+  for (const char* key : {"description", "intended_use", "limitations", "contact"}) add(key, Str(card, key));
+  for (const char* part : {"inputs", "outputs"})
+    for (const auto& t : card.value(part, json::array()))
+      add(fmt::format("{} {}", std::string(part).substr(0, std::string(part).size() - 1), Str(t, "name")),
+          fmt::format("{} {}{}", Str(t, "datatype"), t.value("shape", json::array()).dump(),
+                      Str(t, "description").empty() ? "" : ": " + Str(t, "description")));
+  const json classes = card.value("class_names", json::array());
+  for (size_t i = 0; i < classes.size(); ++i) add(fmt::format("class {}", i), classes[i].get<std::string>());
+  if (card.contains("training_data") && card["training_data"].is_object()) {
+    const json& d = card["training_data"];
+    add("training data", fmt::format("{} {}", Str(d, "format"), Str(d, "dir")));
+    if (d.contains("samples") && d["samples"].is_object())
+      add("training samples", fmt::format("{} train, {} validation, {} test", Str(d["samples"], "train"),
+                                          Str(d["samples"], "validation"), Str(d["samples"], "test")));
+    for (const auto& f : d.value("files", json::array())) add("training file", Str(f, "path") + "  sha256 " + Str(f, "sha256"));
+  }
+  if (card.contains("metrics") && card["metrics"].is_object())
+    for (const auto& [k, v] : card["metrics"].items())
+      add("metric " + k, v.is_number_float() ? fmt::format("{:.6g}", v.get<double>()) : v.dump());
+  if (card.contains("lineage") && card["lineage"].is_object()) {
+    const json& l = card["lineage"];
+    for (const char* key : {"job_name", "job_file", "job_sha256", "run_dir", "host", "source_revision"})
+      if (l.contains(key)) add(std::string("lineage ") + key, Str(l, key));
+    if (l.contains("study") && l["study"].is_object())
+      add("lineage study", fmt::format("{} trial {}", Str(l["study"], "study"), Str(l["study"], "trial")));
+  }
+  if (card.contains("privacy") && card["privacy"].is_object()) {
+    const json& p = card["privacy"];
+    add("privacy", fmt::format("DP-SGD, epsilon {:.4g} at delta {:g} ({} accountant, {} sampling)",
+                               p.value("epsilon", 0.0), p.value("delta", 0.0), Str(p, "accountant"), Str(p, "sampler")));
+    add("privacy training", fmt::format("{} steps, sample rate {:.4g}, noise multiplier {:.4g}, clip norm {:g}{}",
+                                        p.value("steps", int64_t{0}), p.value("sample_rate", 0.0),
+                                        p.value("noise_multiplier", 0.0), p.value("max_grad_norm", 0.0),
+                                        p.value("secure_aggregation", false) ? ", secure aggregation" : ""));
   }
   PrintTable(rows);
 }
@@ -536,10 +568,15 @@ void PrintChange(const std::string& what, const json& doc) {
   std::printf("aliases now: %s\n", aliases.empty() ? "none" : aliases.c_str());
 }
 
-void PrintPrediction(const json& response, int top, std::optional<int> label) {
+void PrintPrediction(const json& response, int top, std::optional<int> label,
+                     const std::vector<std::string>& class_names) {
+  auto named = [&](int64_t c) {
+    return static_cast<size_t>(c) < class_names.size() ? fmt::format("{} ({})", c, class_names[static_cast<size_t>(c)])
+                                                       : std::to_string(c);
+  };
   std::printf("model %s version %s\n", Str(response, "model_name").c_str(),
               Str(response, "model_version").c_str());
-  if (label) std::printf("label: %d\n", *label);
+  if (label) std::printf("label: %s\n", named(*label).c_str());
   for (const auto& out : response.value("outputs", json::array())) {
     const std::string name = Str(out, "name");
     if (name == "logits") continue;
@@ -557,7 +594,7 @@ void PrintPrediction(const json& response, int top, std::optional<int> label) {
                          [&](int64_t a, int64_t b) { return data[r * k + a] > data[r * k + b]; });
         std::vector<std::vector<std::string>> table{{"RANK", "CLASS", "PROBABILITY"}};
         for (int64_t i = 0; i < std::min<int64_t>(top, k); ++i)
-          table.push_back({std::to_string(i + 1), std::to_string(order[i]),
+          table.push_back({std::to_string(i + 1), named(order[i]),
                            fmt::format("{:.6f}", data[r * k + order[i]])});
         PrintTable(table);
       } else {
@@ -787,7 +824,7 @@ int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std:
     if (!body.ok()) return Fail(cmd, body.status());
     auto response = backend->Infer(o.model, o.ref, *body);
     if (response.ok() && as_json && label) (*response)["label"] = *label;
-    return Emit(cmd, as_json, response, [&](const json& r) { PrintPrediction(r, o.top, label); });
+    return Emit(cmd, as_json, response, [&](const json& r) { PrintPrediction(r, o.top, label, info->class_names); });
   } catch (const Usage& u) {
     std::fprintf(stderr, "polisctl models %s: %s\n", cmd.c_str(), u.message.c_str());
     return kExitUsage;

@@ -416,6 +416,21 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact& a, const std::string& mode
     }
   }
 
+  // What the model card says (registry/model_card.h): ONNX users read
+  // the class names and descriptions without the registry.
+  auto prop = [&m](const std::string& key, const std::string& value) {
+    if (value.empty()) return;
+    auto* p = m.add_metadata_props();
+    p->set_key(key);
+    p->set_value(value);
+  };
+  if (h.class_names_size() > 0)
+    prop("polis.class_names",
+         nlohmann::json(std::vector<std::string>(h.class_names().begin(), h.class_names().end())).dump());
+  prop("polis.description", h.job().model_card().description());
+  prop("polis.input_description", h.input_description());
+  prop("polis.output_description", h.output_description());
+
   POLIS_ASSIGN_OR_RETURN(std::string pre, TimeSeriesPreprocessingJson(a));
   if (!pre.empty()) {
     auto* p = m.add_metadata_props();

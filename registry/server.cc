@@ -27,6 +27,7 @@
 #include "registry/http.h"
 #include "registry/image_input.h"
 #include "registry/metrics.h"
+#include "registry/model_card.h"
 #include "registry/repository.h"
 #include "registry/store.h"
 #include "registry/tensor_json.h"
@@ -37,13 +38,6 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-constexpr char kInputName[] = "input";
-constexpr char kRowsInput[] = "rows";      // time series: raw CSV lines
-constexpr char kHeaderInput[] = "header";  // time series: their column names
-constexpr char kProbabilities[] = "probabilities";
-constexpr char kLogits[] = "logits";
-constexpr char kPredictions[] = "predictions";  // regression models
 
 std::vector<std::string> OutputNames(const ServedVersion& sv) {
   if (sv.classifier()) return {kProbabilities, kLogits};
@@ -253,8 +247,10 @@ struct RegistryServer::Impl {
     json metrics_json = json::object();
     for (const auto& m : sv.header().metric()) metrics_json[m.name()] = m.value();
     json outputs = json::array();
+    const proto::ArtifactHeader& h = sv.header();
     for (const auto& name : OutputNames(sv))
-      outputs.push_back(json{{"name", name}, {"datatype", "FP32"}, {"shape", out_shape}});
+      outputs.push_back(json{{"name", name}, {"datatype", "FP32"}, {"shape", out_shape},
+                             {"description", TensorDescription(h, name)}});
     json inputs =
         json::array({json{{"name", kInputName}, {"datatype", "FP32"}, {"shape", in_shape}}});
     const auto image = ImageInputOf(sv.header());
@@ -267,6 +263,7 @@ struct RegistryServer::Impl {
       inputs.push_back(json{{"name", kHeaderInput}, {"datatype", "BYTES"}, {"shape", json::array({-1})},
                             {"optional", !sv.timeseries_header().empty()}});
     }
+    for (json& in : inputs) in["description"] = TensorDescription(h, in["name"].get<std::string>());
     json meta = json{
         {"name", sv.model_name()},
         {"versions", versions},
@@ -284,7 +281,11 @@ struct RegistryServer::Impl {
                                         "UINT8", "UINT16", "UINT32", "UINT64"}},
           {"integer_input_scale", sv.input_scale()},
           {"integer_input_shift", sv.input_shift()},
-          {"metrics", metrics_json}}},
+          {"metrics", metrics_json},
+          {"class_names", json(std::vector<std::string>(h.class_names().begin(), h.class_names().end()))},
+          {"description", h.job().model_card().description()},
+          {"input_description", h.input_description()},
+          {"output_description", h.output_description()}}},
     };
     if (image)
       meta["parameters"]["image"] = json{
@@ -696,6 +697,10 @@ struct RegistryServer::Impl {
     const int64_t rows = input->rows;
     const int64_t k = sv->classes();
     std::vector<int64_t> out_shape(sv->output_shape().begin(), sv->output_shape().end());
+    // Classification answers name the class when the model has names.
+    std::vector<std::string> class_names;
+    if (std::any_of(outputs.begin(), outputs.end(), [](const OutputRequest& r) { return r.classification > 0; }))
+      class_names.assign(sv->header().class_names().begin(), sv->header().class_names().end());
     scope->Release();  // about to be queued: the batch need not wait for it
     metrics.ObserveStage(protocol, Stage::kRead, read_seconds);
     metrics.ObserveStage(protocol, Stage::kParse, std::chrono::duration<double>(Clock::now() - start).count());
@@ -704,14 +709,14 @@ struct RegistryServer::Impl {
     // destructor drains its queue, so every queued request is answered.
     sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
-               to_original, target_mean, target_std, protocol](InferOutcome o) {
+               to_original, target_mean, target_std, protocol, class_names](InferOutcome o) {
                 if (to_original && o.status.ok())
                   for (float& v : o.logits)
                     v = static_cast<float>(static_cast<double>(v) * target_std + target_mean);
                 // Format on the connection's thread, not the inference thread (gRPC:
                 // here; it has no connection thread to hand the result to).
                 post([this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
-                      protocol, o = std::move(o)]() {
+                      protocol, class_names, o = std::move(o)]() {
                   const double seconds =
                       std::chrono::duration<double>(Clock::now() - start).count();
                   if (!o.status.ok()) {
@@ -728,7 +733,7 @@ struct RegistryServer::Impl {
                   std::string binary;
                   HttpResponse res{200, "application/json",
                                    InferBody(model, version, has_id ? &id : nullptr, outputs, o,
-                                             rows, k, out_shape, &binary),
+                                             rows, k, out_shape, class_names, &binary),
                                    {}};
                   if (!binary.empty() ||
                       std::any_of(outputs.begin(), outputs.end(),
@@ -755,7 +760,7 @@ struct RegistryServer::Impl {
   static std::string InferBody(const std::string& model, int64_t version, const std::string* id,
                                const std::vector<OutputRequest>& outputs, const InferOutcome& o,
                                int64_t rows, int64_t k, const std::vector<int64_t>& out_shape,
-                               std::string* binary) {
+                               const std::vector<std::string>& class_names, std::string* binary) {
     std::vector<int64_t> shape{rows};
     shape.insert(shape.end(), out_shape.begin(), out_shape.end());
     std::string b;
@@ -775,7 +780,8 @@ struct RegistryServer::Impl {
       if (i) b += ',';
       b += "{\"name\":\"" + r.name + "\",";
       if (r.classification > 0) {
-        // Triton's classification extension: top-k "value:index" strings.
+        // Triton's classification extension: top-k "value:index" strings,
+        // "value:index:label" when the model has class names.
         b += fmt::format("\"datatype\":\"BYTES\",\"shape\":[{},{}],", rows, r.classification);
         std::vector<std::string> labels;
         for (int64_t row = 0; row < rows; ++row) {
@@ -784,8 +790,12 @@ struct RegistryServer::Impl {
           const float* v = values.data() + row * k;
           std::partial_sort(order.begin(), order.begin() + r.classification, order.end(),
                             [&](int64_t a, int64_t c) { return v[a] > v[c]; });
-          for (int64_t j = 0; j < r.classification; ++j)
-            labels.push_back(fmt::format("{}:{}", v[order[j]], order[j]));
+          for (int64_t j = 0; j < r.classification; ++j) {
+            const int64_t c = order[j];
+            labels.push_back(static_cast<size_t>(c) < class_names.size()
+                                 ? fmt::format("{}:{}:{}", v[c], c, class_names[static_cast<size_t>(c)])
+                                 : fmt::format("{}:{}", v[c], c));
+          }
         }
         if (r.binary) {
           size_t bytes = 0;
@@ -798,7 +808,7 @@ struct RegistryServer::Impl {
           b += fmt::format("\"parameters\":{{\"binary_data_size\":{}}}}}", bytes);
         } else {
           b += "\"data\":[";
-          for (size_t j = 0; j < labels.size(); ++j) b += fmt::format("{}\"{}\"", j ? "," : "", labels[j]);
+          for (size_t j = 0; j < labels.size(); ++j) b += (j ? "," : "") + JsonQuote(labels[j]);
           b += "]}";
         }
       } else if (r.binary) {
@@ -947,6 +957,16 @@ struct RegistryServer::Impl {
     WithVersion(model, ref, done, [this, model, version_route, done](std::shared_ptr<ServedVersion> sv) {
       auto ms = repo->Describe(model);
       done(JsonResponse(200, ModelMetadata(*sv, ms.ok() ? &*ms : nullptr, version_route)));
+    });
+  }
+
+  // GET /v2/models/{name}[/versions/{v}]/card: the model card
+  // (registry/model_card.h), with the metadata's scope.
+  void ModelCardRoute(const HttpRequest& req, const Target& t, const std::string& model, const std::string& ref,
+                      Respond done) {
+    if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+    WithVersion(model, ref, done, [done](std::shared_ptr<ServedVersion> sv) {
+      done(JsonResponse(200, ModelCard(sv->model_name(), sv->version(), sv->sha256(), sv->header())));
     });
   }
 
@@ -1288,6 +1308,10 @@ struct RegistryServer::Impl {
         if (action == "ready") {
           if (method != "GET") return MethodNotAllowed(done, "GET");
           return ModelReadyRoute(req, t, model, ref, done);
+        }
+        if (action == "card") {
+          if (method != "GET") return MethodNotAllowed(done, "GET");
+          return ModelCardRoute(req, t, model, ref, done);
         }
         if (action == "infer" || action == "explain") {
           if (method != "POST") return MethodNotAllowed(done, "POST");

@@ -1,4 +1,5 @@
 #include "common/artifact/artifact.h"
+#include "common/artifact/artifact_json.h"
 
 #include <fcntl.h>
 #include <fmt/ranges.h>
@@ -171,7 +172,29 @@ nlohmann::json MetadataJson(const std::string& model, int64_t version, const std
                             size_t artifact_bytes, const proto::ArtifactHeader& h) {
   nlohmann::json metrics = nlohmann::json::object();
   for (const auto& m : h.metric()) metrics[m.name()] = m.value();
-  const proto::Lineage& l = h.lineage();
+  nlohmann::json meta{
+      {"model", model},
+      {"version", version},
+      {"created_at", h.lineage().created_at()},
+      {"sha256", sha256},
+      {"parameter_count", h.parameter_count()},
+      {"artifact", kArtifactFileName},
+      {"artifact_bytes", artifact_bytes},
+      {"metrics", metrics},
+      {"lineage", LineageJson(h.lineage())},
+  };
+  if (h.has_privacy()) meta["privacy"] = PrivacyJson(h.privacy());  // DP-SGD models only
+  return meta;
+}
+
+std::string JoinVersions(const std::vector<int64_t>& v) {
+  if (v.empty()) return "none";
+  return fmt::format("{}", fmt::join(v, ", "));
+}
+
+}  // namespace
+
+nlohmann::json LineageJson(const proto::Lineage& l) {
   nlohmann::json datasets = nlohmann::json::array();
   for (const auto& f : l.dataset_files())
     datasets.push_back({{"path", f.path()}, {"sha256", f.sha256()}});
@@ -190,41 +213,22 @@ nlohmann::json MetadataJson(const std::string& model, int64_t version, const std
                         {"params", params},           {"objective", st.objective()},
                         {"objective_value", st.objective_value()}};
   }
-  nlohmann::json privacy = nullptr;
-  if (h.has_privacy()) {
-    const proto::PrivacyRecord& p = h.privacy();
-    privacy = {{"epsilon", p.epsilon()},
-               {"delta", p.delta()},
-               {"max_grad_norm", p.max_grad_norm()},
-               {"noise_multiplier", p.noise_multiplier()},
-               {"sample_rate", p.sample_rate()},
-               {"steps", p.steps()},
-               {"sampler", p.sampler()},
-               {"accountant", p.accountant()},
-               {"secure_aggregation", p.secure_aggregation()}};
-    if (p.has_target_epsilon()) privacy["target_epsilon"] = p.target_epsilon();
-  }
-  nlohmann::json meta{
-      {"model", model},
-      {"version", version},
-      {"created_at", l.created_at()},
-      {"sha256", sha256},
-      {"parameter_count", h.parameter_count()},
-      {"artifact", kArtifactFileName},
-      {"artifact_bytes", artifact_bytes},
-      {"metrics", metrics},
-      {"lineage", lineage},
-  };
-  if (!privacy.is_null()) meta["privacy"] = privacy;  // DP-SGD models only
-  return meta;
+  return lineage;
 }
 
-std::string JoinVersions(const std::vector<int64_t>& v) {
-  if (v.empty()) return "none";
-  return fmt::format("{}", fmt::join(v, ", "));
+nlohmann::json PrivacyJson(const proto::PrivacyRecord& p) {
+  nlohmann::json privacy = {{"epsilon", p.epsilon()},
+                            {"delta", p.delta()},
+                            {"max_grad_norm", p.max_grad_norm()},
+                            {"noise_multiplier", p.noise_multiplier()},
+                            {"sample_rate", p.sample_rate()},
+                            {"steps", p.steps()},
+                            {"sampler", p.sampler()},
+                            {"accountant", p.accountant()},
+                            {"secure_aggregation", p.secure_aggregation()}};
+  if (p.has_target_epsilon()) privacy["target_epsilon"] = p.target_epsilon();
+  return privacy;
 }
-
-}  // namespace
 
 std::string EncodeFramed(std::string_view magic, std::string_view header,
                          const std::vector<float>& floats) {

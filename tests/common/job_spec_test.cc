@@ -17,6 +17,8 @@
 #include <regex>
 #include <set>
 
+#include "common/data/pack.h"
+#include "common/data/shard_format.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
 #include "common/nn/model.h"
@@ -635,6 +637,50 @@ TEST_F(JobSpecTest, LabelsOutsideNumClassesAreRefusedAtCheck) {
   labels[8 + 2] = 7;  // index 2
   WriteBytes("test-labels", labels);
   ExpectRefused(Check(Job()), {"'dataset.num_classes'", "test-labels", "label 7 at index 2", "byte offset 10"});
+}
+
+// ------------------------------------------------------------ class names
+
+// dataset.class_names: one name per class, each non-empty, different and
+// printable; classifiers only; a SHARDS pack's names when both are given.
+TEST_F(JobSpecTest, ClassNamesAreCheckedByName) {
+  EXPECT_TRUE(Check(InDataset(R"(class_names: ["a", "b", "c"])")).ok())
+      << Check(InDataset(R"(class_names: ["a", "b", "c"])")).ToString();
+  ExpectRefused(Check(InDataset(R"(class_names: ["a", "b"])")),
+                {"'dataset.class_names'", "2 names for dataset.num_classes 3"});
+  ExpectRefused(Check(InDataset(R"(class_names: ["a", "", "c"])")), {"'dataset.class_names[1]'", "empty"});
+  ExpectRefused(Check(InDataset(R"(class_names: ["a", "b", "a"])")),
+                {"'dataset.class_names[2]'", "\"a\" is already the name of class 0"});
+  ExpectRefused(Check(InDataset(R"(class_names: ["a", "b\tc", "d"])")),
+                {"'dataset.class_names[1]'", "control byte 0x09"});
+  ExpectRefused(Check(std::string("name: \"t\"") + kModel +
+                      R"( dataset { format: CSV timeseries { path: "s.csv" target_column: "y" } class_names: ["a", "b"] })"),
+                {"'dataset.class_names'", "applies to classifiers only", "regression"});
+}
+
+TEST_F(JobSpecTest, ClassNamesOfAShardsJobMustBeThePacksOwn) {
+  data::PackOptions o;
+  o.out = dir_ + "/pack";
+  auto packed = data::PackIdx(dir_ + "/train-images", dir_ + "/train-labels", dir_ + "/test-images",
+                              dir_ + "/test-labels", o);
+  ASSERT_TRUE(packed.ok()) << packed.status().ToString();
+  auto job = [&](const std::string& names) {
+    return Check(std::string("name: \"t\"") + kModel + " dataset { format: SHARDS dir: \"" + dir_ + "/pack\" " +
+                 names + " }");
+  };
+  // A pack of IDX files records only the indices "0", "1", "2": the job names them.
+  EXPECT_TRUE(job(R"(class_names: ["cat", "dog", "bird"])").ok()) << job(R"(class_names: ["cat", "dog", "bird"])").ToString();
+  EXPECT_EQ(PackClassNames({"0", "1", "2"}), std::vector<std::string>{});
+  // A pack with names: the job's must be the same.
+  auto manifest = data::ReadManifest(dir_ + "/pack");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  manifest->classes = {"cat", "dog", "bird"};
+  ASSERT_TRUE(data::WriteManifest(dir_ + "/pack", *manifest).ok());
+  EXPECT_TRUE(job("").ok()) << job("").ToString();
+  EXPECT_TRUE(job(R"(class_names: ["cat", "dog", "bird"])").ok());
+  ExpectRefused(job(R"(class_names: ["cat", "dog", "fish"])"),
+                {"'dataset.class_names[2]'", "is \"fish\"", "dataset.json' names class 2 \"bird\""});
+  ExpectRefused(job(R"(class_names: ["cat", "dog"])"), {"'dataset.class_names'", "2 names", "has 3 classes"});
 }
 
 // ------------------------------------------------------------ names

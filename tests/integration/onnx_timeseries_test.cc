@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/artifact/artifact.h"
 #include "common/fs.h"
 #include "tests/integration/shell.h"
 
@@ -52,6 +53,17 @@ class OnnxTimeSeries : public ::testing::Test {
                                     " --run-dir " + dir_ + "/run " + job + " -- --train-limit 400 --test-limit 100 " +
                                     "--csv " + kHourCsv));
     ASSERT_EQ(train.exit_code, 0) << train.output;
+    // A forecaster's signature in words, written by Polis from the data.
+    auto artifact = ReadArtifactFile(root + "/" + model + "/1/" + kArtifactFileName);
+    ASSERT_TRUE(artifact.ok()) << artifact.status().ToString();
+    const proto::ArtifactHeader& h = artifact->header;
+    EXPECT_EQ(h.class_names_size(), 0);
+    EXPECT_EQ(h.input_description().rfind("24 steps x ", 0), 0u) << h.input_description();
+    EXPECT_NE(h.input_description().find(" features ("), std::string::npos) << h.input_description();
+    EXPECT_NE(h.input_description().find("temp, atemp, hum"), std::string::npos) << h.input_description();
+    EXPECT_NE(h.input_description().find("standardised as in preprocessing"), std::string::npos);
+    EXPECT_EQ(h.output_description(), "next 1 value of cnt");
+    EXPECT_EQ(h.test_samples(), 100);
 
     ShellRun onnx = Shell(reg + " export-onnx --root " + root + " " + model);
     if (onnx.exit_code != 0 && onnx.output.find("without ONNX") != std::string::npos)

@@ -120,6 +120,33 @@ TEST_F(PublishHttp, TrainedModelIsPublishedAndServed) {
   auto infer = c.Post("/v2/models/fashion_cnn/infer", body.dump());
   ASSERT_TRUE(infer.ok());
   EXPECT_EQ(infer->status, 200) << infer->body;
+  // It names the class it answers: "score:index:label".
+  body["outputs"] = {{{"name", "probabilities"}, {"parameters", {{"classification", 1}}}}};
+  auto classes = c.Post("/v2/models/fashion_cnn/infer", body.dump());
+  ASSERT_TRUE(classes.ok());
+  ASSERT_EQ(classes->status, 200) << classes->body;
+  const std::string top = json::parse(classes->body)["outputs"][0]["data"][0];
+  const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                          "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  const size_t colon = top.find(':'), label = top.find(':', colon + 1);
+  ASSERT_NE(label, std::string::npos) << top;
+  EXPECT_EQ(top.substr(label + 1), names.at(std::stoul(top.substr(colon + 1, label - colon - 1)))) << top;
+
+  // The model card, read by a client that is not Polis' own (Python's urllib).
+  ShellRun py = Shell("/usr/bin/python3 -c '"
+                      "import json, urllib.request\n"
+                      "c = json.load(urllib.request.urlopen(\"" + url_ + "/v2/models/fashion_cnn/card\"))\n"
+                      "print(json.dumps({\"classes\": c[\"class_names\"], \"task\": c[\"task\"], "
+                      "\"input\": c[\"inputs\"][0][\"description\"], \"samples\": c[\"training_data\"][\"samples\"], "
+                      "\"sha256\": c[\"sha256\"], \"privacy\": \"privacy\" in c}))'");
+  ASSERT_EQ(py.exit_code, 0) << py.output;
+  const json card = json::parse(py.output.substr(py.output.find('{')));
+  EXPECT_EQ(card["classes"], json(names));
+  EXPECT_EQ(card["task"], "classification");
+  EXPECT_EQ(card["input"], "1x28x28 grey image, pixel value * 0.00392 + 0");
+  EXPECT_EQ(card["samples"], (json{{"train", 2000}, {"validation", 0}, {"test", 500}}));
+  EXPECT_EQ(card["sha256"], ArtifactSha256(*bytes));
+  EXPECT_EQ(card["privacy"], false);
 
   // The same job without any token is refused before training starts.
   ShellRun none = Train("run-none", "", "");

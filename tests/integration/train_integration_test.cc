@@ -82,6 +82,21 @@ TEST_F(TrainIntegration, ParameterServerJobTrainsPublishesAndReloads) {
     EXPECT_EQ(rev.substr(0, 12), head.output.substr(0, 12)) << "built from " << rev;
   else
     EXPECT_EQ(rev, "unknown");
+  // What users read: the job's class names, the descriptions Polis wrote
+  // from the dataset, the samples it was trained on.
+  const proto::ArtifactHeader& h = loaded->header;
+  ASSERT_EQ(h.class_names_size(), 10);
+  EXPECT_EQ(h.class_names(0), "T-shirt/top");
+  EXPECT_EQ(h.class_names(7), "Sneaker");
+  EXPECT_EQ(h.class_names(9), "Ankle boot");
+  EXPECT_EQ(h.input_description(), "1x28x28 grey image, pixel value * 0.00392 + 0");
+  EXPECT_EQ(h.output_description(),
+            "probabilities of 10 classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, "
+            "Ankle boot");
+  EXPECT_EQ(h.train_samples(), 6000);
+  EXPECT_EQ(h.validation_samples(), 0);
+  EXPECT_EQ(h.test_samples(), 2000);
+  EXPECT_NE(h.job().model_card().description().find("Fashion-MNIST"), std::string::npos);
   EXPECT_EQ(result["reloaded_test_accuracy"], result["test_accuracy"]);
   ShellRun ev = Shell(kBin + "/launch/polis-train --evaluate " + artifact + " --test-limit 2000 " + kSrc +
                  "/jobs/fashion_cnn.pbtxt");
@@ -146,6 +161,18 @@ TEST_F(TrainIntegration, DpSgdJobAccountsAndPublishesItsGuarantee) {
   ASSERT_EQ(show.exit_code, 0) << show.output;
   EXPECT_NE(show.output.find("DP-SGD, epsilon 3 at delta 1e-05 (rdp accountant, poisson sampling)"),
             std::string::npos) << show.output;
+  // The card: the classes, the descriptions, the samples, the guarantee.
+  for (const char* want : {"Ankle boot", "1x28x28 grey image", "probabilities of 10 classes: T-shirt/top",
+                           "4096 train, 0 validation, 1000 test", "lineage job_file:"})
+    EXPECT_NE(show.output.find(want), std::string::npos) << "'" << want << "' not in:\n" << show.output;
+  ShellRun card = Shell(kBin + "/launch/polisctl models --root " + dir_ + "/registry show fashion_cnn_dp --json");
+  ASSERT_EQ(card.exit_code, 0) << card.output;
+  const auto c = nlohmann::json::parse(card.output.substr(card.output.find('{')));
+  EXPECT_EQ(c["class_names"][7], "Sneaker");
+  EXPECT_EQ(c["privacy"]["steps"], 2);
+  EXPECT_EQ(c["privacy"]["accountant"], "rdp");
+  EXPECT_EQ(c["training_data"]["format"], "IDX");
+  EXPECT_EQ(c["training_data"]["files"].size(), 4u);
 }
 
 TEST_F(TrainIntegration, BadJobIsRefusedBeforeAnyWork) {

@@ -3,8 +3,10 @@
 // (tests/registry/oip_grpc_client.py). Live, ready, metadata and infer
 // (raw and typed contents) on a small CNN, the answer equal to REST's, and
 // the error codes: bad token UNAUTHENTICATED, unknown model NOT_FOUND,
-// wrong shape INVALID_ARGUMENT. Also: the per-stage histograms of both
+// wrong shape INVALID_ARGUMENT; the classification extension with class
+// names ("score:index:label"). Also: the per-stage histograms of both
 // protocols and the gRPC call counter in /metrics.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -30,6 +32,7 @@ TEST(GrpcTest, PythonGrpcioClientMatchesRest) {
   TempDir dir;
   const std::string root = dir.path() + "/root";
   ModelArtifact art = MakeArtifact(kTinyCnn, kTinyInput, 7, 1.0f, 0.0f);
+  for (const char* c : {"zero", "one", "two", "three", "four"}) art.header.add_class_names(c);
   ASSERT_EQ(Publish(root, "cnn", art), 1);
   const std::string tokens = dir.path() + "/tokens.json";
   ASSERT_TRUE(WriteFileAtomic(tokens, std::string(R"({"anonymous": [], "tokens": [{"name": "client", "token": ")") +
@@ -57,7 +60,7 @@ TEST(GrpcTest, PythonGrpcioClientMatchesRest) {
   CtlRun run = Sh(std::string(kPython) + " " + POLIS_SOURCE_DIR + "/tests/registry/oip_grpc_client.py --port " +
                   std::to_string(grpc_port) + " --proto " + POLIS_SOURCE_DIR +
                   "/registry/proto/grpc_predict_v2.proto --model cnn --input " + input +
-                  " --shape 2,1,8,8 --token " + kToken + " --bad-token not-the-token");
+                  " --shape 2,1,8,8 --token " + kToken + " --bad-token not-the-token --classification 2");
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const json g = Json(run);
   EXPECT_EQ(g["live"], true);
@@ -86,6 +89,17 @@ TEST(GrpcTest, PythonGrpcioClientMatchesRest) {
       for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
     }
   }
+  // The classification extension names the class: "score:index:label",
+  // the best class of the first row first.
+  EXPECT_EQ(g["classification"]["datatype"], "BYTES");
+  EXPECT_EQ(g["classification"]["shape"], json::array({rows, 2}));
+  {
+    const std::vector<float> p0 = OutputData(rest_json, "probabilities");
+    const int64_t best = std::max_element(p0.begin(), p0.begin() + 5) - p0.begin();
+    const std::string top = g["classification"]["data"][0];
+    const std::vector<std::string> names = {"zero", "one", "two", "three", "four"};
+    EXPECT_EQ(top.substr(top.find(':')), ":" + std::to_string(best) + ":" + names[best]) << top;
+  }
   EXPECT_EQ(g["bad_token"]["code"], "UNAUTHENTICATED") << g["bad_token"];
   EXPECT_EQ(g["no_token"]["code"], "UNAUTHENTICATED") << g["no_token"];
   EXPECT_EQ(g["unknown_model"]["code"], "NOT_FOUND") << g["unknown_model"];
@@ -104,9 +118,9 @@ TEST(GrpcTest, PythonGrpcioClientMatchesRest) {
       const size_t at = m.find(series);
       ASSERT_NE(at, std::string::npos) << series;
       const long n = std::stol(m.substr(at + series.size()));
-      EXPECT_EQ(n, std::string(p) == "rest" ? 1 : 2) << series;
+      EXPECT_EQ(n, std::string(p) == "rest" ? 1 : 3) << series;
     }
-  EXPECT_NE(m.find("polis_grpc_requests_total{rpc=\"ModelInfer\",code=\"OK\"} 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("polis_grpc_requests_total{rpc=\"ModelInfer\",code=\"OK\"} 3"), std::string::npos) << m;
   EXPECT_NE(m.find("polis_grpc_requests_total{rpc=\"ModelInfer\",code=\"UNAUTHENTICATED\"} 2"),
             std::string::npos);
 }

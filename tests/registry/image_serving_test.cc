@@ -165,7 +165,10 @@ TEST_F(ImageServingTest, MetadataListsTheImageInputOfImageModelsOnly) {
   ASSERT_EQ(j["inputs"].size(), 2u) << j.dump();
   EXPECT_EQ(j["inputs"][0]["name"], "input");
   EXPECT_EQ(j["inputs"][0]["shape"], json::array({-1, 3, 10, 12}));
-  EXPECT_EQ(j["inputs"][1], (json{{"name", "image"}, {"datatype", "BYTES"}, {"shape", {-1}}}));
+  EXPECT_EQ(j["inputs"][1]["name"], "image");
+  EXPECT_EQ(j["inputs"][1]["datatype"], "BYTES");
+  EXPECT_EQ(j["inputs"][1]["shape"], json::array({-1}));
+  EXPECT_NE(j["inputs"][1]["description"].get<std::string>().find("PNG or JPEG"), std::string::npos);
   EXPECT_EQ(j["parameters"]["image"]["channels"], 3);
   EXPECT_EQ(j["parameters"]["image"]["height"], 10);
   EXPECT_EQ(j["parameters"]["image"]["width"], 12);

@@ -8,7 +8,11 @@ JSON object with what it saw:
 
   oip_grpc_client.py --port P --proto registry/proto/grpc_predict_v2.proto
       --model M --input FILE (float32 rows x elements) --shape 2,1,8,8
-      [--token T] [--bad-token T] [--ca CA.pem [--host NAME]]
+      [--token T] [--bad-token T] [--ca CA.pem [--host NAME]] [--classification K]
+
+With --classification K it also asks for the top K classes of the first
+row (the classification extension) and prints the "score:index[:label]"
+strings it got.
 
 With --ca the channel is TLS (grpc.ssl_channel_credentials), trusting only
 that CA, to --host (default localhost: the name the certificate must hold).
@@ -37,6 +41,7 @@ def main():
     ap.add_argument("--bad-token", default="")
     ap.add_argument("--ca", default="", help="TLS: PEM file of the CA to trust")
     ap.add_argument("--host", default="", help="host to connect to (default 127.0.0.1, with --ca localhost)")
+    ap.add_argument("--classification", type=int, default=0, help="also ask for the top K classes")
     a = ap.parse_args()
 
     try:
@@ -103,6 +108,21 @@ def main():
 
     out["infer_raw"] = decode(stub.ModelInfer(infer_request(), metadata=md, timeout=20))
     out["infer_typed"] = decode(stub.ModelInfer(infer_request(typed=True), metadata=md, timeout=20))
+
+    if a.classification > 0:
+        req = pb.ModelInferRequest(model_name=a.model, id="grpc-classes")
+        req.inputs.add(name="input", datatype="FP32", shape=shape)
+        req.raw_input_contents.append(raw)
+        o = req.outputs.add(name="probabilities")
+        o.parameters["classification"].int64_param = a.classification
+        resp = stub.ModelInfer(req, metadata=md, timeout=20)
+        t, b = resp.outputs[0], resp.raw_output_contents[0]
+        strings = []
+        while b:
+            n = struct.unpack("<I", b[:4])[0]
+            strings.append(b[4:4 + n].decode("utf-8"))
+            b = b[4 + n:]
+        out["classification"] = {"datatype": t.datatype, "shape": list(t.shape), "data": strings}
 
     def code_of(call):
         try:

@@ -210,6 +210,7 @@ TEST(OnnxExportTest, RgbNonSquareModelExportsAndComputesWhatTheNetworkComputes) 
   for (const auto& p : m.metadata_props()) props[p.key()] = p.value();
   EXPECT_EQ(props["polis.input_layout"], "CHW RGB: planes R, G, B, each H x W");
   EXPECT_EQ(props["polis.input_preprocessing"], "pixel * 0.003921569 + 0");
+  EXPECT_EQ(props.count("polis.class_names"), 0u);  // a model without names says none
 
   const int64_t rows = 2, E = 3 * 10 * 11;
   Tensor x;
@@ -224,6 +225,20 @@ TEST(OnnxExportTest, RgbNonSquareModelExportsAndComputesWhatTheNetworkComputes) 
     const auto ref = ReferenceLogits(a, std::vector<float>(x.v.begin() + r * E, x.v.begin() + (r + 1) * E));
     for (int k = 0; k < 4; ++k) EXPECT_NEAR(logits.v[r * 4 + k], ref[k], 1e-4) << "row " << r << " class " << k;
   }
+}
+
+
+// The model card's class names and descriptions travel in metadata_props.
+TEST(OnnxExportTest, ClassNamesAndDescriptionsAreMetadataProps) {
+  const onnx::ModelProto m = Exported(NamedClassifier(false), "named");
+  std::map<std::string, std::string> props;
+  for (const auto& p : m.metadata_props()) props[p.key()] = p.value();
+  EXPECT_EQ(json::parse(props["polis.class_names"]),
+            json({"T-shirt/top", "Trouser", "Pull\"over", "Dress", "Coat"}));
+  EXPECT_EQ(props["polis.description"], "Tells five kinds of clothing apart.");
+  EXPECT_EQ(props["polis.input_description"], "1x8x8 grey image, pixel value * 0.00392 + 0");
+  EXPECT_EQ(props["polis.output_description"],
+            "probabilities of 5 classes: T-shirt/top, Trouser, Pull\"over, Dress, Coat");
 }
 
 TEST(OnnxExportTest, WritesModelOnnxBesideTheArtifact) {

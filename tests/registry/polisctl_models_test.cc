@@ -328,6 +328,44 @@ TEST_F(PolisctlModels, PredictMatchesTheNetworkInBothModes) {
   for (size_t i = 0; i < got[0].size(); ++i) EXPECT_NEAR(got[0][i], got[1][i], 1e-6);
 }
 
+// show renders the model card for people (classes, descriptions, training
+// data, privacy) and --json prints the server's card unchanged; predict
+// names the class beside its index.
+TEST_F(PolisctlModels, ShowPrintsTheModelCardAndPredictNamesClasses) {
+  ASSERT_EQ(Publish(root_, "named", NamedClassifier(false)), 1);
+  ASSERT_EQ(Publish(root_, "named", NamedClassifier(true)), 2);
+  StartServer();
+  HttpClient c("127.0.0.1", std::stoi(url_.substr(url_.rfind(':') + 1)), 20000);
+  for (const int v : {1, 2}) {
+    auto served = Call(c, "GET", fmt::format("/v2/models/named/versions/{}/card", v));
+    ASSERT_EQ(served.status, 200) << served.body;
+    const json card = ParseJson(served);
+    for (const std::string& where : {Http(), Root()}) {
+      SCOPED_TRACE(where + " version " + std::to_string(v));
+      auto j = Ctl(where, fmt::format("show named {} --json", v));
+      ASSERT_EQ(j.exit_code, 0) << j.err;
+      EXPECT_EQ(Json(j), card);
+      auto human = Ctl(where, fmt::format("show named {}", v));
+      ASSERT_EQ(human.exit_code, 0) << human.err;
+      for (const char* want : {"description:", "Tells five kinds of clothing apart.", "class 0:", "T-shirt/top",
+                               "class 4:", "Coat", "1x8x8 grey image, pixel value * 0.00392 + 0",
+                               "probabilities of 5 classes", "training samples:", "600 train, 60 validation, 100 test",
+                               "/data/tiny/train-images", "metric test_accuracy:", "lineage job_file:", "contact:"})
+        EXPECT_NE(human.out.find(want), std::string::npos) << "'" << want << "' not in:\n" << human.out;
+      EXPECT_EQ(human.out.find("privacy:") != std::string::npos, v == 2) << human.out;
+    }
+  }
+  const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pull\"over", "Dress", "Coat"};
+  const std::vector<float> ref = ReferenceLogits(NamedClassifier(false), Image(0, 1.0f / 255));
+  const int64_t best = std::max_element(ref.begin(), ref.end()) - ref.begin();
+  for (const std::string& where : {Http(), Root()}) {
+    SCOPED_TRACE(where);
+    auto p = Ctl(where, "predict named 1 --idx " + idx_ + " --index 0 --top 1");
+    ASSERT_EQ(p.exit_code, 0) << p.err;
+    EXPECT_NE(p.out.find(fmt::format("{} ({})", best, names[best])), std::string::npos) << p.out;
+  }
+}
+
 TEST_F(PolisctlModels, UsageErrorsExitTwo) {
   EXPECT_EQ(Sh(kPolisctl + " models list").exit_code, 2);
   EXPECT_EQ(Sh(kPolisctl + " models --registry http://127.0.0.1:1 " + Root() + " list").exit_code, 2);

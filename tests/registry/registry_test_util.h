@@ -89,6 +89,50 @@ inline ModelArtifact MakeArtifact(const std::string& layers, const nn::Shape& in
   return a;
 }
 
+// kTinyCnn with five class names, descriptions, a model card, metrics,
+// lineage and sample counts as a trained classifier's header holds them;
+// with `dp`, a DP-SGD privacy record too.
+inline ModelArtifact NamedClassifier(bool dp) {
+  ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 3);
+  proto::ArtifactHeader& h = a.header;
+  for (const char* c : {"T-shirt/top", "Trouser", "Pull\"over", "Dress", "Coat"}) h.add_class_names(c);
+  h.set_input_description("1x8x8 grey image, pixel value * 0.00392 + 0");
+  h.set_output_description("probabilities of 5 classes: T-shirt/top, Trouser, Pull\"over, Dress, Coat");
+  h.set_train_samples(600);
+  h.set_validation_samples(60);
+  h.set_test_samples(100);
+  auto* card = h.mutable_job()->mutable_model_card();
+  card->set_description("Tells five kinds of clothing apart.");
+  card->set_intended_use("tests");
+  card->set_limitations("8x8 pixels only");
+  card->set_contact("ml-team@example.org");
+  h.mutable_job()->mutable_dataset()->set_dir("/data/tiny");
+  auto* m = h.add_metric();
+  m->set_name("test_accuracy");
+  m->set_value(0.75);
+  auto* l = h.mutable_lineage();
+  l->set_job_file("jobs/tiny.pbtxt");
+  l->set_job_sha256(std::string(64, 'a'));
+  l->set_source_revision("abc123");
+  l->set_run_dir("/runs/tiny-1");
+  l->set_host("trainer-1");
+  l->set_created_at("2026-01-02T03:04:05Z");
+  auto* f = l->add_dataset_files();
+  f->set_path("/data/tiny/train-images");
+  f->set_sha256(std::string(64, 'b'));
+  if (dp) {
+    auto* p = h.mutable_privacy();
+    p->set_epsilon(2.5);
+    p->set_delta(1e-5);
+    p->set_max_grad_norm(1.0);
+    p->set_noise_multiplier(1.1);
+    p->set_steps(300);
+    p->set_accountant("rdp");
+    p->set_sampler("poisson");
+  }
+  return a;
+}
+
 inline int64_t Publish(const std::string& root, const std::string& name, ModelArtifact a) {
   auto p = PublishVersion(root, name, std::move(a), nlohmann::json());
   EXPECT_TRUE(p.ok()) << p.status().ToString();

@@ -8,12 +8,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <set>
 #include <cmath>
 #include <thread>
 
 #include "registry/aliases.h"
 #include "registry/repository.h"
+#include "registry/store.h"
 #include "tests/registry/registry_test_util.h"
 
 namespace polis::registry {
@@ -105,6 +108,119 @@ TEST_F(ServerTest, ModelMetadataAndReadiness) {
   EXPECT_NE(no_version.body.find("no version 7"), std::string::npos) << no_version.body;
   EXPECT_EQ(Call(c, "GET", "/v2/models/tiny/versions/7/ready").status, 404);
   EXPECT_EQ(Call(c, "GET", "/v2/models/tiny/versions/bad$name").status, 400);
+}
+
+// A classifier published with class names and descriptions: metadata
+// carries them, classification answers "score:index:label", and the card
+// has every section; one published without names answers "score:index".
+TEST_F(ServerTest, ClassNamesDescriptionsAndTheModelCard) {
+  ASSERT_EQ(Publish(root(), "named", NamedClassifier(false)), 1);
+  ASSERT_EQ(Publish(root(), "named", NamedClassifier(true)), 2);
+  ServerOptions o;
+  o.tokens_file = WriteTokens();
+  ServerHarness h(root(), o);
+  HttpClient c = h.Client();
+  const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pull\"over", "Dress", "Coat"};
+
+  // Metadata: names and descriptions in parameters and on each tensor.
+  json m = ParseJson(Call(c, "GET", "/v2/models/named/versions/1"));
+  EXPECT_EQ(m["parameters"]["class_names"], json(names));
+  EXPECT_EQ(m["parameters"]["description"], "Tells five kinds of clothing apart.");
+  EXPECT_EQ(m["parameters"]["input_description"], "1x8x8 grey image, pixel value * 0.00392 + 0");
+  EXPECT_EQ(m["inputs"][0]["description"], "1x8x8 grey image, pixel value * 0.00392 + 0");
+  EXPECT_EQ(m["outputs"][0]["name"], "probabilities");
+  EXPECT_EQ(m["outputs"][0]["description"], "probabilities of 5 classes: T-shirt/top, Trouser, Pull\"over, Dress, Coat");
+  EXPECT_NE(m["outputs"][1]["description"].get<std::string>().find("logits"), std::string::npos);
+  // A model without names: empty, and no description invented.
+  json plain = ParseJson(Call(c, "GET", "/v2/models/tiny/versions/1"));
+  EXPECT_EQ(plain["parameters"]["class_names"], json::array());
+  EXPECT_EQ(plain["inputs"][0]["description"], "");
+
+  // Classification: every class of each row, best first, named when named.
+  const std::vector<float> x = Pattern(64, 5);
+  json body = InferBody(x, 1, kTinyInput);
+  body["outputs"] = json::array({json{{"name", "probabilities"}, {"parameters", {{"classification", 5}}}}});
+  auto named = Call(c, "POST", "/v2/models/named/versions/1/infer", body.dump());
+  ASSERT_EQ(named.status, 200) << named.body;
+  const std::vector<float> ref = ReferenceLogits(NamedClassifier(false), x);
+  const int64_t best = std::max_element(ref.begin(), ref.end()) - ref.begin();
+  json jn = ParseJson(named);
+  ASSERT_EQ(jn["outputs"][0]["data"].size(), 5u) << named.body;
+  std::set<std::string> seen;
+  for (const auto& e : jn["outputs"][0]["data"]) {
+    const std::string s = e.get<std::string>();
+    const size_t a = s.find(':'), b = s.find(':', a + 1);
+    ASSERT_NE(b, std::string::npos) << s;
+    const int64_t index = std::stoll(s.substr(a + 1, b - a - 1));
+    EXPECT_EQ(s.substr(b + 1), names[index]) << s;
+    seen.insert(s.substr(b + 1));
+  }
+  EXPECT_EQ(seen.size(), 5u);
+  const std::string top = jn["outputs"][0]["data"][0];
+  EXPECT_EQ(top.substr(top.find(':')), ":" + std::to_string(best) + ":" + names[best]);
+  auto unnamed = Call(c, "POST", "/v2/models/tiny/versions/1/infer", body.dump());
+  ASSERT_EQ(unnamed.status, 200) << unnamed.body;
+  const std::string first = ParseJson(unnamed)["outputs"][0]["data"][0];
+  EXPECT_EQ(std::count(first.begin(), first.end(), ':'), 1) << first;
+
+  // The card: every section; privacy only for the DP-SGD version.
+  auto r1 = Call(c, "GET", "/v2/models/named/versions/1/card");
+  ASSERT_EQ(r1.status, 200) << r1.body;
+  json card = ParseJson(r1);
+  EXPECT_EQ(card["name"], "named");
+  EXPECT_EQ(card["version"], 1);
+  EXPECT_EQ(card["sha256"], ReadMetadata(root(), "named", 1)->at("sha256"));
+  EXPECT_EQ(card["created_at"], "2026-01-02T03:04:05Z");
+  EXPECT_EQ(card["task"], "classification");
+  EXPECT_EQ(card["description"], "Tells five kinds of clothing apart.");
+  EXPECT_EQ(card["intended_use"], "tests");
+  EXPECT_EQ(card["limitations"], "8x8 pixels only");
+  EXPECT_EQ(card["contact"], "ml-team@example.org");
+  EXPECT_EQ(card["inputs"][0], (json{{"name", "input"}, {"datatype", "FP32"}, {"shape", {-1, 1, 8, 8}},
+                                     {"description", "1x8x8 grey image, pixel value * 0.00392 + 0"}}));
+  EXPECT_EQ(card["inputs"][1]["name"], "image");
+  EXPECT_EQ(card["outputs"][0]["name"], "probabilities");
+  EXPECT_EQ(card["outputs"][0]["shape"], json({-1, 5}));
+  EXPECT_EQ(card["class_names"], json(names));
+  EXPECT_EQ(card["training_data"]["format"], "IDX");
+  EXPECT_EQ(card["training_data"]["dir"], "/data/tiny");
+  EXPECT_EQ(card["training_data"]["files"],
+            json::array({json{{"path", "/data/tiny/train-images"}, {"sha256", std::string(64, 'b')}}}));
+  EXPECT_EQ(card["training_data"]["samples"], (json{{"train", 600}, {"validation", 60}, {"test", 100}}));
+  EXPECT_EQ(card["metrics"], (json{{"test_accuracy", 0.75}}));
+  EXPECT_EQ(card["lineage"]["job_file"], "jobs/tiny.pbtxt");
+  EXPECT_EQ(card["lineage"]["job_sha256"], std::string(64, 'a'));
+  EXPECT_EQ(card["lineage"]["source_revision"], "abc123");
+  EXPECT_EQ(card["lineage"]["run_dir"], "/runs/tiny-1");
+  EXPECT_EQ(card["lineage"]["host"], "trainer-1");
+  EXPECT_FALSE(card["lineage"].contains("study"));
+  EXPECT_FALSE(card.contains("privacy")) << card.dump();
+  json dp = ParseJson(Call(c, "GET", "/v2/models/named/card"));  // the default version: 2
+  EXPECT_EQ(dp["version"], 2);
+  ASSERT_TRUE(dp.contains("privacy")) << dp.dump();
+  EXPECT_EQ(dp["privacy"]["epsilon"], 2.5);
+  EXPECT_EQ(dp["privacy"]["delta"], 1e-5);
+  EXPECT_EQ(dp["privacy"]["max_grad_norm"], 1.0);
+  EXPECT_EQ(dp["privacy"]["noise_multiplier"], 1.1);
+  EXPECT_EQ(dp["privacy"]["steps"], 300);
+  EXPECT_EQ(dp["privacy"]["accountant"], "rdp");
+  EXPECT_EQ(dp["privacy"]["secure_aggregation"], false);
+  // A model without a card's extras still has one, with empty fields.
+  json tiny = ParseJson(Call(c, "GET", "/v2/models/tiny/versions/1/card"));
+  EXPECT_EQ(tiny["class_names"], json::array());
+  EXPECT_EQ(tiny["description"], "");
+  EXPECT_FALSE(tiny["training_data"].contains("samples"));
+
+  // Unknown versions and models are 404, named; the metadata's scope.
+  auto no_version = Call(c, "GET", "/v2/models/named/versions/9/card");
+  EXPECT_EQ(no_version.status, 404);
+  EXPECT_NE(no_version.body.find("no version 9"), std::string::npos) << no_version.body;
+  auto no_model = Call(c, "GET", "/v2/models/nope/card");
+  EXPECT_EQ(no_model.status, 404);
+  EXPECT_NE(no_model.body.find("'nope'"), std::string::npos) << no_model.body;
+  EXPECT_EQ(Call(c, "POST", "/v2/models/named/card").status, 405);
+  EXPECT_EQ(Call(c, "GET", "/v2/models/named/card", "", {{"Authorization", "Bearer wrong-token-000"}}).status, 401);
+  EXPECT_EQ(Call(c, "GET", "/v2/models/named/card", "", {{"Authorization", "Bearer reader-token-1"}}).status, 200);
 }
 
 TEST_F(ServerTest, InferFlatNestedAndOutputSelection) {

@@ -470,7 +470,7 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact&, const std::string&) {
 StatusOr<std::string> TimeSeriesPreprocessingJson(const ModelArtifact& a) {
   const proto::ArtifactHeader& h = a.header;
   const proto::DatasetSpec& d = h.job().dataset();
-  if (d.format() != proto::DatasetSpec::CSV || !d.has_timeseries() || h.preprocessing_json().empty())
+  if (!d.has_timeseries() || h.preprocessing_json().empty())  // CSV, or SHARDS of its windows
     return std::string();
   POLIS_ASSIGN_OR_RETURN(data::TimeSeriesStats stats, data::TimeSeriesStats::FromJson(h.preprocessing_json()));
   const proto::TimeSeriesSpec& ts = d.timeseries();

@@ -403,7 +403,10 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact& a, const std::string& mode
     p->set_key("polis.metric." + m_.name());
     p->set_value(fmt::format("{}", m_.value()));
   }
-  if (h.job().dataset().format() == proto::DatasetSpec::IDX || h.job().dataset().format() == proto::DatasetSpec::SHARDS) {
+  // Images: IDX, or SHARDS of images (shards of a time series' windows
+  // carry its TimeSeriesSpec, below).
+  if (h.job().dataset().format() == proto::DatasetSpec::IDX ||
+      (h.job().dataset().format() == proto::DatasetSpec::SHARDS && !h.job().dataset().has_timeseries())) {
     auto* p = m.add_metadata_props();
     p->set_key("polis.input_preprocessing");
     p->set_value(fmt::format("pixel * {} + {}", h.job().dataset().scale(), h.job().dataset().shift()));

@@ -332,8 +332,9 @@ void WriteSeriesJob(const std::string& path, const std::string& name, const std:
 // polis-data pack csv: one worker trains the same model from the shards as
 // from the CSV (every epoch's losses and the test metrics equal to the last
 // bit); published, the shards-trained model is served from raw CSV rows
-// with the CSV-trained model's predictions, and its lineage names the
-// shards' manifest and indexes.
+// with the CSV-trained model's predictions, its ONNX export writes the same
+// preprocessing.json, and its lineage names the shards' manifest and
+// indexes.
 TEST_F(ShardsJob, TimeSeriesWindowsTrainTheCsvJobsModelAndServeRawRows) {
   std::string csv = "time,load,temp,weather\n";
   std::vector<std::string> rows;
@@ -401,6 +402,19 @@ TEST_F(ShardsJob, TimeSeriesWindowsTrainTheCsvJobsModelAndServeRawRows) {
   }
   ASSERT_EQ(predictions[0].size(), 4u) << answers;
   EXPECT_EQ(predictions[0], predictions[1]);
+
+  // The ONNX export writes the same preprocessing.json for both.
+  std::string preprocessing[2];
+  k = 0;
+  for (const char* model : {"load_csv", "load_shards"}) {
+    ShellRun onnx = Shell(kBin + "/registry/polis-registry export-onnx --root " + work + "/registry " + model);
+    if (onnx.exit_code != 0 && onnx.output.find("without ONNX") != std::string::npos) return;  // not built with it
+    ASSERT_EQ(onnx.exit_code, 0) << onnx.output;
+    auto text = ReadFile(work + "/registry/" + model + "/1/preprocessing.json");
+    ASSERT_TRUE(text.ok()) << model << ": " << text.status().ToString();
+    preprocessing[k++] = *text;
+  }
+  EXPECT_EQ(preprocessing[0], preprocessing[1]);
 }
 
 int64_t VmHwmKiB(int pid) {

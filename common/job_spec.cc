@@ -827,32 +827,73 @@ StatusOr<nn::Model> CheckTimeSeriesJob(const LoadedJob& job) {
   return model;
 }
 
+// Settings of a SHARDS job that mean nothing for time-series windows: each
+// is refused, named, rather than ignored.
+Status CheckTimeSeriesShardsFields(const LoadedJob& job) {
+  const auto& d = job.spec.dataset();
+  const std::string& dir = d.dir();
+  struct Rule {
+    const char* field;
+    std::string why;
+  };
+  const Rule rules[] = {
+      {"dataset.augmentation", "time-series windows are not augmented"},
+      {"dataset.validation_fraction", "the validation windows are the packed validation part (the series' "
+                                      "validation months, split when packing)"},
+      {"dataset.validation_size", "the validation windows are the packed validation part (the series' "
+                                  "validation months, split when packing)"},
+      {"dataset.scale", "windows are standardised with the statistics packed in dataset.json"},
+      {"dataset.shift", "windows are standardised with the statistics packed in dataset.json"},
+      {"dataset.class_names", "a forecaster is a regression; class names apply to classifiers only"},
+  };
+  for (const Rule& r : rules)
+    if (IsSet(job.spec, r.field))
+      return FieldError(job.path, r.field,
+                        fmt::format("does not apply to '{}', which holds time-series windows: {}; remove it", dir,
+                                    r.why));
+  if (d.source() == proto::DatasetSpec::COORDINATOR)
+    return FieldError(job.path, "dataset.source",
+                      fmt::format("COORDINATOR serves image records only; '{}' holds time-series windows: every "
+                                  "rank reads them from its own copy (source LOCAL)",
+                                  dir));
+  if (job.spec.model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
+    return FieldError(job.path, "model.loss",
+                      fmt::format("'{}' holds time-series windows, which are regression: use MSE, MAE or HUBER", dir));
+  return Status::Ok();
+}
+
 // SHARDS: the manifest and every index are read and checked (as the
 // workers will), not the records: `polis-data verify` reads those.
 StatusOr<nn::Model> CheckShardsJob(const LoadedJob& job) {
   const std::string& src = job.path;
-  if (job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
-    return FieldError(src, "model.loss", "SHARDS images are classification: use SOFTMAX_CROSS_ENTROPY");
   auto ds = data::OpenJobDataset(job.spec, job.remote_data);
   if (!ds.ok()) return FieldError(src, "dataset.dir", ds.status().message());
+  const bool windows = (*ds)->task() == data::Task::kRegression;
+  if (windows) POLIS_RETURN_IF_ERROR(CheckTimeSeriesShardsFields(job));
+  if (!windows && job.spec.model().loss() != proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
+    return FieldError(src, "model.loss", "SHARDS images are classification: use SOFTMAX_CROSS_ENTROPY");
+
   const auto shape = (*ds)->sample_shape();
   auto model = nn::Model::Build(job.spec.model(), shape);
   if (!model.ok()) return Status(model.status().code(), src + ": " + model.status().message());
   if (model->output_shape() != nn::Shape{(*ds)->target_width()})
     return FieldError(src, "model.layer",
-                      fmt::format("the last layer gives {} but '{}' has {} classes", nn::ShapeString(model->output_shape()),
-                                  job.spec.dataset().dir(), (*ds)->target_width()));
+                      fmt::format("the last layer gives {} but '{}' has {}", nn::ShapeString(model->output_shape()),
+                                  job.spec.dataset().dir(),
+                                  windows ? fmt::format("a forecast horizon of {}", (*ds)->target_width())
+                                          : fmt::format("{} classes", (*ds)->target_width())));
   POLIS_RETURN_IF_ERROR(CheckShardsClassNames(job));
   POLIS_RETURN_IF_ERROR(CheckInitializers(job, *model));
   // Held per worker: the index (32 bytes a record, both parts), the
   // decoded records waiting in the prefetch cache, and a batch of bytes.
   const int64_t valid = (*ds)->size(data::Part::kValidation);
   const int64_t train = (*ds)->size(data::Part::kTrain) + valid, test = (*ds)->size(data::Part::kTest);
-  const double sample = static_cast<double>(shape[0] * shape[1] * shape[2]);
+  double sample = windows ? 4 : 1;  // bytes: float32 windows, uint8 pixels
+  for (int64_t d : shape) sample *= static_cast<double>(d);
   const double bytes = 32.0 * static_cast<double>(train + test) +
                        sample * (job.spec.dataset().shards().prefetch_records() + job.spec.training().batch_size());
   POLIS_RETURN_IF_ERROR(CheckMemory(job, *model, bytes, train));
-  POLIS_RETURN_IF_ERROR(CheckSelection(job, false, valid, train));
+  POLIS_RETURN_IF_ERROR(CheckSelection(job, windows, valid, train));
   POLIS_RETURN_IF_ERROR(CheckPrivacyData(job, *model, train - valid));
   return model;
 }

@@ -235,6 +235,11 @@ StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Datase
   ModelArtifact artifact;
   auto& h = artifact.header;
   *h.mutable_job() = spec;
+  // Shards of a time series' windows: the TimeSeriesSpec they were packed
+  // with goes into the job copy, so that the model is served from raw CSV
+  // rows exactly as one trained from the CSV is.
+  if (const proto::TimeSeriesSpec* ts = dataset.timeseries_spec(); ts != nullptr && !spec.dataset().has_timeseries())
+    *h.mutable_job()->mutable_dataset()->mutable_timeseries() = *ts;
   for (int64_t d : ctx.model.input_shape()) h.add_input_shape(d);
   for (int64_t d : ctx.model.output_shape()) h.add_output_shape(d);
   for (const auto& l : ctx.model.layers())

@@ -1,8 +1,9 @@
-// polis-data: build, inspect and verify sharded image datasets
-// (dataset.format SHARDS, docs/datasets.md).
+// polis-data: build, inspect and verify sharded datasets (dataset.format
+// SHARDS, docs/datasets.md).
 //
 //   polis-data pack idx --dir fashion-mnist --out DIR        IDX files (MNIST family)
 //   polis-data pack folder --train PHOTOS --size 32x32 --out DIR
+//   polis-data pack csv --job JOB.textproto --out DIR        a time series' windows
 //   polis-data inspect DIR [--records N]
 //   polis-data verify DIR
 //
@@ -19,6 +20,7 @@
 #include "common/data/pack.h"
 #include "common/data/shard_format.h"
 #include "common/env.h"
+#include "common/job_spec.h"
 
 namespace {
 
@@ -34,9 +36,38 @@ bool ParseSize(const std::string& s, int* h, int* w) {
   return std::sscanf(s.c_str(), "%dx%d", h, w) == 2 && *h > 0 && *w > 0 && *h <= 65535 && *w <= 65535;
 }
 
+// A time series' windows: shape, features, and windows per part.
+int InspectWindows(const std::string& dir, const ShardManifest& m, int64_t show) {
+  std::printf("dataset   %s (time-series windows)\nsource    %s\nwindows   lookback %lld x %zu features, horizon "
+              "%lld\nfeatures  %s\n",
+              dir.c_str(), m.source.c_str(), static_cast<long long>(m.lookback), m.features.size(),
+              static_cast<long long>(m.horizon), fmt::format("{}", fmt::join(m.features, ", ")).c_str());
+  const char* names[] = {"train", "validation", "test"};
+  int k = 0;
+  for (const auto* part : {&m.train, &m.validation, &m.test}) {
+    const char* name = names[k++];
+    int64_t bytes = 0, shown = 0;
+    for (const auto& s : *part) {
+      bytes += s.tar_bytes;
+      if (shown >= show) continue;
+      auto ix = ReadShardIndex(dir, s);
+      if (!ix.ok()) return Fail(ix.status());
+      for (const auto& r : ix->records)
+        if (shown++ < show)
+          std::printf("  %s %s  %s offset %lld, %u bytes (target at +%u), crc32 %08x\n", name,
+                      MemberName(r.key, kWindowInputExt).c_str(), s.tar.c_str(), static_cast<long long>(r.offset),
+                      r.size, r.target_at, r.crc32);
+    }
+    std::printf("%-10s %lld windows in %zu shards, %.1f MiB\n", name, static_cast<long long>(m.records(*part)),
+                part->size(), static_cast<double>(bytes) / (1 << 20));
+  }
+  return 0;
+}
+
 int Inspect(const std::string& dir, int64_t show) {
   auto m = ReadManifest(dir);
   if (!m.ok()) return Fail(m.status());
+  if (m->timeseries()) return InspectWindows(dir, *m, show);
   std::printf("dataset   %s\nsource    %s\nimages    %d x %d x %d (channels x height x width), %s\nclasses   %zu: %s\n",
               dir.c_str(), m->source.c_str(), m->channels, m->height, m->width, EncodingExtension(m->encoding),
               m->classes.size(), fmt::format("{}", fmt::join(m->classes, ", ")).c_str());
@@ -78,15 +109,17 @@ int Verify(const std::string& dir) {
                 static_cast<long long>(v.shards));
     return 1;
   }
-  std::printf("polis-data verify: all %lld records in %lld shards of '%s' are good (checksums, images, labels)\n",
-              static_cast<long long>(v.records), static_cast<long long>(v.shards), dir.c_str());
+  auto m = ReadManifest(dir);
+  std::printf("polis-data verify: all %lld records in %lld shards of '%s' are good (%s)\n",
+              static_cast<long long>(v.records), static_cast<long long>(v.shards), dir.c_str(),
+              m.ok() && m->timeseries() ? "checksums, npy headers, shapes, finite values" : "checksums, images, labels");
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"polis-data: pack image datasets into tar shards that Polis jobs stream (dataset.format SHARDS), "
+  CLI::App app{"polis-data: pack image datasets and time-series windows into tar shards that Polis jobs stream (dataset.format SHARDS), "
                "inspect them and verify every record (docs/datasets.md)"};
   app.require_subcommand(1);
   PackOptions o;
@@ -138,10 +171,18 @@ int main(int argc, char** argv) {
   folder->add_option("--size", size, "resize every image to HxW, e.g. 32x32")->required();
   folder->add_flag("--skip-bad", o.skip_bad, "leave out images that cannot be decoded (each named) instead of stopping");
 
-  CLI::App* inspect = app.add_subcommand("inspect", "describe a dataset: shape, classes, shards, records per class");
+  std::string job_file;
+  CLI::App* csv = pack->add_subcommand("csv", "pack every window of a job's CSV time series (dataset.timeseries), "
+                                              "made and standardised exactly as training makes them");
+  csv->add_option("--job", job_file, "the job file (text proto) whose dataset.timeseries to pack")->required();
+  csv->add_option("--out", o.out, "the dataset directory to write (must not hold a dataset yet)")->required();
+  csv->add_option("--records-per-shard", o.records_per_shard, "windows in each tar shard")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+
+  CLI::App* inspect = app.add_subcommand("inspect", "describe a dataset: shape, classes, shards, records per class (time series: lookback, horizon, features, windows per part)");
   inspect->add_option("dir", target, "the dataset directory")->required();
   inspect->add_option("--records", show, "also list the first N records of each part")->check(CLI::Range(0, 1000000));
-  CLI::App* verify = app.add_subcommand("verify", "read every record: checksums, tar headers, images, labels");
+  CLI::App* verify = app.add_subcommand("verify", "read every record: checksums, tar headers, images and labels (time series: npy headers, shapes, finite values)");
   verify->add_option("dir", target, "the dataset directory")->required();
 
   try {
@@ -161,7 +202,11 @@ int main(int argc, char** argv) {
   if (*inspect) return Inspect(target, show);
   if (*verify) return Verify(target);
   StatusOr<PackSummary> sum = InvalidArgument("no pack source");
-  if (*idx) {
+  if (*csv) {
+    auto job = LoadJobFile(job_file);
+    if (!job.ok()) return Fail(job.status(), 2);
+    sum = PackTimeSeries(job->spec, o);
+  } else if (*idx) {
     proto::DatasetSpec d;
     d.set_dir(dir);
     d.set_train_images(train_images);

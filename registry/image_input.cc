@@ -23,6 +23,7 @@ bool IsBase64Char(unsigned char c) {
 std::optional<ImageInputSpec> ImageInputOf(const proto::ArtifactHeader& h) {
   const auto format = h.job().dataset().format();
   if (format != proto::DatasetSpec::IDX && format != proto::DatasetSpec::SHARDS) return std::nullopt;
+  if (h.job().dataset().has_timeseries()) return std::nullopt;  // SHARDS of a time series' windows
   if (h.input_shape_size() != 3) return std::nullopt;
   const int64_t c = h.input_shape(0), height = h.input_shape(1), width = h.input_shape(2);
   if ((c != 1 && c != 3) || height < 1 || width < 1 || height > 65535 || width > 65535)

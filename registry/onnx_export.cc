@@ -403,7 +403,10 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact& a, const std::string& mode
     p->set_key("polis.metric." + m_.name());
     p->set_value(fmt::format("{}", m_.value()));
   }
-  if (h.job().dataset().format() == proto::DatasetSpec::IDX || h.job().dataset().format() == proto::DatasetSpec::SHARDS) {
+  // Images: IDX, or SHARDS of images (shards of a time series' windows
+  // carry its TimeSeriesSpec, below).
+  if (h.job().dataset().format() == proto::DatasetSpec::IDX ||
+      (h.job().dataset().format() == proto::DatasetSpec::SHARDS && !h.job().dataset().has_timeseries())) {
     auto* p = m.add_metadata_props();
     p->set_key("polis.input_preprocessing");
     p->set_value(fmt::format("pixel * {} + {}", h.job().dataset().scale(), h.job().dataset().shift()));
@@ -485,7 +488,7 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact&, const std::string&) {
 StatusOr<std::string> TimeSeriesPreprocessingJson(const ModelArtifact& a) {
   const proto::ArtifactHeader& h = a.header;
   const proto::DatasetSpec& d = h.job().dataset();
-  if (d.format() != proto::DatasetSpec::CSV || !d.has_timeseries() || h.preprocessing_json().empty())
+  if (!d.has_timeseries() || h.preprocessing_json().empty())  // CSV, or SHARDS of its windows
     return std::string();
   POLIS_ASSIGN_OR_RETURN(data::TimeSeriesStats stats, data::TimeSeriesStats::FromJson(h.preprocessing_json()));
   const proto::TimeSeriesSpec& ts = d.timeseries();

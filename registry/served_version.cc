@@ -366,14 +366,16 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
                      core->model.output_shape().size() == 1;
   // Integer inputs of image models are pixels, preprocessed as in training;
   // other models take their values as they are.
-  const bool images = h.job().dataset().format() == proto::DatasetSpec::IDX ||
-                      h.job().dataset().format() == proto::DatasetSpec::SHARDS;
+  const bool images = (h.job().dataset().format() == proto::DatasetSpec::IDX ||
+                       h.job().dataset().format() == proto::DatasetSpec::SHARDS) &&
+                      !h.job().dataset().has_timeseries();
   core->scale = images ? h.job().dataset().scale() : 1.f;
   core->shift = images ? h.job().dataset().shift() : 0.f;
   // Time-series forecasters carry the statistics fitted on the training
-  // split; with them, raw CSV rows are served exactly as training saw them.
-  if (h.job().dataset().format() == proto::DatasetSpec::CSV && h.job().dataset().has_timeseries() &&
-      !h.preprocessing_json().empty()) {
+  // split; with them, raw CSV rows are served exactly as training saw them
+  // (trained from the CSV, or from shards of its windows: the trainer puts
+  // the packed TimeSeriesSpec into the job copy).
+  if (h.job().dataset().has_timeseries() && !h.preprocessing_json().empty()) {
     auto stats = data::TimeSeriesStats::FromJson(h.preprocessing_json());
     if (!stats.ok()) return stats.status().WithContext(what);
     const proto::TimeSeriesSpec& ts = h.job().dataset().timeseries();

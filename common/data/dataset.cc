@@ -1,8 +1,6 @@
 #include "common/data/dataset.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "common/data/image_dataset.h"
 #include "common/data/shard_dataset.h"
@@ -76,34 +74,10 @@ class Series : public Dataset {
   double TargetToOriginal(double v) const override { return ds_.TargetToOriginal(v); }
   std::vector<std::string> files() const override { return {ds_.spec().path()}; }
   nlohmann::json Baselines() const override {
-    auto sn = ds_.SeasonalNaive(TimeSeriesDataset::kTest, std::min<int64_t>(168, ds_.lookback()));
-    auto lv = ds_.LastValue(TimeSeriesDataset::kTest);
-    return {{"seasonal_naive_mae", sn.mae}, {"seasonal_naive_rmse", sn.rmse},
-            {"seasonal_naive_mape", sn.mape}, {"seasonal_naive_smape", sn.smape},
-            {"last_value_mae", lv.mae}, {"last_value_rmse", lv.rmse},
-            {"last_value_mape", lv.mape}, {"last_value_smape", lv.smape}};
+    return nlohmann::json::parse(ds_.BaselinesJson(TimeSeriesDataset::kTest));
   }
-  // The fitted statistics, plus the CSV's header so that serving can parse
-  // raw rows without the client repeating it.
-  std::string PreprocessingJson() const override {
-    auto j = nlohmann::json::parse(ds_.stats().ToJson(), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return ds_.stats().ToJson();
-    std::ifstream in(ds_.spec().path());
-    std::string line;
-    if (std::getline(in, line)) {
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.rfind("\xEF\xBB\xBF", 0) == 0) line = line.substr(3);
-      nlohmann::json names = nlohmann::json::array();
-      std::stringstream ss(line);
-      std::string name;
-      while (std::getline(ss, name, ',')) {
-        if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
-        names.push_back(name);
-      }
-      j["header"] = names;
-    }
-    return j.dump();
-  }
+  std::string PreprocessingJson() const override { return ds_.PreprocessingJson(); }
+  const proto::TimeSeriesSpec* timeseries_spec() const override { return &ds_.spec(); }
   std::string Report() const override { return ds_.report(); }
 
  private:

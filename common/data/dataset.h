@@ -42,6 +42,10 @@ class Dataset {
   virtual nlohmann::json Baselines() const { return nlohmann::json::object(); }
   // Preprocessing to store in the model artifact ("" when none).
   virtual std::string PreprocessingJson() const { return ""; }
+  // Time series (CSV, or SHARDS packed from one): the TimeSeriesSpec the
+  // windows were made with, which serving needs to make them from raw rows
+  // again; null for images.
+  virtual const proto::TimeSeriesSpec* timeseries_spec() const { return nullptr; }
   // One line on what was read (rows, drops, splits).
   virtual std::string Report() const { return ""; }
   // Streaming datasets (SHARDS): the samples the caller will Gather next, to

@@ -164,17 +164,7 @@ StatusOr<std::string> EncodeJpegBytes(const Pixels& p, int quality) {
 constexpr char kNpyMagic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
 std::string EncodeNpyBytes(const Pixels& p) {
-  std::string dict = fmt::format("{{'descr': '|u1', 'fortran_order': False, 'shape': ({}, {}, {}), }}", p.height,
-                                 p.width, p.channels);
-  const size_t unpadded = sizeof kNpyMagic + 4 + dict.size() + 1;
-  dict.append((64 - unpadded % 64) % 64, ' ');
-  dict.push_back('\n');
-  std::string out(kNpyMagic, sizeof kNpyMagic);
-  out.push_back('\x01');
-  out.push_back('\x00');
-  out.push_back(static_cast<char>(dict.size() & 0xff));
-  out.push_back(static_cast<char>(dict.size() >> 8));
-  out += dict;
+  std::string out = NpyHeader("|u1", {p.height, p.width, p.channels});
   out.append(reinterpret_cast<const char*>(p.hwc.data()), p.hwc.size());
   return out;
 }
@@ -198,41 +188,25 @@ std::string_view NpyField(std::string_view dict, std::string_view key) {
 }
 
 StatusOr<Pixels> DecodeNpy(std::string_view bytes, int channels, int64_t max_pixels) {
-  if (bytes.size() < 10 || bytes[6] != 1)
-    return InvalidArgument("npy: a version {} header; this reader takes version 1.0", bytes.size() > 6 ? int{bytes[6]} : 0);
-  const size_t header = static_cast<uint8_t>(bytes[8]) | (size_t{static_cast<uint8_t>(bytes[9])} << 8);
-  if (bytes.size() < 10 + header) return InvalidArgument("npy: the header says {} bytes; the file has {}", header, bytes.size() - 10);
-  const std::string_view dict = bytes.substr(10, header), data = bytes.substr(10 + header);
-  const std::string_view descr = NpyField(dict, "'descr'"), order = NpyField(dict, "'fortran_order'");
-  if (descr != "'|u1'" && descr != "'<u1'" && descr != "'u1'")
-    return InvalidArgument("npy: dtype {}; expected uint8 ('|u1')", descr.empty() ? "missing" : std::string(descr));
-  if (order != "False") return InvalidArgument("npy: fortran_order {}; expected False", order);
-  std::string_view shape = NpyField(dict, "'shape'");
-  std::vector<int64_t> dims;
-  for (size_t i = 0; i < shape.size();) {
-    if (!std::isdigit(static_cast<unsigned char>(shape[i]))) {
-      ++i;
-      continue;
-    }
-    int64_t v = 0;
-    while (i < shape.size() && std::isdigit(static_cast<unsigned char>(shape[i])) && v < (int64_t{1} << 40))
-      v = v * 10 + (shape[i++] - '0');
-    dims.push_back(v);
-  }
+  POLIS_ASSIGN_OR_RETURN(NpyArray a, ParseNpy(bytes));
+  if (a.descr != "|u1" && a.descr != "<u1" && a.descr != "u1")
+    return InvalidArgument("npy: dtype '{}'; expected uint8 ('|u1')", a.descr);
+  std::vector<int64_t> dims = a.dims;
   if (dims.size() == 2) dims.push_back(1);
   if (dims.size() != 3 || dims[0] < 1 || dims[1] < 1 || dims[0] > 65535 || dims[1] > 65535 ||
       (dims[2] != 1 && dims[2] != 3))
-    return InvalidArgument("npy: shape {}; expected (height, width) or (height, width, 1 or 3)", shape);
+    return InvalidArgument("npy: shape {}; expected (height, width) or (height, width, 1 or 3)", a.shape);
   if (dims[2] != channels)
     return InvalidArgument("npy: {} channel(s); {} expected (an .npy is not converted)", dims[2], channels);
   POLIS_RETURN_IF_ERROR(CheckPixels("npy", dims[1], dims[0], max_pixels));
   const size_t want = static_cast<size_t>(dims[0] * dims[1] * dims[2]);
-  if (data.size() != want) return InvalidArgument("npy: {} bytes of pixels; shape {} holds {}", data.size(), shape, want);
+  if (a.data.size() != want)
+    return InvalidArgument("npy: {} bytes of pixels; shape {} holds {}", a.data.size(), a.shape, want);
   Pixels p;
   p.height = static_cast<int>(dims[0]);
   p.width = static_cast<int>(dims[1]);
   p.channels = channels;
-  p.hwc.assign(data.begin(), data.end());
+  p.hwc.assign(a.data.begin(), a.data.end());
   return p;
 }
 
@@ -240,6 +214,51 @@ StatusOr<Pixels> DecodeNpy(std::string_view bytes, int channels, int64_t max_pix
 
 const char* EncodingExtension(ImageEncoding e) {
   return e == ImageEncoding::kPng ? "png" : e == ImageEncoding::kJpeg ? "jpg" : "npy";
+}
+
+std::string NpyHeader(std::string_view descr, const std::vector<int64_t>& shape) {
+  std::string dims;
+  for (int64_t d : shape) dims += fmt::format("{}, ", d);
+  if (shape.size() > 1) dims.resize(dims.size() - 2);  // "(3,)" but "(3, 4)"
+  else if (!shape.empty()) dims.pop_back();
+  std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr, dims);
+  const size_t unpadded = sizeof kNpyMagic + 4 + dict.size() + 1;
+  dict.append((64 - unpadded % 64) % 64, ' ');
+  dict.push_back('\n');
+  std::string out(kNpyMagic, sizeof kNpyMagic);
+  out.push_back('\x01');
+  out.push_back('\x00');
+  out.push_back(static_cast<char>(dict.size() & 0xff));
+  out.push_back(static_cast<char>(dict.size() >> 8));
+  return out + dict;
+}
+
+StatusOr<NpyArray> ParseNpy(std::string_view bytes) {
+  if (bytes.size() < 10 || std::memcmp(bytes.data(), kNpyMagic, sizeof kNpyMagic) != 0 || bytes[6] != 1)
+    return InvalidArgument("npy: not a version 1.0 .npy header");
+  const size_t header = static_cast<uint8_t>(bytes[8]) | (size_t{static_cast<uint8_t>(bytes[9])} << 8);
+  if (bytes.size() < 10 + header)
+    return InvalidArgument("npy: the header says {} bytes; the file has {}", header, bytes.size() - 10);
+  const std::string_view dict = bytes.substr(10, header);
+  NpyArray a;
+  a.data = bytes.substr(10 + header);
+  std::string_view descr = NpyField(dict, "'descr'");
+  if (descr.size() >= 2 && descr.front() == '\'' && descr.back() == '\'') descr = descr.substr(1, descr.size() - 2);
+  a.descr = descr;
+  const std::string_view order = NpyField(dict, "'fortran_order'");
+  if (order != "False") return InvalidArgument("npy: fortran_order {}; expected False", order);
+  a.shape = NpyField(dict, "'shape'");
+  for (size_t i = 0; i < a.shape.size();) {
+    if (!std::isdigit(static_cast<unsigned char>(a.shape[i]))) {
+      ++i;
+      continue;
+    }
+    int64_t v = 0;
+    while (i < a.shape.size() && std::isdigit(static_cast<unsigned char>(a.shape[i])) && v < (int64_t{1} << 40))
+      v = v * 10 + (a.shape[i++] - '0');
+    a.dims.push_back(v);
+  }
+  return a;
 }
 
 StatusOr<ImageEncoding> SniffEncoding(std::string_view b) {

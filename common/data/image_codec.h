@@ -41,6 +41,20 @@ StatusOr<ImageEncoding> SniffEncoding(std::string_view bytes);
 StatusOr<Pixels> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels = 0);
 StatusOr<std::string> EncodeImage(const Pixels& p, ImageEncoding e, int jpeg_quality = 90);
 
+// NumPy's .npy format, version 1.0 (also the time-series window records of
+// common/data/shard_format.h): the header (magic, version, length, the
+// dict padded to a multiple of 64 bytes) for a C-order array of `descr`
+// ("<f4", "|u1") and `shape`; the array's bytes follow it.
+std::string NpyHeader(std::string_view descr, const std::vector<int64_t>& shape);
+// An .npy's header read back: views into `bytes`.
+struct NpyArray {
+  std::string_view descr;  // without quotes: "<f4"
+  std::string_view shape;  // as written: "(24, 7)"
+  std::vector<int64_t> dims;
+  std::string_view data;   // everything after the header
+};
+StatusOr<NpyArray> ParseNpy(std::string_view bytes);
+
 // Bilinear, sampling at pixel centres (as OpenCV's INTER_LINEAR).
 Pixels Resize(const Pixels& src, int height, int width);
 

@@ -9,9 +9,13 @@
 #include <numeric>
 #include <random>
 
+#include <google/protobuf/text_format.h>
+#include <nlohmann/json.hpp>
+
 #include "common/data/idx.h"
 #include "common/data/shard_dataset.h"
 #include "common/data/shard_format.h"
+#include "common/data/timeseries.h"
 #include "common/fs.h"
 
 namespace polis::data {
@@ -121,6 +125,11 @@ Status FinishPart(ShardWriter* w, bool train, int64_t records, ShardManifest* m,
 }  // namespace
 
 std::string PackSummary::ToString(const std::string& out) const {
+  if (windows)
+    return fmt::format("packed {} training, {} validation and {} test windows in {} + {} + {} shards into '{}' "
+                       "({:.1f} MiB of records)",
+                       train, validation, test, train_shards, validation_shards, test_shards, out,
+                       static_cast<double>(bytes) / (1 << 20));
   return fmt::format("packed {} training records in {} shards and {} test records in {} shards into '{}' "
                      "({:.1f} MiB of images{})",
                      train, train_shards, test, test_shards, out, static_cast<double>(bytes) / (1 << 20),
@@ -246,6 +255,51 @@ StatusOr<PackSummary> PackFolder(const std::string& train_root, const std::strin
     }
     POLIS_RETURN_IF_ERROR(FinishPart(&w, part == 0, count, &m, &sum));
   }
+  POLIS_RETURN_IF_ERROR(WriteManifest(o.out, m));
+  return sum;
+}
+
+
+StatusOr<PackSummary> PackTimeSeries(const proto::JobSpec& job, const PackOptions& o) {
+  if (job.dataset().format() != proto::DatasetSpec::CSV || !job.dataset().has_timeseries())
+    return InvalidArgument("the job's dataset is not a CSV time series (dataset {{ format: CSV timeseries {{ ... }} }})");
+  POLIS_ASSIGN_OR_RETURN(TimeSeriesDataset ds, TimeSeriesDataset::Open(job.dataset().timeseries()));
+  if (ds.size(TimeSeriesDataset::kTrain) == 0 || ds.size(TimeSeriesDataset::kTest) == 0)
+    return InvalidArgument("'{}' gives {} training and {} test windows; both parts need at least one",
+                           ds.spec().path(), ds.size(TimeSeriesDataset::kTrain), ds.size(TimeSeriesDataset::kTest));
+  POLIS_RETURN_IF_ERROR(PrepareOut(o));
+  ShardManifest m;
+  m.kind = "timeseries";
+  m.encoding = ImageEncoding::kNpy;
+  m.source = fmt::format("CSV {} (job '{}')", ds.spec().path(), job.name());
+  m.lookback = ds.lookback();
+  m.horizon = ds.horizon();
+  m.features = ds.feature_names();
+  if (!google::protobuf::TextFormat::PrintToString(ds.spec(), &m.timeseries_spec))
+    return InternalError("cannot print the TimeSeriesSpec");
+  m.preprocessing = ds.PreprocessingJson();
+  nlohmann::json baselines = nlohmann::json::object();
+  PackSummary sum;
+  sum.windows = true;
+  const char* names[] = {"train", "validation", "test"};
+  std::vector<float> x(static_cast<size_t>(ds.lookback() * ds.num_features())), y(static_cast<size_t>(ds.horizon()));
+  for (int s = 0; s < 3; ++s) {
+    const auto split = static_cast<TimeSeriesDataset::Split>(s);
+    if (ds.size(split) > 0) baselines[names[s]] = nlohmann::json::parse(ds.BaselinesJson(split));
+    ShardWriter w(o.out, names[s], o.records_per_shard);
+    for (int64_t i = 0; i < ds.size(split); ++i) {
+      ds.Gather(split, &i, 1, x.data(), y.data());
+      const std::string input = FloatNpy(x.data(), {ds.lookback(), ds.num_features()});
+      const std::string target = FloatNpy(y.data(), {ds.horizon()});
+      sum.bytes += static_cast<int64_t>(input.size() + target.size());
+      POLIS_RETURN_IF_ERROR(w.AddWindow(input, target));
+    }
+    POLIS_ASSIGN_OR_RETURN(auto shards, w.Finish());
+    (s == 0 ? sum.train : s == 1 ? sum.validation : sum.test) = ds.size(split);
+    (s == 0 ? sum.train_shards : s == 1 ? sum.validation_shards : sum.test_shards) = static_cast<int64_t>(shards.size());
+    (s == 0 ? m.train : s == 1 ? m.validation : m.test) = std::move(shards);
+  }
+  m.baselines = baselines.dump();
   POLIS_RETURN_IF_ERROR(WriteManifest(o.out, m));
   return sum;
 }

@@ -1,5 +1,5 @@
-// Packing image datasets into shards (common/data/shard_format.h): what
-// `polis-data pack idx` and `polis-data pack folder` do, callable from
+// Packing datasets into shards (common/data/shard_format.h): what
+// `polis-data pack idx`, `pack folder` and `pack csv` do, callable from
 // tests. One thread; the output directory is the caller's alone.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/data/image_codec.h"
+#include "common/proto/job.pb.h"
 #include "common/status.h"
 
 namespace polis::data {
@@ -33,6 +34,8 @@ struct PackOptions {
 
 struct PackSummary {
   int64_t train = 0, test = 0, train_shards = 0, test_shards = 0, skipped = 0, bytes = 0;
+  int64_t validation = 0, validation_shards = 0;  // time series
+  bool windows = false;
   std::string ToString(const std::string& out) const;
 };
 
@@ -48,5 +51,14 @@ StatusOr<PackSummary> PackIdx(const std::string& train_images, const std::string
 // in a seeded shuffled order.
 StatusOr<PackSummary> PackFolder(const std::string& train_root, const std::string& test_root,
                                  const std::vector<std::string>& classes, const PackOptions& o);
+
+// The windows of a job's CSV time series (dataset.timeseries), made exactly
+// as training makes them (TimeSeriesDataset::Open: row policies, calendar,
+// categoricals, time splits, statistics fitted on the training split):
+// window i of each split is record i of part train / validation / test,
+// KEY.input.npy and KEY.target.npy, standardised float32. Uses `out` and
+// `records_per_shard` of `o`; dataset.train_limit / test_limit are not
+// applied (a job reading the shards applies its own).
+StatusOr<PackSummary> PackTimeSeries(const proto::JobSpec& job, const PackOptions& o);
 
 }  // namespace polis::data

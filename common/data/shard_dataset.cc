@@ -9,13 +9,17 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <numeric>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
 
+#include <google/protobuf/text_format.h>
+
 #include "common/data/remote_shards.h"
 #include "common/data/shard_format.h"
 #include "common/data/split.h"
+#include "common/data/timeseries.h"
 #include "common/log.h"
 
 namespace polis::data {
@@ -57,6 +61,7 @@ class ShardDataset : public Dataset {
   Status Open(const proto::DatasetSpec& d, uint64_t seed) {
     Configure(d, seed);
     POLIS_ASSIGN_OR_RETURN(manifest_, ReadManifest(dir_));
+    if (manifest_.timeseries()) return OpenWindows(d);
     if (manifest_.train.empty()) return InvalidArgument("'{}/{}' lists no training shards", dir_, kManifestName);
     if (manifest_.test.empty()) return InvalidArgument("'{}/{}' lists no test shards", dir_, kManifestName);
     POLIS_RETURN_IF_ERROR(OpenPart(manifest_.train, d.train_limit(), &train_));
@@ -76,6 +81,9 @@ class ShardDataset : public Dataset {
     Configure(d, seed);
     remote_ = std::move(remote);
     const RemoteDescription& r = remote_->description();
+    if (r.shape.size() != 3)  // records from the coordinator are images (time-series windows are refused)
+      return InvalidArgument("the coordinator describes samples of {} dimensions; records from the coordinator are "
+                             "images (channels x height x width)", r.shape.size());
     manifest_.channels = static_cast<int>(r.shape[0]);
     manifest_.height = static_cast<int>(r.shape[1]);
     manifest_.width = static_cast<int>(r.shape[2]);
@@ -83,7 +91,33 @@ class ShardDataset : public Dataset {
     return Start();
   }
 
-  Task task() const override { return Task::kClassification; }
+  // A time series' windows (manifest kind "timeseries"): the packed
+  // validation part follows the training part in train_, so that the
+  // split's index maps are plain ranges.
+  Status OpenWindows(const proto::DatasetSpec& d) {
+    windows_ = true;
+    if (!google::protobuf::TextFormat::ParseFromString(manifest_.timeseries_spec, &timeseries_))
+      return DataLoss("'{}/{}': timeseries_spec is not a TimeSeriesSpec text proto", dir_, kManifestName);
+    POLIS_ASSIGN_OR_RETURN(TimeSeriesStats stats, TimeSeriesStats::FromJson(manifest_.preprocessing));
+    target_mean_ = stats.target_mean;
+    target_stddev_ = stats.target_stddev;
+    if (stats.feature_names.size() != manifest_.features.size())
+      return DataLoss("'{}/{}': {} features but the statistics hold {}", dir_, kManifestName,
+                      manifest_.features.size(), stats.feature_names.size());
+    if (manifest_.train.empty()) return InvalidArgument("'{}/{}' lists no training shards", dir_, kManifestName);
+    if (manifest_.test.empty()) return InvalidArgument("'{}/{}' lists no test shards", dir_, kManifestName);
+    POLIS_RETURN_IF_ERROR(OpenPart(manifest_.train, d.train_limit(), &train_));
+    const int64_t train = train_.size;
+    POLIS_RETURN_IF_ERROR(OpenPart(manifest_.validation, 0, &train_));
+    POLIS_RETURN_IF_ERROR(OpenPart(manifest_.test, d.test_limit(), &test_));
+    split_.train.resize(static_cast<size_t>(train));
+    std::iota(split_.train.begin(), split_.train.end(), int64_t{0});
+    split_.validation.resize(static_cast<size_t>(train_.size - train));
+    std::iota(split_.validation.begin(), split_.validation.end(), train);
+    return Start();
+  }
+
+  Task task() const override { return windows_ ? Task::kRegression : Task::kClassification; }
   int64_t size(Part p) const override {
     if (remote_) {
       const RemoteDescription& r = remote_->description();
@@ -93,14 +127,25 @@ class ShardDataset : public Dataset {
     return static_cast<int64_t>(p == Part::kTrain ? split_.train.size() : split_.validation.size());
   }
   std::vector<int64_t> sample_shape() const override {
+    if (windows_) return {manifest_.lookback, static_cast<int64_t>(manifest_.features.size())};
     return {manifest_.channels, manifest_.height, manifest_.width};
   }
-  int64_t target_width() const override { return classes_; }
+  int64_t target_width() const override { return windows_ ? manifest_.horizon : classes_; }
+  double TargetToOriginal(double v) const override {
+    return windows_ ? v * target_stddev_ + target_mean_ : v;
+  }
+  nlohmann::json Baselines() const override {
+    if (!windows_) return nlohmann::json::object();
+    const auto j = nlohmann::json::parse(manifest_.baselines, nullptr, false);
+    return j.is_object() && j.contains("test") ? j["test"] : nlohmann::json::object();
+  }
+  std::string PreprocessingJson() const override { return windows_ ? manifest_.preprocessing : ""; }
+  const proto::TimeSeriesSpec* timeseries_spec() const override { return windows_ ? &timeseries_ : nullptr; }
   std::vector<std::string> files() const override {
     if (remote_) return {};  // read by the coordinator, which checks them
     // The indexes hold every record's CRC-32: they stand for the tars.
     std::vector<std::string> f = {dir_ + "/" + kManifestName};
-    for (const auto* part : {&manifest_.train, &manifest_.test})
+    for (const auto* part : {&manifest_.train, &manifest_.validation, &manifest_.test})
       for (const auto& s : *part) f.push_back(dir_ + "/" + s.index);
     return f;
   }
@@ -113,6 +158,11 @@ class ShardDataset : public Dataset {
                          r.dir, r.train, r.validation, r.test, r.shape[0], r.shape[1], r.shape[2], r.classes,
                          threads_.size(), capacity_);
     }
+    if (windows_)
+      return fmt::format("shards '{}': {} training, {} validation and {} test windows of {} steps x {} features, "
+                         "horizon {}; {} decode threads, up to {} records read ahead",
+                         dir_, split_.train.size(), split_.validation.size(), test_.size, manifest_.lookback,
+                         manifest_.features.size(), manifest_.horizon, threads_.size(), capacity_);
     return fmt::format("shards '{}': {} training records ({} held out for validation) and {} test records of "
                        "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead",
                        dir_, train_.size, split_.validation.size(), test_.size, manifest_.channels,
@@ -196,7 +246,12 @@ class ShardDataset : public Dataset {
           POLIS_LOG(kWarn, kData, "skipping a bad record (shards.malformed_policy SKIP): {}", slot.error);
         }
         std::fill(x + i * elements_, x + (i + 1) * elements_, 0.0f);
-        y[i] = 0;
+        std::fill(y + i * y_width_, y + (i + 1) * y_width_, 0.0f);
+        continue;
+      }
+      if (windows_) {
+        std::copy(slot.window.begin(), slot.window.begin() + elements_, x + i * elements_);
+        std::copy(slot.window.begin() + elements_, slot.window.end(), y + i * y_width_);
         continue;
       }
       const bool augment = aug_ != nullptr && p == Part::kTrain;
@@ -212,7 +267,7 @@ class ShardDataset : public Dataset {
       while (std::find(bad.begin(), bad.end(), good) != bad.end()) ++good;
       for (int64_t b : bad) {
         std::copy(x + good * elements_, x + (good + 1) * elements_, x + b * elements_);
-        y[b] = y[good];
+        std::copy(y + good * y_width_, y + (good + 1) * y_width_, y + b * y_width_);
       }
     }
   }
@@ -231,14 +286,14 @@ class ShardDataset : public Dataset {
     const Shard* s = nullptr;
     const ShardRecord& r = LocateKey(Key(p, i), &s);
     *label = r.label;
-    return ReadRecordBytes(s->fd, s->path, r, s->encoding, bytes);
+    return ReadRecordBytes(s->fd, s->path, r, s->ext, bytes);
   }
 
  private:
   struct Shard {
     std::string path;
     int fd = -1;
-    ImageEncoding encoding = ImageEncoding::kPng;
+    const char* ext = "png";  // of each record's first member: ShardIndex::extension()
     std::vector<ShardRecord> records;
   };
   struct PartShards {
@@ -249,6 +304,7 @@ class ShardDataset : public Dataset {
   struct Slot {
     bool ready = false;
     std::vector<uint8_t> pixels;
+    std::vector<float> window;  // time series: the input's floats, then the target's
     int32_t label = 0;
     std::string error;
     std::string encoded;  // dataset.source COORDINATOR: the bytes fetched, until decoded
@@ -264,7 +320,9 @@ class ShardDataset : public Dataset {
   }
 
   Status Start() {
-    elements_ = int64_t{manifest_.channels} * manifest_.height * manifest_.width;
+    elements_ = windows_ ? manifest_.lookback * static_cast<int64_t>(manifest_.features.size())
+                         : int64_t{manifest_.channels} * manifest_.height * manifest_.width;
+    y_width_ = windows_ ? manifest_.horizon : 1;
     capacity_ = spec_.shards().prefetch_records();
     for (int i = 0; i < spec_.shards().decode_threads(); ++i) threads_.emplace_back([this] { DecodeLoop(); });
     POLIS_LOG(kInfo, kData, "{}", Report());
@@ -277,7 +335,10 @@ class ShardDataset : public Dataset {
       POLIS_ASSIGN_OR_RETURN(ShardIndex ix, ReadShardIndex(dir_, f));
       Shard s;
       s.path = dir_ + "/" + f.tar;
-      s.encoding = ix.encoding;
+      s.ext = ix.extension();
+      if (ix.windows != windows_)
+        return DataLoss("'{}' holds {} records but '{}/{}' is a dataset of {}", ix.tar, ix.windows ? "time-series" : "image",
+                        dir_, kManifestName, manifest_.kind);
       s.fd = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
       if (s.fd < 0) return ErrnoStatus("open", s.path, errno);
       // Records are read in the epoch's random order: no read-ahead past
@@ -288,7 +349,7 @@ class ShardDataset : public Dataset {
       struct stat st {};
       ::fstat(sh.fd, &st);
       for (const ShardRecord& r : ix.records) {
-        if (r.label < 0 || r.label >= static_cast<int32_t>(manifest_.classes.size()))
+        if (!windows_ && (r.label < 0 || r.label >= static_cast<int32_t>(manifest_.classes.size())))
           return DataLoss("'{}' (index '{}'): record {} has label {}; the dataset has {} classes", sh.path, f.index,
                           r.key, r.label, manifest_.classes.size());
       }
@@ -299,7 +360,7 @@ class ShardDataset : public Dataset {
         const ShardRecord& first_lost = ix.records[std::min(keep, ix.records.size() - 1)];
         const std::string what = fmt::format(
             "'{}' is truncated: {} bytes, its index says {}; record {} at offset {} and the {} after it are past the end",
-            sh.path, st.st_size, ix.tar_bytes, MemberName(first_lost.key, EncodingExtension(ix.encoding)),
+            sh.path, st.st_size, ix.tar_bytes, MemberName(first_lost.key, ix.extension()),
             first_lost.offset, ix.records.size() - keep - 1);
         if (fail_) return DataLoss("{} (shards.malformed_policy FAIL)", what);
         POLIS_LOG(kWarn, kData, "{}; skipping them (shards.malformed_policy SKIP)", what);
@@ -373,14 +434,21 @@ class ShardDataset : public Dataset {
     out.ready = true;
     out.label = r.label;
     thread_local std::string bytes;
-    Status st = ReadRecordBytes(s->fd, s->path, r, s->encoding, &bytes);
+    Status st = ReadRecordBytes(s->fd, s->path, r, s->ext, &bytes);
     if (!st.ok()) {
       out.error = st.message();
       return out;
     }
-    DecodeInto(bytes, [&] {
-      return fmt::format("'{}' offset {}: record {}", s->path, r.offset, MemberName(r.key, EncodingExtension(s->encoding)));
-    }, &out);
+    auto where = [&] { return fmt::format("'{}' offset {}: record {}", s->path, r.offset, MemberName(r.key, s->ext)); };
+    if (windows_) {  // the "decode" of a window: two memcpy's out of its .npy files
+      out.window.resize(static_cast<size_t>(elements_ + y_width_));
+      const std::string e = ParseWindowRecord(bytes, r, manifest_.lookback,
+                                              static_cast<int64_t>(manifest_.features.size()), manifest_.horizon,
+                                              out.window.data(), out.window.data() + elements_);
+      if (!e.empty()) out.error = fmt::format("{}: {}", where(), e);
+      return out;
+    }
+    DecodeInto(bytes, where, &out);
     return out;
   }
 
@@ -505,12 +573,12 @@ class ShardDataset : public Dataset {
     for (int64_t j = 0; j < i; ++j) {
       if (idx[j] != idx[i]) continue;
       std::copy(x + j * elements_, x + (j + 1) * elements_, x + i * elements_);
-      y[i] = y[j];
+      std::copy(y + j * y_width_, y + (j + 1) * y_width_, y + i * y_width_);
       return;
     }
     if (fatal_.ok()) fatal_ = InternalError("record {} was neither held nor fetched", idx[i]);
     std::fill(x + i * elements_, x + (i + 1) * elements_, 0.0f);
-    y[i] = 0;
+    std::fill(y + i * y_width_, y + (i + 1) * y_width_, 0.0f);
   }
 
   void DecodeLoop() const {
@@ -548,7 +616,10 @@ class ShardDataset : public Dataset {
   std::deque<Shard> shards_;  // stable addresses: the decode threads hold pointers
   PartShards train_, test_;
   TrainValidationSplit split_;
-  int64_t elements_ = 0, capacity_ = 0;
+  int64_t elements_ = 0, y_width_ = 1, capacity_ = 0;
+  bool windows_ = false;  // a time series' windows: regression
+  proto::TimeSeriesSpec timeseries_;
+  double target_mean_ = 0, target_stddev_ = 1;
   std::vector<std::thread> threads_;
 
   mutable std::mutex mu_;

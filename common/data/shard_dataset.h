@@ -7,6 +7,12 @@
 // (plus the batch being gathered): a worker's memory is bounded by that,
 // not by the dataset.
 //
+// Shards of time-series windows (`polis-data pack csv`) open as a
+// regression dataset: record i of the train, validation and test parts is
+// window i of that split, its "decode" two memcpy's out of the .npy
+// members, and the fitted statistics, baselines and TimeSeriesSpec come
+// from the manifest. Such a dataset is read from local files only.
+//
 // Thread-safety: as Dataset — one thread at a time calls Gather, Prefetch,
 // SetEpoch and TakeError; the decode threads are internal.
 #pragma once

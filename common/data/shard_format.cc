@@ -5,7 +5,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <fmt/ranges.h>
+
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -94,11 +97,52 @@ Status PreadAll(int fd, const std::string& path, char* buf, int64_t n, int64_t o
   return Status::Ok();
 }
 
+
+Status ParseImages(const json& j, const std::string& file, ShardManifest* m) {
+  try {
+    m->channels = j.at("channels").get<int>();
+    m->height = j.at("height").get<int>();
+    m->width = j.at("width").get<int>();
+    m->classes = j.at("classes").get<std::vector<std::string>>();
+    m->source = j.value("source", "");
+    POLIS_ASSIGN_OR_RETURN(m->encoding, ParseEncoding(j.at("encoding").get<std::string>(), file));
+  } catch (const json::exception& e) {
+    return DataLoss("'{}': {}", file, e.what());
+  }
+  if ((m->channels != 1 && m->channels != 3) || m->height < 1 || m->width < 1 || m->height > 65535 || m->width > 65535)
+    return DataLoss("'{}': shape {}x{}x{} (channels x height x width); expected 1 or 3 channels", file, m->channels,
+                    m->height, m->width);
+  if (m->classes.size() < 2) return DataLoss("'{}': {} classes; expected at least 2", file, m->classes.size());
+  return Status::Ok();
+}
+
+Status ParseTimeSeries(const json& j, const std::string& file, ShardManifest* m) {
+  try {
+    m->lookback = j.at("lookback").get<int64_t>();
+    m->horizon = j.at("horizon").get<int64_t>();
+    m->features = j.at("features").get<std::vector<std::string>>();
+    m->timeseries_spec = j.at("timeseries_spec").get<std::string>();
+    m->preprocessing = j.at("preprocessing").dump();
+    m->baselines = j.at("baselines").dump();
+    m->source = j.value("source", "");
+  } catch (const json::exception& e) {
+    return DataLoss("'{}': {}", file, e.what());
+  }
+  m->encoding = ImageEncoding::kNpy;
+  if (m->lookback < 1 || m->horizon < 1 || m->features.empty() || m->lookback > (1 << 20) ||
+      m->horizon > (1 << 20) || m->features.size() > (1 << 20))
+    return DataLoss("'{}': lookback {}, horizon {}, {} features; expected each at least 1", file, m->lookback,
+                    m->horizon, m->features.size());
+  return Status::Ok();
+}
+
 }  // namespace
 
-int64_t ShardManifest::records(bool test_part) const {
+int64_t ShardManifest::records(bool test_part) const { return records(test_part ? test : train); }
+
+int64_t ShardManifest::records(const std::vector<ShardFileInfo>& part) const {
   int64_t n = 0;
-  for (const auto& s : test_part ? test : train) n += s.records;
+  for (const auto& s : part) n += s.records;
   return n;
 }
 
@@ -144,29 +188,35 @@ StatusOr<ShardManifest> ReadManifest(const std::string& dir) {
     return DataLoss("'{}': format is \"{}\"; expected \"polis-shards\"", file, j.value("format", ""));
   if (j.value("version", 0) != 1) return DataLoss("'{}': version {}; this build reads version 1", file, j.value("version", 0));
   ShardManifest m;
-  try {
-    m.channels = j.at("channels").get<int>();
-    m.height = j.at("height").get<int>();
-    m.width = j.at("width").get<int>();
-    m.classes = j.at("classes").get<std::vector<std::string>>();
-    m.source = j.value("source", "");
-    POLIS_ASSIGN_OR_RETURN(m.encoding, ParseEncoding(j.at("encoding").get<std::string>(), file));
-  } catch (const json::exception& e) {
-    return DataLoss("'{}': {}", file, e.what());
+  m.kind = j.value("kind", "images");
+  if (m.timeseries()) {
+    POLIS_RETURN_IF_ERROR(ParseTimeSeries(j, file, &m));
+  } else if (m.kind == "images") {
+    POLIS_RETURN_IF_ERROR(ParseImages(j, file, &m));
+  } else {
+    return DataLoss("'{}': kind \"{}\"; expected \"images\" or \"timeseries\"", file, m.kind);
   }
-  if ((m.channels != 1 && m.channels != 3) || m.height < 1 || m.width < 1 || m.height > 65535 || m.width > 65535)
-    return DataLoss("'{}': shape {}x{}x{} (channels x height x width); expected 1 or 3 channels", file, m.channels,
-                    m.height, m.width);
-  if (m.classes.size() < 2) return DataLoss("'{}': {} classes; expected at least 2", file, m.classes.size());
   POLIS_RETURN_IF_ERROR(ParsePart(j, file, "train", &m.train));
+  POLIS_RETURN_IF_ERROR(ParsePart(j, file, "validation", &m.validation));
   POLIS_RETURN_IF_ERROR(ParsePart(j, file, "test", &m.test));
   return m;
 }
 
 Status WriteManifest(const std::string& dir, const ShardManifest& m) {
-  json j = {{"format", "polis-shards"}, {"version", 1}, {"channels", m.channels}, {"height", m.height},
-            {"width", m.width}, {"encoding", EncodingName(m.encoding)}, {"classes", m.classes},
-            {"source", m.source}, {"parts", {{"train", PartJson(m.train)}, {"test", PartJson(m.test)}}}};
+  json j = {{"format", "polis-shards"}, {"version", 1}, {"kind", m.kind}, {"source", m.source}};
+  if (m.timeseries()) {
+    j["lookback"] = m.lookback;
+    j["horizon"] = m.horizon;
+    j["features"] = m.features;
+    j["timeseries_spec"] = m.timeseries_spec;
+    j["preprocessing"] = json::parse(m.preprocessing);
+    j["baselines"] = json::parse(m.baselines);
+    j["parts"] = {{"train", PartJson(m.train)}, {"validation", PartJson(m.validation)}, {"test", PartJson(m.test)}};
+  } else {
+    j.update({{"channels", m.channels}, {"height", m.height}, {"width", m.width},
+              {"encoding", EncodingName(m.encoding)}, {"classes", m.classes},
+              {"parts", {{"train", PartJson(m.train)}, {"test", PartJson(m.test)}}}});
+  }
   return WriteFileAtomic(dir + "/" + kManifestName, j.dump(1) + "\n");
 }
 
@@ -184,6 +234,7 @@ StatusOr<ShardIndex> ReadShardIndex(const std::string& dir, const ShardFileInfo&
     ix.tar = j.at("tar").get<std::string>();
     ix.tar_bytes = j.at("tar_bytes").get<int64_t>();
     POLIS_ASSIGN_OR_RETURN(ix.encoding, ParseEncoding(j.at("encoding").get<std::string>(), file));
+    ix.windows = j.value("kind", "images") == "timeseries";
     const json& recs = j.at("records");
     ix.records.reserve(recs.size());
     for (const json& r : recs) {
@@ -193,6 +244,7 @@ StatusOr<ShardIndex> ReadShardIndex(const std::string& dir, const ShardFileInfo&
       rec.offset = r.at(2).get<int64_t>();
       rec.size = r.at(3).get<uint32_t>();
       rec.crc32 = r.at(4).get<uint32_t>();
+      if (ix.windows) rec.target_at = r.at(5).get<uint32_t>();
       ix.records.push_back(rec);
     }
     if (j.contains("sources")) ix.sources = j["sources"].get<std::vector<std::string>>();
@@ -207,6 +259,11 @@ StatusOr<ShardIndex> ReadShardIndex(const std::string& dir, const ShardFileInfo&
 
 ShardWriter::ShardWriter(std::string dir, std::string part, int64_t records_per_shard, ImageEncoding encoding)
     : dir_(std::move(dir)), part_(std::move(part)), per_shard_(records_per_shard), encoding_(encoding) {}
+
+ShardWriter::ShardWriter(std::string dir, std::string part, int64_t records_per_shard)
+    : ShardWriter(std::move(dir), std::move(part), records_per_shard, ImageEncoding::kNpy) {
+  windows_ = true;
+}
 
 ShardWriter::~ShardWriter() {
   if (f_ != nullptr) {
@@ -233,6 +290,7 @@ Status ShardWriter::Open() {
   index_ = ShardIndex{};
   index_.tar = fmt::format("{}-{:06d}.tar", part_, done_.size());
   index_.encoding = encoding_;
+  index_.windows = windows_;
   tmp_path_ = fmt::format("{}/{}.tmp-{}", dir_, index_.tar, getpid());
   f_ = std::fopen(tmp_path_.c_str(), "wb");
   if (f_ == nullptr) return ErrnoStatus("create", tmp_path_, errno);
@@ -250,10 +308,35 @@ Status ShardWriter::Add(int32_t label, const std::string& image, const std::stri
   r.offset = offset_ + kTarBlock;
   POLIS_RETURN_IF_ERROR(WriteMember(MemberName(r.key, EncodingExtension(encoding_)), image));
   POLIS_RETURN_IF_ERROR(WriteMember(MemberName(r.key, "cls"), std::to_string(label)));
+  return Added(r, source);
+}
+
+Status ShardWriter::Added(ShardRecord r, const std::string& source) {
   index_.records.push_back(r);
   index_.sources.push_back(source);
   if (static_cast<int64_t>(index_.records.size()) >= per_shard_) return Close();
   return Status::Ok();
+}
+
+Status ShardWriter::AddWindow(const std::string& input_npy, const std::string& target_npy) {
+  POLIS_ENFORCE(windows_);
+  if (f_ == nullptr) POLIS_RETURN_IF_ERROR(Open());
+  ShardRecord r;
+  r.key = next_key_++;
+  r.offset = offset_ + kTarBlock;
+  // The span one pread reads: the input's bytes and padding, the target's
+  // header and bytes.
+  const std::string target_name = MemberName(r.key, kWindowTargetExt);
+  std::string span = input_npy;
+  span.resize(static_cast<size_t>(Padded(static_cast<int64_t>(input_npy.size()))), '\0');
+  span += TarHeader(target_name, static_cast<int64_t>(target_npy.size()));
+  r.target_at = static_cast<uint32_t>(span.size());
+  span += target_npy;
+  r.size = static_cast<uint32_t>(span.size());
+  r.crc32 = Crc32(span);
+  POLIS_RETURN_IF_ERROR(WriteMember(MemberName(r.key, kWindowInputExt), input_npy));
+  POLIS_RETURN_IF_ERROR(WriteMember(target_name, target_npy));
+  return Added(r, "");
 }
 
 Status ShardWriter::Close() {
@@ -269,12 +352,16 @@ Status ShardWriter::Close() {
   POLIS_RETURN_IF_ERROR(SyncDirectory(dir_));
   index_.tar_bytes = offset_;
   json recs = json::array();
-  for (const auto& r : index_.records) recs.push_back({r.key, r.label, r.offset, r.size, r.crc32});
+  for (const auto& r : index_.records) {
+    recs.push_back({r.key, r.label, r.offset, r.size, r.crc32});
+    if (windows_) recs.back().push_back(r.target_at);
+  }
   bool any_source = false;
   for (const auto& s : index_.sources) any_source |= !s.empty();
   json j = {{"format", "polis-shard-index"}, {"version", 1}, {"tar", index_.tar}, {"tar_bytes", index_.tar_bytes},
             {"encoding", EncodingName(encoding_)}, {"records", recs}};
   if (any_source) j["sources"] = index_.sources;
+  if (windows_) j["kind"] = "timeseries";
   const std::string text = j.dump() + "\n";
   ShardFileInfo info;
   info.tar = index_.tar;
@@ -292,15 +379,28 @@ StatusOr<std::vector<ShardFileInfo>> ShardWriter::Finish() {
   return done_;
 }
 
-Status ReadRecordBytes(int fd, const std::string& path, const ShardRecord& r, ImageEncoding e, std::string* bytes) {
+Status ReadRecordBytes(int fd, const std::string& path, const ShardRecord& r, const char* ext, std::string* bytes) {
   const int64_t at = r.offset - kTarBlock;
   bytes->resize(static_cast<size_t>(kTarBlock + r.size));
   POLIS_RETURN_IF_ERROR(PreadAll(fd, path, bytes->data(), kTarBlock + r.size, at));
   const char* h = bytes->data();
-  const std::string want = MemberName(r.key, EncodingExtension(e));
-  if (std::strncmp(h, want.c_str(), 100) != 0 || OctalField(h + 124, 12) != r.size)
+  const std::string want = MemberName(r.key, ext);
+  const int64_t size = OctalField(h + 124, 12);
+  // A window's input member ends, padded, where the target's header starts.
+  const bool size_ok = r.target_at == 0 ? size == r.size : Padded(size) + kTarBlock == r.target_at;
+  if (std::strncmp(h, want.c_str(), 100) != 0 || !size_ok)
     return DataLoss("'{}' offset {}: the tar header names '{}' of {} bytes; the index expects '{}' of {} bytes", path,
-                    at, std::string(h, strnlen(h, 100)), OctalField(h + 124, 12), want, r.size);
+                    at, std::string(h, strnlen(h, 100)), size, want,
+                    r.target_at == 0 ? int64_t{r.size} : int64_t{r.target_at} - kTarBlock);
+  if (r.target_at > 0) {
+    const char* th = h + r.target_at;  // the target's header: kTarBlock before its bytes in the span
+    const std::string target = MemberName(r.key, kWindowTargetExt);
+    const int64_t target_size = int64_t{r.size} - r.target_at;
+    if (r.target_at > r.size || std::strncmp(th, target.c_str(), 100) != 0 || OctalField(th + 124, 12) != target_size)
+      return DataLoss("'{}' offset {}: the tar header names '{}' of {} bytes; the index expects '{}' of {} bytes",
+                      path, r.offset + r.target_at - kTarBlock, std::string(th, strnlen(th, 100)),
+                      OctalField(th + 124, 12), target, target_size);
+  }
   bytes->erase(0, kTarBlock);
   const uint32_t crc = Crc32(*bytes);
   if (crc != r.crc32)
@@ -309,10 +409,70 @@ Status ReadRecordBytes(int fd, const std::string& path, const ShardRecord& r, Im
   return Status::Ok();
 }
 
+std::string FloatNpy(const float* values, const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::string out = NpyHeader("<f4", shape);
+  out.append(reinterpret_cast<const char*>(values), static_cast<size_t>(n) * sizeof(float));
+  return out;
+}
+
+namespace {
+
+// One float32 .npy of `shape` (`padded`: followed by up to a tar block of
+// zeros) into `out`.
+std::string ReadFloatNpy(std::string_view bytes, const char* what, const std::vector<int64_t>& shape, bool padded,
+                         float* out) {
+  auto a = ParseNpy(bytes);
+  if (!a.ok()) return fmt::format("{}: {}", what, a.status().message());
+  if (a->descr != "<f4") return fmt::format("{}: dtype '{}'; expected float32 ('<f4')", what, a->descr);
+  if (a->dims != shape)
+    return fmt::format("{}: shape {}; expected ({})", what, a->shape, fmt::join(shape, ", "));
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const size_t want = static_cast<size_t>(n) * sizeof(float);
+  if (a->data.size() < want || (padded ? a->data.size() - want >= kTarBlock : a->data.size() != want))
+    return fmt::format("{}: {} bytes of values; shape {} holds {}", what, a->data.size(), a->shape, want);
+  std::memcpy(out, a->data.data(), want);
+  return "";
+}
+
+}  // namespace
+
+std::string ParseWindowRecord(std::string_view bytes, const ShardRecord& r, int64_t lookback, int64_t features,
+                              int64_t horizon, float* x, float* y) {
+  if (r.target_at < kTarBlock || r.target_at > bytes.size())
+    return fmt::format("target at {} lies outside the record's {} bytes", r.target_at, bytes.size());
+  std::string e = ReadFloatNpy(bytes.substr(0, r.target_at - kTarBlock), kWindowInputExt, {lookback, features},
+                               /*padded=*/true, x);
+  if (e.empty()) e = ReadFloatNpy(bytes.substr(r.target_at), kWindowTargetExt, {horizon}, /*padded=*/false, y);
+  return e;
+}
+
+namespace {
+
+// verify's checks of one window record's values: "" or the problem.
+std::string CheckWindow(std::string_view bytes, const ShardRecord& r, const ShardManifest& m, const std::string& tar,
+                        std::vector<float>* x, std::vector<float>* y) {
+  if (!m.timeseries() || (!r.target_at))
+    return fmt::format("'{}' offset {}: record {} is not a time-series window", tar, r.offset, r.key);
+  const std::string e = ParseWindowRecord(bytes, r, m.lookback, static_cast<int64_t>(m.features.size()), m.horizon,
+                                          x->data(), y->data());
+  if (!e.empty()) return fmt::format("'{}' offset {}: record {}: {}", tar, r.offset, r.key, e);
+  for (const auto* v : {x, y})
+    for (size_t i = 0; i < v->size(); ++i)
+      if (!std::isfinite((*v)[i]))
+        return fmt::format("'{}' offset {}: record {}: {} value {} is {}", tar, r.offset, r.key,
+                           v == x ? kWindowInputExt : kWindowTargetExt, i, (*v)[i]);
+  return "";
+}
+
+}  // namespace
+
 VerifyResult VerifyShards(const std::string& dir, int max_problems) {
   VerifyResult v;
   auto problem = [&](std::string s) {
-    if (static_cast<int>(v.problems.size()) < max_problems) v.problems.push_back(std::move(s));
+    if (!s.empty() && static_cast<int>(v.problems.size()) < max_problems) v.problems.push_back(std::move(s));
   };
   auto manifest = ReadManifest(dir);
   if (!manifest.ok()) {
@@ -321,7 +481,9 @@ VerifyResult VerifyShards(const std::string& dir, int max_problems) {
   }
   const ShardManifest& m = *manifest;
   std::string bytes, cls;
-  for (const auto* part : {&m.train, &m.test}) {
+  std::vector<float> x(static_cast<size_t>(m.lookback * static_cast<int64_t>(m.features.size()))),
+      y(static_cast<size_t>(m.horizon));
+  for (const auto* part : {&m.train, &m.validation, &m.test}) {
     for (const ShardFileInfo& f : *part) {
       ++v.shards;
       auto ix = ReadShardIndex(dir, f);
@@ -344,9 +506,13 @@ VerifyResult VerifyShards(const std::string& dir, int max_problems) {
         const ShardRecord& r = ix->records[i];
         ++v.records;
         const std::string src = i < ix->sources.size() && !ix->sources[i].empty() ? " (from '" + ix->sources[i] + "')" : "";
-        Status s = ReadRecordBytes(fd, tar, r, ix->encoding, &bytes);
+        Status s = ReadRecordBytes(fd, tar, r, ix->extension(), &bytes);
         if (!s.ok()) {
           problem(s.message() + src);
+          continue;
+        }
+        if (m.timeseries()) {
+          problem(CheckWindow(bytes, r, m, tar, &x, &y));
           continue;
         }
         auto px = DecodeImage(bytes, m.channels);

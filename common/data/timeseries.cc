@@ -7,11 +7,13 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numbers>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -1177,6 +1179,36 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
     }
   }
   return out;
+}
+
+
+std::string TimeSeriesDataset::BaselinesJson(Split s) const {
+  const Metrics sn = SeasonalNaive(s, std::min<int64_t>(168, lookback_)), lv = LastValue(s);
+  const nlohmann::json j = {{"seasonal_naive_mae", sn.mae}, {"seasonal_naive_rmse", sn.rmse},
+                            {"seasonal_naive_mape", sn.mape}, {"seasonal_naive_smape", sn.smape},
+                            {"last_value_mae", lv.mae}, {"last_value_rmse", lv.rmse},
+                            {"last_value_mape", lv.mape}, {"last_value_smape", lv.smape}};
+  return j.dump();
+}
+
+std::string TimeSeriesDataset::PreprocessingJson() const {
+  auto j = nlohmann::json::parse(stats_.ToJson(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return stats_.ToJson();
+  std::ifstream in(spec_.path());
+  std::string line;
+  if (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.rfind("\xEF\xBB\xBF", 0) == 0) line = line.substr(3);
+    nlohmann::json names = nlohmann::json::array();
+    std::stringstream ss(line);
+    std::string name;
+    while (std::getline(ss, name, ',')) {
+      if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+      names.push_back(name);
+    }
+    j["header"] = names;
+  }
+  return j.dump();
 }
 
 }  // namespace polis::data

@@ -96,6 +96,12 @@ class TimeSeriesDataset {
   // LastValue predicts the window's last input target for every horizon step.
   Metrics LastValue(Split s) const;
   static Metrics Score(const std::vector<double>& predicted, const std::vector<double>& actual);
+  // Both baselines on split s as JSON: {"seasonal_naive_mae": …, "last_value_rmse": …}
+  // (season: 168 steps, or the lookback if shorter).
+  std::string BaselinesJson(Split s) const;
+  // What a model artifact stores to serve raw rows: stats().ToJson() plus
+  // the CSV's header ("header": [names]), so that clients need not repeat it.
+  std::string PreprocessingJson() const;
 
   // Rows read, dropped, filled, gaps, duplicates, split ranges and sizes.
   std::string report() const { return report_; }

@@ -18,7 +18,7 @@ std::vector<std::string> DatasetFiles(const proto::JobSpec& spec) {
     // the tars: hashing those would read the whole dataset on every host.
     std::vector<std::string> files = {d.dir() + "/" + data::kManifestName};
     if (auto m = data::ReadManifest(d.dir()); m.ok())
-      for (const auto* part : {&m->train, &m->test})
+      for (const auto* part : {&m->train, &m->validation, &m->test})
         for (const auto& s : *part) files.push_back(d.dir() + "/" + s.index);
     return files;
   }

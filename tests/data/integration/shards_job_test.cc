@@ -1,8 +1,10 @@
 // Real jobs (mpirun, polis-run) trained from shards packed by polis-data:
 // Fashion-MNIST to the IDX job's accuracy bar, an image folder made here
 // (RGB PNG and JPEG, three classes) with augmentation, the model published
-// from that folder served from the image files themselves, and a worker's
-// peak memory while it streams a dataset several times larger than the bound.
+// from that folder served from the image files themselves, a worker's
+// peak memory while it streams a dataset several times larger than the
+// bound, and a CSV time series' windows training the CSV job's very model,
+// served from raw rows.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -18,10 +20,12 @@
 
 #include <google/protobuf/text_format.h>
 
+#include "common/artifact/artifact.h"
 #include "common/data/dataset.h"
 #include "common/data/image_codec.h"
 #include "common/data/shard_dataset.h"
 #include "common/data/shard_format.h"
+#include "common/data/timeseries.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
 #include "registry/image_input.h"
@@ -309,6 +313,108 @@ TEST_F(ShardsJob, PublishedImageModelIsServedFromTheOriginalFilesAsTrainingSawTh
   EXPECT_EQ(refused->status, 400);
   EXPECT_NE(refused->body.find("input 'image' element 2: neither a PNG, a JPEG nor an .npy file"), std::string::npos)
       << refused->body;
+}
+
+// A job on an hourly series (lookback 8, horizon 2, four validation and
+// four test days): dataset block `dataset`, model name `name`.
+void WriteSeriesJob(const std::string& path, const std::string& name, const std::string& dataset) {
+  std::ofstream(path) << "name: \"" << name << "\"\n"
+                      << "model { layer { type: \"Flatten\" }\n"
+                         "  layer { type: \"Dense\" activation: RELU dense_param { units: 16 } }\n"
+                         "  layer { type: \"Dense\" dense_param { units: 2 } }\n  loss: MSE }\n"
+                      << "dataset { " << dataset << " }\n"
+                      << "optimizer { type: ADAM learning_rate: 0.01 }\n"
+                      << "training { batch_size: 32 epochs: 2 seed: 11 }\n"
+                      << "sync { mode: ALLREDUCE servers: 0 }\n"
+                      << "registry { root: \"registry-root\" model_name: \"" << name << "\" }\n";
+}
+
+// polis-data pack csv: one worker trains the same model from the shards as
+// from the CSV (every epoch's losses and the test metrics equal to the last
+// bit); published, the shards-trained model is served from raw CSV rows
+// with the CSV-trained model's predictions, its ONNX export writes the same
+// preprocessing.json, and its lineage names the shards' manifest and
+// indexes.
+TEST_F(ShardsJob, TimeSeriesWindowsTrainTheCsvJobsModelAndServeRawRows) {
+  std::string csv = "time,load,temp,weather\n";
+  std::vector<std::string> rows;
+  for (int i = 0; i < 24 * 21; ++i) {
+    rows.push_back(fmt::format("{},{},{:.1f},{}", data::FormatTimestamp(1293840000 + i * 3600),
+                               30 + (i % 24) * 2 + (i * 7) % 5, 4 + 0.3 * (i % 13), i % 5 == 0 ? "rain" : "clear"));
+    csv += rows.back() + "\n";
+  }
+  std::ofstream(work + "/load.csv") << csv;
+  const std::string series = "format: CSV timeseries { path: \"" + work + "/load.csv\" timestamp_column: \"time\" "
+                             "target_column: \"load\" numeric_features: \"temp\" categorical_features { column: "
+                             "\"weather\" } calendar_features { weekday: false month: false } lookback: 8 "
+                             "horizon: 2 validation_start: \"2011-01-13\" test_start: \"2011-01-17\" }";
+  WriteSeriesJob(work + "/csv.pbtxt", "load_csv", series);
+  ShellRun pack = Shell(PolisData("pack csv --job " + work + "/csv.pbtxt --records-per-shard 100 --out " + work + "/ds"));
+  ASSERT_EQ(pack.exit_code, 0) << pack.output;
+  WriteSeriesJob(work + "/shards.pbtxt", "load_shards", "format: SHARDS dir: \"" + work + "/ds\"");
+  auto train = [&](const std::string& name) {
+    ShellRun r = Shell(PolisRun("--workers 1 --registry " + work + "/registry --run-dir " + work + "/" + name + " " +
+                                work + "/" + name + ".pbtxt"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return ReadJson(work + "/" + name + "/result.json");
+  };
+  const auto from_csv = train("csv"), from_shards = train("shards");
+  ASSERT_EQ(from_csv["history"].size(), 2u) << from_csv.dump();
+  ASSERT_EQ(from_shards["history"].size(), 2u) << from_shards.dump();
+  for (const char* key : {"train_loss", "val_loss", "val_mae", "val_rmse", "train_samples"})
+    for (size_t e = 0; e < 2; ++e) {
+      ASSERT_TRUE(from_csv["history"][e][key].is_number()) << key << " in " << from_csv["history"][e].dump();
+      EXPECT_EQ(from_csv["history"][e][key], from_shards["history"][e][key]) << key << " epoch " << e;
+    }
+  for (const char* key : {"test_mae", "test_rmse", "test_loss", "seasonal_naive_mae", "last_value_mae"}) {
+    ASSERT_TRUE(from_csv[key].is_number()) << key << " in " << from_csv.dump();
+    EXPECT_EQ(from_csv[key], from_shards[key]) << key;
+  }
+
+  auto art = ReadArtifactFile(from_shards["kept_artifact"].get<std::string>());
+  ASSERT_TRUE(art.ok()) << art.status().ToString();
+  EXPECT_EQ(art->header.job().dataset().format(), proto::DatasetSpec::SHARDS);
+  EXPECT_EQ(art->header.job().dataset().timeseries().target_column(), "load");
+  ASSERT_GE(art->header.lineage().dataset_files_size(), 2);
+  EXPECT_EQ(art->header.lineage().dataset_files(0).path(), work + "/ds/dataset.json");
+  EXPECT_EQ(art->header.lineage().dataset_files(1).path(), work + "/ds/train-000000.idx");
+
+  // Two windows of raw rows (the CSV's header comes from the artifact).
+  RegistryProcess server(work + "/registry");
+  ASSERT_GT(server.port(), 0) << "polis-registry serve did not start";
+  http::HttpClient c("127.0.0.1", server.port());
+  const nlohmann::json windows = {std::vector<std::string>(rows.begin() + 300, rows.begin() + 308),
+                                  std::vector<std::string>(rows.end() - 8, rows.end())};
+  const nlohmann::json body = {{"inputs", nlohmann::json::array({{{"name", "rows"}, {"datatype", "BYTES"},
+                                                                  {"shape", {2, 8}}, {"data", windows}}})}};
+  std::vector<float> predictions[2];
+  std::string answers;
+  int k = 0;
+  for (const char* model : {"load_csv", "load_shards"}) {
+    auto r = c.Post(std::string("/v2/models/") + model + "/infer", body.dump());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->status, 200) << model << ": " << r->body;
+    answers += r->body + "\n";
+    const auto answer = nlohmann::json::parse(r->body);  // named: a temporary's ["outputs"] would dangle
+    for (const auto& o : answer["outputs"])
+      if (o["name"] == "predictions") predictions[k] = o["data"].get<std::vector<float>>();
+    ++k;
+  }
+  ASSERT_EQ(predictions[0].size(), 4u) << answers;
+  EXPECT_EQ(predictions[0], predictions[1]);
+
+  // The ONNX export writes the same preprocessing.json for both.
+  std::string preprocessing[2];
+  k = 0;
+  for (const char* model : {"load_csv", "load_shards"}) {
+    ShellRun onnx = Shell(kBin + "/registry/polis-registry export-onnx --root " + work + "/registry " + model);
+    if (onnx.exit_code != 0 && onnx.output.find("without ONNX") != std::string::npos) return;  // not built with it
+    ASSERT_EQ(onnx.exit_code, 0) << onnx.output;
+    auto text = ReadFile(work + "/registry/" + model + "/1/preprocessing.json");
+    ASSERT_TRUE(text.ok()) << model << ": " << text.status().ToString();
+    preprocessing[k++] = *text;
+  }
+  EXPECT_EQ(preprocessing[0], preprocessing[1]);
 }
 
 int64_t VmHwmKiB(int pid) {

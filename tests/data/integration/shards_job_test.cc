@@ -378,6 +378,12 @@ TEST_F(ShardsJob, TimeSeriesWindowsTrainTheCsvJobsModelAndServeRawRows) {
   ASSERT_GE(art->header.lineage().dataset_files_size(), 2);
   EXPECT_EQ(art->header.lineage().dataset_files(0).path(), work + "/ds/dataset.json");
   EXPECT_EQ(art->header.lineage().dataset_files(1).path(), work + "/ds/train-000000.idx");
+  // Its card says what it forecasts and from what, as the CSV-trained one's does.
+  auto csv_art = ReadArtifactFile(from_csv["kept_artifact"].get<std::string>());
+  ASSERT_TRUE(csv_art.ok()) << csv_art.status().ToString();
+  EXPECT_EQ(art->header.output_description(), "next 2 values of load");
+  EXPECT_EQ(art->header.output_description(), csv_art->header.output_description());
+  EXPECT_EQ(art->header.input_description(), csv_art->header.input_description());
 
   // Two windows of raw rows (the CSV's header comes from the artifact).
   RegistryProcess server(work + "/registry");

@@ -42,9 +42,10 @@ bool IsClassifierHeader(const proto::ArtifactHeader& h) {
   return h.job().model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY && h.output_shape_size() == 1;
 }
 
+// The rule ServedVersion serves raw rows by: trained from a CSV, or from
+// shards of its windows (whose packed spec the trainer copies into the job).
 bool IsTimeSeriesHeader(const proto::ArtifactHeader& h) {
-  const proto::DatasetSpec& d = h.job().dataset();
-  return d.format() == proto::DatasetSpec::CSV && d.has_timeseries() && !h.preprocessing_json().empty();
+  return h.job().dataset().has_timeseries() && !h.preprocessing_json().empty();
 }
 
 std::vector<std::string> OutputNamesOf(const proto::ArtifactHeader& h) {

@@ -10,6 +10,7 @@
 
 #include "common/data/timeseries.h"
 #include "registry/image_input.h"
+#include "registry/model_card.h"
 #include "tests/registry/registry_test_util.h"
 
 namespace polis::registry {
@@ -456,6 +457,41 @@ TEST_F(TimeSeriesServingTest, ImageInputIsRefusedSayingWhatTheModelTakes) {
   r = Call(c, "GET", "/v2/models/ts");
   ASSERT_EQ(r.status, 200) << r.body;
   for (const auto& in : ParseJson(r)["inputs"]) EXPECT_NE(in["name"], "image") << in;
+}
+
+}  // namespace
+}  // namespace polis::registry
+
+namespace polis::registry {
+namespace {
+
+// A forecaster trained from shards of windows (format SHARDS, the packed spec
+// in its job copy) is served from raw rows, and its card and metadata say so.
+TEST_F(TimeSeriesServingTest, ShardsTrainedForecasterListsTheRawRowsInputsInCardAndMetadata) {
+  ModelArtifact shards = art_;
+  proto::DatasetSpec& d = *shards.header.mutable_job()->mutable_dataset();
+  d.set_format(proto::DatasetSpec::SHARDS);
+  d.set_dir("/data/bike-windows");
+  ASSERT_EQ(Publish(root_.path(), "ts-shards", shards), 1);
+  auto names = [](const json& tensors) {
+    std::vector<std::string> out;
+    for (const auto& t : tensors) out.push_back(t["name"].get<std::string>());
+    return out;
+  };
+  const json card = ModelCard("ts-shards", 1, "", shards.header);
+  EXPECT_EQ(names(card["inputs"]), (std::vector<std::string>{"input", "rows", "header"})) << card.dump();
+  EXPECT_EQ(card["training_data"]["dir"], "/data/bike-windows");
+
+  ServerHarness h(root_.path());
+  HttpClient c = h.Client();
+  auto r = Call(c, "GET", "/v2/models/ts-shards");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(names(ParseJson(r)["inputs"]), names(card["inputs"]));
+  r = Call(c, "POST", "/v2/models/ts-shards/infer", RowsBody(Rows(10), {kLookback}).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<float> p = OutputData(ParseJson(r), "predictions");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_NEAR(p[0], Expected(Rows(10)), 1e-4 * std::max(1.0, std::abs(Expected(Rows(10)))));
 }
 
 }  // namespace

@@ -737,7 +737,7 @@ CLI::App* AddModelsCommands(CLI::App& app, ModelsOptions* o) {
       "Exit codes: 0 ok, 1 the operation failed, 2 usage.\n");
 
   models->add_subcommand("list", "models with their versions, default version and aliases");
-  auto* show = models->add_subcommand("show", "metadata of one version (default: the latest)");
+  auto* show = models->add_subcommand("show", "the model card of one version (default: the latest): classes, inputs and outputs, training data, metrics, lineage");
   show->add_option("model", o->model, "model name")->required();
   show->add_option("version", o->ref, "version number, alias or 'latest'");
   auto* versions = models->add_subcommand("versions", "every version of a model with its metric and aliases");

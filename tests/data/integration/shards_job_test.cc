@@ -153,6 +153,15 @@ TEST_F(ShardsJob, ImageFolderOfRgbPngAndJpegTrainsEndToEnd) {
   auto result = ReadJson(work + "/run/result.json");
   EXPECT_GT(result["test_accuracy"].get<double>(), 0.9) << result.dump();
   for (const auto& h : result["history"]) EXPECT_EQ(h["train_samples"], 135);
+  // The job names no classes: the published model takes the pack's folder
+  // names, in label order (the sub-folders, sorted), and says so.
+  auto art = ReadArtifactFile(result["artifact"].get<std::string>());
+  ASSERT_TRUE(art.ok()) << art.status().ToString();
+  EXPECT_EQ(std::vector<std::string>(art->header.class_names().begin(), art->header.class_names().end()),
+            (std::vector<std::string>{"blue_dot", "green_square", "red_bar"}));
+  EXPECT_EQ(art->header.output_description(), "probabilities of 3 classes: blue_dot, green_square, red_bar");
+  EXPECT_EQ(art->header.input_description().rfind("3x16x16 colour (RGB) image", 0), 0u)
+      << art->header.input_description();
 }
 
 // dataset.source COORDINATOR: the same job trains the same model as with

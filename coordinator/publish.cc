@@ -197,10 +197,9 @@ std::string DescribeOutput(const proto::JobSpec& spec, const data::Dataset& data
                            const std::vector<std::string>& classes) {
   if (IsRegression(dataset)) {
     const int64_t h = dataset.target_width();
-    // Shards of windows carry the spec they were packed with; a CSV job has it.
-    const proto::TimeSeriesSpec* packed = dataset.timeseries_spec();
-    const std::string& target = (packed ? *packed : spec.dataset().timeseries()).target_column();
-    return fmt::format("next {} value{} of {}", h, h == 1 ? "" : "s", target);
+    // The CSV's spec, or the one shards of its windows were packed with.
+    const proto::TimeSeriesSpec* ts = dataset.timeseries_spec();
+    return fmt::format("next {} value{} of {}", h, h == 1 ? "" : "s", ts ? ts->target_column() : "the target");
   }
   const int64_t k = dataset.target_width();
   if (classes.empty()) return fmt::format("probabilities of {} classes (by index 0..{})", k, k - 1);

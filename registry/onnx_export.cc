@@ -9,6 +9,7 @@
 #include "common/data/timeseries.h"
 #include "common/fs.h"
 #include "common/nn/model.h"
+#include "registry/model_card.h"
 #include "polis_config.h"
 
 #if POLIS_WITH_ONNX
@@ -488,8 +489,7 @@ StatusOr<std::string> ExportOnnx(const ModelArtifact&, const std::string&) {
 StatusOr<std::string> TimeSeriesPreprocessingJson(const ModelArtifact& a) {
   const proto::ArtifactHeader& h = a.header;
   const proto::DatasetSpec& d = h.job().dataset();
-  if (!d.has_timeseries() || h.preprocessing_json().empty())  // CSV, or SHARDS of its windows
-    return std::string();
+  if (!IsTimeSeriesHeader(h)) return std::string();  // CSV, or SHARDS of its windows
   POLIS_ASSIGN_OR_RETURN(data::TimeSeriesStats stats, data::TimeSeriesStats::FromJson(h.preprocessing_json()));
   const proto::TimeSeriesSpec& ts = d.timeseries();
   using nlohmann::json;

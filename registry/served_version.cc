@@ -17,6 +17,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "registry/metrics.h"
+#include "registry/model_card.h"
 
 namespace polis::registry {
 namespace {
@@ -375,7 +376,7 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
   // split; with them, raw CSV rows are served exactly as training saw them
   // (trained from the CSV, or from shards of its windows: the trainer puts
   // the packed TimeSeriesSpec into the job copy).
-  if (h.job().dataset().has_timeseries() && !h.preprocessing_json().empty()) {
+  if (IsTimeSeriesHeader(h)) {
     auto stats = data::TimeSeriesStats::FromJson(h.preprocessing_json());
     if (!stats.ok()) return stats.status().WithContext(what);
     const proto::TimeSeriesSpec& ts = h.job().dataset().timeseries();

@@ -39,10 +39,7 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> OutputNames(const ServedVersion& sv) {
-  if (sv.classifier()) return {kProbabilities, kLogits};
-  return {kPredictions};
-}
+std::vector<std::string> OutputNames(const ServedVersion& sv) { return OutputNamesOf(sv.header()); }
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 

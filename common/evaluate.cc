@@ -77,14 +77,47 @@ void CountPredictions(const float* out, const float* labels, int64_t n, int64_t 
 }  // namespace
 
 Evaluator::Evaluator(const nn::Model& model, const proto::ModelSpec& spec, const float* params,
-                     int64_t batch)
-    : model_(model), spec_(spec), params_(const_cast<float*>(params)), batch_(batch), indices_(batch),
-      targets_(batch * nn::ShapeElements(model.output_shape())) {}
+                     int64_t batch, EvalDevice device)
+    : model_(model), spec_(spec), params_(const_cast<float*>(params)), batch_(batch), device_(std::move(device)),
+      indices_(batch), targets_(batch * nn::ShapeElements(model.output_shape())) {
+  if (!device_.make) {
+    device_.make = [this](int64_t n) {
+      nn::ExecutorOptions o;
+      o.training = false;
+      return nn::MakeCpuExecutor(model_, n, device::HostSpan(params_, model_.parameter_count()), {}, o);
+    };
+  }
+}
 
-nn::Network& Evaluator::NetFor(int64_t n) {
+StatusOr<nn::Executor*> Evaluator::NetFor(int64_t n) {
   auto& slot = nets_[n];
-  if (!slot) slot = std::make_unique<nn::Network>(model_, n, params_, nullptr, false);
-  return *slot;
+  if (!slot) {
+    POLIS_ASSIGN_OR_RETURN(slot, device_.make(n));
+  }
+  return slot.get();
+}
+
+StatusOr<const float*> Evaluator::Forward(nn::Executor& net) {
+  if (net.kind() == device::Kind::kCpu) {
+    POLIS_RETURN_IF_ERROR(net.Forward());
+    return net.output().data;
+  }
+  // A device: the batch went to inputs_ (Run), goes up, and the outputs come down.
+  device::Device& dev = *device_.dev;
+  POLIS_RETURN_IF_ERROR(dev.Copy(net.input(), device::HostSpan<const float>(inputs_.data(), net.input().size), dev.stream()));
+  POLIS_RETURN_IF_ERROR(net.Forward());
+  const device::Span<const float> out = net.output();
+  outputs_.resize(out.size);
+  POLIS_RETURN_IF_ERROR(dev.Copy(device::HostSpan(outputs_.data(), out.size), out, dev.stream()));
+  POLIS_RETURN_IF_ERROR(dev.stream().Synchronize());
+  POLIS_RETURN_IF_ERROR(net.TakeDataError());
+  return outputs_.data();
+}
+
+Status Evaluator::TakeError() {
+  Status e = std::move(error_);
+  error_ = Status::Ok();
+  return e;
 }
 
 EvalResult Evaluator::Run(const data::Dataset& ds, data::Part part, int64_t begin, int64_t end) {
@@ -96,10 +129,20 @@ EvalResult Evaluator::Run(const data::Dataset& ds, data::Part part, int64_t begi
   for (int64_t at = begin; at < end; at += batch_) {
     int64_t n = std::min(batch_, end - at);
     std::iota(indices_.begin(), indices_.begin() + n, at);
-    nn::Network& net = NetFor(n);
-    ds.Gather(part, indices_.data(), n, net.input(), targets_.data());
-    net.Forward();
-    const float* out = net.output();
+    auto net = NetFor(n);
+    if (!net.ok()) {
+      error_ = net.status();
+      break;
+    }
+    const bool on_host = (*net)->kind() == device::Kind::kCpu;
+    if (!on_host) inputs_.resize((*net)->input().size);
+    ds.Gather(part, indices_.data(), n, on_host ? (*net)->input().data : inputs_.data(), targets_.data());
+    auto forward = Forward(**net);
+    if (!forward.ok()) {
+      error_ = forward.status();
+      break;
+    }
+    const float* out = *forward;
     nn::LossStats st = nn::ComputeLoss(spec_, out, targets_.data(), n, k, nullptr, 0.f);
     r.samples += n;
     r.correct += st.correct;

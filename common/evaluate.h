@@ -6,10 +6,13 @@
 // `polis-train --evaluate`.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 
 #include "common/data/dataset.h"
+#include "common/device/device.h"
+#include "common/nn/executor.h"
 #include "common/nn/model.h"
 #include "common/proto/control.pb.h"
 
@@ -45,22 +48,40 @@ struct EvalResult {
 void ToSums(const EvalResult& r, bool with_confusion, proto::EvalSums* out);
 EvalResult FromSums(const proto::EvalSums& s);
 
-// Inference networks by batch size, bound to one parameter buffer; builds
+// Where an evaluator's forward passes run: by default the CPU, on the
+// parameters it was given; a worker on a GPU gives its device and a factory
+// of inference executors bound to the device's copy of the parameters
+// (which the worker keeps current).
+struct EvalDevice {
+  device::Device* dev = nullptr;
+  std::function<StatusOr<std::unique_ptr<nn::Executor>>(int64_t batch)> make;
+};
+
+// Inference executors by batch size, bound to one parameter buffer; builds
 // each size once and reuses it.
 class Evaluator {
  public:
-  Evaluator(const nn::Model& model, const proto::ModelSpec& spec, const float* params, int64_t batch);
+  Evaluator(const nn::Model& model, const proto::ModelSpec& spec, const float* params, int64_t batch,
+            EvalDevice device = {});
+  // A failure of the device (an executor that cannot be built, a forward
+  // that fails) stops the run; TakeError says why.
   EvalResult Run(const data::Dataset& ds, data::Part part, int64_t begin, int64_t end);
+  // The first error of the runs since the last call, or OK.
+  Status TakeError();
 
  private:
-  nn::Network& NetFor(int64_t n);
+  StatusOr<nn::Executor*> NetFor(int64_t n);
+  // The batch's outputs on the host (copied down from a device).
+  StatusOr<const float*> Forward(nn::Executor& net);
   const nn::Model& model_;
   proto::ModelSpec spec_;
   float* params_;
   int64_t batch_;
-  std::map<int64_t, std::unique_ptr<nn::Network>> nets_;
+  EvalDevice device_;
+  std::map<int64_t, std::unique_ptr<nn::Executor>> nets_;
   std::vector<int64_t> indices_;
-  std::vector<float> targets_;
+  std::vector<float> targets_, inputs_, outputs_;  // host staging for a device
+  Status error_;
 };
 
 }  // namespace polis

@@ -26,7 +26,9 @@
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
+#include "common/nn/executor.h"
 #include "common/optimizer.h"
+#include "polis_config.h"
 
 namespace polis {
 namespace {
@@ -621,6 +623,28 @@ StatusOr<LoadedJob> LoadJobFile(const std::string& path) {
   return ParseJobText(text, path);
 }
 
+// training.device: what the chosen device and this build can run. The
+// layers are checked by CheckJob, once the model is built.
+Status CheckDeviceFields(const proto::JobSpec& spec, const std::string& source) {
+  const auto& d = spec.training().device();
+  const bool cuda = d.kind() == proto::TrainingSpec::Device::CUDA;
+  if (cuda && !POLIS_WITH_CUDA)
+    return FieldError(source, "training.device.kind",
+                      "CUDA: this build of Polis has no CUDA backend (it was configured with POLIS_WITH_CUDA=OFF, "
+                      "or CMake found no CUDA compiler); use CPU, or rebuild with the CUDA toolkit");
+  if (!cuda && d.precision() == proto::TrainingSpec::Device::TF32)
+    return FieldError(source, "training.device.precision", "TF32 is a CUDA precision; the CPU runs FP32 or BF16");
+  if (!cuda && d.precision() == proto::TrainingSpec::Device::BF16)
+    return FieldError(source, "training.device.precision",
+                      "BF16 on the CPU is not available in this build; the CPU runs FP32");
+  const auto& p = spec.privacy();
+  if (cuda && (p.has_target_epsilon() || p.has_noise_multiplier()))
+    return FieldError(source, "training.device.kind",
+                      "CUDA: DP-SGD's per-example clipping runs on the CPU only; use CPU for a job with "
+                      "privacy.target_epsilon or privacy.noise_multiplier");
+  return Status::Ok();
+}
+
 Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) {
   if (!spec.has_name() || spec.name().empty()) return FieldError(source, "name", "required");
   // Values first: every later message may then echo a value whole.
@@ -651,6 +675,7 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
   POLIS_RETURN_IF_ERROR(CheckValidationFields(spec, source));
   POLIS_RETURN_IF_ERROR(CheckClassNameFields(spec, source));
   POLIS_RETURN_IF_ERROR(CheckPrivacyFields(spec, source));
+  POLIS_RETURN_IF_ERROR(CheckDeviceFields(spec, source));
   const auto& s = spec.sync();
   if (s.mode() == proto::SyncSpec::PARAMETER_SERVER && s.servers() < 1)
     return FieldError(source, "sync.servers", "PARAMETER_SERVER mode needs at least 1 server");
@@ -900,7 +925,24 @@ StatusOr<nn::Model> CheckShardsJob(const LoadedJob& job) {
 
 }  // namespace
 
+namespace {
+
+StatusOr<nn::Model> CheckJobData(const LoadedJob& job);
+
+}  // namespace
+
 StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
+  POLIS_ASSIGN_OR_RETURN(nn::Model model, CheckJobData(job));
+  // Every layer must have an executor on the job's device.
+  const device::Kind kind = JobDeviceKind(job.spec);
+  if (std::string why = nn::UnsupportedLayer(kind, model); !why.empty())
+    return FieldError(job.path, "training.device.kind", fmt::format("{} cannot run {}", device::KindName(kind), why));
+  return model;
+}
+
+namespace {
+
+StatusOr<nn::Model> CheckJobData(const LoadedJob& job) {
   const std::string& src = job.path;
   if (job.spec.registry().has_url()) POLIS_RETURN_IF_ERROR(RegistryToken(job.spec.registry(), src).status());
   if (job.spec.dataset().format() == proto::DatasetSpec::CSV) return CheckTimeSeriesJob(job);
@@ -969,6 +1011,21 @@ StatusOr<nn::Model> CheckJob(const LoadedJob& job) {
   POLIS_RETURN_IF_ERROR(CheckSelection(job, false, data::ValidationCount(d, train), train));
   POLIS_RETURN_IF_ERROR(CheckPrivacyData(job, *model, train - data::ValidationCount(d, train)));
   return model;
+}
+
+}  // namespace
+
+device::Kind JobDeviceKind(const proto::JobSpec& spec) {
+  return spec.training().device().kind() == proto::TrainingSpec::Device::CUDA ? device::Kind::kCuda
+                                                                              : device::Kind::kCpu;
+}
+
+device::Precision JobPrecision(const proto::JobSpec& spec) {
+  switch (spec.training().device().precision()) {
+    case proto::TrainingSpec::Device::TF32: return device::Precision::kTf32;
+    case proto::TrainingSpec::Device::BF16: return device::Precision::kBf16;
+    default: return device::Precision::kFp32;
+  }
 }
 
 std::vector<std::string> PackClassNames(const std::vector<std::string>& classes) {

@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "common/data/dataset.h"
+#include "common/device/device.h"
 #include "common/echo.h"
 #include "common/fs.h"  // AvailableMemoryBytes
 #include "common/nn/model.h"
@@ -51,6 +52,10 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source);
 // complete, agree with each other and fit the layers, and that a worker fits
 // in memory. Returns the model.
 StatusOr<nn::Model> CheckJob(const LoadedJob& job);
+
+// training.device as the device library's kind and precision.
+device::Kind JobDeviceKind(const proto::JobSpec& spec);
+device::Precision JobPrecision(const proto::JobSpec& spec);
 
 // Name the model is published under (registry.model_name or the job name).
 std::string PublishedModelName(const proto::JobSpec& spec);

@@ -101,6 +101,7 @@ StatusOr<std::pair<ModelArtifact, double>> StageAndVerify(const std::string& pat
                          nn::Model::Build(h.job().model(), nn::Shape(h.input_shape().begin(), h.input_shape().end())));
   Evaluator evaluator(rebuilt, h.job().model(), reloaded.weights.data(), eval_batch);
   EvalResult check = evaluator.Run(dataset, data::Part::kTest, 0, dataset.size(data::Part::kTest));
+  POLIS_RETURN_IF_ERROR(evaluator.TakeError());
   const double metric = IsRegression(dataset) ? check.mae() : check.accuracy();
   return std::make_pair(std::move(reloaded), metric);
 }
@@ -380,6 +381,7 @@ Status PublishFinishedRun(const RoleContext& ctx, const std::string& kept_artifa
   // itself, so they hold whatever history survived.
   Evaluator evaluator(ctx.model, spec.model(), run.params.data(), spec.training().eval_batch_size());
   EvalResult ev = evaluator.Run(*dataset, data::Part::kTest, 0, dataset->size(data::Part::kTest));
+  POLIS_RETURN_IF_ERROR(evaluator.TakeError());
   json row = run.history.empty() ? json{{"epoch", spec.training().epochs()}} : run.history.back();
   row["test_loss"] = ev.loss();
   if (!row.contains("train_loss")) row["train_loss"] = ev.loss();

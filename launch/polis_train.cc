@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/artifact/artifact.h"
+#include "common/backend/backend.h"
 #include "common/checkpoint.h"
 #include "common/checkpoint_transfer.h"
 #include "common/data/idx.h"
@@ -62,6 +63,7 @@ struct Flags {
   std::string csv;
   std::string sync;
   bool print_servers = false;
+  bool print_device = false;
   std::string progress = "lines";
   bool check = false;
   std::string evaluate;
@@ -190,6 +192,10 @@ int Evaluate(const Flags& f) {
   }
   polis::Evaluator ev(*model, spec.model(), art->weights.data(), spec.training().eval_batch_size());
   polis::EvalResult r = ev.Run(**test, polis::data::Part::kTest, 0, (*test)->size(polis::data::Part::kTest));
+  if (polis::Status st = ev.TakeError(); !st.ok()) {
+    std::fprintf(stderr, "polis-train: %s\n", st.ToString().c_str());
+    return 1;
+  }
   nlohmann::json out = {{"artifact", f.evaluate}, {"test_samples", r.samples}, {"test_loss", r.loss()}};
   if ((*test)->task() == polis::data::Task::kRegression) {
     out["test_mae"] = r.mae();
@@ -303,6 +309,18 @@ int PrintPlacement(const Flags& f) {
   return 0;
 }
 
+// A job for a device this program was not linked for (a CUDA job given to
+// polis-train rather than polis-train-cuda) is refused before any rank
+// starts work.
+polis::Status CheckBackend(const polis::LoadedJob& job) {
+  const polis::device::Kind kind = polis::JobDeviceKind(job.spec);
+  if (polis::backend::Linked(kind)) return polis::Status::Ok();
+  return polis::FailedPrecondition(
+      "{}: training.device.kind is {}, but this program has no {} backend; run polis-train-cuda (launch/polis-run "
+      "picks it)",
+      job.path, polis::device::KindName(kind), polis::device::KindName(kind));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -333,6 +351,8 @@ int main(int argc, char** argv) {
   auto* sync = app.add_option("--sync", f.sync, "override sync.mode: ps (parameter servers) or allreduce")
                    ->check(CLI::IsMember({"ps", "allreduce"}));
   auto* print_servers = app.add_flag("--print-servers", f.print_servers, "print the job's sync.servers and exit");
+  auto* print_device = app.add_flag("--print-device", f.print_device,
+                                    "print the job's training.device.kind (CPU or CUDA) and exit");
   auto* progress = app.add_option("--progress", f.progress, "coordinator progress: lines or bar")
                        ->check(CLI::IsMember({"lines", "bar"}));
   auto* check = app.add_flag("--check", f.check,
@@ -387,9 +407,10 @@ int main(int argc, char** argv) {
   // --evaluate reads a finished model: the training options would be ignored.
   for (CLI::Option* o : {epochs, registry, registry_url, token_file, run_dir, timeline, train_limit, servers, sync,
                          print_servers, progress, check, monitor, monitor_cert, monitor_key, monitor_plain,
-                         resume, placement})
+                         resume, placement, print_device})
     evaluate->excludes(o);
   print_servers->excludes(check);
+  print_device->excludes(check);
   app.set_version_flag("--version", std::string(POLIS_VERSION) + " (" + polis::SourceRevision() + ")");
   try {
     app.parse(argc, argv);
@@ -421,6 +442,15 @@ int main(int argc, char** argv) {
     std::printf("%d\n", job->spec.sync().servers());
     return 0;
   }
+  if (f.print_device) {
+    auto job = LoadWithOverrides(f);
+    if (!job.ok()) {
+      std::fprintf(stderr, "polis-train: %s\n", job.status().ToString().c_str());
+      return 2;
+    }
+    std::printf("%s\n", polis::device::KindName(polis::JobDeviceKind(job->spec)));
+    return 0;
+  }
   if (f.check) {
     auto job = LoadWithOverrides(f);
     if (!job.ok()) {
@@ -430,6 +460,10 @@ int main(int argc, char** argv) {
     auto model = polis::CheckJob(*job);
     if (!model.ok()) {
       std::fprintf(stderr, "polis-train: %s\n", model.status().ToString().c_str());
+      return 2;
+    }
+    if (auto st = CheckBackend(*job); !st.ok()) {
+      std::fprintf(stderr, "polis-train: %s\n", st.ToString().c_str());
       return 2;
     }
     // The monitor's certificate and key: refused here, before any process starts.
@@ -504,6 +538,7 @@ int main(int argc, char** argv) {
   if (rank != 0) checked.spec.clear_registry();
   auto model = polis::CheckJob(checked);
   if (!model.ok()) return fail_setup(model.status());
+  if (auto st = CheckBackend(*job); !st.ok()) return fail_setup(st);
 
   // Rank 0 picks the checkpoint to resume from, after checking that the job
   // may continue from it; every rank uses the same one.

@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "common/backend/backend.h"
 #include "common/checkpoint.h"
 #include "common/checkpoint_transfer.h"
 #include "common/comm/control.h"
@@ -20,10 +21,12 @@
 #include "common/evaluate.h"
 #include "common/fs.h"
 #include "common/host_stats.h"
+#include "common/job_spec.h"
 #include "common/log.h"
 #include "common/trace/trace.h"
 #include "worker/dp_step.h"
 #include "worker/gradient_sync.h"
+#include "worker/replica.h"
 
 namespace polis::worker {
 namespace {
@@ -186,13 +189,15 @@ std::string ParamsSha256(const std::vector<float>& params) {
 // The final test evaluation of the model to publish: this worker's slice of
 // the test set, on its own parameters or on those of the checkpoint the
 // coordinator names (training.restore_best), loaded into `params`.
-Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Evaluator* evaluator,
+Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Evaluator* evaluator, Replica* replica,
                              std::vector<float>* params, const proto::FinalEvaluationRequest& req) {
   // The checkpoint's parameters follow the request (common/checkpoint_transfer.h).
   if (!req.checkpoint().empty())
     POLIS_RETURN_IF_ERROR(RecvParams(ctx.data, ctx.coordinator_rank(), params, comm::DeadlineFromNow()));
   const int64_t T = ds.size(data::Part::kTest), w = ctx.worker_index();
+  POLIS_RETURN_IF_ERROR(replica->UploadParams());
   const EvalResult ev = evaluator->Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+  POLIS_RETURN_IF_ERROR(evaluator->TakeError());
   POLIS_RETURN_IF_ERROR(ds.TakeError());
   proto::ControlMessage msg;
   ToSums(ev, /*with_confusion=*/true, msg.mutable_final_evaluation()->mutable_test());
@@ -258,18 +263,39 @@ Status RunWorker(const RoleContext& ctx) {
   auto on_layer = [&](int layer) { sync->OnLayerGradients(layer); };
   auto before_layer = [&](int layer) { sync->BeforeLayerForward(layer); };
 
-  std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by batch size
-  auto net_for = [&](int64_t n) -> nn::Network& {
+  // The device this worker computes on, its executors (one per batch size)
+  // and the job's loss there.
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec)));
+  POLIS_LOG(kInfo, kWorker, "computing on {} ({})", dev->Describe(), device::PrecisionName(JobPrecision(spec)));
+  // Targets: n labels or n × K values; room for the larger.
+  const int64_t target_floats = K;
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<Replica> replica,
+                         Replica::Create(*dev, params.data(), grads.data(), P, B,
+                                         nn::ShapeElements(model.input_shape()), target_floats));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<nn::Loss> loss, backend::MakeLoss(*dev, spec.model(), B, K));
+  const int layers = static_cast<int>(model.layers().size());
+  nn::ExecutorOptions exec_options;
+  exec_options.precision = JobPrecision(spec);
+  std::map<int64_t, std::unique_ptr<nn::Executor>> nets;  // by batch size
+  auto net_for = [&](int64_t n) -> StatusOr<nn::Executor*> {
     auto& slot = nets[n];
-    if (!slot) slot = std::make_unique<nn::Network>(model, n, params.data(), grads.data(), true);
-    return *slot;
+    if (!slot) {
+      POLIS_ASSIGN_OR_RETURN(slot, backend::MakeExecutor(*dev, model, n, replica->params(), replica->grads(),
+                                                         exec_options));
+    }
+    return slot.get();
   };
   std::unique_ptr<DpStep> dp_step;
   if (dp) dp_step = std::make_unique<DpStep>(model, spec.model(), *dp, ctx.worker_index(), ctx.workers, B,
                                              params.data(), grads.data());
-  else net_for(B);
-  Evaluator evaluator(model, spec.model(), params.data(), spec.training().eval_batch_size());
-  std::vector<float> targets(B * K);
+  else POLIS_RETURN_IF_ERROR(net_for(B).status());
+  // Evaluation runs on the worker's device, on its copy of the parameters.
+  EvalDevice eval_device{dev.get(), [&](int64_t n) {
+                           nn::ExecutorOptions o = exec_options;
+                           o.training = false;
+                           return backend::MakeExecutor(*dev, model, n, replica->params(), {}, o);
+                         }};
+  Evaluator evaluator(model, spec.model(), params.data(), spec.training().eval_batch_size(), eval_device);
   std::vector<int64_t> batch_indices(B), ahead;
 
   const int coord = ctx.coordinator_rank();
@@ -371,20 +397,22 @@ Status RunWorker(const RoleContext& ctx) {
         head += n;
         consumed += n;
         log_samples(batch_indices.data(), n);
-        nn::Network& net = net_for(n);
-        { TRACE_SCOPE("load batch"); ds->Gather(data::Part::kTrain, batch_indices.data(), n, net.input(), targets.data()); }
+        POLIS_ASSIGN_OR_RETURN(nn::Executor* net, net_for(n));
+        { TRACE_SCOPE("load batch"); ds->Gather(data::Part::kTrain, batch_indices.data(), n, replica->HostInput(*net), replica->HostTargets()); }
         POLIS_RETURN_IF_ERROR(ds->TakeError());
+        POLIS_ASSIGN_OR_RETURN(const device::Span<const float> targets, replica->LoadBatch(*net, n));
         // Streaming datasets read and decode the queued samples while this step computes.
         ahead.clear();
         for (size_t i = head; i < queue.size(); ++i) ahead.push_back(perm[queue[i]]);
         ds->Prefetch(data::Part::kTrain, ahead.data(), static_cast<int64_t>(ahead.size()));
-        net.Forward(before_layer);
+        POLIS_RETURN_IF_ERROR(replica->Forward(*net, layers, before_layer));
         // Gradient of the summed loss: servers divide by all workers' samples.
-        nn::LossStats st = nn::ComputeLoss(spec.model(), net.output(), targets.data(), n, K,
-                                           net.output_diff(), 1.0f);
+        POLIS_RETURN_IF_ERROR(loss->Compute(net->output(), targets, net->output_diff(), 1.0f, dev->stream()));
+        POLIS_ASSIGN_OR_RETURN(const nn::LossStats st, loss->Read(dev->stream()));
+        POLIS_RETURN_IF_ERROR(net->TakeDataError());
         POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), st.loss_sum, step, epoch));
         sync->BeginStep(n);
-        net.Backward(on_layer);
+        POLIS_RETURN_IF_ERROR(replica->Backward(*net, layers, on_layer));
         count_step(n, st.loss_sum, st.correct);
       } else {
         std::memset(grads.data(), 0, sizeof(float) * P);
@@ -442,7 +470,9 @@ Status RunWorker(const RoleContext& ctx) {
     if (sample_log.is_open()) sample_log.flush();
     // Each worker evaluates its slice with the parameters every worker now shares.
     const int64_t T = ds->size(eval_part);
+    POLIS_RETURN_IF_ERROR(replica->UploadParams());
     EvalResult ev = evaluator.Run(*ds, eval_part, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+    POLIS_RETURN_IF_ERROR(evaluator.TakeError());
     POLIS_RETURN_IF_ERROR(ds->TakeError());
     POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), ev.loss_sum, step, epoch));
     // The epoch's checkpoint goes before its report, so the coordinator has
@@ -481,7 +511,7 @@ Status RunWorker(const RoleContext& ctx) {
   proto::ControlMessage cmd;
   POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   if (cmd.has_final_evaluation_request()) {
-    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, &evaluator, &params, cmd.final_evaluation_request()));
+    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, &evaluator, replica.get(), &params, cmd.final_evaluation_request()));
     POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   }
   if (cmd.has_server_command() &&

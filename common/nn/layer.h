@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/device/device.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
 
@@ -124,19 +125,41 @@ class LayerType {
   }
 };
 
-// Registry of layer types by name ("Conv2D", ...). Built-ins are registered
-// on first use; duplicate names are refused.
+// Whether a backend runs one layer spec: "" when it does, else why not
+// ("activation TANH has no CUDA kernel").
+using BackendCheck = std::function<std::string(const proto::LayerSpec&)>;
+
+// Registry of layer types by name ("Conv2D", ...) and of the backends that
+// execute each: the one place that says what a device can run, so a job is
+// refused at job check, naming the layer, rather than halfway through
+// training. A type registered with Register runs on the CPU (LayerType::
+// Create is its CPU executor); other backends register their executors by
+// name. Built-ins are registered on first use; duplicates are refused.
 class LayerRegistry {
  public:
   static LayerRegistry& Global();
   Status Register(const std::string& name, std::unique_ptr<LayerType> type);
+  // Backend `kind` has an executor for the registered type `name`; `check`
+  // (may be null) refuses the specs of that type it cannot run.
+  Status RegisterExecutor(device::Kind kind, const std::string& name, BackendCheck check);
   // NotFound lists the known names.
   StatusOr<const LayerType*> Find(const std::string& name) const;
   std::vector<std::string> Names() const;
+  // The types backend `kind` executes.
+  std::vector<std::string> Names(device::Kind kind) const;
+  // "" when backend `kind` runs `spec`, else why not (naming the types it
+  // does run when it has no executor for this one).
+  std::string WhyNot(device::Kind kind, const proto::LayerSpec& spec) const;
 
  private:
   std::map<std::string, std::unique_ptr<LayerType>> types_;
+  std::map<std::pair<device::Kind, std::string>, BackendCheck> executors_;
 };
+
+// The CUDA backend's executors (common/nn/cuda/cuda_layers.cc builds them;
+// the GPU tests check the two lists agree); called by Global() whether or
+// not this build has the backend, so a job names what CUDA would refuse.
+void RegisterCudaExecutors(LayerRegistry& r);
 
 // Adds the sequence layers (common/nn/seq_layers.cc); called by Global().
 void RegisterSequenceLayers(LayerRegistry& r);

@@ -741,6 +741,7 @@ LayerRegistry& LayerRegistry::Global() {
     POLIS_ENFORCE_OK(r->Register("ReLU", std::make_unique<ReluType>()));
     POLIS_ENFORCE_OK(r->Register("Flatten", std::make_unique<FlattenType>()));
     RegisterSequenceLayers(*r);
+    RegisterCudaExecutors(*r);
     return r;
   }();
   return *registry;
@@ -749,7 +750,30 @@ LayerRegistry& LayerRegistry::Global() {
 Status LayerRegistry::Register(const std::string& name, std::unique_ptr<LayerType> type) {
   if (types_.count(name)) return AlreadyExists("layer type '{}' is already registered", name);
   types_[name] = std::move(type);
+  executors_[{device::Kind::kCpu, name}] = nullptr;
   return Status::Ok();
+}
+
+Status LayerRegistry::RegisterExecutor(device::Kind kind, const std::string& name, BackendCheck check) {
+  if (!types_.count(name)) return NotFound("no layer type '{}' to give a {} executor", name, device::KindName(kind));
+  if (!executors_.emplace(std::make_pair(kind, name), std::move(check)).second)
+    return AlreadyExists("layer type '{}' already has a {} executor", name, device::KindName(kind));
+  return Status::Ok();
+}
+
+std::vector<std::string> LayerRegistry::Names(device::Kind kind) const {
+  std::vector<std::string> names;
+  for (const auto& [key, check] : executors_)
+    if (key.first == kind) names.push_back(key.second);
+  return names;
+}
+
+std::string LayerRegistry::WhyNot(device::Kind kind, const proto::LayerSpec& spec) const {
+  auto it = executors_.find({kind, spec.type()});
+  if (it == executors_.end())
+    return fmt::format("layer type {} has no {} executor; {} runs {}", spec.type(), device::KindName(kind),
+                       device::KindName(kind), fmt::join(Names(kind), ", "));
+  return it->second ? it->second(spec) : "";
 }
 
 StatusOr<const LayerType*> LayerRegistry::Find(const std::string& name) const {

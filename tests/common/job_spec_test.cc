@@ -22,6 +22,7 @@
 #include "common/fs.h"
 #include "common/job_spec.h"
 #include "common/nn/model.h"
+#include "polis_config.h"
 
 namespace polis {
 namespace {
@@ -712,6 +713,31 @@ TEST_F(JobSpecTest, HugeAndBinaryValuesGiveShortEscapedMessages) {
   EXPECT_EQ(st.message().find('\0'), std::string::npos);
 }
 
+// training.device: settings the device cannot honour are refused at job
+// check, naming the field; a layer the chosen backend lacks names the layer.
+TEST_F(JobSpecTest, DeviceSettingsTheDeviceCannotRunAreRefused) {
+  ExpectRefused(Check(Job(kModel, "training { device { precision: TF32 } }")),
+                {"'training.device.precision'", "TF32 is a CUDA precision"});
+  ExpectRefused(Check(Job(kModel, "training { device { kind: CPU precision: BF16 } }")),
+                {"'training.device.precision'", "BF16"});
+  const std::string cuda = "training { device { kind: CUDA } }";
+  if (!POLIS_WITH_CUDA) {
+    // A build without the CUDA backend refuses a CUDA job in one line.
+    ExpectRefused(Check(Job(kModel, cuda)), {"'training.device.kind'", "no CUDA backend", "POLIS_WITH_CUDA=OFF"});
+    return;
+  }
+  EXPECT_TRUE(Check(Job(kModel, cuda)).ok()) << Check(Job(kModel, cuda)).ToString();
+  ExpectRefused(Check(Job(kModel, cuda + " privacy { noise_multiplier: 1 delta: 1e-5 max_grad_norm: 1 }")),
+                {"'training.device.kind'", "DP-SGD"});
+  // The CUDA Conv2D fuses ReLU only: a fused tanh is refused before any
+  // process starts, naming the layer.
+  std::string tanh = kModel;
+  tanh.replace(tanh.find("activation: RELU"), 16, "activation: TANH");
+  EXPECT_TRUE(Check(Job(tanh)).ok()) << "the CPU runs it";
+  ExpectRefused(Check(Job(tanh, cuda)),
+                {"'training.device.kind'", "CUDA cannot run layer 'conv2d_0' (Conv2D)", "TANH"});
+}
+
 // ------------------------------------------------- polis-train --check
 
 // The real binary: bad input exits 2 with one line on stderr naming the
@@ -752,6 +778,21 @@ TEST_F(PolisTrainCheck, RefusedFieldsExitTwoWithOneLine) {
   const Result ok = Run(Job(), "--epochs 3 --train-limit 4 --servers 2");
   EXPECT_EQ(ok.code, 0) << ok.err;
   EXPECT_NE(ok.out.find("ok: 4 layers"), std::string::npos) << ok.out;
+}
+
+// polis-train carries the CPU backend only: a CUDA job is refused in one
+// line that names the program to run instead (a build without CUDA refuses
+// it at the field).
+TEST_F(PolisTrainCheck, CudaJobIsRefusedByTheCpuProgram) {
+  const Result r = Run(Job(kModel, "training { device { kind: CUDA } }"), "");
+  ExpectRefusedLine(r, POLIS_WITH_CUDA ? "run polis-train-cuda" : "no CUDA backend");
+  WriteBytes("job.pbtxt", Job(kModel, "training { device { kind: CUDA } }"));
+  const std::string cmd = kBinary + " --print-device " + dir_ + "/job.pbtxt 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  char line[32] = {};
+  const bool read = p && std::fgets(line, sizeof line, p) != nullptr;
+  if (p) pclose(p);
+  if (POLIS_WITH_CUDA) EXPECT_TRUE(read && std::string(line) == "CUDA\n") << line;
 }
 
 TEST_F(PolisTrainCheck, FlagsAreAppliedOrRefusedNeverIgnored) {

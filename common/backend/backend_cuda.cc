@@ -1,0 +1,35 @@
+// The CPU and CUDA backend (backend.h): linked into polis-train-cuda and the
+// GPU tests; only in builds with POLIS_WITH_CUDA.
+#include <cstdlib>
+
+#include "common/backend/backend.h"
+#include "common/device/cuda/cuda_device.h"
+#include "common/nn/cuda/cuda_executor.h"
+
+namespace polis::backend {
+
+bool Linked(device::Kind) { return true; }
+
+StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind) {
+  if (kind == device::Kind::kCpu) return device::CpuDevice();
+  const int visible = device::CudaDeviceCount();
+  if (visible == 0) return device::OpenCudaDevice(0);  // it says why there is none
+  POLIS_ASSIGN_OR_RETURN(const int ordinal,
+                         device::LocalDeviceOrdinal(visible, [](const char* n) { return std::getenv(n); }));
+  return device::OpenCudaDevice(ordinal);
+}
+
+StatusOr<std::unique_ptr<nn::Executor>> MakeExecutor(device::Device& dev, const nn::Model& model, int64_t batch,
+                                                     device::Span<float> params, device::Span<float> grads,
+                                                     const nn::ExecutorOptions& options) {
+  if (dev.kind() == device::Kind::kCpu) return nn::MakeCpuExecutor(model, batch, params, grads, options);
+  return nn::cuda::MakeCudaExecutor(dev, model, batch, params, grads, options);
+}
+
+StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n,
+                                             int64_t k) {
+  if (dev.kind() == device::Kind::kCpu) return nn::MakeCpuLoss(spec, n, k);
+  return nn::cuda::MakeCudaLoss(spec, n, k);
+}
+
+}  // namespace polis::backend

@@ -1,0 +1,62 @@
+// Replica: where a worker's executors find their parameters and gradients.
+// The synchronisers (gradient_sync.h) work on the worker's host buffers; on
+// the CPU the executors use those very buffers, and on a device with its own
+// memory the replica keeps device copies and stages between the two:
+// parameters up before a forward, gradients down after a backward, inputs
+// and targets up through pinned buffers. The training loop calls the same
+// functions whichever device it runs on.
+//
+// Thread-compatible: the training thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "common/device/device.h"
+#include "common/nn/executor.h"
+#include "common/status.h"
+
+namespace polis::worker {
+
+class Replica {
+ public:
+  // params: the model's P host floats; grads: P host floats (the
+  // synchroniser's); batch rows of `in` input and `targets` target floats.
+  static StatusOr<std::unique_ptr<Replica>> Create(device::Device& dev, float* params, float* grads, int64_t P,
+                                                   int64_t batch, int64_t in, int64_t targets);
+
+  device::Device& dev() { return dev_; }
+  // The executor's parameter and gradient spans (in the device's memory).
+  device::Span<float> params() { return staged_ ? d_params_.span() : device::HostSpan(params_, P_); }
+  device::Span<float> grads() { return staged_ ? d_grads_.span() : device::HostSpan(grads_, P_); }
+
+  // Where to write `rows` input rows and their targets on the host, then
+  // call LoadBatch: the executor's own input when the host can write it.
+  float* HostInput(nn::Executor& ex) { return staged_ ? h_input_.data() : ex.input().data; }
+  float* HostTargets() { return h_targets_.data(); }
+  // Moves what HostInput/HostTargets hold to the executor and returns the
+  // targets' span on the device, for the loss.
+  StatusOr<device::Span<const float>> LoadBatch(nn::Executor& ex, int64_t rows);
+
+  // The host parameters to the device's copy (a no-op on the CPU), e.g.
+  // before an evaluation; Forward does it itself.
+  Status UploadParams();
+  // Forward with the synchroniser's per-layer wait. Staged: every layer's
+  // parameters are waited for, then uploaded, then the whole forward runs.
+  Status Forward(nn::Executor& ex, int layers, const std::function<void(int)>& before_layer);
+  // Backward, telling the synchroniser as each layer's gradients are in the
+  // host buffer. Staged: after the whole backward and one download.
+  Status Backward(nn::Executor& ex, int layers, const std::function<void(int)>& on_layer);
+
+ private:
+  Replica(device::Device& dev, float* params, float* grads, int64_t P, bool staged)
+      : dev_(dev), params_(params), grads_(grads), P_(P), staged_(staged) {}
+  device::Device& dev_;
+  float* params_;
+  float* grads_;
+  const int64_t P_;
+  const bool staged_;  // the device's memory is not the host's
+  device::Buffer d_params_, d_grads_, h_input_, h_targets_, d_targets_;
+};
+
+}  // namespace polis::worker

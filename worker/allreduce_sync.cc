@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/backend/backend.h"
 #include "common/comm/communicator.h"
 #include "common/grad_clip.h"
 #include "common/log.h"
@@ -57,15 +58,25 @@ uint64_t Fnv1a(const void* data, size_t bytes) {
   return h;
 }
 
+// Where the collectives run: the host gradient buffer itself (MPI), or a
+// device's copy of it (NCCL), which the sync downloads once reduced.
+struct ReduceOn {
+  device::Device* dev = nullptr;             // the worker's device
+  device::Span<float> buffer;                // P + kGradientExtraSlots floats
+  std::vector<std::unique_ptr<device::Event>> ready;  // per bucket, device buffers only
+  device::Buffer scratch;                    // device buffers only: VerifyReplicas' hashes
+};
+
 class AllReduceSync : public GradientSync {
  public:
   AllReduceSync(const RoleContext& ctx, float* params, float* grads,
                 std::unique_ptr<comm::Communicator> comm, std::unique_ptr<Optimizer> opt,
-                comm::AllreduceOptions options, const privacy::DpPlan* dp)
+                comm::AllreduceOptions options, const privacy::DpPlan* dp, ReduceOn on)
       : params_(params), grads_(grads), P_(ctx.model.parameter_count()), dp_(dp),
         buckets_(PlanBuckets(ctx.model, ctx.job.spec.sync().bucket_bytes())),
         comm_(std::move(comm)), optimizer_(std::move(opt)), options_(options),
-        verify_(ctx.job.spec.sync().verify_replicas()), clip_(ctx.job.spec.training().clip_grad_norm()) {
+        verify_(ctx.job.spec.sync().verify_replicas()), clip_(ctx.job.spec.training().clip_grad_norm()),
+        on_(std::move(on)), on_device_(comm_->space() == device::Space::kDevice) {
     POLIS_LOG(kInfo, kWorker, "{} gradient buckets", buckets_.size());
     thread_ = std::thread([this] { Loop(); });
   }
@@ -81,7 +92,7 @@ class AllReduceSync : public GradientSync {
 
   void OnLayerGradients(int layer) override {
     std::lock_guard<std::mutex> lock(mu_);
-    while (next_ < buckets_.size() && buckets_[next_].ready_after_layer >= layer) queue_.push_back(next_++);
+    while (next_ < buckets_.size() && buckets_[next_].ready_after_layer >= layer) Enqueue(next_++);
     cv_.notify_all();
   }
 
@@ -92,12 +103,20 @@ class AllReduceSync : public GradientSync {
       TRACE_SCOPE("allreduce wait");
       std::unique_lock<std::mutex> lock(mu_);
       // A step without backward (no data left) sends every bucket now.
-      while (next_ < buckets_.size()) queue_.push_back(next_++);
+      while (next_ < buckets_.size()) Enqueue(next_++);
       cv_.notify_all();
       cv_.wait(lock, [&] { return done_ == buckets_.size() || !error_.ok(); });
       if (!error_.ok()) return error_.WithContext(fmt::format("all-reduce of step {}", step));
       next_ = 0;
       done_ = 0;
+    }
+    if (on_device_) {
+      // The reduced sums (and the extra slots) to the host, where the
+      // optimizer runs.
+      TRACE_SCOPE("download gradients");
+      device::Stream& s = on_.dev->stream();
+      POLIS_RETURN_IF_ERROR(on_.dev->Copy(device::HostSpan(grads_, P_ + kGradientExtraSlots), on_.buffer, s));
+      POLIS_RETURN_IF_ERROR(s.Synchronize());
     }
     const int64_t total = static_cast<int64_t>(grads_[P_] + 0.5f);
     result->epoch_over = total == 0 && dp_ == nullptr;
@@ -126,6 +145,11 @@ class AllReduceSync : public GradientSync {
     grads_[P_] = static_cast<float>(samples);
     grads_[P_ + 1] = static_cast<float>(request_);
     request_ = 0;
+    if (!on_device_) return;
+    // Ahead of the backward on the same stream: in the first bucket's event.
+    Status st = on_.dev->Copy(on_.buffer.sub(P_, kGradientExtraSlots),
+                              device::HostSpan<const float>(grads_ + P_, kGradientExtraSlots), on_.dev->stream());
+    if (!st.ok()) Fail(st);
   }
   void RequestCheckpoint(Checkpoint kind) override {
     request_ = std::max(request_, static_cast<int>(kind));
@@ -135,7 +159,7 @@ class AllReduceSync : public GradientSync {
   Status VerifyReplicas(int64_t step) override {
     uint64_t mine = Fnv1a(params_, sizeof(float) * P_);
     std::vector<uint64_t> all(comm_->size());
-    POLIS_RETURN_IF_ERROR(comm_->Allgather(&mine, all.data(), sizeof(uint64_t)));
+    POLIS_RETURN_IF_ERROR(Allgather(&mine, all.data()));
     for (int r = 0; r < comm_->size(); ++r)
       if (all[r] != all[0])
         return InternalError("after step {} worker {} holds different parameters from worker 0", step, r);
@@ -143,6 +167,34 @@ class AllReduceSync : public GradientSync {
   }
 
  private:
+  // Holding mu_: bucket b may go. On a device, the communicator's stream
+  // will wait for this point of the compute stream.
+  void Enqueue(size_t b) {
+    if (on_device_) {
+      Status st = on_.ready[b]->Record(on_.dev->stream());
+      if (!st.ok() && error_.ok()) error_ = st;
+    }
+    queue_.push_back(b);
+  }
+
+  void Fail(const Status& st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = st;
+  }
+
+  // Every worker's 8-byte hash; through device memory for a device communicator.
+  Status Allgather(const uint64_t* mine, uint64_t* all) {
+    if (!on_device_) return comm_->Allgather(mine, all, sizeof(uint64_t));
+    const int64_t n = comm_->size();
+    device::Stream& s = on_.dev->stream();
+    const device::Span<float> d = on_.scratch.span();
+    POLIS_RETURN_IF_ERROR(on_.dev->Copy(d.sub(0, 2), device::HostSpan(reinterpret_cast<const float*>(mine), 2), s));
+    POLIS_RETURN_IF_ERROR(s.Synchronize());
+    POLIS_RETURN_IF_ERROR(comm_->Allgather(d.data, d.data + 2, sizeof(uint64_t)));
+    POLIS_RETURN_IF_ERROR(on_.dev->Copy(device::HostSpan(reinterpret_cast<float*>(all), 2 * n), d.sub(2, 2 * n), s));
+    return s.Synchronize();
+  }
+
   void Loop() {
     trace::SetThreadName("comm");
     while (true) {
@@ -156,7 +208,8 @@ class AllReduceSync : public GradientSync {
       }
       const Bucket& k = buckets_[b];
       trace::Scope span("allreduce bucket", "bytes", static_cast<int64_t>(sizeof(float)) * (k.end - k.begin));
-      Status st = comm_->Allreduce(grads_ + k.begin, k.end - k.begin, options_);
+      Status st = on_device_ ? comm_->WaitFor(*on_.ready[b]) : Status::Ok();
+      if (st.ok()) st = comm_->Allreduce(reduce_data() + k.begin, k.end - k.begin, options_);
       span.End();
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -178,6 +231,9 @@ class AllReduceSync : public GradientSync {
   bool verify_;
   const double clip_;  // training.clip_grad_norm; 0 = off
   int request_ = 0;  // training thread only: checkpoint request for the next step
+  ReduceOn on_;
+  const bool on_device_;  // the collectives run on on_.buffer in device memory
+  float* reduce_data() const { return on_device_ ? on_.buffer.data : grads_; }
 
   std::thread thread_;
   std::mutex mu_;
@@ -209,9 +265,31 @@ std::vector<int> WorkerHosts(const RoleContext& ctx) {
 }  // namespace
 
 StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
-                                                          float* grads, const privacy::DpPlan* dp) {
+                                                          float* grads, const privacy::DpPlan* dp,
+                                                          device::Device* dev, device::Span<float> reduce) {
   const int64_t P = ctx.model.parameter_count();
-  POLIS_ASSIGN_OR_RETURN(auto comm, ctx.transport->WorkersCommunicator(P + kGradientExtraSlots, WorkerHosts(ctx)));
+  std::unique_ptr<device::Device> cpu;
+  if (dev == nullptr) {
+    cpu = device::CpuDevice();
+    dev = cpu.get();
+    reduce = device::HostSpan(grads, P + kGradientExtraSlots);
+  }
+  if (reduce.size != P + kGradientExtraSlots)
+    return InternalError("all-reduce over {} floats; {} expected", reduce.size, P + kGradientExtraSlots);
+  POLIS_ASSIGN_OR_RETURN(auto comm,
+                         backend::MakeWorkersCommunicator(*dev, *ctx.transport, P + kGradientExtraSlots, WorkerHosts(ctx)));
+  if (comm->space() != reduce.space && comm->space() == device::Space::kDevice)
+    return InternalError("a device communicator over a buffer in {} memory", device::SpaceName(reduce.space));
+  ReduceOn on;
+  on.dev = dev;
+  on.buffer = reduce;
+  if (comm->space() == device::Space::kDevice) {
+    for (size_t b = 0; b < PlanBuckets(ctx.model, ctx.job.spec.sync().bucket_bytes()).size(); ++b) {
+      POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Event> e, dev->NewEvent());
+      on.ready.push_back(std::move(e));
+    }
+    POLIS_ASSIGN_OR_RETURN(on.scratch, dev->Allocate(2 + 2 * int64_t{ctx.workers}, device::Space::kDevice));
+  }
   POLIS_ASSIGN_OR_RETURN(auto opt, MakeOptimizer(ctx.job.spec.optimizer(), P, TotalStepsHint(ctx)));
   comm::AllreduceOptions options;
   POLIS_ASSIGN_OR_RETURN(options.algorithm,
@@ -222,7 +300,7 @@ StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx
     case proto::SyncSpec::FP16: options.wire = comm::WireType::kFloat16; break;
   }
   return std::unique_ptr<GradientSync>(
-      new AllReduceSync(ctx, params, grads, std::move(comm), std::move(opt), options, dp));
+      new AllReduceSync(ctx, params, grads, std::move(comm), std::move(opt), options, dp, std::move(on)));
 }
 
 }  // namespace polis::worker

@@ -12,6 +12,7 @@
 
 #include <memory>
 
+#include "common/device/device.h"
 #include "common/nn/model.h"
 #include "common/optimizer.h"
 #include "common/privacy/dp_plan.h"
@@ -89,7 +90,15 @@ StatusOr<std::unique_ptr<GradientSync>> MakeParameterServerSync(const RoleContex
 // dp: a DP-SGD job's plan (not owned; outlives the sync): every replica
 // adds the step's noise to the summed clipped gradients and divides by the
 // expected batch; the worker loop decides when an epoch ends.
+// dev/reduce: where the collectives run (backend::MakeWorkersCommunicator
+// picks the communicator by device): null/empty, or the CPU and the host
+// gradient buffer, is MPI on `grads`; a CUDA device and the replica's
+// device gradients (P + kGradientExtraSlots floats) is NCCL, each bucket
+// started once the compute stream has passed its layers, and the reduced
+// buffer downloaded into `grads` before the (host) optimizer step.
 StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx, float* params,
-                                                          float* grads, const privacy::DpPlan* dp = nullptr);
+                                                          float* grads, const privacy::DpPlan* dp = nullptr,
+                                                          device::Device* dev = nullptr,
+                                                          device::Span<float> reduce = {});
 
 }  // namespace polis::worker

@@ -235,9 +235,19 @@ Status RunWorker(const RoleContext& ctx) {
   POLIS_ASSIGN_OR_RETURN(const std::optional<privacy::DpPlan> dp,
                          privacy::MakeDpPlan(spec, ctx.workers, ds->size(data::Part::kTrain), ctx.privacy_key));
   const privacy::DpPlan* dp_plan = dp ? &*dp : nullptr;
+  // The device this worker computes on, and where its parameters and
+  // gradients live there (on a GPU, all-reduce runs NCCL on the device's
+  // gradients; parameter servers are fed from the host copies).
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec)));
+  POLIS_LOG(kInfo, kWorker, "computing on {} ({})", dev->Describe(), device::PrecisionName(JobPrecision(spec)));
+  // Targets: n labels or n × K values; room for the larger.
+  const Replica::Shape shape{P, kGradientExtraSlots, B, nn::ShapeElements(model.input_shape()), K};
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<Replica> replica,
+                         Replica::Create(*dev, params.data(), grads.data(), shape, model, allreduce && !dp));
   std::unique_ptr<GradientSync> sync;
   if (allreduce) {
-    POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data(), dp_plan));
+    POLIS_ASSIGN_OR_RETURN(sync, MakeAllReduceSync(ctx, params.data(), grads.data(), dp_plan, dev.get(),
+                                                   replica->reduce()));
   } else {
     // DP-SGD with secure aggregation: this worker's share of the noise goes
     // into its masked pushes (the servers then add none).
@@ -263,15 +273,7 @@ Status RunWorker(const RoleContext& ctx) {
   auto on_layer = [&](int layer) { sync->OnLayerGradients(layer); };
   auto before_layer = [&](int layer) { sync->BeforeLayerForward(layer); };
 
-  // The device this worker computes on, its executors (one per batch size)
-  // and the job's loss there.
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec)));
-  POLIS_LOG(kInfo, kWorker, "computing on {} ({})", dev->Describe(), device::PrecisionName(JobPrecision(spec)));
-  // Targets: n labels or n × K values; room for the larger.
-  const int64_t target_floats = K;
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<Replica> replica,
-                         Replica::Create(*dev, params.data(), grads.data(), P, B,
-                                         nn::ShapeElements(model.input_shape()), target_floats));
+  // The executors on the device (one per batch size) and the job's loss there.
   POLIS_ASSIGN_OR_RETURN(std::unique_ptr<nn::Loss> loss, backend::MakeLoss(*dev, spec.model(), B, K));
   const int layers = static_cast<int>(model.layers().size());
   nn::ExecutorOptions exec_options;
@@ -415,7 +417,7 @@ Status RunWorker(const RoleContext& ctx) {
         POLIS_RETURN_IF_ERROR(replica->Backward(*net, layers, on_layer));
         count_step(n, st.loss_sum, st.correct);
       } else {
-        std::memset(grads.data(), 0, sizeof(float) * P);
+        POLIS_RETURN_IF_ERROR(replica->ZeroGradients());
         sync->BeginStep(0);
       }
       auto t1 = comm::Clock::now();

@@ -12,6 +12,7 @@
 
 #include <memory>
 
+#include "common/comm/transport.h"
 #include "common/device/device.h"
 #include "common/nn/executor.h"
 #include "common/proto/job.pb.h"
@@ -30,6 +31,13 @@ StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind);
 StatusOr<std::unique_ptr<nn::Executor>> MakeExecutor(device::Device& dev, const nn::Model& model, int64_t batch,
                                                      device::Span<float> params, device::Span<float> grads,
                                                      const nn::ExecutorOptions& options);
+
+// The workers' all-reduce communicator for buffers in dev's memory: the
+// transport's own (MPI) on the CPU, NCCL over the transport's workers on a
+// CUDA device (one rank per GPU). Collective over the workers.
+StatusOr<std::unique_ptr<comm::Communicator>> MakeWorkersCommunicator(device::Device& dev, comm::Transport& transport,
+                                                                      int64_t max_count,
+                                                                      const std::vector<int>& host_of_rank);
 
 // The job's loss over n rows of k outputs on `dev`.
 StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n, int64_t k);

@@ -27,6 +27,13 @@ StatusOr<std::unique_ptr<nn::Executor>> MakeExecutor(device::Device& dev, const 
   return nn::MakeCpuExecutor(model, batch, params, grads, options);
 }
 
+StatusOr<std::unique_ptr<comm::Communicator>> MakeWorkersCommunicator(device::Device& dev, comm::Transport& transport,
+                                                                      int64_t max_count,
+                                                                      const std::vector<int>& host_of_rank) {
+  if (dev.kind() != device::Kind::kCpu) return NoCuda();
+  return transport.WorkersCommunicator(max_count, host_of_rank);
+}
+
 StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n,
                                              int64_t k) {
   if (dev.kind() != device::Kind::kCpu) return NoCuda();

@@ -3,6 +3,8 @@
 #include <cstdlib>
 
 #include "common/backend/backend.h"
+#include "common/comm/mpi_transport.h"
+#include "common/comm/nccl_communicator.h"
 #include "common/device/cuda/cuda_device.h"
 #include "common/nn/cuda/cuda_executor.h"
 
@@ -24,6 +26,17 @@ StatusOr<std::unique_ptr<nn::Executor>> MakeExecutor(device::Device& dev, const 
                                                      const nn::ExecutorOptions& options) {
   if (dev.kind() == device::Kind::kCpu) return nn::MakeCpuExecutor(model, batch, params, grads, options);
   return nn::cuda::MakeCudaExecutor(dev, model, batch, params, grads, options);
+}
+
+StatusOr<std::unique_ptr<comm::Communicator>> MakeWorkersCommunicator(device::Device& dev, comm::Transport& transport,
+                                                                      int64_t max_count,
+                                                                      const std::vector<int>& host_of_rank) {
+  if (dev.kind() == device::Kind::kCpu) return transport.WorkersCommunicator(max_count, host_of_rank);
+  // NCCL finds the hosts and links itself: host_of_rank is not needed.
+  POLIS_ASSIGN_OR_RETURN(MPI_Comm workers, comm::WorkersMpiComm(transport));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<comm::NcclCommunicator> nccl,
+                         comm::MakeNcclCommunicator(workers, dev.ordinal(), max_count));
+  return std::unique_ptr<comm::Communicator>(std::move(nccl));
 }
 
 StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n,

@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "common/device/device.h"
 #include "common/status.h"
 
 namespace polis::comm {
@@ -101,6 +102,12 @@ class Communicator {
   // list, thresholds by measurement; POLIS_ALLREDUCE_ALGO env var forces
   // one). Never returns kAuto; never kMpi for a 16-bit wire.
   virtual AllreduceAlgorithm Choose(int64_t count, WireType wire) const = 0;
+  // Where the buffers given to it live: host memory (MPI), or the GPU's
+  // (NCCL; common/comm/nccl_communicator.h).
+  virtual device::Space space() const { return device::Space::kHost; }
+  // The next collective starts only once `ready` is reached. A device
+  // communicator orders its own stream after it; by default the host waits.
+  virtual Status WaitFor(device::Event& ready) { return ready.Synchronize(); }
 };
 
 }  // namespace polis::comm

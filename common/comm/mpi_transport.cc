@@ -152,6 +152,8 @@ class MpiTransport final : public Transport {
   }
   Channel* control() override { return control_.get(); }
   Channel* data() override { return data_.get(); }
+  MPI_Comm workers_comm() const { return workers_comm_; }
+
   StatusOr<std::unique_ptr<Communicator>> WorkersCommunicator(int64_t max_count,
                                                               const std::vector<int>& host_of_rank) override {
     if (workers_comm_ == MPI_COMM_NULL) return FailedPrecondition("only workers take part in all-reduce");
@@ -164,6 +166,13 @@ class MpiTransport final : public Transport {
 };
 
 }  // namespace
+
+StatusOr<MPI_Comm> WorkersMpiComm(Transport& transport) {
+  auto* mpi = dynamic_cast<MpiTransport*>(&transport);
+  if (mpi == nullptr) return FailedPrecondition("device collectives need the MPI transport");
+  if (mpi->workers_comm() == MPI_COMM_NULL) return FailedPrecondition("only workers take part in all-reduce");
+  return mpi->workers_comm();
+}
 
 std::unique_ptr<Channel> MakeMpiChannel(MPI_Comm comm) { return std::make_unique<MpiChannel>(comm); }
 

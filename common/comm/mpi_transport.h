@@ -21,4 +21,9 @@ std::unique_ptr<Channel> MakeMpiChannel(MPI_Comm comm);
 // MPI_ERRORS_RETURN) and splits off the ranks for which `is_worker` holds.
 StatusOr<std::unique_ptr<Transport>> MakeMpiTransport(MPI_Comm world, bool is_worker);
 
+// The workers' MPI communicator of an MPI transport (for a device
+// communicator built over it, e.g. NCCL's); FailedPrecondition for another
+// transport or a rank that is not a worker.
+StatusOr<MPI_Comm> WorkersMpiComm(Transport& transport);
+
 }  // namespace polis::comm

@@ -44,6 +44,9 @@ class NcclCommunicator : public Communicator {
   // The next collective's stream waits for `ready` (recorded on any stream
   // of this device) before it starts.
   virtual Status WaitFor(cudaEvent_t ready) = 0;
+  // The same for a device event of this GPU (device::Event::native()).
+  Status WaitFor(device::Event& ready) override { return WaitFor(static_cast<cudaEvent_t>(ready.native())); }
+  device::Space space() const override { return device::Space::kDevice; }
   // The dedicated stream the collectives run on.
   virtual cudaStream_t stream() const = 0;
   virtual int device() const = 0;

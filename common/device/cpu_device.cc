@@ -38,6 +38,7 @@ class CpuEvent : public Event {
   Status Record(Stream&) override { return Status::Ok(); }
   Status MakeWait(Stream&) override { return Status::Ok(); }
   Status Synchronize() override { return Status::Ok(); }
+  void* native() const override { return nullptr; }
 };
 
 class Cpu : public Device {
@@ -61,6 +62,12 @@ class Cpu : public Device {
     if (dst.size > 0 && dst.data != src.data) std::memmove(dst.data, src.data, sizeof(float) * dst.size);
     return Status::Ok();
   }
+  Status Zero(Span<float> dst, Stream&) override {
+    if (dst.size > 0) std::memset(dst.data, 0, sizeof(float) * dst.size);
+    return Status::Ok();
+  }
+  Status Pin(float*, int64_t) override { return Status::Ok(); }
+  Status Unpin(float*) override { return Status::Ok(); }
   Stream& stream() override { return stream_; }
 
  private:

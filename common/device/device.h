@@ -67,6 +67,8 @@ class Event {
   virtual Status MakeWait(Stream& stream) = 0;
   // The host waits for the recorded point.
   virtual Status Synchronize() = 0;
+  // cudaEvent_t on CUDA, nullptr on the CPU.
+  virtual void* native() const = 0;
 };
 
 // Owned memory of one space, freed by the device that allocated it.
@@ -117,6 +119,12 @@ class Device {
   // Enqueues dst <- src on `stream` (sizes must match; any pair of spaces).
   // A copy from kHost memory may complete before it returns.
   virtual Status Copy(Span<float> dst, Span<const float> src, Stream& stream) = 0;
+  // Enqueues dst <- 0 on `stream`.
+  virtual Status Zero(Span<float> dst, Stream& stream) = 0;
+  // Page-locks existing host memory so copies from and to it run
+  // asynchronously (a no-op on the CPU); Unpin before it is freed.
+  virtual Status Pin(float* data, int64_t floats) = 0;
+  virtual Status Unpin(float* data) = 0;
   // The stream the device's executors, losses and optimizers use unless
   // given another.
   virtual Stream& stream() = 0;

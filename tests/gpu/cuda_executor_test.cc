@@ -39,7 +39,8 @@ Step RunStep(device::Kind kind, const nn::Model& model, const proto::ModelSpec& 
   auto dev = backend::OpenDevice(kind);
   EXPECT_TRUE(dev.ok()) << dev.status().ToString();
   if (!dev.ok()) return out;
-  auto replica = worker::Replica::Create(**dev, params.data(), grads.data(), P, B, in, K);
+  auto replica = worker::Replica::Create(**dev, params.data(), grads.data(), {P, 0, B, in, K}, model,
+                                        /*device_collectives=*/false);
   EXPECT_TRUE(replica.ok()) << replica.status().ToString();
   auto ex = backend::MakeExecutor(**dev, model, B, (*replica)->params(), (*replica)->grads(), nn::ExecutorOptions{});
   EXPECT_TRUE(ex.ok()) << ex.status().ToString();

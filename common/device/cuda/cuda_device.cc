@@ -47,6 +47,7 @@ class CudaEvent : public Event {
     POLIS_CUDA_CHECK(cudaEventSynchronize(e_));
     return Status::Ok();
   }
+  void* native() const override { return e_; }
 
  private:
   cudaEvent_t e_;
@@ -101,6 +102,23 @@ class Cuda : public Device {
     if (dst.size == 0) return Status::Ok();
     POLIS_CUDA_CHECK(
         cudaMemcpyAsync(dst.data, src.data, sizeof(float) * dst.size, cudaMemcpyDefault, Native(s)));
+    return Status::Ok();
+  }
+
+  Status Zero(Span<float> dst, Stream& s) override {
+    if (dst.size == 0) return Status::Ok();
+    POLIS_CUDA_CHECK(cudaMemsetAsync(dst.data, 0, sizeof(float) * dst.size, Native(s)));
+    return Status::Ok();
+  }
+
+  Status Pin(float* data, int64_t floats) override {
+    if (floats == 0) return Status::Ok();
+    POLIS_CUDA_CHECK(cudaHostRegister(data, sizeof(float) * floats, cudaHostRegisterDefault));
+    return Status::Ok();
+  }
+
+  Status Unpin(float* data) override {
+    POLIS_CUDA_CHECK(cudaHostUnregister(data));
     return Status::Ok();
   }
 

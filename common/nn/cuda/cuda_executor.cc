@@ -27,6 +27,7 @@ class BorrowedEvent : public device::Event {
     POLIS_CUDA_CHECK(cudaEventSynchronize(e_));
     return Status::Ok();
   }
+  void* native() const override { return e_; }
 
  private:
   cudaEvent_t e_ = nullptr;
@@ -39,13 +40,7 @@ class CudaExecutor : public Executor {
   device::Kind kind() const override { return device::Kind::kCuda; }
   int64_t batch() const override { return net_->batch(); }
   device::Span<float> input() override { return OnDevice(net_->d_input(), in_); }
-  Status Forward(const std::function<void(int)>& before_layer) override {
-    // CudaNetwork enqueues every layer at once; the parameters a layer
-    // reads must be in place before any is enqueued.
-    if (before_layer)
-      for (int i = 0; i < layers_; ++i) before_layer(i);
-    return net_->Forward();
-  }
+  Status Forward(const std::function<void(int)>& before_layer) override { return net_->Forward(before_layer); }
   device::Span<const float> output() override { return OnDevice(const_cast<float*>(net_->d_output()), out_); }
   device::Span<float> output_diff() override { return OnDevice(net_->d_output_diff(), out_); }
   Status Backward(const LayerDone& on_layer_done) override {
@@ -57,12 +52,10 @@ class CudaExecutor : public Executor {
   }
   Status TakeDataError() override { return net_->TakeDataError(); }
   std::vector<std::string> ImplInfo() const override { return net_->ImplInfo(); }
-  void set_layers(int n) { layers_ = n; }
 
  private:
   std::unique_ptr<CudaNetwork> net_;
   const int64_t in_, out_;
-  int layers_ = 0;
   BorrowedEvent event_;
 };
 
@@ -114,7 +107,6 @@ StatusOr<std::unique_ptr<Executor>> MakeCudaExecutor(device::Device& dev, const 
                                              options.training, o));
   auto ex = std::make_unique<CudaExecutor>(std::move(net), ShapeElements(model.input_shape()) * batch,
                                            ShapeElements(model.output_shape()) * batch);
-  ex->set_layers(static_cast<int>(model.layers().size()));
   return std::unique_ptr<Executor>(std::move(ex));
 }
 

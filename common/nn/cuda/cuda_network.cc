@@ -189,8 +189,9 @@ const float* CudaNetwork::d_input_diff() const {
 }
 cudaEvent_t CudaNetwork::layer_done_event(int layer) const { return impl_->events.at(layer); }
 
-Status CudaNetwork::Forward() {
+Status CudaNetwork::Forward(const std::function<void(int)>& before_layer) {
   for (size_t i = 0; i < impl_->layers.size(); ++i) {
+    if (before_layer) before_layer(static_cast<int>(i));
     Status st = impl_->layers[i]->Forward();
     if (!st.ok()) return st.WithContext(impl_->names[i] + " forward");
   }

@@ -72,7 +72,10 @@ class CudaNetwork {
   cudaStream_t stream() const;
   // batch × input elements, plain (NCHW / [N, T, F]); fill before Forward.
   float* d_input();
-  Status Forward();
+  // before_layer(i), when given, runs on this thread before layer i is
+  // enqueued (a replica makes the stream wait there for layer i's
+  // parameters to be uploaded).
+  Status Forward(const std::function<void(int)>& before_layer = nullptr);
   // batch × output elements, plain; valid once the stream reaches it.
   const float* d_output() const;
   // batch × output elements: fill with d(loss)/d(output), then Backward.

@@ -70,6 +70,11 @@ struct LayerContext {
   // the activation layer skips it and the pool applies it to its diff_dst.
   bool relu_grad_deferred = false;  // this layer's fused ReLU: skip its gradient
   bool relu_grad_on_dst = false;    // apply a ReLU gradient to diff_dst first
+  // Conv2D and Dense compute in bfloat16 (inputs and weights converted,
+  // fp32 accumulation, outputs and gradients fp32) when oneDNN has a fast
+  // kernel for it; other layers, and any without one, stay fp32. The
+  // parameters and gradients in the flat buffers are fp32 either way.
+  bool bf16 = false;
 };
 
 class LayerExec {

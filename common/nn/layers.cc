@@ -39,7 +39,17 @@ memory::desc PlainDesc(const memory::dims& d) {
                                                   : Tag::x);
 }
 
-memory::desc AnyDesc(const memory::dims& d) { return memory::desc(d, Dt::f32, Tag::any); }
+memory::desc AnyDesc(const memory::dims& d, Dt dt = Dt::f32) { return memory::desc(d, dt, Tag::any); }
+
+// The same layout with another element type (bf16 copies of fp32 tensors
+// keep their layout, so converting them is an element-wise reorder).
+memory::desc WithType(memory::desc md, Dt dt) {
+  md.data.data_type = static_cast<dnnl_data_type_t>(dt);
+  return md;
+}
+
+// " bf16" in a layer's ImplInfo names marks the primitives that compute in bf16.
+std::string TypeTag(Dt compute) { return compute == Dt::bf16 ? " bf16" : ""; }
 
 dnnl::primitive_attr ActivationAttr(proto::Activation a) {
   dnnl::primitive_attr attr;
@@ -110,6 +120,28 @@ double SumSquares(const float* x, int64_t n) { return LaneSum<true>(x, x, n); }
 double Sum(const float* x, int64_t n) { return LaneSum<false>(x, x, n); }
 double Dot(const float* a, const float* b, int64_t n) { return LaneSum<true>(a, b, n); }
 
+// A Conv2D or Dense layer (Exec's constructor takes the compute type): with
+// LayerContext::bf16, the bf16 one unless oneDNN has no bf16 kernel for it
+// on this CPU or would run a reference kernel (slower than fp32), in which
+// case the layer says so in the log and stays fp32.
+template <class Exec>
+std::unique_ptr<LayerExec> CreateInPrecision(const LayerContext& c) {
+  if (c.bf16) {
+    std::string why;
+    try {
+      auto e = std::make_unique<Exec>(c, Dt::bf16);
+      for (const auto& s : e->ImplInfo())
+        if (s.find("ref") != std::string::npos) why = "oneDNN would run a reference kernel (" + s + ")";
+      if (why.empty()) return e;
+    } catch (const dnnl::error& err) {
+      why = fmt::format("oneDNN has no bf16 kernel for it ({})", err.what());
+    }
+    POLIS_LOG(kInfo, kNn, "{} layer {} stays fp32: {}", c.spec->type(),
+              ShapeString(c.in_shape) + " -> " + ShapeString(c.out_shape), why);
+  }
+  return std::make_unique<Exec>(c, Dt::f32);
+}
+
 // ---------------------------------------------------------------- Conv2D
 
 }  // namespace
@@ -157,7 +189,9 @@ StatusOr<ConvGeometry> Conv2DGeometry(const proto::LayerSpec& spec, const Shape&
 
 class Conv2DExec : public LayerExec {
  public:
-  explicit Conv2DExec(const LayerContext& c) : eng_(c.engine), src_(c.src) {
+  // compute: f32, or bf16 (src and weights converted; dst, diff_src and the
+  // parameter gradients stay f32, accumulated in f32 by oneDNN).
+  Conv2DExec(const LayerContext& c, Dt compute) : eng_(c.engine), src_(c.src) {
     auto& eng = *c.engine;
     ConvGeometry g = Conv2DGeometry(*c.spec, c.in_shape).value();
     const int64_t ic = c.in_shape[0], oc = c.spec->conv2d_param().filters();
@@ -170,11 +204,12 @@ class Conv2DExec : public LayerExec {
     memory::dims strides{g.stride, g.stride}, pl{g.pad_t, g.pad_l}, pr{g.pad_b, g.pad_r};
     auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     fwd_pd_ = dnnl::convolution_forward::primitive_desc(
-        dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, AnyDesc(src_d),
-                                        AnyDesc(w_d), AnyDesc(b_d), AnyDesc(dst_d), strides, pl, pr),
+        dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct,
+                                        AnyDesc(src_d, compute), AnyDesc(w_d, compute),
+                                        AnyDesc(b_d), AnyDesc(dst_d), strides, pl, pr),
         ActivationAttr(c.spec->activation()), eng);
     fwd_ = dnnl::convolution_forward(fwd_pd_);
-    impl_.push_back("fwd: " + Impl(fwd_pd_));
+    impl_.push_back("fwd" + TypeTag(compute) + ": " + Impl(fwd_pd_));
 
     w_user_ = memory(PlainDesc(w_d), eng, c.params);
     b_user_ = memory(PlainDesc(b_d), eng, c.params + oc * ic * g.k * g.k);
@@ -189,13 +224,16 @@ class Conv2DExec : public LayerExec {
     if (!c.training) return;
 
     act_bwd_.Init(eng, c.relu_grad_deferred ? proto::NONE : c.spec->activation(), fwd_pd_.dst_desc());
+    // diff_dst in the compute type, in dst's layout (one conversion, in
+    // Backward, feeds both backward primitives).
+    const memory::desc diff_dst_md = WithType(fwd_pd_.dst_desc(), compute);
     bwd_w_pd_ = dnnl::convolution_backward_weights::primitive_desc(
         dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
                                                  fwd_pd_.src_desc(), AnyDesc(w_d), AnyDesc(b_d),
-                                                 fwd_pd_.dst_desc(), strides, pl, pr),
+                                                 diff_dst_md, strides, pl, pr),
         eng, fwd_pd_);
     bwd_w_ = dnnl::convolution_backward_weights(bwd_w_pd_);
-    impl_.push_back("bwd_w: " + Impl(bwd_w_pd_));
+    impl_.push_back("bwd_w" + TypeTag(compute) + ": " + Impl(bwd_w_pd_));
     gw_user_ = memory(PlainDesc(w_d), eng, c.grads);
     gb_user_ = memory(PlainDesc(b_d), eng, c.grads + oc * ic * g.k * g.k);
     POLIS_ENFORCE(bwd_w_pd_.diff_bias_desc() == gb_user_.get_desc());
@@ -206,15 +244,15 @@ class Conv2DExec : public LayerExec {
     if (need_diff_src_) {
       bwd_d_pd_ = dnnl::convolution_backward_data::primitive_desc(
           dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct,
-                                                fwd_pd_.src_desc(), AnyDesc(w_d),
-                                                fwd_pd_.dst_desc(), strides, pl, pr),
+                                                WithType(fwd_pd_.src_desc(), Dt::f32),
+                                                AnyDesc(w_d, compute), diff_dst_md, strides, pl, pr),
           eng, fwd_pd_);
       bwd_d_ = dnnl::convolution_backward_data(bwd_d_pd_);
-      impl_.push_back("bwd_d: " + Impl(bwd_d_pd_));
+      impl_.push_back("bwd_d" + TypeTag(compute) + ": " + Impl(bwd_d_pd_));
       w_bwd_reorder_.Init(eng, w_user_.get_desc(), bwd_d_pd_.weights_desc());
       w_bwd_ = w_bwd_reorder_.active ? memory(bwd_d_pd_.weights_desc(), eng) : w_user_;
-      diff_src_reorder_.Init(eng, fwd_pd_.src_desc(), c.src_md);
-      conv_diff_src_ = memory(fwd_pd_.src_desc(), eng);
+      diff_src_reorder_.Init(eng, bwd_d_pd_.diff_src_desc(), c.src_md);
+      conv_diff_src_ = memory(bwd_d_pd_.diff_src_desc(), eng);
       diff_src_ = diff_src_reorder_.active ? memory(c.src_md, eng) : conv_diff_src_;
     }
   }
@@ -231,15 +269,19 @@ class Conv2DExec : public LayerExec {
 
   void BindDiffDst(const memory& diff_dst) override {
     diff_dst_ = diff_dst;
-    bwd_w_args_ = {{DNNL_ARG_SRC, conv_src_}, {DNNL_ARG_DIFF_DST, diff_dst_},
+    diff_dst_reorder_.Init(*eng_, diff_dst_.get_desc(), bwd_w_pd_.diff_dst_desc());
+    conv_diff_dst_ =
+        diff_dst_reorder_.active ? memory(bwd_w_pd_.diff_dst_desc(), *eng_) : diff_dst_;
+    bwd_w_args_ = {{DNNL_ARG_SRC, conv_src_}, {DNNL_ARG_DIFF_DST, conv_diff_dst_},
                    {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_}};
     if (need_diff_src_)
-      bwd_d_args_ = {{DNNL_ARG_DIFF_DST, diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
+      bwd_d_args_ = {{DNNL_ARG_DIFF_DST, conv_diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
                      {DNNL_ARG_DIFF_SRC, conv_diff_src_}};
   }
 
   void Backward(dnnl::stream& s) override {
     act_bwd_.Run(s, dst_, diff_dst_);
+    diff_dst_reorder_.Run(s, diff_dst_, conv_diff_dst_);
     if (need_diff_src_) {
       w_bwd_reorder_.Run(s, w_user_, w_bwd_);
       bwd_d_.execute(s, bwd_d_args_);
@@ -269,8 +311,9 @@ class Conv2DExec : public LayerExec {
     const int64_t k = geo_.k, D = ic * k * k;
     if (!pe_ready_) {
       auto& eng = *eng_;
-      pe_src_reorder_.Init(eng, conv_src_.get_desc(), PlainDesc(BatchDims(N, in_shape_)));
-      pe_src_ = pe_src_reorder_.active ? memory(PlainDesc(BatchDims(N, in_shape_)), eng) : conv_src_;
+      // From the layer's fp32 input (conv_src_ may be its bf16 copy).
+      pe_src_reorder_.Init(eng, src_.get_desc(), PlainDesc(BatchDims(N, in_shape_)));
+      pe_src_ = pe_src_reorder_.active ? memory(PlainDesc(BatchDims(N, in_shape_)), eng) : src_;
       pe_dy_reorder_.Init(eng, diff_dst_.get_desc(), PlainDesc(BatchDims(N, out_shape_)));
       pe_dy_ = pe_dy_reorder_.active ? memory(PlainDesc(BatchDims(N, out_shape_)), eng) : diff_dst_;
       pe_cols_ = memory(memory::desc({N, P, D}, Dt::f32, Tag::abc), eng);
@@ -284,7 +327,7 @@ class Conv2DExec : public LayerExec {
       }
       pe_ready_ = true;
     }
-    pe_src_reorder_.Run(s, conv_src_, pe_src_);
+    pe_src_reorder_.Run(s, src_, pe_src_);
     pe_dy_reorder_.Run(s, diff_dst_, pe_dy_);
     s.wait();
     const float* x = static_cast<const float*>(pe_src_.get_data_handle());
@@ -352,7 +395,7 @@ class Conv2DExec : public LayerExec {
   memory pe_src_, pe_dy_, pe_dy3_, pe_cols_, pe_dw_;
   dnnl::matmul pe_mm_;
   memory src_, conv_src_, w_user_, b_user_, w_fwd_, dst_;
-  memory gw_user_, gb_user_, gw_, w_bwd_, conv_diff_src_, diff_src_, diff_dst_;
+  memory gw_user_, gb_user_, gw_, w_bwd_, conv_diff_src_, diff_src_, diff_dst_, conv_diff_dst_;
   bool need_diff_src_ = false;
   dnnl::convolution_forward::primitive_desc fwd_pd_;
   dnnl::convolution_backward_weights::primitive_desc bwd_w_pd_;
@@ -360,7 +403,8 @@ class Conv2DExec : public LayerExec {
   dnnl::convolution_forward fwd_;
   dnnl::convolution_backward_weights bwd_w_;
   dnnl::convolution_backward_data bwd_d_;
-  MaybeReorder src_reorder_, w_fwd_reorder_, gw_reorder_, w_bwd_reorder_, diff_src_reorder_;
+  MaybeReorder src_reorder_, w_fwd_reorder_, gw_reorder_, w_bwd_reorder_, diff_src_reorder_,
+      diff_dst_reorder_;
   bool frozen_ = false;  // FreezeParams: w_fwd_ holds the weights for good
   ActivationBackward act_bwd_;
   std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
@@ -380,7 +424,17 @@ class Conv2DType : public LayerType {
     return Status::Ok();
   }
   std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
-    return std::make_unique<Conv2DExec>(c);
+    // oneDNN's bf16 convolutions multiply pairs of input channels; with one
+    // input channel (a first layer on greyscale images) half of each pair is
+    // padding, so the bf16 kernels save nothing, the weight gradient's is
+    // slower than fp32's, and converting the layer's large output gradient
+    // to bf16 is pure cost: such a layer stays fp32 (docs/design/cpu-bf16.md).
+    if (c.bf16 && c.in_shape[0] == 1) {
+      LayerContext fp32 = c;
+      fp32.bf16 = false;
+      return CreateInPrecision<Conv2DExec>(fp32);
+    }
+    return CreateInPrecision<Conv2DExec>(c);
   }
   PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
     return PerExample::kOwn;
@@ -481,7 +535,8 @@ class MaxPool2DType : public LayerType {
 
 class DenseExec : public LayerExec {
  public:
-  explicit DenseExec(const LayerContext& c) : eng_(c.engine), src_(c.src) {
+  // compute: as Conv2DExec's.
+  DenseExec(const LayerContext& c, Dt compute) : eng_(c.engine), src_(c.src) {
     auto& eng = *c.engine;
     const int64_t in = c.in_shape[0], out = c.out_shape[0];
     batch_ = c.batch;
@@ -490,29 +545,33 @@ class DenseExec : public LayerExec {
     memory::dims w_d{out, in}, b_d{out}, dst_d{c.batch, out};
     auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     // The output is kept plain (nc): logits are read by the loss directly.
+    const memory::desc ip_src_md = WithType(c.src_md, compute);
     fwd_pd_ = dnnl::inner_product_forward::primitive_desc(
-        dnnl::inner_product_forward::desc(prop, c.src_md, AnyDesc(w_d), AnyDesc(b_d),
+        dnnl::inner_product_forward::desc(prop, ip_src_md, AnyDesc(w_d, compute), AnyDesc(b_d),
                                           PlainDesc(dst_d)),
         ActivationAttr(c.spec->activation()), eng);
     fwd_ = dnnl::inner_product_forward(fwd_pd_);
-    impl_.push_back("fwd: " + Impl(fwd_pd_));
+    impl_.push_back("fwd" + TypeTag(compute) + ": " + Impl(fwd_pd_));
     w_user_ = memory(PlainDesc(w_d), eng, c.params);
     b_user_ = memory(PlainDesc(b_d), eng, c.params + out * in);
-    POLIS_ENFORCE(fwd_pd_.src_desc() == c.src_md);
+    POLIS_ENFORCE(fwd_pd_.src_desc() == ip_src_md);
+    src_reorder_.Init(eng, c.src_md, ip_src_md);
+    ip_src_ = src_reorder_.active ? memory(ip_src_md, eng) : src_;
     POLIS_ENFORCE(fwd_pd_.bias_desc() == b_user_.get_desc());
     w_fwd_reorder_.Init(eng, w_user_.get_desc(), fwd_pd_.weights_desc());
     w_fwd_ = w_fwd_reorder_.active ? memory(fwd_pd_.weights_desc(), eng) : w_user_;
     dst_ = memory(fwd_pd_.dst_desc(), eng);
-    fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_WEIGHTS, w_fwd_}, {DNNL_ARG_BIAS, b_user_},
+    fwd_args_ = {{DNNL_ARG_SRC, ip_src_}, {DNNL_ARG_WEIGHTS, w_fwd_}, {DNNL_ARG_BIAS, b_user_},
                  {DNNL_ARG_DST, dst_}};
     if (!c.training) return;
     act_bwd_.Init(eng, c.relu_grad_deferred ? proto::NONE : c.spec->activation(), fwd_pd_.dst_desc());
+    const memory::desc diff_dst_md = WithType(fwd_pd_.dst_desc(), compute);
     bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(
-        dnnl::inner_product_backward_weights::desc(c.src_md, AnyDesc(w_d), AnyDesc(b_d),
-                                                   fwd_pd_.dst_desc()),
+        dnnl::inner_product_backward_weights::desc(ip_src_md, AnyDesc(w_d), AnyDesc(b_d),
+                                                   diff_dst_md),
         eng, fwd_pd_);
     bwd_w_ = dnnl::inner_product_backward_weights(bwd_w_pd_);
-    impl_.push_back("bwd_w: " + Impl(bwd_w_pd_));
+    impl_.push_back("bwd_w" + TypeTag(compute) + ": " + Impl(bwd_w_pd_));
     gw_user_ = memory(PlainDesc(w_d), eng, c.grads);
     gb_user_ = memory(PlainDesc(b_d), eng, c.grads + out * in);
     POLIS_ENFORCE(bwd_w_pd_.diff_bias_desc() == gb_user_.get_desc());
@@ -521,10 +580,10 @@ class DenseExec : public LayerExec {
     need_diff_src_ = c.need_diff_src;
     if (need_diff_src_) {
       bwd_d_pd_ = dnnl::inner_product_backward_data::primitive_desc(
-          dnnl::inner_product_backward_data::desc(c.src_md, AnyDesc(w_d), fwd_pd_.dst_desc()), eng,
-          fwd_pd_);
+          dnnl::inner_product_backward_data::desc(c.src_md, AnyDesc(w_d, compute), diff_dst_md),
+          eng, fwd_pd_);
       bwd_d_ = dnnl::inner_product_backward_data(bwd_d_pd_);
-      impl_.push_back("bwd_d: " + Impl(bwd_d_pd_));
+      impl_.push_back("bwd_d" + TypeTag(compute) + ": " + Impl(bwd_d_pd_));
       POLIS_ENFORCE(bwd_d_pd_.diff_src_desc() == c.src_md);
       w_bwd_reorder_.Init(eng, w_user_.get_desc(), bwd_d_pd_.weights_desc());
       w_bwd_ = w_bwd_reorder_.active ? memory(bwd_d_pd_.weights_desc(), eng) : w_user_;
@@ -532,6 +591,7 @@ class DenseExec : public LayerExec {
     }
   }
   void Forward(dnnl::stream& s) override {
+    src_reorder_.Run(s, src_, ip_src_);
     if (!frozen_) w_fwd_reorder_.Run(s, w_user_, w_fwd_);
     fwd_.execute(s, fwd_args_);
   }
@@ -541,14 +601,17 @@ class DenseExec : public LayerExec {
   }
   void BindDiffDst(const memory& diff_dst) override {
     diff_dst_ = diff_dst;
-    bwd_w_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DIFF_DST, diff_dst_},
+    diff_dst_reorder_.Init(*eng_, diff_dst_.get_desc(), bwd_w_pd_.diff_dst_desc());
+    ip_diff_dst_ = diff_dst_reorder_.active ? memory(bwd_w_pd_.diff_dst_desc(), *eng_) : diff_dst_;
+    bwd_w_args_ = {{DNNL_ARG_SRC, ip_src_}, {DNNL_ARG_DIFF_DST, ip_diff_dst_},
                    {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_}};
     if (need_diff_src_)
-      bwd_d_args_ = {{DNNL_ARG_DIFF_DST, diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
+      bwd_d_args_ = {{DNNL_ARG_DIFF_DST, ip_diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
                      {DNNL_ARG_DIFF_SRC, diff_src_}};
   }
   void Backward(dnnl::stream& s) override {
     act_bwd_.Run(s, dst_, diff_dst_);
+    diff_dst_reorder_.Run(s, diff_dst_, ip_diff_dst_);
     if (need_diff_src_) {
       w_bwd_reorder_.Run(s, w_user_, w_bwd_);
       bwd_d_.execute(s, bwd_d_args_);
@@ -586,8 +649,8 @@ class DenseExec : public LayerExec {
   bool pe_ready_ = false;
   MaybeReorder pe_src_reorder_;
   memory pe_src_;
-  memory src_, w_user_, b_user_, w_fwd_, dst_, gw_user_, gb_user_, gw_, w_bwd_, diff_src_,
-      diff_dst_;
+  memory src_, ip_src_, w_user_, b_user_, w_fwd_, dst_, gw_user_, gb_user_, gw_, w_bwd_,
+      diff_src_, diff_dst_, ip_diff_dst_;
   bool need_diff_src_ = false;
   dnnl::inner_product_forward::primitive_desc fwd_pd_;
   dnnl::inner_product_backward_weights::primitive_desc bwd_w_pd_;
@@ -595,7 +658,7 @@ class DenseExec : public LayerExec {
   dnnl::inner_product_forward fwd_;
   dnnl::inner_product_backward_weights bwd_w_;
   dnnl::inner_product_backward_data bwd_d_;
-  MaybeReorder w_fwd_reorder_, gw_reorder_, w_bwd_reorder_;
+  MaybeReorder src_reorder_, w_fwd_reorder_, gw_reorder_, w_bwd_reorder_, diff_dst_reorder_;
   bool frozen_ = false;  // FreezeParams: w_fwd_ holds the weights for good
   ActivationBackward act_bwd_;
   std::unordered_map<int, memory> fwd_args_, bwd_w_args_, bwd_d_args_;
@@ -619,7 +682,7 @@ class DenseType : public LayerType {
     return Status::Ok();
   }
   std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
-    return std::make_unique<DenseExec>(c);
+    return CreateInPrecision<DenseExec>(c);
   }
   PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
     return PerExample::kOwn;

@@ -151,7 +151,7 @@ struct Network::Impl {
 };
 
 Network::Network(const Model& model, int64_t batch, float* params, float* grads, bool training,
-                 bool want_input_grad)
+                 bool want_input_grad, bool bf16)
     : impl_(std::make_unique<Impl>()), batch_(batch) {
   auto& eng = CpuEngine();
   impl_->training = training;
@@ -178,6 +178,7 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
     c.params = params + infos[i].param_offset;
     c.grads = grads ? grads + infos[i].param_offset : nullptr;
     c.need_diff_src = i > 0 || want_input_grad;
+    c.bf16 = bf16;
     // Move a fused ReLU's gradient past a following max-pool (see layer.h).
     auto relu_then_pool = [&](size_t a) {
       return a + 1 < infos.size() && infos[a].spec.activation() == proto::RELU &&

@@ -51,8 +51,10 @@ class Model {
 
 class Network {
  public:
+  // bf16: Conv2D and Dense layers compute in bfloat16 where oneDNN has a
+  // fast kernel (LayerContext::bf16); params and grads stay fp32.
   Network(const Model& model, int64_t batch, float* params, float* grads, bool training,
-          bool want_input_grad = false);
+          bool want_input_grad = false, bool bf16 = false);
   ~Network();
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;

@@ -634,9 +634,6 @@ Status CheckDeviceFields(const proto::JobSpec& spec, const std::string& source) 
                       "or CMake found no CUDA compiler); use CPU, or rebuild with the CUDA toolkit");
   if (!cuda && d.precision() == proto::TrainingSpec::Device::TF32)
     return FieldError(source, "training.device.precision", "TF32 is a CUDA precision; the CPU runs FP32 or BF16");
-  if (!cuda && d.precision() == proto::TrainingSpec::Device::BF16)
-    return FieldError(source, "training.device.precision",
-                      "BF16 on the CPU is not available in this build; the CPU runs FP32");
   const auto& p = spec.privacy();
   if (cuda && (p.has_target_epsilon() || p.has_noise_multiplier()))
     return FieldError(source, "training.device.kind",

@@ -10,11 +10,11 @@
 namespace polis::worker {
 
 DpStep::DpStep(const nn::Model& model, const proto::ModelSpec& spec, const privacy::DpPlan& plan, int worker,
-               int workers, int64_t batch, float* params, float* grads)
+               int workers, int64_t batch, float* params, float* grads, bool bf16)
     : model_(model), spec_(spec), plan_(plan), worker_(worker), workers_(workers),
       P_(model.parameter_count()), K_(nn::ShapeElements(model.output_shape())),
       chunk_(batch + static_cast<int64_t>(std::ceil(4 * std::sqrt(static_cast<double>(batch))))),
-      grads_(grads), net_(std::make_unique<nn::Network>(model, chunk_, params, grads, true)),
+      grads_(grads), net_(std::make_unique<nn::Network>(model, chunk_, params, grads, true, false, bf16)),
       targets_(chunk_ * K_) {}
 
 DpStep::~DpStep() = default;

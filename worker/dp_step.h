@@ -24,7 +24,7 @@ class DpStep {
  public:
   // batch: training.batch_size (this worker's expected part of a step).
   DpStep(const nn::Model& model, const proto::ModelSpec& spec, const privacy::DpPlan& plan, int worker,
-         int workers, int64_t batch, float* params, float* grads);
+         int workers, int64_t batch, float* params, float* grads, bool bf16 = false);
   ~DpStep();
 
   struct Result {

@@ -189,15 +189,18 @@ std::string ParamsSha256(const std::vector<float>& params) {
 // The final test evaluation of the model to publish: this worker's slice of
 // the test set, on its own parameters or on those of the checkpoint the
 // coordinator names (training.restore_best), loaded into `params`.
-Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Evaluator* evaluator, Replica* replica,
-                             std::vector<float>* params, const proto::FinalEvaluationRequest& req) {
+// It runs on the CPU in FP32 whatever the worker trained on: the registry
+// serves the artifact so, and the coordinator checks the reloaded artifact's
+// metric against this one exactly.
+Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, std::vector<float>* params,
+                             const proto::FinalEvaluationRequest& req) {
   // The checkpoint's parameters follow the request (common/checkpoint_transfer.h).
   if (!req.checkpoint().empty())
     POLIS_RETURN_IF_ERROR(RecvParams(ctx.data, ctx.coordinator_rank(), params, comm::DeadlineFromNow()));
   const int64_t T = ds.size(data::Part::kTest), w = ctx.worker_index();
-  POLIS_RETURN_IF_ERROR(replica->UploadParams());
-  const EvalResult ev = evaluator->Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
-  POLIS_RETURN_IF_ERROR(evaluator->TakeError());
+  Evaluator evaluator(ctx.model, ctx.job.spec.model(), params->data(), ctx.job.spec.training().eval_batch_size());
+  const EvalResult ev = evaluator.Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+  POLIS_RETURN_IF_ERROR(evaluator.TakeError());
   POLIS_RETURN_IF_ERROR(ds.TakeError());
   proto::ControlMessage msg;
   ToSums(ev, /*with_confusion=*/true, msg.mutable_final_evaluation()->mutable_test());
@@ -238,7 +241,7 @@ Status RunWorker(const RoleContext& ctx) {
   // The device this worker computes on, and where its parameters and
   // gradients live there (on a GPU, all-reduce runs NCCL on the device's
   // gradients; parameter servers are fed from the host copies).
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec)));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec), ctx.transport->LocalWorkerIndex()));
   POLIS_LOG(kInfo, kWorker, "computing on {} ({})", dev->Describe(), device::PrecisionName(JobPrecision(spec)));
   // Targets: n labels or n × K values; room for the larger.
   const Replica::Shape shape{P, kGradientExtraSlots, B, nn::ShapeElements(model.input_shape()), K};
@@ -289,7 +292,8 @@ Status RunWorker(const RoleContext& ctx) {
   };
   std::unique_ptr<DpStep> dp_step;
   if (dp) dp_step = std::make_unique<DpStep>(model, spec.model(), *dp, ctx.worker_index(), ctx.workers, B,
-                                             params.data(), grads.data());
+                                             params.data(), grads.data(),
+                                             JobPrecision(spec) == device::Precision::kBf16);
   else POLIS_RETURN_IF_ERROR(net_for(B).status());
   // Evaluation runs on the worker's device, on its copy of the parameters.
   EvalDevice eval_device{dev.get(), [&](int64_t n) {
@@ -513,7 +517,7 @@ Status RunWorker(const RoleContext& ctx) {
   proto::ControlMessage cmd;
   POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   if (cmd.has_final_evaluation_request()) {
-    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, &evaluator, replica.get(), &params, cmd.final_evaluation_request()));
+    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, &params, cmd.final_evaluation_request()));
     POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   }
   if (cmd.has_server_command() &&

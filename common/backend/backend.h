@@ -23,9 +23,10 @@ namespace polis::backend {
 // Whether this program can run `kind`.
 bool Linked(device::Kind kind);
 
-// The device of this process: the CPU, or the CUDA device its local rank
-// maps to (device::LocalDeviceOrdinal).
-StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind);
+// The device of this process: the CPU, or the CUDA device a worker's index
+// among the workers on its host maps to (device::LocalDeviceOrdinal; -1:
+// the process's local rank).
+StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind, int local_worker = -1);
 
 // An executor on `dev` bound to params/grads (spans in dev's memory).
 StatusOr<std::unique_ptr<nn::Executor>> MakeExecutor(device::Device& dev, const nn::Model& model, int64_t batch,

@@ -15,7 +15,7 @@ Status NoCuda() {
 
 bool Linked(device::Kind kind) { return kind == device::Kind::kCpu; }
 
-StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind) {
+StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind, int) {
   if (kind != device::Kind::kCpu) return NoCuda();
   return device::CpuDevice();
 }

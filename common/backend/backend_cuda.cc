@@ -12,12 +12,12 @@ namespace polis::backend {
 
 bool Linked(device::Kind) { return true; }
 
-StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind) {
+StatusOr<std::unique_ptr<device::Device>> OpenDevice(device::Kind kind, int local_worker) {
   if (kind == device::Kind::kCpu) return device::CpuDevice();
   const int visible = device::CudaDeviceCount();
   if (visible == 0) return device::OpenCudaDevice(0);  // it says why there is none
   POLIS_ASSIGN_OR_RETURN(const int ordinal,
-                         device::LocalDeviceOrdinal(visible, [](const char* n) { return std::getenv(n); }));
+                         device::LocalDeviceOrdinal(visible, local_worker, [](const char* n) { return std::getenv(n); }));
   return device::OpenCudaDevice(ordinal);
 }
 

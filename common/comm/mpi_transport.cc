@@ -142,6 +142,13 @@ class MpiTransport final : public Transport {
     // Workers: all-reduce only; the collective split comes first, as
     // before every rank's duplicates.
     POLIS_MPI_CHECK(MPI_Comm_split(world, is_worker ? 1 : MPI_UNDEFINED, rank, &workers_comm_));
+    if (workers_comm_ != MPI_COMM_NULL) {
+      // The workers sharing this host's memory, in rank order.
+      MPI_Comm local = MPI_COMM_NULL;
+      POLIS_MPI_CHECK(MPI_Comm_split_type(workers_comm_, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local));
+      POLIS_MPI_CHECK(MPI_Comm_rank(local, &local_worker_));
+      MPI_Comm_free(&local);
+    }
     POLIS_MPI_CHECK(MPI_Comm_dup(world, &ctrl_comm_));
     POLIS_MPI_CHECK(MPI_Comm_dup(world, &data_comm_));
     POLIS_MPI_CHECK(MPI_Comm_set_errhandler(ctrl_comm_, MPI_ERRORS_RETURN));
@@ -153,6 +160,7 @@ class MpiTransport final : public Transport {
   Channel* control() override { return control_.get(); }
   Channel* data() override { return data_.get(); }
   MPI_Comm workers_comm() const { return workers_comm_; }
+  int LocalWorkerIndex() const override { return local_worker_; }
 
   StatusOr<std::unique_ptr<Communicator>> WorkersCommunicator(int64_t max_count,
                                                               const std::vector<int>& host_of_rank) override {
@@ -162,6 +170,7 @@ class MpiTransport final : public Transport {
 
  private:
   MPI_Comm ctrl_comm_ = MPI_COMM_NULL, data_comm_ = MPI_COMM_NULL, workers_comm_ = MPI_COMM_NULL;
+  int local_worker_ = -1;
   std::unique_ptr<Channel> control_, data_;
 };
 

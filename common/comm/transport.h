@@ -30,6 +30,10 @@ class Transport {
   // FailedPrecondition on a rank that is not a worker.
   virtual StatusOr<std::unique_ptr<Communicator>> WorkersCommunicator(int64_t max_count,
                                                                       const std::vector<int>& host_of_rank) = 0;
+  // This worker's index among the workers on its host (the GPU it takes;
+  // the coordinator and servers on the host are not counted); -1 when not
+  // known or not a worker.
+  virtual int LocalWorkerIndex() const { return -1; }
 };
 
 }  // namespace polis::comm

@@ -78,17 +78,19 @@ class Cpu : public Device {
 
 std::unique_ptr<Device> CpuDevice() { return std::make_unique<Cpu>(); }
 
-StatusOr<int> LocalDeviceOrdinal(int visible, const std::function<const char*(const char*)>& getenv) {
-  const char* from = nullptr;
+StatusOr<int> LocalDeviceOrdinal(int visible, int local_worker,
+                                 const std::function<const char*(const char*)>& getenv) {
+  const char* from = local_worker >= 0 ? "workers counted on their host" : nullptr;
   const char* text = nullptr;
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"}) {
+    if (local_worker >= 0) break;
     if (const char* v = getenv(name); v != nullptr && *v != '\0') {
       from = name;
       text = v;
       break;
     }
   }
-  int rank = 0;
+  int rank = local_worker >= 0 ? local_worker : 0;
   if (text != nullptr) {
     char* end = nullptr;
     const long v = std::strtol(text, &end, 10);

@@ -133,11 +133,15 @@ class Device {
 // The CPU device (oneDNN runs on it); always available.
 std::unique_ptr<Device> CpuDevice();
 
-// Which GPU this process uses: its local rank on the host, from
-// OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID (0 when neither is set),
-// among `visible` devices (the CUDA runtime already renumbers those listed
-// in CUDA_VISIBLE_DEVICES from 0). More local ranks than devices is refused:
-// NCCL cannot run two ranks on one GPU. `getenv` is a parameter for tests.
-StatusOr<int> LocalDeviceOrdinal(int visible, const std::function<const char*(const char*)>& getenv);
+// Which GPU a worker uses, among the `visible` devices (the CUDA runtime
+// already renumbers those CUDA_VISIBLE_DEVICES lists from 0): its index
+// among the workers on its host, `local_worker` (comm::Transport::
+// LocalWorkerIndex; the coordinator and servers share hosts with workers
+// but use no GPU). When that is not known (-1), the process's local rank:
+// OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID (0 when neither is set). More
+// workers on a host than devices is refused: NCCL cannot run two ranks on
+// one GPU. `getenv` is a parameter for tests.
+StatusOr<int> LocalDeviceOrdinal(int visible, int local_worker,
+                                 const std::function<const char*(const char*)>& getenv);
 
 }  // namespace polis::device

@@ -9,7 +9,7 @@ namespace {
 class CpuExecutor : public Executor {
  public:
   CpuExecutor(const Model& model, int64_t batch, float* params, float* grads, const ExecutorOptions& o)
-      : net_(model, batch, params, grads, o.training, o.want_input_grad),
+      : net_(model, batch, params, grads, o.training, o.want_input_grad, o.precision == device::Precision::kBf16),
         in_(ShapeElements(model.input_shape()) * batch),
         out_(ShapeElements(model.output_shape()) * batch) {}
 
@@ -68,8 +68,6 @@ StatusOr<std::unique_ptr<Executor>> MakeCpuExecutor(const Model& model, int64_t 
                            grads.size);
   if (options.precision == device::Precision::kTf32)
     return InvalidArgument("precision TF32 is a CUDA precision; the CPU runs FP32 or BF16");
-  if (options.precision == device::Precision::kBf16)
-    return Unimplemented("precision BF16 on the CPU is not available in this build");
   if (std::string why = UnsupportedLayer(device::Kind::kCpu, model); !why.empty()) return Unimplemented("{}", why);
   return std::unique_ptr<Executor>(
       new CpuExecutor(model, batch, params.data, options.training ? grads.data : nullptr, options));

@@ -35,8 +35,8 @@ TEST(CpuDevice, AllocatesZeroedMemoryAndCopiesAtOnce) {
   EXPECT_EQ(empty->size(), 0);
 }
 
-StatusOr<int> Ordinal(int visible, std::map<std::string, std::string> env) {
-  return LocalDeviceOrdinal(visible, [&](const char* name) -> const char* {
+StatusOr<int> Ordinal(int visible, std::map<std::string, std::string> env, int local_worker = -1) {
+  return LocalDeviceOrdinal(visible, local_worker, [&](const char* name) -> const char* {
     auto it = env.find(name);
     return it == env.end() ? nullptr : it->second.c_str();
   });
@@ -57,6 +57,13 @@ TEST(LocalDeviceOrdinal, LocalRankPicksTheGpuAndTwoRanksNeverShareOne) {
   const auto none = Ordinal(0, {{"CUDA_VISIBLE_DEVICES", ""}});
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("no CUDA device is visible"), std::string::npos);
+  // The transport's count of workers on the host wins over the local rank,
+  // which also counts the coordinator and the servers.
+  EXPECT_EQ(*Ordinal(1, {{"OMPI_COMM_WORLD_LOCAL_RANK", "2"}}, 0), 0);
+  const auto third = Ordinal(2, {{"OMPI_COMM_WORLD_LOCAL_RANK", "4"}}, 2);
+  ASSERT_FALSE(third.ok());
+  EXPECT_NE(third.status().message().find("local rank 2 (workers counted on their host)"), std::string::npos)
+      << third.status().message();
   const auto bad = Ordinal(2, {{"SLURM_LOCALID", "x1"}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("SLURM_LOCALID='x1'"), std::string::npos) << bad.status().message();

@@ -10,8 +10,10 @@ StatusOr<std::unique_ptr<Replica>> Replica::Create(device::Device& dev, float* p
   const int64_t P = shape.params;
   std::unique_ptr<Replica> r(
       new Replica(dev, params, grads, P, shape.extra, staged, staged && device_collectives));
-  POLIS_ASSIGN_OR_RETURN(r->h_targets_, dev.Allocate(shape.batch * shape.targets, device::Space::kPinned));
+  r->targets_per_row_ = shape.targets;
+  POLIS_ASSIGN_OR_RETURN(r->h_targets_[0], dev.Allocate(shape.batch * shape.targets, device::Space::kPinned));
   if (!staged) return r;
+  POLIS_ASSIGN_OR_RETURN(r->h_targets_[1], dev.Allocate(shape.batch * shape.targets, device::Space::kPinned));
   for (const nn::LayerInfo& l : model.layers()) r->ranges_.emplace_back(l.param_offset, l.param_count);
   // The synchroniser's buffers are copied from and to asynchronously.
   POLIS_RETURN_IF_ERROR(dev.Pin(params, P));
@@ -23,7 +25,9 @@ StatusOr<std::unique_ptr<Replica>> Replica::Create(device::Device& dev, float* p
   r->pinned_ = true;
   POLIS_ASSIGN_OR_RETURN(r->d_params_, dev.Allocate(P, device::Space::kDevice));
   POLIS_ASSIGN_OR_RETURN(r->d_grads_, dev.Allocate(P + shape.extra, device::Space::kDevice));
-  POLIS_ASSIGN_OR_RETURN(r->h_input_, dev.Allocate(shape.batch * shape.in, device::Space::kPinned));
+  for (device::Buffer& b : r->h_input_) {
+    POLIS_ASSIGN_OR_RETURN(b, dev.Allocate(shape.batch * shape.in, device::Space::kPinned));
+  }
   POLIS_ASSIGN_OR_RETURN(r->d_targets_, dev.Allocate(shape.batch * shape.targets, device::Space::kDevice));
   POLIS_ASSIGN_OR_RETURN(r->copy_, dev.NewStream());
   for (size_t i = 0; i < r->ranges_.size(); ++i) {
@@ -44,13 +48,13 @@ Replica::~Replica() {
 }
 
 StatusOr<device::Span<const float>> Replica::LoadBatch(nn::Executor& ex, int64_t rows) {
-  const int64_t per_target = h_targets_.size() / ex.batch();
-  const device::Span<float> h_targets = h_targets_.span().sub(0, rows * per_target);
+  const int64_t per_target = targets_per_row_;
+  const device::Span<float> h_targets = h_targets_[cur_].span().sub(0, rows * per_target);
   if (!staged_) return device::Span<const float>(h_targets);
   TRACE_SCOPE("upload batch");
   device::Stream& s = dev_.stream();
   const device::Span<float> in = ex.input();
-  POLIS_RETURN_IF_ERROR(dev_.Copy(in, h_input_.span().sub(0, in.size), s));
+  POLIS_RETURN_IF_ERROR(dev_.Copy(in, h_input_[cur_].span().sub(0, in.size), s));
   const device::Span<float> d_targets = d_targets_.span().sub(0, rows * per_target);
   POLIS_RETURN_IF_ERROR(dev_.Copy(d_targets, h_targets, s));
   return device::Span<const float>(d_targets);

@@ -46,8 +46,18 @@ class Replica {
 
   // Where to write `rows` input rows and their targets on the host, then
   // call LoadBatch: the executor's own input when the host can write it.
-  float* HostInput(nn::Executor& ex) { return staged_ ? h_input_.data() : ex.input().data; }
-  float* HostTargets() { return h_targets_.data(); }
+  float* HostInput(nn::Executor& ex) { return staged_ ? h_input_[cur_].data() : ex.input().data; }
+  float* HostTargets() { return h_targets_[cur_].data(); }
+
+  // Double buffering, on a device with its own memory: while the device
+  // computes a batch, the next one can be gathered into the other pinned
+  // buffers (NextHostInput/NextHostTargets, room for a full batch); Swap
+  // makes them the current ones. On the CPU the executor's input is the
+  // buffer, and there is nothing to overlap.
+  bool double_buffered() const { return staged_; }
+  float* NextHostInput() { return h_input_[1 - cur_].data(); }
+  float* NextHostTargets() { return h_targets_[1 - cur_].data(); }
+  void Swap() { cur_ = 1 - cur_; }
   // Moves what HostInput/HostTargets hold to the executor and returns the
   // targets' span on the device, for the loss.
   StatusOr<device::Span<const float>> LoadBatch(nn::Executor& ex, int64_t rows);
@@ -82,7 +92,9 @@ class Replica {
   std::unique_ptr<device::Stream> copy_;             // staged: the copy stream
   std::vector<std::unique_ptr<device::Event>> made_, moved_;  // per layer: computed, copied
   bool pinned_ = false;                              // params_/grads_ page-locked by Pin
-  device::Buffer d_params_, d_grads_, h_input_, h_targets_, d_targets_;
+  int64_t targets_per_row_ = 0;
+  int cur_ = 0;  // which of the two pinned buffers holds the current batch
+  device::Buffer d_params_, d_grads_, h_input_[2], h_targets_[2], d_targets_;
 };
 
 }  // namespace polis::worker

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -322,6 +323,9 @@ Status RunWorker(const RoleContext& ctx) {
     const std::vector<int64_t> perm = data::EpochPermutation(spec.training().seed(), epoch, ds->size(data::Part::kTrain));
     ds->SetEpoch(epoch);
     std::vector<int64_t> queue;  // positions into perm, consumed from `head`
+    // A device's double buffering: the dataset indices of the next batch,
+    // gathered into the replica's other buffers during the last step.
+    std::vector<int64_t> gathered_ahead;
     size_t head = 0;
     bool exhausted = false;
     double compute_s = 0, comm_s = 0, loss_sum = 0, report_loss = 0;
@@ -404,7 +408,14 @@ Status RunWorker(const RoleContext& ctx) {
         consumed += n;
         log_samples(batch_indices.data(), n);
         POLIS_ASSIGN_OR_RETURN(nn::Executor* net, net_for(n));
-        { TRACE_SCOPE("load batch"); ds->Gather(data::Part::kTrain, batch_indices.data(), n, replica->HostInput(*net), replica->HostTargets()); }
+        if (!gathered_ahead.empty() && std::equal(gathered_ahead.begin(), gathered_ahead.end(), batch_indices.begin(),
+                                                  batch_indices.begin() + n) && static_cast<int64_t>(gathered_ahead.size()) == n) {
+          replica->Swap();  // gathered while the device computed the last step
+        } else {
+          TRACE_SCOPE("load batch");
+          ds->Gather(data::Part::kTrain, batch_indices.data(), n, replica->HostInput(*net), replica->HostTargets());
+        }
+        gathered_ahead.clear();
         POLIS_RETURN_IF_ERROR(ds->TakeError());
         POLIS_ASSIGN_OR_RETURN(const device::Span<const float> targets, replica->LoadBatch(*net, n));
         // Streaming datasets read and decode the queued samples while this step computes.
@@ -414,6 +425,13 @@ Status RunWorker(const RoleContext& ctx) {
         POLIS_RETURN_IF_ERROR(replica->Forward(*net, layers, before_layer));
         // Gradient of the summed loss: servers divide by all workers' samples.
         POLIS_RETURN_IF_ERROR(loss->Compute(net->output(), targets, net->output_diff(), 1.0f, dev->stream()));
+        // While the device computes: the next full batch, when the queue
+        // already holds it, into the replica's other pinned buffers.
+        if (replica->double_buffered() && queue.size() - head >= static_cast<size_t>(B)) {
+          TRACE_SCOPE("load next batch");
+          for (int64_t i = 0; i < B; ++i) gathered_ahead.push_back(perm[queue[head + i]]);
+          ds->Gather(data::Part::kTrain, gathered_ahead.data(), B, replica->NextHostInput(), replica->NextHostTargets());
+        }
         POLIS_ASSIGN_OR_RETURN(const nn::LossStats st, loss->Read(dev->stream()));
         POLIS_RETURN_IF_ERROR(net->TakeDataError());
         POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), st.loss_sum, step, epoch));

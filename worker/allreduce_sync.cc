@@ -197,6 +197,10 @@ class AllReduceSync : public GradientSync {
 
   void Loop() {
     trace::SetThreadName("comm");
+    // NCCL's 16-bit wire kernels launch from this thread, on the device's streams.
+    if (on_device_) {
+      if (Status st = on_.dev->MakeCurrent(); !st.ok()) Fail(st);
+    }
     while (true) {
       size_t b;
       {

@@ -209,6 +209,14 @@ Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, st
   return comm::SendControl(ctx.ctrl, ctx.coordinator_rank(), msg);
 }
 
+// This worker's index among the workers on its host, for a device job only
+// (every worker of a job has the same device, so all or none ask: the
+// transport may need a collective).
+int LocalWorker(const RoleContext& ctx) {
+  if (JobDeviceKind(ctx.job.spec) == device::Kind::kCpu) return -1;
+  return ctx.transport->LocalWorkerIndex();
+}
+
 }  // namespace
 
 Status RunWorker(const RoleContext& ctx) {
@@ -242,7 +250,7 @@ Status RunWorker(const RoleContext& ctx) {
   // The device this worker computes on, and where its parameters and
   // gradients live there (on a GPU, all-reduce runs NCCL on the device's
   // gradients; parameter servers are fed from the host copies).
-  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec), ctx.transport->LocalWorkerIndex()));
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<device::Device> dev, backend::OpenDevice(JobDeviceKind(spec), LocalWorker(ctx)));
   POLIS_LOG(kInfo, kWorker, "computing on {} ({})", dev->Describe(), device::PrecisionName(JobPrecision(spec)));
   // Targets: n labels or n × K values; room for the larger.
   const Replica::Shape shape{P, kGradientExtraSlots, B, nn::ShapeElements(model.input_shape()), K};

@@ -142,13 +142,6 @@ class MpiTransport final : public Transport {
     // Workers: all-reduce only; the collective split comes first, as
     // before every rank's duplicates.
     POLIS_MPI_CHECK(MPI_Comm_split(world, is_worker ? 1 : MPI_UNDEFINED, rank, &workers_comm_));
-    if (workers_comm_ != MPI_COMM_NULL) {
-      // The workers sharing this host's memory, in rank order.
-      MPI_Comm local = MPI_COMM_NULL;
-      POLIS_MPI_CHECK(MPI_Comm_split_type(workers_comm_, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local));
-      POLIS_MPI_CHECK(MPI_Comm_rank(local, &local_worker_));
-      MPI_Comm_free(&local);
-    }
     POLIS_MPI_CHECK(MPI_Comm_dup(world, &ctrl_comm_));
     POLIS_MPI_CHECK(MPI_Comm_dup(world, &data_comm_));
     POLIS_MPI_CHECK(MPI_Comm_set_errhandler(ctrl_comm_, MPI_ERRORS_RETURN));
@@ -160,7 +153,27 @@ class MpiTransport final : public Transport {
   Channel* control() override { return control_.get(); }
   Channel* data() override { return data_.get(); }
   MPI_Comm workers_comm() const { return workers_comm_; }
-  int LocalWorkerIndex() const override { return local_worker_; }
+  // The workers before this one (in rank order) whose processor name is
+  // this one's: an allgather of the names over the workers, no new
+  // communicator. Collective over the workers; computed once.
+  int LocalWorkerIndex() override {
+    if (local_worker_ >= 0 || workers_comm_ == MPI_COMM_NULL) return local_worker_;
+    char name[MPI_MAX_PROCESSOR_NAME] = {};
+    int len = 0, me = 0, n = 0;
+    if (MPI_Get_processor_name(name, &len) != MPI_SUCCESS || MPI_Comm_rank(workers_comm_, &me) != MPI_SUCCESS ||
+        MPI_Comm_size(workers_comm_, &n) != MPI_SUCCESS)
+      return -1;
+    std::vector<char> all(static_cast<size_t>(n) * MPI_MAX_PROCESSOR_NAME);
+    if (MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                      workers_comm_) != MPI_SUCCESS)
+      return -1;
+    int index = 0;
+    for (int r = 0; r < me; ++r)
+      if (std::strncmp(all.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME, name, MPI_MAX_PROCESSOR_NAME) == 0)
+        ++index;
+    local_worker_ = index;
+    return local_worker_;
+  }
 
   StatusOr<std::unique_ptr<Communicator>> WorkersCommunicator(int64_t max_count,
                                                               const std::vector<int>& host_of_rank) override {

@@ -32,8 +32,9 @@ class Transport {
                                                                       const std::vector<int>& host_of_rank) = 0;
   // This worker's index among the workers on its host (the GPU it takes;
   // the coordinator and servers on the host are not counted); -1 when not
-  // known or not a worker.
-  virtual int LocalWorkerIndex() const { return -1; }
+  // known or not a worker. May be collective over the workers: every
+  // worker calls it, or none.
+  virtual int LocalWorkerIndex() { return -1; }
 };
 
 }  // namespace polis::comm

@@ -67,6 +67,7 @@ class Cpu : public Device {
     return Status::Ok();
   }
   Status Pin(float*, int64_t) override { return Status::Ok(); }
+  Status MakeCurrent() override { return Status::Ok(); }
   Status Unpin(float*) override { return Status::Ok(); }
   Stream& stream() override { return stream_; }
 

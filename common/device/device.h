@@ -125,6 +125,9 @@ class Device {
   // asynchronously (a no-op on the CPU); Unpin before it is freed.
   virtual Status Pin(float* data, int64_t floats) = 0;
   virtual Status Unpin(float* data) = 0;
+  // Makes this device the calling thread's current one (CUDA keeps one per
+  // thread; a thread that launches work for the device calls it first).
+  virtual Status MakeCurrent() = 0;
   // The stream the device's executors, losses and optimizers use unless
   // given another.
   virtual Stream& stream() = 0;

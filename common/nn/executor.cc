@@ -17,17 +17,22 @@ class CpuExecutor : public Executor {
   int64_t batch() const override { return net_.batch(); }
   device::Span<float> input() override { return device::HostSpan(net_.input(), in_); }
   Status Forward(const std::function<void(int)>& before_layer) override {
-    net_.Forward(before_layer);
+    try {
+      net_.Forward(before_layer);
+    } catch (const dnnl::error& e) {
+      return InternalError("oneDNN forward: {}", e.what());
+    }
     return Status::Ok();
   }
   device::Span<const float> output() override { return device::HostSpan(net_.output(), out_); }
   device::Span<float> output_diff() override { return device::HostSpan(net_.output_diff(), out_); }
   Status Backward(const LayerDone& on_layer_done) override {
-    if (!on_layer_done) {
-      net_.Backward();
-      return Status::Ok();
+    try {
+      if (on_layer_done) net_.Backward([&](int layer) { on_layer_done(layer, nullptr); });
+      else net_.Backward();
+    } catch (const dnnl::error& e) {
+      return InternalError("oneDNN backward: {}", e.what());
     }
-    net_.Backward([&](int layer) { on_layer_done(layer, nullptr); });
     return Status::Ok();
   }
   std::vector<std::string> ImplInfo() const override { return net_.ImplInfo(); }
@@ -69,8 +74,12 @@ StatusOr<std::unique_ptr<Executor>> MakeCpuExecutor(const Model& model, int64_t 
   if (options.precision == device::Precision::kTf32)
     return InvalidArgument("precision TF32 is a CUDA precision; the CPU runs FP32 or BF16");
   if (std::string why = UnsupportedLayer(device::Kind::kCpu, model); !why.empty()) return Unimplemented("{}", why);
-  return std::unique_ptr<Executor>(
-      new CpuExecutor(model, batch, params.data, options.training ? grads.data : nullptr, options));
+  try {
+    return std::unique_ptr<Executor>(
+        new CpuExecutor(model, batch, params.data, options.training ? grads.data : nullptr, options));
+  } catch (const dnnl::error& e) {
+    return InternalError("oneDNN could not build the network for batch {}: {}", batch, e.what());
+  }
 }
 
 std::unique_ptr<Loss> MakeCpuLoss(const proto::ModelSpec& spec, int64_t n, int64_t k) {

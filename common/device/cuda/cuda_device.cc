@@ -117,6 +117,11 @@ class Cuda : public Device {
     return Status::Ok();
   }
 
+  Status MakeCurrent() override {
+    POLIS_CUDA_CHECK(cudaSetDevice(ordinal_));
+    return Status::Ok();
+  }
+
   Status Unpin(float* data) override {
     POLIS_CUDA_CHECK(cudaHostUnregister(data));
     return Status::Ok();

@@ -9,6 +9,7 @@
 #include <functional>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "common/backend/backend.h"
@@ -192,16 +193,20 @@ std::string ParamsSha256(const std::vector<float>& params) {
 // coordinator names (training.restore_best), loaded into `params`.
 // It runs on the CPU in FP32 whatever the worker trained on: the registry
 // serves the artifact so, and the coordinator checks the reloaded artifact's
-// metric against this one exactly.
-Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, std::vector<float>* params,
-                             const proto::FinalEvaluationRequest& req) {
+// metric against this one exactly. `cpu_fp32`: the worker's own evaluator
+// when it already is that (a CPU FP32 job: no second set of networks), else
+// null.
+Status EvaluateForPublishing(const RoleContext& ctx, const data::Dataset& ds, Evaluator* cpu_fp32,
+                             std::vector<float>* params, const proto::FinalEvaluationRequest& req) {
   // The checkpoint's parameters follow the request (common/checkpoint_transfer.h).
   if (!req.checkpoint().empty())
     POLIS_RETURN_IF_ERROR(RecvParams(ctx.data, ctx.coordinator_rank(), params, comm::DeadlineFromNow()));
   const int64_t T = ds.size(data::Part::kTest), w = ctx.worker_index();
-  Evaluator evaluator(ctx.model, ctx.job.spec.model(), params->data(), ctx.job.spec.training().eval_batch_size());
-  const EvalResult ev = evaluator.Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
-  POLIS_RETURN_IF_ERROR(evaluator.TakeError());
+  std::optional<Evaluator> own;
+  if (cpu_fp32 == nullptr)
+    cpu_fp32 = &own.emplace(ctx.model, ctx.job.spec.model(), params->data(), ctx.job.spec.training().eval_batch_size());
+  const EvalResult ev = cpu_fp32->Run(ds, data::Part::kTest, T * w / ctx.workers, T * (w + 1) / ctx.workers);
+  POLIS_RETURN_IF_ERROR(cpu_fp32->TakeError());
   POLIS_RETURN_IF_ERROR(ds.TakeError());
   proto::ControlMessage msg;
   ToSums(ev, /*with_confusion=*/true, msg.mutable_final_evaluation()->mutable_test());
@@ -311,6 +316,7 @@ Status RunWorker(const RoleContext& ctx) {
                            return backend::MakeExecutor(*dev, model, n, replica->params(), {}, o);
                          }};
   Evaluator evaluator(model, spec.model(), params.data(), spec.training().eval_batch_size(), eval_device);
+  const bool cpu_fp32 = dev->kind() == device::Kind::kCpu && JobPrecision(spec) == device::Precision::kFp32;
   std::vector<int64_t> batch_indices(B), ahead;
 
   const int coord = ctx.coordinator_rank();
@@ -543,7 +549,8 @@ Status RunWorker(const RoleContext& ctx) {
   proto::ControlMessage cmd;
   POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   if (cmd.has_final_evaluation_request()) {
-    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, &params, cmd.final_evaluation_request()));
+    POLIS_RETURN_IF_ERROR(EvaluateForPublishing(ctx, *ds, cpu_fp32 ? &evaluator : nullptr, &params,
+                                                cmd.final_evaluation_request()));
     POLIS_RETURN_IF_ERROR(NextCommand(ctx, limits, &cmd));
   }
   if (cmd.has_server_command() &&

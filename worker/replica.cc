@@ -72,8 +72,7 @@ Status Replica::UploadParams() {
   return dev_.Copy(params(), device::HostSpan<const float>(params_, P_), dev_.stream());
 }
 
-Status Replica::Forward(nn::Executor& ex, int layers, const std::function<void(int)>& before_layer) {
-  (void)layers;
+Status Replica::Forward(nn::Executor& ex, const std::function<void(int)>& before_layer) {
   if (!staged_) return ex.Forward(before_layer);
   return StagedForward(ex, before_layer);
 }

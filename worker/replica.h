@@ -65,9 +65,10 @@ class Replica {
   // The host parameters to the device's copy (a no-op on the CPU), e.g.
   // before an evaluation; Forward does it itself.
   Status UploadParams();
-  // Forward with the synchroniser's per-layer wait. Staged: every layer's
-  // parameters are waited for, then uploaded, then the whole forward runs.
-  Status Forward(nn::Executor& ex, int layers, const std::function<void(int)>& before_layer);
+  // Forward with the synchroniser's per-layer wait. Staged: layer i's
+  // parameters go up on the copy stream once the synchroniser has them, and
+  // the compute stream waits for that copy only before layer i.
+  Status Forward(nn::Executor& ex, const std::function<void(int)>& before_layer);
   // Backward, telling the synchroniser as each layer's gradients are final
   // where it reads them. Staged to the host: each layer's gradients are
   // copied down on a copy stream as soon as the compute stream has made

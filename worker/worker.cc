@@ -436,7 +436,7 @@ Status RunWorker(const RoleContext& ctx) {
         ahead.clear();
         for (size_t i = head; i < queue.size(); ++i) ahead.push_back(perm[queue[i]]);
         ds->Prefetch(data::Part::kTrain, ahead.data(), static_cast<int64_t>(ahead.size()));
-        POLIS_RETURN_IF_ERROR(replica->Forward(*net, layers, before_layer));
+        POLIS_RETURN_IF_ERROR(replica->Forward(*net, before_layer));
         // Gradient of the summed loss: servers divide by all workers' samples.
         POLIS_RETURN_IF_ERROR(loss->Compute(net->output(), targets, net->output_diff(), 1.0f, dev->stream()));
         // While the device computes: the next full batch, when the queue

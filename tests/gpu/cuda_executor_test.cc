@@ -52,7 +52,7 @@ Step RunStep(device::Kind kind, const nn::Model& model, const proto::ModelSpec& 
   auto targets = (*replica)->LoadBatch(**ex, B);
   EXPECT_TRUE(targets.ok());
   const int layers = static_cast<int>(model.layers().size());
-  EXPECT_TRUE((*replica)->Forward(**ex, layers, [](int) {}).ok());
+  EXPECT_TRUE((*replica)->Forward(**ex, [](int) {}).ok());
   EXPECT_TRUE((*loss)->Compute((*ex)->output(), *targets, (*ex)->output_diff(), 1.f, (*dev)->stream()).ok());
   auto st = (*loss)->Read((*dev)->stream());
   EXPECT_TRUE(st.ok());

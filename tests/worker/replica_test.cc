@@ -46,7 +46,7 @@ TEST(Replica, OnTheCpuTheExecutorsUseTheSynchronisersBuffers) {
 
   const int layers = static_cast<int>(model->layers().size());
   std::vector<int> before, after;
-  ASSERT_TRUE(replica.Forward(**ex, layers, [&](int i) { before.push_back(i); }).ok());
+  ASSERT_TRUE(replica.Forward(**ex, [&](int i) { before.push_back(i); }).ok());
   for (int i = 0; i < layers; ++i) ASSERT_EQ(before.at(i), i);
   auto loss = backend::MakeLoss(**dev, job->spec.model(), B, K);
   ASSERT_TRUE(loss.ok());

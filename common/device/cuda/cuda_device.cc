@@ -29,28 +29,15 @@ class CudaStream : public Stream {
 
 cudaStream_t Native(Stream& s) { return static_cast<cudaStream_t>(s.native()); }
 
-class CudaEvent : public Event {
- public:
-  explicit CudaEvent(cudaEvent_t e) : e_(e) {}
-  ~CudaEvent() override {
-    if (e_) cudaEventDestroy(e_);
-  }
-  Status Record(Stream& s) override {
-    POLIS_CUDA_CHECK(cudaEventRecord(e_, Native(s)));
-    return Status::Ok();
-  }
-  Status MakeWait(Stream& s) override {
-    POLIS_CUDA_CHECK(cudaStreamWaitEvent(Native(s), e_, 0));
-    return Status::Ok();
-  }
-  Status Synchronize() override {
-    POLIS_CUDA_CHECK(cudaEventSynchronize(e_));
-    return Status::Ok();
-  }
-  void* native() const override { return e_; }
+cudaEvent_t Native(const Event& e) { return static_cast<cudaEvent_t>(e.native()); }
 
- private:
-  cudaEvent_t e_;
+// An event this device created, destroyed with it.
+class CudaEvent : public CudaEventView {
+ public:
+  explicit CudaEvent(cudaEvent_t e) : CudaEventView(e) {}
+  ~CudaEvent() override {
+    if (native()) cudaEventDestroy(Native(*this));
+  }
 };
 
 class Cuda : public Device {
@@ -136,6 +123,21 @@ class Cuda : public Device {
 };
 
 }  // namespace
+
+Status CudaEventView::Record(Stream& s) {
+  POLIS_CUDA_CHECK(cudaEventRecord(Native(*this), Native(s)));
+  return Status::Ok();
+}
+
+Status CudaEventView::MakeWait(Stream& s) {
+  POLIS_CUDA_CHECK(cudaStreamWaitEvent(Native(s), Native(*this), 0));
+  return Status::Ok();
+}
+
+Status CudaEventView::Synchronize() {
+  POLIS_CUDA_CHECK(cudaEventSynchronize(Native(*this)));
+  return Status::Ok();
+}
 
 int CudaDeviceCount() {
   int n = 0;

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/device/cuda/cuda_device.h"
 #include "common/nn/cuda/cuda_network.h"
 #include "common/nn/cuda/cuda_util.h"
 
@@ -10,28 +11,6 @@ namespace polis::nn::cuda {
 namespace {
 
 device::Span<float> OnDevice(float* p, int64_t n) { return {p, n, device::Space::kDevice}; }
-
-// Wraps one layer-done event of the network (owned by it) for a synchroniser.
-class BorrowedEvent : public device::Event {
- public:
-  void Reset(cudaEvent_t e) { e_ = e; }
-  Status Record(device::Stream& s) override {
-    POLIS_CUDA_CHECK(cudaEventRecord(e_, static_cast<cudaStream_t>(s.native())));
-    return Status::Ok();
-  }
-  Status MakeWait(device::Stream& s) override {
-    POLIS_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(s.native()), e_, 0));
-    return Status::Ok();
-  }
-  Status Synchronize() override {
-    POLIS_CUDA_CHECK(cudaEventSynchronize(e_));
-    return Status::Ok();
-  }
-  void* native() const override { return e_; }
-
- private:
-  cudaEvent_t e_ = nullptr;
-};
 
 class CudaExecutor : public Executor {
  public:
@@ -56,7 +35,7 @@ class CudaExecutor : public Executor {
  private:
   std::unique_ptr<CudaNetwork> net_;
   const int64_t in_, out_;
-  BorrowedEvent event_;
+  device::CudaEventView event_;  // the layer-done event of the moment (the network owns them)
 };
 
 class CudaLossAdapter : public Loss {

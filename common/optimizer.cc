@@ -47,6 +47,17 @@ double ScheduledLearningRate(const proto::OptimizerSpec& spec, int64_t t, int64_
   return base;
 }
 
+Status Optimizer::Update(device::Span<float> params, device::Span<const float> grads, device::Stream& stream) {
+  // Device memory on a device with streams of its own is out of reach; the
+  // CPU device's "device" memory is host memory.
+  if ((params.space == device::Space::kDevice || grads.space == device::Space::kDevice) && stream.native() != nullptr)
+    return InvalidArgument("a host optimizer cannot update {} memory of a GPU", device::SpaceName(device::Space::kDevice));
+  if (params.size != grads.size)
+    return InvalidArgument("optimizer update of {} parameters with {} gradients", params.size, grads.size);
+  Step(params.data, grads.data);
+  return Status::Ok();
+}
+
 namespace {
 
 class Adam : public Optimizer {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/device/device.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
 
@@ -17,8 +18,15 @@ namespace polis {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  // One update of params[0, n) with grads[0, n); n is fixed at creation.
+  // One update of params[0, n) with grads[0, n) in host memory; n is fixed
+  // at creation.
   virtual void Step(float* params, const float* grads) = 0;
+  // The same update over spans on a device's stream, the form every device
+  // shares: the host optimizers (MakeOptimizer) run it at once on memory
+  // the host can read; the CUDA one (backend::MakeOptimizer for a CUDA
+  // device) enqueues it on the stream over device memory. InvalidArgument
+  // for memory the optimizer cannot reach.
+  virtual Status Update(device::Span<float> params, device::Span<const float> grads, device::Stream& stream);
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t t) = 0;
   // Learning rate the next Step will use (after schedule and warm-up).

@@ -134,7 +134,10 @@ class AllReduceSync : public GradientSync {
       if (dp_ != nullptr) dp_->AddNoiseToAverage(step, 0, grads_, P_);
       // Every replica holds the same mean gradient: the same norm, the same clip.
       if (clip_ > 0) ClipByGlobalNorm(grads_, P_, clip_);
-      optimizer_->Step(params_, grads_);
+      // The host master copy (a GPU worker's too: it feeds checkpoints, the
+      // finite check and the replica hash; the replica uploads it).
+      POLIS_RETURN_IF_ERROR(optimizer_->Update(device::HostSpan(params_, P_), device::HostSpan<const float>(grads_, P_),
+                                               on_.dev->stream()));
     }
     if (verify_) return VerifyReplicas(step);
     return Status::Ok();

@@ -15,6 +15,7 @@
 #include "common/comm/transport.h"
 #include "common/device/device.h"
 #include "common/nn/executor.h"
+#include "common/optimizer.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
 
@@ -39,6 +40,11 @@ StatusOr<std::unique_ptr<nn::Executor>> MakeExecutor(device::Device& dev, const 
 StatusOr<std::unique_ptr<comm::Communicator>> MakeWorkersCommunicator(device::Device& dev, comm::Transport& transport,
                                                                       int64_t max_count,
                                                                       const std::vector<int>& host_of_rank);
+
+// The job's optimizer over n floats in dev's memory (Optimizer::Update):
+// the host one on the CPU, CudaOptimizer's kernels on a CUDA device.
+StatusOr<std::unique_ptr<Optimizer>> MakeOptimizer(device::Device& dev, const proto::OptimizerSpec& spec, int64_t n,
+                                                   int64_t total_steps_hint = 0);
 
 // The job's loss over n rows of k outputs on `dev`.
 StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n, int64_t k);

@@ -34,6 +34,12 @@ StatusOr<std::unique_ptr<comm::Communicator>> MakeWorkersCommunicator(device::De
   return transport.WorkersCommunicator(max_count, host_of_rank);
 }
 
+StatusOr<std::unique_ptr<Optimizer>> MakeOptimizer(device::Device& dev, const proto::OptimizerSpec& spec, int64_t n,
+                                                   int64_t total_steps_hint) {
+  if (dev.kind() != device::Kind::kCpu) return NoCuda();
+  return polis::MakeOptimizer(spec, n, total_steps_hint);
+}
+
 StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n,
                                              int64_t k) {
   if (dev.kind() != device::Kind::kCpu) return NoCuda();

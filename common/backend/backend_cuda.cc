@@ -39,6 +39,12 @@ StatusOr<std::unique_ptr<comm::Communicator>> MakeWorkersCommunicator(device::De
   return std::unique_ptr<comm::Communicator>(std::move(nccl));
 }
 
+StatusOr<std::unique_ptr<Optimizer>> MakeOptimizer(device::Device& dev, const proto::OptimizerSpec& spec, int64_t n,
+                                                   int64_t total_steps_hint) {
+  if (dev.kind() == device::Kind::kCpu) return polis::MakeOptimizer(spec, n, total_steps_hint);
+  return nn::cuda::MakeCudaOptimizer(spec, n, total_steps_hint);
+}
+
 StatusOr<std::unique_ptr<nn::Loss>> MakeLoss(device::Device& dev, const proto::ModelSpec& spec, int64_t n,
                                              int64_t k) {
   if (dev.kind() == device::Kind::kCpu) return nn::MakeCpuLoss(spec, n, k);

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "common/device/device.h"
 #include "common/optimizer.h"
 
 namespace polis {
@@ -166,6 +168,32 @@ TEST(Optimizer, StateRoundTripsForCheckpoints) {
   (*a)->Step(p.data(), g.data());
   (*b)->Step(pb.data(), g.data());
   EXPECT_EQ(p, pb);  // bit-exact
+}
+
+// Update over spans on the CPU device is Step; mismatched sizes are refused
+// with the counts, not run past the end.
+TEST(Optimizer, UpdateOverHostSpansIsStep) {
+  proto::OptimizerSpec spec;
+  auto a = MakeOptimizer(spec, 4);
+  auto b = MakeOptimizer(spec, 4);
+  auto cpu = device::CpuDevice();
+  std::vector<float> p(4, 1.0f), g = {0.1f, -0.2f, 0.3f, -0.4f};
+  std::vector<float> pb = p;
+  for (int i = 0; i < 3; ++i) {
+    (*a)->Step(p.data(), g.data());
+    Status st = (*b)->Update(device::HostSpan(pb.data(), 4), device::HostSpan<const float>(g.data(), 4), cpu->stream());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  EXPECT_EQ(p, pb);
+  EXPECT_EQ((*b)->step_count(), 3);
+  // The CPU device's "device" memory is host memory: it updates too.
+  auto buf = cpu->Allocate(4, device::Space::kDevice);
+  ASSERT_TRUE(buf.ok());
+  std::copy(pb.begin(), pb.end(), buf->span().data);
+  EXPECT_TRUE((*b)->Update(buf->span(), device::HostSpan<const float>(g.data(), 4), cpu->stream()).ok());
+  Status bad = (*b)->Update(device::HostSpan(pb.data(), 3), device::HostSpan<const float>(g.data(), 4), cpu->stream());
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("3 parameters with 4 gradients"), std::string::npos) << bad.message();
 }
 
 }  // namespace

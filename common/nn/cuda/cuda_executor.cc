@@ -65,7 +65,70 @@ Precision ToCuda(device::Precision p) {
   }
 }
 
+class CudaOptimizerAdapter : public Optimizer {
+ public:
+  CudaOptimizerAdapter(std::unique_ptr<CudaOptimizer> opt, int64_t n) : opt_(std::move(opt)), n_(n) {
+    for (auto& [name, d] : opt_->DeviceState()) host_.emplace_back(name, std::vector<float>(n));
+  }
+
+  Status Update(device::Span<float> params, device::Span<const float> grads, device::Stream& s) override {
+    if (params.space != device::Space::kDevice || grads.space != device::Space::kDevice)
+      return InvalidArgument("the CUDA optimizer updates device memory; got {} parameters and {} gradients",
+                             device::SpaceName(params.space), device::SpaceName(grads.space));
+    if (params.size != n_ || grads.size != n_)
+      return InvalidArgument("optimizer of {} floats given {} parameters and {} gradients", n_, params.size, grads.size);
+    return opt_->Step(params.data, grads.data, static_cast<cudaStream_t>(s.native()));
+  }
+
+  void Step(float* params, const float* grads) override {
+    // Host memory: up, one update, down (tests and tools; workers update
+    // device memory through Update).
+    Status st = staging_p_.size() == n_ ? Status::Ok() : staging_p_.Allocate(n_);
+    if (st.ok() && staging_g_.size() != n_) st = staging_g_.Allocate(n_);
+    if (st.ok()) st = Copy(staging_p_.get(), params, cudaMemcpyHostToDevice);
+    if (st.ok()) st = Copy(staging_g_.get(), grads, cudaMemcpyHostToDevice);
+    if (st.ok()) st = opt_->Step(staging_p_.get(), staging_g_.get(), nullptr);
+    if (st.ok()) st = Copy(params, staging_p_.get(), cudaMemcpyDeviceToHost);
+    POLIS_ENFORCE_OK(st);
+  }
+
+  int64_t step_count() const override { return opt_->step_count(); }
+  void set_step_count(int64_t t) override {
+    opt_->set_step_count(t);
+    auto dev = opt_->DeviceState();
+    for (size_t i = 0; i < dev.size(); ++i)
+      POLIS_ENFORCE_OK(Copy(dev[i].second, host_[i].second.data(), cudaMemcpyHostToDevice));
+  }
+  double current_lr() const override { return opt_->current_lr(); }
+  std::vector<std::pair<std::string, std::vector<float>*>> State() override {
+    std::vector<std::pair<std::string, std::vector<float>*>> out;
+    auto dev = opt_->DeviceState();
+    for (size_t i = 0; i < dev.size(); ++i) {
+      POLIS_ENFORCE_OK(Copy(host_[i].second.data(), dev[i].second, cudaMemcpyDeviceToHost));
+      out.emplace_back(host_[i].first, &host_[i].second);
+    }
+    return out;
+  }
+
+ private:
+  Status Copy(float* dst, const float* src, cudaMemcpyKind kind) {
+    POLIS_CUDA_CHECK(cudaDeviceSynchronize());
+    POLIS_CUDA_CHECK(cudaMemcpy(dst, src, sizeof(float) * n_, kind));
+    return Status::Ok();
+  }
+  std::unique_ptr<CudaOptimizer> opt_;
+  const int64_t n_;
+  std::vector<std::pair<std::string, std::vector<float>>> host_;
+  DeviceArray<float> staging_p_, staging_g_;
+};
+
 }  // namespace
+
+StatusOr<std::unique_ptr<Optimizer>> MakeCudaOptimizer(const proto::OptimizerSpec& spec, int64_t n,
+                                                       int64_t total_steps_hint) {
+  POLIS_ASSIGN_OR_RETURN(std::unique_ptr<CudaOptimizer> opt, CudaOptimizer::Create(spec, n, total_steps_hint));
+  return std::unique_ptr<Optimizer>(new CudaOptimizerAdapter(std::move(opt), n));
+}
 
 StatusOr<std::unique_ptr<Executor>> MakeCudaExecutor(device::Device& dev, const Model& model, int64_t batch,
                                                      device::Span<float> params, device::Span<float> grads,

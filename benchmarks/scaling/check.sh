@@ -7,7 +7,10 @@
 # (polis-scaling-sim on platforms/emucluster-1g.xml, real buffers), and
 # compares the hashes of the results' bits line by line. Each run also
 # checks that every rank agrees and that fp32 results lie within the
-# rounding bound of the exact sum. No timing is asserted.
+# rounding bound of the exact sum. Then, on folded memory, that skipping
+# the arithmetic (sim.sh's default there) leaves every simulated step time
+# unchanged: the same all-reduce and PS round with --arithmetic=on and off
+# must print the same simulated times. No wall-clock timing is asserted.
 #
 # Usage: benchmarks/scaling/check.sh [--build DIR]   (ctest: sim.check.np8)
 # Exit 0 when every line matches, 1 otherwise.
@@ -37,3 +40,22 @@ if (( lines != 11 )) || ! diff -q "$WORK/real.txt" "$WORK/sim.txt" >/dev/null ||
   exit 1
 fi
 echo "OK: $lines results bit-identical between Open MPI and SMPI"
+
+# Folded memory: the arithmetic switched off must not move simulated time.
+for args in "allreduce --algo=ring --count=300000 --iters=2 --compute-s=0.001 --reduce-ns=0.5" \
+            "allreduce --algo=rabenseifner --wire=bf16 --count=300000 --iters=2" \
+            "ps --servers=2 --count=300000 --layers=4 --piece-bytes=65536 --iters=2 --apply-ns=1"; do
+  np=8
+  extra=()
+  [[ "$args" == ps* ]] && extra=(--ps-hosts 4)
+  # shellcheck disable=SC2086
+  on="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" "${extra[@]}" "$SCRIPT_DIR/platforms/emucluster-1g.xml" $np $args --arithmetic=on | grep '^result')"
+  # shellcheck disable=SC2086
+  off="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" "${extra[@]}" "$SCRIPT_DIR/platforms/emucluster-1g.xml" $np $args | grep '^result')"
+  echo "folded, arithmetic on | off: $on | ${off##*median_s=}"
+  if [[ -z "$on" || "$on" != "$off" ]]; then
+    echo "FAIL: skipping the arithmetic changed the simulated result of '$args'" >&2
+    exit 1
+  fi
+done
+echo "OK: skipping the arithmetic on folded memory leaves the simulated times unchanged"

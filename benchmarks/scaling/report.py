@@ -17,7 +17,7 @@ import sys
 models = {}
 order_models = []
 for line in open(models_path):
-    name, params, layers, compute, env, source = line.rstrip("\n").split("|")
+    name, params, layers, compute, piece, env, source = line.rstrip("\n").split("|")
     models[name] = (int(params), float(compute), source)
     order_models.append(name)
 

@@ -9,8 +9,9 @@
 #   --build DIR  Polis build configured with -DPOLIS_SIMULATION=ON (default <repo>/build)
 #   --out DIR    where results.tsv, tables.md and the PNGs go (default docs/scaling)
 #   --jobs J     simulations at once (default 2: one per core)
-#   (default)    what docs/scaling.md shows: 2, 8, 32, 128 hosts (the
-#                ResNet-50-sized model 2 and 8); fat tree at 10 and 100 Gbit/s
+#   (default)    what docs/scaling.md shows: 2, 8, 32, 64, 128, 256 and 1024
+#                hosts (parameter servers: 32 of them up to 128 hosts); fat
+#                tree at 10 and 100 Gbit/s
 #   --full       2 .. 1024 hosts (every power of two), 10/25/100 Gbit/s fat
 #                trees and the 10 Gbit/s oversubscribed racks: hours here
 #   --quick      2 and 8 hosts, 10 Gbit/s: a smoke run
@@ -25,7 +26,8 @@
 #   hier-x4     4 workers per host, hierarchical all-reduce (fp32); compare
 #   flat-x4     4 workers per host, automatic flat algorithm
 #   ps-sS       BSP parameter servers: S extra CPU hosts (the platforms'
-#               spare rack), 64 KiB pieces
+#               spare rack), 64 KiB pieces (4 MiB for the ResNet-50-sized
+#               model: the MODELS table)
 # A simulation that fails or runs past POLIS_SIM_TIMEOUT_S (default 900 s)
 # is listed and left out of the tables; the exit code is then 1.
 # Time: docs/scaling.md gives the run's own (about half an hour on the
@@ -59,24 +61,31 @@ trap 'rm -rf "$WORK"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 
 # Models: name|parameters|layers (floats each, or a count of equal layers)|
-# compute seconds per step|environment of its simulations|where the compute comes from.
+# compute seconds per step|PS piece bytes|environment of its simulations|
+# where the compute comes from.
 # The ResNet-50-sized model's ring runs with 4 MiB segments instead of 128
-# KiB (POLIS_ALLREDUCE_SEGMENT_KB): the simulator's cost grows with the number
-# of messages, and in its fluid network model a pipelined stream of segments
-# takes the time of one message of their size.
+# KiB (POLIS_ALLREDUCE_SEGMENT_KB) and its PS with 4 MiB pieces
+# (sync.ps_piece_bytes) instead of 64 KiB: the simulator's cost grows with
+# the number of messages in flight, and in its fluid network model a
+# pipelined stream of segments takes the time of one message of their size.
 MODELS=(
-  "seed-cnn|93322|320,18496,36928,36928,650|0.00682|-|measured: 4692 img/s at batch 32 on 1 thread (docs/benchmarks.md, training throughput)"
-  "bike-transformer|4467|0,3826,0,608,33|0.0515|-|measured: 1243 windows/s for 2 workers at batch 32 each, all-reduce, loaded 2-vCPU VM (docs/benchmarks.md, bike demand): an upper bound"
-  "resnet50-size|25557032|161|0.2016|POLIS_ALLREDUCE_SEGMENT_KB=4096|published: ResNet-50 v1.5 on one V100, batch 256, mixed precision + XLA, 1270 img/s (NVIDIA DeepLearningExamples benchmark, quoted in its issue 837)"
+  "seed-cnn|93322|320,18496,36928,36928,650|0.00682|65536|-|measured: 4692 img/s at batch 32 on 1 thread (docs/benchmarks.md, training throughput)"
+  "bike-transformer|4467|0,3826,0,608,33|0.0515|65536|-|measured: 1243 windows/s for 2 workers at batch 32 each, all-reduce, loaded 2-vCPU VM (docs/benchmarks.md, bike demand): an upper bound"
+  "resnet50-size|25557032|161|0.2016|4194304|POLIS_ALLREDUCE_SEGMENT_KB=4096|published: ResNet-50 v1.5 on one V100, batch 256, mixed precision + XLA, 1270 img/s (NVIDIA DeepLearningExamples benchmark, quoted in its issue 837)"
 )
 NETS=(fattree-1024-10g fattree-1024-100g)
-HOSTS=(2 8 32 128)
-HIER_MAX=32   # x4 modes: 4 ranks per host
+HOSTS=(2 8 32 64 128 256 1024)
+HIER_MAX=256  # x4 modes: 4 ranks per host
+# 32 servers: every worker's pieces reach all 32 at once, W x 32 flows that
+# the simulator's network model re-solves at every change; 256 workers ran
+# past 300 s. Beyond this, 4 servers only (unless --full).
+PS_WIDE_MAX=128
 if ((QUICK == 1)); then NETS=(fattree-1024-10g); HOSTS=(2 8); HIER_MAX=8; fi
 if ((QUICK == 2)); then
   NETS=(fattree-1024-10g fattree-1024-25g fattree-1024-100g racks-1024-10g)
   HOSTS=(2 4 8 16 32 64 128 256 512 1024)
   HIER_MAX=256
+  PS_WIDE_MAX=1024
 fi
 
 CAL="$(mpirun --oversubscribe -np 1 --mca btl self "$BUILD/benchmarks/scaling/polis-scaling" calibrate | grep '^result')"
@@ -87,14 +96,11 @@ echo "calibrate: $CAL" >&2
 # One line per simulation: net model mode hosts | sim.sh arguments.
 : > "$WORK/jobs.txt"
 for m in "${MODELS[@]}"; do
-  IFS='|' read -r model params layers compute env _ <<<"$m"
+  IFS='|' read -r model params layers compute piece env _ <<<"$m"
   common="--count=$params --compute-s=$compute --iters=1 --warmup=1"
   for net in "${NETS[@]}"; do
     P="$SCRIPT_DIR/platforms/$net.xml"
     for n in "${HOSTS[@]}"; do
-      # The ResNet-50-sized model beyond 8 hosts only with --full: one
-      # simulation of it on 32 hosts runs for more than 15 minutes here.
-      [[ "$model" == resnet50-size && $n -gt 8 && $QUICK -ne 2 ]] && continue
       ar="$common --reduce-ns=$REDUCE_NS"
       echo "$net $model ring $n|$env|$P $n allreduce --algo=ring $ar" >> "$WORK/jobs.txt"
       echo "$net $model auto $n|$env|$P $n allreduce --algo=auto $ar" >> "$WORK/jobs.txt"
@@ -105,7 +111,8 @@ for m in "${MODELS[@]}"; do
       fi
       for s in 4 32; do
         ((s <= n)) || continue
-        echo "$net $model ps-s$s $n|$env|--ps-hosts 1024 $P $((n + s)) ps --servers=$s --layers=$layers --piece-bytes=65536 $common --apply-ns=$APPLY_NS" >> "$WORK/jobs.txt"
+        ((s <= 4 || n <= PS_WIDE_MAX)) || continue
+        echo "$net $model ps-s$s $n|$env|--ps-hosts 1024 $P $((n + s)) ps --servers=$s --layers=$layers --piece-bytes=$piece $common --apply-ns=$APPLY_NS" >> "$WORK/jobs.txt"
       done
     done
   done

@@ -24,6 +24,8 @@
 //              workers; step = compute + one BSP push/pull round.
 // Times are MPI_Wtime: wall time under Open MPI, simulated time under SMPI.
 // --waits=block|poll: single-threaded mode (default) or Polis' normal waits.
+// --arithmetic=on|off (SMPI only): off skips every sum, fill and hash, for
+// memory folded by SMPI_SHARED_MALLOC (their cost is injected).
 #include <mpi.h>
 
 #include <algorithm>
@@ -95,6 +97,18 @@ void Check(const Status& st, const char* what) {
   if (!st.ok()) Die(std::string(what) + ": " + st.ToString());
 }
 
+// Whether values are computed at all: always with Open MPI; under SMPI
+// unless --arithmetic=off (sim.sh's default with folded memory, whose values
+// mean nothing: the kernels, fills and hashes are skipped, their cost is
+// injected, and the messages are the same).
+bool Arith() {
+#ifdef POLIS_SMPI
+  return comm::internal::Arithmetic();
+#else
+  return true;
+#endif
+}
+
 // Buffers: folded under SMPI (every rank's pages are the same few physical
 // ones unless smpi/shared-malloc:none), ordinary elsewhere.
 float* AllocFloats(int64_t n) {
@@ -105,7 +119,7 @@ float* AllocFloats(int64_t n) {
   void* p = std::malloc(bytes);
 #endif
   if (p == nullptr) Die("out of memory");
-  std::memset(p, 0, bytes);
+  if (Arith()) std::memset(p, 0, bytes);
   return static_cast<float*>(p);
 }
 void FreeFloats(float* p) {
@@ -216,7 +230,8 @@ class Server {
     optimizer_ = std::move(*opt);
     params_ = AllocFloats(n_);
     sum_ = AllocFloats(n_);
-    for (int64_t i = 0; i < n_; ++i) params_[i] = Value(1000 + index_, range_.begin + i) * 1e-3f;
+    if (Arith())
+      for (int64_t i = 0; i < n_; ++i) params_[i] = Value(1000 + index_, range_.begin + i) * 1e-3f;
     for (int w = 0; w < W_; ++w) recv_.push_back(AllocFloats(n_));
     push_.resize(W_);
     pull_.resize(W_);
@@ -248,8 +263,10 @@ class Server {
     int64_t total = 0;
     for (int w = 0; w < W_; ++w) total += push_[w].samples;
     std::vector<const float*> in(recv_.begin(), recv_.end());
-    paramserver::AverageInOrder(in.data(), in.size(), n_, 1.0f / static_cast<float>(total), sum_);
-    optimizer_->Step(params_, sum_);
+    if (Arith()) {
+      paramserver::AverageInOrder(in.data(), in.size(), n_, 1.0f / static_cast<float>(total), sum_);
+      optimizer_->Step(params_, sum_);
+    }
     // The sum and step cost what was measured per float on this machine
     // (the simulator runs them, but on folded memory and at no simulated cost).
     Compute(apply_ns_ * 1e-9 * static_cast<double>(n_) * static_cast<double>(W_ + 1));
@@ -324,7 +341,7 @@ std::vector<double> RunPs(const Args& a, const PsSetup& ps, int rounds, double c
       server.Round();
       times.push_back(MPI_Wtime() - t0);
     }
-    *hash = Hash(server.params(), server.n());
+    *hash = Arith() ? Hash(server.params(), server.n()) : 0;
     return times;
   }
   const int w = Rank() - ps.S;
@@ -337,7 +354,8 @@ std::vector<double> RunPs(const Args& a, const PsSetup& ps, int rounds, double c
   for (int r = 0; r < rounds; ++r) {
     const double t0 = MPI_Wtime();
     Compute(compute_s);
-    for (int64_t i = 0; i < ps.count; ++i) grads[i] = Value(w + 17 * r, i);
+    if (Arith())
+      for (int64_t i = 0; i < ps.count; ++i) grads[i] = Value(w + 17 * r, i);
     PushHeader h;
     h.step = r;
     h.samples = 1 + w % 3;
@@ -348,7 +366,7 @@ std::vector<double> RunPs(const Args& a, const PsSetup& ps, int rounds, double c
     Check(client.Wait(*ts, &reply), "PsClient::Wait");
     times.push_back(MPI_Wtime() - t0);
   }
-  *hash = Hash(params, ps.count);
+  *hash = Arith() ? Hash(params, ps.count) : 0;
   FreeFloats(grads);
   FreeFloats(params);
   return times;
@@ -534,6 +552,14 @@ int main(int argc, char** argv) {
   const std::string waits = a.Get("waits", "block");
   if (waits != "block" && waits != "poll") Die("--waits must be block or poll, not '" + waits + "'");
   polis::comm::SetSingleThreaded(waits == "block");
+  const std::string arithmetic = a.Get("arithmetic", "on");
+  if (arithmetic != "on" && arithmetic != "off") Die("--arithmetic must be on or off, not '" + arithmetic + "'");
+#ifdef POLIS_SMPI
+  polis::comm::internal::SetArithmetic(arithmetic == "on");
+#else
+  if (arithmetic == "off") Die("--arithmetic=off is for the simulation build (polis-scaling-sim) only");
+#endif
+  if (arithmetic == "off" && mode == "check") Die("check compares sums: it needs --arithmetic=on");
   int rc = 0;
   if (mode == "check") {
     rc = RunCheck(a);

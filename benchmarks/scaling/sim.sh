@@ -12,6 +12,8 @@
 #   --build DIR   Polis build configured with -DPOLIS_SIMULATION=ON (default <repo>/build)
 #   --no-fold     real buffers (smpi/shared-malloc:off): the sums are right;
 #                 without it buffers are folded (1024 ranks fit, sums are not)
+#                 and the driver gets --arithmetic=off (no sums computed:
+#                 their cost is injected; the messages are the same)
 #   --privatize   one copy of the binary's globals per rank (SMPI's dlopen
 #                 privatization); the driver needs none, so off by default
 #   --ps-hosts H  mode ps: the S servers (--servers=S) on hosts hH, hH+1, ...
@@ -22,6 +24,14 @@
 # platforms' host speed, so that injected compute is simulated 1:1),
 # smpi/simulate-computation:no (compute is only what the driver injects:
 # the host running the simulation does not time itself).
+# smpi/bcast:binomial_tree: SMPI broadcasts a new communicator's id with
+# MPI_Bcast, whose default here first gathers every rank's host with a ring
+# all-gather (p^2 messages: about 100 s of the simulator's time per
+# communicator at 1024 ranks); Polis' own collectives never call the
+# blocking MPI_Bcast, so this changes no simulated step time.
+# smpi/shared-malloc-blocksize 64 MiB: folded buffers are mapped in blocks;
+# with the default 1 MiB, 256 ranks of a 25 M-parameter model exceed
+# vm.max_map_count.
 set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
@@ -59,6 +69,10 @@ if [[ -n "$PS_FIRST" ]]; then
 fi
 NEED=$(( (NP - SERVERS + PER - 1) / PER ))
 (( NEED <= HOSTS + 1 )) || { echo "error: $NP ranks at $PER per host need $NEED hosts; $PLATFORM has $((HOSTS + 1))" >&2; exit 1; }
+# Folded memory holds no meaningful values: skip computing them (the
+# driver's --arithmetic, unless the caller set it).
+ARITH=()
+if [[ "$FOLD" == global && "$1" != check ]] && ! printf '%s\n' "$@" | grep -q '^--arithmetic='; then ARITH=(--arithmetic=off); fi
 HOSTFILE="$(mktemp "${TMPDIR:-/tmp}/polis-sim-hosts.XXXXXX")"
 trap 'rm -f "$HOSTFILE"' EXIT
 {
@@ -66,6 +80,6 @@ trap 'rm -f "$HOSTFILE"' EXIT
   for ((r = 0; r < NP - SERVERS; r++)); do echo "h$((r / PER))"; done
 } > "$HOSTFILE"
 smpirun "${PRIV[@]}" -np "$NP" -platform "$PLATFORM" -hostfile "$HOSTFILE" \
-  --cfg=smpi/coll-selector:ompi --cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no \
-  --cfg=smpi/shared-malloc:"$FOLD" --log=root.thres:warning --log=xbt_cfg.thres:warning \
-  "$BIN" "$@"
+  --cfg=smpi/coll-selector:ompi --cfg=smpi/bcast:binomial_tree --cfg=smpi/host-speed:1Gf --cfg=smpi/simulate-computation:no \
+  --cfg=smpi/shared-malloc:"$FOLD" --cfg=smpi/shared-malloc-blocksize:67108864 --log=root.thres:warning --log=xbt_cfg.thres:warning \
+  "$BIN" "$@" "${ARITH[@]}"

@@ -1,5 +1,9 @@
 #include "common/comm/allreduce_context.h"
 
+#ifdef POLIS_SMPI
+#include "common/comm/allreduce_kernels.h"
+#endif
+
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
@@ -50,7 +54,7 @@ bool ScratchBuffer::Reserve(size_t bytes) {
   const size_t len = (bytes + 4095) / 4096 * 4096;
   data_ = static_cast<std::byte*>(SMPI_SHARED_MALLOC(len));
   POLIS_ENFORCE(data_ != nullptr);
-  std::memset(data_, 0, len);
+  if (internal::Arithmetic()) std::memset(data_, 0, len);
   capacity_ = mapped_ = len;
   return true;
 }

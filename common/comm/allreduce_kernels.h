@@ -35,4 +35,12 @@ void SumDecoded(WireType wire, const uint16_t* a, const uint16_t* b, float* out,
 // out[i] = mine[i] + dec(in[i])   (folding a non-power-of-two extra rank in)
 void AddDecoded(WireType wire, const float* mine, const uint16_t* in, float* out, int64_t n);
 
+#ifdef POLIS_SMPI
+// Simulation build only (docs/design/simulation.md): SetArithmetic(false)
+// makes every kernel above return at once, for memory folded with
+// SMPI_SHARED_MALLOC whose sums mean nothing.
+void SetArithmetic(bool on);
+bool Arithmetic();
+#endif
+
 }  // namespace polis::comm::internal

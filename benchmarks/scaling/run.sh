@@ -6,6 +6,7 @@
 # then draws the charts (polis-scaling-plot) and writes the tables.
 #
 # Usage: benchmarks/scaling/run.sh [--build DIR] [--out DIR] [--jobs J] [--quick | --full]
+#                                   [--nets A,B] [--hosts N,M]
 #   --build DIR  Polis build configured with -DPOLIS_SIMULATION=ON (default <repo>/build)
 #   --out DIR    where results.tsv, tables.md and the PNGs go (default docs/scaling)
 #   --jobs J     simulations at once (default 2: one per core)
@@ -15,6 +16,8 @@
 #   --full       2 .. 1024 hosts (every power of two), 10/25/100 Gbit/s fat
 #                trees and the 10 Gbit/s oversubscribed racks: hours here
 #   --quick      2 and 8 hosts, 10 Gbit/s: a smoke run
+#   --nets A,B   only these platforms (names of platforms/*.xml without .xml)
+#   --hosts N,M  only these host counts
 #
 # A step = the model's compute (measured or published: the MODELS table
 # below) + the synchronisation, simulated; scaling efficiency = compute /
@@ -30,8 +33,8 @@
 #               model: the MODELS table)
 # A simulation that fails or runs past POLIS_SIM_TIMEOUT_S (default 900 s)
 # is listed and left out of the tables; the exit code is then 1.
-# Time: docs/scaling.md gives the run's own (about half an hour on the
-# loaded 2-vCPU build VM for the default set).
+# Time: docs/scaling.md gives the run's own (about an hour on the
+# 2-vCPU build VM for the default set).
 set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
@@ -39,6 +42,8 @@ BUILD="${POLIS_BUILD_DIR:-$REPO_ROOT/build}"
 OUT="$REPO_ROOT/docs/scaling"
 JOBS=2
 QUICK=0
+NETS_GIVEN=""
+HOSTS_GIVEN=""
 ARGS_GIVEN=("$@")
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -47,7 +52,9 @@ while [[ $# -gt 0 ]]; do
     --jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --full) QUICK=2; shift ;;
-    -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --nets) NETS_GIVEN="${2:?--nets needs a list}"; shift 2 ;;
+    --hosts) HOSTS_GIVEN="${2:?--hosts needs a list}"; shift 2 ;;
+    -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument: $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -86,6 +93,18 @@ if ((QUICK == 2)); then
   HOSTS=(2 4 8 16 32 64 128 256 512 1024)
   HIER_MAX=256
   PS_WIDE_MAX=1024
+fi
+if [[ -n "$NETS_GIVEN" ]]; then
+  IFS=',' read -r -a NETS <<<"$NETS_GIVEN"
+  for net in "${NETS[@]}"; do
+    [[ -f "$SCRIPT_DIR/platforms/$net.xml" ]] || { echo "error: --nets: no platform $SCRIPT_DIR/platforms/$net.xml" >&2; exit 1; }
+  done
+fi
+if [[ -n "$HOSTS_GIVEN" ]]; then
+  IFS=',' read -r -a HOSTS <<<"$HOSTS_GIVEN"
+  for n in "${HOSTS[@]}"; do
+    [[ "$n" =~ ^[1-9][0-9]*$ && $n -le 1024 ]] || { echo "error: --hosts: '$n' is not a host count from 1 to 1024" >&2; exit 1; }
+  done
 fi
 
 CAL="$(mpirun --oversubscribe -np 1 --mca btl self "$BUILD/benchmarks/scaling/polis-scaling" calibrate | grep '^result')"

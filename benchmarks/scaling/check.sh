@@ -45,13 +45,12 @@ echo "OK: $lines results bit-identical between Open MPI and SMPI"
 for args in "allreduce --algo=ring --count=300000 --iters=2 --compute-s=0.001 --reduce-ns=0.5" \
             "allreduce --algo=rabenseifner --wire=bf16 --count=300000 --iters=2" \
             "ps --servers=2 --count=300000 --layers=4 --piece-bytes=65536 --iters=2 --apply-ns=1"; do
-  np=8
   extra=()
   [[ "$args" == ps* ]] && extra=(--ps-hosts 4)
   # shellcheck disable=SC2086
-  on="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" "${extra[@]}" "$SCRIPT_DIR/platforms/emucluster-1g.xml" $np $args --arithmetic=on | grep '^result')"
+  on="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" "${extra[@]}" "$SCRIPT_DIR/platforms/emucluster-1g.xml" 8 $args --arithmetic=on | grep '^result')"
   # shellcheck disable=SC2086
-  off="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" "${extra[@]}" "$SCRIPT_DIR/platforms/emucluster-1g.xml" $np $args | grep '^result')"
+  off="$("$SCRIPT_DIR/sim.sh" --build "$BUILD" "${extra[@]}" "$SCRIPT_DIR/platforms/emucluster-1g.xml" 8 $args | grep '^result')"
   echo "folded, arithmetic on | off: $on | ${off##*median_s=}"
   if [[ -z "$on" || "$on" != "$off" ]]; then
     echo "FAIL: skipping the arithmetic changed the simulated result of '$args'" >&2

@@ -873,11 +873,6 @@ Status CheckTimeSeriesShardsFields(const LoadedJob& job) {
       return FieldError(job.path, r.field,
                         fmt::format("does not apply to '{}', which holds time-series windows: {}; remove it", dir,
                                     r.why));
-  if (d.source() == proto::DatasetSpec::COORDINATOR)
-    return FieldError(job.path, "dataset.source",
-                      fmt::format("COORDINATOR serves image records only; '{}' holds time-series windows: every "
-                                  "rank reads them from its own copy (source LOCAL)",
-                                  dir));
   if (job.spec.model().loss() == proto::ModelSpec::SOFTMAX_CROSS_ENTROPY)
     return FieldError(job.path, "model.loss",
                       fmt::format("'{}' holds time-series windows, which are regression: use MSE, MAE or HUBER", dir));

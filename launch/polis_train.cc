@@ -257,11 +257,7 @@ polis::Status ShareDatasetDescription(int rank, polis::LoadedJob* job) {
   polis::StatusOr<std::string> mine = std::string();
   if (rank == 0) {
     auto ds = polis::data::OpenJobDataset(job->spec);
-    if (ds.ok() && (*ds)->task() == polis::data::Task::kRegression)  // the job check's line, on every rank
-      mine = polis::InvalidArgument("{}: field 'dataset.source': COORDINATOR serves image records only; '{}' holds "
-                                    "time-series windows: every rank reads them from its own copy (source LOCAL)",
-                                    job->path, job->spec.dataset().dir());
-    else if (ds.ok()) mine = polis::data::DescribeForWorkers(**ds, job->spec.dataset().dir());
+    if (ds.ok()) mine = polis::data::DescribeForWorkers(**ds, job->spec.dataset().dir());
     else mine = polis::Status(ds.status().code(), fmt::format("{}: dataset.dir: {}", job->path, ds.status().message()));
   }
   POLIS_ASSIGN_OR_RETURN(std::string text,

@@ -59,10 +59,16 @@ class Dataset {
   // Gather filled its place with zeros and kept the first such error, which
   // this returns once (OK otherwise).
   virtual Status TakeError() const { return Status::Ok(); }
-  // SHARDS: the stored (encoded) bytes and label of one sample, checked
-  // against its CRC-32, as a coordinator sends them to workers
-  // (dataset.source COORDINATOR). Thread-safe. Unimplemented elsewhere.
-  virtual Status ReadEncoded(Part, int64_t /*index*/, std::string* /*bytes*/, int32_t* /*label*/) const {
+  // SHARDS: one sample as stored, checked against its CRC-32, as a
+  // coordinator sends it to workers (dataset.source COORDINATOR): an image
+  // file and its label, or a time-series window's two .npy members and where
+  // the second starts. Thread-safe. Unimplemented elsewhere.
+  struct EncodedRecord {
+    std::string bytes;
+    int32_t label = 0;       // images
+    uint32_t target_at = 0;  // windows: the target member's bytes, from the start
+  };
+  virtual Status ReadEncoded(Part, int64_t /*index*/, EncodedRecord* /*out*/) const {
     return Unimplemented("only SHARDS datasets hold encoded records");
   }
   // SHARDS: the size of the largest stored record (0 elsewhere).

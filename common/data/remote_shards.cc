@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include <google/protobuf/text_format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/comm/control.h"
@@ -32,13 +33,23 @@ uint32_t Crc32(const std::string& b) {
 }  // namespace
 
 std::string DescribeForWorkers(const Dataset& local, const std::string& dir) {
-  nlohmann::json j = {{"shape", local.sample_shape()},
-                      {"classes", local.target_width()},
+  const bool windows = local.task() == Task::kRegression;
+  nlohmann::json j = {{"kind", windows ? "timeseries" : "images"},
+                      {"shape", local.sample_shape()},
+                      {"classes", windows ? 0 : local.target_width()},
                       {"train", local.size(Part::kTrain)},
                       {"validation", local.size(Part::kValidation)},
                       {"test", local.size(Part::kTest)},
                       {"dir", dir},
                       {"max_record_bytes", local.max_encoded_bytes()}};
+  if (windows) {
+    std::string spec;
+    if (local.timeseries_spec() != nullptr) google::protobuf::TextFormat::PrintToString(*local.timeseries_spec(), &spec);
+    j["horizon"] = local.target_width();
+    j["preprocessing"] = local.PreprocessingJson();
+    j["baselines"] = local.Baselines().dump();
+    j["timeseries_spec"] = spec;
+  }
   return j.dump();
 }
 
@@ -48,6 +59,16 @@ StatusOr<std::shared_ptr<RecordClient>> RecordClient::FromDescription(const std:
   auto client = std::make_shared<RecordClient>();
   RemoteDescription& d = client->desc_;
   try {
+    const std::string kind = j.value("kind", std::string("images"));
+    if (kind != "images" && kind != "timeseries")
+      return InvalidArgument("the coordinator's dataset description: kind '{}'", kind);
+    d.windows = kind == "timeseries";
+    if (d.windows) {
+      d.horizon = j.at("horizon").get<int64_t>();
+      d.preprocessing = j.at("preprocessing").get<std::string>();
+      d.baselines = j.at("baselines").get<std::string>();
+      d.timeseries_spec = j.at("timeseries_spec").get<std::string>();
+    }
     d.shape = j.at("shape").get<std::vector<int64_t>>();
     d.classes = j.at("classes").get<int64_t>();
     d.train = j.at("train").get<int64_t>();
@@ -58,9 +79,10 @@ StatusOr<std::shared_ptr<RecordClient>> RecordClient::FromDescription(const std:
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument("the coordinator's dataset description: {}", e.what());
   }
-  bool shape_ok = d.shape.size() == 3;
+  bool shape_ok = d.shape.size() == (d.windows ? 2u : 3u);
   for (int64_t v : d.shape) shape_ok &= v >= 1 && v <= (1 << 20);
-  if (!shape_ok || d.classes < 2 || d.train < 0 || d.validation < 0 || d.test < 0 || d.max_record_bytes < 0 ||
+  const bool target_ok = d.windows ? d.horizon >= 1 && d.horizon <= (1 << 20) : d.classes >= 2;
+  if (!shape_ok || !target_ok || d.train < 0 || d.validation < 0 || d.test < 0 || d.max_record_bytes < 0 ||
       d.max_record_bytes > (int64_t{1} << 30))
     return InvalidArgument("the coordinator's dataset description has an impossible shape, class count, size or "
                            "record size");
@@ -123,7 +145,7 @@ Status RecordClient::Parse(Pending& q, Answer* out) {
   bytes_received_ += static_cast<int64_t>(length);
   const int n = static_cast<int>(q.indices.size());
   if (batch_.labels_size() != n || batch_.sizes_size() != n || batch_.crc32_size() != n ||
-      batch_.errors_size() != n)
+      batch_.errors_size() != n || batch_.target_at_size() != (desc_.windows ? n : 0))
     return RemoteError("the coordinator (rank {}) answered a request for {} records with {}", coordinator_, n,
                        batch_.labels_size());
   out->part = q.part;
@@ -138,11 +160,12 @@ Status RecordClient::Parse(Pending& q, Answer* out) {
       return RemoteError("the coordinator (rank {}) sent {} bytes of records; their sizes add up to more",
                          coordinator_, data.size());
     r.label = batch_.labels(i);
+    r.target_at = desc_.windows ? batch_.target_at(i) : 0;
     r.error = batch_.errors(i);
     r.bytes.assign(data, at, size);
     at += size;
     if (!r.error.empty()) continue;
-    if (r.label < 0 || r.label >= desc_.classes)
+    if (!desc_.windows && (r.label < 0 || r.label >= desc_.classes))
       return RemoteError("the coordinator (rank {}) sent {} record {} with label {}; the dataset has {} classes",
                          coordinator_, PartName(q.part), out->indices[static_cast<size_t>(i)], r.label,
                          desc_.classes);
@@ -172,20 +195,22 @@ Status RecordServer::Serve(const Dataset& local, const proto::RecordRequest& req
                        kMaxRecordsPerRequest);
   proto::RecordBatch batch;
   std::string* bytes_out = batch.mutable_data();
-  std::string bytes;
+  const bool windows = local.task() == Task::kRegression;
+  Dataset::EncodedRecord rec;
   for (int64_t i : req.indices()) {
     if (i < 0 || i >= size)
       return RemoteError("{} asked for {} record {}; the part has {}", who, PartName(p), i, size);
-    int32_t label = 0;
     // As a worker reading its own copy: a record that cannot be read is
     // that record's error, not the job's.
-    Status st = local.ReadEncoded(p, i, &bytes, &label);
-    if (!st.ok()) bytes.clear();
-    batch.add_labels(label);
-    batch.add_sizes(static_cast<uint32_t>(bytes.size()));
-    batch.add_crc32(Crc32(bytes));
+    rec = {};
+    Status st = local.ReadEncoded(p, i, &rec);
+    if (!st.ok()) rec.bytes.clear();
+    batch.add_labels(rec.label);
+    if (windows) batch.add_target_at(rec.target_at);
+    batch.add_sizes(static_cast<uint32_t>(rec.bytes.size()));
+    batch.add_crc32(Crc32(rec.bytes));
     batch.add_errors(st.ok() ? std::string() : st.message().substr(0, kMaxErrorBytes));
-    bytes_out->append(bytes);
+    bytes_out->append(rec.bytes);
   }
   Send& s = sends_.emplace_back();
   s.who = who;

@@ -1,6 +1,7 @@
 // dataset.source COORDINATOR (docs/datasets.md): only the coordinator's host
 // holds a SHARDS dataset. At start the coordinator describes it to every
-// rank (DescribeForWorkers: shape, classes, part sizes, largest record); a
+// rank (DescribeForWorkers: shape, classes, part sizes, largest record;
+// for time-series windows also the packed spec, statistics and baselines); a
 // worker's dataset then asks the coordinator for the records it will need
 // (RecordRequest on the control channel, the receive of the answer posted
 // at once) and the coordinator answers with their stored bytes
@@ -27,8 +28,14 @@ namespace polis::data {
 
 // What a worker knows of the coordinator's dataset.
 struct RemoteDescription {
-  std::vector<int64_t> shape;  // C, H, W
-  int64_t classes = 0;
+  std::vector<int64_t> shape;  // images: C, H, W; time-series windows: lookback, features
+  int64_t classes = 0;         // images
+  // Time-series windows (a regression): the forecast's steps, the packed
+  // statistics (Dataset::PreprocessingJson), the test baselines (JSON) and
+  // the packed TimeSeriesSpec (text proto).
+  bool windows = false;
+  int64_t horizon = 0;
+  std::string preprocessing, baselines, timeseries_spec;
   int64_t train = 0, validation = 0, test = 0;  // samples per part
   std::string dir;  // on the coordinator's host, for messages
   int64_t max_record_bytes = 0;  // the largest record: the receive buffers' size
@@ -40,7 +47,8 @@ std::string DescribeForWorkers(const Dataset& local, const std::string& dir);
 // One record as the coordinator sent it.
 struct FetchedRecord {
   int32_t label = 0;
-  std::string bytes;  // the stored PNG or JPEG file
+  uint32_t target_at = 0;  // windows: Dataset::EncodedRecord::target_at
+  std::string bytes;  // the stored image file, or a window's two .npy members
   std::string error;  // the coordinator could not read it ("" when read)
 };
 

@@ -53,6 +53,9 @@ class ShardDataset : public Dataset {
     work_cv_.notify_all();
     for (auto& t : threads_) t.join();
     for (auto& s : shards_) ::close(s.fd);
+    if (decoded_ahead_ + decoded_in_step_ > 0)
+      POLIS_LOG(kInfo, kData, "records decoded ahead by the decode threads: {}; decoded in the step (not reached in "
+                "time): {}", decoded_ahead_, decoded_in_step_);
     if (remote_ && remote_->round_trips() > 0)
       POLIS_LOG(kInfo, kData, "records from the coordinator: {} requests, {:.1f} MiB, {:.3f} s waiting for answers",
                 remote_->round_trips(), remote_->bytes_received() / 1048576.0, remote_->seconds_waiting());
@@ -81,13 +84,33 @@ class ShardDataset : public Dataset {
     Configure(d, seed);
     remote_ = std::move(remote);
     const RemoteDescription& r = remote_->description();
-    if (r.shape.size() != 3)  // records from the coordinator are images (time-series windows are refused)
-      return InvalidArgument("the coordinator describes samples of {} dimensions; records from the coordinator are "
-                             "images (channels x height x width)", r.shape.size());
+    if (r.windows) return OpenRemoteWindows(r);
     manifest_.channels = static_cast<int>(r.shape[0]);
     manifest_.height = static_cast<int>(r.shape[1]);
     manifest_.width = static_cast<int>(r.shape[2]);
     classes_ = r.classes;
+    return Start();
+  }
+
+  // Windows from the coordinator: what OpenWindows reads from the manifest
+  // comes in its description.
+  Status OpenRemoteWindows(const RemoteDescription& r) {
+    windows_ = true;
+    manifest_.kind = "timeseries";
+    manifest_.timeseries_spec = r.timeseries_spec;
+    manifest_.preprocessing = r.preprocessing;
+    manifest_.baselines = fmt::format(R"({{"test": {}}})", r.baselines.empty() ? "{}" : r.baselines);
+    if (!google::protobuf::TextFormat::ParseFromString(r.timeseries_spec, &timeseries_))
+      return InvalidArgument("the coordinator's dataset description: timeseries_spec is not a TimeSeriesSpec");
+    POLIS_ASSIGN_OR_RETURN(TimeSeriesStats stats, TimeSeriesStats::FromJson(r.preprocessing));
+    if (static_cast<int64_t>(stats.feature_names.size()) != r.shape[1])
+      return InvalidArgument("the coordinator's dataset description: windows of {} features but statistics of {}",
+                             r.shape[1], stats.feature_names.size());
+    target_mean_ = stats.target_mean;
+    target_stddev_ = stats.target_stddev;
+    manifest_.lookback = r.shape[0];
+    manifest_.features = stats.feature_names;
+    manifest_.horizon = r.horizon;
     return Start();
   }
 
@@ -150,6 +173,14 @@ class ShardDataset : public Dataset {
     return f;
   }
   std::string Report() const override {
+    if (remote_ && windows_) {
+      const RemoteDescription& r = remote_->description();
+      return fmt::format("windows from the coordinator's copy of '{}' (dataset.source COORDINATOR): {} training, {} "
+                         "validation and {} test windows of {} steps x {} features, horizon {}; {} decode threads, "
+                         "up to {} records fetched ahead",
+                         r.dir, r.train, r.validation, r.test, manifest_.lookback, manifest_.features.size(),
+                         manifest_.horizon, threads_.size(), capacity_);
+    }
     if (remote_) {
       const RemoteDescription& r = remote_->description();
       return fmt::format("records from the coordinator's copy of '{}' (dataset.source COORDINATOR): {} training, {} "
@@ -227,16 +258,18 @@ class ShardDataset : public Dataset {
       } else if (threads_.empty()) {
         slot = Decode(key);
       } else {
+        // Decoded ahead: taken. Not yet (or the same sample twice in one
+        // batch, taken already): decoded here rather than waited for, so
+        // the training thread works instead of sleeping while the decode
+        // threads are behind.
         std::unique_lock<std::mutex> l(mu_);
         auto it = slots_.find(key);
-        if (it == slots_.end()) {  // the same sample twice in one batch: taken already
-          l.unlock();
-          slot = Decode(key);
-        } else {
-          done_cv_.wait(l, [&] { return it->second.ready; });
-          slot = std::move(it->second);
-          slots_.erase(it);
-        }
+        const bool ready = it != slots_.end() && it->second.ready;
+        if (ready) slot = std::move(it->second);
+        if (it != slots_.end()) slots_.erase(it);  // a decode thread's late result is dropped
+        l.unlock();
+        if (!ready) slot = Decode(key);
+        ++(ready ? decoded_ahead_ : decoded_in_step_);
       }
       if (!slot.error.empty()) {
         bad.push_back(i);
@@ -280,13 +313,14 @@ class ShardDataset : public Dataset {
 
   int64_t max_encoded_bytes() const override { return max_record_; }
 
-  Status ReadEncoded(Part p, int64_t i, std::string* bytes, int32_t* label) const override {
+  Status ReadEncoded(Part p, int64_t i, EncodedRecord* out) const override {
     if (remote_) return FailedPrecondition("this rank's records come from the coordinator");
     if (i < 0 || i >= size(p)) return InvalidArgument("record {} of a part of {}", i, size(p));
     const Shard* s = nullptr;
     const ShardRecord& r = LocateKey(Key(p, i), &s);
-    *label = r.label;
-    return ReadRecordBytes(s->fd, s->path, r, s->ext, bytes);
+    out->label = r.label;
+    out->target_at = r.target_at;
+    return ReadRecordBytes(s->fd, s->path, r, s->ext, &out->bytes);
   }
 
  private:
@@ -303,11 +337,14 @@ class ShardDataset : public Dataset {
   };
   struct Slot {
     bool ready = false;
+    bool started = false;     // a decode thread is on it
+    uint64_t generation = 0;  // which request of its key this slot is (a late result must match)
     std::vector<uint8_t> pixels;
     std::vector<float> window;  // time series: the input's floats, then the target's
     int32_t label = 0;
     std::string error;
     std::string encoded;  // dataset.source COORDINATOR: the bytes fetched, until decoded
+    uint32_t target_at = 0;  // ... of a window: where its target member starts
     bool asked = false;   // asked of the coordinator, not arrived yet
   };
 
@@ -404,6 +441,7 @@ class ShardDataset : public Dataset {
   bool Request(int64_t key) const {
     auto [it, inserted] = slots_.try_emplace(key);
     if (!inserted) return false;
+    it->second.generation = ++generations_;
     queue_.push_back(key);
     return true;
   }
@@ -440,16 +478,24 @@ class ShardDataset : public Dataset {
       return out;
     }
     auto where = [&] { return fmt::format("'{}' offset {}: record {}", s->path, r.offset, MemberName(r.key, s->ext)); };
-    if (windows_) {  // the "decode" of a window: two memcpy's out of its .npy files
-      out.window.resize(static_cast<size_t>(elements_ + y_width_));
-      const std::string e = ParseWindowRecord(bytes, r, manifest_.lookback,
-                                              static_cast<int64_t>(manifest_.features.size()), manifest_.horizon,
-                                              out.window.data(), out.window.data() + elements_);
-      if (!e.empty()) out.error = fmt::format("{}: {}", where(), e);
+    if (windows_) {
+      DecodeWindow(bytes, r.target_at, where, &out);
       return out;
     }
     DecodeInto(bytes, where, &out);
     return out;
+  }
+
+  // The "decode" of a window: two memcpy's out of its .npy members.
+  template <typename Where>
+  void DecodeWindow(std::string_view bytes, uint32_t target_at, const Where& where, Slot* out) const {
+    ShardRecord r;
+    r.target_at = target_at;
+    out->window.resize(static_cast<size_t>(elements_ + y_width_));
+    const std::string e =
+        ParseWindowRecord(bytes, r, manifest_.lookback, static_cast<int64_t>(manifest_.features.size()),
+                          manifest_.horizon, out->window.data(), out->window.data() + elements_);
+    if (!e.empty()) out->error = fmt::format("{}: {}", where(), e);
   }
 
   // A record fetched from the coordinator: its bytes to pixels.
@@ -461,13 +507,15 @@ class ShardDataset : public Dataset {
       out.error = fmt::format("{} (the coordinator's copy)", in.error);
       return out;
     }
-    DecodeInto(in.encoded, [&] {
+    auto where = [&] {
       const Part p = static_cast<Part>(key % 4);
       return fmt::format("'{}' on the coordinator's host, {} record {} (`polis-data verify` there names the shard "
                          "and offset)",
                          remote_->description().dir,
                          p == Part::kTrain ? "training" : p == Part::kValidation ? "validation" : "test", key / 4);
-    }, &out);
+    };
+    if (windows_) DecodeWindow(in.encoded, in.target_at, where, &out);
+    else DecodeInto(in.encoded, where, &out);
     return out;
   }
 
@@ -486,6 +534,7 @@ class ShardDataset : public Dataset {
         auto [it, inserted] = slots_.try_emplace(Key(p, idx[i]));
         if (!inserted) continue;
         it->second.asked = true;
+        it->second.generation = ++generations_;
         want.push_back(idx[i]);
         --room;
       }
@@ -525,6 +574,7 @@ class ShardDataset : public Dataset {
       FetchedRecord& r = answer_.records[j];
       s.asked = false;
       s.label = r.label;
+      s.target_at = r.target_at;
       s.error = std::move(r.error);
       s.encoded = std::move(r.bytes);
       if (!threads_.empty()) queue_.push_back(key);
@@ -554,16 +604,13 @@ class ShardDataset : public Dataset {
     std::unique_lock<std::mutex> l(mu_);
     auto it = slots_.find(key);
     if (it == slots_.end() || it->second.asked) return false;
-    if (threads_.empty()) {
-      Slot in = std::move(it->second);
-      slots_.erase(it);
-      l.unlock();
-      *out = DecodeFetched(key, std::move(in));
-      return true;
-    }
-    done_cv_.wait(l, [&] { return it->second.ready; });
-    *out = std::move(it->second);
+    // Not decoded yet: decoded here, as in Gather (a decode thread works
+    // on a copy of the bytes, so they are still in the slot).
+    Slot in = std::move(it->second);
     slots_.erase(it);
+    l.unlock();
+    if (!threads_.empty()) ++(in.ready ? decoded_ahead_ : decoded_in_step_);
+    *out = in.ready ? std::move(in) : DecodeFetched(key, std::move(in));
     return true;
   }
 
@@ -581,6 +628,9 @@ class ShardDataset : public Dataset {
     std::fill(y + i * y_width_, y + (i + 1) * y_width_, 0.0f);
   }
 
+  // A decode thread takes the next queued record that nobody has started;
+  // the training thread may take the slot meanwhile (Gather decodes what is
+  // not ready itself), and then the late result is dropped.
   void DecodeLoop() const {
     std::unique_lock<std::mutex> l(mu_);
     while (true) {
@@ -588,19 +638,28 @@ class ShardDataset : public Dataset {
       if (stop_) return;
       const int64_t key = queue_.front();
       queue_.pop_front();
-      ++busy_;
+      auto it = slots_.find(key);
+      if (it == slots_.end() || it->second.ready || it->second.started || it->second.asked) continue;
+      it->second.started = true;
+      const uint64_t generation = it->second.generation;
       Slot in;
-      if (remote_) {
-        auto it = slots_.find(key);
-        if (it != slots_.end()) in = std::move(it->second);
+      if (remote_) {  // a copy: the training thread may take the slot and decode it first
+        in.label = it->second.label;
+        in.target_at = it->second.target_at;
+        in.error = it->second.error;
+        in.encoded = it->second.encoded;
       }
+      ++busy_;
       l.unlock();
       Slot s = remote_ ? DecodeFetched(key, std::move(in)) : Decode(key);
       l.lock();
       --busy_;
-      auto it = slots_.find(key);
-      if (it != slots_.end()) it->second = std::move(s);
-      done_cv_.notify_all();
+      it = slots_.find(key);
+      if (it != slots_.end() && it->second.generation == generation) {
+        s.generation = generation;
+        it->second = std::move(s);
+      }
+      if (busy_ == 0) done_cv_.notify_all();
     }
   }
 
@@ -627,6 +686,8 @@ class ShardDataset : public Dataset {
   mutable std::deque<int64_t> queue_;                  // GUARDED_BY(mu_)
   mutable std::unordered_map<int64_t, Slot> slots_;    // GUARDED_BY(mu_): queued, decoding or ready
   mutable int busy_ = 0;                               // GUARDED_BY(mu_)
+  mutable uint64_t generations_ = 0;
+  mutable int64_t decoded_ahead_ = 0, decoded_in_step_ = 0;  // the training thread's                   // GUARDED_BY(mu_)
   mutable bool stop_ = false;                          // GUARDED_BY(mu_)
   mutable int epoch_ = 0;
   mutable Status error_;
@@ -642,8 +703,26 @@ uint64_t AugmentSeed(uint64_t seed, int epoch, int64_t index) {
   return Mix(Mix(seed ^ 0xA5A5A5A5ull) ^ Mix(static_cast<uint64_t>(epoch) + 0x1234) ^ static_cast<uint64_t>(index));
 }
 
+namespace {
+
+// ImageToFloats without augmentation: the hot path of every record.
+void ConvertOnly(const uint8_t* hwc, int64_t pixels, int C, float scale, float shift, float* chw) {
+  if (C == 1) {
+    for (int64_t i = 0; i < pixels; ++i) chw[i] = static_cast<float>(hwc[i]) * scale + shift;
+    return;
+  }
+  for (int c = 0; c < C; ++c) {
+    float* out = chw + c * pixels;
+    const uint8_t* in = hwc + c;
+    for (int64_t i = 0; i < pixels; ++i) out[i] = static_cast<float>(in[i * C]) * scale + shift;
+  }
+}
+
+}  // namespace
+
 void ImageToFloats(const uint8_t* hwc, int H, int W, int C, const proto::AugmentationSpec* aug, uint64_t sample_seed,
                    float scale, float shift, float* chw) {
+  if (aug == nullptr) return ConvertOnly(hwc, int64_t{H} * W, C, scale, shift, chw);
   int dy = 0, dx = 0;
   bool flip = false;
   float gain = 1, offset = 0;

@@ -3,6 +3,8 @@
 // manifest and the indexes (24 bytes a record); Gather preads the granted
 // records, checks their CRC-32 and decodes them; Prefetch hands records the
 // caller will ask for next to decode threads, so decoding overlaps compute.
+// Gather decodes itself a record the decode threads have not finished
+// rather than wait for it.
 // Decoded records wait in a cache of at most shards.prefetch_records
 // (plus the batch being gathered): a worker's memory is bounded by that,
 // not by the dataset.

@@ -23,6 +23,7 @@
 #include "common/data/timeseries.h"
 #include "common/fs.h"
 #include "common/job_spec.h"
+#include "tests/data/record_server_thread.h"
 #include "tests/integration/shell.h"
 
 namespace polis::data {
@@ -258,6 +259,51 @@ TEST_F(TimeSeriesShards, PolisDataPacksAJobsCsvAndInspectDescribesIt) {
 // polis-train --check on a SHARDS job over windows: the model is built on
 // (lookback, features) and the horizon; settings that do not apply are
 // refused, each named.
+// dataset.source COORDINATOR: a worker's windows come from the
+// coordinator's copy and are the ones its own copy would give, bit for
+// bit, in every part, with the statistics, baselines and spec the worker
+// would have read from the manifest.
+TEST_F(TimeSeriesShards, WindowsFromTheCoordinatorAreTheLocalWindowsBitForBit) {
+  ASSERT_TRUE(Pack(dir_ + "/ds").ok());
+  for (int threads : {0, 2}) {
+    auto spec = Shards(dir_ + "/ds", threads);
+    spec.set_source(proto::DatasetSpec::COORDINATOR);
+    CoordinatorThread server(spec);
+    auto remote = server.OpenRemote(spec);
+    ASSERT_TRUE(remote.ok()) << remote.status().ToString();
+    const Dataset& local = server.local();
+    const Dataset& r = **remote;
+    EXPECT_TRUE(r.files().empty());  // nothing read on this rank
+    EXPECT_EQ(r.task(), Task::kRegression);
+    EXPECT_EQ(r.sample_shape(), local.sample_shape());
+    EXPECT_EQ(r.target_width(), local.target_width());
+    EXPECT_EQ(r.TargetToOriginal(0.5), local.TargetToOriginal(0.5));
+    EXPECT_EQ(r.PreprocessingJson(), local.PreprocessingJson());
+    EXPECT_EQ(r.Baselines().dump(), local.Baselines().dump());
+    ASSERT_NE(r.timeseries_spec(), nullptr);
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*r.timeseries_spec(), *local.timeseries_spec()));
+    const int64_t e = local.sample_shape()[0] * local.sample_shape()[1], h = local.target_width();
+    for (Part p : {Part::kTrain, Part::kValidation, Part::kTest}) {
+      const int64_t n = local.size(p);
+      ASSERT_EQ(r.size(p), n);
+      std::vector<int64_t> idx(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = (i * 37 + 5) % n;
+      std::vector<float> xl(static_cast<size_t>(n * e)), yl(static_cast<size_t>(n * h)), xr(xl.size()), yr(yl.size());
+      // Batches of 8 with the rest prefetched, as the worker's loop does.
+      for (int64_t b = 0; b < n; b += 8) {
+        const int64_t m = std::min<int64_t>(8, n - b);
+        local.Gather(p, idx.data() + b, m, xl.data() + b * e, yl.data() + b * h);
+        r.Gather(p, idx.data() + b, m, xr.data() + b * e, yr.data() + b * h);
+        r.Prefetch(p, idx.data() + b + m, n - b - m);
+      }
+      ASSERT_TRUE(r.TakeError().ok());
+      EXPECT_EQ(std::memcmp(xl.data(), xr.data(), xl.size() * 4), 0) << "part " << static_cast<int>(p);
+      EXPECT_EQ(std::memcmp(yl.data(), yr.data(), yl.size() * 4), 0) << "part " << static_cast<int>(p);
+    }
+    EXPECT_GT(server.requests(), 0);
+  }
+}
+
 TEST_F(TimeSeriesShards, JobCheckRefusesSettingsThatDoNotApplyToWindows) {
   ASSERT_TRUE(Pack(dir_ + "/ds").ok());
   auto job = [&](const std::string& extra, int units = 3, const std::string& loss = "MSE") {
@@ -272,6 +318,9 @@ TEST_F(TimeSeriesShards, JobCheckRefusesSettingsThatDoNotApplyToWindows) {
   auto model = CheckJob(*good);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   EXPECT_EQ(model->input_shape()[0], 12);
+  auto from_coordinator = job("source: COORDINATOR");
+  ASSERT_TRUE(from_coordinator.ok()) << from_coordinator.status().ToString();
+  EXPECT_TRUE(CheckJob(*from_coordinator).ok());
   auto check = [&](const StatusOr<LoadedJob>& j, const std::string& want) {
     ASSERT_TRUE(j.ok()) << j.status().ToString();
     auto r = CheckJob(*j);
@@ -283,7 +332,6 @@ TEST_F(TimeSeriesShards, JobCheckRefusesSettingsThatDoNotApplyToWindows) {
   check(job("validation_size: 10"), "field 'dataset.validation_size'");
   check(job("scale: 1"), "field 'dataset.scale'");
   check(job("shift: 0.5"), "field 'dataset.shift'");
-  check(job("source: COORDINATOR"), "field 'dataset.source'");
   check(job("class_names: \"a\" class_names: \"b\""), "field 'dataset.class_names'");
   check(job("", 3, "SOFTMAX_CROSS_ENTROPY"), "field 'model.loss'");
   check(job("", 2), "a forecast horizon of 3");

@@ -340,7 +340,8 @@ void WriteSeriesJob(const std::string& path, const std::string& name, const std:
 
 // polis-data pack csv: one worker trains the same model from the shards as
 // from the CSV (every epoch's losses and the test metrics equal to the last
-// bit); published, the shards-trained model is served from raw CSV rows
+// bit), and so does it with the windows sent by the coordinator
+// (dataset.source COORDINATOR); published, the shards-trained model is served from raw CSV rows
 // with the CSV-trained model's predictions, its ONNX export writes the same
 // preprocessing.json, and its lineage names the shards' manifest and
 // indexes.
@@ -379,6 +380,14 @@ TEST_F(ShardsJob, TimeSeriesWindowsTrainTheCsvJobsModelAndServeRawRows) {
     ASSERT_TRUE(from_csv[key].is_number()) << key << " in " << from_csv.dump();
     EXPECT_EQ(from_csv[key], from_shards[key]) << key;
   }
+  // The same windows from the coordinator's copy (dataset.source
+  // COORDINATOR): the same model, to the last bit.
+  WriteSeriesJob(work + "/remote.pbtxt", "load_remote", "format: SHARDS dir: \"" + work + "/ds\" source: COORDINATOR");
+  const auto from_remote = train("remote");
+  ASSERT_EQ(from_remote["history"].size(), 2u) << from_remote.dump();
+  for (const char* key : {"train_loss", "val_loss", "val_mae", "train_samples"})
+    for (size_t e = 0; e < 2; ++e) EXPECT_EQ(from_shards["history"][e][key], from_remote["history"][e][key]) << key;
+  for (const char* key : {"test_mae", "test_rmse", "seasonal_naive_mae"}) EXPECT_EQ(from_shards[key], from_remote[key]) << key;
 
   auto art = ReadArtifactFile(from_shards["kept_artifact"].get<std::string>());
   ASSERT_TRUE(art.ok()) << art.status().ToString();

@@ -202,7 +202,8 @@ Status RecordServer::Serve(const Dataset& local, const proto::RecordRequest& req
       return RemoteError("{} asked for {} record {}; the part has {}", who, PartName(p), i, size);
     // As a worker reading its own copy: a record that cannot be read is
     // that record's error, not the job's.
-    rec = {};
+    rec.label = 0;  // the bytes' buffer is kept from record to record
+    rec.target_at = 0;
     Status st = local.ReadEncoded(p, i, &rec);
     if (!st.ok()) rec.bytes.clear();
     batch.add_labels(rec.label);

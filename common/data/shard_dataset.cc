@@ -686,8 +686,8 @@ class ShardDataset : public Dataset {
   mutable std::deque<int64_t> queue_;                  // GUARDED_BY(mu_)
   mutable std::unordered_map<int64_t, Slot> slots_;    // GUARDED_BY(mu_): queued, decoding or ready
   mutable int busy_ = 0;                               // GUARDED_BY(mu_)
-  mutable uint64_t generations_ = 0;
-  mutable int64_t decoded_ahead_ = 0, decoded_in_step_ = 0;  // the training thread's                   // GUARDED_BY(mu_)
+  mutable uint64_t generations_ = 0;                   // GUARDED_BY(mu_)
+  mutable int64_t decoded_ahead_ = 0, decoded_in_step_ = 0;  // the training thread's
   mutable bool stop_ = false;                          // GUARDED_BY(mu_)
   mutable int epoch_ = 0;
   mutable Status error_;

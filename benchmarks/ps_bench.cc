@@ -193,6 +193,11 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
         if (it >= 0) t_mc.push_back(t);
       }
     }
+    if (client) {
+      // The goodbye the stopping servers wait for.
+      Status st = client->Leave();
+      if (!st.ok()) Die(st.ToString());
+    }
     QuietBarrier(others, rank == 0 ? ctx.ctrl : nullptr);
     if (rank == 0) {
       proto::ControlMessage stop;

@@ -70,10 +70,12 @@ struct RoleContext {
 // Raw data-plane headers (POD, not protobuf).
 enum PushFlags : int64_t {
   kPushEpochEnd = 1,      // this worker has no data left in `epoch`
+  kPushLeave = 2,         // goodbye: no push follows; header only, no pieces
 };
 enum PullFlags : int64_t {
   kPullEpochDone = 1,     // every worker finished the epoch; params are final for it
   kPullCheckpoint = 2,    // a checkpoint was taken at this step
+  kPullStopped = 4,       // the server is stopping: header only, no parameters follow
 };
 struct PushHeader {
   int64_t step = 0;       // the worker's idea of the server step (BSP check)

@@ -101,7 +101,7 @@ class Server {
     comm::Backoff backoff;
     auto last_progress = comm::Clock::now();
     while (!stop_) {
-      if (comm::Clock::now() - last_heartbeat_ > std::chrono::seconds(2)) {
+      if (!leaving_ && comm::Clock::now() - last_heartbeat_ > std::chrono::seconds(2)) {
         POLIS_RETURN_IF_ERROR(SendStats(false));
         last_heartbeat_ = comm::Clock::now();
       }
@@ -110,13 +110,33 @@ class Server {
         if (!w_[w].receiving) continue;
         bool done = false;
         // A push is complete once its header and every piece are in, in
-        // whatever order they arrived.
+        // whatever order they arrived; a goodbye is a header alone.
         POLIS_RETURN_IF_ERROR(ctx_.data->Test(&rreq_[R_ * w], R_, &done));
+        if (!rreq_[R_ * w].pending() && (push_[w].flags & kPushLeave)) {
+          POLIS_RETURN_IF_ERROR(OnLeave(w));
+          progressed = true;
+          continue;
+        }
         if (!done) continue;
         w_[w].receiving = false;
         bytes_in_ += sizeof(PushHeader) + sizeof(float) * n_;
-        POLIS_RETURN_IF_ERROR(OnPush(w));
+        // Stopping: the push is answered at once, without parameters.
+        POLIS_RETURN_IF_ERROR(leaving_ ? ReplyStopped(w) : OnPush(w));
         progressed = true;
+      }
+      if (leaving_) {
+        stop_ = std::all_of(w_.begin(), w_.end(), [](const WorkerState& s) { return s.gone; });
+        if (progressed) {
+          backoff.Reset();
+          last_progress = comm::Clock::now();
+        } else if (comm::Clock::now() - std::max(last_progress, leaving_since_) >
+                   std::chrono::seconds(env::TimeoutSeconds())) {
+          return Timeout("server {}: stopping, but no goodbye for {} s from {}", ctx_.server_index(),
+                         env::TimeoutSeconds(), NotLeft());
+        } else if (!stop_) {
+          backoff.Pause();
+        }
+        continue;
       }
       if (progressed) {
         POLIS_RETURN_IF_ERROR(Advance());
@@ -143,6 +163,7 @@ class Server {
     bool done = false;        // sent its epoch-end push
     bool reply_pending = false;
     bool counted_held = false;
+    bool gone = false;        // said goodbye (kPushLeave)
     int64_t clock = 0;        // pushes applied (SSP)
     int64_t consumed = 0;     // samples of the epoch pushed so far
     int64_t total = 0;        // BSP: the step's total samples for its reply
@@ -503,8 +524,7 @@ class Server {
         [[fallthrough]];
       case proto::ServerCommand::STOP:
         POLIS_RETURN_IF_ERROR(SendStats(true));
-        stop_ = true;
-        return Status::Ok();
+        return BeginLeaving();
       case proto::ServerCommand::QUERY_STEP: {
         proto::ControlMessage reply;
         reply.mutable_server_step()->set_step(step_);
@@ -512,6 +532,59 @@ class Server {
       }
     }
     return InternalError("unknown server command");
+  }
+
+  // A stop, or the job's end: from now on every push is answered
+  // kPullStopped (header only) at once, so no worker waits on this server,
+  // and the server ends once every worker has said goodbye (kPushLeave,
+  // sent after its last push on the same tag). Then nothing either side
+  // sent is left unreceived, and no send waits on a peer that has gone.
+  Status BeginLeaving() {
+    leaving_ = true;
+    leaving_since_ = comm::Clock::now();
+    quiesce_ = false;  // the checkpoint the stop asked for is written
+    for (int w = 0; w < W_; ++w) {
+      WorkerState& s = w_[w];
+      if (!s.gone && (s.arrived || s.reply_pending)) POLIS_RETURN_IF_ERROR(ReplyStopped(w));
+    }
+    return Status::Ok();
+  }
+
+  // Answers worker w's push (applied or not) with "stopped"; the receives
+  // of its next message (its goodbye, or a push that crossed the stop) are
+  // posted again.
+  Status ReplyStopped(int w) {
+    WorkerState& s = w_[w];
+    s.arrived = s.done = s.reply_pending = false;
+    comm::Request* q = &sreq_[R_ * w];
+    POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, q, R_, comm::DeadlineFromNow(), [&] {
+      return fmt::format("the previous reply to rank {} (worker)", ctx_.worker_rank(w));
+    }));
+    pull_[w] = {step_, 0, kPullStopped};
+    POLIS_RETURN_IF_ERROR(
+        ctx_.data->Isend(&pull_[w], sizeof(PullHeader), ctx_.worker_rank(w), DataTag::kTagPullHeader, &q[0]));
+    return s.receiving ? Status::Ok() : PostReceive(w);
+  }
+
+  // Worker w's goodbye: nothing more comes from it; the receives of the
+  // pieces of a push it will never send are withdrawn.
+  Status OnLeave(int w) {
+    WorkerState& s = w_[w];
+    if (s.arrived || s.reply_pending)
+      return RemoteError("rank {} (worker) left while server {} still owed it an answer", ctx_.worker_rank(w),
+                         ctx_.server_index());
+    ctx_.data->Cancel(&rreq_[R_ * w + 1], R_ - 1);
+    s.receiving = false;
+    s.gone = true;
+    POLIS_LOG(kTrace, kPs, "server {}: rank {} (worker) left", ctx_.server_index(), ctx_.worker_rank(w));
+    return Status::Ok();
+  }
+
+  std::string NotLeft() const {
+    std::string who;
+    for (int w = 0; w < W_; ++w)
+      if (!w_[w].gone) who += fmt::format("{}rank {} (worker)", who.empty() ? "" : ", ", ctx_.worker_rank(w));
+    return who;
   }
 
   // Heartbeat (every 2 s while idle) and final statistics.
@@ -578,6 +651,8 @@ class Server {
   std::optional<privacy::DpPlan> dp_;  // DP-SGD; empty otherwise
   int64_t updates_since_checkpoint_ = 0;
   bool quiesce_ = false;
+  bool leaving_ = false;  // stopping: see BeginLeaving
+  comm::Clock::time_point leaving_since_;
   bool stop_ = false;
   int64_t max_staleness_ = 0;
   int64_t held_replies_ = 0;

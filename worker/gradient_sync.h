@@ -65,6 +65,11 @@ class GradientSync {
   virtual Status Sync(const StepInfo& info, StepResult* result) = 0;
   // Optional end-of-step check that all replicas agree (all-reduce).
   virtual Status VerifyReplicas(int64_t step) { return Status::Ok(); }
+  // The job is over or stopping: ends this worker's exchange so that no
+  // message either side sent is left unreceived (parameter servers: the
+  // round in flight is completed and every server told goodbye; see
+  // common/comm/ps_client.h). Once is enough; later calls do nothing.
+  virtual Status Leave() { return Status::Ok(); }
 };
 
 // params/grads: the model's flat buffers (grads has room for

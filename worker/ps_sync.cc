@@ -73,6 +73,8 @@ class ParameterServerSync : public GradientSync {
     if (!st.ok() && error_.ok()) error_ = st;
   }
 
+  Status Leave() override { return client_.Leave(); }
+
   double TakeForwardWaitSeconds() override {
     const double s = forward_wait_s_;
     forward_wait_s_ = 0;
@@ -107,8 +109,12 @@ class ParameterServerSync : public GradientSync {
     next_ = client_.pieces().size();
     PullHeader reply;
     trace::Scope wait_span("wait servers");
-    POLIS_RETURN_IF_ERROR(client_.WaitHeaders(ts, &reply));
+    Status answered = client_.WaitHeaders(ts, &reply);
     wait_span.End();
+    // A stop (the coordinator's, or a server answering "stopped"): the
+    // round is completed and the servers told goodbye before the worker ends.
+    if (answered.code() == Code::kCancelled) POLIS_RETURN_IF_ERROR(client_.Leave());
+    POLIS_RETURN_IF_ERROR(answered);
     result->epoch_over = (reply.flags & kPullEpochDone) != 0;
     result->server_step = reply.step;
     round_step_ = reply.step;

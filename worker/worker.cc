@@ -285,6 +285,7 @@ Status RunWorker(const RoleContext& ctx) {
                                             : GradientSync::Checkpoint::kTake);
       return Status::Ok();
     }
+    POLIS_RETURN_IF_ERROR(sync->Leave());
     return Cancelled();  // the job is stopping
   };
   auto on_layer = [&](int layer) { sync->OnLayerGradients(layer); };
@@ -557,7 +558,7 @@ Status RunWorker(const RoleContext& ctx) {
       cmd.server_command().kind() == proto::ServerCommand::SEND_PARAMETERS_AND_STOP) {
     POLIS_RETURN_IF_ERROR(ctx.data->Send(params.data(), sizeof(float) * P, coord, comm::kTagFinalParams));
   }
-  return Status::Ok();
+  return sync->Leave();
 }
 
 }  // namespace polis::worker

@@ -1,5 +1,7 @@
 #include "common/comm/ps_client.h"
 
+#include <algorithm>
+
 #include "common/comm/control.h"
 #include "common/comm/wire_checks.h"
 #include "common/env.h"
@@ -59,6 +61,7 @@ StatusOr<int64_t> PsClient::Finish(const PushHeader& header, const float* grads,
     POLIS_RETURN_IF_ERROR(data_->Isend(&push_[s], sizeof(PushHeader), servers_[s], kTagPushHeader, &round_reqs_[S + s]));
   }
   pending_ = header.step;
+  round_open_ = true;
   return header.step;
 }
 
@@ -85,8 +88,14 @@ Status PsClient::WaitHeaders(int64_t ts, PullHeader* reply) {
         return fmt::format("the answer to push {} from {}", ts, who.empty() ? "no server (sends pending)" : who);
       },
       [&] { return PollControl(); }));
+  round_open_ = false;
   std::fill(pushed_.begin(), pushed_.end(), 0);
   for (size_t s = 0; s < servers_.size(); ++s) POLIS_RETURN_IF_ERROR(CheckPullHeader(pull_[s], servers_[s]));
+  for (size_t s = 0; s < servers_.size(); ++s) {
+    if (!Stopped(static_cast<int>(s))) continue;
+    DropPieces(static_cast<int>(s));
+    return Cancelled();  // the server is stopping
+  }
   for (size_t s = 1; s < servers_.size(); ++s) {
     if (pull_[s].flags != pull_[0].flags)
       return RemoteError("rank {} (server) answered with flags {} but rank {} with {}", servers_[s],
@@ -132,6 +141,46 @@ Status PsClient::WaitPulls() {
       }));
   pulls_pending_ = false;
   return Status::Ok();
+}
+
+// A stopping server sends no pieces with its answer: their receives are
+// withdrawn (nothing can match them).
+void PsClient::DropPieces(int server) {
+  for (size_t k = 0; k < pieces_.size(); ++k)
+    if (pieces_[k].server == server) data_->Cancel(&pull_reqs_[k], 1);
+}
+
+Status PsClient::Leave() {
+  if (left_) return Status::Ok();
+  left_ = true;
+  const size_t S = servers_.size();
+  if (round_open_) {
+    // Every server answers every push it receives, a stopping one too.
+    POLIS_RETURN_IF_ERROR(WaitAll(data_, round_reqs_.data(), static_cast<int>(round_reqs_.size()), DeadlineFromNow(),
+                                  [&] {
+                                    std::string who;
+                                    for (size_t s = 0; s < S; ++s)
+                                      if (round_reqs_[s].pending())
+                                        who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
+                                    return fmt::format("the answer to the last push (leaving) from {}",
+                                                       who.empty() ? "no server (sends pending)" : who);
+                                  }));
+    round_open_ = false;
+    std::fill(pushed_.begin(), pushed_.end(), 0);
+  } else if (std::find(pushed_.begin(), pushed_.end(), 1) != pushed_.end()) {
+    return InternalError("a worker left with pieces of a push sent but not its header");
+  }
+  for (size_t s = 0; s < S; ++s)
+    if (Stopped(static_cast<int>(s))) DropPieces(static_cast<int>(s));
+  POLIS_RETURN_IF_ERROR(WaitPulls());
+  leave_.assign(S, PushHeader{});
+  std::vector<Request> sends(S);
+  for (size_t s = 0; s < S; ++s) {
+    leave_[s].flags = kPushLeave;
+    POLIS_RETURN_IF_ERROR(data_->Isend(&leave_[s], sizeof(PushHeader), servers_[s], kTagPushHeader, &sends[s]));
+  }
+  return WaitAll(data_, sends.data(), static_cast<int>(S), DeadlineFromNow(),
+                 [] { return std::string("the servers to take this worker's goodbye"); });
 }
 
 StatusOr<int64_t> PsClient::PushPull(const PushHeader& header, const float* grads, float* params) {

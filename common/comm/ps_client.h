@@ -13,7 +13,18 @@
 //
 // Every wait backs off and has a deadline whose message names the servers
 // that have not answered; while waiting for headers, a STOP from the
-// coordinator ends the wait with CANCELLED. One round at a time; one thread.
+// coordinator ends the wait with CANCELLED, and so does a reply flagged
+// kPullStopped (a stopping server answers every push so, without
+// parameters). One round at a time; one thread.
+//
+// Leaving: Leave() completes the round in flight (every server answers
+// every push it receives), waits for the parameter pieces of the servers
+// that sent them, drops the receives of those that answered "stopped", and
+// says goodbye to every server (a header flagged kPushLeave on the header
+// tag, so it arrives after this worker's last push). A stopping server ends
+// once every worker has left: no message either side sent is then left
+// unreceived, and no send waits on a peer that has gone
+// (docs/design/parameter-server.md, "Stopping").
 #pragma once
 
 #include <vector>
@@ -33,7 +44,7 @@ class PsClient {
   PsClient(Channel* data, std::vector<int> server_ranks, std::vector<KeyRange> ranges,
            std::vector<Piece> pieces, Channel* ctrl = nullptr, int coordinator = 0);
 
-  // Withdraws the receives still posted (a round cut short by a stop), so
+  // Withdraws the receives still posted (a rank failing without Leave), so
   // no reply lands in the parameter buffer once its owner is gone.
   ~PsClient();
   PsClient(const PsClient&) = delete;
@@ -59,6 +70,9 @@ class PsClient {
   Status WaitPieces(const int* ids, int n);
   Status WaitPulls();
   bool pulls_pending() const { return pulls_pending_; }
+  // The end of this worker's rounds (see above); later calls do nothing.
+  // Fails if pieces were pushed without Finish (a round half sent).
+  Status Leave();
 
   // The whole round: Push(every piece) + Finish; Wait = WaitHeaders + WaitPulls.
   StatusOr<int64_t> PushPull(const PushHeader& header, const float* grads, float* params);
@@ -67,6 +81,8 @@ class PsClient {
  private:
   Status PollControl();
   Status PushBytes(int k, const void* base);
+  void DropPieces(int server);
+  bool Stopped(int server) const { return (pull_[server].flags & kPullStopped) != 0; }
 
   Channel* data_;
   Channel* ctrl_;
@@ -83,6 +99,9 @@ class PsClient {
   std::vector<char> pushed_;
   int64_t pending_ = -1;
   bool pulls_pending_ = false;
+  bool round_open_ = false;  // Finish sent the header; not every server has answered
+  bool left_ = false;
+  std::vector<PushHeader> leave_;  // the goodbye headers
 };
 
 }  // namespace polis::comm

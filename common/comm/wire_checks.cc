@@ -237,7 +237,7 @@ Status CheckPushHeader(const PushHeader& h, int from, const WireLimits& l) {
   c.Range("samples", h.samples, 0, l.samples_per_epoch);
   c.Range("epoch", h.epoch, 0, l.epochs - 1);
   c.Range("consumed", h.consumed, 0, l.samples_per_epoch);
-  if (h.flags & ~int64_t{kPushEpochEnd}) c.Fail(fmt::format("unknown flags {:#x}", h.flags));
+  if (h.flags & ~int64_t{kPushEpochEnd | kPushLeave}) c.Fail(fmt::format("unknown flags {:#x}", h.flags));
   c.NonNegative("grad_norm", h.grad_norm);
   return c.status();
 }
@@ -246,7 +246,7 @@ Status CheckPullHeader(const PullHeader& h, int from) {
   Checker c(from, "a pull reply header");
   c.Range("step", h.step, 0, kMax);
   c.Range("total_samples", h.total_samples, 0, kMax);
-  if (h.flags & ~int64_t{kPullEpochDone | kPullCheckpoint})
+  if (h.flags & ~int64_t{kPullEpochDone | kPullCheckpoint | kPullStopped})
     c.Fail(fmt::format("unknown flags {:#x}", h.flags));
   return c.status();
 }

@@ -8,6 +8,8 @@
 // different shuffled order every round, with pauses between them, and wait
 // for pull pieces in shuffled order too. The same rounds run with one piece
 // per layer and with one message per server, and must end bit-identical.
+// Two more tests stop the servers and workers in the middle of a round, in
+// both orders, and require every rank to end with nothing left unreceived.
 //
 //   mpirun -np 5 polis_ps_mpi_tests
 #include <gtest/gtest.h>
@@ -188,6 +190,9 @@ std::vector<float> Worker(const RoleContext& ctx, int64_t piece_bytes) {
       }
     }
   }
+  // The goodbye a stopping server waits for.
+  Status left = client.Leave();
+  EXPECT_TRUE(left.ok()) << left.ToString();
   return params;
 }
 
@@ -228,6 +233,128 @@ TEST(PsTransport, PiecesOutOfOrderAndALayerAcrossTwoServers) {
   std::vector<float> whole = RunJob(-1);
   EXPECT_EQ(per_layer, whole);
 }
+
+// ---- stopping in the middle of a round (docs/design/parameter-server.md, "Stopping") ----
+//
+// Worker 0 pushes round 0 and waits; worker 1 has not pushed yet. Then:
+//  - kWorkerFirst: the coordinator's STOP reaches worker 0 while it waits;
+//    worker 1 pushes afterwards, so the servers answer worker 0 normally
+//    after it has seen the stop. Worker 0 must take that answer (the
+//    servers' sends would otherwise wait for it forever).
+//  - kServersFirst: the servers stop first and answer worker 0 "stopped";
+//    worker 1's push crosses the stop and is answered "stopped" too.
+// Every rank must then end with nothing left unreceived: the servers
+// return OK once both workers said goodbye, and no wait runs into
+// POLIS_TIMEOUT_S.
+enum class StopOrder { kWorkerFirst, kServersFirst };
+constexpr int kStepTag = 77;  // the test's own hand-offs, on MPI_COMM_WORLD
+
+void Signal(int to) {
+  int one = 1;
+  MPI_Send(&one, 1, MPI_INT, to, kStepTag, MPI_COMM_WORLD);
+}
+void AwaitSignal(int from) {
+  int one = 0;
+  MPI_Recv(&one, 1, MPI_INT, from, kStepTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}
+
+void SendStop(const RoleContext& ctx, int rank) {
+  proto::ControlMessage stop;
+  stop.mutable_server_command()->set_kind(proto::ServerCommand::STOP);
+  ASSERT_TRUE(comm::SendControl(ctx.ctrl, rank, stop).ok());
+}
+
+void StopCoordinator(const RoleContext& ctx, StopOrder order) {
+  const int w0 = ctx.worker_rank(0), w1 = ctx.worker_rank(1);
+  AwaitSignal(w0);  // round 0 pushed
+  if (order == StopOrder::kWorkerFirst) {
+    SendStop(ctx, w0);
+    AwaitSignal(w0);  // it saw the stop while waiting
+    Signal(w1);       // now the round can complete
+    AwaitSignal(w1);  // answered normally
+    for (int s = 0; s < kServers; ++s) SendStop(ctx, ctx.server_rank(s));
+    SendStop(ctx, w1);
+  } else {
+    for (int s = 0; s < kServers; ++s) SendStop(ctx, ctx.server_rank(s));
+    AwaitSignal(w0);  // answered "stopped"
+    Signal(w1);       // pushes across the stop
+    SendStop(ctx, w0);
+    SendStop(ctx, w1);
+  }
+  // Every server's final statistics (and heartbeats before them).
+  int finals = 0;
+  comm::Backoff backoff;
+  while (finals < kServers) {
+    proto::ControlMessage msg;
+    if (comm::TryRecvControl(ctx.ctrl, comm::kAnySource, nullptr, &msg).ok()) {
+      if (msg.has_server_stats() && msg.server_stats().final()) ++finals;
+    } else {
+      backoff.Pause();
+    }
+  }
+}
+
+void StopWorker(const RoleContext& ctx, StopOrder order) {
+  const int64_t P = ctx.model.parameter_count();
+  const int w = ctx.worker_index();
+  std::vector<int> servers;
+  for (int s = 0; s < kServers; ++s) servers.push_back(ctx.server_rank(s));
+  comm::PsClient client(ctx.data, servers, comm::PartitionByBytes(P, kServers), comm::PlanPieces(ctx.model, kServers, 0),
+                        ctx.ctrl, 0);
+  std::vector<float> params(P, 0.0f), grads(P), expected(P);
+  ctx.model.InitParams(expected.data(), ctx.job.spec.training().seed());
+  for (int64_t i = 0; i < P; ++i) {
+    grads[i] = static_cast<float>(w + 1) * F(i);
+    expected[i] -= (1.0f * F(i) + 2.0f * F(i)) * 0.5f;  // round 0's BSP update
+  }
+  PushHeader h;
+  h.samples = 1;
+  h.consumed = 1;
+  if (w == 1) AwaitSignal(0);
+  auto ts = client.PushPull(h, grads.data(), params.data());
+  ASSERT_TRUE(ts.ok()) << ts.status().ToString();
+  if (w == 0) Signal(0);
+  PullHeader reply;
+  Status st = client.Wait(*ts, &reply);
+  const bool answered = w == 1 && order == StopOrder::kWorkerFirst;
+  if (answered) {
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(params, expected) << "worker 1 after round 0";
+    Signal(0);
+    proto::ControlMessage stop;
+    ASSERT_TRUE(comm::RecvControl(ctx.ctrl, 0, nullptr, &stop, comm::DeadlineFromNow(), "the stop").ok());
+  } else {
+    EXPECT_EQ(st.code(), Code::kCancelled) << "worker " << w << ": " << st.ToString();
+    if (w == 0) Signal(0);
+  }
+  Status left = client.Leave();
+  ASSERT_TRUE(left.ok()) << "worker " << w << ": " << left.ToString();
+  // Worker 0 saw the stop first, then took the servers' normal answer.
+  if (w == 0 && order == StopOrder::kWorkerFirst) {
+    EXPECT_EQ(params, expected) << "worker 0 after leaving";
+  }
+}
+
+void RunStopMidRound(StopOrder order) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  auto transport = comm::MakeMpiTransport(MPI_COMM_WORLD, rank > kServers);
+  ASSERT_TRUE(transport.ok());
+  RoleContext ctx = MakeContext(0, "/tmp", transport->get());
+  if (rank == 0) {
+    StopCoordinator(ctx, order);
+  } else if (ctx.is_server()) {
+    Status st = paramserver::RunServer(ctx);
+    EXPECT_TRUE(st.ok()) << "server " << ctx.server_index() << ": " << st.ToString();
+  } else {
+    StopWorker(ctx, order);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(PsTransport, StopSeenByAWorkerBeforeTheServersAnswerItsPush) { RunStopMidRound(StopOrder::kWorkerFirst); }
+
+TEST(PsTransport, ServersStoppingAnswerEveryPushWithoutParameters) { RunStopMidRound(StopOrder::kServersFirst); }
 
 }  // namespace
 }  // namespace polis

@@ -252,8 +252,40 @@ class Coordinator {
       : ctx_(ctx), options_(options), spec_(ctx.job.spec), E_(spec_.training().epochs()), W_(ctx.workers),
         worker_epoch_(W_, 0), workers_view_(W_), servers_view_(ctx.servers), totals_(E_) {}
 
-  // Every record sent to a worker has left (dataset.source COORDINATOR).
-  Status FlushRecords() { return records_ ? records_->Flush(comm::DeadlineFromNow()) : Status::Ok(); }
+  // dataset.source COORDINATOR, once training has ended or stopped: every
+  // worker's record requests are answered until its goodbye
+  // (RecordRequest.leaving), then every answer has left; so no worker waits
+  // for records that will never come, and no send for one that has gone.
+  Status FinishRecords() {
+    if (!records_) return Status::Ok();
+    const auto deadline = comm::DeadlineFromNow();
+    comm::Backoff backoff;
+    while (true) {
+      std::string waiting;
+      for (int w = 0; w < W_; ++w)
+        if (!records_->Left(ctx_.worker_rank(w)))
+          waiting += (waiting.empty() ? "" : ", ") + ctx_.RankName(ctx_.worker_rank(w));
+      if (waiting.empty()) break;
+      POLIS_RETURN_IF_ERROR(records_->Progress());
+      int from = -1;
+      proto::ControlMessage msg;
+      Status st = comm::TryRecvControl(ctx_.ctrl, comm::kAnySource, &from, &msg);
+      if (st.code() == Code::kNotFound) {
+        if (comm::Clock::now() > deadline)
+          return Timeout("no goodbye for {} s from {} (dataset.source COORDINATOR)", env::TimeoutSeconds(), waiting);
+        backoff.Pause();
+        continue;
+      }
+      POLIS_RETURN_IF_ERROR(st);
+      backoff.Reset();
+      if (msg.has_fatal_error()) return RemoteError("{} failed: {}", ctx_.RankName(from), msg.fatal_error().message());
+      // Progress, reports and statistics of ranks that are ending: no longer read.
+      if (!msg.has_record_request()) continue;
+      POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, from, limits_));
+      POLIS_RETURN_IF_ERROR(OnRecordRequest(from, msg.record_request()));
+    }
+    return records_->Flush(comm::DeadlineFromNow());
+  }
 
   Status Run() {
     POLIS_RETURN_IF_ERROR(Start());
@@ -269,7 +301,7 @@ class Coordinator {
       // A stop ends at its checkpoint; one taken at an epoch's end waits
       // for that epoch's reports too, so its row is in metrics.jsonl (the
       // resume starts after that epoch and would never write it).
-      if (stopping_ && checkpoint_done) stop_after_rows_ = last_checkpoint_epoch_end_ + 1;
+      if (stopping_ && checkpoint_done && last_checkpoint_stops_) stop_after_rows_ = last_checkpoint_epoch_end_ + 1;
       if (stopping_ && stop_after_rows_ >= 0 && epochs_done_ >= stop_after_rows_) break;
     }
     train_seconds_ = Seconds(comm::Clock::now() - start_).count();
@@ -519,11 +551,7 @@ class Coordinator {
     workers_view_[w].last_seen = comm::Clock::now();
     if (msg.has_shard_request()) return OnShardRequest(w, from, msg.shard_request().epoch());
     // dataset.source COORDINATOR: the records of a worker's batch.
-    if (msg.has_record_request()) {
-      if (spec_.dataset().source() != proto::DatasetSpec::COORDINATOR)
-        return RemoteError("{} asked for records, but the job's dataset.source is LOCAL", ctx_.RankName(from));
-      return records_->Serve(*dataset_, msg.record_request(), from, ctx_.RankName(from));
-    }
+    if (msg.has_record_request()) return OnRecordRequest(from, msg.record_request());
     // privacy.secure_aggregation: relayed to every worker once all are in;
     // the pair seeds are bound to the run id.
     if (msg.has_secagg_key())
@@ -535,6 +563,16 @@ class Coordinator {
     if (msg.has_epoch_report()) return OnEpochReport(w, from, msg.epoch_report());
     if (msg.has_final_evaluation() && finishing_) return OnFinalEvaluation(w, from, msg.final_evaluation());
     return RemoteError("rank {} sent an unexpected control message", from);
+  }
+
+  Status OnRecordRequest(int from, const proto::RecordRequest& req) {
+    if (spec_.dataset().source() != proto::DatasetSpec::COORDINATOR)
+      return RemoteError("{} asked for records, but the job's dataset.source is LOCAL", ctx_.RankName(from));
+    if (req.leaving()) {
+      records_->OnLeave(from);
+      return Status::Ok();
+    }
+    return records_->Serve(*dataset_, req, from, ctx_.RankName(from));
   }
 
   // A shard report: a server's (all-reduce: every worker's; the lead
@@ -575,6 +613,10 @@ class Coordinator {
     POLIS_RETURN_IF_ERROR(WriteManifest(dir, m));
     if (m.epoch_complete) epoch_checkpoints_[m.epoch] = dir;
     PruneCheckpoints(ctx_.run_dir, spec_.training().keep_checkpoints(), BestCheckpoint());
+    // With servers any checkpoint after a stop request will do; all-reduce
+    // replicas stop only after the one they took to stop.
+    last_checkpoint_stops_ =
+        ctx_.servers > 0 || std::all_of(list.begin(), list.end(), [](const proto::ShardSaved& x) { return x.stop(); });
     saved_.erase({ss.step(), ss.epoch_complete()});
     last_checkpoint_ = dir;
     NoteCheckpoint(m, UnixSeconds());
@@ -1189,6 +1231,7 @@ class Coordinator {
   // The epoch whose end the newest checkpoint marks (-1: taken mid-epoch),
   // and, once a stop's checkpoint is in, how many epochs' rows it waits for.
   int last_checkpoint_epoch_end_ = -1, stop_after_rows_ = -1;
+  bool last_checkpoint_stops_ = false;  // a stop may end at it (see OnShardSaved)
   std::vector<int> worker_epoch_;  // the epoch each worker is in (after its last report)
   std::vector<WorkerView> workers_view_;
   std::vector<ServerView> servers_view_;
@@ -1227,8 +1270,10 @@ class Coordinator {
 
 Status RunCoordinator(const RoleContext& ctx, const CoordinatorOptions& options) {
   Coordinator coordinator(ctx, options);
-  POLIS_RETURN_IF_ERROR(coordinator.Run());
-  return coordinator.FlushRecords();
+  const Status st = coordinator.Run();  // CANCELLED: stopped, in order
+  if (!st.ok() && st.code() != Code::kCancelled) return st;
+  POLIS_RETURN_IF_ERROR(coordinator.FinishRecords());
+  return st;
 }
 
 }  // namespace polis::coordinator

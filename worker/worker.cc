@@ -108,10 +108,12 @@ class ReplicaCheckpointer {
     return asked != GradientSync::Checkpoint::kNone || (every_ > 0 && step % every_ == 0);
   }
 
-  Status Write(int64_t step, int epoch, bool epoch_complete, int64_t consumed) {
+  // `stop`: the checkpoint every replica takes to stop (ShardSaved.stop).
+  Status Write(int64_t step, int epoch, bool epoch_complete, int64_t consumed, bool stop) {
     TRACE_SCOPE("checkpoint", "step", step);
     proto::ControlMessage msg;
     auto* s = msg.mutable_shard_saved();
+    s->set_stop(stop);
     s->set_step(step);
     s->set_epoch(epoch);
     s->set_epoch_complete(epoch_complete);
@@ -477,8 +479,9 @@ Status RunWorker(const RoleContext& ctx) {
         break;  // every worker has finished the epoch
       }
       if (allreduce && checkpointer.Due(step, result.checkpoint)) {
-        POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, false, consumed));
-        if (result.checkpoint == GradientSync::Checkpoint::kTakeAndStop) {
+        const bool stop = result.checkpoint == GradientSync::Checkpoint::kTakeAndStop;
+        POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, false, consumed, stop));
+        if (stop) {
           POLIS_RETURN_IF_ERROR(checkpointer.Flush());
           return WaitForStop(ctx);
         }
@@ -517,7 +520,7 @@ Status RunWorker(const RoleContext& ctx) {
     // The epoch's checkpoint goes before its report, so the coordinator has
     // it (in order, on the same channel) before it ends the job.
     if (allreduce && (spec.training().checkpoint_epochs() || stop_after_epoch))
-      POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, true, consumed));
+      POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, true, consumed, stop_after_epoch));
     proto::ControlMessage msg;
     auto* r = msg.mutable_epoch_report();
     r->set_epoch(epoch);

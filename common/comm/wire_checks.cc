@@ -219,7 +219,7 @@ Status CheckControlMessage(const proto::ControlMessage& msg, int from, const Wir
       const auto& r = msg.record_request();
       Checker c(from, "a record request");
       c.Range("part", r.part(), 0, 2);
-      c.Range("indices", r.indices_size(), 1, int64_t{1} << 20);
+      c.Range("indices", r.indices_size(), r.leaving() ? 0 : 1, r.leaving() ? 0 : int64_t{1} << 20);
       for (int64_t i : r.indices()) c.Range("an index", i, 0, kMax);
       return c.status();
     }

@@ -97,6 +97,7 @@ void RecordClient::Attach(comm::Channel* ctrl, comm::Channel* data, int coordina
 
 Status RecordClient::Request(Part p, std::vector<int64_t> indices) {
   if (ctrl_ == nullptr) return InternalError("records asked of the coordinator before the transport exists");
+  if (left_) return InternalError("records asked of the coordinator after this worker's goodbye");
   const int64_t n = static_cast<int64_t>(indices.size());
   const int64_t bytes = kLengthBytes + n * (desc_.max_record_bytes + kRecordOverhead) + 64;
   if (bytes > std::numeric_limits<int32_t>::max())
@@ -113,6 +114,15 @@ Status RecordClient::Request(Part p, std::vector<int64_t> indices) {
   q.buffer.resize(static_cast<size_t>(bytes));
   // The receive first, so the answer lands in place whenever it comes.
   POLIS_RETURN_IF_ERROR(data_->Irecv(q.buffer.data(), bytes, coordinator_, comm::kTagRecords, &q.request));
+  return comm::SendControl(ctrl_, coordinator_, msg);
+}
+
+Status RecordClient::Leave() {
+  if (left_ || ctrl_ == nullptr) return Status::Ok();
+  left_ = true;
+  proto::ControlMessage msg;
+  msg.mutable_record_request()->set_part(0);
+  msg.mutable_record_request()->set_leaving(true);
   return comm::SendControl(ctrl_, coordinator_, msg);
 }
 

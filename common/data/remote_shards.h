@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,10 @@ class RecordClient {
   // of the bytes as sent); Timeout past POLIS_TIMEOUT_S.
   Status Next(bool wait, Answer* out);
   size_t pending() const { return pending_.size(); }
+  // The goodbye (RecordRequest.leaving): no request follows. Then every
+  // pending answer is sure to come (the coordinator serves until it has
+  // every worker's goodbye); once is enough.
+  Status Leave();
 
   int64_t round_trips() const { return round_trips_; }
   int64_t bytes_received() const { return bytes_received_; }
@@ -97,6 +102,7 @@ class RecordClient {
   proto::RecordBatch batch_;
   int64_t round_trips_ = 0, bytes_received_ = 0;
   double seconds_waiting_ = 0;
+  bool left_ = false;
 };
 
 // The coordinator's side. Serve reads the records rank `to` asked for from
@@ -118,6 +124,9 @@ class RecordServer {
   Status Progress();
   // Waits for every send; Timeout naming the rank past `deadline`.
   Status Flush(comm::Clock::time_point deadline);
+  // A worker's goodbye (RecordRequest.leaving) came.
+  void OnLeave(int from) { left_.insert(from); }
+  bool Left(int from) const { return left_.count(from) > 0; }
   size_t in_flight() const { return sends_.size(); }
 
  private:
@@ -128,6 +137,7 @@ class RecordServer {
   };
   comm::Channel* data_;
   std::deque<Send> sends_;
+  std::set<int> left_;  // ranks that said goodbye
 };
 
 }  // namespace polis::data

@@ -44,8 +44,13 @@ using Policy = proto::ShardsSpec::Malformed;
 class ShardDataset : public Dataset {
  public:
   ~ShardDataset() override {
-    // Answers still on their way: taken, so the coordinator's sends complete.
-    if (remote_) DrainAnswers();
+    // The goodbye, then the answers still on their way: taken, so the
+    // coordinator's sends complete (it serves until every worker's goodbye).
+    if (remote_) {
+      Status st = remote_->Leave();
+      if (!st.ok()) POLIS_LOG(kWarn, kData, "records from the coordinator: the goodbye failed: {}", st.ToString());
+      if (st.ok()) DrainAnswers();
+    }
     {
       std::lock_guard<std::mutex> l(mu_);
       stop_ = true;

@@ -48,6 +48,7 @@ class CoordinatorThread {
       proto::ControlMessage msg;
       Status st = comm::RecvControl(t->control(), comm::kAnySource, &from, &msg, comm::DeadlineFromNow(), "a request");
       if (!st.ok() || msg.has_fatal_error()) return;
+      if (msg.record_request().leaving()) continue;  // the remote dataset's goodbye
       ++requests_;
       EXPECT_TRUE(server_.Serve(*local_, msg.record_request(), from, "rank 1 (worker)").ok());
     }

@@ -204,6 +204,41 @@ TEST_F(ShardsJob, RecordsFromTheCoordinatorTrainTheSameModelAsLocalFiles) {
   auto ps = ReadJson(work + "/ps/result.json");
   EXPECT_GT(ps["test_accuracy"].get<double>(), 0.9) << ps.dump();
   for (const auto& h : ps["history"]) EXPECT_EQ(h["train_samples"], 135);
+
+  // Stopped by SIGTERM to the coordinator (as Slurm's time limit does) in
+  // its second epoch, while record requests are in flight, then resumed:
+  // the stop ends in order (a wait for records that never come would fail
+  // it at POLIS_TIMEOUT_S), and the resumed run finishes the job. (The
+  // interrupted epoch's row counts the samples trained after the resume.)
+  const std::string stopped = work + "/ps-stopped";
+  ShellRun first;
+  std::thread run([&] {
+    first = Shell("POLIS_TIMEOUT_S=60 POLIS_TEST_SLOW_WORKER=0:30 " +
+                  PolisRun("--workers 2 --servers 1 --registry " + work + "/registry --run-dir " + stopped + " " + job));
+  });
+  int coordinator = -1;
+  for (int i = 0; i < 1200 && coordinator < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto rows = ReadFile(stopped + "/metrics.jsonl");
+    if (rows.ok() && !rows->empty()) coordinator = ReadJson(stopped + "/coordinator.json").value("pid", -1);
+  }
+  if (coordinator > 0) kill(coordinator, SIGTERM);
+  run.join();
+  ASSERT_GT(coordinator, 0) << "no epoch finished:\n" << first.output;
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("resume with"), std::string::npos) << first.output;
+  ShellRun second = Shell(PolisRun("--resume " + stopped));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  auto resumed = ReadJson(stopped + "/result.json");
+  EXPECT_EQ(resumed["state"], "done") << resumed.dump();
+  ASSERT_EQ(resumed["history"].size(), 4u) << resumed.dump();
+  int whole = 0;
+  for (const auto& h : resumed["history"]) {
+    EXPECT_GT(h["train_samples"].get<int>(), 0) << resumed.dump();
+    EXPECT_LE(h["train_samples"].get<int>(), 135) << resumed.dump();
+    whole += h["train_samples"] == 135;
+  }
+  EXPECT_GE(whole, 3) << resumed.dump();
 }
 
 // polis-registry serve on ROOT, a free port; stopped with the object.

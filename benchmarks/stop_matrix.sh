@@ -16,6 +16,8 @@
 #   - the stopped run has a complete checkpoint to resume from.
 # Modes (--modes, comma-separated; default all):
 #   ps          BSP, 1 server, 2 workers
+#   ps-every2   BSP, 1 server, 2 workers, a checkpoint every 2 steps (one
+#               is often in flight when the stop comes)
 #   ps-asp      ASP, 2 servers, 2 workers
 #   allreduce   all-reduce, 2 workers
 #   records     BSP, 1 server, 2 workers, tar shards served by the
@@ -25,7 +27,7 @@
 # seeded with --seed. Run alone (one MPI job at a time).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TRIALS=20 MODES=ps,ps-asp,allreduce,records SEED=1 OUT="" BUILD=$ROOT/build
+TRIALS=20 MODES=ps,ps-every2,ps-asp,allreduce,records SEED=1 OUT="" BUILD=$ROOT/build
 while (($#)); do
   case $1 in
     --trials) TRIALS=$2; shift 2 ;;
@@ -53,6 +55,7 @@ job_for() {
   local mode=$1 job=$OUT/$1.pbtxt
   case $mode in
     ps|allreduce) cp "$ROOT/jobs/fashion_cnn.pbtxt" "$job" ;;
+    ps-every2) sed 's/seed: 42 }/seed: 42 checkpoint_every_steps: 2 }/' "$ROOT/jobs/fashion_cnn.pbtxt" >"$job" ;;
     ps-asp) sed 's/consistency: BSP/consistency: ASP/; s/servers: 1/servers: 2/' "$ROOT/jobs/fashion_cnn.pbtxt" >"$job" ;;
     records)
       [[ -f "$OUT/shards/dataset.json" ]] ||
@@ -65,7 +68,7 @@ end = text.index("\n}", start) + 2
 print(text[:start] + 'dataset {\n  format: SHARDS\n  dir: "%s"\n  scale: 0.00392156862745098\n  source: COORDINATOR\n}\n' % sys.argv[2] + text[end:], end="")
 PY
       ;;
-    *) echo "stop_matrix.sh: unknown mode '$mode' (ps, ps-asp, allreduce, records)" >&2; exit 2 ;;
+    *) echo "stop_matrix.sh: unknown mode '$mode' (ps, ps-every2, ps-asp, allreduce, records)" >&2; exit 2 ;;
   esac
   echo "$job"
 }

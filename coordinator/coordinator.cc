@@ -985,12 +985,39 @@ class Coordinator {
   // ---- the end -------------------------------------------------------------
 
   // Stopped by a signal: everyone leaves; the checkpoint is what remains.
+  // Server s's final statistics, sent when it reads its last command.
+  // Heartbeats may come first, and a checkpoint the server began before
+  // (checkpoint_every_steps, an epoch's end): it is received and written,
+  // so no server waits on a send the coordinator would never take.
+  Status AwaitFinalStats(int s) {
+    proto::ControlMessage msg;
+    do {
+      POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx_.ctrl, ctx_.server_rank(s), nullptr, &msg, comm::DeadlineFromNow(),
+                                              "a server's statistics"));
+      bool checkpoint_done = false;
+      if (msg.has_shard_saved()) {
+        POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, ctx_.server_rank(s), limits_));
+        POLIS_RETURN_IF_ERROR(OnShardSaved(ctx_.server_rank(s), msg.shard_saved(), &checkpoint_done));
+      }
+    } while (!(msg.has_server_stats() && msg.server_stats().final()));
+    server_stats_.push_back(msg.server_stats());
+    return Status::Ok();
+  }
+
   Status FinishStopped() {
     for (int r = 1; r < ctx_.world; ++r) {
       proto::ControlMessage cmd;
       cmd.mutable_server_command()->set_kind(proto::ServerCommand::STOP);
       POLIS_RETURN_IF_ERROR(comm::SendControl(ctx_.ctrl, r, cmd));
     }
+    for (int s = 0; s < ctx_.servers; ++s) POLIS_RETURN_IF_ERROR(AwaitFinalStats(s));
+    // A checkpoint some servers began after the stop and others never will:
+    // its shard files go (it has no manifest; a resume would skip it).
+    for (const auto& [key, list] : saved_) {
+      std::error_code ec;
+      std::filesystem::remove_all(ctx_.run_dir + "/checkpoints/" + CheckpointDirName(key.first, key.second), ec);
+    }
+    saved_.clear();
     json result = {{"job", spec_.name()}, {"state", "stopped"}, {"checkpoint", last_checkpoint_},
                    {"restarts", env::RestartCount()}, {"restart_cause", env::RestartCause()},
                    {"epochs_done", epochs_done_}, {"train_seconds", train_seconds_}, {"history", history_}};
@@ -1018,19 +1045,7 @@ class Coordinator {
       }
       POLIS_RETURN_IF_ERROR(comm::WaitAll(ctx_.data, reqs.data(), ctx_.servers, comm::DeadlineFromNow(),
                                           [] { return std::string("final parameters from the servers"); }));
-      for (int s = 0; s < ctx_.servers; ++s) {
-        proto::ControlMessage msg;
-        do {  // heartbeats (and an epoch's last shard) may still be queued before the final statistics
-          POLIS_RETURN_IF_ERROR(comm::RecvControl(ctx_.ctrl, ctx_.server_rank(s), nullptr, &msg,
-                                                  comm::DeadlineFromNow(), "a server's statistics"));
-          bool checkpoint_done = false;
-          if (msg.has_shard_saved()) {
-            POLIS_RETURN_IF_ERROR(comm::CheckControlMessage(msg, ctx_.server_rank(s), limits_));
-            POLIS_RETURN_IF_ERROR(OnShardSaved(ctx_.server_rank(s), msg.shard_saved(), &checkpoint_done));
-          }
-        } while (!(msg.has_server_stats() && msg.server_stats().final()));
-        server_stats_.push_back(msg.server_stats());
-      }
+      for (int s = 0; s < ctx_.servers; ++s) POLIS_RETURN_IF_ERROR(AwaitFinalStats(s));
     }
     comm::Request from_worker;
     for (int w = 0; w < W_; ++w) {

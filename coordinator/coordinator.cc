@@ -984,7 +984,6 @@ class Coordinator {
 
   // ---- the end -------------------------------------------------------------
 
-  // Stopped by a signal: everyone leaves; the checkpoint is what remains.
   // Server s's final statistics, sent when it reads its last command.
   // Heartbeats may come first, and a checkpoint the server began before
   // (checkpoint_every_steps, an epoch's end): it is received and written,
@@ -1004,6 +1003,7 @@ class Coordinator {
     return Status::Ok();
   }
 
+  // Stopped by a signal: everyone leaves; the checkpoint is what remains.
   Status FinishStopped() {
     for (int r = 1; r < ctx_.world; ++r) {
       proto::ControlMessage cmd;

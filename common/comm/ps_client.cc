@@ -80,13 +80,7 @@ Status PsClient::WaitHeaders(int64_t ts, PullHeader* reply) {
   pending_ = -1;
   POLIS_RETURN_IF_ERROR(WaitAll(
       data_, round_reqs_.data(), static_cast<int>(round_reqs_.size()), DeadlineFromNow(),
-      [&] {
-        std::string who;
-        for (size_t s = 0; s < servers_.size(); ++s) {
-          if (round_reqs_[s].pending()) who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
-        }
-        return fmt::format("the answer to push {} from {}", ts, who.empty() ? "no server (sends pending)" : who);
-      },
+      [&] { return fmt::format("the answer to push {} from {}", ts, Unanswered()); },
       [&] { return PollControl(); }));
   round_open_ = false;
   std::fill(pushed_.begin(), pushed_.end(), 0);
@@ -143,6 +137,14 @@ Status PsClient::WaitPulls() {
   return Status::Ok();
 }
 
+// The servers whose answer to the round has not come, for a wait's message.
+std::string PsClient::Unanswered() const {
+  std::string who;
+  for (size_t s = 0; s < servers_.size(); ++s)
+    if (round_reqs_[s].pending()) who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
+  return who.empty() ? "no server (sends pending)" : who;
+}
+
 // A stopping server sends no pieces with its answer: their receives are
 // withdrawn (nothing can match them).
 void PsClient::DropPieces(int server) {
@@ -157,14 +159,7 @@ Status PsClient::Leave() {
   if (round_open_) {
     // Every server answers every push it receives, a stopping one too.
     POLIS_RETURN_IF_ERROR(WaitAll(data_, round_reqs_.data(), static_cast<int>(round_reqs_.size()), DeadlineFromNow(),
-                                  [&] {
-                                    std::string who;
-                                    for (size_t s = 0; s < S; ++s)
-                                      if (round_reqs_[s].pending())
-                                        who += fmt::format("{}rank {} (server)", who.empty() ? "" : ", ", servers_[s]);
-                                    return fmt::format("the answer to the last push (leaving) from {}",
-                                                       who.empty() ? "no server (sends pending)" : who);
-                                  }));
+                                  [&] { return "the answer to the last push (leaving) from " + Unanswered(); }));
     round_open_ = false;
     std::fill(pushed_.begin(), pushed_.end(), 0);
   } else if (std::find(pushed_.begin(), pushed_.end(), 1) != pushed_.end()) {
@@ -173,11 +168,11 @@ Status PsClient::Leave() {
   for (size_t s = 0; s < S; ++s)
     if (Stopped(static_cast<int>(s))) DropPieces(static_cast<int>(s));
   POLIS_RETURN_IF_ERROR(WaitPulls());
-  leave_.assign(S, PushHeader{});
+  std::vector<PushHeader> bye(S);
   std::vector<Request> sends(S);
   for (size_t s = 0; s < S; ++s) {
-    leave_[s].flags = kPushLeave;
-    POLIS_RETURN_IF_ERROR(data_->Isend(&leave_[s], sizeof(PushHeader), servers_[s], kTagPushHeader, &sends[s]));
+    bye[s].flags = kPushLeave;
+    POLIS_RETURN_IF_ERROR(data_->Isend(&bye[s], sizeof(PushHeader), servers_[s], kTagPushHeader, &sends[s]));
   }
   return WaitAll(data_, sends.data(), static_cast<int>(S), DeadlineFromNow(),
                  [] { return std::string("the servers to take this worker's goodbye"); });

@@ -27,6 +27,7 @@
 // (docs/design/parameter-server.md, "Stopping").
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "common/comm/channel.h"
@@ -81,6 +82,7 @@ class PsClient {
  private:
   Status PollControl();
   Status PushBytes(int k, const void* base);
+  std::string Unanswered() const;
   void DropPieces(int server);
   bool Stopped(int server) const { return (pull_[server].flags & kPullStopped) != 0; }
 
@@ -101,7 +103,6 @@ class PsClient {
   bool pulls_pending_ = false;
   bool round_open_ = false;  // Finish sent the header; not every server has answered
   bool left_ = false;
-  std::vector<PushHeader> leave_;  // the goodbye headers
 };
 
 }  // namespace polis::comm

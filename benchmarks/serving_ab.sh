@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# serving_ab.sh: two builds of polis-registry side by side under the same
+# load, interleaved run by run (A, B, A, B, ...), so that a change to the
+# request path is compared on the same machine in the same minutes.
+# Each run is benchmarks/serving.sh (wrk against /infer, answers verified
+# first) with one image a request; the table gives, per setting, the median
+# over the rounds of requests/s, p50, p99 and p99.9, B ÷ A for requests/s,
+# and the model's own forward time in-process (polis-bench-infer, batch 1,
+# one thread, before and after the runs) as the limit. Last, the floor of a
+# round trip on this machine: B's server answering GET /v2/health/live (no
+# body, no model) to wrk over one connection.
+#
+#   benchmarks/serving_ab.sh --base BUILD_DIR [--root DIR] [--model NAME]
+#                            [--duration S] [--rounds R] [--connections 1,16]
+#                            [--threads 1,2] [--forms json,binary,grpc]
+#                            [--max-batch 1,32]
+# A is the build in BUILD_DIR (e.g. one of the commit before a change), B
+# this checkout's build (POLIS_BUILD_DIR or build/). Defaults: --root
+# /tmp/reg-demo --model fashion_cnn --duration 5 --rounds 2 --connections 1,16
+# --threads 1,2 --forms json,binary --max-batch 1 (batching off; 32 adds
+# greedy batching). Forms as in serving_sweep.sh: json, binary (REST) and
+# grpc (polis-grpc-load; each build's own).
+set -euo pipefail
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B_BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
+A_BUILD= REG=/tmp/reg-demo MODEL=fashion_cnn DUR=5 ROUNDS=2 CONNS=1,16 THREADS=1,2
+FORMS=json,binary BATCHES=1
+ARGS="$*"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --base) A_BUILD=$2; shift 2 ;;
+    --root) REG=$2; shift 2 ;;
+    --model) MODEL=$2; shift 2 ;;
+    --duration) DUR=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --forms) FORMS=$2; shift 2 ;;
+    --max-batch) BATCHES=$2; shift 2 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    *) echo "serving_ab.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[[ -n $A_BUILD ]] || { echo "serving_ab.sh: --base BUILD_DIR is required (the build to compare against)" >&2; exit 2; }
+for b in "$A_BUILD" "$B_BUILD"; do
+  [[ -x $b/registry/polis-registry ]] || { echo "serving_ab.sh: no $b/registry/polis-registry" >&2; exit 2; }
+done
+[[ -x $B_BUILD/benchmarks/polis-bench-infer ]] || { echo "serving_ab.sh: build polis-bench-infer first" >&2; exit 2; }
+OUT=$(mktemp -d /tmp/serving-ab.XXXXXX)
+echo "command: benchmarks/serving_ab.sh $ARGS"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD; B: $B_BUILD; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+limit() { "$B_BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches 1 --threads 1 --iters 500 --json; }
+limit > "$OUT/limit0.json"
+IFS=, read -ra conns <<< "$CONNS"; IFS=, read -ra threads <<< "$THREADS"
+IFS=, read -ra forms <<< "$FORMS"; IFS=, read -ra batches <<< "$BATCHES"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for f in "${forms[@]}"; do for c in "${conns[@]}"; do for t in "${threads[@]}"; do for mb in "${batches[@]}"; do
+    flags=(--root "$REG" --model "$MODEL" --duration "$DUR" --connections "$c" --threads "$t" --max-batch "$mb")
+    [[ $f == binary ]] && flags+=(--binary)
+    if [[ $f == grpc ]]; then
+      # gRPC has threads of its own: --threads (REST I/O) does not apply.
+      [[ $t == "${threads[0]}" ]] || continue
+      flags+=(--protocol grpc)
+    fi
+    for side in A B; do
+      build=$A_BUILD; [[ $side == B ]] && build=$B_BUILD
+      log="$OUT/$side.$f.c$c.t$t.b$mb.r$r.log"
+      POLIS_BUILD_DIR=$build "$ROOT_DIR/benchmarks/serving.sh" "${flags[@]}" > "$log" 2>&1 ||
+        { echo "serving_ab.sh: run failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }
+    done
+  done; done; done; done
+done
+limit > "$OUT/limit1.json"
+# The floor of one connection on this machine: build B's server answering
+# GET /v2/health/live (no body, no model) to wrk, as many seconds.
+"$B_BUILD/registry/polis-registry" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$OUT/port" \
+  --threads 1 > "$OUT/floor-server.log" 2>&1 &
+FLOOR_PID=$!
+trap 'kill $FLOOR_PID 2> /dev/null || true' EXIT
+for _ in $(seq 200); do [[ -s $OUT/port ]] && break; sleep 0.05; done
+cat > "$OUT/floor.lua" <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("  p99.9 %.0f us\n  max %.0f us\n", latency:percentile(99.9), latency.max))
+end
+LUA
+for ((r = 1; r <= ROUNDS; r++)); do
+  wrk -t1 -c1 -d"${DUR}s" --latency -s "$OUT/floor.lua" "http://127.0.0.1:$(cat "$OUT/port")/v2/health/live" \
+    > "$OUT/floor.r$r.txt"
+done
+kill $FLOOR_PID 2> /dev/null || true
+python3 - "$OUT" <<'EOF'
+import glob, json, os, re, statistics, sys
+out = sys.argv[1]
+def us(v, unit):
+    return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+runs = {}
+for path in glob.glob(f"{out}/[AB].*.log"):
+    side, form, c, t, b, r, _ = os.path.basename(path).split(".")
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = us(*re.search(r"\n\s+50%\s+([\d.]+)(us|ms|s)", text).groups())
+    p99 = us(*re.search(r"\n\s+99%\s+([\d.]+)(us|ms|s)", text).groups())
+    p999 = float(re.search(r"p99\.9 (\d+) us", text).group(1))
+    runs.setdefault((form, int(c[1:]), int(t[1:]), int(b[1:])), {}).setdefault(side, []).append((rps, p50, p99, p999))
+lim = [json.loads(open(f"{out}/limit{i}.json").readline()) for i in (0, 1)]
+fwd = [l["median_us"] for l in lim]
+rate = 1e6 / statistics.median(fwd)
+print(f"in-process forward, batch 1, 1 thread: {fwd[0]:.1f} us before the runs, {fwd[1]:.1f} us after "
+      f"(limit {rate:.0f} rows/s from their median)\n")
+print("| form | connections | I/O threads | max batch | A req/s | B req/s | B ÷ A | B ÷ limit | A p50 / p99 / p99.9 ms | B p50 / p99 / p99.9 ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+for key in sorted(runs, key=lambda k: (k[0], k[1], k[2], k[3])):
+    med = {s: [statistics.median(x[i] for x in runs[key][s]) for i in range(4)] for s in "AB"}
+    a, b = med["A"], med["B"]
+    lat = lambda m: f"{m[1] / 1000:.2f} / {m[2] / 1000:.2f} / {m[3] / 1000:.2f}"
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {a[0]:.0f} | {b[0]:.0f} | {b[0] / a[0]:.2f} | "
+          f"{b[0] / rate:.2f} | {lat(a)} | {lat(b)} |")
+floor = []
+for path in sorted(glob.glob(f"{out}/floor.r*.txt")):
+    text = open(path).read()
+    floor.append((float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+                  us(*re.search(r"\n\s+50%\s+([\d.]+)(us|ms|s)", text).groups()),
+                  us(*re.search(r"\n\s+99%\s+([\d.]+)(us|ms|s)", text).groups()),
+                  float(re.search(r"p99\.9 (\d+) us", text).group(1))))
+if floor:
+    f = [statistics.median(x[i] for x in floor) for i in range(4)]
+    print(f"\nfloor (B's server, GET /v2/health/live, 1 connection, no model): {f[0]:.0f} requests/s, "
+          f"p50 / p99 / p99.9 {f[1] / 1000:.3f} / {f[2] / 1000:.3f} / {f[3] / 1000:.3f} ms")
+print(f"\n(medians over {len(next(iter(runs.values()))['A'])} interleaved round(s); logs in {out})")
+EOF

@@ -9,8 +9,10 @@
 #include <cstring>
 #include <deque>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -50,8 +52,6 @@ std::vector<int64_t> Buckets(int64_t max_batch) {
 // version shows in RSS (glibc keeps freed heap memory otherwise).
 void ReturnMemoryToOs() { malloc_trim(0); }
 
-struct Executor;
-
 }  // namespace
 
 struct ServedVersion::Core {
@@ -77,38 +77,34 @@ struct ServedVersion::Core {
   std::deque<Item> queue;   // GUARDED_BY(mu)
   int64_t queued_rows = 0;  // GUARDED_BY(mu)
   bool stop = false;        // GUARDED_BY(mu)
-  // Who forms or runs a batch now; that one alone uses `executor`.
-  enum class Runner { kNone, kThread, kCaller };
-  Runner runner = Runner::kNone;  // GUARDED_BY(mu)
-  Executor* executor = nullptr;   // GUARDED_BY(mu): the thread's Networks, once warm
-  // Greedy batching on one compute thread: a request that finds the version
-  // idle may run on the caller's thread (a hand-off to the inference thread
-  // and back costs two thread wake-ups) when options.run_on_caller agrees;
-  // what queues meanwhile goes to the thread.
-  bool MayRunOnCaller() const {
-    if (options.max_queue_delay_us != 0 || options.compute_threads != 1) return false;
-    return !options.run_on_caller || (*options.run_on_caller)();
-  }
 
   // Explanations: training Networks of their own, used by one caller at a
   // time. Declared after model and weights, which they point into.
   std::mutex explain_mu;
   std::vector<float> grads;                                      // GUARDED_BY(explain_mu)
-  std::map<int64_t, std::unique_ptr<nn::Network>> explain_nets;  // GUARDED_BY(explain_mu), by batch
+  // By (thread, batch): a Network runs only on the thread that built it
+  // (oneDNN's library scratchpad is per thread), and the server may have
+  // several explanation workers.
+  std::map<std::pair<std::thread::id, int64_t>, std::unique_ptr<nn::Network>>
+      explain_nets;  // GUARDED_BY(explain_mu)
 
   nn::Network& ExplainNet(int64_t batch);  // holding explain_mu
   ExplainOutcome RunExplain(const ExplainRequest& req, const std::function<Status()>& keep_going);
 };
 
 nn::Network& ServedVersion::Core::ExplainNet(int64_t batch) {
-  auto it = explain_nets.find(batch);
+  const auto self = std::this_thread::get_id();
+  auto it = explain_nets.find({self, batch});
   if (it != explain_nets.end()) return *it->second;
   if (grads.empty()) grads.assign(weights.size(), 0.f);
-  // Keep at most two step counts' networks: each is a training Network.
-  if (explain_nets.size() >= 2) explain_nets.erase(explain_nets.begin());
+  // Keep at most two step counts' networks a thread: each is a training
+  // Network. The one dropped was built on this thread, and goes here too.
+  auto mine = explain_nets.lower_bound({self, std::numeric_limits<int64_t>::min()});
+  if (std::distance(mine, explain_nets.upper_bound({self, std::numeric_limits<int64_t>::max()})) >= 2)
+    explain_nets.erase(mine);
   auto net = std::make_unique<nn::Network>(model, batch, weights.data(), grads.data(),
                                            /*training=*/true, /*want_input_grad=*/true);
-  return *(explain_nets[batch] = std::move(net));
+  return *(explain_nets[{self, batch}] = std::move(net));
 }
 
 ExplainOutcome ServedVersion::Core::RunExplain(const ExplainRequest& req,
@@ -254,45 +250,29 @@ struct Executor {
     }
   }
 
-  // Moves the leading queued requests that fit in one batch into `batch`
-  // (holding c->mu); returns their rows.
-  int64_t TakeBatch(std::vector<Item>& batch) {
-    int64_t rows = 0;
-    while (!c->queue.empty() && rows + c->queue.front().rows <= c->options.max_batch_size) {
-      rows += c->queue.front().rows;
-      batch.push_back(std::move(c->queue.front()));
-      c->queue.pop_front();
-    }
-    c->queued_rows -= rows;
-    return rows;
-  }
-
-  // Runs the next batch (holding c->mu with c->runner set; returns so).
-  void RunNext(std::unique_lock<std::mutex>& lk) {
-    std::vector<Item> batch;
-    const int64_t rows = TakeBatch(batch);
-    lk.unlock();
-    RunBatch(batch, rows);
-    batch.clear();
-    lk.lock();
-  }
-
   void Loop() {
     std::unique_lock<std::mutex> lk(c->mu);
     const auto delay = std::chrono::microseconds(c->options.max_queue_delay_us);
     while (true) {
-      // While a caller runs a batch (MayRunOnCaller), it has the Networks.
-      c->cv.wait(lk, [&] { return c->runner == Core::Runner::kNone && (c->stop || !c->queue.empty()); });
+      c->cv.wait(lk, [&] { return c->stop || !c->queue.empty(); });
       if (c->queue.empty()) break;  // stopping, and every queued request is answered
-      c->runner = Core::Runner::kThread;
       const auto deadline = c->queue.front().enqueued + delay;
       const auto* more = c->options.more_may_arrive.get();
       while (!c->stop && !BatchFull() && Clock::now() < deadline && (!more || (*more)()))
         c->cv.wait_until(lk, std::min(deadline, Clock::now() + kArrivalRecheck));
-      RunNext(lk);
-      c->runner = Core::Runner::kNone;
+      std::vector<Item> batch;
+      int64_t rows = 0;
+      while (!c->queue.empty() && rows + c->queue.front().rows <= c->options.max_batch_size) {
+        rows += c->queue.front().rows;
+        batch.push_back(std::move(c->queue.front()));
+        c->queue.pop_front();
+      }
+      c->queued_rows -= rows;
+      lk.unlock();
+      RunBatch(batch, rows);
+      batch.clear();
+      lk.lock();
     }
-    c->executor = nullptr;
   }
 };
 
@@ -305,10 +285,6 @@ void ThreadMain(std::shared_ptr<Core> core, std::promise<Status> ready) {
     ex.c = core;
     Status st = ex.Warm();
     const bool ok = st.ok();
-    if (ok) {
-      std::lock_guard<std::mutex> lock(core->mu);
-      core->executor = &ex;
-    }
     ready.set_value(std::move(st));
     if (ok) ex.Loop();
   }
@@ -505,7 +481,6 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
     return;
   }
   InferOutcome refused;
-  bool run_here = false, wake = false;
   {
     std::lock_guard<std::mutex> lock(c.mu);
     if (c.queued_rows + rows > c.options.max_queue_rows) {
@@ -520,29 +495,13 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
       it.infer_done = std::move(done);
       c.queue.push_back(std::move(it));
       c.queued_rows += rows;
-      run_here = c.runner == Core::Runner::kNone && c.executor != nullptr && c.MayRunOnCaller();
-      if (run_here) c.runner = Core::Runner::kCaller;
-      // A caller running a batch wakes the thread when it is done.
-      wake = !run_here && c.runner != Core::Runner::kCaller;
     }
   }
   if (!refused.status.ok()) {
     done(std::move(refused));  // outside the lock
     return;
   }
-  if (wake) c.cv.notify_one();
-  if (!run_here) return;
-  // One OpenMP thread, as on the inference thread (the Networks were built
-  // for it): without this, oneDNN would start a team for the caller.
-  omp_set_num_threads(1);
-  // One batch only: the caller may be an I/O thread whose other work (its
-  // connection's next events) waits while it computes.
-  std::unique_lock<std::mutex> lk(c.mu);
-  c.executor->RunNext(lk);
-  c.runner = Core::Runner::kNone;
-  const bool hand_off = !c.queue.empty() || c.stop;
-  lk.unlock();
-  if (hand_off) c.cv.notify_all();
+  c.cv.notify_one();
 }
 
 ExplainOutcome ServedVersion::Explain(const ExplainRequest& request,

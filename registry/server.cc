@@ -171,7 +171,6 @@ struct RegistryServer::Impl {
   std::atomic<HttpServer*> http_ptr{nullptr};  // http, for the batching threads
   std::atomic<HttpServer*> plain_ptr{nullptr}; // plain, likewise
   std::atomic<int64_t> decoding{0};            // infer requests not yet queued
-  std::atomic<int64_t> inferring{0};           // infer requests not yet answered
   bool started = false, stopped = false;
 
   // ---- helpers
@@ -574,9 +573,8 @@ struct RegistryServer::Impl {
 
   // ---- OIP handlers
 
-  // Counts a request while it lives: `decoding` from an infer request's
-  // arrival until it is queued (or refused; while any is counted, a forming
-  // batch waits for it), `inferring` until it is answered.
+  // Counts an infer request from its arrival until it is queued (or
+  // refused): while any is counted, a forming batch waits for it.
   class DecodingScope {
    public:
     explicit DecodingScope(std::atomic<int64_t>& n) : n_(n) { n_++; }
@@ -603,12 +601,6 @@ struct RegistryServer::Impl {
   void Infer(const HttpRequest& req, const Target& t, const std::string& model,
              const std::string& ref, Respond done, Post post, Protocol protocol) {
     const auto start = Clock::now();
-    // Answered once, by whichever path ends the request.
-    auto alive = std::make_shared<DecodingScope>(inferring);
-    done = [alive, done = std::move(done)](HttpResponse r) {
-      alive->Release();
-      done(std::move(r));
-    };
     if (!Authorize(req, t, kScopeInfer, model, done, nullptr)) return;
     auto scope = std::make_shared<DecodingScope>(decoding);
     auto parsed = ParseRequestBody(req.body, false, kInputName, req.inference_header_length);
@@ -1367,12 +1359,6 @@ Status RegistryServer::Start() {
   Impl* self = &s;
   ro.batching.more_may_arrive =
       std::make_shared<const std::function<bool()>>([self] { return self->MoreMayArrive(); });
-  // A request runs on its I/O (or gRPC) thread only while it is the only one
-  // here: then nothing waits for that thread, and the hand-off to the
-  // inference thread would only add two wake-ups. Under load the I/O
-  // threads keep reading and writing while the inference thread computes.
-  ro.batching.run_on_caller =
-      std::make_shared<const std::function<bool()>>([self] { return self->inferring.load() <= 1; });
   s.repo = std::make_unique<Repository>(ro, &s.metrics);
   POLIS_RETURN_IF_ERROR(s.repo->Start());
   s.runner.Start(s.opt.admin_threads);

@@ -91,17 +91,18 @@ kill $FLOOR_PID 2> /dev/null || true
 python3 - "$OUT" <<'EOF'
 import glob, json, os, re, statistics, sys
 out = sys.argv[1]
-def us(v, unit):
-    return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+def stats(path):
+    """requests/s, p50, p99 and p99.9 (us) of one wrk (or polis-grpc-load) output."""
+    text = open(path).read()
+    def pct(p):
+        v, unit = re.search(rf"\n\s+{p}%\s+([\d.]+)(us|ms|s)", text).groups()
+        return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+    return (float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), pct(50), pct(99),
+            float(re.search(r"p99\.9 (\d+) us", text).group(1)))
 runs = {}
 for path in glob.glob(f"{out}/[AB].*.log"):
     side, form, c, t, b, r, _ = os.path.basename(path).split(".")
-    text = open(path).read()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    p50 = us(*re.search(r"\n\s+50%\s+([\d.]+)(us|ms|s)", text).groups())
-    p99 = us(*re.search(r"\n\s+99%\s+([\d.]+)(us|ms|s)", text).groups())
-    p999 = float(re.search(r"p99\.9 (\d+) us", text).group(1))
-    runs.setdefault((form, int(c[1:]), int(t[1:]), int(b[1:])), {}).setdefault(side, []).append((rps, p50, p99, p999))
+    runs.setdefault((form, int(c[1:]), int(t[1:]), int(b[1:])), {}).setdefault(side, []).append(stats(path))
 lim = [json.loads(open(f"{out}/limit{i}.json").readline()) for i in (0, 1)]
 fwd = [l["median_us"] for l in lim]
 rate = 1e6 / statistics.median(fwd)
@@ -115,13 +116,7 @@ for key in sorted(runs, key=lambda k: (k[0], k[1], k[2], k[3])):
     lat = lambda m: f"{m[1] / 1000:.2f} / {m[2] / 1000:.2f} / {m[3] / 1000:.2f}"
     print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {a[0]:.0f} | {b[0]:.0f} | {b[0] / a[0]:.2f} | "
           f"{b[0] / rate:.2f} | {lat(a)} | {lat(b)} |")
-floor = []
-for path in sorted(glob.glob(f"{out}/floor.r*.txt")):
-    text = open(path).read()
-    floor.append((float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
-                  us(*re.search(r"\n\s+50%\s+([\d.]+)(us|ms|s)", text).groups()),
-                  us(*re.search(r"\n\s+99%\s+([\d.]+)(us|ms|s)", text).groups()),
-                  float(re.search(r"p99\.9 (\d+) us", text).group(1))))
+floor = [stats(path) for path in sorted(glob.glob(f"{out}/floor.r*.txt"))]
 if floor:
     f = [statistics.median(x[i] for x in floor) for i in range(4)]
     print(f"\nfloor (B's server, GET /v2/health/live, 1 connection, no model): {f[0]:.0f} requests/s, "

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <deque>
 #include <future>
-#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -82,10 +81,10 @@ struct ServedVersion::Core {
   // time. Declared after model and weights, which they point into.
   std::mutex explain_mu;
   std::vector<float> grads;                                      // GUARDED_BY(explain_mu)
-  // By (thread, batch): a Network runs only on the thread that built it
+  // By thread, then batch: a Network runs only on the thread that built it
   // (oneDNN's library scratchpad is per thread), and the server may have
   // several explanation workers.
-  std::map<std::pair<std::thread::id, int64_t>, std::unique_ptr<nn::Network>>
+  std::map<std::thread::id, std::map<int64_t, std::unique_ptr<nn::Network>>>
       explain_nets;  // GUARDED_BY(explain_mu)
 
   nn::Network& ExplainNet(int64_t batch);  // holding explain_mu
@@ -93,18 +92,15 @@ struct ServedVersion::Core {
 };
 
 nn::Network& ServedVersion::Core::ExplainNet(int64_t batch) {
-  const auto self = std::this_thread::get_id();
-  auto it = explain_nets.find({self, batch});
-  if (it != explain_nets.end()) return *it->second;
+  auto& mine = explain_nets[std::this_thread::get_id()];
+  auto it = mine.find(batch);
+  if (it != mine.end()) return *it->second;
   if (grads.empty()) grads.assign(weights.size(), 0.f);
-  // Keep at most two step counts' networks a thread: each is a training
-  // Network. The one dropped was built on this thread, and goes here too.
-  auto mine = explain_nets.lower_bound({self, std::numeric_limits<int64_t>::min()});
-  if (std::distance(mine, explain_nets.upper_bound({self, std::numeric_limits<int64_t>::max()})) >= 2)
-    explain_nets.erase(mine);
+  // Keep at most two step counts' networks a thread: each is a training Network.
+  if (mine.size() >= 2) mine.erase(mine.begin());
   auto net = std::make_unique<nn::Network>(model, batch, weights.data(), grads.data(),
                                            /*training=*/true, /*want_input_grad=*/true);
-  return *(explain_nets[{self, batch}] = std::move(net));
+  return *(mine[batch] = std::move(net));
 }
 
 ExplainOutcome ServedVersion::Core::RunExplain(const ExplainRequest& req,

@@ -4,8 +4,12 @@
 # namespaces, real TCP, links capped with tc tbf, default 100 Mbit/s), side
 # by side in one invocation: Polis parameter servers (BSP, 2 servers, one a
 # host), Polis all-reduce (fp32 wire), Polis all-reduce with a bf16 wire,
-# and PyTorch DDP (gloo, 2 processes a host, 1 thread each, per-rank batch
-# 32, Adam, same network: benchmarks/ddp_fashion.py --nodes 2). Rows are
+# Polis all-reduce with local SGD (bf16 wire, parameters averaged every
+# --local-steps steps: docs/design/local-sgd.md), Polis all-reduce with
+# delayed averaging (bf16 wire; each step's sums travel while the next
+# step computes: docs/design/delayed-averaging.md), and PyTorch DDP (gloo, 2
+# processes a host, 1 thread each, per-rank batch 32, Adam, same network:
+# benchmarks/ddp_fashion.py --nodes 2). Rows are
 # repeated --reps times in interleaved order; the table gives each row's
 # median and its ratio to DDP's median.
 #
@@ -15,6 +19,11 @@
 #
 # Usage: benchmarks/time_to_accuracy_hosts.sh [--build DIR] [--target ACC]
 #          [--epochs N] [--rate 100mbit|1gbit|none] [--reps R] [--quick]
+#          [--local-steps H] [--rows LIST]
+#   --rows LIST   only these rows, by number from 1 (e.g. 5,6: delayed
+#             averaging and DDP); the ÷ DDP column needs row 6
+#   --local-steps H   the local-SGD row averages parameters every H steps
+#             (sync.local_steps; default 8)
 #   --quick   1 rep, 2 epochs, 12000 training images, target 0.80 (a smoke
 #             test of the whole path; its figures mean little)
 # Needs root (network namespaces), iproute2, and Debian's python3 with torch.
@@ -22,7 +31,7 @@
 # 3 namespaces cannot be made here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=$ROOT/build TARGET=0.88 EPOCHS=6 RATE=100mbit REPS=1 QUICK=0
+BUILD=$ROOT/build TARGET=0.88 EPOCHS=6 RATE=100mbit REPS=1 QUICK=0 LOCAL_STEPS=8 ROWS=1,2,3,4,5,6
 ARGS=("$@")
 while (($#)); do
   case "$1" in
@@ -32,7 +41,9 @@ while (($#)); do
     --rate) RATE=${2:?--rate needs a value}; shift 2 ;;
     --reps) REPS=${2:?--reps needs a value}; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --local-steps) LOCAL_STEPS=${2:?--local-steps needs a value}; shift 2 ;;
+    --rows) ROWS=${2:?--rows needs a list}; shift 2 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "time_to_accuracy_hosts: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -96,22 +107,37 @@ PYEOF
 
 sed 's/compression: [A-Z0-9]*//; s/^sync {/sync { compression: BF16/' "$ROOT/jobs/fashion_cnn_allreduce.pbtxt" >"$TMP/allreduce_bf16.pbtxt"
 grep -q 'compression: BF16' "$TMP/allreduce_bf16.pbtxt" || { echo "could not make the bf16 job" >&2; exit 1; }
+sed "s/^sync {/sync { local_steps: $LOCAL_STEPS/" "$TMP/allreduce_bf16.pbtxt" >"$TMP/allreduce_local.pbtxt"
+grep -q "local_steps: $LOCAL_STEPS" "$TMP/allreduce_local.pbtxt" || { echo "could not make the local-SGD job" >&2; exit 1; }
+sed "s/^sync {/sync { delayed_averaging: true/; /bucket_bytes:/d" "$TMP/allreduce_bf16.pbtxt" >"$TMP/allreduce_delayed.pbtxt"
+grep -q "delayed_averaging: true" "$TMP/allreduce_delayed.pbtxt" || { echo "could not make the delayed job" >&2; exit 1; }
 # name | command; the hosts give each mode 2 workers a host
 # (placement: coordinator first, servers spread, workers fill in host order).
-names=("Polis PS BSP, 2 servers" "Polis all-reduce fp32" "Polis all-reduce bf16 wire" "PyTorch DDP gloo")
+names=("Polis PS BSP, 2 servers" "Polis all-reduce fp32" "Polis all-reduce bf16 wire"
+       "Polis local SGD, bf16 wire, averaging every $LOCAL_STEPS steps"
+       "Polis all-reduce bf16 wire, delayed averaging" "PyTorch DDP gloo")
+DDP=5  # index of the reference row
 run_row() {  # index rep
   local out=$TMP/r$1-$2
   case $1 in
     0) polis_once "$a1:4,$a2:3" 2 "$ROOT/jobs/fashion_cnn.pbtxt" "$out" ;;
     1) polis_once "$a1:3,$a2:2" 0 "$ROOT/jobs/fashion_cnn_allreduce.pbtxt" "$out" ;;
     2) polis_once "$a1:3,$a2:2" 0 "$TMP/allreduce_bf16.pbtxt" "$out" ;;
-    3) ddp_once "$out" ;;
+    3) polis_once "$a1:3,$a2:2" 0 "$TMP/allreduce_local.pbtxt" "$out" ;;
+    4) polis_once "$a1:3,$a2:2" 0 "$TMP/allreduce_delayed.pbtxt" "$out" ;;
+    5) ddp_once "$out" ;;
   esac
 }
+selected=()
+IFS=, read -ra wanted <<<"$ROWS"
+for r in "${wanted[@]}"; do
+  [[ $r =~ ^[1-9]$ ]] && ((r <= ${#names[@]})) || { echo "time_to_accuracy_hosts: --rows: no row '$r'" >&2; exit 2; }
+  selected+=($((r - 1)))
+done
 declare -A results
 for ((rep = 0; rep < REPS; rep++)); do
-  for i in "${!names[@]}"; do
-    k=$(( (i + rep) % ${#names[@]} ))  # rotate the order each rep
+  for j in "${!selected[@]}"; do
+    k=${selected[$(( (j + rep) % ${#selected[@]} ))]}  # rotate the order each rep
     echo "rep $((rep + 1))/$REPS: ${names[k]}" >&2
     line=$(run_row "$k" "$rep") || { echo "${names[k]} failed" >&2; exit 1; }
     results[$k]+="$line;"
@@ -120,8 +146,10 @@ done
 
 echo "| run | median s to $TARGET | ÷ DDP | epochs | final test acc | runs (s) |"
 echo "|---|---:|---:|---:|---:|---|"
-ddp_median=$($PY -c 'import statistics,sys; v=[float(x.split()[0]) for x in sys.argv[1].split(";") if x]; print(statistics.median(v))' "${results[3]}")
-for i in "${!names[@]}"; do
+ddp_median=nan
+[[ -n ${results[$DDP]:-} ]] &&
+  ddp_median=$($PY -c 'import statistics,sys; v=[float(x.split()[0]) for x in sys.argv[1].split(";") if x]; print(statistics.median(v))' "${results[$DDP]}")
+for i in "${selected[@]}"; do
   $PY - "${names[i]}" "${results[$i]}" "$ddp_median" <<'PYEOF'
 import math, statistics, sys
 name, runs, ddp = sys.argv[1], [r.split() for r in sys.argv[2].split(";") if r], float(sys.argv[3])

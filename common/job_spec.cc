@@ -245,6 +245,8 @@ const ModeRule kModeRules[] = {
     {"sync.compression", IsAllreduce, "sync.mode ALLREDUCE"},
     {"sync.bucket_bytes", IsAllreduce, "sync.mode ALLREDUCE"},
     {"sync.verify_replicas", IsAllreduce, "sync.mode ALLREDUCE"},
+    {"sync.local_steps", IsAllreduce, "sync.mode ALLREDUCE"},
+    {"sync.delayed_averaging", IsAllreduce, "sync.mode ALLREDUCE"},
     {"model.huber_delta", IsHuber, "model.loss HUBER"},
     {"optimizer.beta1", IsAdam, "optimizer.type ADAM or ADAMW"},
     {"optimizer.beta2", IsAdam, "optimizer.type ADAM or ADAMW"},
@@ -460,6 +462,14 @@ Status CheckDpSgdSettings(const proto::JobSpec& spec, const std::string& source)
     return FieldError(source, "dataset.shards.malformed_policy",
                       "must be FAIL with DP-SGD: SKIP puts another record of the batch in a bad record's place, "
                       "so that example would count twice and exceed the clip norm the privacy analysis assumes");
+  if (spec.sync().delayed_averaging())
+    return FieldError(source, "sync.delayed_averaging",
+                      "must be false with DP-SGD: each planned step's noisy mean must be applied before the "
+                      "epoch's last step is counted");
+  if (spec.sync().local_steps() > 1)
+    return FieldError(source, "sync.local_steps",
+                      "must be 1 with DP-SGD: the privacy analysis adds noise once to each step's sum over every "
+                      "worker, and local steps apply each worker's gradients unnoised");
   if (spec.training().shard_size() > 0)
     return FieldError(source, "training.shard_size",
                       "does not apply with DP-SGD, which draws a Poisson sample for every step instead of "
@@ -680,6 +690,17 @@ Status ValidateJobFields(const proto::JobSpec& spec, const std::string& source) 
     return FieldError(source, "sync.servers", "ALLREDUCE mode runs no parameter servers; set servers: 0");
   if (auto algo = comm::ParseAllreduceAlgorithm(s.allreduce_algorithm()); !algo.ok())
     return FieldError(source, "sync.allreduce_algorithm", algo.status().message());
+  if (s.delayed_averaging() && s.local_steps() > 1)
+    return FieldError(source, "sync.delayed_averaging",
+                      "cannot be combined with sync.local_steps > 1 (local SGD exchanges no gradients); choose one");
+  if (s.delayed_averaging() && s.has_bucket_bytes())
+    return FieldError(source, "sync.bucket_bytes",
+                      "does not apply with sync.delayed_averaging, which sends a step's sums as one all-reduce "
+                      "while the next step computes; remove it");
+  if (s.delayed_averaging() && spec.training().device().kind() == proto::TrainingSpec::Device::CUDA)
+    return FieldError(source, "sync.delayed_averaging",
+                      "runs on CPU workers only (the gradients are double-buffered in host memory); use "
+                      "training.device.kind CPU, or remove it");
   if (Status st = ValidateOptimizer(spec.optimizer()); !st.ok()) {
     // "optimizer.x must be ..." -> "field 'optimizer.x': must be ..."
     const std::string& m = st.message();

@@ -96,6 +96,8 @@ void ClearOtherModeSettings(polis::proto::SyncSpec::Mode mode, polis::proto::Job
     sync->clear_compression();
     sync->clear_bucket_bytes();
     sync->clear_verify_replicas();
+    sync->clear_local_steps();
+    sync->clear_delayed_averaging();
   }
 }
 
@@ -496,9 +498,12 @@ int main(int argc, char** argv) {
   }
 
   int provided = 0;
-  // All-reduce workers call MPI from a communication thread, never at the
-  // same time as the training thread: SERIALIZED is enough.
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  // All-reduce workers call MPI from a communication thread; with
+  // sync.delayed_averaging the training thread uses the control channel
+  // while that thread's collective runs, which needs MULTIPLE (other modes
+  // need no more than SERIALIZED; a library without MULTIPLE refuses
+  // delayed averaging at start).
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, world = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);

@@ -61,6 +61,11 @@ class GradientSync {
   // The optimizer whose state a checkpoint must keep: the all-reduce
   // replica's; null when the servers run the optimizer.
   virtual Optimizer* optimizer() { return nullptr; }
+  // Every worker calls this at the same step, right before it writes a
+  // checkpoint (all-reduce mode): with local SGD the replicas' parameters
+  // and optimizer states are averaged first, so the checkpoint is the one
+  // state every worker resumes from.
+  virtual Status BeforeCheckpoint() { return Status::Ok(); }
   // Finishes the step: on return the parameters are updated.
   virtual Status Sync(const StepInfo& info, StepResult* result) = 0;
   // Optional end-of-step check that all replicas agree (all-reduce).

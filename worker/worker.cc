@@ -480,6 +480,7 @@ Status RunWorker(const RoleContext& ctx) {
       }
       if (allreduce && checkpointer.Due(step, result.checkpoint)) {
         const bool stop = result.checkpoint == GradientSync::Checkpoint::kTakeAndStop;
+        POLIS_RETURN_IF_ERROR(sync->BeforeCheckpoint());
         POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, false, consumed, stop));
         if (stop) {
           POLIS_RETURN_IF_ERROR(checkpointer.Flush());
@@ -519,8 +520,10 @@ Status RunWorker(const RoleContext& ctx) {
     POLIS_RETURN_IF_ERROR(CheckFinite(model, params.data(), ev.loss_sum, step, epoch));
     // The epoch's checkpoint goes before its report, so the coordinator has
     // it (in order, on the same channel) before it ends the job.
-    if (allreduce && (spec.training().checkpoint_epochs() || stop_after_epoch))
+    if (allreduce && (spec.training().checkpoint_epochs() || stop_after_epoch)) {
+      POLIS_RETURN_IF_ERROR(sync->BeforeCheckpoint());
       POLIS_RETURN_IF_ERROR(checkpointer.Write(step, epoch, true, consumed, stop_after_epoch));
+    }
     proto::ControlMessage msg;
     auto* r = msg.mutable_epoch_report();
     r->set_epoch(epoch);

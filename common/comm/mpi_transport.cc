@@ -153,6 +153,10 @@ class MpiTransport final : public Transport {
   Channel* control() override { return control_.get(); }
   Channel* data() override { return data_.get(); }
   MPI_Comm workers_comm() const { return workers_comm_; }
+  bool ConcurrentCalls() const override {
+    int level = MPI_THREAD_SINGLE;
+    return MPI_Query_thread(&level) == MPI_SUCCESS && level == MPI_THREAD_MULTIPLE;
+  }
   // The workers before this one (in rank order) whose processor name is
   // this one's: an allgather of the names over the workers, no new
   // communicator. Collective over the workers; computed once.

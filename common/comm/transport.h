@@ -35,6 +35,10 @@ class Transport {
   // known or not a worker. May be collective over the workers: every
   // worker calls it, or none.
   virtual int LocalWorkerIndex() { return -1; }
+  // Whether one thread may use the control and data channels while another
+  // runs a collective of the workers' communicator (MPI: initialised with
+  // MPI_THREAD_MULTIPLE).
+  virtual bool ConcurrentCalls() const { return true; }
 };
 
 }  // namespace polis::comm

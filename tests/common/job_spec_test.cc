@@ -352,7 +352,7 @@ void MakeApplicable(proto::JobSpec* spec, const std::string& path) {
   }
   if (path.rfind("training.early_stopping.", 0) == 0)
     spec->mutable_training()->mutable_early_stopping()->set_metric("val_loss");
-  if (path == "sync.bucket_bytes") {
+  if (path == "sync.bucket_bytes" || path == "sync.local_steps") {
     spec->mutable_sync()->set_mode(proto::SyncSpec::ALLREDUCE);
     spec->mutable_sync()->set_servers(0);
   }

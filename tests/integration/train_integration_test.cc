@@ -114,11 +114,17 @@ TEST_F(TrainIntegration, ParameterServerJobTrainsPublishesAndReloads) {
 }
 
 // All-reduce: no servers, every worker applies the same update; with
-// verify_replicas every step checks that all replicas are bit-identical.
-void AllReduceRun(const std::string& dir, const std::string& compression) {
+// verify_replicas every step checks that all replicas are bit-identical
+// (with local SGD or delayed averaging: wherever they must agree, and at
+// least at every epoch's end). `sync` replaces the job's bucket_bytes line;
+// `training` its training block.
+void AllReduceRun(const std::string& dir, const std::string& compression,
+                  const std::string& sync = "bucket_bytes: 16384 verify_replicas: true",
+                  const std::string& training = "training { batch_size: 32 epochs: 5 seed: 42 }") {
   std::string job = JobVariant(dir, "ar.pbtxt",
                                {{"compression: NONE", "compression: " + compression},
-                                {"bucket_bytes: 65536", "bucket_bytes: 16384 verify_replicas: true"}},
+                                {"bucket_bytes: -1", sync},
+                                {"training { batch_size: 32 epochs: 5 seed: 42 }", training}},
                                "fashion_cnn_allreduce.pbtxt");
   ShellRun r = Shell(PolisRun("--workers 2 --epochs 2 --registry " + dir + "/registry --run-dir " + dir +
                               "/run " + job + " -- --train-limit 6000 --test-limit 2000"));
@@ -136,6 +142,17 @@ void AllReduceRun(const std::string& dir, const std::string& compression) {
 
 TEST_F(TrainIntegration, AllReduceJobKeepsReplicasBitIdentical) { AllReduceRun(dir_, "NONE"); }
 TEST_F(TrainIntegration, AllReduceWithBf16Gradients) { AllReduceRun(dir_, "BF16"); }
+// Local SGD and delayed averaging over real MPI processes, each with a
+// checkpoint every 40 steps mid-epoch (local SGD averages parameters and
+// optimizer state for it; delayed averaging applies the sums in flight).
+TEST_F(TrainIntegration, AllReduceLocalSgdWithCheckpoints) {
+  AllReduceRun(dir_, "BF16", "local_steps: 4 verify_replicas: true",
+               "training { batch_size: 32 epochs: 5 seed: 42 checkpoint_every_steps: 40 }");
+}
+TEST_F(TrainIntegration, AllReduceDelayedAveragingWithCheckpoints) {
+  AllReduceRun(dir_, "NONE", "delayed_averaging: true verify_replicas: true",
+               "training { batch_size: 32 epochs: 5 seed: 42 checkpoint_every_steps: 40 }");
+}
 
 // DP-SGD over real MPI processes: the job key reaches every rank, the
 // workers' Poisson samples and the replicas' noise agree (replicas stay

@@ -25,10 +25,11 @@ class MpiFailurePrinter : public ::testing::EmptyTestEventListener {
   int rank_;
 };
 
-// Initialises MPI (MPI_THREAD_SERIALIZED), runs the tests, finalizes MPI.
+// Initialises MPI (MPI_THREAD_MULTIPLE, as polis-train does: the hierarchical
+// all-reduce pipelines with it), runs the tests, finalizes MPI.
 inline int RunMpiGoogleTests(int argc, char** argv) {
   int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

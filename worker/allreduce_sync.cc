@@ -527,9 +527,9 @@ StatusOr<std::unique_ptr<GradientSync>> MakeAllReduceSync(const RoleContext& ctx
       return FailedPrecondition("sync.delayed_averaging runs on CPU workers only; this worker computes on {}",
                                 dev->Describe());
     if (!ctx.transport->ConcurrentCalls())
-      return FailedPrecondition("sync.delayed_averaging needs an MPI library that provides MPI_THREAD_MULTIPLE "
-                                "(the training thread talks to the coordinator while the sums travel); this one "
-                                "does not");
+      return FailedPrecondition("sync.delayed_averaging needs a transport on which the training thread may talk "
+                                "to the coordinator while the sums travel (MPI initialised with full thread "
+                                "support); this one is not");
   }
   comm::AllreduceOptions options;
   POLIS_ASSIGN_OR_RETURN(options.algorithm,

@@ -202,13 +202,7 @@ class AllReduceSync : public GradientSync {
   // a step this worker did not finish at once; its sums (which every worker
   // sent) are applied first, so every replica writes the same state.
   Status BeforeCheckpoint() override {
-    if (delayed() && in_flight_) {
-      POLIS_RETURN_IF_ERROR(WaitBuckets(in_flight_step_));
-      in_flight_ = false;
-      StepResult r;
-      POLIS_RETURN_IF_ERROR(ApplySums(sums_.data(), in_flight_step_, &r));
-      carried_ = std::max(carried_, r.checkpoint);
-    }
+    POLIS_RETURN_IF_ERROR(ApplyEarlierStep());
     if (!local() || comm_->size() == 1) return Status::Ok();
     TRACE_SCOPE("average for checkpoint");
     if (since_average_ > 0) POLIS_RETURN_IF_ERROR(AverageParameters());
@@ -243,8 +237,7 @@ class AllReduceSync : public GradientSync {
     TRACE_SCOPE("allreduce wait");
     std::unique_lock<std::mutex> lock(mu_);
     // A step without backward (no data left) sends every bucket now.
-    while (next_ < buckets_.size()) Enqueue(next_++);
-    cv_.notify_all();
+    EnqueueRest();
     cv_.wait(lock, [&] { return done_ == buckets_.size() || !error_.ok(); });
     if (!error_.ok()) return error_.WithContext(fmt::format("all-reduce of step {}", step));
     next_ = 0;
@@ -254,6 +247,11 @@ class AllReduceSync : public GradientSync {
 
   void StartBuckets() {
     std::lock_guard<std::mutex> lock(mu_);
+    EnqueueRest();
+  }
+
+  // Holding mu_: every bucket not yet enqueued goes.
+  void EnqueueRest() {
     while (next_ < buckets_.size()) Enqueue(next_++);
     cv_.notify_all();
   }
@@ -267,16 +265,23 @@ class AllReduceSync : public GradientSync {
     // expected batch B rather than the realised one, plus the step's noise:
     // (Σ clipped + N(0, σ²C²)) / B, the same draw on every replica.
     if (total == 0 && dp_ == nullptr) return Status::Ok();
+    return ApplyMean(sums, dp_ != nullptr ? dp_->expected_batch : total, step);
+  }
+
+  // g (host, P floats) divided by `divisor`, DP-SGD's noise added, clipped
+  // (training.clip_grad_norm) and applied by the optimizer.
+  Status ApplyMean(float* g, int64_t divisor, int64_t step) {
     TRACE_SCOPE("optimizer");
-    const float inv = 1.0f / static_cast<float>(dp_ != nullptr ? dp_->expected_batch : total);
-    float* __restrict g = sums;
-    for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
-    if (dp_ != nullptr) dp_->AddNoiseToAverage(step, 0, sums, P_);
-    // Every replica holds the same mean gradient: the same norm, the same clip.
-    if (clip_ > 0) ClipByGlobalNorm(sums, P_, clip_);
+    const float inv = 1.0f / static_cast<float>(divisor);
+    float* __restrict m = g;
+    for (int64_t i = 0; i < P_; ++i) m[i] *= inv;
+    if (dp_ != nullptr) dp_->AddNoiseToAverage(step, 0, g, P_);
+    // Synchronous modes: every replica holds the same mean gradient, so the
+    // same norm and the same clip.
+    if (clip_ > 0) ClipByGlobalNorm(g, P_, clip_);
     // The host master copy (a GPU worker's too: it feeds checkpoints, the
     // finite check and the replica hash; the replica uploads it).
-    return optimizer_->Update(device::HostSpan(params_, P_), device::HostSpan<const float>(sums, P_),
+    return optimizer_->Update(device::HostSpan(params_, P_), device::HostSpan<const float>(g, P_),
                               on_.dev->stream());
   }
 
@@ -288,22 +293,14 @@ class AllReduceSync : public GradientSync {
   // every worker learned from the same earlier sums: so all replicas agree
   // at every epoch end and checkpoint.
   Status DelayedSync(const StepInfo& info, StepResult* result) {
-    if (in_flight_) {
-      POLIS_RETURN_IF_ERROR(WaitBuckets(in_flight_step_));
-      in_flight_ = false;
-      StepResult previous;
-      POLIS_RETURN_IF_ERROR(ApplySums(sums_.data(), in_flight_step_, &previous));
-      carried_ = std::max(carried_, previous.checkpoint);
-    }
+    POLIS_RETURN_IF_ERROR(ApplyEarlierStep());
     std::copy(grads_, grads_ + P_ + kGradientExtraSlots, sums_.begin());
     StartBuckets();
     in_flight_ = true;
     in_flight_step_ = info.step;
     if (info.samples > 0 && carried_ == Checkpoint::kNone) return Status::Ok();
-    POLIS_RETURN_IF_ERROR(WaitBuckets(info.step));
-    in_flight_ = false;
     StepResult now;
-    POLIS_RETURN_IF_ERROR(ApplySums(sums_.data(), info.step, &now));
+    POLIS_RETURN_IF_ERROR(FinishInFlight(&now));
     result->epoch_over = now.epoch_over;
     if (now.epoch_over) {
       result->checkpoint = std::max(carried_, now.checkpoint);
@@ -315,6 +312,24 @@ class AllReduceSync : public GradientSync {
       carried_ = now.checkpoint;
     }
     if (verify_ && (result->epoch_over || result->checkpoint != Checkpoint::kNone)) return VerifyReplicas(info.step);
+    return Status::Ok();
+  }
+
+  // Delayed averaging: waits for the step in flight and applies its mean.
+  Status FinishInFlight(StepResult* result) {
+    POLIS_RETURN_IF_ERROR(WaitBuckets(in_flight_step_));
+    in_flight_ = false;
+    return ApplySums(sums_.data(), in_flight_step_, result);
+  }
+
+  // Delayed averaging: the step still in flight, if any, applied; a
+  // checkpoint request in its sums is reported at the next step finished
+  // at once.
+  Status ApplyEarlierStep() {
+    if (!in_flight_) return Status::Ok();
+    StepResult earlier;
+    POLIS_RETURN_IF_ERROR(FinishInFlight(&earlier));
+    carried_ = std::max(carried_, earlier.checkpoint);
     return Status::Ok();
   }
 
@@ -369,15 +384,7 @@ class AllReduceSync : public GradientSync {
       }
     }
     ReadSlots(grads_, result);
-    if (info.samples > 0) {
-      TRACE_SCOPE("optimizer");
-      const float inv = 1.0f / static_cast<float>(info.samples);
-      float* __restrict g = grads_;
-      for (int64_t i = 0; i < P_; ++i) g[i] *= inv;
-      if (clip_ > 0) ClipByGlobalNorm(grads_, P_, clip_);
-      POLIS_RETURN_IF_ERROR(optimizer_->Update(device::HostSpan(params_, P_), device::HostSpan<const float>(grads_, P_),
-                                               on_.dev->stream()));
-    }
+    if (info.samples > 0) POLIS_RETURN_IF_ERROR(ApplyMean(grads_, info.samples, info.step));
     ++since_average_;
     // The same decision on every worker: the step, the epoch's end and the
     // checkpoint request are agreed.

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/comm/mpi_communicator.h"
+#include "common/comm/mpi_util.h"
 
 namespace {
 
@@ -73,6 +74,7 @@ bool ParseImpl(const std::string& name, Impl* out) {
 
 int main(int argc, char** argv) {
   int provided = 0;
+  polis::comm::SetOpenMpiDefaults();
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, n = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -28,6 +28,11 @@
 #   --rate RATE  link cap per host, tc syntax (default 1gbit)
 #   --quick      1 round, 1 and 4 MiB, 2 iterations, no gloo (a smoke run)
 #
+# Every OMPI_MCA_* and POLIS_* variable of the caller's environment is
+# passed to the ranks (e.g. POLIS_ALLREDUCE_PIECES=1 to measure without the
+# pipeline, OMPI_MCA_btl_tcp_eager_limit=65536 for Open MPI's default), and
+# the report's header lists them.
+#
 # Needs root (network namespaces). Progress goes to stderr; the report
 # (markdown) to stdout. Exits 0 when every run verified, 1 on a failure, 2 if
 # torch is missing (not with --quick), 3 when namespaces cannot be made here
@@ -56,7 +61,7 @@ while [[ $# -gt 0 ]]; do
     --rate) [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*(mbit|gbit)$ ]] || { echo "error: --rate needs e.g. 1gbit or 100mbit" >&2; exit 1; }
             RATE="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument: $1 (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -102,6 +107,9 @@ mapfile -t IFACES < <("$PY" -c 'import json,sys; [print(h["veth"][:-1] + "i") fo
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 emu_mpirun "$CLUSTER"
 MPIRUN+=(-x OMP_NUM_THREADS -x MALLOC_MMAP_THRESHOLD_=2147483647 -x MALLOC_TRIM_THRESHOLD_=4294967295)
+# Settings to compare go to every rank: OMPI_MCA_* and POLIS_* from this
+# environment (e.g. OMPI_MCA_btl_tcp_eager_limit=65536, POLIS_ALLREDUCE_PIECES=1).
+for v in $(env | grep -o '^\(OMPI_MCA_[A-Za-z0-9_]*\|POLIS_[A-Z0-9_]*\)=' | tr -d =); do MPIRUN+=(-x "$v"); done
 
 # run_polis HOSTS PER_HOST: Polis ring / auto / hier and Open MPI, one job.
 run_polis() {
@@ -179,6 +187,10 @@ print(f"CPU: {cpu} ({ncpu} CPUs), every emulated host on it; load average {load_
       f"start, {os.getloadavg()[0]:.2f} at the end  ")
 print(f"Links: {rate} per host (tc tbf, both directions); {mpi_version}; PyTorch {torch_version}; "
       f"{rounds} interleaved round(s), {elapsed} s")
+given = sorted(f"{k}={v}" for k, v in os.environ.items()
+               if k.startswith(("OMPI_MCA_", "POLIS_")) and k != "OMPI_MCA_oob_tcp_if_include")
+if given:
+    print("Settings given to every rank: " + ", ".join(f"`{g}`" for g in given))
 cols = [("ring", "Polis ring"), ("auto", "Polis auto"), ("hier", "Polis hier"),
         ("mpi", "Open MPI"), ("gloo", "PyTorch gloo")]
 layouts = sorted({k[1] for k in times}, key=lambda l: (-int(l.split("x")[0]), l))

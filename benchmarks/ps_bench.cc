@@ -237,6 +237,7 @@ void RunSize(const Options& o, int64_t bytes, int rank, int world) {
 
 int main(int argc, char** argv) {
   int provided = 0;
+  polis::comm::SetOpenMpiDefaults();
   MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

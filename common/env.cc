@@ -51,6 +51,10 @@ std::string FashionMnistDir() {
 std::string AllreduceAlgo() { return GetString("POLIS_ALLREDUCE_ALGO", ""); }
 int AllreduceRdMaxKiB() { return GetInt("POLIS_ALLREDUCE_RD_MAX_KB", -1); }
 int AllreduceHierMinKiB() { return GetInt("POLIS_ALLREDUCE_HIER_MIN_KB", -1); }
+int AllreducePieces() {
+  static const int v = GetInt("POLIS_ALLREDUCE_PIECES", -1);
+  return v > 0 ? std::min(v, 64) : -1;
+}
 int AllreduceSegmentKiB() {
   const int v = GetInt("POLIS_ALLREDUCE_SEGMENT_KB", 128);
   return v > 0 ? std::min(v, 65536) : 128;

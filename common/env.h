@@ -44,6 +44,10 @@ int AllreduceRdMaxKiB();
 // picks the hierarchical algorithm on a multi-host topology; -1 (default)
 // means the measured threshold.
 int AllreduceHierMinKiB();
+// POLIS_ALLREDUCE_PIECES: how many pieces the hierarchical all-reduce cuts
+// a call into to overlap the host phases with the cross-host ring (1: no
+// pipelining). Default -1: by size (allreduce_hierarchical.cc).
+int AllreducePieces();
 // POLIS_ALLREDUCE_SEGMENT_KB: ring pipeline segment, in wire KiB (1..65536).
 // Default 128.
 int AllreduceSegmentKiB();

@@ -26,6 +26,7 @@
 #include "common/data/idx.h"
 #include "common/comm/control.h"
 #include "common/comm/mpi_transport.h"
+#include "common/comm/mpi_util.h"
 #include "common/data/dataset.h"
 #include "common/data/remote_shards.h"
 #include "common/data/split.h"
@@ -503,6 +504,7 @@ int main(int argc, char** argv) {
   // while that thread's collective runs, which needs MULTIPLE (other modes
   // need no more than SERIALIZED; a library without MULTIPLE refuses
   // delayed averaging at start).
+  polis::comm::SetOpenMpiDefaults();
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, world = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -112,9 +112,9 @@ std::string CollectiveContext::Describe() const {
     what = fmt::format("{}()", info_.op);
   }
   if (!scope_.empty())
-    return fmt::format("{} call #{} on rank {} ({}, {} ranks)", what, seq_, Name(rank_), scope_,
-                       size_);
-  return fmt::format("{} call #{} on rank {} of {}", what, seq_, rank_, size_);
+    return fmt::format("{} call #{} on rank {} ({}, {} ranks)", what, seq_.load(), Name(rank_),
+                       scope_, size_);
+  return fmt::format("{} call #{} on rank {} of {}", what, seq_.load(), rank_, size_);
 }
 
 void CollectiveContext::SetScope(std::string scope, std::vector<int> parent_ranks) {
@@ -160,6 +160,9 @@ Status CollectiveContext::Wait(int n, MPI_Request* reqs, const int* peers, const
 }
 
 Status CollectiveContext::AnswerStallQueries() {
+  // A probe and its receive must not interleave with another thread's.
+  std::unique_lock<std::mutex> lock(answering_, std::try_to_lock);
+  if (!lock.owns_lock()) return Status::Ok();
   while (true) {
     int flag = 0;
     MPI_Status st;
@@ -169,7 +172,8 @@ Status CollectiveContext::AnswerStallQueries() {
     POLIS_MPI_CHECK(MPI_Recv(&query, 1, MPI_INT64_T, st.MPI_SOURCE, kTagStallQuery, comm_,
                              MPI_STATUS_IGNORE));
     // 8 bytes: eager, so MPI_Send returns at once even if the asker has gone.
-    POLIS_MPI_CHECK(MPI_Send(&seq_, 1, MPI_INT64_T, st.MPI_SOURCE, kTagStallReply, comm_));
+    const int64_t seq = seq_.load(std::memory_order_relaxed);
+    POLIS_MPI_CHECK(MPI_Send(&seq, 1, MPI_INT64_T, st.MPI_SOURCE, kTagStallReply, comm_));
   }
 }
 
@@ -181,8 +185,8 @@ std::vector<int> CollectiveContext::RanksNotInCall() {
       std::chrono::seconds(5));
   std::vector<int64_t> replies(size_, -1);
   std::vector<MPI_Request> sends(size_, MPI_REQUEST_NULL), recvs(size_, MPI_REQUEST_NULL);
-  stall_query_ = seq_;
-  const int64_t query = seq_;
+  stall_query_ = seq_.load();
+  const int64_t query = stall_query_;
   for (int p = 0; p < size_; ++p) {
     if (p == rank_) continue;
     MPI_Isend(&stall_query_, 1, MPI_INT64_T, p, kTagStallQuery, comm_, &sends[p]);
@@ -227,9 +231,10 @@ Status CollectiveContext::TimeoutStatus(int n, MPI_Request* reqs, const int* pee
   const std::vector<int> missing = RanksNotInCall();
   std::string stall;
   if (missing.empty()) {
-    stall = fmt::format("every peer has entered call #{} (one may be stuck inside it)", seq_);
+    stall = fmt::format("every peer has entered call #{} (one may be stuck inside it)",
+                        seq_.load());
   } else {
-    stall = fmt::format("peers that have not entered call #{}: {} {}", seq_,
+    stall = fmt::format("peers that have not entered call #{}: {} {}", seq_.load(),
                         missing.size() == 1 ? "rank" : "ranks", fmt::join(missing, ", "));
   }
   Status st = Timeout("{}: no progress after {} s waiting for {}; {}", Describe(),

@@ -3,14 +3,18 @@
 // allreduce_rabenseifner.cc): the duplicated
 // communicator, the per-call deadline, the waits that back off, the stall
 // inspector that names the ranks that have not entered a collective, and the
-// preallocated buffers. Not thread-safe: owned by one MpiCommunicator, used by
-// the one thread that calls it.
+// preallocated buffers. Owned by one MpiCommunicator and used by one thread
+// at a time, except AnswerStallQueries, which any thread may call (the
+// pipelined hierarchical all-reduce waits in two contexts at once, each
+// answering for the other).
 #pragma once
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -82,7 +86,7 @@ class CollectiveContext {
   // Starts a call: numbers it (every rank numbers its calls alike) and sets
   // its deadline, POLIS_TIMEOUT_S from now.
   void BeginCall(const CallInfo& info);
-  int64_t call_number() const { return seq_; }
+  int64_t call_number() const { return seq_.load(std::memory_order_relaxed); }
 
   // Waits until the n requests complete: polls for POLIS_COMM_SPIN_US
   // (without yielding), then sleeps with back-off while
@@ -119,6 +123,7 @@ class CollectiveContext {
   void AlsoAnswerFor(CollectiveContext* other) { others_.push_back(other); }
 
   // Receives and answers stall queries that have arrived (non-blocking).
+  // Thread-safe: a thread that finds another answering returns at once.
   Status AnswerStallQueries();
 
  private:
@@ -133,7 +138,8 @@ class CollectiveContext {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
-  int64_t seq_ = 0;
+  std::atomic<int64_t> seq_{0};  // read by AnswerStallQueries on any thread
+  std::mutex answering_;         // one probe-receive-reply at a time
   int64_t stall_query_ = 0;  // the buffer of outgoing stall queries (outlives them)
   CallInfo info_;
   Clock::time_point deadline_;

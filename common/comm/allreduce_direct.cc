@@ -94,7 +94,8 @@ struct AllreduceDirect::Cut {
   const Block own;
 };
 
-Status AllreduceDirect::ReduceScatter(float* data, int64_t count, WireType wire, int owners) {
+Status AllreduceDirect::ReduceScatter(float* data, int64_t count, WireType wire, int owners,
+                                      bool finish_sends) {
   const int n = n_, r = ctx_->rank();
   const Cut cut(*this, count, wire, owners);
   const int64_t mine = cut.own.offset, mine_len = cut.own.length;
@@ -126,6 +127,10 @@ Status AllreduceDirect::ReduceScatter(float* data, int64_t count, WireType wire,
   }
   Status st = ctx_->Wait(n, rs_recv_.get(), peers_.get(), all_false_.get());
   if (!st.ok()) return Fail(st);
+  if (finish_sends) {
+    st = ctx_->Wait(n, rs_send_.get(), peers_.get(), all_true_.get());
+    if (!st.ok()) return Fail(st);
+  }
   for (int k = 0; k < n - 1 && mine_len > 0; ++k) {
     if (!cut.compressed) {
       AddInto(data + mine, reinterpret_cast<const float*>(slot(k)), mine_len);

@@ -48,14 +48,19 @@ class AllreduceDirect {
   // of this rank's block (OwnBlock) in place, unrounded; Allgather rounds it
   // (16-bit wires) and sends it to every rank, and receives the others'.
   // Between the two the caller may change the own block only; the same
-  // count, wire and owners go to both.
+  // count, wire and owners go to both. ReduceScatter leaves its sends open
+  // for Allgather to finish unless `finish_sends`: then it waits for them,
+  // and the phases of another piece may run before this piece's Allgather
+  // (the pipelined hierarchical all-reduce: reduce-scatter k+1, then
+  // all-gather k).
   struct Block {
     int64_t offset = 0;
     int64_t length = 0;  // 0 for a rank that owns no block
   };
   static int64_t PieceFloats(int owners);
   Block OwnBlock(int64_t count, int owners) const;
-  Status ReduceScatter(float* data, int64_t count, WireType wire, int owners);
+  Status ReduceScatter(float* data, int64_t count, WireType wire, int owners,
+                       bool finish_sends = false);
   Status Allgather(float* data, int64_t count, WireType wire, int owners);
 
  private:

@@ -30,11 +30,25 @@
 // and the owner rounds the result once more (a no-op across two or more
 // hosts) before the all-gather forwards the wire bytes.
 //
+// Pipelined (large calls, ranks on more than one host and more than one on
+// this host, MPI_THREAD_MULTIPLE): the buffer is cut into pieces; while the
+// calling thread runs the host phases of one piece, a helper thread of this
+// object runs the cross-host ring of the piece before, so the link stays
+// busy and only the first reduce-scatter and the last all-gather are not
+// hidden behind it. The two threads use different communicators (host and
+// cross-host groups) and disjoint parts of the buffer; the helper blocks on
+// a condition variable between calls. Every rank cuts the same pieces (a
+// function of the count, the wire and the topology only).
+//
 // Not thread-safe: used by one MpiCommunicator on its calling thread.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "common/comm/allreduce_context.h"
 #include "common/comm/allreduce_direct.h"
@@ -48,11 +62,14 @@ class AllreduceHierarchical {
  public:
   // `local`: this host's ranks; `cross`: this rank's slice group across
   // hosts (null for a rank whose local index is >= owners); `owners`: S
-  // above. The contexts are kept; scratch for `max_count` floats is reserved
-  // in them now.
+  // above; `max_local`: the most ranks on any host. The contexts are kept;
+  // scratch for `max_count` floats is reserved in them now.
   AllreduceHierarchical(CollectiveContext* ctx, std::unique_ptr<CollectiveContext> local,
                         std::unique_ptr<CollectiveContext> cross, int owners, int hosts,
-                        int64_t max_count, int64_t segment_bytes, int depth);
+                        int max_local, int64_t max_count, int64_t segment_bytes, int depth);
+  ~AllreduceHierarchical();
+  AllreduceHierarchical(const AllreduceHierarchical&) = delete;
+  AllreduceHierarchical& operator=(const AllreduceHierarchical&) = delete;
   // Grows the sub-contexts' scratch for `count` floats (outside the hot path;
   // once, as MpiCommunicator does for its own).
   void Reserve(int64_t count);
@@ -61,8 +78,21 @@ class AllreduceHierarchical {
 
   int hosts() const { return hosts_; }
   int owners() const { return owners_; }
+  // How many pieces Run cuts `count` floats into (1: not pipelined). The
+  // same on every rank of the communicator.
+  int Pieces(int64_t count, WireType wire) const;
 
  private:
+  Status RunPieces(float* data, int64_t count, WireType wire, int64_t piece);
+  Status RunPipelined(float* data, int64_t count, WireType wire, int pieces);
+  // The helper thread's side: cross-host rings of the pieces handed to it.
+  void HelperLoop();
+  // Hands the ring of data[0, count) to the helper (count 0: nothing to do).
+  void Post(float* data, int64_t count, WireType wire);
+  // Waits until the helper has finished `pieces` pieces of this call;
+  // returns the first failure among them.
+  Status WaitHelper(int64_t pieces);
+
   CollectiveContext* ctx_;
   std::unique_ptr<CollectiveContext> local_;
   std::unique_ptr<CollectiveContext> cross_;  // null: this rank owns no slice
@@ -71,6 +101,23 @@ class AllreduceHierarchical {
   int64_t reserved_ = -1;
   AllreduceDirect direct_;  // on local_
   std::unique_ptr<AllreduceRing> ring_;  // on cross_
+  bool may_pipeline_ = false;  // several hosts, several ranks on one, MPI_THREAD_MULTIPLE
+
+  // The helper (started on the first pipelined call). Guarded by mu_.
+  struct Piece {
+    float* data;
+    int64_t count;
+    WireType wire;
+  };
+  std::mutex mu_;
+  std::condition_variable work_ready_;
+  std::condition_variable piece_done_;
+  std::vector<Piece> queue_;  // pieces posted and not yet taken
+  int64_t taken_ = 0;         // index into queue_ of the next piece
+  int64_t done_ = 0;          // pieces finished in this call
+  Status helper_status_;      // the first failure in this call
+  bool stop_ = false;
+  std::thread helper_;
 };
 
 }  // namespace polis::comm::internal

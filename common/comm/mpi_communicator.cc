@@ -146,7 +146,7 @@ class MpiCommunicator final : public Communicator {
                           (forced_ && *forced_ == AllreduceAlgorithm::kHierarchical);
     hier_ = std::make_unique<internal::AllreduceHierarchical>(
         &ctx_, std::move(local_ctx), std::move(cross_ctx), topology.min_local, topology.hosts,
-        may_pick ? max_count_ : 0, segment_bytes, kRingDepth);
+        topology.max_local, may_pick ? max_count_ : 0, segment_bytes, kRingDepth);
     // Every algorithm and wire fits in 4 bytes per float (see ScratchBytes),
     // but for the direct algorithm's block rounding with tiny counts.
     ctx_.scratch().Reserve(static_cast<size_t>(std::max(

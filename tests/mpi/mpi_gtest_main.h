@@ -10,6 +10,8 @@
 
 #include <cstdio>
 
+#include "common/comm/mpi_util.h"
+
 namespace polis::mpitest {
 
 class MpiFailurePrinter : public ::testing::EmptyTestEventListener {
@@ -29,6 +31,7 @@ class MpiFailurePrinter : public ::testing::EmptyTestEventListener {
 // all-reduce pipelines with it), runs the tests, finalizes MPI.
 inline int RunMpiGoogleTests(int argc, char** argv) {
   int provided = 0;
+  polis::comm::SetOpenMpiDefaults();
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;

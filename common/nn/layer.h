@@ -11,7 +11,8 @@
 // layout (OIHW for convolutions, (out, in) for dense); a LayerExec sees views
 // and reorders weights to whatever layout oneDNN chose, once per step.
 //
-// Thread-safety: LayerType is immutable; a LayerExec is used by one thread.
+// Thread-safety: LayerType is immutable; a LayerExec is used by one thread
+// at a time, which need not be the thread that built it (common/nn/scratchpad.h).
 #pragma once
 
 #include <dnnl.hpp>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common/device/device.h"
+#include "common/nn/scratchpad.h"
 #include "common/proto/job.pb.h"
 #include "common/status.h"
 

@@ -62,23 +62,11 @@ dnnl::primitive_attr ActivationAttr(proto::Activation a) {
   return attr;
 }
 
-// A reorder between two layouts, or nothing when they are equal.
-struct MaybeReorder {
-  dnnl::reorder prim;
-  bool active = false;
-  void Init(dnnl::engine& eng, const memory::desc& from, const memory::desc& to) {
-    active = from != to;
-    if (active) prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to));
-  }
-  void Run(dnnl::stream& s, const memory& from, const memory& to) const {
-    if (active) prim.execute(s, const_cast<memory&>(from), const_cast<memory&>(to));
-  }
-};
-
 // A fused activation's backward, in place, from the forward output y:
 // ReLU diff *= (y > 0), tanh diff *= 1 - y². NONE does nothing.
 struct ActivationBackward {
   dnnl::eltwise_backward prim;
+  memory scratch;
   bool active = false;
   void Init(dnnl::engine& eng, proto::Activation a, const memory::desc& dst_md) {
     active = a != proto::NONE;
@@ -87,12 +75,17 @@ struct ActivationBackward {
                                 : dnnl::algorithm::eltwise_tanh_use_dst_for_bwd;
     dnnl::eltwise_forward::primitive_desc hint(
         dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, dst_md, 0.f, 0.f), eng);
-    prim = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
-        dnnl::eltwise_backward::desc(alg, dst_md, dst_md, 0.f, 0.f), eng, hint));
+    const dnnl::eltwise_backward::primitive_desc pd(
+        dnnl::eltwise_backward::desc(alg, dst_md, dst_md, 0.f, 0.f), UserScratchpad(), eng, hint);
+    prim = dnnl::eltwise_backward(pd);
+    scratch = ScratchMemory(pd, eng);
   }
   void Run(dnnl::stream& s, const memory& dst, memory& diff) const {
     if (!active) return;
-    prim.execute(s, {{DNNL_ARG_DST, dst}, {DNNL_ARG_DIFF_DST, diff}, {DNNL_ARG_DIFF_SRC, diff}});
+    prim.execute(s, {{DNNL_ARG_DST, dst},
+                     {DNNL_ARG_DIFF_DST, diff},
+                     {DNNL_ARG_DIFF_SRC, diff},
+                     {DNNL_ARG_SCRATCHPAD, scratch}});
   }
 };
 
@@ -207,7 +200,7 @@ class Conv2DExec : public LayerExec {
         dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct,
                                         AnyDesc(src_d, compute), AnyDesc(w_d, compute),
                                         AnyDesc(b_d), AnyDesc(dst_d), strides, pl, pr),
-        ActivationAttr(c.spec->activation()), eng);
+        UserScratchpad(ActivationAttr(c.spec->activation())), eng);
     fwd_ = dnnl::convolution_forward(fwd_pd_);
     impl_.push_back("fwd" + TypeTag(compute) + ": " + Impl(fwd_pd_));
 
@@ -220,7 +213,8 @@ class Conv2DExec : public LayerExec {
     POLIS_ENFORCE(fwd_pd_.bias_desc() == b_user_.get_desc());
     dst_ = memory(fwd_pd_.dst_desc(), eng);
     fwd_args_ = {{DNNL_ARG_SRC, conv_src_}, {DNNL_ARG_WEIGHTS, w_fwd_},
-                 {DNNL_ARG_BIAS, b_user_}, {DNNL_ARG_DST, dst_}};
+                 {DNNL_ARG_BIAS, b_user_}, {DNNL_ARG_DST, dst_},
+                 {DNNL_ARG_SCRATCHPAD, ScratchMemory(fwd_pd_, eng)}};
     if (!c.training) return;
 
     act_bwd_.Init(eng, c.relu_grad_deferred ? proto::NONE : c.spec->activation(), fwd_pd_.dst_desc());
@@ -231,8 +225,9 @@ class Conv2DExec : public LayerExec {
         dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
                                                  fwd_pd_.src_desc(), AnyDesc(w_d), AnyDesc(b_d),
                                                  diff_dst_md, strides, pl, pr),
-        eng, fwd_pd_);
+        UserScratchpad(), eng, fwd_pd_);
     bwd_w_ = dnnl::convolution_backward_weights(bwd_w_pd_);
+    bwd_w_scratch_ = ScratchMemory(bwd_w_pd_, eng);
     impl_.push_back("bwd_w" + TypeTag(compute) + ": " + Impl(bwd_w_pd_));
     gw_user_ = memory(PlainDesc(w_d), eng, c.grads);
     gb_user_ = memory(PlainDesc(b_d), eng, c.grads + oc * ic * g.k * g.k);
@@ -246,8 +241,9 @@ class Conv2DExec : public LayerExec {
           dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct,
                                                 WithType(fwd_pd_.src_desc(), Dt::f32),
                                                 AnyDesc(w_d, compute), diff_dst_md, strides, pl, pr),
-          eng, fwd_pd_);
+          UserScratchpad(), eng, fwd_pd_);
       bwd_d_ = dnnl::convolution_backward_data(bwd_d_pd_);
+      bwd_d_scratch_ = ScratchMemory(bwd_d_pd_, eng);
       impl_.push_back("bwd_d" + TypeTag(compute) + ": " + Impl(bwd_d_pd_));
       w_bwd_reorder_.Init(eng, w_user_.get_desc(), bwd_d_pd_.weights_desc());
       w_bwd_ = w_bwd_reorder_.active ? memory(bwd_d_pd_.weights_desc(), eng) : w_user_;
@@ -273,10 +269,11 @@ class Conv2DExec : public LayerExec {
     conv_diff_dst_ =
         diff_dst_reorder_.active ? memory(bwd_w_pd_.diff_dst_desc(), *eng_) : diff_dst_;
     bwd_w_args_ = {{DNNL_ARG_SRC, conv_src_}, {DNNL_ARG_DIFF_DST, conv_diff_dst_},
-                   {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_}};
+                   {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_},
+                   {DNNL_ARG_SCRATCHPAD, bwd_w_scratch_}};
     if (need_diff_src_)
       bwd_d_args_ = {{DNNL_ARG_DIFF_DST, conv_diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
-                     {DNNL_ARG_DIFF_SRC, conv_diff_src_}};
+                     {DNNL_ARG_DIFF_SRC, conv_diff_src_}, {DNNL_ARG_SCRATCHPAD, bwd_d_scratch_}};
   }
 
   void Backward(dnnl::stream& s) override {
@@ -322,8 +319,11 @@ class Conv2DExec : public LayerExec {
       if (!pe_ghost_) {
         pe_dw_ = memory(memory::desc({N, O, D}, Dt::f32, Tag::abc), eng);
         pe_dy3_ = memory(memory::desc({N, O, P}, Dt::f32, Tag::abc), eng, pe_dy_.get_data_handle());
-        pe_mm_ = dnnl::matmul(dnnl::matmul::primitive_desc(
-            dnnl::matmul::desc(pe_dy3_.get_desc(), pe_cols_.get_desc(), pe_dw_.get_desc()), eng));
+        const dnnl::matmul::primitive_desc pd(
+            dnnl::matmul::desc(pe_dy3_.get_desc(), pe_cols_.get_desc(), pe_dw_.get_desc()),
+            UserScratchpad(), eng);
+        pe_mm_ = dnnl::matmul(pd);
+        pe_mm_scratch_ = ScratchMemory(pd, eng);
       }
       pe_ready_ = true;
     }
@@ -358,7 +358,8 @@ class Conv2DExec : public LayerExec {
         }
     const float* dy = static_cast<const float*>(pe_dy_.get_data_handle());
     if (!pe_ghost_) {
-      pe_mm_.execute(s, {{DNNL_ARG_SRC, pe_dy3_}, {DNNL_ARG_WEIGHTS, pe_cols_}, {DNNL_ARG_DST, pe_dw_}});
+      pe_mm_.execute(s, {{DNNL_ARG_SRC, pe_dy3_}, {DNNL_ARG_WEIGHTS, pe_cols_},
+                         {DNNL_ARG_DST, pe_dw_}, {DNNL_ARG_SCRATCHPAD, pe_mm_scratch_}});
       s.wait();
     }
     const float* dw = pe_ghost_ ? nullptr : static_cast<const float*>(pe_dw_.get_data_handle());
@@ -392,8 +393,9 @@ class Conv2DExec : public LayerExec {
   bool pe_ready_ = false, pe_ghost_ = false;
   std::vector<float> pe_dyt_;  // ghost norm: one example's dY transposed
   MaybeReorder pe_src_reorder_, pe_dy_reorder_;
-  memory pe_src_, pe_dy_, pe_dy3_, pe_cols_, pe_dw_;
+  memory pe_src_, pe_dy_, pe_dy3_, pe_cols_, pe_dw_, pe_mm_scratch_;
   dnnl::matmul pe_mm_;
+  memory bwd_w_scratch_, bwd_d_scratch_;
   memory src_, conv_src_, w_user_, b_user_, w_fwd_, dst_;
   memory gw_user_, gb_user_, gw_, w_bwd_, conv_diff_src_, diff_src_, diff_dst_, conv_diff_dst_;
   bool need_diff_src_ = false;
@@ -464,11 +466,12 @@ class MaxPool2DExec : public LayerExec {
     fwd_pd_ = dnnl::pooling_forward::primitive_desc(
         dnnl::pooling_forward::desc(prop, dnnl::algorithm::pooling_max, c.src_md, AnyDesc(dst_d),
                                     strides, kernel, pad, pad),
-        eng);
+        UserScratchpad(), eng);
     fwd_ = dnnl::pooling_forward(fwd_pd_);
     impl_.push_back("fwd: " + Impl(fwd_pd_));
     dst_ = memory(fwd_pd_.dst_desc(), eng);
-    fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}};
+    fwd_args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_},
+                 {DNNL_ARG_SCRATCHPAD, ScratchMemory(fwd_pd_, eng)}};
     if (!c.training) return;
     ws_ = memory(fwd_pd_.workspace_desc(), eng);
     fwd_args_[DNNL_ARG_WORKSPACE] = ws_;
@@ -478,8 +481,9 @@ class MaxPool2DExec : public LayerExec {
     bwd_pd_ = dnnl::pooling_backward::primitive_desc(
         dnnl::pooling_backward::desc(dnnl::algorithm::pooling_max, c.src_md, fwd_pd_.dst_desc(),
                                      strides, kernel, pad, pad),
-        eng, fwd_pd_);
+        UserScratchpad(), eng, fwd_pd_);
     bwd_ = dnnl::pooling_backward(bwd_pd_);
+    bwd_scratch_ = ScratchMemory(bwd_pd_, eng);
     impl_.push_back("bwd: " + Impl(bwd_pd_));
     diff_src_ = memory(c.src_md, eng);
   }
@@ -488,7 +492,7 @@ class MaxPool2DExec : public LayerExec {
     diff_dst_ = diff_dst;
     if (need_diff_src_)
       bwd_args_ = {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_src_},
-                   {DNNL_ARG_WORKSPACE, ws_}};
+                   {DNNL_ARG_WORKSPACE, ws_}, {DNNL_ARG_SCRATCHPAD, bwd_scratch_}};
   }
   void Backward(dnnl::stream& s) override {
     if (!need_diff_src_) return;
@@ -500,7 +504,7 @@ class MaxPool2DExec : public LayerExec {
   std::vector<std::string> ImplInfo() const override { return impl_; }
 
  private:
-  memory src_, dst_, ws_, diff_src_, diff_dst_;
+  memory src_, dst_, ws_, diff_src_, diff_dst_, bwd_scratch_;
   bool need_diff_src_ = false;
   ActivationBackward act_bwd_;
   dnnl::pooling_forward::primitive_desc fwd_pd_;
@@ -549,7 +553,7 @@ class DenseExec : public LayerExec {
     fwd_pd_ = dnnl::inner_product_forward::primitive_desc(
         dnnl::inner_product_forward::desc(prop, ip_src_md, AnyDesc(w_d, compute), AnyDesc(b_d),
                                           PlainDesc(dst_d)),
-        ActivationAttr(c.spec->activation()), eng);
+        UserScratchpad(ActivationAttr(c.spec->activation())), eng);
     fwd_ = dnnl::inner_product_forward(fwd_pd_);
     impl_.push_back("fwd" + TypeTag(compute) + ": " + Impl(fwd_pd_));
     w_user_ = memory(PlainDesc(w_d), eng, c.params);
@@ -562,15 +566,16 @@ class DenseExec : public LayerExec {
     w_fwd_ = w_fwd_reorder_.active ? memory(fwd_pd_.weights_desc(), eng) : w_user_;
     dst_ = memory(fwd_pd_.dst_desc(), eng);
     fwd_args_ = {{DNNL_ARG_SRC, ip_src_}, {DNNL_ARG_WEIGHTS, w_fwd_}, {DNNL_ARG_BIAS, b_user_},
-                 {DNNL_ARG_DST, dst_}};
+                 {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCRATCHPAD, ScratchMemory(fwd_pd_, eng)}};
     if (!c.training) return;
     act_bwd_.Init(eng, c.relu_grad_deferred ? proto::NONE : c.spec->activation(), fwd_pd_.dst_desc());
     const memory::desc diff_dst_md = WithType(fwd_pd_.dst_desc(), compute);
     bwd_w_pd_ = dnnl::inner_product_backward_weights::primitive_desc(
         dnnl::inner_product_backward_weights::desc(ip_src_md, AnyDesc(w_d), AnyDesc(b_d),
                                                    diff_dst_md),
-        eng, fwd_pd_);
+        UserScratchpad(), eng, fwd_pd_);
     bwd_w_ = dnnl::inner_product_backward_weights(bwd_w_pd_);
+    bwd_w_scratch_ = ScratchMemory(bwd_w_pd_, eng);
     impl_.push_back("bwd_w" + TypeTag(compute) + ": " + Impl(bwd_w_pd_));
     gw_user_ = memory(PlainDesc(w_d), eng, c.grads);
     gb_user_ = memory(PlainDesc(b_d), eng, c.grads + out * in);
@@ -581,8 +586,9 @@ class DenseExec : public LayerExec {
     if (need_diff_src_) {
       bwd_d_pd_ = dnnl::inner_product_backward_data::primitive_desc(
           dnnl::inner_product_backward_data::desc(c.src_md, AnyDesc(w_d, compute), diff_dst_md),
-          eng, fwd_pd_);
+          UserScratchpad(), eng, fwd_pd_);
       bwd_d_ = dnnl::inner_product_backward_data(bwd_d_pd_);
+      bwd_d_scratch_ = ScratchMemory(bwd_d_pd_, eng);
       impl_.push_back("bwd_d" + TypeTag(compute) + ": " + Impl(bwd_d_pd_));
       POLIS_ENFORCE(bwd_d_pd_.diff_src_desc() == c.src_md);
       w_bwd_reorder_.Init(eng, w_user_.get_desc(), bwd_d_pd_.weights_desc());
@@ -604,10 +610,11 @@ class DenseExec : public LayerExec {
     diff_dst_reorder_.Init(*eng_, diff_dst_.get_desc(), bwd_w_pd_.diff_dst_desc());
     ip_diff_dst_ = diff_dst_reorder_.active ? memory(bwd_w_pd_.diff_dst_desc(), *eng_) : diff_dst_;
     bwd_w_args_ = {{DNNL_ARG_SRC, ip_src_}, {DNNL_ARG_DIFF_DST, ip_diff_dst_},
-                   {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_}};
+                   {DNNL_ARG_DIFF_WEIGHTS, gw_}, {DNNL_ARG_DIFF_BIAS, gb_user_},
+                   {DNNL_ARG_SCRATCHPAD, bwd_w_scratch_}};
     if (need_diff_src_)
       bwd_d_args_ = {{DNNL_ARG_DIFF_DST, ip_diff_dst_}, {DNNL_ARG_WEIGHTS, w_bwd_},
-                     {DNNL_ARG_DIFF_SRC, diff_src_}};
+                     {DNNL_ARG_DIFF_SRC, diff_src_}, {DNNL_ARG_SCRATCHPAD, bwd_d_scratch_}};
   }
   void Backward(dnnl::stream& s) override {
     act_bwd_.Run(s, dst_, diff_dst_);
@@ -649,6 +656,7 @@ class DenseExec : public LayerExec {
   bool pe_ready_ = false;
   MaybeReorder pe_src_reorder_;
   memory pe_src_;
+  memory bwd_w_scratch_, bwd_d_scratch_;
   memory src_, ip_src_, w_user_, b_user_, w_fwd_, dst_, gw_user_, gb_user_, gw_, w_bwd_,
       diff_src_, diff_dst_, ip_diff_dst_;
   bool need_diff_src_ = false;
@@ -698,31 +706,34 @@ class ReluExec : public LayerExec {
     auto prop = c.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     auto alg = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
     fwd_pd_ = dnnl::eltwise_forward::primitive_desc(
-        dnnl::eltwise_forward::desc(prop, alg, c.src_md, 0.f, 0.f), eng);
+        dnnl::eltwise_forward::desc(prop, alg, c.src_md, 0.f, 0.f), UserScratchpad(), eng);
     fwd_ = dnnl::eltwise_forward(fwd_pd_);
+    fwd_scratch_ = ScratchMemory(fwd_pd_, eng);
     dst_ = memory(fwd_pd_.dst_desc(), eng);
     need_diff_src_ = c.training && c.need_diff_src;
     if (need_diff_src_) {
-      bwd_ = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
-          dnnl::eltwise_backward::desc(alg, dst_.get_desc(), dst_.get_desc(), 0.f, 0.f), eng,
-          fwd_pd_));
+      const dnnl::eltwise_backward::primitive_desc pd(
+          dnnl::eltwise_backward::desc(alg, dst_.get_desc(), dst_.get_desc(), 0.f, 0.f),
+          UserScratchpad(), eng, fwd_pd_);
+      bwd_ = dnnl::eltwise_backward(pd);
+      bwd_scratch_ = ScratchMemory(pd, eng);
       diff_src_ = memory(dst_.get_desc(), eng);
     }
   }
   void Forward(dnnl::stream& s) override {
-    fwd_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}});
+    fwd_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCRATCHPAD, fwd_scratch_}});
   }
   void BindDiffDst(const memory& diff_dst) override { diff_dst_ = diff_dst; }
   void Backward(dnnl::stream& s) override {
     if (need_diff_src_)
       bwd_.execute(s, {{DNNL_ARG_DST, dst_}, {DNNL_ARG_DIFF_DST, diff_dst_},
-                       {DNNL_ARG_DIFF_SRC, diff_src_}});
+                       {DNNL_ARG_DIFF_SRC, diff_src_}, {DNNL_ARG_SCRATCHPAD, bwd_scratch_}});
   }
   memory& dst() override { return dst_; }
   memory& diff_src() override { return diff_src_; }
 
  private:
-  memory src_, dst_, diff_src_, diff_dst_;
+  memory src_, dst_, diff_src_, diff_dst_, fwd_scratch_, bwd_scratch_;
   bool need_diff_src_ = false;
   dnnl::eltwise_forward::primitive_desc fwd_pd_;
   dnnl::eltwise_forward fwd_;
@@ -755,20 +766,20 @@ class FlattenExec : public LayerExec {
     memory::dims out_d{c.batch, ShapeElements(c.in_shape)};
     plain_in_ = memory(PlainDesc(in_d), eng);
     dst_ = memory(PlainDesc(out_d), eng, plain_in_.get_data_handle());
-    fwd_ = dnnl::reorder(dnnl::reorder::primitive_desc(eng, c.src_md, eng, plain_in_.get_desc()));
+    fwd_.Init(eng, c.src_md, plain_in_.get_desc(), /*copy=*/true);
     need_diff_src_ = c.training && c.need_diff_src;
     if (need_diff_src_) {
       diff_src_ = memory(c.src_md, eng);
-      bwd_ = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain_in_.get_desc(), eng, c.src_md));
+      bwd_.Init(eng, plain_in_.get_desc(), c.src_md, /*copy=*/true);
     }
   }
-  void Forward(dnnl::stream& s) override { fwd_.execute(s, src_, plain_in_); }
+  void Forward(dnnl::stream& s) override { fwd_.Run(s, src_, plain_in_); }
   void BindDiffDst(const memory& diff_dst) override {
     if (need_diff_src_)
       diff_dst_view_ = memory(plain_in_.get_desc(), diff_dst.get_engine(), diff_dst.get_data_handle());
   }
   void Backward(dnnl::stream& s) override {
-    if (need_diff_src_) bwd_.execute(s, diff_dst_view_, diff_src_);
+    if (need_diff_src_) bwd_.Run(s, diff_dst_view_, diff_src_);
   }
   memory& dst() override { return dst_; }
   memory& diff_src() override { return diff_src_; }
@@ -776,7 +787,7 @@ class FlattenExec : public LayerExec {
  private:
   memory src_, plain_in_, dst_, diff_src_, diff_dst_view_;
   bool need_diff_src_ = false;
-  dnnl::reorder fwd_, bwd_;
+  MaybeReorder fwd_, bwd_;
 };
 
 class FlattenType : public LayerType {

@@ -126,7 +126,7 @@ struct PerExampleShadow {
   std::unique_ptr<LayerExec> exec;
   std::vector<float> x1, dy1, grads;
   memory src_plain, dd_plain;
-  dnnl::reorder src_reorder, dd_reorder;
+  MaybeReorder src_reorder, dd_reorder;
   bool src_reorder_on = false, dd_reorder_on = false;
   int64_t in_elems = 0, out_elems = 0;
 };
@@ -143,7 +143,7 @@ struct Network::Impl {
   bool per_example_ready = false;
   std::vector<std::unique_ptr<LayerExec>> layers;
   memory input_mem, output_plain, output_diff_plain, last_diff, input_diff_plain;
-  dnnl::reorder out_reorder, diff_reorder, in_diff_reorder;
+  MaybeReorder out_reorder, diff_reorder, in_diff_reorder;
   bool out_needs_reorder = false, in_diff_needs_reorder = false;
   bool training = false;
   bool want_input_grad = false;
@@ -195,8 +195,8 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
   impl_->output_diff_plain = memory(plain_out, eng, output_diff_.data());
   impl_->out_needs_reorder = src.get_desc() != plain_out;
   if (impl_->out_needs_reorder) {
-    impl_->out_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, src.get_desc(), eng, plain_out));
-    impl_->diff_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain_out, eng, src.get_desc()));
+    impl_->out_reorder.Init(eng, src.get_desc(), plain_out);
+    impl_->diff_reorder.Init(eng, plain_out, src.get_desc());
     impl_->last_diff = memory(src.get_desc(), eng);
   } else {
     // The last layer writes its output straight into output_.
@@ -214,8 +214,7 @@ Network::Network(const Model& model, int64_t batch, float* params, float* grads,
     const memory& d = impl_->layers.front()->diff_src();
     impl_->in_diff_needs_reorder = d.get_desc() != impl_->input_diff_plain.get_desc();
     if (impl_->in_diff_needs_reorder)
-      impl_->in_diff_reorder = dnnl::reorder(
-          dnnl::reorder::primitive_desc(eng, d.get_desc(), eng, impl_->input_diff_plain.get_desc()));
+      impl_->in_diff_reorder.Init(eng, d.get_desc(), impl_->input_diff_plain.get_desc());
   }
   for (const auto& s : ImplInfo())
     if (s.find("ref") != std::string::npos)
@@ -238,7 +237,7 @@ void Network::Forward(const std::function<void(int)>& before_layer) {
     if (trace::On()) impl_->stream.wait();  // the layer's span ends when its work does
   }
   memory& last = impl_->layers.back()->dst();
-  if (impl_->out_needs_reorder) impl_->out_reorder.execute(impl_->stream, last, impl_->output_plain);
+  if (impl_->out_needs_reorder) impl_->out_reorder.Run(impl_->stream, last, impl_->output_plain);
   impl_->stream.wait();
 }
 
@@ -252,7 +251,7 @@ void Network::Backward(const std::function<void(int)>& on_layer_done) {
   POLIS_ENFORCE(impl_->training);
   TRACE_SCOPE("backward");
   auto& s = impl_->stream;
-  if (impl_->out_needs_reorder) impl_->diff_reorder.execute(s, impl_->output_diff_plain, impl_->last_diff);
+  if (impl_->out_needs_reorder) impl_->diff_reorder.Run(s, impl_->output_diff_plain, impl_->last_diff);
   for (int i = static_cast<int>(impl_->layers.size()) - 1; i >= 0; --i) {
     {
       TRACE_SCOPE(impl_->trace_names[i], "layer", static_cast<int64_t>(i));
@@ -266,7 +265,7 @@ void Network::Backward(const std::function<void(int)>& on_layer_done) {
   }
   if (impl_->want_input_grad) {
     memory& d = impl_->layers.front()->diff_src();
-    if (impl_->in_diff_needs_reorder) impl_->in_diff_reorder.execute(s, d, impl_->input_diff_plain);
+    if (impl_->in_diff_needs_reorder) impl_->in_diff_reorder.Run(s, d, impl_->input_diff_plain);
     else std::memcpy(input_diff_.data(), d.get_data_handle(), input_diff_.size() * sizeof(float));
   }
   s.wait();
@@ -302,11 +301,11 @@ void Network::BackwardClipped(float clip_norm, float* per_example_norms) {
       sh->src_reorder_on = src.get_desc() != src_plain;
       sh->src_plain = sh->src_reorder_on ? memory(src_plain, eng) : src;
       if (sh->src_reorder_on)
-        sh->src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, src.get_desc(), eng, src_plain));
+        sh->src_reorder.Init(eng, src.get_desc(), src_plain);
       sh->dd_reorder_on = dd.get_desc() != dd_plain;
       sh->dd_plain = sh->dd_reorder_on ? memory(dd_plain, eng) : dd;
       if (sh->dd_reorder_on)
-        sh->dd_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, dd.get_desc(), eng, dd_plain));
+        sh->dd_reorder.Init(eng, dd.get_desc(), dd_plain);
       LayerContext c;
       c.spec = &m.infos[i].spec;
       c.in_shape = info.in_shape;
@@ -343,8 +342,8 @@ void Network::BackwardClipped(float clip_norm, float* per_example_norms) {
     PerExampleShadow& sh = *m.shadows[i];
     const memory& src = i == 0 ? m.input_mem : m.layers[i - 1]->dst();
     const memory& dd = i + 1 < static_cast<int>(L) ? m.layers[i + 1]->diff_src() : m.last_diff;
-    if (sh.src_reorder_on) sh.src_reorder.execute(s, const_cast<memory&>(src), sh.src_plain);
-    if (sh.dd_reorder_on) sh.dd_reorder.execute(s, const_cast<memory&>(dd), sh.dd_plain);
+    if (sh.src_reorder_on) sh.src_reorder.Run(s, src, sh.src_plain);
+    if (sh.dd_reorder_on) sh.dd_reorder.Run(s, dd, sh.dd_plain);
     s.wait();
     const float* xs = static_cast<const float*>(sh.src_plain.get_data_handle());
     const float* ds = static_cast<const float*>(sh.dd_plain.get_data_handle());

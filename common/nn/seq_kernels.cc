@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "common/nn/scratchpad.h"
 #include "common/status.h"
 
 namespace polis::nn::seq {
@@ -41,8 +42,10 @@ void Linear::Init(dnnl::engine& eng, int64_t rows, int64_t in, int64_t out, bool
   auto wt_md = Strided({in, out}, {1, in});
   auto b_md = Strided({1, out}, {out, 1});
   auto y_md = Strided({rows, out}, {out, 1});
-  dnnl::matmul::primitive_desc fwd_pd(dnnl::matmul::desc(x_md, wt_md, b_md, y_md), eng);
+  dnnl::matmul::primitive_desc fwd_pd(dnnl::matmul::desc(x_md, wt_md, b_md, y_md),
+                                      UserScratchpad(), eng);
   fwd_ = dnnl::matmul(fwd_pd);
+  fwd_scratch_ = ScratchMemory(fwd_pd, eng);
   impl_.push_back("matmul fwd: " + std::string(fwd_pd.impl_info_str()));
   x_ = Unbound(x_md, eng);
   w_t_ = Unbound(wt_md, eng);
@@ -52,16 +55,20 @@ void Linear::Init(dnnl::engine& eng, int64_t rows, int64_t in, int64_t out, bool
   // dW[out,in] = dyᵀ[out,rows] · x[rows,in].
   auto dyt_md = Strided({out, rows}, {1, out});
   auto dw_md = Strided({out, in}, {in, 1});
-  dnnl::matmul::primitive_desc bwd_w_pd(dnnl::matmul::desc(dyt_md, x_md, dw_md), eng);
+  dnnl::matmul::primitive_desc bwd_w_pd(dnnl::matmul::desc(dyt_md, x_md, dw_md), UserScratchpad(),
+                                        eng);
   bwd_w_ = dnnl::matmul(bwd_w_pd);
+  bwd_w_scratch_ = ScratchMemory(bwd_w_pd, eng);
   impl_.push_back("matmul bwd_w: " + std::string(bwd_w_pd.impl_info_str()));
   dy_t_ = Unbound(dyt_md, eng);
   x_w_ = Unbound(x_md, eng);
   dw_ = Unbound(dw_md, eng);
   if (!need_dx_) return;
   // dx[rows,in] = dy[rows,out] · W[out,in].
-  dnnl::matmul::primitive_desc bwd_d_pd(dnnl::matmul::desc(y_md, dw_md, x_md), eng);
+  dnnl::matmul::primitive_desc bwd_d_pd(dnnl::matmul::desc(y_md, dw_md, x_md), UserScratchpad(),
+                                        eng);
   bwd_d_ = dnnl::matmul(bwd_d_pd);
+  bwd_d_scratch_ = ScratchMemory(bwd_d_pd, eng);
   impl_.push_back("matmul bwd_d: " + std::string(bwd_d_pd.impl_info_str()));
   dy_ = Unbound(y_md, eng);
   w_ = Unbound(dw_md, eng);
@@ -75,7 +82,7 @@ void Linear::Forward(dnnl::stream& s, const float* x, const float* w, const floa
   Bind(b_, b);
   Bind(y_, y);
   fwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_WEIGHTS, w_t_}, {DNNL_ARG_BIAS, b_},
-                   {DNNL_ARG_DST, y_}});
+                   {DNNL_ARG_DST, y_}, {DNNL_ARG_SCRATCHPAD, fwd_scratch_}});
 }
 
 void Linear::Backward(dnnl::stream& s, const float* x, const float* w, const float* dy,
@@ -83,12 +90,14 @@ void Linear::Backward(dnnl::stream& s, const float* x, const float* w, const flo
   Bind(dy_t_, dy);
   Bind(x_w_, x);
   Bind(dw_, dw);
-  bwd_w_.execute(s, {{DNNL_ARG_SRC, dy_t_}, {DNNL_ARG_WEIGHTS, x_w_}, {DNNL_ARG_DST, dw_}});
+  bwd_w_.execute(s, {{DNNL_ARG_SRC, dy_t_}, {DNNL_ARG_WEIGHTS, x_w_}, {DNNL_ARG_DST, dw_},
+                     {DNNL_ARG_SCRATCHPAD, bwd_w_scratch_}});
   if (need_dx_) {
     Bind(dy_, dy);
     Bind(w_, w);
     Bind(dx_, dx);
-    bwd_d_.execute(s, {{DNNL_ARG_SRC, dy_}, {DNNL_ARG_WEIGHTS, w_}, {DNNL_ARG_DST, dx_}});
+    bwd_d_.execute(s, {{DNNL_ARG_SRC, dy_}, {DNNL_ARG_WEIGHTS, w_}, {DNNL_ARG_DST, dx_},
+                       {DNNL_ARG_SCRATCHPAD, bwd_d_scratch_}});
   }
   float* __restrict out = db;
   std::fill(out, out + out_, 0.f);
@@ -107,8 +116,9 @@ void LayerNormOp::Init(dnnl::engine& eng, int64_t rows, int64_t features, float 
   auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
   auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   dnnl::layer_normalization_forward::primitive_desc fwd_pd(
-      dnnl::layer_normalization_forward::desc(prop, md, epsilon, flags), eng);
+      dnnl::layer_normalization_forward::desc(prop, md, epsilon, flags), UserScratchpad(), eng);
   fwd_ = dnnl::layer_normalization_forward(fwd_pd);
+  fwd_scratch_ = ScratchMemory(fwd_pd, eng);
   impl_.push_back("layer_norm fwd: " + std::string(fwd_pd.impl_info_str()));
   x_ = Unbound(md, eng);
   y_ = Unbound(md, eng);
@@ -121,8 +131,9 @@ void LayerNormOp::Init(dnnl::engine& eng, int64_t rows, int64_t features, float 
   dnnl::layer_normalization_backward::primitive_desc bwd_pd(
       dnnl::layer_normalization_backward::desc(dnnl::prop_kind::backward, md, md,
                                                Strided({rows}, {1}), epsilon, flags),
-      eng, fwd_pd);
+      UserScratchpad(), eng, fwd_pd);
   bwd_ = dnnl::layer_normalization_backward(bwd_pd);
+  bwd_scratch_ = ScratchMemory(bwd_pd, eng);
   impl_.push_back("layer_norm bwd: " + std::string(bwd_pd.impl_info_str()));
   dy_ = Unbound(md, eng);
   dx_ = Unbound(md, eng);
@@ -137,7 +148,8 @@ void LayerNormOp::Forward(dnnl::stream& s, const float* x, const float* gain, co
   Bind(gain_, gain);
   Bind(bias_, bias);
   fwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_DST, y_}, {DNNL_ARG_SCALE, gain_},
-                   {DNNL_ARG_SHIFT, bias_}, {DNNL_ARG_MEAN, mean_}, {DNNL_ARG_VARIANCE, var_}});
+                   {DNNL_ARG_SHIFT, bias_}, {DNNL_ARG_MEAN, mean_}, {DNNL_ARG_VARIANCE, var_},
+                   {DNNL_ARG_SCRATCHPAD, fwd_scratch_}});
 }
 
 void LayerNormOp::Backward(dnnl::stream& s, const float* x, const float* dy, const float* gain,
@@ -152,7 +164,7 @@ void LayerNormOp::Backward(dnnl::stream& s, const float* x, const float* dy, con
   bwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_MEAN, mean_}, {DNNL_ARG_VARIANCE, var_},
                    {DNNL_ARG_DIFF_DST, dy_}, {DNNL_ARG_SCALE, gain_}, {DNNL_ARG_SHIFT, bias_},
                    {DNNL_ARG_DIFF_SRC, dx_}, {DNNL_ARG_DIFF_SCALE, dgain_},
-                   {DNNL_ARG_DIFF_SHIFT, dbias_}});
+                   {DNNL_ARG_DIFF_SHIFT, dbias_}, {DNNL_ARG_SCRATCHPAD, bwd_scratch_}});
 }
 
 // ---------------------------------------------------------------- GeluOp
@@ -163,13 +175,16 @@ void GeluOp::Init(dnnl::engine& eng, int64_t count, bool tanh_approximation, boo
                                 : dnnl::algorithm::eltwise_gelu_erf;
   auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   dnnl::eltwise_forward::primitive_desc fwd_pd(dnnl::eltwise_forward::desc(prop, alg, md, 0.f, 0.f),
-                                               eng);
+                                               UserScratchpad(), eng);
   fwd_ = dnnl::eltwise_forward(fwd_pd);
+  fwd_scratch_ = ScratchMemory(fwd_pd, eng);
   x_ = Unbound(md, eng);
   y_ = Unbound(md, eng);
   if (!training) return;
-  bwd_ = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(
-      dnnl::eltwise_backward::desc(alg, md, md, 0.f, 0.f), eng, fwd_pd));
+  const dnnl::eltwise_backward::primitive_desc bwd_pd(
+      dnnl::eltwise_backward::desc(alg, md, md, 0.f, 0.f), UserScratchpad(), eng, fwd_pd);
+  bwd_ = dnnl::eltwise_backward(bwd_pd);
+  bwd_scratch_ = ScratchMemory(bwd_pd, eng);
   dy_ = Unbound(md, eng);
   dx_ = Unbound(md, eng);
 }
@@ -177,14 +192,15 @@ void GeluOp::Init(dnnl::engine& eng, int64_t count, bool tanh_approximation, boo
 void GeluOp::Forward(dnnl::stream& s, const float* x, float* y) {
   Bind(x_, x);
   Bind(y_, y);
-  fwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_DST, y_}});
+  fwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_DST, y_}, {DNNL_ARG_SCRATCHPAD, fwd_scratch_}});
 }
 
 void GeluOp::Backward(dnnl::stream& s, const float* x, const float* dy, float* dx) {
   Bind(x_, x);
   Bind(dy_, dy);
   Bind(dx_, dx);
-  bwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_DIFF_DST, dy_}, {DNNL_ARG_DIFF_SRC, dx_}});
+  bwd_.execute(s, {{DNNL_ARG_SRC, x_}, {DNNL_ARG_DIFF_DST, dy_}, {DNNL_ARG_DIFF_SRC, dx_},
+                   {DNNL_ARG_SCRATCHPAD, bwd_scratch_}});
 }
 
 // ---------------------------------------------------------------- attention
@@ -193,7 +209,8 @@ void AttentionCore::Mm::Run(dnnl::stream& s, const float* a, const float* b, flo
   Bind(src, a);
   Bind(wei, b);
   Bind(dst, c);
-  prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  prim.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst},
+                   {DNNL_ARG_SCRATCHPAD, scratch}});
 }
 
 void AttentionCore::Init(dnnl::engine& eng, const AttentionShape& a, bool training) {
@@ -212,9 +229,10 @@ void AttentionCore::Init(dnnl::engine& eng, const AttentionShape& a, bool traini
   const dnnl::primitive_attr plain;
   auto make = [&](Mm& m, const char* what, const memory::desc& x, const memory::desc& w,
                   const memory::desc& y, const dnnl::primitive_attr& attr) {
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x, w, y), attr, eng);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x, w, y), UserScratchpad(attr), eng);
     impl_.push_back(std::string("attention ") + what + ": " + pd.impl_info_str());
     m.prim = dnnl::matmul(pd);
+    m.scratch = ScratchMemory(pd, eng);
     m.src = Unbound(x, eng);
     m.wei = Unbound(w, eng);
     m.dst = Unbound(y, eng);

@@ -38,6 +38,7 @@ class Linear {
   bool need_dx_ = false;
   dnnl::matmul fwd_, bwd_d_, bwd_w_;
   dnnl::memory x_, w_t_, b_, y_, dy_, w_, dx_, dy_t_, x_w_, dw_;
+  dnnl::memory fwd_scratch_, bwd_d_scratch_, bwd_w_scratch_;
   std::vector<std::string> impl_;
 };
 
@@ -56,6 +57,7 @@ class LayerNormOp {
   dnnl::layer_normalization_forward fwd_;
   dnnl::layer_normalization_backward bwd_;
   dnnl::memory x_, y_, gain_, bias_, mean_, var_, dy_, dx_, dgain_, dbias_;
+  dnnl::memory fwd_scratch_, bwd_scratch_;
   std::vector<std::string> impl_;
 };
 
@@ -70,6 +72,7 @@ class GeluOp {
   dnnl::eltwise_forward fwd_;
   dnnl::eltwise_backward bwd_;
   dnnl::memory x_, y_, dy_, dx_;
+  dnnl::memory fwd_scratch_, bwd_scratch_;
 };
 
 // Scaled dot-product self-attention over heads. qkv holds, for each of the
@@ -99,7 +102,7 @@ class AttentionCore {
   // One matmul with its own (unbound) operand views.
   struct Mm {
     dnnl::matmul prim;
-    dnnl::memory src, wei, dst;
+    dnnl::memory src, wei, dst, scratch;
     void Run(dnnl::stream& s, const float* a, const float* b, float* c);
   };
   AttentionShape a_;

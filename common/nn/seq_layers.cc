@@ -39,19 +39,6 @@ memory::desc PlainBatchMd(int64_t batch, const Shape& s) {
   return PlainMd(d);
 }
 
-// A reorder between two layouts, or nothing when they are equal.
-struct MaybeReorder {
-  dnnl::reorder prim;
-  bool active = false;
-  void Init(dnnl::engine& eng, const memory::desc& from, const memory::desc& to) {
-    active = from != to;
-    if (active) prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to));
-  }
-  void Run(dnnl::stream& s, const memory& from, const memory& to) const {
-    if (active) prim.execute(s, const_cast<memory&>(from), const_cast<memory&>(to));
-  }
-};
-
 // The memory `m` itself when it already has layout `md`, else a new buffer.
 memory SameOrNew(const memory& m, const memory::desc& md, dnnl::engine& eng) {
   return m.get_desc() == md ? m : memory(md, eng);
@@ -318,13 +305,13 @@ class RecurrentExec : public PlainExec {
         gru_fwd_pd = dnnl::lbr_gru_forward::primitive_desc(
             dnnl::lbr_gru_forward::desc(prop, dir, src_md, none, wl_any, wi_any, bias_md, dst_md,
                                         none),
-            eng_);
+            UserScratchpad(), eng_);
         y.fwd = dnnl::lbr_gru_forward(gru_fwd_pd);
       } else {
         lstm_fwd_pd = dnnl::lstm_forward::primitive_desc(
             dnnl::lstm_forward::desc(prop, dir, src_md, none, none, wl_any, wi_any, bias_md,
                                      dst_md, none, none),
-            eng_);
+            UserScratchpad(), eng_);
         y.fwd = dnnl::lstm_forward(lstm_fwd_pd);
       }
       const dnnl::primitive_desc_base& fwd_pd =
@@ -338,7 +325,7 @@ class RecurrentExec : public PlainExec {
       y.wi_fwd_reorder.Init(eng_, wi_user, y.wi_fwd.get_desc());
       y.fwd_args = {{DNNL_ARG_SRC_LAYER, y.src}, {DNNL_ARG_WEIGHTS_LAYER, y.wl_fwd},
                     {DNNL_ARG_WEIGHTS_ITER, y.wi_fwd}, {DNNL_ARG_BIAS, y.bias},
-                    {DNNL_ARG_DST_LAYER, y.dst}};
+                    {DNNL_ARG_DST_LAYER, y.dst}, {DNNL_ARG_SCRATCHPAD, ScratchMemory(fwd_pd, eng_)}};
       if (!training_) continue;
       y.ws = memory(fwd_pd.query_md(dnnl::query::workspace_md, 0), eng_);
       y.fwd_args[DNNL_ARG_WORKSPACE] = y.ws;
@@ -350,18 +337,19 @@ class RecurrentExec : public PlainExec {
             dnnl::lbr_gru_backward::desc(dnnl::prop_kind::backward, dir, src_md, none, wl_any,
                                          wi_any, bias_md, dst_md, none, src_md, none, wl_any,
                                          wi_any, bias_md, dst_md, none),
-            eng_, gru_fwd_pd);
+            UserScratchpad(), eng_, gru_fwd_pd);
         y.bwd = dnnl::lbr_gru_backward(gru_bwd_pd);
       } else {
         lstm_bwd_pd = dnnl::lstm_backward::primitive_desc(
             dnnl::lstm_backward::desc(dnnl::prop_kind::backward, dir, src_md, none, none, wl_any,
                                       wi_any, bias_md, dst_md, none, none, src_md, none, none,
                                       wl_any, wi_any, bias_md, dst_md, none, none),
-            eng_, lstm_fwd_pd);
+            UserScratchpad(), eng_, lstm_fwd_pd);
         y.bwd = dnnl::lstm_backward(lstm_bwd_pd);
       }
       const dnnl::primitive_desc_base& bwd_pd =
           gru_ ? static_cast<const dnnl::primitive_desc_base&>(gru_bwd_pd) : lstm_bwd_pd;
+      y.bwd_scratch = ScratchMemory(bwd_pd, eng_);
       y.wl_bwd = SameOrNew(y.wl_user, bwd_pd.query_md(dnnl::query::weights_md, 0), eng_);
       y.wi_bwd = SameOrNew(y.wi_user, bwd_pd.query_md(dnnl::query::weights_md, 1), eng_);
       y.wl_bwd_reorder.Init(eng_, wl_user, y.wl_bwd.get_desc());
@@ -391,7 +379,7 @@ class RecurrentExec : public PlainExec {
   struct Layer {
     int64_t in = 0;
     memory src, dst, wl_user, wi_user, wl_fwd, wi_fwd, bias, ws;
-    memory wl_bwd, wi_bwd, dwl, dwi, dwl_user, dwi_user, dbias, diff_src, diff_dst;
+    memory wl_bwd, wi_bwd, dwl, dwi, dwl_user, dwi_user, dbias, diff_src, diff_dst, bwd_scratch;
     MaybeReorder wl_fwd_reorder, wi_fwd_reorder, wl_bwd_reorder, wi_bwd_reorder, dwl_reorder,
         dwi_reorder;
     dnnl::primitive fwd, bwd;
@@ -422,7 +410,7 @@ class RecurrentExec : public PlainExec {
                     {DNNL_ARG_DST_LAYER, y.dst},         {DNNL_ARG_DIFF_DST_LAYER, y.diff_dst},
                     {DNNL_ARG_WORKSPACE, y.ws},          {DNNL_ARG_DIFF_SRC_LAYER, y.diff_src},
                     {DNNL_ARG_DIFF_WEIGHTS_LAYER, y.dwl}, {DNNL_ARG_DIFF_WEIGHTS_ITER, y.dwi},
-                    {DNNL_ARG_DIFF_BIAS, y.dbias}};
+                    {DNNL_ARG_DIFF_BIAS, y.dbias},       {DNNL_ARG_SCRATCHPAD, y.bwd_scratch}};
   }
 
   void Fwd(dnnl::stream& s) override {
@@ -613,33 +601,36 @@ class GeluExec : public LayerExec {
                    ? dnnl::algorithm::eltwise_gelu_tanh
                    : dnnl::algorithm::eltwise_gelu_erf;
     fwd_pd_ = dnnl::eltwise_forward::primitive_desc(
-        dnnl::eltwise_forward::desc(prop, alg, c.src_md, 0.f, 0.f), eng);
+        dnnl::eltwise_forward::desc(prop, alg, c.src_md, 0.f, 0.f), UserScratchpad(), eng);
     fwd_ = dnnl::eltwise_forward(fwd_pd_);
+    fwd_scratch_ = ScratchMemory(fwd_pd_, eng);
     impl_.push_back("fwd: " + std::string(fwd_pd_.impl_info_str()));
     dst_ = memory(fwd_pd_.dst_desc(), eng);
     need_diff_src_ = c.training && c.need_diff_src;
     if (!need_diff_src_) return;
     dnnl::eltwise_backward::primitive_desc bwd_pd(
-        dnnl::eltwise_backward::desc(alg, c.src_md, c.src_md, 0.f, 0.f), eng, fwd_pd_);
+        dnnl::eltwise_backward::desc(alg, c.src_md, c.src_md, 0.f, 0.f), UserScratchpad(), eng,
+        fwd_pd_);
     bwd_ = dnnl::eltwise_backward(bwd_pd);
+    bwd_scratch_ = ScratchMemory(bwd_pd, eng);
     impl_.push_back("bwd: " + std::string(bwd_pd.impl_info_str()));
     diff_src_ = memory(c.src_md, eng);
   }
   void Forward(dnnl::stream& s) override {
-    fwd_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}});
+    fwd_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCRATCHPAD, fwd_scratch_}});
   }
   void BindDiffDst(const memory& diff_dst) override { diff_dst_ = diff_dst; }
   void Backward(dnnl::stream& s) override {
     if (need_diff_src_)
       bwd_.execute(s, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DIFF_DST, diff_dst_},
-                       {DNNL_ARG_DIFF_SRC, diff_src_}});
+                       {DNNL_ARG_DIFF_SRC, diff_src_}, {DNNL_ARG_SCRATCHPAD, bwd_scratch_}});
   }
   memory& dst() override { return dst_; }
   memory& diff_src() override { return diff_src_; }
   std::vector<std::string> ImplInfo() const override { return impl_; }
 
  private:
-  memory src_, dst_, diff_dst_, diff_src_;
+  memory src_, dst_, diff_dst_, diff_src_, fwd_scratch_, bwd_scratch_;
   bool need_diff_src_ = false;
   dnnl::eltwise_forward::primitive_desc fwd_pd_;
   dnnl::eltwise_forward fwd_;

@@ -51,6 +51,8 @@ std::vector<int64_t> Buckets(int64_t max_batch) {
 // version shows in RSS (glibc keeps freed heap memory otherwise).
 void ReturnMemoryToOs() { malloc_trim(0); }
 
+struct Executor;
+
 }  // namespace
 
 struct ServedVersion::Core {
@@ -76,6 +78,18 @@ struct ServedVersion::Core {
   std::deque<Item> queue;   // GUARDED_BY(mu)
   int64_t queued_rows = 0;  // GUARDED_BY(mu)
   bool stop = false;        // GUARDED_BY(mu)
+  // Who forms or runs a batch now; that one alone uses `executor`.
+  enum class Runner { kNone, kThread, kCaller };
+  Runner runner = Runner::kNone;  // GUARDED_BY(mu)
+  Executor* executor = nullptr;   // GUARDED_BY(mu): the thread's Networks, once warm
+  // Greedy batching on one compute thread: a request that finds the version
+  // idle may run on the caller's thread (a hand-off to the inference thread
+  // and back costs two thread wake-ups) when options.run_on_caller agrees;
+  // what queues meanwhile goes to the thread.
+  bool MayRunOnCaller() const {
+    if (options.max_queue_delay_us != 0 || options.compute_threads != 1) return false;
+    return !options.run_on_caller || (*options.run_on_caller)();
+  }
 
   // Explanations: training Networks of their own, used by one caller at a
   // time. Declared after model and weights, which they point into.
@@ -246,29 +260,45 @@ struct Executor {
     }
   }
 
+  // Moves the leading queued requests that fit in one batch into `batch`
+  // (holding c->mu); returns their rows.
+  int64_t TakeBatch(std::vector<Item>& batch) {
+    int64_t rows = 0;
+    while (!c->queue.empty() && rows + c->queue.front().rows <= c->options.max_batch_size) {
+      rows += c->queue.front().rows;
+      batch.push_back(std::move(c->queue.front()));
+      c->queue.pop_front();
+    }
+    c->queued_rows -= rows;
+    return rows;
+  }
+
+  // Runs the next batch (holding c->mu with c->runner set; returns so).
+  void RunNext(std::unique_lock<std::mutex>& lk) {
+    std::vector<Item> batch;
+    const int64_t rows = TakeBatch(batch);
+    lk.unlock();
+    RunBatch(batch, rows);
+    batch.clear();
+    lk.lock();
+  }
+
   void Loop() {
     std::unique_lock<std::mutex> lk(c->mu);
     const auto delay = std::chrono::microseconds(c->options.max_queue_delay_us);
     while (true) {
-      c->cv.wait(lk, [&] { return c->stop || !c->queue.empty(); });
+      // While a caller runs a batch (MayRunOnCaller), it has the Networks.
+      c->cv.wait(lk, [&] { return c->runner == Core::Runner::kNone && (c->stop || !c->queue.empty()); });
       if (c->queue.empty()) break;  // stopping, and every queued request is answered
+      c->runner = Core::Runner::kThread;
       const auto deadline = c->queue.front().enqueued + delay;
       const auto* more = c->options.more_may_arrive.get();
       while (!c->stop && !BatchFull() && Clock::now() < deadline && (!more || (*more)()))
         c->cv.wait_until(lk, std::min(deadline, Clock::now() + kArrivalRecheck));
-      std::vector<Item> batch;
-      int64_t rows = 0;
-      while (!c->queue.empty() && rows + c->queue.front().rows <= c->options.max_batch_size) {
-        rows += c->queue.front().rows;
-        batch.push_back(std::move(c->queue.front()));
-        c->queue.pop_front();
-      }
-      c->queued_rows -= rows;
-      lk.unlock();
-      RunBatch(batch, rows);
-      batch.clear();
-      lk.lock();
+      RunNext(lk);
+      c->runner = Core::Runner::kNone;
     }
+    c->executor = nullptr;
   }
 };
 
@@ -281,6 +311,10 @@ void ThreadMain(std::shared_ptr<Core> core, std::promise<Status> ready) {
     ex.c = core;
     Status st = ex.Warm();
     const bool ok = st.ok();
+    if (ok) {
+      std::lock_guard<std::mutex> lock(core->mu);
+      core->executor = &ex;
+    }
     ready.set_value(std::move(st));
     if (ok) ex.Loop();
   }
@@ -477,6 +511,7 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
     return;
   }
   InferOutcome refused;
+  bool run_here = false, wake = false;
   {
     std::lock_guard<std::mutex> lock(c.mu);
     if (c.queued_rows + rows > c.options.max_queue_rows) {
@@ -491,13 +526,29 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
       it.infer_done = std::move(done);
       c.queue.push_back(std::move(it));
       c.queued_rows += rows;
+      run_here = c.runner == Core::Runner::kNone && c.executor != nullptr && c.MayRunOnCaller();
+      if (run_here) c.runner = Core::Runner::kCaller;
+      // A caller running a batch wakes the thread when it is done.
+      wake = !run_here && c.runner != Core::Runner::kCaller;
     }
   }
   if (!refused.status.ok()) {
     done(std::move(refused));  // outside the lock
     return;
   }
-  c.cv.notify_one();
+  if (wake) c.cv.notify_one();
+  if (!run_here) return;
+  // One OpenMP thread, as on the inference thread (the Networks were built
+  // for it): without this, oneDNN would start a team for the caller.
+  omp_set_num_threads(1);
+  // One batch only: the caller may be an I/O thread whose other work (its
+  // connection's next events) waits while it computes.
+  std::unique_lock<std::mutex> lk(c.mu);
+  c.executor->RunNext(lk);
+  c.runner = Core::Runner::kNone;
+  const bool hand_off = !c.queue.empty() || c.stop;
+  lk.unlock();
+  if (hand_off) c.cv.notify_all();
 }
 
 ExplainOutcome ServedVersion::Explain(const ExplainRequest& request,

@@ -1,12 +1,8 @@
 // One loaded model version, ready to answer inference and explanation
 // requests, with dynamic batching.
 //
-// Each ServedVersion owns one inference thread. That thread owns every
-// nn::Network of the version and is the only one to run them: a Network is
-// single-threaded, and oneDNN's library-managed scratchpad is a per-thread
-// buffer sized by the primitives built on that thread, so a primitive run on
-// another thread may find none (docs/benchmarks.md, "One request at a
-// time"). There is one Network per batch bucket (1, 2, 4, ... up to
+// Each ServedVersion owns one inference thread. That thread builds every
+// nn::Network of the version: one per batch bucket (1, 2, 4, ... up to
 // max_batch_size, and max_batch_size itself), all built and run once
 // ("warmed") before Load returns, so the first request
 // after a swap pays no setup. Requests are queued; the thread takes the
@@ -16,13 +12,22 @@
 // slice. Rows are independent in every layer, so a row's result does not
 // depend on what it was batched with (up to float rounding of the kernels).
 //
+// With no queue delay and one compute thread (the defaults) a request that
+// finds the version idle may be run at once on the caller's thread
+// (BatchingOptions::run_on_caller), with whatever was already queued;
+// requests that queue while it runs are run by the inference thread,
+// batched as before. One thread at a time uses the Networks; any thread
+// may, since their primitives take user-managed scratchpads
+// (common/nn/scratchpad.h). A hand-off to the inference thread and back
+// costs two thread wake-ups, which on a small machine are more than a small
+// model's forward pass.
+//
 // Explanations (gradient x input and integrated gradients) never run on the
 // inference thread: Explain runs on the caller's thread (the server's
 // explanation workers, registry/explain_queue.h), on training Networks
 // (training=true, want_input_grad=true) of their own, built on first use by
-// each calling thread for itself (a Network runs only on the thread that
-// built it) and used by one caller at a time, so a costly explanation cannot
-// delay a batch.
+// each calling thread for itself and used by one caller at a time, so a
+// costly explanation cannot delay a batch.
 //
 // Lifetime: the destructor lets the thread answer every queued request
 // (requests in flight finish on the version they were queued on), joins it,
@@ -30,11 +35,13 @@
 // last reference may be dropped from any thread but the inference thread;
 // callbacks should therefore not capture the ServedVersion (if one does and
 // drops the last reference, the thread is detached and finishes alone, and
-// `metrics` must outlive it).
+// `metrics` must outlive it). Infer's caller holds a reference until Infer
+// returns, since a callback may run on its thread before that.
 //
 // Thread-safety: Infer, Explain and the accessors may be called from any
 // thread (Explain blocks, one caller at a time); Infer's callbacks run on
-// the inference thread and must not block.
+// the inference thread or, before Infer returns, on the caller's (a caller
+// must not hold a lock its callback takes) and must not block.
 #pragma once
 
 #include <chrono>
@@ -66,6 +73,12 @@ struct BatchingOptions {
   // max_queue_delay_us (a lone client is not delayed). Null: always wait.
   // The server's answers this from its connections (HttpServer).
   std::shared_ptr<const std::function<bool()>> more_may_arrive;
+  // With no queue delay and one compute thread: whether a request that finds
+  // the version idle may run on the caller's thread now (see above). Null:
+  // always. The server allows it while the request is the only one it holds,
+  // so that under load its I/O threads keep reading while the inference
+  // thread computes.
+  std::shared_ptr<const std::function<bool()>> run_on_caller;
   bool operator==(const BatchingOptions&) const = default;
 };
 

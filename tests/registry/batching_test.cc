@@ -145,6 +145,136 @@ TEST(BatchingTest, ALoneClientIsNotHeldForTheQueueDelay) {
   }
 }
 
+// Greedy batching on one compute thread (the defaults): a request that
+// finds the version idle runs on the caller's thread; with a queue delay or
+// more compute threads it goes to the inference thread.
+TEST(BatchingTest, AnIdleGreedyVersionRunsTheRequestOnTheCallersThread) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 5);
+  const auto x = Pattern(64, 4);
+  const auto ref = ReferenceLogits(a, x);
+  auto answered_on = [&](const BatchingOptions& o) {
+    auto sv = Serve(a, o);
+    std::thread::id on;
+    InferOutcome got;
+    bool called = false;
+    sv->Infer(x, 1, [&](InferOutcome r) {
+      on = std::this_thread::get_id();
+      got = std::move(r);
+      called = true;
+    });
+    if (!called) {  // answered by the inference thread: wait for it
+      std::promise<InferOutcome> p;
+      sv->Infer(x, 1, [&](InferOutcome r) {
+        on = std::this_thread::get_id();
+        p.set_value(std::move(r));
+      });
+      got = p.get_future().get();
+    }
+    EXPECT_TRUE(got.status.ok()) << got.status.ToString();
+    for (int k = 0; k < 5 && got.status.ok(); ++k) EXPECT_NEAR(got.logits[k], ref[k], 1e-5);
+    return on;
+  };
+  EXPECT_EQ(answered_on(BatchingOptions()), std::this_thread::get_id());
+  BatchingOptions delayed;
+  delayed.max_queue_delay_us = 1000;
+  EXPECT_NE(answered_on(delayed), std::this_thread::get_id());
+  BatchingOptions two;
+  two.compute_threads = 2;
+  EXPECT_NE(answered_on(two), std::this_thread::get_id());
+}
+
+// The case that once crashed (oneDNN's per-thread scratchpad): a recurrent
+// model's networks, built on the inference thread, run on callers' threads
+// that never built a primitive, alternating with the inference thread.
+TEST(BatchingTest, ARecurrentModelRunsOnCallersThreads) {
+  const nn::Shape input = {24, 4};
+  const ModelArtifact a = MakeArtifact(R"(loss: MSE
+       layer { type: "LSTM" recurrent_param { hidden_size: 16 num_layers: 2 } }
+       layer { type: "Dense" dense_param { units: 1 } })", input, 9, 1.f, 0.f);
+  auto sv = Serve(a, BatchingOptions());
+  ASSERT_TRUE(sv);
+  for (int t = 0; t < 3; ++t) {
+    std::thread caller([&, t] {
+      for (int i = 0; i < 5; ++i) {
+        const auto x = Pattern(24 * 4, 10 * t + i);
+        std::thread::id on;
+        std::promise<InferOutcome> p;
+        sv->Infer(x, 1, [&](InferOutcome r) {
+          on = std::this_thread::get_id();
+          p.set_value(std::move(r));
+        });
+        const InferOutcome got = p.get_future().get();
+        ASSERT_TRUE(got.status.ok()) << got.status.ToString();
+        EXPECT_EQ(on, std::this_thread::get_id()) << "a lone request runs on its caller's thread";
+        EXPECT_NEAR(got.logits[0], ReferenceLogits(a, x)[0], 1e-5);
+      }
+    });
+    caller.join();
+  }
+}
+
+// Callers of a greedy version: while one runs a request on its own thread,
+// the others' requests queue for the inference thread, which batches them;
+// then all callers at once. Every answer is right and comes once.
+TEST(BatchingTest, RequestsQueuedWhileACallerRunsAreBatchedByTheThread) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 6);
+  BatchingOptions o;
+  o.max_batch_size = 4;
+  auto sv = Serve(a, o);
+  ASSERT_TRUE(sv);
+  std::atomic<int> wrong{0}, answered{0}, merged{0};
+  auto check = [&](const std::vector<float>& x, const InferOutcome& r) {
+    answered++;
+    if (!r.status.ok()) return void(wrong++);
+    if (r.batch_rows > 1) merged++;
+    const auto ref = ReferenceLogits(a, x);
+    for (int k = 0; k < 5; ++k)
+      if (std::fabs(r.logits[k] - ref[k]) > 1e-5) wrong++;
+  };
+  // The first request's callback (on this thread, the version still busy)
+  // waits until 12 more requests are queued.
+  std::atomic<int> queued{0};
+  std::vector<std::promise<InferOutcome>> later(12);
+  std::vector<std::vector<float>> later_x;
+  for (int i = 0; i < 12; ++i) later_x.push_back(Pattern(64, 100 + i));
+  std::thread other;
+  const auto first_x = Pattern(64, 99);
+  sv->Infer(first_x, 1, [&](InferOutcome r) {
+    EXPECT_EQ(r.batch_rows, 1);
+    check(first_x, r);
+    other = std::thread([&] {
+      for (int i = 0; i < 12; ++i) {
+        sv->Infer(later_x[i], 1, [&later, i](InferOutcome q) { later[i].set_value(std::move(q)); });
+        queued++;
+      }
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (queued < 12 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  other.join();
+  for (int i = 0; i < 12; ++i) check(later_x[i], later[i].get_future().get());
+  EXPECT_EQ(merged.load(), 12) << "requests queued behind a running caller are batched";
+
+  constexpr int kCallers = 6, kEach = 40;
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kCallers; ++t)
+    callers.emplace_back([&, t] {
+      std::vector<std::future<InferOutcome>> pending;
+      std::vector<std::vector<float>> inputs;
+      for (int i = 0; i < kEach; ++i) {
+        inputs.push_back(Pattern(64, 1000 * t + i));
+        auto p = std::make_shared<std::promise<InferOutcome>>();
+        pending.push_back(p->get_future());
+        sv->Infer(inputs.back(), 1, [p](InferOutcome r) { p->set_value(std::move(r)); });
+      }
+      for (int i = 0; i < kEach; ++i) check(inputs[i], pending[i].get());
+    });
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(answered.load(), 13 + kCallers * kEach);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST(ExplainTest, LinearModelHasClosedFormAttributions) {
   // f(x) = W x + b: gradient of logit c is W[c], so both saliency and
   // integrated gradients (zero baseline) are x * W[c], for any step count.

@@ -84,11 +84,10 @@ struct ServedVersion::Core {
   Executor* executor = nullptr;   // GUARDED_BY(mu): the thread's Networks, once warm
   // Greedy batching on one compute thread: a request that finds the version
   // idle may run on the caller's thread (a hand-off to the inference thread
-  // and back costs two thread wake-ups) when options.run_on_caller agrees;
-  // what queues meanwhile goes to the thread.
+  // and back costs two thread wake-ups) when the caller allows it; what
+  // queues meanwhile goes to the thread.
   bool MayRunOnCaller() const {
-    if (options.max_queue_delay_us != 0 || options.compute_threads != 1) return false;
-    return !options.run_on_caller || (*options.run_on_caller)();
+    return options.max_queue_delay_us == 0 && options.compute_threads == 1;
   }
 
   // Explanations: training Networks of their own, used by one caller at a
@@ -499,7 +498,7 @@ double ServedVersion::TargetToOriginal(double standardised) const {
 std::chrono::steady_clock::time_point ServedVersion::loaded_at() const { return core_->loaded_at; }
 
 void ServedVersion::Infer(std::vector<float> input, int64_t rows,
-                          std::function<void(InferOutcome)> done) {
+                          std::function<void(InferOutcome)> done, bool caller_may_run) {
   Core& c = *core_;
   if (rows < 1 || rows > c.options.max_batch_size ||
       static_cast<int64_t>(input.size()) != rows * c.in_elems) {
@@ -526,7 +525,8 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
       it.infer_done = std::move(done);
       c.queue.push_back(std::move(it));
       c.queued_rows += rows;
-      run_here = c.runner == Core::Runner::kNone && c.executor != nullptr && c.MayRunOnCaller();
+      run_here = caller_may_run && c.runner == Core::Runner::kNone && c.executor != nullptr &&
+                 c.MayRunOnCaller();
       if (run_here) c.runner = Core::Runner::kCaller;
       // A caller running a batch wakes the thread when it is done.
       wake = !run_here && c.runner != Core::Runner::kCaller;

@@ -13,8 +13,9 @@
 // depend on what it was batched with (up to float rounding of the kernels).
 //
 // With no queue delay and one compute thread (the defaults) a request that
-// finds the version idle may be run at once on the caller's thread
-// (BatchingOptions::run_on_caller), with whatever was already queued;
+// finds the version idle may be run at once on the caller's thread (when
+// the caller allows it: Infer's `caller_may_run`), with whatever was
+// already queued;
 // requests that queue while it runs are run by the inference thread,
 // batched as before. One thread at a time uses the Networks; any thread
 // may, since their primitives take user-managed scratchpads
@@ -73,12 +74,6 @@ struct BatchingOptions {
   // max_queue_delay_us (a lone client is not delayed). Null: always wait.
   // The server's answers this from its connections (HttpServer).
   std::shared_ptr<const std::function<bool()>> more_may_arrive;
-  // With no queue delay and one compute thread: whether a request that finds
-  // the version idle may run on the caller's thread now (see above). Null:
-  // always. The server allows it while the request is the only one it holds,
-  // so that under load its I/O threads keep reading while the inference
-  // thread computes.
-  std::shared_ptr<const std::function<bool()>> run_on_caller;
   bool operator==(const BatchingOptions&) const = default;
 };
 
@@ -170,9 +165,15 @@ class ServedVersion {
   std::chrono::steady_clock::time_point loaded_at() const;
 
   // `input` holds rows x input_elements() floats; 1 <= rows <= max_batch_size.
-  // `done` runs on the inference thread (or, for an immediate refusal, on
-  // the caller's). A full queue is FailedPrecondition.
-  void Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done);
+  // `done` runs on the inference thread, or on the caller's before Infer
+  // returns (an immediate refusal; or, with `caller_may_run`, no queue delay
+  // and one compute thread, a request that found the version idle and ran
+  // here). A full queue is FailedPrecondition. The server passes
+  // `caller_may_run` for a REST request that is the only one it holds, so
+  // that under load its I/O threads keep reading while the inference thread
+  // computes.
+  void Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done,
+             bool caller_may_run = true);
   // Blocking convenience for tests and tools.
   InferOutcome InferSync(std::vector<float> input, int64_t rows);
 

@@ -41,22 +41,6 @@ using Clock = std::chrono::steady_clock;
 
 std::vector<std::string> OutputNames(const ServedVersion& sv) { return OutputNamesOf(sv.header()); }
 
-// Whether the thread now calling ServedVersion::Infer may run the request
-// itself (BatchingOptions::run_on_caller): set around the call, read inside.
-class CallerMayRun {
- public:
-  explicit CallerMayRun(bool may) : saved_(may_) { may_ = may; }
-  ~CallerMayRun() { may_ = saved_; }
-  CallerMayRun(const CallerMayRun&) = delete;
-  CallerMayRun& operator=(const CallerMayRun&) = delete;
-  static bool Here() { return may_; }
-
- private:
-  static thread_local bool may_;
-  bool saved_;
-};
-thread_local bool CallerMayRun::may_ = false;
-
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 HttpResponse JsonResponse(int status, const json& j) {
@@ -728,9 +712,14 @@ struct RegistryServer::Impl {
     // The callback holds no reference to `sv`: the repository (or this
     // handler, until Infer returns) holds the last one, and a version's
     // destructor drains its queue, so every queued request is answered.
-    // Only an HTTP I/O thread may run the request itself (run_on_caller):
-    // gRPC's callback threads are few and serve every connection.
-    const CallerMayRun may_run(protocol == Protocol::kRest);
+    // A request runs on its HTTP I/O thread only while it is the only one
+    // here: then nothing waits for that thread, and the hand-off to the
+    // inference thread would only add two wake-ups. Under load the I/O
+    // threads keep reading and writing while the inference thread computes.
+    // gRPC requests always go to the inference thread: on its few callback
+    // threads the shortcut gained 1.1x at one connection and cost
+    // 0.80-0.88x at 16 (docs/benchmarks.md, "One request at a time").
+    const bool caller_may_run = protocol == Protocol::kRest && inferring.load() <= 1;
     sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
                to_original, target_mean, target_std, protocol, class_names](InferOutcome o) {
@@ -775,7 +764,8 @@ struct RegistryServer::Impl {
                     };
                   done(std::move(res));
                 });
-              });
+              },
+              caller_may_run);
   }
 
   // The JSON response; outputs asked for as binary append their bytes to
@@ -1386,15 +1376,6 @@ Status RegistryServer::Start() {
   Impl* self = &s;
   ro.batching.more_may_arrive =
       std::make_shared<const std::function<bool()>>([self] { return self->MoreMayArrive(); });
-  // A request runs on its HTTP I/O thread only while it is the only one
-  // here: then nothing waits for that thread, and the hand-off to the
-  // inference thread would only add two wake-ups. Under load the I/O
-  // threads keep reading and writing while the inference thread computes.
-  // gRPC requests always go to the inference thread: on its callback
-  // threads the shortcut gained 1.1x at one connection and cost 0.80-0.88x
-  // at 16 (docs/benchmarks.md, "One request at a time").
-  ro.batching.run_on_caller = std::make_shared<const std::function<bool()>>(
-      [self] { return CallerMayRun::Here() && self->inferring.load() <= 1; });
   s.repo = std::make_unique<Repository>(ro, &s.metrics);
   POLIS_RETURN_IF_ERROR(s.repo->Start());
   s.runner.Start(s.opt.admin_threads);

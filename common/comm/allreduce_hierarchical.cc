@@ -1,6 +1,7 @@
 #include "common/comm/allreduce_hierarchical.h"
 
 #include <algorithm>
+
 #include "common/comm/wait.h"
 #include "common/env.h"
 

@@ -27,10 +27,13 @@ BUILD=${POLIS_FUZZ_BUILD:-build-fuzz}
 declare -A MAX_LEN=([idx]=4096 [timeseries]=8192 [job_spec]=4096 [checkpoint]=4096
                     [artifact]=4096 [tensor_json]=4096 [http]=4096 [control]=1024)
 
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+# ccache when the machine has it (a fresh one does not).
+LAUNCHER=
+command -v ccache >/dev/null && LAUNCHER=ccache
+if [ ! -f "$BUILD/CMakeCache.txt" ] || ! grep -q "^CMAKE_CXX_COMPILER_LAUNCHER.*=$LAUNCHER\$" "$BUILD/CMakeCache.txt"; then
   CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DPOLIS_WITH_CUDA=OFF -DPOLIS_BUILD_BENCHMARKS=OFF -DPOLIS_BUILD_TESTS=OFF -DPOLIS_FUZZ=ON \
-    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+    -DCMAKE_CXX_COMPILER_LAUNCHER="$LAUNCHER" >/dev/null
 fi
 targets=()
 for h in "${HARNESSES[@]}"; do

@@ -2,13 +2,17 @@
 // the median time of one inference forward pass (the same nn::Network the
 // registry's executors run, weights loaded from the registry root) for each
 // batch size, with the rows per second it implies. benchmarks/serving.sh
-// prints it beside the HTTP figures.
+// prints it beside the HTTP figures. With --csv (a forecaster's training
+// CSV), it also times turning one window's raw CSV lines into the model's
+// input, as the registry does for a raw-rows request (splitting the lines,
+// the job's row policies, calendar features, one-hot, standardisation).
 //
 //   build/benchmarks/polis-bench-infer --root /tmp/reg-demo --model fashion_cnn
-//       --batches 1,16,32 --threads 1 [--json]
+//       --batches 1,16,32 --threads 1 [--json] [--csv hour.csv]
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +20,73 @@
 #include <random>
 
 #include "common/artifact/artifact.h"
+#include "common/data/csv.h"
+#include "common/data/timeseries.h"
+#include "common/fs.h"
 #include "common/nn/model.h"
+
+namespace {
+
+double Median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+// Median microseconds to preprocess one window of raw CSV lines (the
+// `lookback` data lines of `csv` from data line `first`, 1 = the line after
+// the header) with the artifact's spec, statistics and header; -1 (with a
+// message) when the model is not a forecaster or the file is too short.
+double TimeWindowPreprocessing(const polis::proto::ArtifactHeader& h, const std::string& csv,
+                               int64_t first, int iters) {
+  if (!h.job().dataset().has_timeseries()) {
+    std::fprintf(stderr, "polis-bench-infer: --csv: the model is not a time-series forecaster\n");
+    return -1;
+  }
+  const auto& spec = h.job().dataset().timeseries();
+  auto stats = polis::data::TimeSeriesStats::FromJson(h.preprocessing_json());
+  auto text = polis::ReadMaybeGzip(csv);
+  if (!stats.ok() || !text.ok()) {
+    std::fprintf(stderr, "polis-bench-infer: %s\n",
+                 (!stats.ok() ? stats.status() : text.status()).ToString().c_str());
+    return -1;
+  }
+  std::vector<std::string_view> lines;  // the header, then the window's lines
+  std::string_view rest = *text;
+  for (int64_t k = 0; !rest.empty() && static_cast<int64_t>(lines.size()) <= spec.lookback(); ++k) {
+    const size_t nl = rest.find('\n');
+    std::string_view line = rest.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (k == 0 || k >= first) lines.push_back(line);
+    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+  }
+  auto header = polis::data::SplitCsvLine(lines.front());
+  if (!header.ok() || static_cast<int64_t>(lines.size()) != spec.lookback() + 1) {
+    std::fprintf(stderr, "polis-bench-infer: %s: no header and %lld lines from data line %lld\n",
+                 csv.c_str(), static_cast<long long>(spec.lookback()), static_cast<long long>(first));
+    return -1;
+  }
+  lines.erase(lines.begin());
+  auto pre = polis::data::WindowPreprocessor::Create(spec, *stats, *header);
+  if (!pre.ok()) {
+    std::fprintf(stderr, "polis-bench-infer: %s\n", pre.status().ToString().c_str());
+    return -1;
+  }
+  std::vector<float> x(static_cast<size_t>(pre->elements()));
+  std::vector<double> us;
+  for (int i = 0; i < iters + 20; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const polis::Status st = pre->Preprocess(lines, x.data());
+    const auto t1 = std::chrono::steady_clock::now();
+    if (!st.ok()) {
+      std::fprintf(stderr, "polis-bench-infer: %s\n", st.ToString().c_str());
+      return -1;
+    }
+    if (i >= 20) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  return Median(std::move(us));
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string root = "/tmp/reg-demo", model_name = "fashion_cnn";
@@ -24,6 +94,8 @@ int main(int argc, char** argv) {
   std::vector<int64_t> batches{1, 2, 4, 8, 16, 32, 64};
   int threads = 1, iters = 300;
   bool as_json = false;
+  std::string csv;
+  int64_t csv_line = 1;
   CLI::App app{"polis-bench-infer: inference forward time of a published model, per batch size"};
   app.add_option("--root", root, "registry root")->capture_default_str();
   app.add_option("--model", model_name, "model name")->capture_default_str();
@@ -32,6 +104,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "oneDNN (OpenMP) threads")->capture_default_str();
   app.add_option("--iters", iters, "timed forward passes per batch size")->capture_default_str();
   app.add_flag("--json", as_json, "one JSON line per batch size");
+  app.add_option("--csv", csv,
+                 "a forecaster's CSV: also time preprocessing one window of its raw lines");
+  app.add_option("--csv-line", csv_line, "the window's first data line (1: after the header)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   omp_set_num_threads(threads);
 
@@ -74,8 +150,7 @@ int main(int argc, char** argv) {
       (void)net.output();
       us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
-    const double med = us[us.size() / 2];
+    const double med = Median(std::move(us));
     if (as_json) {
       std::printf("%s\n", nlohmann::json{{"model", model_name}, {"version", version}, {"batch", b},
                                          {"threads", threads}, {"median_us", med},
@@ -87,8 +162,23 @@ int main(int argc, char** argv) {
                   b * 1e6 / med);
     }
   }
+  if (!csv.empty()) {
+    const double pre_us = TimeWindowPreprocessing(h, csv, csv_line, iters);
+    if (pre_us < 0) return 2;
+    if (as_json) {
+      std::printf("%s\n", nlohmann::json{{"model", model_name}, {"version", version},
+                                         {"csv_line", csv_line},
+                                         {"preprocess_window_median_us", pre_us}}
+                              .dump()
+                              .c_str());
+    } else {
+      std::printf("preprocess one window of raw CSV lines from data line %lld: %.1f us (median)\n",
+                  static_cast<long long>(csv_line), pre_us);
+    }
+  }
   std::printf("reproduce: build/benchmarks/polis-bench-infer --root %s --model %s --version %lld "
-              "--threads %d\n", root.c_str(), model_name.c_str(), static_cast<long long>(version),
-              threads);
+              "--threads %d%s%s%s\n", root.c_str(), model_name.c_str(), static_cast<long long>(version),
+              threads, csv.empty() ? "" : " --csv ", csv.c_str(),
+              csv.empty() ? "" : fmt::format(" --csv-line {}", csv_line).c_str());
   return 0;
 }

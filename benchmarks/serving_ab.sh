@@ -13,18 +13,21 @@
 #   benchmarks/serving_ab.sh --base BUILD_DIR [--root DIR] [--model NAME]
 #                            [--duration S] [--rounds R] [--connections 1,16]
 #                            [--threads 1,2] [--forms json,binary,grpc]
-#                            [--max-batch 1,32]
+#                            [--max-batch 1,32] [--csv FILE]
 # A is the build in BUILD_DIR (e.g. one of the commit before a change), B
 # this checkout's build (POLIS_BUILD_DIR or build/). Defaults: --root
 # /tmp/reg-demo --model fashion_cnn --duration 5 --rounds 2 --connections 1,16
 # --threads 1,2 --forms json,binary --max-batch 1 (batching off; 32 adds
 # greedy batching). Forms as in serving_sweep.sh: json, binary (REST) and
-# grpc (polis-grpc-load; each build's own).
+# grpc (polis-grpc-load; each build's own); a time-series forecaster is
+# driven with --csv FILE (its training CSV; one window a request) and the
+# forms rows (REST, the raw CSV lines), tensor (REST, the FP32 window) and
+# grpc (the raw lines as BYTES), default rows,grpc.
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B_BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 A_BUILD= REG=/tmp/reg-demo MODEL=fashion_cnn DUR=5 ROUNDS=2 CONNS=1,16 THREADS=1,2
-FORMS=json,binary BATCHES=1
+FORMS= BATCHES=1 CSV=
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -37,10 +40,12 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --forms) FORMS=$2; shift 2 ;;
     --max-batch) BATCHES=$2; shift 2 ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    --csv) CSV=$2; shift 2 ;;
+    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
     *) echo "serving_ab.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+if [[ -n $CSV ]]; then FORMS=${FORMS:-rows,grpc}; else FORMS=${FORMS:-json,binary}; fi
 [[ -n $A_BUILD ]] || { echo "serving_ab.sh: --base BUILD_DIR is required (the build to compare against)" >&2; exit 2; }
 for b in "$A_BUILD" "$B_BUILD"; do
   [[ -x $b/registry/polis-registry ]] || { echo "serving_ab.sh: no $b/registry/polis-registry" >&2; exit 2; }
@@ -56,7 +61,14 @@ IFS=, read -ra forms <<< "$FORMS"; IFS=, read -ra batches <<< "$BATCHES"
 for ((r = 1; r <= ROUNDS; r++)); do
   for f in "${forms[@]}"; do for c in "${conns[@]}"; do for t in "${threads[@]}"; do for mb in "${batches[@]}"; do
     flags=(--root "$REG" --model "$MODEL" --duration "$DUR" --connections "$c" --threads "$t" --max-batch "$mb")
-    [[ $f == binary ]] && flags+=(--binary)
+    case $f,${CSV:+csv} in
+      json,|rows,csv) ;;
+      binary,) flags+=(--binary) ;;
+      tensor,csv) flags+=(--ts-input tensor) ;;
+      grpc,*) ;;
+      *) echo "serving_ab.sh: --forms takes json, binary, grpc (with --csv: rows, tensor, grpc)" >&2; exit 2 ;;
+    esac
+    [[ -n $CSV ]] && flags+=(--csv "$CSV")
     if [[ $f == grpc ]]; then
       # gRPC has threads of its own: --threads (REST I/O) does not apply.
       [[ $t == "${threads[0]}" ]] || continue
@@ -99,23 +111,35 @@ def stats(path):
         return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
     return (float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), pct(50), pct(99),
             float(re.search(r"p99\.9 (\d+) us", text).group(1)))
-runs = {}
+STAGES = ("read", "parse", "queue", "compute", "encode", "write")
+def stages(path):
+    """The server's mean us per stage (serving.sh's "stages" line), or {}."""
+    line = re.search(r"^stages \([a-z]+; [^)]*\): (.*)$", open(path).read(), re.M)
+    return {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)/", line.group(1))} if line else {}
+runs, st = {}, {}
 for path in glob.glob(f"{out}/[AB].*.log"):
     side, form, c, t, b, r, _ = os.path.basename(path).split(".")
-    runs.setdefault((form, int(c[1:]), int(t[1:]), int(b[1:])), {}).setdefault(side, []).append(stats(path))
+    key = (form, int(c[1:]), int(t[1:]), int(b[1:]))
+    runs.setdefault(key, {}).setdefault(side, []).append(stats(path))
+    st.setdefault(key, {}).setdefault(side, []).append(stages(path))
+def stage_text(runs_st):
+    med = [statistics.median(r[k] for r in runs_st if k in r) if any(k in r for r in runs_st) else None
+           for k in STAGES]
+    return "/".join("-" if v is None else f"{v:.0f}" for v in med)
 lim = [json.loads(open(f"{out}/limit{i}.json").readline()) for i in (0, 1)]
 fwd = [l["median_us"] for l in lim]
 rate = 1e6 / statistics.median(fwd)
 print(f"in-process forward, batch 1, 1 thread: {fwd[0]:.1f} us before the runs, {fwd[1]:.1f} us after "
       f"(limit {rate:.0f} rows/s from their median)\n")
-print("| form | connections | I/O threads | max batch | A req/s | B req/s | B ÷ A | B ÷ limit | A p50 / p99 / p99.9 ms | B p50 / p99 / p99.9 ms |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+print("Stages: the server's mean us per request, read/parse/queue/compute/encode/write (median over rounds).\n")
+print("| form | connections | I/O threads | max batch | A req/s | B req/s | B ÷ A | B ÷ limit | A p50 / p99 / p99.9 ms | B p50 / p99 / p99.9 ms | A stages us | B stages us |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
 for key in sorted(runs, key=lambda k: (k[0], k[1], k[2], k[3])):
     med = {s: [statistics.median(x[i] for x in runs[key][s]) for i in range(4)] for s in "AB"}
     a, b = med["A"], med["B"]
     lat = lambda m: f"{m[1] / 1000:.2f} / {m[2] / 1000:.2f} / {m[3] / 1000:.2f}"
     print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {a[0]:.0f} | {b[0]:.0f} | {b[0] / a[0]:.2f} | "
-          f"{b[0] / rate:.2f} | {lat(a)} | {lat(b)} |")
+          f"{b[0] / rate:.2f} | {lat(a)} | {lat(b)} | {stage_text(st[key]['A'])} | {stage_text(st[key]['B'])} |")
 floor = [stats(path) for path in sorted(glob.glob(f"{out}/floor.r*.txt"))]
 if floor:
     f = [statistics.median(x[i] for x in floor) for i in range(4)]

@@ -11,6 +11,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -70,6 +71,7 @@ struct ServedVersion::Core {
   bool timeseries = false;
   data::TimeSeriesStats ts_stats;
   std::vector<std::string> ts_header;
+  std::optional<data::WindowPreprocessor> ts_preprocessor;
   std::vector<int64_t> buckets;
   Clock::time_point loaded_at;
 
@@ -435,6 +437,10 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
     }
     core->ts_stats = std::move(stats).value();
     core->timeseries = true;
+    if (!core->ts_header.empty()) {
+      auto pre = data::WindowPreprocessor::Create(ts, core->ts_stats, core->ts_header);
+      if (pre.ok()) core->ts_preprocessor = std::move(pre).value();
+    }
   }
   core->buckets = Buckets(options.max_batch_size);
   core->loaded_at = Clock::now();
@@ -491,6 +497,9 @@ const proto::TimeSeriesSpec& ServedVersion::timeseries_spec() const {
 }
 const data::TimeSeriesStats& ServedVersion::timeseries_stats() const { return core_->ts_stats; }
 const std::vector<std::string>& ServedVersion::timeseries_header() const { return core_->ts_header; }
+const data::WindowPreprocessor* ServedVersion::timeseries_preprocessor() const {
+  return core_->ts_preprocessor ? &*core_->ts_preprocessor : nullptr;
+}
 double ServedVersion::TargetToOriginal(double standardised) const {
   if (!core_->timeseries) return standardised;
   return standardised * core_->ts_stats.target_stddev + core_->ts_stats.target_mean;

@@ -160,6 +160,10 @@ class ServedVersion {
   // The training file's column names when preprocessing_json records them
   // ("header": [...]); empty otherwise.
   const std::vector<std::string>& timeseries_header() const;
+  // Raw rows under timeseries_header(), bound once at load; null when the
+  // artifact records no header (or the header does not fit the spec: the
+  // request then names its columns, or gets the reason).
+  const data::WindowPreprocessor* timeseries_preprocessor() const;
   // Standardised target -> original units (identity when not a time series).
   double TargetToOriginal(double standardised) const;
   std::chrono::steady_clock::time_point loaded_at() const;

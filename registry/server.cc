@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <fmt/ranges.h>
@@ -421,9 +423,11 @@ struct RegistryServer::Impl {
     if (static_cast<int64_t>(lines.size()) != windows * per_window)
       return InvalidArgument("input '{}': {} CSV lines for shape {} ({} expected)", kRowsInput,
                              lines.size(), sh->dump(), windows * per_window);
-    // Header: given, or recorded in the artifact.
-    std::vector<std::string> header;
+    // Columns: named by the request, or recorded in the artifact (bound at load).
+    const data::WindowPreprocessor* pre = sv.timeseries_preprocessor();
+    std::optional<data::WindowPreprocessor> own;
     if (header_t) {
+      std::vector<std::string> header;
       POLIS_RETURN_IF_ERROR(check_bytes(*header_t, kHeaderInput, header_bin != nullptr));
       if (header_bin) {
         POLIS_ASSIGN_OR_RETURN(auto names,
@@ -446,54 +450,56 @@ struct RegistryServer::Impl {
         header = std::move(split).value();
       }
       if (header.empty()) return InvalidArgument("input '{}' holds no column names", kHeaderInput);
-    } else {
-      header = sv.timeseries_header();
-      if (header.empty())
+      auto bound = data::WindowPreprocessor::Create(spec, sv.timeseries_stats(), header);
+      if (!bound.ok()) return InvalidArgument("input '{}': {}", kHeaderInput, bound.status().message());
+      own = std::move(bound).value();
+      pre = &*own;
+    } else if (pre == nullptr) {
+      if (sv.timeseries_header().empty())
         return InvalidArgument(
             "input '{}' is required: model '{}' version {} does not record the training file's "
             "column names; send them as input '{}' (BYTES, shape [C])",
             kHeaderInput, sv.model_name(), sv.version(), kHeaderInput);
+      // The recorded header does not bind: say why.
+      auto bound = data::WindowPreprocessor::Create(spec, sv.timeseries_stats(), sv.timeseries_header());
+      if (!bound.ok())
+        return InvalidArgument("input '{}': the training file's columns, as model '{}' version {} "
+                               "records them: {}",
+                               kRowsInput, sv.model_name(), sv.version(), bound.status().message());
+      own = std::move(bound).value();
+      pre = &*own;
     }
+    if (pre->elements() != sv.input_elements())
+      return InvalidArgument("input '{}': a window preprocesses to {} values; the model takes {}",
+                             kRowsInput, pre->elements(), sv.input_elements());
     DecodedInput out;
     out.rows = windows;
     out.datatype = "BYTES";
-    out.values.reserve(static_cast<size_t>(windows * sv.input_elements()));
-    std::vector<std::vector<std::string>> window(static_cast<size_t>(per_window));
+    out.values.resize(static_cast<size_t>(windows * sv.input_elements()));
+    std::vector<std::string_view> window(static_cast<size_t>(per_window));
     for (int64_t b = 0; b < windows; ++b) {
-      for (int64_t r = 0; r < per_window; ++r) {
-        const int64_t row = b * per_window + r;
-        auto fields = data::SplitCsvLine(lines[row]);
-        if (!fields.ok())
-          return InvalidArgument("input '{}': row {} (window {}, row {}): {}", kRowsInput, row, b, r,
-                                 fields.status().message());
-        window[r] = std::move(fields).value();
-      }
-      auto x = data::PreprocessTimeSeriesWindow(spec, sv.timeseries_stats(), header, window);
-      if (!x.ok()) {
-        // "window row K: why" (K from 1) -> the request's row index.
-        std::string msg = x.status().message();
-        constexpr std::string_view kPrefix = "window row ";
-        if (msg.rfind(kPrefix, 0) == 0) {
-          const size_t colon = msg.find(": ", kPrefix.size());
-          int64_t k = 0;
-          try {
-            k = std::stoll(msg.substr(kPrefix.size(), colon - kPrefix.size()));
-          } catch (...) {
-            k = 0;
-          }
-          if (colon != std::string::npos && k >= 1 && k <= per_window)
-            return InvalidArgument("input '{}': row {} (window {}, row {}): {}", kRowsInput,
-                                   b * per_window + k - 1, b, k - 1, msg.substr(colon + 2));
-        }
-        return InvalidArgument("input '{}': window {} (rows {}..{}): {}", kRowsInput, b,
-                               b * per_window, b * per_window + per_window - 1, msg);
-      }
-      if (static_cast<int64_t>(x->size()) != sv.input_elements())
-        return InvalidArgument("input '{}': window {} preprocesses to {} values; the model takes {}",
-                               kRowsInput, b, x->size(), sv.input_elements());
-      out.values.insert(out.values.end(), x->begin(), x->end());
+      std::copy_n(lines.begin() + b * per_window, per_window, window.begin());
+      const Status st = pre->Preprocess(window, out.values.data() + b * sv.input_elements());
+      if (!st.ok()) return WindowError(st, b, per_window);
     }
     return out;
+  }
+
+  // A window's "window row K: why" (K from 1) as the request's row index.
+  static Status WindowError(const Status& st, int64_t b, int64_t per_window) {
+    const std::string& msg = st.message();
+    constexpr std::string_view kPrefix = "window row ";
+    if (msg.rfind(kPrefix, 0) == 0) {
+      const size_t colon = msg.find(": ", kPrefix.size());
+      int64_t k = 0;
+      if (colon != std::string::npos)
+        std::from_chars(msg.data() + kPrefix.size(), msg.data() + colon, k);
+      if (k >= 1 && k <= per_window)
+        return InvalidArgument("input '{}': row {} (window {}, row {}): {}", kRowsInput,
+                               b * per_window + k - 1, b, k - 1, msg.substr(colon + 2));
+    }
+    return InvalidArgument("input '{}': window {} (rows {}..{}): {}", kRowsInput, b, b * per_window,
+                           b * per_window + per_window - 1, msg);
   }
 
   // The single input tensor of an infer or explain request.

@@ -184,18 +184,23 @@ StatusOr<CsvTable> ReadCsvFile(const std::string& path, const CsvOptions& option
   return ParseCsv(text, path, options);
 }
 
-StatusOr<std::vector<std::string>> SplitCsvLine(std::string_view line, const CsvOptions& options) {
+Status SplitCsvLineInto(std::string_view line, CsvRecord* record, const CsvOptions& options) {
   if (line.find('\n') != std::string_view::npos) {
     return InvalidArgument("CSV line holds a newline; pass one record per line");
   }
-  std::string source = "line";
-  RecordParser parser(line, options, source);
+  static const std::string kSource = "line";
+  RecordParser parser(line, options, kSource);
   size_t pos = 0;
-  int64_t ln = 1;
+  int64_t ln = record->line;
+  return parser.Parse(pos, ln, *record);
+}
+
+StatusOr<std::vector<std::string>> SplitCsvLine(std::string_view line, const CsvOptions& options) {
   CsvRecord rec;
-  POLIS_RETURN_IF_ERROR(parser.Parse(pos, ln, rec));
+  rec.line = 1;
+  POLIS_RETURN_IF_ERROR(SplitCsvLineInto(line, &rec, options));
   if (!rec.error.empty()) return InvalidArgument("CSV line: {}", rec.error);
-  return rec.fields;
+  return std::move(rec.fields);
 }
 
 }  // namespace polis::data

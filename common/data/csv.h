@@ -54,6 +54,10 @@ StatusOr<CsvTable> ReadCsvFile(const std::string& path, const CsvOptions& option
 // serving callers that receive rows one at a time. Fails on a bad quote.
 StatusOr<std::vector<std::string>> SplitCsvLine(std::string_view line,
                                                 const CsvOptions& options = {});
+// The same into `record` (its fields' storage is reused): a problem with
+// the record (text after a closing quote) is left in record->error; a bad
+// quote or a newline fails.
+Status SplitCsvLineInto(std::string_view line, CsvRecord* record, const CsvOptions& options = {});
 
 // Spaces and tabs removed from both ends.
 std::string_view TrimBlanks(std::string_view s);

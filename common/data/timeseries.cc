@@ -90,9 +90,10 @@ int64_t AddMonths(int64_t t, int64_t months) {
 // Numeric cells that mean "no value" (compared case-insensitively).
 bool IsMissingNumber(std::string_view s) {
   if (s.empty()) return true;
+  if (s.size() > 4) return false;  // longer than every token
   static constexpr std::string_view kTokens[] = {"na", "n/a", "nan", "null", "none"};
   for (std::string_view tok : kTokens) {
-    if (s.size() == tok.size() &&
+    if (s.size() == tok.size() && std::tolower(static_cast<unsigned char>(s[0])) == tok[0] &&
         std::equal(s.begin(), s.end(), tok.begin(),
                    [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; })) {
       return true;
@@ -286,9 +287,12 @@ bool HasMissing(const RawRow& r, std::string* first_column, const Spec& spec, co
 
 // Parses the fields a spec uses. A cell that is missing becomes NaN (or
 // cat_missing); a cell that cannot be read fills *why and returns false.
-bool ParseRow(const Spec& spec, const Columns& c, const std::vector<std::string>& fields,
-              RawRow* row, std::string* why) {
-  const std::string& ts_text = fields[c.ts];
+// Fields: a vector of std::string (a file's records) or of std::string_view
+// (a served window's lines).
+template <typename Fields>
+bool ParseRow(const Spec& spec, const Columns& c, const Fields& fields, RawRow* row,
+              std::string* why) {
+  const std::string_view ts_text = fields[c.ts];
   auto ts = ParseTimestamp(ts_text, spec.timestamp_format());
   if (!ts.ok()) {
     *why = fmt::format("column '{}': {}", c.names[c.ts], ts.status().message());
@@ -1124,42 +1128,146 @@ StatusOr<std::vector<float>> TimeSeriesDataset::PreprocessWindow(
   return PreprocessTimeSeriesWindow(spec_, stats_, header, rows);
 }
 
-StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
-    const proto::TimeSeriesSpec& spec, const TimeSeriesStats& stats,
-    const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+// --------------------------------------------------------- serving windows
+
+struct WindowPreprocessor::Impl {
+  Impl(const Spec& s, const TimeSeriesStats& st, Columns c)
+      : spec(s), stats(st), cols(std::move(c)), enc(spec, stats.vocabularies) {}
+  Spec spec;
+  TimeSeriesStats stats;
+  Columns cols;
+  Encoder enc;  // refers to spec and stats above
+
+  // Rows after splitting (records[i].line = i + 1) -> the window.
+  Status Window(const std::vector<CsvRecord>& records, float* out) const;
+  // The same for lines that need none of the row policies, without copies.
+  bool PlainWindow(const std::vector<std::string_view>& lines, float* out) const;
+};
+
+namespace {
+
+// The fields of a line that holds no quote and no newline, as views into
+// it (a '\r' ending the line is not part of the last field, as in
+// RecordParser); false for any other line.
+bool SplitPlainLine(std::string_view line, std::vector<std::string_view>* fields) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  fields->clear();
+  size_t start = 0;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == ',') {
+      fields->push_back(line.substr(start, i - start));
+      start = i + 1;
+    } else if (c == '"' || c == '\n') {
+      return false;
+    }
+  }
+  fields->push_back(line.substr(start));
+  return true;
+}
+
+}  // namespace
+
+// Most served windows are clean: every line reads, no value is missing and
+// each step follows the last. Then RegulariseRows would return the rows as
+// they are, so they are encoded as they are read: one RawRow and one field
+// list reused, no per-row allocation. Anything else (a quote, a malformed
+// or incomplete row, a duplicate, a gap, a value out of a float's range)
+// returns false, and Preprocess takes the general path, which applies the
+// policies and words the problem.
+bool WindowPreprocessor::Impl::PlainWindow(const std::vector<std::string_view>& lines,
+                                           float* out) const {
+  const int64_t L = spec.lookback(), n = static_cast<int64_t>(lines.size()), F = enc.size();
+  if (n < L) return false;
+  const size_t width = cols.names.size();
+  std::vector<std::string_view> fields;
+  fields.reserve(width);
+  std::vector<double> raw(static_cast<size_t>(F));
+  RawRow row;
+  std::string why, column;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t previous = row.time;
+    if (!SplitPlainLine(lines[i], &fields) || fields.size() != width ||
+        !ParseRow(spec, cols, fields, &row, &why) || HasMissing(row, &column, spec, cols) ||
+        (i > 0 && row.time != previous + spec.frequency_seconds())) {
+      return false;
+    }
+    if (i < n - L) continue;  // before the window: checked, not encoded
+    float* x = out + (i - (n - L)) * F;
+    enc.Encode(row, raw.data());
+    Standardise(stats, raw.data(), x);
+    for (int64_t f = 0; f < F; ++f) {
+      if (!std::isfinite(x[f])) return false;
+    }
+  }
+  return true;
+}
+
+StatusOr<WindowPreprocessor> WindowPreprocessor::Create(const Spec& spec, const TimeSeriesStats& stats,
+                                                        const std::vector<std::string>& header) {
   POLIS_RETURN_IF_ERROR(ValidateSpec(spec));
   POLIS_ASSIGN_OR_RETURN(Columns cols, BindColumns(spec, header, "window", spec.target_as_feature()));
   if (static_cast<int>(stats.vocabularies.size()) != spec.categorical_features_size()) {
     return FailedPrecondition("stats hold {} vocabularies but the spec has {} categorical features",
                               stats.vocabularies.size(), spec.categorical_features_size());
   }
-  Encoder enc(spec, stats.vocabularies);
-  if (enc.names() != stats.feature_names) {
+  auto impl = std::make_shared<Impl>(spec, stats, std::move(cols));
+  if (impl->enc.names() != stats.feature_names) {
     return FailedPrecondition("stats were fitted for features [{}] but this spec gives [{}]",
-                              fmt::join(stats.feature_names, ", "), fmt::join(enc.names(), ", "));
+                              fmt::join(stats.feature_names, ", "), fmt::join(impl->enc.names(), ", "));
   }
-  const int64_t F = enc.size();
-  // The job's row policies, as training applied them to the file.
+  return WindowPreprocessor(std::move(impl));
+}
+
+int64_t WindowPreprocessor::elements() const { return impl_->spec.lookback() * impl_->enc.size(); }
+
+Status WindowPreprocessor::Preprocess(const std::vector<std::string_view>& lines, float* out) const {
+  if (impl_->PlainWindow(lines, out)) return Status::Ok();
+  const size_t fields = impl_->cols.names.size();
+  std::vector<CsvRecord> records(lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    CsvRecord& rec = records[i];
+    rec.line = static_cast<int64_t>(i + 1);
+    rec.fields.reserve(fields);
+    if (Status st = SplitCsvLineInto(lines[i], &rec); !st.ok()) {
+      // "line:K: why" -> "window row K: why"
+      const std::string& msg = st.message();
+      const size_t colon = msg.find(": ");
+      return InvalidArgument("window row {}: {}", i + 1,
+                             colon == std::string::npos ? msg : msg.substr(colon + 2));
+    }
+    if (rec.error.empty() && rec.fields.size() != fields)
+      rec.error = fmt::format("has {} fields; the header has {}", rec.fields.size(), fields);
+  }
+  return impl_->Window(records, out);
+}
+
+Status WindowPreprocessor::Preprocess(const std::vector<std::vector<std::string>>& rows,
+                                      float* out) const {
+  const size_t fields = impl_->cols.names.size();
   std::vector<CsvRecord> records(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     records[i].line = static_cast<int64_t>(i + 1);
-    if (rows[i].size() != header.size())
-      records[i].error = fmt::format("has {} fields; the header has {}", rows[i].size(), header.size());
+    if (rows[i].size() != fields)
+      records[i].error = fmt::format("has {} fields; the header has {}", rows[i].size(), fields);
     else
       records[i].fields = rows[i];
   }
+  return impl_->Window(records, out);
+}
+
+Status WindowPreprocessor::Impl::Window(const std::vector<CsvRecord>& records, float* out) const {
   auto at = [](int64_t line) { return fmt::format("window row {}: ", line); };
   POLIS_ASSIGN_OR_RETURN(RegularSeries series, RegulariseRows(spec, cols, records, at, "window"));
   const int64_t L = spec.lookback(), n = static_cast<int64_t>(series.rows.size());
   if (n < L) {
     return InvalidArgument("window has {} rows ({} sent, after the job's row policies); the model takes "
                            "lookback = {} consecutive steps",
-                           n, rows.size(), L);
+                           n, records.size(), L);
   }
   // The last `lookback` steps: a window.
-  std::vector<RawRow> parsed(std::make_move_iterator(series.rows.end() - L),
-                             std::make_move_iterator(series.rows.end()));
-  for (size_t i = 1; i < parsed.size(); ++i) {
+  const RawRow* parsed = series.rows.data() + (n - L);
+  for (int64_t i = 1; i < L; ++i) {
     const int64_t expected = parsed[i - 1].time + spec.frequency_seconds();
     if (parsed[i].time != expected) {
       return InvalidArgument("window row {}: timestamp {}; expected {} (a gap that the job's missing_policy "
@@ -1167,17 +1275,27 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
                              parsed[i].line, FormatTimestamp(parsed[i].time), FormatTimestamp(expected), L);
     }
   }
-  std::vector<float> out(static_cast<size_t>(spec.lookback() * F));
+  const int64_t F = enc.size();
   std::vector<double> raw(static_cast<size_t>(F));
-  for (size_t i = 0; i < parsed.size(); ++i) {
+  for (int64_t i = 0; i < L; ++i) {
+    float* row_out = out + i * F;
     enc.Encode(parsed[i], raw.data());
-    Standardise(stats, raw.data(), out.data() + i * F);
+    Standardise(stats, raw.data(), row_out);
     for (int64_t f = 0; f < F; ++f) {
-      if (!std::isfinite(out[i * F + f]))
+      if (!std::isfinite(row_out[f]))
         return InvalidArgument("window row {}: feature '{}': {}", parsed[i].line, stats.feature_names[f],
                                OutOfFloat(raw[f], stats.mean[f], stats.stddev[f]));
     }
   }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
+    const proto::TimeSeriesSpec& spec, const TimeSeriesStats& stats,
+    const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  POLIS_ASSIGN_OR_RETURN(WindowPreprocessor pre, WindowPreprocessor::Create(spec, stats, header));
+  std::vector<float> out(static_cast<size_t>(pre.elements()));
+  POLIS_RETURN_IF_ERROR(pre.Preprocess(rows, out.data()));
   return out;
 }
 

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -146,8 +147,34 @@ class TimeSeriesDataset {
 };
 
 // The same transform without the training data, for serving: `stats` as
-// stored by training (TimeSeriesStats::FromJson) and the job's spec; the
-// rows go through the same row policies as the training file did.
+// stored by training (TimeSeriesStats::FromJson), the job's spec and the
+// column names of the rows; the rows go through the same row policies as
+// the training file did, and the last `lookback` steps are the window.
+//
+// Create checks and binds the spec, statistics and header once (the
+// registry keeps one per served version); Preprocess then costs only the
+// rows. Messages about a row start "window row K: " (K from 1). Immutable:
+// any number of threads may call Preprocess.
+class WindowPreprocessor {
+ public:
+  static StatusOr<WindowPreprocessor> Create(const proto::TimeSeriesSpec& spec,
+                                             const TimeSeriesStats& stats,
+                                             const std::vector<std::string>& header);
+  // lookback x features: the values one window preprocesses to.
+  int64_t elements() const;
+  // One window from CSV lines (one record each, no line end) into
+  // elements() floats at `out`.
+  Status Preprocess(const std::vector<std::string_view>& lines, float* out) const;
+  // The same from rows already split into fields.
+  Status Preprocess(const std::vector<std::vector<std::string>>& rows, float* out) const;
+
+ private:
+  struct Impl;
+  explicit WindowPreprocessor(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+// One window, preprocessing bound for this call alone (WindowPreprocessor).
 StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
     const proto::TimeSeriesSpec& spec, const TimeSeriesStats& stats,
     const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

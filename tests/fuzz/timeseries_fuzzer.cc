@@ -2,7 +2,8 @@
 // training side (TimeSeriesDataset::Open over a small fixed TimeSeriesSpec,
 // then everything a role does with the result) and the serving side (rows
 // split one line at a time by SplitCsvLine, preprocessed by
-// PreprocessTimeSeriesWindow with stats from the artifact's JSON).
+// PreprocessTimeSeriesWindow with stats from the artifact's JSON, and the
+// same lines through WindowPreprocessor, which must agree).
 //
 // Input: one mode byte, then the text. Mode bits 0-1 missing_policy, 2-3
 // duplicate_policy, 4 malformed_policy, 5 the categorical encoding, 6 split
@@ -96,6 +97,19 @@ void ServeRows(const TimeSeriesSpec& spec, const polis::data::TimeSeriesStats& s
   auto x = polis::data::PreprocessTimeSeriesWindow(spec, stats, *header, rows);
   if (x.ok()) {
     POLIS_FUZZ_CHECK(x->size() == static_cast<size_t>(spec.lookback()) * stats.feature_names.size());
+  }
+  // The registry's path (the lines themselves, clean windows without the
+  // row policies' copies) must give the same floats or the same message.
+  auto pre = polis::data::WindowPreprocessor::Create(spec, stats, *header);
+  POLIS_FUZZ_CHECK(pre.ok() || !x.ok());
+  if (!pre.ok()) return;
+  std::vector<float> y(static_cast<size_t>(pre->elements()));
+  const polis::Status st = pre->Preprocess(std::vector<std::string_view>(lines.begin() + 1, lines.end()), y.data());
+  POLIS_FUZZ_CHECK(st.ok() == x.ok());
+  if (x.ok()) {
+    POLIS_FUZZ_CHECK(y == *x);
+  } else {
+    POLIS_FUZZ_CHECK(st.message() == x.status().message());
   }
 }
 

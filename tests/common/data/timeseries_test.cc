@@ -527,6 +527,101 @@ TEST_F(TimeSeriesTest, GatherGivesHandCheckedShapesAndValues) {
   EXPECT_THAT(bad.status().message(), HasSubstr("window row 2: column 'temp': 'x' is not a number"));
 }
 
+// A served window's CSV lines (WindowPreprocessor::Preprocess on lines, which
+// encodes clean windows without the row policies' copies) give the floats,
+// or the message, of the same rows split first and sent through the row
+// policies (PreprocessTimeSeriesWindow): clean windows, and windows that need
+// each policy.
+TEST_F(TimeSeriesTest, ServedLinesGiveTheSameWindowAsSplitRows) {
+  const int n = 14 * 24;
+  std::string csv = Hourly(k2011, n, [](int i) {
+    return fmt::format("{},{},{},{}", 40 + i % 24, 0.5 * (i % 11), i % 3 ? "rain" : "clear", i % 24 == 5 ? 1 : 0);
+  });
+  Spec spec = BaseSpec(Write("w.csv", csv));
+  spec.set_lookback(4);
+  spec.add_numeric_features("temp");
+  spec.add_categorical_features()->set_column("weather");
+  auto* cal = spec.mutable_calendar_features();
+  cal->set_hour(true);
+  cal->set_weekday(true);
+  cal->set_month(true);
+  cal->set_holiday_column("holiday");
+  spec.set_duplicate_policy(Spec::Duplicate::KEEP_FIRST);
+  spec.set_missing_policy(Spec::Missing::FORWARD_FILL);
+  spec.set_max_fill_steps(2);
+  spec.set_malformed_policy(Spec::Malformed::DROP);
+  auto ds = TS::Open(spec);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  const std::vector<std::string> header = {"time", "load", "temp", "weather", "holiday"};
+  auto pre = WindowPreprocessor::Create(spec, ds->stats(), header);
+  ASSERT_TRUE(pre.ok()) << pre.status().ToString();
+  ASSERT_EQ(pre->elements(), 4 * ds->num_features());
+
+  auto line = [](int h, const std::string& rest) { return FormatTimestamp(k2011 + h * kHour) + "," + rest; };
+  struct Case {
+    const char* what;
+    std::vector<std::string> lines;
+    const char* error;  // nullptr: both succeed
+  };
+  const std::vector<Case> cases = {
+      {"clean", {line(30, "46,1,rain,0"), line(31, "47,1.5,clear,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"CRLF and blanks", {line(30, "46,1,rain,0\r"), line(31, " 47 , 1.5,clear ,0\r"), line(32, "48,2,rain,1\r"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"more lines than the lookback", {line(28, "44,0,rain,0"), line(29, "45,0.5,rain,1"), line(30, "46,1,rain,0"), line(31, "47,1.5,clear,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,snow,0")}, nullptr},
+      {"quoted fields", {line(30, "\"46\",1,\"rain\",0"), line(31, "47,1.5,\"cl\"\"ear\",0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"a duplicate", {line(29, "45,1,rain,0"), line(30, "46,1,rain,0"), line(30, "99,9,clear,0"), line(31, "47,1.5,clear,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"a short gap", {line(29, "45,1,rain,0"), line(30, "46,1,rain,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"a missing value", {line(30, "46,1,rain,0"), line(31, "47,NA,clear,0"), line(32, "48,,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"an empty category", {line(30, "46,1,rain,0"), line(31, "47,1.5,,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"a malformed row", {line(29, "45,1,rain,0"), line(30, "46,1,rain,0"), line(31, "47,x,clear,0"), line(31, "47,1.5,clear"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"out of order", {line(31, "47,1.5,clear,0"), line(30, "46,1,rain,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, nullptr},
+      {"a long gap", {line(26, "42,1,rain,0"), line(30, "46,1,rain,0"), line(31, "47,1.5,clear,0"), line(32, "48,2,rain,0"), line(36, "49,2.5,rain,0")}, "window row 5: timestamp 2011-01-02 12:00:00; expected"},
+      {"too few rows", {line(30, "46,1,rain,0"), line(31, "47,1.5,clear,0"), line(32, "48,2,rain,0")}, "window has 3 rows (3 sent"},
+      {"beyond a float", {line(30, "46,1,rain,0"), line(31, "47,1e300,clear,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")}, "window row 2: feature 'temp': 1e+300 standardises to"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::vector<std::string_view> views(c.lines.begin(), c.lines.end());
+    std::vector<std::vector<std::string>> rows;
+    for (const std::string& l : c.lines) {
+      std::string_view v = l;
+      if (!v.empty() && v.back() == '\r') v.remove_suffix(1);
+      auto fields = SplitCsvLine(v);
+      ASSERT_TRUE(fields.ok()) << fields.status().ToString();
+      rows.push_back(*fields);
+    }
+    auto want = PreprocessTimeSeriesWindow(spec, ds->stats(), header, rows);
+    std::vector<float> got(static_cast<size_t>(pre->elements()), -7.f);
+    const Status st = pre->Preprocess(views, got.data());
+    if (c.error == nullptr) {
+      ASSERT_TRUE(want.ok()) << want.status().ToString();
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      EXPECT_EQ(got, *want);
+    } else {
+      ASSERT_FALSE(want.ok());
+      ASSERT_FALSE(st.ok());
+      EXPECT_EQ(st.message(), want.status().message());
+      EXPECT_THAT(st.message(), HasSubstr(c.error));
+    }
+  }
+  // The clean window is the dataset's own: hours 30..33 are train window 30.
+  std::vector<float> x(static_cast<size_t>(pre->elements())), y(1);
+  const int64_t i = 30;
+  ds->Gather(TS::kTrain, &i, 1, x.data(), y.data());
+  std::vector<std::string> own;
+  for (int h = 30; h < 34; ++h) {
+    own.push_back(line(h, fmt::format("{},{},{},{}", 40 + h % 24, 0.5 * (h % 11), h % 3 ? "rain" : "clear", h % 24 == 5 ? 1 : 0)));
+  }
+  std::vector<std::string_view> own_views(own.begin(), own.end());
+  std::vector<float> served(x.size());
+  ASSERT_TRUE(pre->Preprocess(own_views, served.data()).ok());
+  EXPECT_EQ(served, x);
+  // A quote never closed names the row.
+  std::vector<std::string> open = {line(30, "46,1,\"rain,0"), line(31, "47,1.5,clear,0"), line(32, "48,2,rain,0"), line(33, "49,2.5,rain,0")};
+  std::vector<std::string_view> open_views(open.begin(), open.end());
+  EXPECT_EQ(pre->Preprocess(open_views, served.data()).message(),
+            "window row 1: the quote opened in field 4 is never closed");
+}
+
 TEST_F(TimeSeriesTest, BaselinesOnATinySeriesMatchHandComputation) {
   const double v[] = {10, 0, 12, 2, 14, 4, 16, 6};
   Spec spec = BaseSpec(Write("b.csv", Hourly(k2011, 8, [&](int i) { return fmt::format("{},1,a,0", v[i]); })));

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <filesystem>
 #include <set>
 #include <thread>
 #include <vector>
@@ -55,6 +56,24 @@ budget { max_trials: 4 }
 workers: 1
 )";
   return path;
+}
+
+// The last 4,000 characters of a file ("" when unreadable).
+std::string Tail(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return "";
+  return text->size() > 4000 ? text->substr(text->size() - 4000) : *text;
+}
+
+// Every log under a trial's run directory, for a failed trial's message.
+std::string TrialLogs(const std::string& run_dir) {
+  std::string out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(run_dir, ec)) {
+    if (e.is_regular_file() && e.path().extension() == ".log")
+      out += "--- " + e.path().string() + "\n" + Tail(e.path().string()) + "\n";
+  }
+  return out;
 }
 
 int CountRows(const std::string& run_dir, int epoch) {
@@ -126,7 +145,10 @@ TEST_F(TuneIntegration, AshaStudySurvivesSigkillAndPublishesItsBest) {
   ASSERT_EQ(s->trials.size(), 4u);
   int completed = 0, stopped = 0;
   for (const auto& t : s->trials) {
-    EXPECT_NE(t.state, "failed") << t.id << ": " << t.error;
+    EXPECT_NE(t.state, "failed") << t.id << ": " << t.error << "\n"
+                                 << TrialLogs(t.run_dir) << "study, first run:\n"
+                                 << Tail(dir_ + "/tune1.log") << "study, resumed:\n"
+                                 << resumed.output;
     if (t.state == "completed") {
       ++completed;
       EXPECT_EQ(t.epochs_done, 3);

@@ -14,7 +14,9 @@
 # polis-grpc-load (raw tensor bytes) instead of wrk; --binary sends REST
 # requests with the binary tensor extension (raw UINT8 pixels after a JSON
 # header) instead of JSON numbers. Prints p99.9 and the server's per-stage
-# histograms (polis_inference_stage_seconds: mean and p99 bucket per stage).
+# histograms (polis_inference_stage_seconds: mean and p99 bucket per stage),
+# the run-queue wait of the server's threads, and the CPU time per request
+# of the server's threads by name and of the load generator.
 # A time-series forecaster is driven with --csv FILE (its training CSV): each
 # request is one window, as raw CSV lines (`rows`, the default; over gRPC as
 # BYTES raw contents) or as the standardised FP32 window (--ts-input tensor).
@@ -253,7 +255,16 @@ sched() {
   done
   echo "$wait $invol"
 }
+# CPU time of the server's threads by thread name (utime + stime, clock
+# ticks; fields 14-15 of /proc/PID/task/TID/stat, read after the name).
+cpu_by_name() {
+  local t
+  for t in /proc/"$SERVER_PID"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done 2> /dev/null | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
+}
 read -r WAIT0 INVOL0 < <(sched)
+cpu_by_name > "$WORK/cpu0.txt"
 # The server's counters before the timed run: what follows reports the
 # difference, so the verification requests above are not counted.
 curl -s "$URL/metrics" > "$WORK/metrics0.txt"
@@ -262,16 +273,31 @@ if [[ $PROTOCOL == grpc ]]; then FORM="gRPC raw"; elif ((BINARY)); then FORM="RE
 GRPC_INPUT=(--datatype UINT8)
 [[ -n $CSV ]] && GRPC_INPUT=(--datatype BYTES --input-name rows --output-name predictions)
 echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE"
-if [[ $PROTOCOL == grpc ]]; then
+TIMEFORMAT='%U %S'
+{ time if [[ $PROTOCOL == grpc ]]; then
   "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \
     --input "$WORK/input.u8" "${GRPC_INPUT[@]}" --shape "$(cat "$WORK/shape")" \
     --connections "$CONN" --duration "$DUR" | tee "$WORK/wrk.txt"
 else
   wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
-fi
+fi; } 2> "$WORK/load_cpu.txt"
+cpu_by_name > "$WORK/cpu1.txt"
 
 read -r WAIT1 INVOL1 < <(sched)
 echo "server threads: run-queue wait $(((WAIT1 - WAIT0) / 1000000)) ms in total, $((INVOL1 - INVOL0)) involuntary context switches; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# CPU per request: the server's threads by name (Polis' own are named
+# polis-registry; gRPC's have names of their own) and the load generator
+# (wrk or polis-grpc-load, with tee), from its user + system seconds.
+python3 - "$WORK/cpu0.txt" "$WORK/cpu1.txt" "$WORK/load_cpu.txt" "$WORK/wrk.txt" "$(getconf CLK_TCK)" <<'EOF'
+import re, sys
+ticks = lambda path: {k: int(v) for k, v in (l.split() for l in open(path) if l.strip())}
+before, after, hz = ticks(sys.argv[1]), ticks(sys.argv[2]), int(sys.argv[5])
+n = int(re.search(r"(\d+) requests in", open(sys.argv[4]).read()).group(1))
+per = {k: 1e6 * (v - before.get(k, 0)) / hz / max(n, 1) for k, v in after.items()}
+load = 1e6 * sum(float(x) for x in open(sys.argv[3]).read().split()[-2:]) / max(n, 1)
+names = ", ".join(f"{k} {v:.0f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.5)
+print(f"cpu per request: server {sum(per.values()):.0f} us ({names}); load generator {load:.0f} us")
+EOF
 if grep -qE "Non-2xx|Socket errors" "$WORK/wrk.txt"; then
   echo "serving.sh: FAILED: wrk saw errors or non-2xx responses" >&2
   exit 1

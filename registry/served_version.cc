@@ -72,6 +72,7 @@ struct ServedVersion::Core {
   data::TimeSeriesStats ts_stats;
   std::vector<std::string> ts_header;
   std::optional<data::WindowPreprocessor> ts_preprocessor;
+  Status ts_preprocessor_error;  // why ts_header does not bind, when it does not
   std::vector<int64_t> buckets;
   Clock::time_point loaded_at;
 
@@ -439,7 +440,10 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
     core->timeseries = true;
     if (!core->ts_header.empty()) {
       auto pre = data::WindowPreprocessor::Create(ts, core->ts_stats, core->ts_header);
-      if (pre.ok()) core->ts_preprocessor = std::move(pre).value();
+      if (pre.ok())
+        core->ts_preprocessor = std::move(pre).value();
+      else
+        core->ts_preprocessor_error = pre.status();
     }
   }
   core->buckets = Buckets(options.max_batch_size);
@@ -497,7 +501,8 @@ const proto::TimeSeriesSpec& ServedVersion::timeseries_spec() const {
 }
 const data::TimeSeriesStats& ServedVersion::timeseries_stats() const { return core_->ts_stats; }
 const std::vector<std::string>& ServedVersion::timeseries_header() const { return core_->ts_header; }
-const data::WindowPreprocessor* ServedVersion::timeseries_preprocessor() const {
+StatusOr<const data::WindowPreprocessor*> ServedVersion::timeseries_preprocessor() const {
+  POLIS_RETURN_IF_ERROR(core_->ts_preprocessor_error);
   return core_->ts_preprocessor ? &*core_->ts_preprocessor : nullptr;
 }
 double ServedVersion::TargetToOriginal(double standardised) const {

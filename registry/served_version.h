@@ -161,9 +161,9 @@ class ServedVersion {
   // ("header": [...]); empty otherwise.
   const std::vector<std::string>& timeseries_header() const;
   // Raw rows under timeseries_header(), bound once at load; null when the
-  // artifact records no header (or the header does not fit the spec: the
-  // request then names its columns, or gets the reason).
-  const data::WindowPreprocessor* timeseries_preprocessor() const;
+  // artifact records no header, the reason when it does not fit the spec
+  // (a request may still name its own columns).
+  StatusOr<const data::WindowPreprocessor*> timeseries_preprocessor() const;
   // Standardised target -> original units (identity when not a time series).
   double TargetToOriginal(double standardised) const;
   std::chrono::steady_clock::time_point loaded_at() const;

@@ -424,7 +424,7 @@ struct RegistryServer::Impl {
       return InvalidArgument("input '{}': {} CSV lines for shape {} ({} expected)", kRowsInput,
                              lines.size(), sh->dump(), windows * per_window);
     // Columns: named by the request, or recorded in the artifact (bound at load).
-    const data::WindowPreprocessor* pre = sv.timeseries_preprocessor();
+    const data::WindowPreprocessor* pre = nullptr;
     std::optional<data::WindowPreprocessor> own;
     if (header_t) {
       std::vector<std::string> header;
@@ -454,20 +454,18 @@ struct RegistryServer::Impl {
       if (!bound.ok()) return InvalidArgument("input '{}': {}", kHeaderInput, bound.status().message());
       own = std::move(bound).value();
       pre = &*own;
-    } else if (pre == nullptr) {
-      if (sv.timeseries_header().empty())
+    } else {
+      auto recorded = sv.timeseries_preprocessor();
+      if (!recorded.ok())
+        return InvalidArgument("input '{}': the training file's columns, as model '{}' version {} "
+                               "records them: {}",
+                               kRowsInput, sv.model_name(), sv.version(), recorded.status().message());
+      pre = *recorded;
+      if (pre == nullptr)
         return InvalidArgument(
             "input '{}' is required: model '{}' version {} does not record the training file's "
             "column names; send them as input '{}' (BYTES, shape [C])",
             kHeaderInput, sv.model_name(), sv.version(), kHeaderInput);
-      // The recorded header does not bind: say why.
-      auto bound = data::WindowPreprocessor::Create(spec, sv.timeseries_stats(), sv.timeseries_header());
-      if (!bound.ok())
-        return InvalidArgument("input '{}': the training file's columns, as model '{}' version {} "
-                               "records them: {}",
-                               kRowsInput, sv.model_name(), sv.version(), bound.status().message());
-      own = std::move(bound).value();
-      pre = &*own;
     }
     if (pre->elements() != sv.input_elements())
       return InvalidArgument("input '{}': a window preprocesses to {} values; the model takes {}",

@@ -247,6 +247,12 @@ TEST_F(TimeSeriesServingTest, PredictCsvWritesASplitsWindowsAndTheirOutputs) {
 }
 
 TEST_F(TimeSeriesServingTest, BadRowsAreRefused) {
+  // A version whose recorded header lacks a column the spec names.
+  ModelArtifact bad_header = art_;
+  json pj = json::parse(stats_.ToJson());
+  pj["header"] = json::array({"time", "temp", "sky", "demand"});
+  bad_header.header.set_preprocessing_json(pj.dump());
+  ASSERT_EQ(Publish(root_.path(), "ts-bad-header", bad_header), 1);
   ServerHarness h(root_.path());
   HttpClient c = h.Client();
 
@@ -282,6 +288,17 @@ TEST_F(TimeSeriesServingTest, BadRowsAreRefused) {
   EXPECT_EQ(r.status, 400) << r.body;
   err = ParseJson(r).value("error", "");
   EXPECT_NE(err.find("input 'header' is required"), std::string::npos) << err;
+
+  // A recorded header that does not fit the spec: the reason, and the
+  // request may still name its columns.
+  r = Call(c, "POST", "/v2/models/ts-bad-header/infer", RowsBody(Rows(10), {kLookback}).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  err = ParseJson(r).value("error", "");
+  EXPECT_NE(err.find("as model 'ts-bad-header' version 1 records them"), std::string::npos) << err;
+  EXPECT_NE(err.find("names column 'weather', which the header lacks"), std::string::npos) << err;
+  const json header = json::array({kHeaderLine});
+  r = Call(c, "POST", "/v2/models/ts-bad-header/infer", RowsBody(Rows(10), {kLookback}, &header).dump());
+  EXPECT_EQ(r.status, 200) << r.body;
 
   // Not strings.
   r = Call(c, "POST", "/v2/models/ts/infer",

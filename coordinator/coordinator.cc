@@ -344,6 +344,8 @@ class Coordinator {
                                           dataset_->size(data::Part::kValidation)).c_str()
                             : "no validation split (epochs are evaluated on the test set)",
                 E_, spec_.training().batch_size(), static_cast<long long>(ctx_.model.parameter_count()));
+    for (const std::string& line : data::ReportLines(dataset_->Report()))
+      std::printf("polis: data: %s\n", line.c_str());
     if (dp_)
       std::printf("polis: DP-SGD: epsilon %.3g at delta %g after the %lld planned steps%s; noise multiplier "
                   "%.4f, clip norm %g, Poisson sampling rate %.5f (expected %lld examples a step)\n",
@@ -1095,6 +1097,7 @@ class Coordinator {
     if (!regression_) PutPerClass(final_, &result);
     result.update(json{{"job", spec_.name()},
                    {"selection", validation_ ? "validation" : "test"},
+                   {"data_report", data::ReportLines(dataset_->Report())},
                    {"stopped_early", stopped_early_},
                    {"published_epoch", PublishedEpoch()},
                    {"epochs", epochs_done_},

@@ -269,12 +269,20 @@ StatusOr<ModelArtifact> BuildArtifact(const RoleContext& ctx, const data::Datase
     if (!last.contains(n) || !last[n].is_number()) return DataLoss("metric {} is missing or not finite", n);
     POLIS_RETURN_IF_ERROR(metric(n, last[n].get<double>()));
   }
+  // A forecaster's naive references on the same test windows, so that a
+  // reader of its card sees what its error is worth.
+  if (IsRegression(dataset)) {
+    const json baselines = dataset.Baselines();
+    for (const char* n : {"seasonal_naive_mae", "last_value_mae"})
+      if (baselines.contains(n) && baselines[n].is_number()) POLIS_RETURN_IF_ERROR(metric(n, baselines[n].get<double>()));
+  }
   POLIS_RETURN_IF_ERROR(metric("epochs", last.value("epoch", spec.training().epochs())));
   POLIS_RETURN_IF_ERROR(metric("train_seconds", run.train_seconds));
   auto* lin = h.mutable_lineage();
   lin->set_job_file(ctx.job.path);
   lin->set_job_sha256(ctx.job.sha256);
   h.set_preprocessing_json(dataset.PreprocessingJson());
+  h.set_data_report(dataset.Report());
   POLIS_RETURN_IF_ERROR(FillSignature(spec, dataset, &h));
   for (const std::string& f : dataset.files()) {
     POLIS_ASSIGN_OR_RETURN(std::string sum, Sha256File(f));

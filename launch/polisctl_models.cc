@@ -502,6 +502,12 @@ void PrintShow(const json& card) {
       add("training samples", fmt::format("{} train, {} validation, {} test", Str(d["samples"], "train"),
                                           Str(d["samples"], "validation"), Str(d["samples"], "test")));
     for (const auto& f : d.value("files", json::array())) add("training file", Str(f, "path") + "  sha256 " + Str(f, "sha256"));
+    bool first = true;  // the reader's report, one line a row
+    for (const auto& line : d.value("report", json::array()))
+      if (line.is_string()) {
+        rows.push_back({first ? "training data report:" : "", line.get<std::string>()});
+        first = false;
+      }
   }
   if (card.contains("metrics") && card["metrics"].is_object())
     for (const auto& [k, v] : card["metrics"].items())

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/artifact/artifact_json.h"
+#include "common/data/dataset.h"
 #include "registry/image_input.h"
 
 namespace polis::registry {
@@ -33,6 +34,7 @@ json TrainingData(const proto::ArtifactHeader& h) {
     out["samples"] = {{"train", h.train_samples()},
                       {"validation", h.validation_samples()},
                       {"test", h.test_samples()}};
+  if (!h.data_report().empty()) out["report"] = data::ReportLines(h.data_report());
   return out;
 }
 

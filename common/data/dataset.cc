@@ -74,7 +74,7 @@ class Series : public Dataset {
   double TargetToOriginal(double v) const override { return ds_.TargetToOriginal(v); }
   std::vector<std::string> files() const override { return {ds_.spec().path()}; }
   nlohmann::json Baselines() const override {
-    return nlohmann::json::parse(ds_.BaselinesJson(TimeSeriesDataset::kTest));
+    return nlohmann::json::parse(ds_.BaselinesJson(TimeSeriesDataset::kTest, size(Part::kTest)));
   }
   std::string PreprocessingJson() const override { return ds_.PreprocessingJson(); }
   const proto::TimeSeriesSpec* timeseries_spec() const override { return &ds_.spec(); }
@@ -86,6 +86,19 @@ class Series : public Dataset {
 };
 
 }  // namespace
+
+std::vector<std::string> ReportLines(const std::string& report) {
+  std::vector<std::string> lines;
+  std::string_view rest = report;
+  while (!rest.empty()) {
+    const size_t end = std::min(rest.find('\n'), rest.size());
+    std::string_view line = rest.substr(0, end);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(' ') != std::string_view::npos) lines.emplace_back(line);
+    rest.remove_prefix(std::min(end + 1, rest.size()));
+  }
+  return lines;
+}
 
 StatusOr<std::unique_ptr<Dataset>> OpenJobDataset(const proto::JobSpec& job) {
   return OpenDataset(job.dataset(), job.training().seed());

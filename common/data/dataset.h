@@ -46,7 +46,9 @@ class Dataset {
   // windows were made with, which serving needs to make them from raw rows
   // again; null for images.
   virtual const proto::TimeSeriesSpec* timeseries_spec() const { return nullptr; }
-  // One line on what was read (rows, drops, splits).
+  // What was read, in lines (rows, drops, fills, splits); "" when nothing
+  // to say. Printed at the start of a job, kept in result.json and the model
+  // card (ReportLines splits it).
   virtual std::string Report() const { return ""; }
   // Streaming datasets (SHARDS): the samples the caller will Gather next, to
   // read and decode ahead while it computes; a hint, bounded by the
@@ -76,6 +78,9 @@ class Dataset {
 };
 
 class RecordClient;  // common/data/remote_shards.h
+
+// Report() as its lines, blank ones left out.
+std::vector<std::string> ReportLines(const std::string& report);
 
 // split_seed draws the IDX validation split (training.seed): every rank of a
 // job must pass the same, so ranks open a job's data with OpenJobDataset.

@@ -138,6 +138,7 @@ class ShardDataset : public Dataset {
     const int64_t train = train_.size;
     POLIS_RETURN_IF_ERROR(OpenPart(manifest_.validation, 0, &train_));
     POLIS_RETURN_IF_ERROR(OpenPart(manifest_.test, d.test_limit(), &test_));
+    test_limited_ = d.test_limit() > 0;
     split_.train.resize(static_cast<size_t>(train));
     std::iota(split_.train.begin(), split_.train.end(), int64_t{0});
     split_.validation.resize(static_cast<size_t>(train_.size - train));
@@ -163,7 +164,9 @@ class ShardDataset : public Dataset {
     return windows_ ? v * target_stddev_ + target_mean_ : v;
   }
   nlohmann::json Baselines() const override {
-    if (!windows_) return nlohmann::json::object();
+    // The pack scored every test window: with a test_limit they are not the
+    // windows the model is scored on, so there is no baseline to compare.
+    if (!windows_ || test_limited_) return nlohmann::json::object();
     const auto j = nlohmann::json::parse(manifest_.baselines, nullptr, false);
     return j.is_object() && j.contains("test") ? j["test"] : nlohmann::json::object();
   }
@@ -335,6 +338,7 @@ class ShardDataset : public Dataset {
     const char* ext = "png";  // of each record's first member: ShardIndex::extension()
     std::vector<ShardRecord> records;
   };
+  bool test_limited_ = false;  // dataset.test_limit cut the test part
   struct PartShards {
     std::vector<size_t> shard;   // into shards_
     std::vector<int64_t> first;  // the part's first record in each

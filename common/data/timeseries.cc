@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <numbers>
 #include <set>
+#include <span>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -1072,11 +1073,21 @@ TimeSeriesDataset::WindowTimes TimeSeriesDataset::window_times(Split s, int64_t 
           time_[start + lookback_ + horizon_ - 1]};
 }
 
-TimeSeriesDataset::Metrics TimeSeriesDataset::SeasonalNaive(Split s, int64_t season) const {
+namespace {
+
+// The first `limit` of `windows` (all of them when limit < 0).
+std::span<const int64_t> FirstWindows(const std::vector<int64_t>& windows, int64_t limit) {
+  const size_t n = limit < 0 ? windows.size() : std::min(windows.size(), static_cast<size_t>(limit));
+  return {windows.data(), n};
+}
+
+}  // namespace
+
+TimeSeriesDataset::Metrics TimeSeriesDataset::SeasonalNaive(Split s, int64_t season, int64_t limit) const {
   POLIS_ENFORCE_GE(season, int64_t{1});
   POLIS_ENFORCE_LE(season, lookback_);
   std::vector<double> pred, actual;
-  for (int64_t start : windows_[s]) {
+  for (int64_t start : FirstWindows(windows_[s], limit)) {
     for (int64_t h = 0; h < horizon_; ++h) {
       const int64_t t = start + lookback_ + h;
       const int64_t back = (h / season + 1) * season;  // whole seasons, into the inputs
@@ -1087,9 +1098,9 @@ TimeSeriesDataset::Metrics TimeSeriesDataset::SeasonalNaive(Split s, int64_t sea
   return Score(pred, actual);
 }
 
-TimeSeriesDataset::Metrics TimeSeriesDataset::LastValue(Split s) const {
+TimeSeriesDataset::Metrics TimeSeriesDataset::LastValue(Split s, int64_t limit) const {
   std::vector<double> pred, actual;
-  for (int64_t start : windows_[s]) {
+  for (int64_t start : FirstWindows(windows_[s], limit)) {
     for (int64_t h = 0; h < horizon_; ++h) {
       pred.push_back(target_raw_[start + lookback_ - 1]);
       actual.push_back(target_raw_[start + lookback_ + h]);
@@ -1300,8 +1311,8 @@ StatusOr<std::vector<float>> PreprocessTimeSeriesWindow(
 }
 
 
-std::string TimeSeriesDataset::BaselinesJson(Split s) const {
-  const Metrics sn = SeasonalNaive(s, std::min<int64_t>(168, lookback_)), lv = LastValue(s);
+std::string TimeSeriesDataset::BaselinesJson(Split s, int64_t limit) const {
+  const Metrics sn = SeasonalNaive(s, std::min<int64_t>(168, lookback_), limit), lv = LastValue(s, limit);
   const nlohmann::json j = {{"seasonal_naive_mae", sn.mae}, {"seasonal_naive_rmse", sn.rmse},
                             {"seasonal_naive_mape", sn.mape}, {"seasonal_naive_smape", sn.smape},
                             {"last_value_mae", lv.mae}, {"last_value_rmse", lv.rmse},

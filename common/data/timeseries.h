@@ -89,17 +89,19 @@ class TimeSeriesDataset {
     int64_t count;
     int64_t mape_count;
   };
-  // Baselines over the same windows and horizon as size(s), original units.
+  // Baselines over the same windows and horizon as size(s), original units;
+  // limit >= 0: over the split's first `limit` windows only (those a
+  // test_limit evaluates).
   // SeasonalNaive predicts the value `season` steps before each target (for
   // targets more than one season ahead, whole seasons back until the value
   // lies in the window's inputs); 1 <= season <= lookback, else aborts.
-  Metrics SeasonalNaive(Split s, int64_t season = 168) const;
+  Metrics SeasonalNaive(Split s, int64_t season = 168, int64_t limit = -1) const;
   // LastValue predicts the window's last input target for every horizon step.
-  Metrics LastValue(Split s) const;
+  Metrics LastValue(Split s, int64_t limit = -1) const;
   static Metrics Score(const std::vector<double>& predicted, const std::vector<double>& actual);
   // Both baselines on split s as JSON: {"seasonal_naive_mae": …, "last_value_rmse": …}
   // (season: 168 steps, or the lookback if shorter).
-  std::string BaselinesJson(Split s) const;
+  std::string BaselinesJson(Split s, int64_t limit = -1) const;
   // What a model artifact stores to serve raw rows: stats().ToJson() plus
   // the CSV's header ("header": [names]), so that clients need not repeat it.
   std::string PreprocessingJson() const;

@@ -9,10 +9,12 @@
 #include "tests/prereq.h"
 
 #include <iostream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "common/artifact/artifact.h"
+#include "common/data/dataset.h"
 #include "common/fs.h"
 #include "tests/integration/shell.h"
 
@@ -64,6 +66,23 @@ class OnnxTimeSeries : public ::testing::Test {
     EXPECT_NE(h.input_description().find("standardised as in preprocessing"), std::string::npos);
     EXPECT_EQ(h.output_description(), "next 1 value of cnt");
     EXPECT_EQ(h.test_samples(), 100);
+    // What the reader did to hour.csv (its gaps, forward-filled), printed at
+    // the start, in result.json and in the artifact for the model card.
+    EXPECT_NE(train.output.find("polis: data: time series '" + kHourCsv + "'"), std::string::npos) << train.output;
+    EXPECT_NE(train.output.find("polis: data:   gaps in time: "), std::string::npos) << train.output;
+    EXPECT_NE(h.data_report().find("steps forward-filled"), std::string::npos) << h.data_report();
+    auto result_text = ReadFile(dir_ + "/run/result.json");
+    ASSERT_TRUE(result_text.ok()) << result_text.status().ToString();
+    auto result = nlohmann::json::parse(*result_text, nullptr, false);
+    ASSERT_TRUE(result.is_object()) << *result_text;
+    EXPECT_EQ(result["data_report"], nlohmann::json(data::ReportLines(h.data_report())));
+    // The naive references beside the model's error, on its 100 test windows.
+    std::map<std::string, double> metrics;
+    for (const auto& m : h.metric()) metrics[m.name()] = m.value();
+    for (const char* n : {"seasonal_naive_mae", "last_value_mae"}) {
+      ASSERT_TRUE(metrics.count(n)) << n;
+      EXPECT_DOUBLE_EQ(metrics[n], result[n].get<double>()) << n;
+    }
 
     ShellRun onnx = Shell(reg + " export-onnx --root " + root + " " + model);
     if (onnx.exit_code != 0 && onnx.output.find("without ONNX") != std::string::npos)

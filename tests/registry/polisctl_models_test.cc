@@ -350,7 +350,8 @@ TEST_F(PolisctlModels, ShowPrintsTheModelCardAndPredictNamesClasses) {
       for (const char* want : {"description:", "Tells five kinds of clothing apart.", "class 0:", "T-shirt/top",
                                "class 4:", "Coat", "1x8x8 grey image, pixel value * 0.00392 + 0",
                                "probabilities of 5 classes", "training samples:", "600 train, 60 validation, 100 test",
-                               "/data/tiny/train-images", "metric test_accuracy:", "lineage job_file:", "contact:"})
+                               "/data/tiny/train-images", "metric test_accuracy:", "lineage job_file:", "contact:",
+                               "training data report:", "images: 600 train\n", "  60 held out for validation\n"})
         EXPECT_NE(human.out.find(want), std::string::npos) << "'" << want << "' not in:\n" << human.out;
       EXPECT_EQ(human.out.find("privacy:") != std::string::npos, v == 2) << human.out;
     }

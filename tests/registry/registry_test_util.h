@@ -101,6 +101,7 @@ inline ModelArtifact NamedClassifier(bool dp) {
   h.set_train_samples(600);
   h.set_validation_samples(60);
   h.set_test_samples(100);
+  h.set_data_report("images: 600 train\r\n\n  60 held out for validation\n");
   auto* card = h.mutable_job()->mutable_model_card();
   card->set_description("Tells five kinds of clothing apart.");
   card->set_intended_use("tests");

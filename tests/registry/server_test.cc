@@ -187,6 +187,7 @@ TEST_F(ServerTest, ClassNamesDescriptionsAndTheModelCard) {
   EXPECT_EQ(card["training_data"]["files"],
             json::array({json{{"path", "/data/tiny/train-images"}, {"sha256", std::string(64, 'b')}}}));
   EXPECT_EQ(card["training_data"]["samples"], (json{{"train", 600}, {"validation", 60}, {"test", 100}}));
+  EXPECT_EQ(card["training_data"]["report"], json({"images: 600 train", "  60 held out for validation"}));
   EXPECT_EQ(card["metrics"], (json{{"test_accuracy", 0.75}}));
   EXPECT_EQ(card["lineage"]["job_file"], "jobs/tiny.pbtxt");
   EXPECT_EQ(card["lineage"]["job_sha256"], std::string(64, 'a'));
@@ -210,6 +211,7 @@ TEST_F(ServerTest, ClassNamesDescriptionsAndTheModelCard) {
   EXPECT_EQ(tiny["class_names"], json::array());
   EXPECT_EQ(tiny["description"], "");
   EXPECT_FALSE(tiny["training_data"].contains("samples"));
+  EXPECT_FALSE(tiny["training_data"].contains("report"));
 
   // Unknown versions and models are 404, named; the metadata's scope.
   auto no_version = Call(c, "GET", "/v2/models/named/versions/9/card");

@@ -16,14 +16,21 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/data/csv.h"
+#include "common/data/dataset.h"
 #include "common/fs.h"
 
 namespace polis::data {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::Contains;
+using ::testing::Each;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
 using Spec = proto::TimeSeriesSpec;
 using TS = TimeSeriesDataset;
 
@@ -185,6 +192,11 @@ TEST_F(TimeSeriesTest, WrongColumnCountFailsNamingTheLineOrIsDropped) {
   ASSERT_TRUE(ds.ok()) << ds.status().ToString();
   EXPECT_THAT(ds->report(), HasSubstr("malformed rows: 1 (dropped)"));
   EXPECT_THAT(ds->report(), HasSubstr("cols.csv:5: has 4 fields"));
+  // In lines, as a job prints it and its model card keeps it.
+  const std::vector<std::string> lines = data::ReportLines(ds->report());
+  EXPECT_THAT(lines, Contains("  malformed rows: 1 (dropped)"));
+  EXPECT_THAT(lines, Each(Not(IsEmpty())));
+  EXPECT_EQ(lines.front().rfind("time series '", 0), 0u) << lines.front();
   // Rows 0-2 give one window (0,1 -> 2); rows 4-7 give two.
   EXPECT_EQ(ds->size(TS::kTrain), 3);
 }
@@ -645,6 +657,15 @@ TEST_F(TimeSeriesTest, BaselinesOnATinySeriesMatchHandComputation) {
   // Season 1 over horizon 2 goes back whole seasons into the inputs: the
   // same as last value.
   EXPECT_DOUBLE_EQ(ds->SeasonalNaive(TS::kTrain, 1).mae, lv.mae);
+  // A limit scores only the first windows (those a test_limit evaluates):
+  // window 0's errors 2,2 and 12,2.
+  EXPECT_EQ(ds->SeasonalNaive(TS::kTrain, 2, 1).count, 2);
+  EXPECT_DOUBLE_EQ(ds->SeasonalNaive(TS::kTrain, 2, 1).mae, 2);
+  EXPECT_DOUBLE_EQ(ds->LastValue(TS::kTrain, 1).mae, 7);
+  EXPECT_DOUBLE_EQ(ds->LastValue(TS::kTrain, 99).mae, lv.mae);
+  EXPECT_EQ(ds->LastValue(TS::kTrain, 0).count, 0);
+  const auto limited = nlohmann::json::parse(ds->BaselinesJson(TS::kTrain, 1));
+  EXPECT_DOUBLE_EQ(limited["last_value_mae"].get<double>(), 7);
 
   // MAPE skips zero actuals; sMAPE counts 0 vs 0 as no error.
   TS::Metrics m = TS::Score({1, 2, 0}, {2, 0, 0});

@@ -548,6 +548,13 @@ StatusOr<std::string> TimeSeriesPreprocessingJson(const ModelArtifact& a) {
             {"target", {{"column", ts.target_column()}, {"mean", stats.target_mean},
                         {"stddev", stats.target_stddev}}}};
   if (pj.is_object() && pj.contains("header")) j["header"] = pj["header"];
+  // How training turned the file's rows into a series (docs/design/timeseries.md,
+  // "Policies"): a client preparing windows itself must do the same.
+  j["row_policies"] = {
+      {"malformed", proto::TimeSeriesSpec::Malformed::Policy_Name(ts.malformed_policy())},
+      {"duplicate", proto::TimeSeriesSpec::Duplicate::Policy_Name(ts.duplicate_policy())},
+      {"missing", proto::TimeSeriesSpec::Missing::Policy_Name(ts.missing_policy())},
+      {"max_fill_steps", ts.max_fill_steps()}};
   return j.dump(1);
 }
 

@@ -243,11 +243,44 @@ def window_input(pre, rows):
     return x
 
 
+def _row_time(pre, fmt, row):
+    """The row's time, or None when it has no readable one (a row the job's
+    malformed_policy DROP dropped)."""
+    import datetime
+    try:
+        when = datetime.datetime.strptime((row.get(pre["timestamp_column"]) or "").strip(), fmt)
+        if pre.get("hour_column"):
+            when += datetime.timedelta(hours=int(float(row.get(pre["hour_column"]) or "")))
+        return when
+    except ValueError:
+        return None
+
+
+def _row_complete(pre, row):
+    """Whether every cell a feature reads holds a value (a numeric one a
+    number): rows that are not were dropped or filled by the job's policies."""
+    for feat in pre["features"]:
+        if "column" not in feat:
+            continue
+        cell = row.get(feat["column"])
+        if cell is None or not cell.strip():
+            return False
+        if feat["kind"] == "numeric":
+            try:
+                float(cell)
+            except ValueError:
+                return False
+    return True
+
+
 def check_preprocessing(args, model, x):
     """--csv with --times: rebuilds each window from the raw CSV rows with
-    window_input() and compares it with the window Polis gave. Windows that
-    need a row the CSV lacks (filled by the job's missing-value policy) are
-    counted and skipped."""
+    window_input() and compares it with the window Polis gave. Rows without
+    a readable time are left out (dropped by malformed_policy DROP) and a
+    repeated time keeps the row preprocessing.json's row_policies.duplicate
+    says; windows that need a row the CSV lacks or a cell it leaves empty
+    (filled or dropped by the job's missing-value policy) are counted and
+    skipped."""
     import csv
     import datetime
     import numpy as np
@@ -256,13 +289,17 @@ def check_preprocessing(args, model, x):
         raise ValueError(f"{args.onnx}: no polis.preprocessing metadata (not a time-series forecaster)")
     pre = json.loads(meta["polis.preprocessing"])
     fmt = pre["timestamp_format"].replace("%F", "%Y-%m-%d").replace("%T", "%H:%M:%S")
-    by_time = {}
+    keep_last = pre.get("row_policies", {}).get("duplicate") == "KEEP_LAST"
+    by_time, unreadable = {}, 0
     with open(args.csv, newline="") as f:
         for row in csv.DictReader(f):
-            when = datetime.datetime.strptime(row[pre["timestamp_column"]].strip(), fmt)
-            if pre.get("hour_column"):
-                when += datetime.timedelta(hours=int(float(row[pre["hour_column"]])))
-            by_time.setdefault(when, row)
+            when = _row_time(pre, fmt, row)
+            if when is None:
+                unreadable += 1
+            elif keep_last:
+                by_time[when] = row
+            else:
+                by_time.setdefault(when, row)
     with open(args.times) as f:
         starts = [datetime.datetime.strptime(l.strip(), "%Y-%m-%d %H:%M:%S") for l in f if l.strip()]
     if len(starts) != x.shape[0]:
@@ -271,12 +308,13 @@ def check_preprocessing(args, model, x):
     compared, skipped, worst = 0, 0, 0.0
     for i, start in enumerate(starts):
         rows = [by_time.get(start + k * step) for k in range(pre["lookback"])]
-        if any(r is None for r in rows):
+        if any(r is None or not _row_complete(pre, r) for r in rows):
             skipped += 1
             continue
         worst = max(worst, float(np.abs(window_input(pre, rows) - x[i]).max()))
         compared += 1
-    return {"windows_compared": compared, "windows_skipped_filled_rows": skipped, "max_abs_diff": worst}
+    return {"windows_compared": compared, "windows_skipped_filled_rows": skipped,
+            "rows_without_a_time": unreadable, "max_abs_diff": worst}
 
 
 def read_floats(path, what):

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include "tests/prereq.h"
 
+#include <fstream>
 #include <iostream>
 #include <map>
 
@@ -45,7 +46,8 @@ class OnnxTimeSeries : public ::testing::Test {
   // Trains `base` with `edits` (smaller: 24-step windows, a few hundred
   // training windows, one epoch), exports it and checks every test window.
   void TrainExportCheck(const std::string& base, const std::string& model,
-                        std::vector<std::pair<std::string, std::string>> edits, const char* op) {
+                        std::vector<std::pair<std::string, std::string>> edits, const char* op,
+                        const std::string& csv = kHourCsv) {
     edits.push_back({"lookback: 168", "lookback: 24"});
     edits.push_back({"units: 32", "units: 4"});
     const std::string job = JobVariant(dir_, "job.pbtxt", edits, base);
@@ -53,7 +55,7 @@ class OnnxTimeSeries : public ::testing::Test {
     const std::string reg = kBin + "/registry/polis-registry";
     ShellRun train = Shell(PolisRun("--workers 1 --servers 0 --sync allreduce --epochs 1 --registry " + root +
                                     " --run-dir " + dir_ + "/run " + job + " -- --train-limit 400 --test-limit 100 " +
-                                    "--csv " + kHourCsv));
+                                    "--csv " + csv));
     ASSERT_EQ(train.exit_code, 0) << train.output;
     // A forecaster's signature in words, written by Polis from the data.
     auto artifact = ReadArtifactFile(root + "/" + model + "/1/" + kArtifactFileName);
@@ -68,7 +70,7 @@ class OnnxTimeSeries : public ::testing::Test {
     EXPECT_EQ(h.test_samples(), 100);
     // What the reader did to hour.csv (its gaps, forward-filled), printed at
     // the start, in result.json and in the artifact for the model card.
-    EXPECT_NE(train.output.find("polis: data: time series '" + kHourCsv + "'"), std::string::npos) << train.output;
+    EXPECT_NE(train.output.find("polis: data: time series '" + csv + "'"), std::string::npos) << train.output;
     EXPECT_NE(train.output.find("polis: data:   gaps in time: "), std::string::npos) << train.output;
     EXPECT_NE(h.data_report().find("steps forward-filled"), std::string::npos) << h.data_report();
     auto result_text = ReadFile(dir_ + "/run/result.json");
@@ -93,7 +95,7 @@ class OnnxTimeSeries : public ::testing::Test {
     ASSERT_TRUE(PathExists(vdir + "/preprocessing.json")) << onnx.output;
     EXPECT_NE(ReadFile(vdir + "/model.onnx")->find(op), std::string::npos) << "no " << op << " operator";
 
-    ShellRun predict = Shell(reg + " predict --root " + root + " " + model + " --csv " + kHourCsv + " --out " +
+    ShellRun predict = Shell(reg + " predict --root " + root + " " + model + " --csv " + csv + " --out " +
                              dir_ + "/polis.f32 --windows-out " + dir_ + "/windows.f32 --times-out " + dir_ +
                              "/times.txt");
     ASSERT_EQ(predict.exit_code, 0) << predict.output;
@@ -105,7 +107,7 @@ class OnnxTimeSeries : public ::testing::Test {
 
     ShellRun check = Shell(std::string(kPython) + " " + kSrc + "/registry/tools/check_onnx.py --onnx " + vdir +
                            "/model.onnx --windows " + dir_ + "/windows.f32 --polis-outputs " + dir_ +
-                           "/polis.f32 --csv " + kHourCsv + " --times " + dir_ + "/times.txt --tolerance 1e-4");
+                           "/polis.f32 --csv " + csv + " --times " + dir_ + "/times.txt --tolerance 1e-4");
     std::cout << "check_onnx (" << model << "): " << check.output << std::endl;
     ASSERT_EQ(check.exit_code, 0) << check.output;
     auto report = nlohmann::json::parse(check.output.substr(check.output.find('{')), nullptr, false);
@@ -134,6 +136,41 @@ TEST_F(OnnxTimeSeries, LstmMatchesPolisOnTestWindows) {
 TEST_F(OnnxTimeSeries, GruMatchesPolisOnTestWindows) {
   TrainExportCheck("bike_demand_lstm.pbtxt", "bike_demand_lstm",
                    {{"type: \"LSTM\"", "type: \"GRU\""}, {"hidden_size: 64", "hidden_size: 8"}}, "GRU");
+}
+
+// Rows the job's policies mend, in the test months of a copy of hour.csv:
+// two timestamps repeated with other counts (KEEP_LAST), a malformed line
+// (DROP) and an empty temperature (forward-filled). preprocessing.json
+// names the policies, and check_onnx.py rebuilds the windows it can from
+// the raw rows the same way (it fails if it keeps the first duplicate).
+TEST_F(OnnxTimeSeries, StackedGruOnRowsThePoliciesMendMatchesPolis) {
+  std::ifstream in(kHourCsv);
+  std::ofstream out(dir_ + "/mended.csv");
+  std::string line;
+  for (int i = 0; std::getline(in, line); ++i) {
+    if (i == 16900) {  // an empty temp (column 11)
+      size_t at = 0;
+      for (int c = 0; c < 10; ++c) at = line.find(',', at) + 1;
+      line.erase(at, line.find(',', at) - at);
+    }
+    out << line << "\n";
+    if (i == 16500 || i == 17000) {  // the same hour again, 7 more bikes
+      const size_t cnt = line.rfind(',') + 1;
+      out << line.substr(0, cnt) << std::stoi(line.substr(cnt)) + 7 << "\n";
+    }
+    if (i == 16800) out << "not,a,row\n";
+  }
+  out.close();
+  TrainExportCheck("bike_demand_lstm.pbtxt", "bike_demand_lstm",
+                   {{"type: \"LSTM\"", "type: \"GRU\""}, {"hidden_size: 64 num_layers: 1", "hidden_size: 6 num_layers: 2"},
+                    {"duplicate_policy: FAIL", "duplicate_policy: KEEP_LAST"},
+                    {"malformed_policy: FAIL", "malformed_policy: DROP"}},
+                   "GRU", dir_ + "/mended.csv");
+  auto result = ReadFile(dir_ + "/run/result.json");
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_NE(result->find("duplicate timestamps: 2 (kept the last)"), std::string::npos) << *result;
+  EXPECT_NE(result->find("malformed rows: 1 (dropped)"), std::string::npos) << *result;
+  EXPECT_NE(result->find("column 'temp' has no value"), std::string::npos) << *result;
 }
 
 TEST_F(OnnxTimeSeries, TransformerMatchesPolisOnTestWindows) {

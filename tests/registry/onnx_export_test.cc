@@ -392,6 +392,9 @@ TEST(OnnxExportTest, TimeSeriesPreprocessingIsWrittenBesideTheModel) {
   spec.mutable_calendar_features()->set_month(false);
   spec.mutable_calendar_features()->set_holiday_column("holiday");
   spec.set_lookback(3);
+  spec.set_duplicate_policy(proto::TimeSeriesSpec::Duplicate::KEEP_LAST);
+  spec.set_missing_policy(proto::TimeSeriesSpec::Missing::FORWARD_FILL);
+  spec.set_max_fill_steps(2);
   data::TimeSeriesStats stats;
   stats.feature_names = {"demand", "temp", "weather=<unknown>", "weather=rain", "weather=sun", "station#index",
                          "hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "holiday"};
@@ -434,6 +437,8 @@ TEST(OnnxExportTest, TimeSeriesPreprocessingIsWrittenBesideTheModel) {
   EXPECT_EQ(f[9]["period"], "weekday");
   EXPECT_EQ(f[9]["function"], "cos");
   EXPECT_EQ(f[10]["column"], "holiday");
+  EXPECT_EQ(j["row_policies"], (json{{"malformed", "FAIL"}, {"duplicate", "KEEP_LAST"},
+                                     {"missing", "FORWARD_FILL"}, {"max_fill_steps", 2}}));
   onnx::ModelProto m;
   ASSERT_TRUE(m.ParseFromString(*ReadFile(*path)));
   std::map<std::string, std::string> props;

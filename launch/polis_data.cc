@@ -42,6 +42,8 @@ int InspectWindows(const std::string& dir, const ShardManifest& m, int64_t show)
               "%lld\nfeatures  %s\n",
               dir.c_str(), m.source.c_str(), static_cast<long long>(m.lookback), m.features.size(),
               static_cast<long long>(m.horizon), fmt::format("{}", fmt::join(m.features, ", ")).c_str());
+  const std::vector<std::string> report = ReportLines(m.report);
+  for (size_t i = 0; i < report.size(); ++i) std::printf("%-9s %s\n", i == 0 ? "read" : "", report[i].c_str());
   const char* names[] = {"train", "validation", "test"};
   int k = 0;
   for (const auto* part : {&m.train, &m.validation, &m.test}) {
@@ -219,6 +221,7 @@ int main(int argc, char** argv) {
     sum = PackFolder(train_root, test_root, classes, o);
   }
   if (!sum.ok()) return Fail(sum.status());
+  for (const std::string& line : ReportLines(sum->report)) std::printf("polis-data: %s\n", line.c_str());
   std::printf("%s\n", sum->ToString(o.out).c_str());
   return 0;
 }

@@ -278,9 +278,11 @@ StatusOr<PackSummary> PackTimeSeries(const proto::JobSpec& job, const PackOption
   if (!google::protobuf::TextFormat::PrintToString(ds.spec(), &m.timeseries_spec))
     return InternalError("cannot print the TimeSeriesSpec");
   m.preprocessing = ds.PreprocessingJson();
+  m.report = ds.report();
   nlohmann::json baselines = nlohmann::json::object();
   PackSummary sum;
   sum.windows = true;
+  sum.report = ds.report();
   const char* names[] = {"train", "validation", "test"};
   std::vector<float> x(static_cast<size_t>(ds.lookback() * ds.num_features())), y(static_cast<size_t>(ds.horizon()));
   for (int s = 0; s < 3; ++s) {

@@ -36,6 +36,7 @@ struct PackSummary {
   int64_t train = 0, test = 0, train_shards = 0, test_shards = 0, skipped = 0, bytes = 0;
   int64_t validation = 0, validation_shards = 0;  // time series
   bool windows = false;
+  std::string report;  // time series: the CSV reader's report (printed before the summary)
   std::string ToString(const std::string& out) const;
 };
 

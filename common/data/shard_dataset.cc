@@ -199,9 +199,10 @@ class ShardDataset : public Dataset {
     }
     if (windows_)
       return fmt::format("shards '{}': {} training, {} validation and {} test windows of {} steps x {} features, "
-                         "horizon {}; {} decode threads, up to {} records read ahead",
+                         "horizon {}; {} decode threads, up to {} records read ahead{}",
                          dir_, split_.train.size(), split_.validation.size(), test_.size, manifest_.lookback,
-                         manifest_.features.size(), manifest_.horizon, threads_.size(), capacity_);
+                         manifest_.features.size(), manifest_.horizon, threads_.size(), capacity_,
+                         manifest_.report.empty() ? "" : "\npacked from: " + manifest_.report);
     return fmt::format("shards '{}': {} training records ({} held out for validation) and {} test records of "
                        "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead",
                        dir_, train_.size, split_.validation.size(), test_.size, manifest_.channels,

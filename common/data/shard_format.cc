@@ -125,6 +125,7 @@ Status ParseTimeSeries(const json& j, const std::string& file, ShardManifest* m)
     m->preprocessing = j.at("preprocessing").dump();
     m->baselines = j.at("baselines").dump();
     m->source = j.value("source", "");
+    m->report = j.value("report", "");
   } catch (const json::exception& e) {
     return DataLoss("'{}': {}", file, e.what());
   }
@@ -211,6 +212,7 @@ Status WriteManifest(const std::string& dir, const ShardManifest& m) {
     j["timeseries_spec"] = m.timeseries_spec;
     j["preprocessing"] = json::parse(m.preprocessing);
     j["baselines"] = json::parse(m.baselines);
+    if (!m.report.empty()) j["report"] = m.report;
     j["parts"] = {{"train", PartJson(m.train)}, {"validation", PartJson(m.validation)}, {"test", PartJson(m.test)}};
   } else {
     j.update({{"channels", m.channels}, {"height", m.height}, {"width", m.width},

@@ -83,6 +83,10 @@ struct ShardManifest {
   int64_t lookback = 0, horizon = 0;
   std::vector<std::string> features;
   std::string timeseries_spec, preprocessing, baselines;
+  // Time series: what the CSV reader said while packing (the row policies'
+  // counts and first lines, features, splits; TimeSeriesDataset::report).
+  // Absent from manifests packed before it was recorded.
+  std::string report;
 
   bool timeseries() const { return kind == "timeseries"; }
   int64_t records(bool test_part) const;

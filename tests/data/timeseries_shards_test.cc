@@ -108,6 +108,13 @@ TEST_F(TimeSeriesShards, EveryRecordIsTheCsvWindowBitForBitInEverySplit) {
   EXPECT_EQ(sum->validation, ts->size(TS::kValidation));
   EXPECT_EQ(sum->test, ts->size(TS::kTest));
   EXPECT_GT(sum->train_shards, 1);
+  // What the reader did (here: hours 100 and 101 missing, forward-filled)
+  // travels with the shards.
+  ASSERT_NE(ts->report().find("gaps in time: 1"), std::string::npos) << ts->report();
+  EXPECT_EQ(sum->report, ts->report());
+  auto manifest = ReadManifest(dir_ + "/ds");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  EXPECT_EQ(manifest->report, ts->report());
 
   const int64_t L = ts->lookback(), F = ts->num_features(), H = ts->horizon();
   for (int threads : {0, 2}) {
@@ -119,6 +126,7 @@ TEST_F(TimeSeriesShards, EveryRecordIsTheCsvWindowBitForBitInEverySplit) {
     EXPECT_EQ((*ds)->TargetToOriginal(0.5), ts->TargetToOriginal(0.5));
     EXPECT_EQ((*ds)->PreprocessingJson(), ts->PreprocessingJson());
     EXPECT_EQ((*ds)->Baselines().dump(), nlohmann::json::parse(ts->BaselinesJson(TS::kTest)).dump());
+    EXPECT_NE((*ds)->Report().find("\npacked from: " + ts->report()), std::string::npos) << (*ds)->Report();
     ASSERT_NE((*ds)->timeseries_spec(), nullptr);
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*(*ds)->timeseries_spec(), ts->spec()));
     const std::pair<Part, TS::Split> parts[] = {
@@ -147,6 +155,21 @@ TEST_F(TimeSeriesShards, EveryRecordIsTheCsvWindowBitForBitInEverySplit) {
   ASSERT_TRUE(limited.ok()) << limited.status().ToString();
   EXPECT_EQ((*limited)->size(Part::kTrain), 7);
   EXPECT_EQ((*limited)->size(Part::kValidation), ts->size(TS::kValidation));
+  EXPECT_FALSE((*limited)->Baselines().empty());
+  // A test_limit: the CSV's baselines are scored on the windows kept; the
+  // pack scored them all, so the shards give none.
+  auto test_limited_spec = Shards(dir_ + "/ds", 0);
+  test_limited_spec.set_test_limit(5);
+  auto test_limited = OpenDataset(test_limited_spec, 1);
+  ASSERT_TRUE(test_limited.ok()) << test_limited.status().ToString();
+  EXPECT_EQ((*test_limited)->size(Part::kTest), 5);
+  EXPECT_TRUE((*test_limited)->Baselines().empty()) << (*test_limited)->Baselines().dump();
+  proto::DatasetSpec csv_limited = job_.dataset();
+  csv_limited.set_test_limit(5);
+  auto csv = OpenDataset(csv_limited, 1);
+  ASSERT_TRUE(csv.ok()) << csv.status().ToString();
+  EXPECT_EQ((*csv)->Baselines().dump(), nlohmann::json::parse(ts->BaselinesJson(TS::kTest, 5)).dump());
+  EXPECT_NE((*csv)->Baselines().dump(), nlohmann::json::parse(ts->BaselinesJson(TS::kTest)).dump());
   // Packing over a dataset is refused.
   EXPECT_EQ(Pack(dir_ + "/ds").status().code(), Code::kAlreadyExists);
 }
@@ -234,6 +257,7 @@ TEST_F(TimeSeriesShards, PolisDataPacksAJobsCsvAndInspectDescribesIt) {
   ASSERT_EQ(code, 0) << out;
   auto ts = TS::Open(job_.dataset().timeseries());
   ASSERT_TRUE(ts.ok());
+  EXPECT_NE(out.find("polis-data:   gaps in time: 1 "), std::string::npos) << out;
   EXPECT_NE(out.find(fmt::format("packed {} training, {} validation and {} test windows", ts->size(TS::kTrain),
                                  ts->size(TS::kValidation), ts->size(TS::kTest))),
             std::string::npos)
@@ -244,6 +268,8 @@ TEST_F(TimeSeriesShards, PolisDataPacksAJobsCsvAndInspectDescribesIt) {
       << out;
   EXPECT_NE(out.find("load, temp, weather=<unknown>, weather=clear"), std::string::npos) << out;
   EXPECT_NE(out.find(fmt::format("validation {} windows", ts->size(TS::kValidation))), std::string::npos) << out;
+  EXPECT_NE(out.find("\nread      time series '" + dir_ + "/load.csv'"), std::string::npos) << out;
+  EXPECT_NE(out.find("            gaps in time: 1 "), std::string::npos) << out;
   // A job that is not a CSV time series: one line.
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/idx.pbtxt",
                               "name: \"i\" model { layer { type: \"Dense\" dense_param { units: 10 } } } "

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace polis::registry {
 namespace {
@@ -73,14 +74,40 @@ void Metrics::CountAuthRefusal(int code) {
   Add("polis_http_auth_refusals_total", fmt::format("code=\"{}\"", code), 1);
 }
 
+void DurationStat::Add(double seconds) {
+  ++count;
+  ns += static_cast<uint64_t>(std::max(0.0, seconds) * 1e9);
+}
+
 void Metrics::ObserveInference(const std::string& model, int64_t version, bool ok, double seconds,
-                               int64_t rows) {
+                               int64_t rows, const RequestStages* stages) {
   const std::string l = ModelLabels(model, version);
   Add("polis_inference_requests_total", l + (ok ? ",outcome=\"success\"" : ",outcome=\"failure\""), 1);
   if (ok) {
     Add("polis_inference_rows_total", l, static_cast<double>(rows));
     Observe("polis_inference_request_seconds", l, seconds);
   }
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count();
+  std::lock_guard<std::mutex> lock(mu_);
+  VersionStats& s = stats_[{model, version}];
+  if (!ok) return s.fail.Add(seconds);
+  s.success.Add(seconds);
+  s.inference_count += static_cast<uint64_t>(std::max<int64_t>(rows, 0));
+  s.last_inference_ms = now_ms;
+  if (stages) {
+    s.compute_input.Add(stages->input);
+    s.queue.Add(stages->queue);
+    s.compute_infer.Add(stages->infer);
+    s.compute_output.Add(stages->output);
+  }
+}
+
+std::optional<VersionStats> Metrics::StatsOf(const std::string& model, int64_t version) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto it = stats_.find({model, version});
+  if (it == stats_.end()) return std::nullopt;
+  return it->second;
 }
 
 void Metrics::ObserveQueue(const std::string& model, int64_t version, double seconds) {
@@ -92,6 +119,10 @@ void Metrics::ObserveBatch(const std::string& model, int64_t version, int64_t ro
   const std::string l = ModelLabels(model, version);
   Observe("polis_inference_batch_rows", l, static_cast<double>(rows));
   Observe("polis_inference_compute_seconds", l, compute_seconds);
+  std::lock_guard<std::mutex> lock(mu_);
+  VersionStats& s = stats_[{model, version}];
+  ++s.execution_count;
+  s.batches[rows].Add(compute_seconds);
 }
 
 void Metrics::ObserveStage(Protocol protocol, Stage stage, double seconds) {

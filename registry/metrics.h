@@ -21,6 +21,10 @@
 //   polis_explain_rows_total                                 counter (rows explained)
 //   polis_explain_queue_depth                                gauge (waiting or running)
 //
+// The same requests also add up, per model version, into what Triton's
+// statistics extension reports (GET /v2/models[/{m}[/versions/{v}]]/stats;
+// VersionStats below).
+//
 // Thread-safe: one mutex; each update is a map lookup and a few adds.
 #pragma once
 
@@ -29,6 +33,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,13 +43,40 @@ enum class Protocol : uint8_t { kRest, kGrpc };
 enum class Stage : uint8_t { kRead, kParse, kQueue, kCompute, kEncode, kWrite };
 inline constexpr int kProtocols = 2, kStages = 6;
 
+// One duration statistic of the statistics extension: how many times it
+// happened and their total time.
+struct DurationStat {
+  uint64_t count = 0, ns = 0;
+  void Add(double seconds);
+};
+
+// A version's statistics since the server started (Triton's statistics
+// extension). Request stages count successful requests only, each with its
+// own time (a batched request counts its batch's forward pass).
+struct VersionStats {
+  int64_t last_inference_ms = 0;   // last successful request, ms since 1970
+  uint64_t inference_count = 0;    // rows answered successfully
+  uint64_t execution_count = 0;    // forward passes (batches) run
+  DurationStat success, fail;      // whole requests, arrival to result
+  DurationStat queue, compute_input, compute_infer, compute_output;
+  std::map<int64_t, DurationStat> batches;  // by rows in the batch: its forward passes
+};
+
+// A successful request's stages (seconds): input = from the handler's start
+// until queued (auth, parsing, decoding into the model's input), queue,
+// infer = its batch's forward pass, output = encoding the response.
+struct RequestStages {
+  double input = 0, queue = 0, infer = 0, output = 0;
+};
+
 class Metrics {
  public:
   Metrics();
   void CountHttp(const std::string& method, int code);
   void CountAuthRefusal(int code);
+  // `stages`: a successful request's, for the version's statistics.
   void ObserveInference(const std::string& model, int64_t version, bool ok, double seconds,
-                        int64_t rows);
+                        int64_t rows, const RequestStages* stages = nullptr);
   void ObserveQueue(const std::string& model, int64_t version, double seconds);
   void ObserveBatch(const std::string& model, int64_t version, int64_t rows, double compute_seconds);
   // +1 when a version is loaded, -1 when it is unloaded (a reload overlaps).
@@ -57,6 +89,8 @@ class Metrics {
   void CountExplainRows(int64_t rows);
   void AdjustExplainQueue(int delta);
   std::string Render() const;
+  // The version's statistics; nullopt when nothing was observed for it.
+  std::optional<VersionStats> StatsOf(const std::string& model, int64_t version) const;
 
  private:
   struct Histogram {
@@ -81,6 +115,7 @@ class Metrics {
 
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;
+  std::map<std::pair<std::string, int64_t>, VersionStats> stats_;
 };
 
 }  // namespace polis::registry

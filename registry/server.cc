@@ -639,7 +639,8 @@ struct RegistryServer::Impl {
     const std::string model = sv->model_name();
     const int64_t version = sv->version();
     auto fail = [&](int code, const std::string& message) {
-      metrics.ObserveInference(model, version, false, 0, 0);
+      metrics.ObserveInference(model, version, false,
+                               std::chrono::duration<double>(Clock::now() - start).count(), 0);
       done(ErrorResponse(code, message));
     };
     // id, parameters, outputs
@@ -711,8 +712,9 @@ struct RegistryServer::Impl {
     if (std::any_of(outputs.begin(), outputs.end(), [](const OutputRequest& r) { return r.classification > 0; }))
       class_names.assign(sv->header().class_names().begin(), sv->header().class_names().end());
     scope->Release();  // about to be queued: the batch need not wait for it
+    const double input_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     metrics.ObserveStage(protocol, Stage::kRead, read_seconds);
-    metrics.ObserveStage(protocol, Stage::kParse, std::chrono::duration<double>(Clock::now() - start).count());
+    metrics.ObserveStage(protocol, Stage::kParse, input_seconds);
     // The callback holds no reference to `sv`: the repository (or this
     // handler, until Infer returns) holds the last one, and a version's
     // destructor drains its queue, so every queued request is answered.
@@ -726,14 +728,14 @@ struct RegistryServer::Impl {
     const bool caller_may_run = protocol == Protocol::kRest && inferring.load() <= 1;
     sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
-               to_original, target_mean, target_std, protocol, class_names](InferOutcome o) {
+               to_original, target_mean, target_std, protocol, class_names, input_seconds](InferOutcome o) {
                 if (to_original && o.status.ok())
                   for (float& v : o.logits)
                     v = static_cast<float>(static_cast<double>(v) * target_std + target_mean);
                 // Format on the connection's thread, not the inference thread (gRPC:
                 // here; it has no connection thread to hand the result to).
                 post([this, model, version, id, has_id, outputs, rows, k, out_shape, start, done,
-                      protocol, class_names, o = std::move(o)]() {
+                      protocol, class_names, input_seconds, o = std::move(o)]() {
                   const double seconds =
                       std::chrono::duration<double>(Clock::now() - start).count();
                   if (!o.status.ok()) {
@@ -743,7 +745,6 @@ struct RegistryServer::Impl {
                                          : HttpStatusFor(o.status);
                     return done(ErrorResponse(code, o.status.message()));
                   }
-                  metrics.ObserveInference(model, version, true, seconds, rows);
                   metrics.ObserveStage(protocol, Stage::kQueue, o.queue_seconds);
                   metrics.ObserveStage(protocol, Stage::kCompute, o.compute_seconds);
                   const auto encode_at = Clock::now();
@@ -760,8 +761,10 @@ struct RegistryServer::Impl {
                     res.content_type = "application/octet-stream";
                     res.body += binary;
                   }
-                  metrics.ObserveStage(protocol, Stage::kEncode,
-                                       std::chrono::duration<double>(Clock::now() - encode_at).count());
+                  const double encode_seconds = std::chrono::duration<double>(Clock::now() - encode_at).count();
+                  metrics.ObserveStage(protocol, Stage::kEncode, encode_seconds);
+                  const RequestStages stages{input_seconds, o.queue_seconds, o.compute_seconds, encode_seconds};
+                  metrics.ObserveInference(model, version, true, seconds, rows, &stages);
                   if (protocol == Protocol::kRest)
                     res.on_written = [this](double s) {
                       metrics.ObserveStage(Protocol::kRest, Stage::kWrite, s);
@@ -986,6 +989,67 @@ struct RegistryServer::Impl {
     WithVersion(model, ref, done, [done](std::shared_ptr<ServedVersion> sv) {
       done(JsonResponse(200, ModelCard(sv->model_name(), sv->version(), sv->sha256(), sv->header())));
     });
+  }
+
+  // GET /v2/models[/{m}[/versions/{v}]]/stats: Triton's statistics
+  // extension, from the metrics (VersionStats): every loaded version (and
+  // any served since the start) of every model the token may read, of one
+  // model, or one version.
+  void StatsRoute(const HttpRequest& req, const Target& t, const std::string& model, const std::string& ref,
+                  bool version_route, Respond done) {
+    if (!Authorize(req, t, kScopeRead, model, done, nullptr)) return;
+    std::vector<ModelStatus> models;
+    if (model.empty()) {
+      for (ModelStatus& ms : repo->DescribeAll())
+        if (tokens.Authorize(req.authorization, kScopeRead, ms.name).outcome == AuthOutcome::kAllowed)
+          models.push_back(std::move(ms));
+    } else {
+      auto ms = repo->Describe(model);
+      if (!ms.ok()) return done(StatusResponse(ms.status()));
+      models.push_back(std::move(*ms));
+    }
+    json out = json::array();
+    for (const ModelStatus& ms : models) {
+      std::vector<int64_t> versions;
+      if (version_route) {
+        auto v = VersionOfRef(ms, ref);
+        if (!v.ok()) return done(StatusResponse(v.status()));
+        versions.push_back(*v);
+      } else {
+        for (const VersionStatus& vs : ms.version_status)
+          if (vs.loaded || metrics.StatsOf(ms.name, vs.version)) versions.push_back(vs.version);
+      }
+      for (int64_t v : versions) out.push_back(StatsJson(ms.name, v, metrics.StatsOf(ms.name, v)));
+    }
+    done(JsonResponse(200, json{{"model_stats", out}}));
+  }
+
+  // The version a number, "latest" or an alias names; NotFound naming it.
+  static StatusOr<int64_t> VersionOfRef(const ModelStatus& ms, const std::string& ref) {
+    if (ref == kLatest && !ms.versions.empty()) return ms.versions.back();
+    if (const int64_t n = ParseVersionNumber(ref); n > 0) {
+      if (std::find(ms.versions.begin(), ms.versions.end(), n) != ms.versions.end()) return n;
+    } else if (auto it = ms.aliases.find(ref); it != ms.aliases.end()) {
+      return it->second;
+    }
+    return NotFound("model '{}' has no version '{}'", ms.name, EchoValue(ref));
+  }
+
+  static json StatsJson(const std::string& model, int64_t version, const std::optional<VersionStats>& s) {
+    const VersionStats v = s.value_or(VersionStats{});
+    auto d = [](const DurationStat& x) { return json{{"count", x.count}, {"ns", x.ns}}; };
+    json batches = json::array();
+    for (const auto& [rows, stat] : v.batches)
+      batches.push_back({{"batch_size", rows}, {"compute_infer", d(stat)}});
+    return json{{"name", model},
+                {"version", std::to_string(version)},
+                {"last_inference", v.last_inference_ms},
+                {"inference_count", v.inference_count},
+                {"execution_count", v.execution_count},
+                {"inference_stats", {{"success", d(v.success)}, {"fail", d(v.fail)}, {"queue", d(v.queue)},
+                                     {"compute_input", d(v.compute_input)}, {"compute_infer", d(v.compute_infer)},
+                                     {"compute_output", d(v.compute_output)}}},
+                {"batch_stats", batches}};
   }
 
   void ModelReadyRoute(const HttpRequest& req, const Target& t, const std::string& model,
@@ -1277,7 +1341,7 @@ struct RegistryServer::Impl {
       return done(JsonResponse(200, json{{"name", "polis-registry"},
                                          {"version", POLIS_VERSION},
                                          {"extensions", {"model_repository", "classification",
-                                                         "binary_tensor_data", "polis_explain",
+                                                         "binary_tensor_data", "statistics", "polis_explain",
                                                          "polis_registry"}}}));
     }
     if (s[1] == "health" && s.size() == 3) {
@@ -1300,6 +1364,10 @@ struct RegistryServer::Impl {
       return RepositoryIndex(req, t, done);
     }
     if (s[1] == "registry" && s.size() >= 3 && s[2] == "models") return Registry(req, t, done);
+    if (s[1] == "models" && s.size() == 3 && s[2] == "stats") {
+      if (method != "GET") return MethodNotAllowed(done, "GET");
+      return StatsRoute(req, t, "", "", false, done);
+    }
     if (s[1] == "models" && s.size() >= 3) {
       const std::string& model = s[2];
       if (Status st = ValidateModelName(model); !st.ok()) return done(StatusResponse(st));
@@ -1330,6 +1398,10 @@ struct RegistryServer::Impl {
         if (action == "card") {
           if (method != "GET") return MethodNotAllowed(done, "GET");
           return ModelCardRoute(req, t, model, ref, done);
+        }
+        if (action == "stats") {
+          if (method != "GET") return MethodNotAllowed(done, "GET");
+          return StatsRoute(req, t, model, ref, version_route, done);
         }
         if (action == "infer" || action == "explain") {
           if (method != "POST") return MethodNotAllowed(done, "POST");

@@ -75,6 +75,88 @@ TEST_F(ServerTest, HealthAndServerMetadata) {
   EXPECT_TRUE(ParseJson(none).contains("error"));
 }
 
+// Triton's statistics extension: what the requests of each version added
+// up to, for every model the token may read, one model or one version.
+TEST_F(ServerTest, StatisticsAddUpTheRequestsOfEachVersion) {
+  ASSERT_EQ(Publish(root(), "other", MakeArtifact(kTinyCnn, kTinyInput, 3)), 1);
+  ServerOptions o;
+  o.tokens_file = WriteTokens();
+  ServerHarness h(root(), o);
+  HttpClient c = h.Client();
+  const std::vector<std::pair<std::string, std::string>> reader = {{"Authorization", "Bearer reader-token-1"}};
+  const std::vector<std::pair<std::string, std::string>> ci = {{"Authorization", "Bearer ci-token-123"}};
+  EXPECT_NE(ParseJson(Call(c, "GET", "/v2"))["extensions"].dump().find("\"statistics\""), std::string::npos);
+
+  const auto ms_now = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  const int64_t before = ms_now();
+  for (int i = 0; i < 3; ++i) {
+    auto r = Call(c, "POST", "/v2/models/tiny/infer", InferBody(Pattern(2 * 64, i), 2, kTinyInput).dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  EXPECT_EQ(Call(c, "POST", "/v2/models/tiny/infer", R"({"inputs": [{"name": "input"}]})").status, 400);
+  const int64_t after = ms_now();
+
+  auto r = Call(c, "GET", "/v2/models/tiny/versions/2/stats", "", reader);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json stats = ParseJson(r)["model_stats"];
+  ASSERT_EQ(stats.size(), 1u) << r.body;
+  const json& v2 = stats[0];
+  EXPECT_EQ(v2["name"], "tiny");
+  EXPECT_EQ(v2["version"], "2");
+  EXPECT_EQ(v2["inference_count"], 6);  // rows
+  EXPECT_GE(v2["last_inference"].get<int64_t>(), before);
+  EXPECT_LE(v2["last_inference"].get<int64_t>(), after);
+  const json& is = v2["inference_stats"];
+  EXPECT_EQ(is["success"]["count"], 3);
+  EXPECT_EQ(is["fail"]["count"], 1);
+  EXPECT_GT(is["fail"]["ns"].get<uint64_t>(), 0u);
+  for (const char* stage : {"queue", "compute_input", "compute_infer", "compute_output"})
+    EXPECT_EQ(is[stage]["count"], 3) << stage;
+  EXPECT_GT(is["compute_infer"]["ns"].get<uint64_t>(), 0u);
+  // A request's stages lie within its time.
+  uint64_t stages_ns = 0;
+  for (const char* stage : {"compute_input", "queue", "compute_infer", "compute_output"})
+    stages_ns += is[stage]["ns"].get<uint64_t>();
+  EXPECT_LE(stages_ns, is["success"]["ns"].get<uint64_t>() + 1000000) << is.dump();
+  // Forward passes by batch size: every row in one of them.
+  int64_t passes = 0, rows = 0;
+  for (const auto& b : v2["batch_stats"]) {
+    passes += b["compute_infer"]["count"].get<int64_t>();
+    rows += b["batch_size"].get<int64_t>() * b["compute_infer"]["count"].get<int64_t>();
+  }
+  EXPECT_EQ(passes, v2["execution_count"].get<int64_t>());
+  EXPECT_EQ(rows, 6);
+
+  // The same by alias-free model route and over all models; a token that
+  // covers only some models sees only theirs.
+  const json model = ParseJson(Call(c, "GET", "/v2/models/tiny/stats", "", reader))["model_stats"];
+  ASSERT_FALSE(model.empty());
+  EXPECT_TRUE(std::any_of(model.begin(), model.end(), [&](const json& m) { return m == v2; })) << model.dump();
+  auto names_seen = [&](const std::vector<std::pair<std::string, std::string>>& token) {
+    const json all = ParseJson(Call(c, "GET", "/v2/models/stats", "", token));
+    std::set<std::string> names;
+    for (const auto& m : all["model_stats"]) names.insert(m["name"].get<std::string>());
+    return names;
+  };
+  EXPECT_EQ(names_seen(reader), (std::set<std::string>{"tiny", "other"}));
+  EXPECT_EQ(names_seen(ci), std::set<std::string>{"tiny"});
+  EXPECT_EQ(Call(c, "GET", "/v2/models/other/stats", "", ci).status, 403);
+  // A loaded version nobody asked yet: zeros.
+  const json other = ParseJson(Call(c, "GET", "/v2/models/other/versions/latest/stats", "", reader))["model_stats"];
+  ASSERT_EQ(other.size(), 1u);
+  EXPECT_EQ(other[0]["inference_stats"]["success"], (json{{"count", 0}, {"ns", 0}}));
+  EXPECT_EQ(other[0]["batch_stats"], json::array());
+
+  auto no_version = Call(c, "GET", "/v2/models/tiny/versions/7/stats", "", reader);
+  EXPECT_EQ(no_version.status, 404);
+  EXPECT_NE(no_version.body.find("no version '7'"), std::string::npos) << no_version.body;
+  EXPECT_EQ(Call(c, "GET", "/v2/models/nope/stats", "", reader).status, 404);
+  EXPECT_EQ(Call(c, "POST", "/v2/models/stats", "{}", reader).status, 405);
+}
+
 TEST_F(ServerTest, ModelMetadataAndReadiness) {
   ServerHarness h(root());
   HttpClient c = h.Client();

@@ -879,18 +879,31 @@ class Coordinator {
                     {"max_staleness", v.stats.max_staleness()}, {"last_heartbeat_age_seconds", age}});
     }
     json hist = json::array();
-    // Each epoch's evaluation: val_* with a validation split, else test_*.
+    // Each epoch's evaluation: val_* with a validation split, else test_*;
+    // accuracy for a classifier, the errors in the target's units for a
+    // forecaster.
     const std::string set = validation_ ? "val_" : "test_";
-    for (const auto& h : history_)
-      hist.push_back({{"epoch", h["epoch"]}, {"train_loss", h["train_loss"]},
-                      {set + "accuracy", h.value(set + "accuracy", 0.0)}, {set + "mae", h.value(set + "mae", 0.0)},
-                      {"images_per_second", h["images_per_second"]}, {"elapsed_seconds", h["elapsed_seconds"]}});
+    const std::vector<std::string> metrics =
+        regression_ ? std::vector<std::string>{"mae", "rmse"} : std::vector<std::string>{"accuracy"};
+    for (const auto& h : history_) {
+      json row = {{"epoch", h["epoch"]}, {"train_loss", h["train_loss"]},
+                  {"images_per_second", h["images_per_second"]}, {"samples_per_second", h["images_per_second"]},
+                  {"elapsed_seconds", h["elapsed_seconds"]}};
+      for (const std::string& m : metrics) row[set + m] = h.value(set + m, 0.0);
+      hist.push_back(std::move(row));
+    }
+    // The latest epoch's headline metric: accuracy (0 until the first
+    // epoch, as before) or MAE (null until then); the other one is null.
+    const std::string headline = regression_ ? "mae" : "accuracy";
+    const json latest = history_.empty() ? (regression_ ? json(nullptr) : json(0.0))
+                                         : json(history_.back().value(set + headline, 0.0));
     const double total = static_cast<double>(N_) * E_;
     return {{"job", spec_.name()}, {"state", state_}, {"epoch", std::min(epochs_done_ + 1, E_)}, {"epochs", E_},
+            {"task", regression_ ? "regression" : "classification"},
             {"step", have_progress_ ? json(workers_view_[0].step) : json(nullptr)},
             {"loss", have_progress_ ? json(last_loss_) : json(nullptr)},
-            {"accuracy", history_.empty() ? 0.0
-                                          : history_.back().value(validation_ ? "val_accuracy" : "test_accuracy", 0.0)},
+            {"accuracy", regression_ ? json(nullptr) : latest},
+            {"mae", regression_ ? latest : json(nullptr)},
             {"samples_per_second", rate},
             {"eta_seconds", rate > 0 ? std::max(0.0, (total - done) / rate) : -1.0},
             {"elapsed_seconds", elapsed}, {"history", hist}, {"series", series_}, {"workers", wj},

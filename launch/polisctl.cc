@@ -266,10 +266,13 @@ std::vector<std::string> StatusLines(const json& s) {
   std::vector<std::string> out;
   const auto epochs = Num(s, "epochs");
   out.push_back(fmt::format("job {}  {}", Str(s, "job"), Str(s, "state")));
+  // A forecaster's error in its target's units; a classifier's accuracy.
+  const bool regression = Str(s, "task") == "regression";
   const auto acc = Num(s, "accuracy");
-  out.push_back(fmt::format("epoch {}/{}  step {}  loss {}  accuracy {}", Int(Num(s, "epoch")),
-                            Int(epochs), Int(Num(s, "step")), Fmt(Num(s, "loss"), "{:.4f}"),
-                            acc ? fmt::format("{:.2f}%", *acc * 100) : "-"));
+  const std::string metric = regression ? "mae " + Fmt(Num(s, "mae"), "{:.4g}")
+                                        : "accuracy " + (acc ? fmt::format("{:.2f}%", *acc * 100) : "-");
+  out.push_back(fmt::format("epoch {}/{}  step {}  loss {}  {}", Int(Num(s, "epoch")), Int(epochs),
+                            Int(Num(s, "step")), Fmt(Num(s, "loss"), "{:.4f}"), metric));
   const auto elapsed = Num(s, "elapsed_seconds"), eta = Num(s, "eta_seconds");
   out.push_back(fmt::format("throughput {} samples/s  elapsed {}  eta {}",
                             Fmt(Num(s, "samples_per_second"), "{:.0f}"),

@@ -114,10 +114,17 @@ function renderServers(s) {
   ])));
 }
 
+// A forecaster is judged by its mean absolute error in the target's units,
+// a classifier by its accuracy.
+const isRegression = (s) => s.task === 'regression';
+
 function renderHistory(s) {
+  const regression = isRegression(s);
+  setText('history-metric', regression ? 'MAE (val, else test)' : 'accuracy (val, else test)');
   $('history').tBodies[0].replaceChildren(...(s.history || []).map((r) => el('tr', {}, [
     el('td', { text: String(r.epoch) }), el('td', { text: fmtNumber(r.train_loss, 4) }),
-    el('td', { text: fmtPercent(r.val_accuracy ?? r.test_accuracy) }), el('td', { text: fmtInt(r.images_per_second) }),
+    el('td', { text: regression ? fmtNumber(r.val_mae ?? r.test_mae, 2) : fmtPercent(r.val_accuracy ?? r.test_accuracy) }),
+    el('td', { text: fmtInt(r.samples_per_second ?? r.images_per_second) }),
     el('td', { text: fmtDuration(r.elapsed_seconds) }),
   ])));
 }
@@ -129,7 +136,8 @@ function render(s) {
   $('progress').style.width = `${(frac * 100).toFixed(1)}%`;
   setText('step', fmtInt(s.step));
   setText('loss', fmtNumber(s.loss, 4));
-  setText('accuracy', fmtPercent(s.accuracy));
+  setText('metric-label', isRegression(s) ? 'MAE (validation, else test)' : 'accuracy (validation, else test)');
+  setText('accuracy', isRegression(s) ? fmtNumber(s.mae, 2) : fmtPercent(s.accuracy));
   setText('throughput', fmtInt(s.samples_per_second));
   setText('elapsed', fmtDuration(s.elapsed_seconds));
   setText('eta', s.state === 'done' ? 'done' : fmtDuration(s.eta_seconds));

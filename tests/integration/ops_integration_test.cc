@@ -6,6 +6,9 @@
 #include <chrono>
 #include <thread>
 
+#include <fmt/format.h>
+
+#include "common/fs.h"
 #include "tests/integration/shell.h"
 
 namespace polis {
@@ -53,6 +56,52 @@ TEST(OpsIntegration, StatusMovesAndTheSlowWorkerIsAStraggler) {
   EXPECT_TRUE(straggler_named) << later.dump();
   if (metrics.output.find("polis_") != std::string::npos)
     EXPECT_NE(metrics.output.find("# TYPE"), std::string::npos);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// A forecaster's status, polisctl line and metrics give its MAE in the
+// target's units where a classifier's give accuracy.
+TEST(OpsIntegration, AForecastersStatusGivesItsMae) {
+  const std::string csv = kSrc + "/../shared/data/bike-sharing/hour.csv";
+  if (!PathExists(csv)) POLIS_MISSING_PREREQ() << "the UCI bike-sharing data is not at " << csv;
+  char tmpl[] = "/tmp/polis-ops-ts-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string run = dir + "/run";
+  const std::string job = JobVariant(dir, "job.pbtxt", {{"lookback: 168", "lookback: 24"}}, "bike_demand_lstm.pbtxt");
+  ShellRun train;
+  // The worker sleeps 40 ms a step: about 0.5 s an epoch of 400 windows.
+  std::thread t([&] {
+    train = Shell("POLIS_TEST_SLOW_WORKER=0:40 " +
+                  PolisRun("--workers 1 --servers 0 --sync allreduce --epochs 6 --registry " + dir + "/registry " +
+                           "--run-dir " + run + " " + job + " -- --train-limit 400 --test-limit 100 --csv " + csv));
+  });
+  const std::string ctl = kBin + "/launch/polisctl";
+  nlohmann::json seen;
+  std::string line, metrics;
+  for (int i = 0; i < 600 && seen.is_null(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ShellRun s = Shell(ctl + " status --json --run-dir " + run);
+    if (s.exit_code != 0) continue;
+    auto j = nlohmann::json::parse(s.output, nullptr, false);
+    if (j.is_discarded() || !j.contains("history") || j["history"].empty() || j["state"] != "running") continue;
+    seen = j;
+    line = Shell(ctl + " status --run-dir " + run).output;
+    const std::string address = ReadJson(run + "/coordinator.json").value("address", std::string());
+    metrics = Shell("curl -s " + address + "/metrics").output;
+  }
+  t.join();
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  ASSERT_FALSE(seen.is_null()) << "no running status with an epoch done was seen";
+  EXPECT_EQ(seen["task"], "regression");
+  EXPECT_TRUE(seen["accuracy"].is_null()) << seen.dump();
+  const nlohmann::json& last = seen["history"].back();
+  ASSERT_TRUE(last.contains("test_mae")) << last.dump();
+  EXPECT_FALSE(last.contains("test_accuracy")) << last.dump();
+  EXPECT_GT(last["test_mae"].get<double>(), 1.0);  // bikes an hour, not standardised units
+  EXPECT_EQ(seen["mae"], last["test_mae"]);
+  EXPECT_NE(line.find(fmt::format("mae {:.4g}", seen["mae"].get<double>())), std::string::npos) << line;
+  EXPECT_NE(metrics.find("polis_job_mae "), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("polis_job_accuracy "), std::string::npos) << metrics;
   std::system(("rm -rf " + dir).c_str());
 }
 

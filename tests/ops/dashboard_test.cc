@@ -52,5 +52,25 @@ TEST(Dashboard, RendersWorkersAndChartsInChromium) {
                             dir.path() + "/dashboard.png");
 }
 
+// A forecaster's page: its MAE (target units) where a classifier's
+// accuracy goes, in the card and the epochs table.
+TEST(Dashboard, AForecastersPageShowsItsMae) {
+  if (!ops_test::HaveProgram("chromium")) POLIS_MISSING_PREREQ() << "chromium not installed (apt-get install chromium)";
+  Monitor::Options options;
+  options.dashboard_dir = ops_test::kSrc + "/launch/dashboard";
+  auto m = Monitor::Start(options);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  (*m)->Publish(ops_test::SampleForecasterStatus());
+  ops_test::TempDir dir;
+  auto dom = ops_test::Shell(Chromium(dir.path() + "/profile", "--dump-dom", (*m)->address() + "/"));
+  ASSERT_EQ(dom.exit_code, 0) << dom.errors;
+  const std::string& html = dom.output;
+  EXPECT_NE(html.find(">MAE (validation, else test)<"), std::string::npos) << html;
+  EXPECT_NE(html.find(">55.85<"), std::string::npos) << "MAE card";
+  EXPECT_NE(html.find(">MAE (val, else test)<"), std::string::npos) << html;
+  EXPECT_NE(html.find(">61.25<"), std::string::npos) << "epochs table";
+  EXPECT_EQ(html.find("%<"), std::string::npos) << "no percentage on a forecaster's page";
+}
+
 }  // namespace
 }  // namespace polis::coordinator

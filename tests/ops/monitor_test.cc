@@ -127,6 +127,16 @@ TEST(Monitor, MetricsAreWellFormedPrometheusText) {
   EXPECT_EQ(p.samples["polis_job_workers"], 3);
 }
 
+TEST(Monitor, AForecastersMetricsGiveItsMaeNotAnAccuracy) {
+  const std::string text = PrometheusText(ops_test::SampleForecasterStatus());
+  ParsedMetrics p = ParseExposition(text);
+  for (const auto& problem : p.problems) ADD_FAILURE() << problem;
+  EXPECT_EQ(p.type["polis_job_mae"], "gauge");
+  EXPECT_DOUBLE_EQ(p.samples["polis_job_mae"], 55.85);
+  EXPECT_EQ(text.find("polis_job_accuracy"), std::string::npos) << text;
+  EXPECT_EQ(PrometheusText(SampleStatus()).find("polis_job_mae"), std::string::npos);
+}
+
 TEST(Monitor, MetricsLeaveOutMissingFieldsAndEscapeLabels) {
   json s = {{"job", "a \"quoted\"\\job\nname"}, {"state", "running"}, {"epoch", 1},
             {"loss", nullptr}, {"workers", json::array({{{"rank", 2}, {"step", 5}}})}};

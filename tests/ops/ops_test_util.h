@@ -153,6 +153,19 @@ inline json SampleStatus(int workers = 3, int servers = 1, int points = 25,
   return s;
 }
 
+// A forecaster's status: MAE in the target's units instead of accuracy.
+inline json SampleForecasterStatus() {
+  json s = SampleStatus(2, 0, 25);
+  s["job"] = "bike_demand_lstm";
+  s["task"] = "regression";
+  s["accuracy"] = nullptr;
+  s["mae"] = 55.85;
+  s["history"] = json::array({{{"epoch", 1}, {"train_loss", 0.28}, {"test_mae", 61.25}, {"test_rmse", 80.5},
+                               {"images_per_second", 2301.0}, {"samples_per_second", 2301.0},
+                               {"elapsed_seconds", 36.0}}});
+  return s;
+}
+
 // A fresh directory under $TMPDIR (or /tmp), removed by the destructor.
 class TempDir {
  public:

@@ -67,6 +67,14 @@ TEST_F(Polisctl, StatusForPeople) {
   EXPECT_NE(r.output.find("stalled 4"), std::string::npos) << r.output;
 }
 
+TEST_F(Polisctl, StatusOfAForecasterGivesItsMae) {
+  monitor_->Publish(ops_test::SampleForecasterStatus());
+  auto r = Ctl("status " + RunDir());
+  ASSERT_EQ(r.exit_code, 0) << r.errors;
+  EXPECT_NE(r.output.find("loss 0.4123  mae 55.85"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("accuracy"), std::string::npos) << r.output;
+}
+
 TEST_F(Polisctl, WorkersAndServers) {
   auto w = Ctl("workers --json " + Addr());
   ASSERT_EQ(w.exit_code, 0) << w.errors;

@@ -18,14 +18,22 @@ using ops_test::Chromium;
 using ops_test::Count;
 using ops_test::SampleStatus;
 
-TEST(Dashboard, RendersWorkersAndChartsInChromium) {
-  if (!ops_test::HaveProgram("chromium")) POLIS_MISSING_PREREQ() << "chromium not installed (apt-get install chromium)";
+// A monitor serving the dashboard with `status` published.
+std::unique_ptr<Monitor> DashboardWith(const nlohmann::json& status) {
   Monitor::Options options;
   options.dashboard_dir = ops_test::kSrc + "/launch/dashboard";
   auto m = Monitor::Start(options);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  (*m)->Publish(SampleStatus(/*workers=*/4, /*servers=*/2, /*points=*/25));
-  const std::string url = (*m)->address() + "/";
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  if (!m.ok()) return nullptr;
+  (*m)->Publish(status);
+  return std::move(*m);
+}
+
+TEST(Dashboard, RendersWorkersAndChartsInChromium) {
+  if (!ops_test::HaveProgram("chromium")) POLIS_MISSING_PREREQ() << "chromium not installed (apt-get install chromium)";
+  auto m = DashboardWith(SampleStatus(/*workers=*/4, /*servers=*/2, /*points=*/25));
+  ASSERT_TRUE(m);
+  const std::string url = m->address() + "/";
   ops_test::TempDir dir;
 
   auto dom = ops_test::Shell(Chromium(dir.path() + "/profile", "--dump-dom", url));
@@ -56,13 +64,10 @@ TEST(Dashboard, RendersWorkersAndChartsInChromium) {
 // accuracy goes, in the card and the epochs table.
 TEST(Dashboard, AForecastersPageShowsItsMae) {
   if (!ops_test::HaveProgram("chromium")) POLIS_MISSING_PREREQ() << "chromium not installed (apt-get install chromium)";
-  Monitor::Options options;
-  options.dashboard_dir = ops_test::kSrc + "/launch/dashboard";
-  auto m = Monitor::Start(options);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  (*m)->Publish(ops_test::SampleForecasterStatus());
+  auto m = DashboardWith(ops_test::SampleForecasterStatus());
+  ASSERT_TRUE(m);
   ops_test::TempDir dir;
-  auto dom = ops_test::Shell(Chromium(dir.path() + "/profile", "--dump-dom", (*m)->address() + "/"));
+  auto dom = ops_test::Shell(Chromium(dir.path() + "/profile", "--dump-dom", m->address() + "/"));
   ASSERT_EQ(dom.exit_code, 0) << dom.errors;
   const std::string& html = dom.output;
   EXPECT_NE(html.find(">MAE (validation, else test)<"), std::string::npos) << html;

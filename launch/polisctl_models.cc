@@ -19,6 +19,7 @@
 #include "common/artifact/artifact.h"
 #include "common/data/csv.h"
 #include "common/data/idx.h"
+#include "common/data/timeseries.h"
 #include "common/env.h"
 #include "common/fs.h"
 #include "common/http/http_client.h"
@@ -57,6 +58,10 @@ std::string DefaultWho() {
 struct ModelInfo {
   std::vector<int64_t> sample_shape;  // without the batch dimension
   int64_t lookback = 0;               // time series only
+  // Time series: how a row's time is written (timestamp_column,
+  // timestamp_format, hour_column, frequency_seconds; the metadata's
+  // parameters.timeseries).
+  json timeseries = json::object();
   std::vector<std::string> class_names;  // classifiers with named classes
 };
 
@@ -130,8 +135,10 @@ class HttpBackend : public Backend {
       const auto& shape = in["shape"];
       for (size_t i = 1; i < shape.size(); ++i) info.sample_shape.push_back(shape[i].get<int64_t>());
     }
-    if (meta.contains("parameters") && meta["parameters"].contains("timeseries"))
-      info.lookback = meta["parameters"]["timeseries"].value("lookback", int64_t{0});
+    if (meta.contains("parameters") && meta["parameters"].contains("timeseries")) {
+      info.timeseries = meta["parameters"]["timeseries"];
+      info.lookback = info.timeseries.value("lookback", int64_t{0});
+    }
     if (meta.contains("parameters") && meta["parameters"].contains("class_names") &&
         meta["parameters"]["class_names"].is_array())
       for (const auto& c : meta["parameters"]["class_names"])
@@ -279,7 +286,12 @@ class RootBackend : public Backend {
     POLIS_ASSIGN_OR_RETURN(auto sv, Load(model, ref));
     ModelInfo info;
     info.sample_shape = sv->input_shape();
-    if (sv->timeseries()) info.lookback = sv->timeseries_spec().lookback();
+    if (sv->timeseries()) {
+      const proto::TimeSeriesSpec& ts = sv->timeseries_spec();
+      info.lookback = ts.lookback();
+      info.timeseries = {{"timestamp_column", ts.timestamp_column()}, {"timestamp_format", ts.timestamp_format()},
+                         {"hour_column", ts.hour_column()}, {"frequency_seconds", ts.frequency_seconds()}};
+    }
     info.class_names.assign(sv->header().class_names().begin(), sv->header().class_names().end());
     return info;
   }
@@ -369,18 +381,22 @@ StatusOr<json> RootBackend::Infer(const std::string& model, const std::string& r
       POLIS_ASSIGN_OR_RETURN(names, data::SplitCsvLine(names[0]));
     }
     if (names.empty()) return InvalidArgument("input 'header' is required: the model records no column names");
-    const int64_t lookback = sv->timeseries_spec().lookback();
-    if (lines.empty() || static_cast<int64_t>(lines.size()) % lookback != 0)
-      return InvalidArgument("input 'rows': {} rows is not a multiple of the lookback {}", lines.size(),
-                             lookback);
-    n = static_cast<int64_t>(lines.size()) / lookback;
+    // As the server reads it: shape [N] is one window of N lines, [B, N] B
+    // windows; the job's row policies make each window's last lookback steps.
+    const json shape = rows->value("shape", json::array());
+    const int64_t per_window = shape.size() == 2 && shape[1].is_number_integer()
+                                   ? shape[1].get<int64_t>()
+                                   : static_cast<int64_t>(lines.size());
+    if (lines.empty() || per_window < 1 || static_cast<int64_t>(lines.size()) % per_window != 0)
+      return InvalidArgument("input 'rows': {} rows do not fill shape {}", lines.size(), shape.dump());
+    n = static_cast<int64_t>(lines.size()) / per_window;
     if (n > kLocalMaxBatch) return InvalidArgument("input 'rows': at most {} windows", kLocalMaxBatch);
     for (int64_t b = 0; b < n; ++b) {
       std::vector<std::vector<std::string>> window;
-      for (int64_t r = 0; r < lookback; ++r) {
-        auto fields = data::SplitCsvLine(lines[b * lookback + r]);
+      for (int64_t r = 0; r < per_window; ++r) {
+        auto fields = data::SplitCsvLine(lines[b * per_window + r]);
         if (!fields.ok())
-          return InvalidArgument("input 'rows': row {}: {}", b * lookback + r, fields.status().message());
+          return InvalidArgument("input 'rows': row {}: {}", b * per_window + r, fields.status().message());
         window.push_back(std::move(fields).value());
       }
       POLIS_ASSIGN_OR_RETURN(auto w, data::PreprocessTimeSeriesWindow(sv->timeseries_spec(),
@@ -624,6 +640,62 @@ void NumbersOf(const json& j, std::vector<double>* out) {
     throw Usage{fmt::format("--input-json: {} is not a number", j.dump())};
 }
 
+// The time of a data line (seconds), or nullopt when it has none that reads.
+std::optional<int64_t> LineTime(const std::string& line, int time_col, int hour_col, const std::string& format) {
+  auto fields = data::SplitCsvLine(line);
+  if (!fields.ok() || time_col >= static_cast<int>(fields->size()) || hour_col >= static_cast<int>(fields->size()))
+    return std::nullopt;
+  auto t = data::ParseTimestamp((*fields)[time_col], format);
+  if (!t.ok()) return std::nullopt;
+  if (hour_col < 0) return *t;
+  // An hour as training reads it: a number 0-23, blanks around it allowed.
+  const std::string& h = (*fields)[hour_col];
+  char* end = nullptr;
+  const double hour = std::strtod(h.c_str(), &end);
+  if (end == h.c_str() || std::string_view(end).find_first_not_of(" \t") != std::string_view::npos ||
+      hour != std::floor(hour) || hour < 0 || hour > 23)
+    return std::nullopt;
+  return *t + int64_t{3600} * static_cast<int64_t>(hour);
+}
+
+// lines[0] is the header. The lines of the file's last window, as the
+// registry asks for them: from the last line at or before the window's
+// first step (its last line's time - (lookback - 1) steps; repeats of that
+// time included) to the end, so that the job's row policies (repeated
+// times, dropped or filled rows) can make lookback steps of them. Without
+// readable times: the last lookback lines.
+std::vector<std::string> LastWindowLines(const std::vector<std::string>& lines, const ModelInfo& info) {
+  const auto tail = [&] { return std::vector<std::string>(lines.end() - info.lookback, lines.end()); };
+  const json& ts = info.timeseries;
+  const auto text = [&](const char* key) { return Str(ts, key, ""); };
+  const int64_t freq = ts.contains("frequency_seconds") && ts["frequency_seconds"].is_number_integer()
+                           ? ts["frequency_seconds"].get<int64_t>()
+                           : 0;
+  auto header = data::SplitCsvLine(lines[0]);
+  if (!header.ok() || freq <= 0) return tail();
+  const auto column = [&](const std::string& name) {
+    const auto it = std::find(header->begin(), header->end(), name);
+    return name.empty() || it == header->end() ? -1 : static_cast<int>(it - header->begin());
+  };
+  const int time_col = column(text("timestamp_column")), hour_col = column(text("hour_column"));
+  const std::string format = text("timestamp_format");
+  if (time_col < 0 || (hour_col < 0 && !text("hour_column").empty())) return tail();
+  size_t last = lines.size() - 1;
+  std::optional<int64_t> t_last;
+  for (; last >= 1 && !(t_last = LineTime(lines[last], time_col, hour_col, format)); --last) {}
+  if (!t_last) return tail();
+  const int64_t first_step = *t_last - (info.lookback - 1) * freq;
+  size_t from = 1;
+  for (size_t i = last; i >= 1; --i) {
+    const auto t = LineTime(lines[i], time_col, hour_col, format);
+    if (!t || *t > first_step) continue;
+    from = i;
+    while (from > 1 && LineTime(lines[from - 1], time_col, hour_col, format) == t) --from;
+    break;
+  }
+  return std::vector<std::string>(lines.begin() + static_cast<std::ptrdiff_t>(from), lines.end());
+}
+
 StatusOr<json> BuildRequest(const ModelsOptions& o, const ModelInfo& info, std::optional<int>* label) {
   json sample_shape = info.sample_shape;
   const int64_t per_row =
@@ -688,7 +760,7 @@ StatusOr<json> BuildRequest(const ModelsOptions& o, const ModelInfo& info, std::
     return json{{"inputs", json::array({json{{"name", "input"}, {"datatype", "UINT8"}, {"shape", shape},
                                             {"data", pixels}}})}};
   }
-  // --csv: the last `lookback` rows of the file, raw, with its header.
+  // --csv: the rows of the file's last window, raw, with its header.
   if (info.lookback <= 0)
     return InvalidArgument(
         "--csv is for time-series models; this model takes images (use --image, --idx or --input-json)");
@@ -702,9 +774,9 @@ StatusOr<json> BuildRequest(const ModelsOptions& o, const ModelInfo& info, std::
   if (static_cast<int64_t>(lines.size()) < info.lookback + 1)
     return InvalidArgument("{}: {} data rows, the model needs the last {} (after the header line)", o.csv,
                            lines.empty() ? 0 : lines.size() - 1, info.lookback);
-  std::vector<std::string> window(lines.end() - info.lookback, lines.end());
+  const std::vector<std::string> window = LastWindowLines(lines, info);
   return json{{"inputs", json::array({json{{"name", "rows"}, {"datatype", "BYTES"},
-                                           {"shape", {info.lookback}}, {"data", window}},
+                                           {"shape", {static_cast<int64_t>(window.size())}}, {"data", window}},
                                       json{{"name", "header"}, {"datatype", "BYTES"}, {"shape", {1}},
                                            {"data", {lines[0]}}}})}};
 }

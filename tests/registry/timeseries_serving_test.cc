@@ -358,6 +358,9 @@ TEST(TimeSeriesServingSkew, RowsCutFromTheTrainingFileAreServedAsTrained) {
   int checked = 0, with_duplicate = 0, with_gap = 0;
   std::vector<std::string> served_rows;
   std::vector<float> served_x;
+  // Windows for polisctl: one holding a repeated hour and a gap, one a
+  // repeated hour only (its last lookback lines make too few steps).
+  std::vector<std::pair<int, std::vector<float>>> ctl_windows;  // last hour, window
   for (int64_t w = 0; w < ds->size(data::TimeSeriesDataset::kTrain); ++w) {
     const auto t = ds->window_times(data::TimeSeriesDataset::kTrain, w);
     const int first = static_cast<int>(hour_of(t.first_input)), last = static_cast<int>(hour_of(t.last_input));
@@ -385,7 +388,9 @@ TEST(TimeSeriesServingSkew, RowsCutFromTheTrainingFileAreServedAsTrained) {
     if (dup && gap && served_rows.empty()) {
       served_rows = rows;
       served_x = want;
+      ctl_windows.push_back({last, want});
     }
+    if (dup && !gap && ctl_windows.size() == 1) ctl_windows.push_back({last, want});
   }
   EXPECT_GT(checked, 30);
   EXPECT_GT(with_duplicate, 0);
@@ -413,6 +418,31 @@ TEST(TimeSeriesServingSkew, RowsCutFromTheTrainingFileAreServedAsTrained) {
   ASSERT_EQ(p.size(), 1u);
   const double want = ReferenceLogits(art, served_x)[0] * ds->stats().target_stddev + ds->stats().target_mean;
   EXPECT_NEAR(p[0], want, 1e-4 * std::max(1.0, std::abs(want)));
+
+  // polisctl models predict --csv on a file that ends with such a window:
+  // it picks the lines the window needs from the file's times (not always
+  // lookback of them), over HTTP and on the root alike.
+  ASSERT_EQ(ctl_windows.size(), 2u) << "no window holds a repeated hour without a gap";
+  for (const auto& [last_hour, x] : ctl_windows) {
+    const std::string upto = data.path() + fmt::format("/upto-{}.csv", last_hour);
+    {
+      std::ofstream f(upto);
+      f << kHeaderLine << "\n";
+      for (size_t i = 0; i < lines.size(); ++i)
+        if (hours[i] <= last_hour) f << lines[i] << "\n";
+    }
+    const double expected = ReferenceLogits(art, x)[0] * ds->stats().target_stddev + ds->stats().target_mean;
+    for (const std::string& where :
+         {fmt::format("--registry http://127.0.0.1:{}", h.port()), "--root " + root.path()}) {
+      CtlRun ctl = Sh(kPolisctl + " models " + where + " predict skew --json --csv " + upto);
+      ASSERT_EQ(ctl.exit_code, 0) << where << ", window ending at hour " << last_hour << ": " << ctl.err;
+      const json j = json::parse(ctl.out, nullptr, false);
+      ASSERT_TRUE(j.is_object()) << ctl.out;
+      std::vector<float> got = OutputData(j, "predictions");
+      ASSERT_EQ(got.size(), 1u) << ctl.out;
+      EXPECT_NEAR(got[0], expected, 1e-4 * std::max(1.0, std::abs(expected))) << where << " hour " << last_hour;
+    }
+  }
 
   // Under duplicate_policy FAIL the same lines are refused, naming the row.
   spec.set_duplicate_policy(proto::TimeSeriesSpec::Duplicate::FAIL);

@@ -873,9 +873,17 @@ struct RegistryServer::Impl {
       id = it->get<std::string>();
       has_id = true;
     }
-    bool too_large = false;
-    auto input = DecodeRequestInput(parsed, *sv, &too_large);
+    bool too_large = false, raw_rows = false;
+    auto input = DecodeRequestInput(parsed, *sv, &too_large, &raw_rows);
     if (!input.ok()) return done(ErrorResponse(too_large ? 413 : 400, input.status().message()));
+    // A forecaster asked with raw rows answers in the target's units, as its
+    // infer does: predictions v * stddev + mean, attributions * stddev (their
+    // sum stays prediction - baseline_prediction).
+    const bool to_original = raw_rows && !sv->classifier();
+    const double target_mean = to_original ? sv->timeseries_stats().target_mean : 0;
+    const double target_std = to_original ? sv->timeseries_stats().target_stddev : 1;
+    std::vector<std::string> feature_names;
+    if (sv->timeseries()) feature_names = sv->timeseries_stats().feature_names;
     ExplainRequest er;
     er.rows = input->rows;
     er.steps = opt.explain_default_steps;
@@ -928,15 +936,25 @@ struct RegistryServer::Impl {
     job.request = std::move(er);
     job.deadline = deadline;
     job.client_gone = std::move(gone);
-    job.done = [model, version, id, has_id, steps, sample_shape, k, classifier, done,
-                post](ExplainOutcome o) {
-      post([model, version, id, has_id, steps, sample_shape, k, classifier, done,
-            o = std::move(o)]() {
+    job.done = [model, version, id, has_id, steps, sample_shape, k, classifier, done, post, target_mean,
+                target_std, to_original, feature_names](ExplainOutcome o) {
+      post([model, version, id, has_id, steps, sample_shape, k, classifier, done, target_mean, target_std,
+            to_original, feature_names, o = std::move(o)]() mutable {
         if (!o.status.ok()) return done(StatusResponse(o.status));
         std::string b = "{\"model_name\":" + JsonQuote(model) + ",\"model_version\":\"" +
                         std::to_string(version) + "\"";
         if (has_id) b += ",\"id\":" + JsonQuote(id);
+        if (!classifier) b += fmt::format(",\"units\":\"{}\"", to_original ? "target" : "standardised");
+        if (!feature_names.empty()) b += ",\"feature_names\":" + json(feature_names).dump();
         b += ",\"explanations\":[";
+        if (to_original)
+          for (ExplainRow& row : o.rows) {
+            for (float& v : row.logits) v = static_cast<float>(v * target_std + target_mean);
+            for (float& v : row.baseline_logits) v = static_cast<float>(v * target_std + target_mean);
+            for (float& v : row.saliency) v = static_cast<float>(v * target_std);
+            for (float& v : row.integrated_gradients) v = static_cast<float>(v * target_std);
+            row.convergence_delta *= target_std;
+          }
         const std::string shape = ShapeJson(sample_shape);
         for (size_t r = 0; r < o.rows.size(); ++r) {
           const ExplainRow& row = o.rows[r];

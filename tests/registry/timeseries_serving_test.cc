@@ -187,6 +187,53 @@ TEST_F(TimeSeriesServingTest, RawRowsGivePredictionsInOriginalUnits) {
 // `polis-registry predict --csv`: the windows of a split of the training
 // file, cut as training cut them, and the served model's outputs for them
 // (what registry/tools/check_onnx.py compares an ONNX export with).
+// Explaining a forecast asked with raw rows answers in the target's units,
+// as infer does (attributions scaled with it, still summing to prediction -
+// baseline), and names the input's features; the FP32 window answers
+// standardised.
+TEST_F(TimeSeriesServingTest, ExplanationsOfRawRowsAreInTheTargetsUnits) {
+  ServerOptions o;
+  o.allow_anonymous_explain = true;
+  ServerHarness h(root_.path(), o);
+  HttpClient c = h.Client();
+  json body = RowsBody(Rows(10), {kLookback});
+  body["parameters"] = {{"steps", 64}};
+  auto r = Call(c, "POST", "/v2/models/ts/explain", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = ParseJson(r);
+  EXPECT_EQ(j["units"], "target");
+  EXPECT_EQ(j["feature_names"], json(stats_.feature_names));
+  const json& e = j["explanations"][0];
+  const double want = Expected(Rows(10));
+  EXPECT_NEAR(e["prediction"].get<double>(), want, 1e-4 * std::max(1.0, std::abs(want)));
+  double ig = 0;
+  for (const auto& v : e["integrated_gradients"]["data"]) ig += v.get<double>();
+  const double delta = e["convergence_delta"].get<double>();
+  EXPECT_NEAR(ig - (e["prediction"].get<double>() - e["baseline_prediction"].get<double>()), delta,
+              1e-3 * std::max(1.0, std::abs(want)));
+  EXPECT_EQ(e["integrated_gradients"]["shape"], json::array({kLookback, static_cast<int64_t>(stats_.feature_names.size())}));
+
+  // The same window as FP32: standardised, attributions smaller by stddev.
+  std::vector<std::vector<std::string>> fields;
+  for (const auto& l : Rows(10)) fields.push_back(Split(l));
+  auto x = data::PreprocessTimeSeriesWindow(spec_, stats_, Split(kHeaderLine), fields);
+  ASSERT_TRUE(x.ok());
+  nn::Shape sample(art_.header.input_shape().begin(), art_.header.input_shape().end());
+  json fp = InferBody(*x, 1, sample);
+  fp["parameters"] = {{"steps", 64}};
+  auto s = Call(c, "POST", "/v2/models/ts/explain", fp.dump());
+  ASSERT_EQ(s.status, 200) << s.body;
+  const json js = ParseJson(s);
+  EXPECT_EQ(js["units"], "standardised");
+  const json& es = js["explanations"][0];
+  EXPECT_NEAR(es["prediction"].get<double>(), ReferenceLogits(art_, *x)[0], 1e-4);
+  const double sd = stats_.target_stddev;
+  for (size_t i = 0; i < es["saliency"]["data"].size(); i += 7)
+    EXPECT_NEAR(e["saliency"]["data"][i].get<double>(), es["saliency"]["data"][i].get<double>() * sd,
+                1e-3 * std::max(1.0, std::abs(e["saliency"]["data"][i].get<double>())))
+        << i;
+}
+
 TEST_F(TimeSeriesServingTest, PredictCsvWritesASplitsWindowsAndTheirOutputs) {
   const std::string bin = std::string(POLIS_BINARY_DIR) + "/registry/polis-registry";
   const std::string out = data_.path() + "/out.f32", win = data_.path() + "/windows.f32",

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -84,6 +85,8 @@ class Backend {
   virtual StatusOr<ModelInfo> Info(const std::string& model, const std::string& ref) = 0;
   // An OIP v2 infer request body -> the OIP response.
   virtual StatusOr<json> Infer(const std::string& model, const std::string& ref, const json& body) = 0;
+  // The statistics extension's {"model_stats": [...]}; model "" = all.
+  virtual StatusOr<json> Stats(const std::string& model, const std::string& ref) = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -99,6 +102,9 @@ class HttpBackend : public Backend {
   std::string Where() const override { return url_.text; }
 
   StatusOr<json> List() override { return Call("GET", "/v2/registry/models"); }
+  StatusOr<json> Stats(const std::string& model, const std::string& ref) override {
+    return Call("GET", (model.empty() ? std::string("/v2/models") : ModelPath(model, ref)) + "/stats");
+  }
   StatusOr<json> Show(const std::string& model, const std::string& ref) override {
     return Call("GET", ModelPath(model, ref.empty() ? std::string(reg::kLatest) : ref) + "/card");
   }
@@ -250,6 +256,9 @@ class RootBackend : public Backend {
     out["name"] = model;
     out["versions"] = metas;
     return out;
+  }
+  StatusOr<json> Stats(const std::string&, const std::string&) override {
+    return FailedPrecondition("request statistics are kept by a running server: give --registry URL, not --root");
   }
   StatusOr<json> History(const std::string& model) override {
     POLIS_ASSIGN_OR_RETURN(reg::AliasTable table, reg::ReadAliases(root_, model));
@@ -560,6 +569,38 @@ void PrintVersions(const json& doc) {
   PrintTable(rows);
 }
 
+// One row per version: requests, rows and mean times (µs) of each stage.
+void PrintStats(const json& doc) {
+  std::vector<std::vector<std::string>> rows{{"MODEL", "VERSION", "REQUESTS", "FAILED", "ROWS", "PASSES",
+                                              "MEAN MS", "INPUT US", "QUEUE US", "INFER US", "OUTPUT US",
+                                              "LAST"}};
+  const auto count = [](const json& d) { return d.is_object() ? d.value("count", uint64_t{0}) : 0; };
+  const auto mean_us = [&](const json& d) {
+    const uint64_t n = count(d);
+    return n == 0 ? std::string("-") : fmt::format("{:.0f}", d.value("ns", 0.0) / 1e3 / n);
+  };
+  for (const auto& m : doc.value("model_stats", json::array())) {
+    const json is = m.value("inference_stats", json::object());
+    const json ok = is.value("success", json::object());
+    const int64_t last_ms = m.value("last_inference", int64_t{0});
+    std::string last = "-";
+    if (last_ms > 0) {
+      const std::time_t t = last_ms / 1000;
+      char buf[32];
+      std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+      last = buf;
+    }
+    rows.push_back({Str(m, "name"), Str(m, "version"), std::to_string(count(ok)),
+                    std::to_string(count(is.value("fail", json::object()))), Str(m, "inference_count"),
+                    Str(m, "execution_count"),
+                    count(ok) ? fmt::format("{:.3f}", ok.value("ns", 0.0) / 1e6 / count(ok)) : "-",
+                    mean_us(is.value("compute_input", json::object())), mean_us(is.value("queue", json::object())),
+                    mean_us(is.value("compute_infer", json::object())),
+                    mean_us(is.value("compute_output", json::object())), last});
+  }
+  PrintTable(rows);
+}
+
 void PrintHistory(const json& doc) {
   std::vector<std::vector<std::string>> rows{{"SEQ", "WHEN", "WHO", "ACTION", "ALIAS", "FROM", "TO", "WHY"}};
   for (const auto& e : doc.value("history", json::array()))
@@ -837,6 +878,11 @@ CLI::App* AddModelsCommands(CLI::App& app, ModelsOptions* o) {
     c->add_option("--why", o->why, "reason, kept in the alias history");
     c->add_option("--who", o->who, "who does it (--root only; a server records the token's name)");
   }
+  auto* stats = models->add_subcommand(
+      "stats", "requests served since the server started, per version: count, failures, rows, mean time per stage "
+               "(a running server: --registry)");
+  stats->add_option("model", o->model, "model name (default: every model)");
+  stats->add_option("version", o->ref, "version number or alias (default: every loaded version)");
   auto* predict = models->add_subcommand(
       "predict", "ask a model (Open Inference Protocol v2 infer) and print the top classes or the predictions");
   predict->add_option("model", o->model, "model name")->required();
@@ -860,6 +906,8 @@ int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std:
   try {
     if (o.registry.empty() == o.root.empty())
       throw Usage{"give exactly one of --registry http[s]://HOST:PORT or --root DIR"};
+    if (cmd == "stats" && !o.root.empty())
+      throw Usage{"request statistics are kept by a running server: give --registry URL, not --root"};
     if (cmd == "predict") {
       const int kinds = !o.input_json.empty() + !o.idx.empty() + !o.csv.empty() + !o.images.empty();
       if (kinds != 1)
@@ -883,6 +931,7 @@ int RunModels(CLI::App* models, const ModelsOptions& o, bool as_json, const std:
     if (cmd == "show") return Emit(cmd, as_json, backend->Show(o.model, o.ref), PrintShow);
     if (cmd == "versions") return Emit(cmd, as_json, backend->Versions(o.model), PrintVersions);
     if (cmd == "history") return Emit(cmd, as_json, backend->History(o.model), PrintHistory);
+    if (cmd == "stats") return Emit(cmd, as_json, backend->Stats(o.model, o.ref), PrintStats);
     if (cmd == "promote")
       return Emit(cmd, as_json, backend->Promote(o.model, o.alias, o.version, actor),
                   [&](const json& j) { PrintChange("promote", j); });

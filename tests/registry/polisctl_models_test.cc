@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "registry/aliases.h"
@@ -365,6 +366,30 @@ TEST_F(PolisctlModels, ShowPrintsTheModelCardAndPredictNamesClasses) {
     ASSERT_EQ(p.exit_code, 0) << p.err;
     EXPECT_NE(p.out.find(fmt::format("{} ({})", best, names[best])), std::string::npos) << p.out;
   }
+}
+
+// stats: what the server counted, as a table and as its JSON; a root has
+// no server to count.
+TEST_F(PolisctlModels, StatsShowWhatTheServerCounted) {
+  StartServer();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Ctl(Http(), "predict tiny 1 --idx " + idx_ + " --index 1").exit_code, 0);
+  auto j = Ctl(Http(), "stats tiny 1 --json");
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const json doc = Json(j);
+  ASSERT_EQ(doc["model_stats"].size(), 1u) << doc.dump();
+  EXPECT_EQ(doc["model_stats"][0]["inference_stats"]["success"]["count"], 3);
+  auto table = Ctl(Http(), "stats");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("REQUESTS"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("INFER US"), std::string::npos) << table.out;
+  bool row = false;
+  std::istringstream lines(table.out);
+  for (std::string line; std::getline(lines, line);)
+    row |= line.rfind("tiny ", 0) == 0 && line.find(" 1 ") != std::string::npos && line.find(" 3 ") != std::string::npos;
+  EXPECT_TRUE(row) << table.out;
+  auto root = Ctl(Root(), "stats");
+  EXPECT_EQ(root.exit_code, 2);
+  EXPECT_NE(root.err.find("--registry"), std::string::npos) << root.err;
 }
 
 TEST_F(PolisctlModels, UsageErrorsExitTwo) {

@@ -12,6 +12,9 @@
 #include <CLI/CLI.hpp>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -118,6 +121,39 @@ int Verify(const std::string& dir) {
   return 0;
 }
 
+// "polis-data: train: 26000 of 60000 records (43%), 13012/s, ETA 3s" on
+// stderr every `every` seconds of a part (none in its first `every`
+// seconds: a quick pack prints nothing).
+class ProgressLines {
+ public:
+  explicit ProgressLines(double every) : every_(every) {}
+  void operator()(const char* part, int64_t done, int64_t total) {
+    if (every_ <= 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (part != part_) {
+      part_ = part;
+      start_ = last_ = now;
+      return;
+    }
+    if (Seconds(now - last_) < every_) return;
+    last_ = now;
+    const double rate = done / std::max(Seconds(now - start_), 1e-9);
+    std::fprintf(stderr, "polis-data: %s: %lld of %lld records (%.0f%%), %.0f/s, ETA %s\n", part,
+                 static_cast<long long>(done), static_cast<long long>(total), 100.0 * done / std::max<int64_t>(total, 1),
+                 rate, Eta(rate > 0 ? (total - done) / rate : 0).c_str());
+  }
+
+ private:
+  static double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+  static std::string Eta(double s) {
+    const int64_t t = static_cast<int64_t>(std::lround(s));
+    return t >= 60 ? fmt::format("{}m{:02}s", t / 60, t % 60) : fmt::format("{}s", t);
+  }
+  double every_;
+  std::string part_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,8 +188,15 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::Range(1, 10000));
     c->add_option("--seed", o.seed, "seed of the copies' augmentation and of the record order")->capture_default_str();
   };
+  double progress_every = 5;
+  auto progress_option = [&](CLI::App* c) {
+    c->add_option("--progress", progress_every,
+                  "seconds between progress lines on stderr (records done, rate, ETA; 0: none)")
+        ->capture_default_str()->check(CLI::Range(0.0, 86400.0));
+  };
   CLI::App* idx = pack->add_subcommand("idx", "pack the four IDX files of an MNIST-style dataset");
   common(idx);
+  progress_option(idx);
   idx->add_option("--dir", dir, "directory of the IDX files (\"fashion-mnist\": $POLIS_FASHION_MNIST_DIR)")
       ->capture_default_str();
   idx->add_option("--train-images", train_images, "file name in --dir")->capture_default_str();
@@ -163,6 +206,7 @@ int main(int argc, char** argv) {
   idx->add_option("--size", size, "resize to HxW (default: the files' size)");
   CLI::App* folder = pack->add_subcommand("folder", "pack a folder of class folders of PNG/JPEG images");
   common(folder);
+  progress_option(folder);
   folder->add_option("--train", train_root, "folder of class folders: TRAIN/CLASS/*.png|jpg")->required();
   folder->add_option("--test", test_root, "a test folder with the same class folders (default: hold out "
                                           "--test-fraction of each class)");
@@ -178,6 +222,7 @@ int main(int argc, char** argv) {
                                               "made and standardised exactly as training makes them");
   csv->add_option("--job", job_file, "the job file (text proto) whose dataset.timeseries to pack")->required();
   csv->add_option("--out", o.out, "the dataset directory to write (must not hold a dataset yet)")->required();
+  progress_option(csv);
   csv->add_option("--records-per-shard", o.records_per_shard, "windows in each tar shard")
       ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{100000000}));
 
@@ -200,6 +245,7 @@ int main(int argc, char** argv) {
   if (!size.empty() && !ParseSize(size, &o.height, &o.width))
     return Fail(InvalidArgument("--size '{}': expected HxW, e.g. 32x32", size), 2);
   o.warn = [](const std::string& line) { std::fprintf(stderr, "polis-data: %s\n", line.c_str()); };
+  o.progress = ProgressLines(progress_every);
 
   if (*inspect) return Inspect(target, show);
   if (*verify) return Verify(target);

@@ -178,6 +178,7 @@ StatusOr<PackSummary> PackIdx(const std::string& train_images, const std::string
       for (int64_t p = 0; p < int64_t{H} * W; ++p)
         for (int c = 0; c < m.channels; ++c) px.hwc[static_cast<size_t>(p * m.channels + c)] = src[p];
       POLIS_RETURN_IF_ERROR(enc.Add(&w, std::move(px), labels.data[i], "", part == 0 ? o.copies : 1, &count, &sum.bytes));
+      if (o.progress) o.progress(part == 0 ? "train" : "test", i + 1, n);
     }
     POLIS_RETURN_IF_ERROR(FinishPart(&w, part == 0, count, &m, &sum));
   }
@@ -241,7 +242,10 @@ StatusOr<PackSummary> PackFolder(const std::string& train_root, const std::strin
     ShardWriter w(o.out, part == 0 ? "train" : "test", o.records_per_shard, o.encoding);
     Encoder enc(o, m.channels, m.height, m.width);
     int64_t count = 0;
+    int64_t seen = 0;
     for (const auto& [file, label] : list) {
+      if (o.progress && seen > 0) o.progress(part == 0 ? "train" : "test", seen, static_cast<int64_t>(list.size()));
+      ++seen;
       auto bytes = ReadFile(file);
       auto px = bytes.ok() ? DecodeImage(*bytes, m.channels) : StatusOr<Pixels>(bytes.status());
       if (!px.ok()) {
@@ -295,6 +299,7 @@ StatusOr<PackSummary> PackTimeSeries(const proto::JobSpec& job, const PackOption
       const std::string target = FloatNpy(y.data(), {ds.horizon()});
       sum.bytes += static_cast<int64_t>(input.size() + target.size());
       POLIS_RETURN_IF_ERROR(w.AddWindow(input, target));
+      if (o.progress) o.progress(names[s], i + 1, ds.size(split));
     }
     POLIS_ASSIGN_OR_RETURN(auto shards, w.Finish());
     (s == 0 ? sum.train : s == 1 ? sum.validation : sum.test) = ds.size(split);

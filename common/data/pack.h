@@ -30,6 +30,9 @@ struct PackOptions {
   bool skip_bad = false;               // folders: leave out images that cannot be decoded
   double test_fraction = 0.2;          // folders without a test folder: held out per class
   std::function<void(const std::string&)> warn;  // one line per skipped file
+  // After each source record of a part ("train", "validation", "test"):
+  // records done of the part's total.
+  std::function<void(const char* part, int64_t done, int64_t total)> progress;
 };
 
 struct PackSummary {

@@ -77,10 +77,20 @@ void WriteAllReduceJob(const std::string& path, const std::string& name, const s
 
 TEST_F(ShardsJob, FashionMnistPackVerifyTrainReachesTheIdxBar) {
   if (!HaveFashionMnist()) POLIS_MISSING_PREREQ() << "Fashion-MNIST is not installed (dataset-fashion-mnist)";
+  // Progress lines every 0.05 s (the default, 5 s, outlasts this pack).
   ShellRun pack = Shell(PolisData("pack idx --dir /usr/share/datasets/fashion-mnist --train-limit 6000 "
-                                  "--test-limit 2000 --records-per-shard 2500 --out " + work + "/fm"));
+                                  "--test-limit 2000 --records-per-shard 2500 --progress 0.05 --out " + work + "/fm"));
   ASSERT_EQ(pack.exit_code, 0) << pack.output;
   EXPECT_NE(pack.output.find("packed 6000 training records in 3 shards"), std::string::npos) << pack.output;
+  const size_t line = pack.output.find("polis-data: train: ");
+  ASSERT_NE(line, std::string::npos) << pack.output;
+  const std::string progress = pack.output.substr(line, pack.output.find('\n', line) - line);
+  EXPECT_NE(progress.find(" of 6000 records ("), std::string::npos) << progress;
+  EXPECT_NE(progress.find("/s, ETA "), std::string::npos) << progress;
+  ShellRun quiet = Shell(PolisData("pack idx --dir /usr/share/datasets/fashion-mnist --train-limit 3000 "
+                                   "--test-limit 500 --progress 0 --out " + work + "/fm-quiet"));
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.output;
+  EXPECT_EQ(quiet.output.find("records ("), std::string::npos) << quiet.output;
   ShellRun verify = Shell(PolisData("verify " + work + "/fm"));
   ASSERT_EQ(verify.exit_code, 0) << verify.output;
   EXPECT_NE(verify.output.find("all 8000 records in 4 shards"), std::string::npos) << verify.output;

@@ -230,6 +230,7 @@ StatusOr<PackSummary> PackFolder(const std::string& train_root, const std::strin
     }
   }
   PackSummary sum;
+  std::vector<std::string> skipped_lines;  // the first five, for the manifest's report
   for (int part = 0; part < 2; ++part) {
     auto& list = parts[part];
     std::mt19937_64 rng(o.seed + static_cast<uint64_t>(part));
@@ -252,6 +253,7 @@ StatusOr<PackSummary> PackFolder(const std::string& train_root, const std::strin
         const std::string line = fmt::format("cannot decode '{}': {}", file, px.status().message());
         if (!o.skip_bad) return InvalidArgument("{} (pass --skip-bad to leave such images out)", line);
         if (o.warn) o.warn(line + "; skipped");
+        if (sum.skipped < 5) skipped_lines.push_back("    " + line);
         ++sum.skipped;
         continue;
       }
@@ -259,6 +261,10 @@ StatusOr<PackSummary> PackFolder(const std::string& train_root, const std::strin
     }
     POLIS_RETURN_IF_ERROR(FinishPart(&w, part == 0, count, &m, &sum));
   }
+  if (sum.skipped > 0)
+    m.report = fmt::format("folder {}: {} images that do not decode left out (--skip-bad){}\n{}\n", train_root,
+                           sum.skipped, sum.skipped > 5 ? ", the first five:" : ":",
+                           fmt::join(skipped_lines, "\n"));
   POLIS_RETURN_IF_ERROR(WriteManifest(o.out, m));
   return sum;
 }

@@ -204,10 +204,11 @@ class ShardDataset : public Dataset {
                          manifest_.features.size(), manifest_.horizon, threads_.size(), capacity_,
                          manifest_.report.empty() ? "" : "\npacked from: " + manifest_.report);
     return fmt::format("shards '{}': {} training records ({} held out for validation) and {} test records of "
-                       "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead",
+                       "{}x{}x{} {}, {} classes; {} decode threads, up to {} records decoded ahead{}",
                        dir_, train_.size, split_.validation.size(), test_.size, manifest_.channels,
                        manifest_.height, manifest_.width, EncodingExtension(manifest_.encoding),
-                       manifest_.classes.size(), threads_.size(), capacity_);
+                       manifest_.classes.size(), threads_.size(), capacity_,
+                       manifest_.report.empty() ? "" : "\npacked from: " + manifest_.report);
   }
 
   void SetEpoch(int epoch) const override {

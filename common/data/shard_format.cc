@@ -105,6 +105,7 @@ Status ParseImages(const json& j, const std::string& file, ShardManifest* m) {
     m->width = j.at("width").get<int>();
     m->classes = j.at("classes").get<std::vector<std::string>>();
     m->source = j.value("source", "");
+    m->report = j.value("report", "");
     POLIS_ASSIGN_OR_RETURN(m->encoding, ParseEncoding(j.at("encoding").get<std::string>(), file));
   } catch (const json::exception& e) {
     return DataLoss("'{}': {}", file, e.what());
@@ -205,6 +206,7 @@ StatusOr<ShardManifest> ReadManifest(const std::string& dir) {
 
 Status WriteManifest(const std::string& dir, const ShardManifest& m) {
   json j = {{"format", "polis-shards"}, {"version", 1}, {"kind", m.kind}, {"source", m.source}};
+  if (!m.report.empty()) j["report"] = m.report;
   if (m.timeseries()) {
     j["lookback"] = m.lookback;
     j["horizon"] = m.horizon;
@@ -212,7 +214,6 @@ Status WriteManifest(const std::string& dir, const ShardManifest& m) {
     j["timeseries_spec"] = m.timeseries_spec;
     j["preprocessing"] = json::parse(m.preprocessing);
     j["baselines"] = json::parse(m.baselines);
-    if (!m.report.empty()) j["report"] = m.report;
     j["parts"] = {{"train", PartJson(m.train)}, {"validation", PartJson(m.validation)}, {"test", PartJson(m.test)}};
   } else {
     j.update({{"channels", m.channels}, {"height", m.height}, {"width", m.width},

@@ -83,9 +83,11 @@ struct ShardManifest {
   int64_t lookback = 0, horizon = 0;
   std::vector<std::string> features;
   std::string timeseries_spec, preprocessing, baselines;
-  // Time series: what the CSV reader said while packing (the row policies'
-  // counts and first lines, features, splits; TimeSeriesDataset::report).
-  // Absent from manifests packed before it was recorded.
+  // What the packer said about its source: for a time series the CSV
+  // reader's report (the row policies' counts and first lines, features,
+  // splits; TimeSeriesDataset::report), for a folder the images it left out
+  // (--skip-bad). Absent when there is nothing to say, and from manifests
+  // packed before it was recorded.
   std::string report;
 
   bool timeseries() const { return kind == "timeseries"; }

@@ -422,6 +422,19 @@ TEST_F(Shards, ImageFoldersPackWithResizeAndClearErrors) {
   EXPECT_EQ(skipped->skipped, 1);
   ASSERT_EQ(warned.size(), 1u);
   EXPECT_NE(warned[0].find("dog/1.JPG"), std::string::npos);
+  // The manifest says what was left out, and so does the dataset's report
+  // (which a job prints and its model card keeps).
+  auto packed = ReadManifest(o.out);
+  ASSERT_TRUE(packed.ok()) << packed.status().ToString();
+  EXPECT_NE(packed->report.find("1 images that do not decode left out (--skip-bad)"), std::string::npos)
+      << packed->report;
+  EXPECT_NE(packed->report.find("cannot decode '" + root + "/dog/1.JPG'"), std::string::npos) << packed->report;
+  proto::DatasetSpec d;
+  d.set_format(proto::DatasetSpec::SHARDS);
+  d.set_dir(o.out);
+  auto opened = OpenDataset(d, 1);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_NE((*opened)->Report().find("\npacked from: folder " + root), std::string::npos) << (*opened)->Report();
 }
 
 // polis-train --check: the model is built on the manifest's shape and

@@ -87,14 +87,13 @@ void Metrics::ObserveInference(const std::string& model, int64_t version, bool o
     Add("polis_inference_rows_total", l, static_cast<double>(rows));
     Observe("polis_inference_request_seconds", l, seconds);
   }
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch()).count();
   std::lock_guard<std::mutex> lock(mu_);
   VersionStats& s = stats_[{model, version}];
   if (!ok) return s.fail.Add(seconds);
   s.success.Add(seconds);
   s.inference_count += static_cast<uint64_t>(std::max<int64_t>(rows, 0));
-  s.last_inference_ms = now_ms;
+  s.last_inference_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
   if (stages) {
     s.compute_input.Add(stages->input);
     s.queue.Add(stages->queue);

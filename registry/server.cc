@@ -1028,16 +1028,16 @@ struct RegistryServer::Impl {
     }
     json out = json::array();
     for (const ModelStatus& ms : models) {
-      std::vector<int64_t> versions;
       if (version_route) {
         auto v = VersionOfRef(ms, ref);
         if (!v.ok()) return done(StatusResponse(v.status()));
-        versions.push_back(*v);
-      } else {
-        for (const VersionStatus& vs : ms.version_status)
-          if (vs.loaded || metrics.StatsOf(ms.name, vs.version)) versions.push_back(vs.version);
+        out.push_back(StatsJson(ms.name, *v, metrics.StatsOf(ms.name, *v)));
+        continue;
       }
-      for (int64_t v : versions) out.push_back(StatsJson(ms.name, v, metrics.StatsOf(ms.name, v)));
+      for (const VersionStatus& vs : ms.version_status) {
+        const std::optional<VersionStats> stats = metrics.StatsOf(ms.name, vs.version);
+        if (vs.loaded || stats) out.push_back(StatsJson(ms.name, vs.version, stats));
+      }
     }
     done(JsonResponse(200, json{{"model_stats", out}}));
   }

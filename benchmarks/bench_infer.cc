@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
   bool as_json = false;
   std::string csv;
   int64_t csv_line = 1;
+  std::string precision = "fp32";
   CLI::App app{"polis-bench-infer: inference forward time of a published model, per batch size"};
   app.add_option("--root", root, "registry root")->capture_default_str();
   app.add_option("--model", model_name, "model name")->capture_default_str();
@@ -104,6 +105,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "oneDNN (OpenMP) threads")->capture_default_str();
   app.add_option("--iters", iters, "timed forward passes per batch size")->capture_default_str();
   app.add_flag("--json", as_json, "one JSON line per batch size");
+  app.add_option("--precision", precision, "fp32, or bf16 (as a model served with \"precision\": \"bf16\")")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   app.add_option("--csv", csv,
                  "a forecaster's CSV: also time preprocessing one window of its raw lines");
   app.add_option("--csv-line", csv_line, "the window's first data line (1: after the header)")
@@ -138,7 +142,8 @@ int main(int argc, char** argv) {
   if (!as_json)
     std::printf("%-6s %12s %12s %12s\n", "batch", "median_us", "us_per_row", "rows_per_s");
   for (int64_t b : batches) {
-    polis::nn::Network net(*model, b, artifact->weights.data(), nullptr, false);
+    polis::nn::Network net(*model, b, artifact->weights.data(), nullptr, false, false,
+                           precision == "bf16");
     net.FreezeParams();  // as the registry's executors do
     for (int64_t i = 0; i < b * in; ++i) net.input()[i] = u(rng);
     for (int i = 0; i < 20; ++i) net.Forward();

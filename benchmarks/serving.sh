@@ -6,7 +6,7 @@
 #                         [--duration S] [--wrk-threads T] [--threads N]
 #                         [--max-batch B] [--delay-us D] [--compute-threads K]
 #                         [--protocol rest|grpc] [--binary]
-#                         [--csv FILE [--ts-input rows|tensor]]
+#                         [--csv FILE [--ts-input rows|tensor]] [--precision fp32|bf16]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
 # --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0
@@ -20,6 +20,8 @@
 # A time-series forecaster is driven with --csv FILE (its training CSV): each
 # request is one window, as raw CSV lines (`rows`, the default; over gRPC as
 # BYTES raw contents) or as the standardised FP32 window (--ts-input tensor).
+# --precision bf16 serves every model in bf16 (`serve --precision`; the
+# forecaster's reference answers then come from `predict --precision bf16`).
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -37,7 +39,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
-MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows
+MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows PRECISION=fp32
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -55,7 +57,8 @@ while [[ $# -gt 0 ]]; do
     --binary) BINARY=1; shift ;;
     --csv) CSV=$2; shift 2 ;;
     --ts-input) TS_INPUT=$2; shift 2 ;;
-    -h|--help) sed -n 2,36p "$0"; exit 0 ;;
+    --precision) PRECISION=$2; shift 2 ;;
+    -h|--help) sed -n 2,38p "$0"; exit 0 ;;
     *) echo "serving.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +85,7 @@ GRPC_FLAGS=()
 [[ $PROTOCOL == grpc ]] && GRPC_FLAGS=(--grpc-listen 127.0.0.1:0 --grpc-port-file "$WORK/grpc_port")
 
 "$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
-  --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
+  --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" --precision "$PRECISION" \
   ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 200); do [[ -s $WORK/port ]] && break; sleep 0.05; done
@@ -92,7 +95,7 @@ URL=http://127.0.0.1:$PORT
 
 # Verify, and write the timed request.
 if [[ -n $CSV ]]; then
-  "$BIN" predict --root "$REG" "$MODEL" --csv "$CSV" --split test --limit 64 --out "$WORK/pred.f32" \
+  "$BIN" predict --root "$REG" "$MODEL" --csv "$CSV" --split test --limit 64 --precision "$PRECISION" --out "$WORK/pred.f32" \
     --windows-out "$WORK/windows.f32" --times-out "$WORK/times.txt" > "$WORK/predict.json"
 fi
 python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$WORK" "$CSV" "$TS_INPUT" <<'EOF'

@@ -14,8 +14,12 @@
 #                            [--duration S] [--rounds R] [--connections 1,16]
 #                            [--threads 1,2] [--forms json,binary,grpc]
 #                            [--max-batch 1,32] [--csv FILE]
+#                            [--precision-a fp32|bf16] [--precision-b fp32|bf16]
 # A is the build in BUILD_DIR (e.g. one of the commit before a change), B
-# this checkout's build (POLIS_BUILD_DIR or build/). Defaults: --root
+# this checkout's build (POLIS_BUILD_DIR or build/). With --precision-a/-b
+# the two sides serve in those precisions (`serve --precision`; default
+# fp32 both); --base may then be left out to compare one build with itself,
+# and the limit is each side's own forward pass. Defaults: --root
 # /tmp/reg-demo --model fashion_cnn --duration 5 --rounds 2 --connections 1,16
 # --threads 1,2 --forms json,binary --max-batch 1 (batching off; 32 adds
 # greedy batching). Forms as in serving_sweep.sh: json, binary (REST) and
@@ -27,7 +31,7 @@ set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B_BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 A_BUILD= REG=/tmp/reg-demo MODEL=fashion_cnn DUR=5 ROUNDS=2 CONNS=1,16 THREADS=1,2
-FORMS= BATCHES=1 CSV=
+FORMS= BATCHES=1 CSV= PREC_A=fp32 PREC_B=fp32
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -41,11 +45,14 @@ while [[ $# -gt 0 ]]; do
     --forms) FORMS=$2; shift 2 ;;
     --max-batch) BATCHES=$2; shift 2 ;;
     --csv) CSV=$2; shift 2 ;;
-    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
+    --precision-a) PREC_A=$2; shift 2 ;;
+    --precision-b) PREC_B=$2; shift 2 ;;
+    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
     *) echo "serving_ab.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 if [[ -n $CSV ]]; then FORMS=${FORMS:-rows,grpc}; else FORMS=${FORMS:-json,binary}; fi
+[[ -z $A_BUILD && $PREC_A != "$PREC_B" ]] && A_BUILD=$B_BUILD
 [[ -n $A_BUILD ]] || { echo "serving_ab.sh: --base BUILD_DIR is required (the build to compare against)" >&2; exit 2; }
 for b in "$A_BUILD" "$B_BUILD"; do
   [[ -x $b/registry/polis-registry ]] || { echo "serving_ab.sh: no $b/registry/polis-registry" >&2; exit 2; }
@@ -53,8 +60,13 @@ done
 [[ -x $B_BUILD/benchmarks/polis-bench-infer ]] || { echo "serving_ab.sh: build polis-bench-infer first" >&2; exit 2; }
 OUT=$(mktemp -d /tmp/serving-ab.XXXXXX)
 echo "command: benchmarks/serving_ab.sh $ARGS"
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD; B: $B_BUILD; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-limit() { "$B_BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches 1 --threads 1 --iters 500 --json; }
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD ($PREC_A); B: $B_BUILD ($PREC_B); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+limit() {
+  for p in "$PREC_A" "$PREC_B"; do
+    "$B_BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches 1 --threads 1 \
+      --iters 500 --precision "$p" --json | head -1
+  done
+}
 limit > "$OUT/limit0.json"
 IFS=, read -ra conns <<< "$CONNS"; IFS=, read -ra threads <<< "$THREADS"
 IFS=, read -ra forms <<< "$FORMS"; IFS=, read -ra batches <<< "$BATCHES"
@@ -75,9 +87,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
       flags+=(--protocol grpc)
     fi
     for side in A B; do
-      build=$A_BUILD; [[ $side == B ]] && build=$B_BUILD
+      build=$A_BUILD prec=$PREC_A; [[ $side == B ]] && build=$B_BUILD prec=$PREC_B
       log="$OUT/$side.$f.c$c.t$t.b$mb.r$r.log"
-      POLIS_BUILD_DIR=$build "$ROOT_DIR/benchmarks/serving.sh" "${flags[@]}" > "$log" 2>&1 ||
+      prec_flags=(); [[ $prec == fp32 ]] || prec_flags=(--precision "$prec")
+      POLIS_BUILD_DIR=$build "$ROOT_DIR/benchmarks/serving.sh" "${flags[@]}" ${prec_flags[@]+"${prec_flags[@]}"} \
+        > "$log" 2>&1 ||
         { echo "serving_ab.sh: run failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }
     done
   done; done; done; done
@@ -100,9 +114,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
     > "$OUT/floor.r$r.txt"
 done
 kill $FLOOR_PID 2> /dev/null || true
-python3 - "$OUT" <<'EOF'
+python3 - "$OUT" "$PREC_A" "$PREC_B" <<'EOF'
 import glob, json, os, re, statistics, sys
 out = sys.argv[1]
+precision = {"A": sys.argv[2], "B": sys.argv[3]}
 def stats(path):
     """requests/s, p50, p99 and p99.9 (us) of one wrk (or polis-grpc-load) output."""
     text = open(path).read()
@@ -126,11 +141,15 @@ def stage_text(runs_st):
     med = [statistics.median(r[k] for r in runs_st if k in r) if any(k in r for r in runs_st) else None
            for k in STAGES]
     return "/".join("-" if v is None else f"{v:.0f}" for v in med)
-lim = [json.loads(open(f"{out}/limit{i}.json").readline()) for i in (0, 1)]
-fwd = [l["median_us"] for l in lim]
-rate = 1e6 / statistics.median(fwd)
-print(f"in-process forward, batch 1, 1 thread: {fwd[0]:.1f} us before the runs, {fwd[1]:.1f} us after "
-      f"(limit {rate:.0f} rows/s from their median)\n")
+# limit{0,1}.json: A's precision then B's, before and after the runs.
+lim = [[json.loads(l) for l in open(f"{out}/limit{i}.json")] for i in (0, 1)]
+fwd = {side: [lim[i][j]["median_us"] for i in (0, 1)] for j, side in enumerate("AB")}
+rate = 1e6 / statistics.median(fwd["B"])
+for side in "AB":
+    print(f"in-process forward ({side}: {precision[side]}), batch 1, 1 thread: {fwd[side][0]:.1f} us before "
+          f"the runs, {fwd[side][1]:.1f} us after (limit {1e6 / statistics.median(fwd[side]):.0f} rows/s "
+          f"from their median)")
+print()
 print("Stages: the server's mean us per request, read/parse/queue/compute/encode/write (median over rounds).\n")
 print("| form | connections | I/O threads | max batch | A req/s | B req/s | B ÷ A | B ÷ limit | A p50 / p99 / p99.9 ms | B p50 / p99 / p99.9 ms | A stages us | B stages us |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")

@@ -116,6 +116,7 @@ polis::StatusOr<nlohmann::json> PredictWindows(polis::registry::ServedVersion& s
   return nlohmann::json{{"model", sv.model_name()},
                         {"version", sv.version()},
                         {"sha256", sv.sha256()},
+                        {"precision", sv.options().precision},
                         {"split", split},
                         {"windows", n},
                         {"window_shape", sv.input_shape()},
@@ -200,6 +201,10 @@ int main(int argc, char** argv) {
   predict->add_option("--limit", limit, "only the first N images (default: all)");
   predict->add_option("--batch", batch, "rows per forward pass")->capture_default_str()->check(CLI::Range(1, 4096));
   predict->add_flag("--logits", logits_out, "write logits instead of probabilities (classifiers)");
+  std::string predict_precision;
+  predict->add_option("--precision", predict_precision,
+                      "fp32 or bf16 (default: the model's config.json, as the server would)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
 
   reg::ServerOptions so;
   std::string listen = "127.0.0.1:8000";
@@ -212,6 +217,10 @@ int main(int argc, char** argv) {
   serve->add_option("--max-queue-rows", so.batching.max_queue_rows, "rows queued per version before 503")->capture_default_str();
   serve->add_option("--compute-threads", so.batching.compute_threads,
                     "default OpenMP threads per loaded version")->capture_default_str();
+  serve->add_option("--precision", so.batching.precision,
+                    "default precision per model: fp32, or bf16 (Conv2D and Dense in bfloat16; "
+                    "needs AVX512_BF16)")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   serve->add_option("--max-body-bytes", so.max_body_bytes, "request body limit (413)")->capture_default_str();
   serve->add_option("--max-upload-bytes", so.max_upload_bytes, "artifact upload limit (413)")->capture_default_str();
   serve->add_option("--max-tensor-elements", so.max_tensor_elements, "elements per input tensor (413)")->capture_default_str();
@@ -342,9 +351,15 @@ int main(int argc, char** argv) {
       version = versions->back();
     }
     reg::BatchingOptions bo;
+    if (predict_precision.empty()) {
+      auto config = reg::ReadModelConfig(root, model, bo);
+      if (!config.ok()) return fail(config.status());
+      predict_precision = config->precision;
+    }
     bo.max_batch_size = batch;
     bo.max_queue_rows = batch;
     bo.max_queue_delay_us = 0;
+    bo.precision = predict_precision;
     auto sv = reg::ServedVersion::Load(root, model, version, bo, nullptr);
     if (!sv.ok()) return fail(sv.status());
     if (!csv.empty()) {
@@ -391,7 +406,8 @@ int main(int argc, char** argv) {
                               {"outputs", k},            {"dtype", "float32"},
                               {"output", probabilities ? "probabilities" : ((*sv)->classifier() ? "logits" : "predictions")},
                               {"out", out_path},         {"input_scale", (*sv)->input_scale()},
-                              {"input_shift", (*sv)->input_shift()}};
+                              {"input_shift", (*sv)->input_shift()},
+                              {"precision", (*sv)->options().precision}};
     if (!idx_labels.empty()) {
       auto labels = polis::data::ReadIdx(idx_labels);
       if (!labels.ok()) return fail(labels.status());

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -75,6 +76,7 @@ struct ServedVersion::Core {
   Status ts_preprocessor_error;  // why ts_header does not bind, when it does not
   std::vector<int64_t> buckets;
   Clock::time_point loaded_at;
+  std::vector<int64_t> bf16_layers;  // with precision bf16: the layers whose forward runs in bf16
 
   std::mutex mu;
   std::condition_variable cv;
@@ -189,6 +191,19 @@ namespace {
 
 using Core = ServedVersion::Core;
 
+// The layers whose forward primitive computes in bf16 ("layer 2 fwd bf16:
+// ..." in ImplInfo); a layer oneDNN has no fast bf16 kernel for stays fp32.
+std::vector<int64_t> Bf16Layers(const nn::Network& net) {
+  std::vector<int64_t> out;
+  for (const std::string& line : net.ImplInfo()) {
+    long long layer = -1;
+    if (std::sscanf(line.c_str(), "layer %lld fwd bf16:", &layer) == 1 &&
+        line.find(" fwd bf16:") != std::string::npos)
+      out.push_back(layer);
+  }
+  return out;
+}
+
 // The thread's own state: the Networks it alone uses.
 struct Executor {
   std::shared_ptr<Core> c;
@@ -197,9 +212,11 @@ struct Executor {
   Status Warm() {
     try {
       for (int64_t b : c->buckets) {
-        auto net = std::make_unique<nn::Network>(c->model, b, c->weights.data(), nullptr, false);
+        auto net = std::make_unique<nn::Network>(c->model, b, c->weights.data(), nullptr, false,
+                                                 false, c->options.precision == "bf16");
         net->FreezeParams();  // the version's weights never change
         net->Forward();
+        if (b == c->buckets.front()) c->bf16_layers = Bf16Layers(*net);
         nets[b] = std::move(net);
       }
     } catch (const std::exception& e) {
@@ -336,6 +353,11 @@ StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::st
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgument("'{}' is not a JSON object", path);
   for (const auto& [key, v] : j.items()) {
+    if (key == "precision") {
+      if (!v.is_string()) return InvalidArgument("'{}': 'precision' must be \"fp32\" or \"bf16\"", path);
+      o.precision = v.get<std::string>();
+      continue;
+    }
     int64_t* field = key == "max_batch_size"       ? &o.max_batch_size
                      : key == "max_queue_delay_us" ? &o.max_queue_delay_us
                      : key == "max_queue_rows"     ? &o.max_queue_rows
@@ -344,7 +366,7 @@ StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::st
     if (!field)
       return InvalidArgument(
           "'{}': unknown key '{}'; known keys: max_batch_size, max_queue_delay_us, max_queue_rows, "
-          "compute_threads",
+          "compute_threads, precision",
           path, key);
     if (!v.is_number_integer()) return InvalidArgument("'{}': '{}' must be an integer", path, key);
     *field = v.get<int64_t>();
@@ -364,7 +386,18 @@ Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& sour
                            o.max_queue_rows, o.max_batch_size);
   if (o.compute_threads < 1 || o.compute_threads > 256)
     return InvalidArgument("{}: compute_threads must be in 1..256, got {}", source, o.compute_threads);
+  if (o.precision != "fp32" && o.precision != "bf16")
+    return InvalidArgument("{}: precision must be \"fp32\" or \"bf16\", got \"{}\"", source, o.precision);
+  if (o.precision == "bf16" && !CpuHasBf16())
+    return InvalidArgument("{}: precision \"bf16\" needs a CPU with AVX512_BF16 (avx512_bf16 in "
+                           "/proc/cpuinfo), and this one has none; serve it in \"fp32\"",
+                           source);
   return Status::Ok();
+}
+
+bool CpuHasBf16() {
+  if (const char* e = std::getenv("POLIS_TEST_NO_BF16"); e && *e == '1') return false;
+  return __builtin_cpu_supports("avx512bf16");
 }
 
 StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::Load(const std::string& root,
@@ -456,8 +489,12 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
   sv->thread_ = std::thread(ThreadMain, core, std::move(ready));
   Status st = warmed.get();
   if (!st.ok()) return st;  // the thread has exited; ~ServedVersion joins it
-  POLIS_LOG(kInfo, kRegistry, "loaded model '{}' version {} ({} parameters, buckets up to {})",
-            model, version, core->weights.size(), options.max_batch_size);
+  POLIS_LOG(kInfo, kRegistry, "loaded model '{}' version {} ({} parameters, buckets up to {}{})",
+            model, version, core->weights.size(), options.max_batch_size,
+            options.precision == "bf16"
+                ? fmt::format("; bf16 in layers [{}] of {}, the others fp32",
+                              fmt::join(core->bf16_layers, ","), core->model.layers().size())
+                : "");
   if (metrics) metrics->AdjustLoaded(model, version, +1);
   return sv;
 }
@@ -495,6 +532,7 @@ bool ServedVersion::classifier() const { return core_->classifier; }
 float ServedVersion::input_scale() const { return core_->scale; }
 float ServedVersion::input_shift() const { return core_->shift; }
 const BatchingOptions& ServedVersion::options() const { return core_->options; }
+const std::vector<int64_t>& ServedVersion::bf16_layers() const { return core_->bf16_layers; }
 bool ServedVersion::timeseries() const { return core_->timeseries; }
 const proto::TimeSeriesSpec& ServedVersion::timeseries_spec() const {
   return core_->header.job().dataset().timeseries();

@@ -69,6 +69,10 @@ struct BatchingOptions {
   int64_t max_queue_delay_us = 0;   // how long the oldest request may wait for others
   int64_t max_queue_rows = 2048;    // beyond this, requests are refused (503)
   int64_t compute_threads = 1;      // OpenMP threads of this version's inference thread
+  // "fp32", or "bf16": Conv2D and Dense layers compute in bfloat16 with fp32
+  // accumulation where oneDNN has a fast kernel (needs AVX512_BF16);
+  // everything else, and explanations, stay fp32 (docs/registry.md).
+  std::string precision = "fp32";
   // Whether another request may still join the batch being formed. While it
   // returns false the batch runs at once instead of waiting out
   // max_queue_delay_us (a lone client is not delayed). Null: always wait.
@@ -78,11 +82,15 @@ struct BatchingOptions {
 };
 
 // <root>/<model>/config.json over `defaults`; keys: max_batch_size,
-// max_queue_delay_us, max_queue_rows, compute_threads. Unknown keys and out-of-range values
-// are InvalidArgument naming the file and key.
+// max_queue_delay_us, max_queue_rows, compute_threads (integers) and
+// precision ("fp32" or "bf16"). Unknown keys and out-of-range values are
+// InvalidArgument naming the file and key.
 StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::string& model,
                                           const BatchingOptions& defaults);
 Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& source);
+
+// Whether this CPU multiplies bfloat16 pairs natively (AVX512_BF16).
+bool CpuHasBf16();
 
 struct InferOutcome {
   Status status;
@@ -151,6 +159,8 @@ class ServedVersion {
   float input_scale() const;
   float input_shift() const;
   const BatchingOptions& options() const;
+  // With precision bf16: the layers whose forward pass computes in bf16.
+  const std::vector<int64_t>& bf16_layers() const;
   // A time-series forecaster (dataset format CSV with a TimeSeriesSpec and
   // TimeSeriesStats in header().preprocessing_json()): it also takes raw CSV
   // rows, preprocessed with timeseries_spec() and timeseries_stats().

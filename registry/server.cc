@@ -277,6 +277,8 @@ struct RegistryServer::Impl {
           {"max_batch_size", sv.options().max_batch_size},
           {"task", sv.classifier() ? "classification" : "regression"},
           {"max_queue_delay_us", sv.options().max_queue_delay_us},
+          {"precision", sv.options().precision},
+          {"bf16_layers", sv.bf16_layers()},
           {"accepted_input_datatypes", {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
                                         "UINT8", "UINT16", "UINT32", "UINT64"}},
           {"integer_input_scale", sv.input_scale()},

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string_view>
 
 namespace polis::registry {
 namespace {
@@ -54,6 +57,40 @@ TEST(TensorJsonTest, IntegerTypesArePreprocessedFloatsAreNot) {
   auto fp = Decode(Tensor({1, 1, 2, 3}, "FP32", {0.25, 0, 2, 4, 6, 8}));
   ASSERT_TRUE(fp.ok());
   EXPECT_EQ(fp->values[0], 0.25f);
+}
+
+// The binary tensor extension gives the floats the JSON form gives, for
+// the common types (UINT8, FP32: a plain loop) and the others alike.
+TEST(TensorJsonTest, BinaryElementsDecodeLikeJsonValues) {
+  auto binary = [](const json& t, const std::string& bytes) {
+    bool tl = false;
+    const std::string_view view(bytes);
+    return DecodeInputTensor(t, Spec(), &tl, nullptr, &view);
+  };
+  auto bytes_of = [](const auto& values) {
+    return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(values[0]));
+  };
+  const json head_u8 = Tensor({1, 1, 2, 3}, "UINT8", nullptr);
+  const std::vector<uint8_t> px{0, 2, 4, 6, 8, 255};
+  auto u8 = binary(head_u8, bytes_of(px));
+  ASSERT_TRUE(u8.ok()) << u8.status().ToString();
+  EXPECT_EQ(u8->values, Decode(Tensor({1, 1, 2, 3}, "UINT8", {0, 2, 4, 6, 8, 255}))->values);
+  const std::vector<float> fp{0.25f, -0.f, 2.5e-38f, 3.4e38f, -6, 8};
+  auto f32 = binary(Tensor({1, 1, 2, 3}, "FP32", nullptr), bytes_of(fp));
+  ASSERT_TRUE(f32.ok()) << f32.status().ToString();
+  EXPECT_EQ(f32->values, fp);
+  const std::vector<int16_t> i16{-2, 0, 2, 4, 6, 8};
+  auto s16 = binary(Tensor({1, 1, 2, 3}, "INT16", nullptr), bytes_of(i16));
+  ASSERT_TRUE(s16.ok()) << s16.status().ToString();
+  EXPECT_EQ(s16->values, Decode(Tensor({1, 1, 2, 3}, "INT16", {-2, 0, 2, 4, 6, 8}))->values);
+  // A non-finite FP32 is named as before.
+  const std::vector<float> bad{0, 1, 2, std::numeric_limits<float>::infinity(), 4, 5};
+  auto r = binary(Tensor({1, 1, 2, 3}, "FP32", nullptr), bytes_of(bad));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("binary element 3 = "), std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("is out of range for FP32"), std::string::npos)
+      << r.status().message();
 }
 
 TEST(TensorJsonTest, RefusalsNameTheElement) {

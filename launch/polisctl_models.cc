@@ -316,7 +316,8 @@ class RootBackend : public Backend {
       r = table.aliases.count("production") ? "production" : reg::kLatest;
     }
     POLIS_ASSIGN_OR_RETURN(int64_t v, reg::ResolveVersionRef(root_, model, r));
-    reg::BatchingOptions o;
+    // The model's config.json precision, so that answers are the server's.
+    POLIS_ASSIGN_OR_RETURN(reg::BatchingOptions o, reg::ReadModelConfig(root_, model, reg::BatchingOptions{}));
     o.max_batch_size = kLocalMaxBatch;
     o.max_queue_rows = kLocalMaxBatch;
     o.max_queue_delay_us = 0;

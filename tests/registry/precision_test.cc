@@ -132,6 +132,39 @@ TEST(PrecisionTest, BadPrecisionSettingsAreRefusedWithOneLine) {
       << st.ToString();
 }
 
+// polisctl's local predict (--root) runs the model in its config.json
+// precision, so that it answers what the server answers.
+TEST(PrecisionTest, PolisctlOnTheRootAnswersAsTheServer) {
+  TempDir dir;
+  const ModelArtifact a = MakeArtifact(kTwoConvCnn, kTinyInput, 13);
+  ASSERT_EQ(Publish(dir.path(), "m", a), 1);
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/m/config.json", R"({"precision": "bf16"})").ok());
+  const std::vector<float> x = Pattern(64, 5);
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/x.json", json(x).dump()).ok());
+  const CtlRun local = Sh(kPolisctl + " models --root " + dir.path() + " predict m --json --input-json " +
+                          dir.path() + "/x.json");
+  if (!CpuHasBf16()) {
+    EXPECT_NE(local.exit_code, 0);
+    EXPECT_NE(local.err.find("needs a CPU with AVX512_BF16"), std::string::npos) << local.err;
+    return;
+  }
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  std::vector<float> on_root;
+  const json answer = Json(local);
+  for (const auto& o : answer["outputs"])
+    if (o["name"] == "probabilities") on_root = o["data"].get<std::vector<float>>();
+
+  ServerHarness h(dir.path(), ServerOptions{});
+  HttpClient c = h.Client();
+  auto r = c.Request("POST", "/v2/models/m/infer", InferBody(x, 1, kTinyInput).dump());
+  ASSERT_TRUE(r.ok() && r->status == 200);
+  const json body = json::parse(r->body);
+  const auto served = OutputData(body, "probabilities");
+  ASSERT_EQ(on_root.size(), served.size()) << answer.dump();
+  for (size_t k = 0; k < served.size(); ++k) EXPECT_NEAR(on_root[k], served[k], 1e-6) << k;
+  EXPECT_NE(OutputData(body, "logits"), ReferenceLogits(a, x)) << "the server answered in fp32";
+}
+
 // `polis-registry serve --precision` refuses what it does not know before
 // anything loads.
 TEST(PrecisionTest, ServeRefusesAnUnknownPrecision) {

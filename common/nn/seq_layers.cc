@@ -280,20 +280,36 @@ class RecurrentExec : public PlainExec {
         training_ ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     const auto dir = dnnl::rnn_direction::unidirectional_left2right;
     const memory::desc none;
+    // Inference in bf16 (a model served with precision bf16): the layers'
+    // inputs, outputs and weights in bf16, biases and gate arithmetic in
+    // fp32 inside oneDNN. Training stays fp32 (docs/design/cpu-bf16.md).
+    bf16_ = c.bf16 && !training_;
+    if (bf16_) bf16_ = Bf16Available(c, L);
+    const Dt t = bf16_ ? Dt::bf16 : Dt::f32;
     layers_.resize(L);
     for (int64_t l = 0; l < L; ++l) {
       Layer& y = layers_[l];
       const int64_t in = l == 0 ? c.in_shape[1] : H_;
       y.in = in;
-      memory::desc src_md({T_, N, in}, Dt::f32, Tag::ntc), dst_md({T_, N, H_}, Dt::f32, Tag::ntc);
-      memory::desc wl_any({1, 1, in, G_, H_}, Dt::f32, Tag::any);
-      memory::desc wi_any({1, 1, H_, G_, H_}, Dt::f32, Tag::any);
+      memory::desc src_md({T_, N, in}, t, Tag::ntc), dst_md({T_, N, H_}, t, Tag::ntc);
+      memory::desc wl_any({1, 1, in, G_, H_}, t, Tag::any);
+      memory::desc wi_any({1, 1, H_, G_, H_}, t, Tag::any);
       memory::desc wl_user({1, 1, in, G_, H_}, Dt::f32, Tag::ldgoi);
       memory::desc wi_user({1, 1, H_, G_, H_}, Dt::f32, Tag::ldgoi);
       memory::desc bias_md({1, 1, 4, H_}, Dt::f32, Tag::ldgo);
-      y.src = l == 0 ? memory(src_md, eng_, Ptr(in_)) : layers_[l - 1].dst;
+      if (l == 0 && bf16_) {
+        y.src = memory(src_md, eng_);
+        in_f32_ = memory(memory::desc({T_, N, in}, Dt::f32, Tag::ntc), eng_, Ptr(in_));
+        src_to_bf16_.Init(eng_, in_f32_.get_desc(), src_md);
+      } else {
+        y.src = l == 0 ? memory(src_md, eng_, Ptr(in_)) : layers_[l - 1].dst;
+      }
       const bool top = l == L - 1;
-      y.dst = top && seq_out_ ? memory(dst_md, eng_, Ptr(dst_)) : memory(dst_md, eng_);
+      y.dst = top && seq_out_ && !bf16_ ? memory(dst_md, eng_, Ptr(dst_)) : memory(dst_md, eng_);
+      if (top && seq_out_ && bf16_) {
+        out_f32_ = memory(memory::desc({T_, N, H_}, Dt::f32, Tag::ntc), eng_, Ptr(dst_));
+        dst_to_f32_.Init(eng_, dst_md, out_f32_.get_desc());
+      }
       // Weights as the primitive reads them: on the parameters (LSTM) or on
       // a gate-permuted copy (GRU), then reordered to its layout.
       y.wl_user = gru_ ? memory(wl_user, eng_) : memory(wl_user, eng_, W(l, 0));
@@ -319,6 +335,7 @@ class RecurrentExec : public PlainExec {
       // oneDNN names its one CPU RNN implementation "ref:any" although the
       // cell GEMMs are JIT; it is not listed in ImplInfo so that the
       // Network's "reference kernel" warning keeps its meaning.
+      if (bf16_) impl_.push_back(fmt::format("fwd bf16: {}", fwd_pd.impl_info_str()));
       y.wl_fwd = SameOrNew(y.wl_user, fwd_pd.query_md(dnnl::query::weights_md, 0), eng_);
       y.wi_fwd = SameOrNew(y.wi_user, fwd_pd.query_md(dnnl::query::weights_md, 1), eng_);
       y.wl_fwd_reorder.Init(eng_, wl_user, y.wl_fwd.get_desc());
@@ -413,33 +430,98 @@ class RecurrentExec : public PlainExec {
                     {DNNL_ARG_DIFF_BIAS, y.dbias},       {DNNL_ARG_SCRATCHPAD, y.bwd_scratch}};
   }
 
-  void Fwd(dnnl::stream& s) override {
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      Layer& y = layers_[l];
-      const float* b_ih = W(l, 2);
-      const float* b_hh = W(l, 3);
-      float* __restrict bias = Ptr(y.bias);
-      if (gru_) {
-        SwapGates01(W(l, 0), Ptr(y.wl_user), y.in);
-        SwapGates01(W(l, 1), Ptr(y.wi_user), H_);
-        for (int64_t j = 0; j < H_; ++j) {
-          bias[j] = b_ih[H_ + j] + b_hh[H_ + j];      // u = z
-          bias[H_ + j] = b_ih[j] + b_hh[j];           // r
-          bias[2 * H_ + j] = b_ih[2 * H_ + j];        // n, input part
-          bias[3 * H_ + j] = b_hh[2 * H_ + j];        // n, inside r * (...)
-        }
-      } else {
-        for (int64_t j = 0; j < 4 * H_; ++j) bias[j] = b_ih[j] + b_hh[j];
-      }
-      y.wl_fwd_reorder.Run(s, y.wl_user, y.wl_fwd);
-      y.wi_fwd_reorder.Run(s, y.wi_user, y.wi_fwd);
-      y.fwd.execute(s, y.fwd_args);
-    }
-    if (seq_out_) return;
+  // A served model's weights never change: prepare them (gate order, summed
+  // biases, the primitive's layout) once instead of at every forward pass.
+  void FreezeParams(dnnl::stream& s) override {
+    for (size_t l = 0; l < layers_.size(); ++l) PrepareWeights(s, l);
     s.wait();
+    frozen_ = true;
+  }
+
+  void Fwd(dnnl::stream& s) override {
+    if (bf16_) src_to_bf16_.Run(s, in_f32_, layers_[0].src);
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      if (!frozen_) PrepareWeights(s, l);
+      layers_[l].fwd.execute(s, layers_[l].fwd_args);
+    }
+    if (seq_out_) {
+      if (bf16_) dst_to_f32_.Run(s, layers_.back().dst, out_f32_);
+      return;
+    }
+    s.wait();
+    if (bf16_) {
+      // bf16 is the high half of an fp32: the last step's outputs widened.
+      const auto* top = static_cast<const uint16_t*>(layers_.back().dst.get_data_handle());
+      for (int64_t n = 0; n < batch_; ++n)
+        for (int64_t j = 0; j < H_; ++j) {
+          const uint32_t bits = static_cast<uint32_t>(top[(n * T_ + T_ - 1) * H_ + j]) << 16;
+          std::memcpy(out() + n * H_ + j, &bits, sizeof bits);
+        }
+      return;
+    }
     const float* top = Ptr(layers_.back().dst);
     for (int64_t n = 0; n < batch_; ++n)
       std::memcpy(out() + n * H_, top + (n * T_ + T_ - 1) * H_, sizeof(float) * H_);
+  }
+
+  // Whether oneDNN builds this layer's bf16 primitives with a fast kernel
+  // (brgemm); else it stays fp32 and says so in the log.
+  bool Bf16Available(const LayerContext& c, int64_t L) {
+    try {
+      const memory::desc none;
+      const auto dir = dnnl::rnn_direction::unidirectional_left2right;
+      const auto prop = dnnl::prop_kind::forward_inference;
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t in = l == 0 ? c.in_shape[1] : H_;
+        memory::desc src({T_, batch_, in}, Dt::bf16, Tag::ntc), dst({T_, batch_, H_}, Dt::bf16, Tag::ntc);
+        memory::desc wl({1, 1, in, G_, H_}, Dt::bf16, Tag::any), wi({1, 1, H_, G_, H_}, Dt::bf16, Tag::any);
+        memory::desc bias({1, 1, 4, H_}, Dt::f32, Tag::ldgo);
+        std::string impl;
+        if (gru_)
+          impl = dnnl::lbr_gru_forward::primitive_desc(
+                     dnnl::lbr_gru_forward::desc(prop, dir, src, none, wl, wi, bias, dst, none),
+                     UserScratchpad(), eng_)
+                     .impl_info_str();
+        else
+          impl = dnnl::lstm_forward::primitive_desc(
+                     dnnl::lstm_forward::desc(prop, dir, src, none, none, wl, wi, bias, dst, none, none),
+                     UserScratchpad(), eng_)
+                     .impl_info_str();
+        if (impl.find("ref") != std::string::npos) {
+          POLIS_LOG(kInfo, kNn, "{} layer {} -> {} stays fp32: oneDNN would run a reference kernel ({})",
+                    gru_ ? "GRU" : "LSTM", ShapeString(c.in_shape), ShapeString(c.out_shape), impl);
+          return false;
+        }
+      }
+      return true;
+    } catch (const dnnl::error& e) {
+      POLIS_LOG(kInfo, kNn, "{} layer {} -> {} stays fp32: oneDNN has no bf16 kernel for it ({})",
+                gru_ ? "GRU" : "LSTM", ShapeString(c.in_shape), ShapeString(c.out_shape), e.what());
+      return false;
+    }
+  }
+
+  // Layer l's weights and bias as its primitive reads them, from the
+  // parameters (PyTorch's layout and gate order).
+  void PrepareWeights(dnnl::stream& s, size_t l) {
+    Layer& y = layers_[l];
+    const float* b_ih = W(l, 2);
+    const float* b_hh = W(l, 3);
+    float* __restrict bias = Ptr(y.bias);
+    if (gru_) {
+      SwapGates01(W(l, 0), Ptr(y.wl_user), y.in);
+      SwapGates01(W(l, 1), Ptr(y.wi_user), H_);
+      for (int64_t j = 0; j < H_; ++j) {
+        bias[j] = b_ih[H_ + j] + b_hh[H_ + j];      // u = z
+        bias[H_ + j] = b_ih[j] + b_hh[j];           // r
+        bias[2 * H_ + j] = b_ih[2 * H_ + j];        // n, input part
+        bias[3 * H_ + j] = b_hh[2 * H_ + j];        // n, inside r * (...)
+      }
+    } else {
+      for (int64_t j = 0; j < 4 * H_; ++j) bias[j] = b_ih[j] + b_hh[j];
+    }
+    y.wl_fwd_reorder.Run(s, y.wl_user, y.wl_fwd);
+    y.wi_fwd_reorder.Run(s, y.wi_user, y.wi_fwd);
   }
 
   void Bwd(dnnl::stream& s) override {
@@ -478,6 +560,10 @@ class RecurrentExec : public PlainExec {
 
   ParamViews pv_;
   bool gru_, seq_out_ = false;
+  bool frozen_ = false;  // FreezeParams: the weights are prepared for good
+  bool bf16_ = false;    // inference in bf16: inputs, outputs and weights
+  MaybeReorder src_to_bf16_, dst_to_f32_;
+  memory in_f32_, out_f32_;  // f32 views of the layer's input and (sequences) output
   int64_t H_ = 0, T_ = 0, G_ = 4;
   std::vector<Layer> layers_;
 };

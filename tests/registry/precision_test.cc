@@ -85,6 +85,47 @@ TEST(PrecisionTest, ConfigJsonServesInBf16WithinItsRounding) {
   EXPECT_GT(differ, 0) << "every answer equals fp32's bit for bit: bf16 did not run";
 }
 
+// LSTM layers serve in bf16 too (inputs, outputs, weights and the hidden
+// state in bf16), within bf16's rounding of fp32 over every step of the
+// sequence. A GRU stays fp32 where oneDNN's bf16 GRU is a reference kernel
+// (Debian's oneDNN 2.6), and its model still serves correctly.
+TEST(PrecisionTest, RecurrentLayersServeInBf16) {
+  if (!CpuHasBf16()) {
+    // Covered by the refusal in ConfigJsonServesInBf16WithinItsRounding.
+    EXPECT_FALSE(ValidateBatchingOptions(BatchingOptions{.precision = "bf16"}, "x").ok());
+    return;
+  }
+  const nn::Shape seq = {24, 6};
+  for (const char* layers : {
+           R"(layer { type: "LSTM" recurrent_param { hidden_size: 32 } }
+              layer { type: "Dense" dense_param { units: 3 } })",
+           R"(layer { type: "GRU" recurrent_param { hidden_size: 32 num_layers: 2 } }
+              layer { type: "Dense" dense_param { units: 3 } })",
+           R"(layer { type: "LSTM" recurrent_param { hidden_size: 32 return_sequences: true } }
+              layer { type: "Flatten" }
+              layer { type: "Dense" dense_param { units: 3 } })"}) {
+    SCOPED_TRACE(layers);
+    const ModelArtifact a = MakeArtifact(layers, seq, 21);
+    BatchingOptions o;
+    o.precision = "bf16";
+    auto sv = ServedVersion::FromArtifact("m", 1, a, "sha", o, nullptr);
+    ASSERT_TRUE(sv.ok()) << sv.status().ToString();
+    ASSERT_FALSE((*sv)->bf16_layers().empty());
+    if (std::string(layers).find("LSTM") != std::string::npos)
+      EXPECT_EQ((*sv)->bf16_layers().front(), 0) << "the LSTM computes in fp32";
+    int differ = 0;
+    for (int i = 0; i < 4; ++i) {
+      const auto x = Pattern(24 * 6, i);
+      InferOutcome out = (*sv)->InferSync(x, 1);
+      ASSERT_TRUE(out.status.ok()) << out.status.ToString();
+      const auto ref = ReferenceLogits(a, x);
+      EXPECT_LT(RelativeL2(out.logits, ref), 2e-2) << "row " << i;
+      differ += out.logits != ref;
+    }
+    EXPECT_GT(differ, 0);
+  }
+}
+
 TEST(PrecisionTest, Fp32IsTheDefaultAndMatchesTheReferenceExactly) {
   TempDir dir;
   const ModelArtifact a = MakeArtifact(kTwoConvCnn, kTinyInput, 12);
@@ -98,6 +139,27 @@ TEST(PrecisionTest, Fp32IsTheDefaultAndMatchesTheReferenceExactly) {
   auto r = c.Request("POST", "/v2/models/m/infer", InferBody(x, 1, kTinyInput).dump());
   ASSERT_TRUE(r.ok() && r->status == 200);
   EXPECT_EQ(OutputData(json::parse(r->body), "logits"), ReferenceLogits(a, x));
+}
+
+// Served recurrent layers prepare their weights once (frozen) and answer
+// exactly what a fresh network that prepares them every pass answers.
+TEST(PrecisionTest, FrozenRecurrentLayersAnswerAsUnfrozenOnes) {
+  for (const char* layers : {
+           R"(layer { type: "LSTM" recurrent_param { hidden_size: 16 num_layers: 2 } }
+              layer { type: "Dense" dense_param { units: 3 } })",
+           R"(layer { type: "GRU" recurrent_param { hidden_size: 16 num_layers: 2 } }
+              layer { type: "Dense" dense_param { units: 3 } })"}) {
+    SCOPED_TRACE(layers);
+    const ModelArtifact a = MakeArtifact(layers, {10, 4}, 31);
+    auto sv = ServedVersion::FromArtifact("m", 1, a, "sha", BatchingOptions{}, nullptr);
+    ASSERT_TRUE(sv.ok()) << sv.status().ToString();
+    for (int i = 0; i < 3; ++i) {
+      const auto x = Pattern(40, i);
+      InferOutcome out = (*sv)->InferSync(x, 1);
+      ASSERT_TRUE(out.status.ok()) << out.status.ToString();
+      EXPECT_EQ(out.logits, ReferenceLogits(a, x)) << "row " << i;
+    }
+  }
 }
 
 TEST(PrecisionTest, BadPrecisionSettingsAreRefusedWithOneLine) {

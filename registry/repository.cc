@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include <fmt/ranges.h>
@@ -161,6 +162,7 @@ Status Repository::Refresh(const std::string& model) {
 Status Repository::RefreshLocked(const std::string& model, Entry* e) {
   const std::string fingerprint = Fingerprint(model);
   std::vector<std::string> problems;
+  std::optional<std::string> new_reason;
   auto listed = ListVersions(opt_.root, model);
   std::vector<int64_t> versions;
   if (listed.ok()) versions = *listed;
@@ -280,10 +282,16 @@ Status Repository::RefreshLocked(const std::string& model, Entry* e) {
     e->aliases = std::move(effective);
     e->options = options;
     e->load_errors = std::move(errors);
-    e->reason = fmt::format("{}", fmt::join(problems, "; "));
+    std::string reason = fmt::format("{}", fmt::join(problems, "; "));
+    if (reason != e->reason) new_reason = reason;
+    e->reason = std::move(reason);
     e->fingerprint = fingerprint;
   }
   dropped.clear();  // outside the lock; a version still in use lives on with its requests
+  // Said once when it appears or changes (also in the registry's listing):
+  // a bad config.json or aliases.json keeps the previous settings.
+  if (new_reason && !new_reason->empty())
+    POLIS_LOG(kWarn, kRegistry, "model '{}': {}", model, *new_reason);
   if (!listed.ok()) return listed.status();
   return Status::Ok();
 }

@@ -227,6 +227,20 @@ TEST(PrecisionTest, PolisctlOnTheRootAnswersAsTheServer) {
   EXPECT_NE(OutputData(body, "logits"), ReferenceLogits(a, x)) << "the server answered in fp32";
 }
 
+// A bad config.json is said in the server's log (as well as in the
+// registry's listing), and the model is served with the defaults.
+TEST(PrecisionTest, ABadConfigIsLoggedAtStart) {
+  TempDir dir;
+  ASSERT_EQ(Publish(dir.path(), "m", MakeArtifact(kTinyCnn, kTinyInput, 3)), 1);
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/m/config.json", R"({"precision": "fp8"})").ok());
+  const CtlRun run = Sh("timeout 3 " + kRegistryBin + " serve --root " + dir.path() +
+                        " --listen 127.0.0.1:0");
+  EXPECT_NE(run.err.find("WARN model 'm': " + dir.path() +
+                         "/m/config.json: precision must be \"fp32\" or \"bf16\", got \"fp8\""),
+            std::string::npos)
+      << run.err;
+}
+
 // `polis-registry serve --precision` refuses what it does not know before
 // anything loads.
 TEST(PrecisionTest, ServeRefusesAnUnknownPrecision) {

@@ -239,6 +239,13 @@ void AttentionCore::Init(dnnl::engine& eng, const AttentionShape& a, bool traini
   };
   make(qk_, "Q.Kt", qkv_md, qkv_t_md, s_md, scaled);
   make(pv_, "P.V", s_md, qkv_md, ctx_md, plain);
+  // Its own gradient is written out in Backward: oneDNN's forward only.
+  const dnnl::softmax_forward::primitive_desc sm_pd(
+      dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, s_md, 3), UserScratchpad(), eng);
+  impl_.push_back(std::string("attention softmax: ") + sm_pd.impl_info_str());
+  softmax_ = dnnl::softmax_forward(sm_pd);
+  softmax_scratch_ = ScratchMemory(sm_pd, eng);
+  scores_ = Unbound(s_md, eng);
   if (!training) return;
   make(dp_, "dO.Vt", ctx_md, qkv_t_md, s_md, plain);
   make(dv_, "Pt.dO", s_t_md, ctx_md, qkv_md, plain);
@@ -249,21 +256,20 @@ void AttentionCore::Init(dnnl::engine& eng, const AttentionShape& a, bool traini
 void AttentionCore::Forward(dnnl::stream& s, const float* qkv, float* probs, float* ctx) {
   const int64_t T = a_.steps, F = a_.dim;
   qk_.Run(s, qkv, qkv + F, probs);  // S = Q·Kᵀ / sqrt(dh)
-  s.wait();
-  // Row softmax over the visible steps; masked entries become exact zeros.
-  for (int64_t r = 0; r < a_.batch * a_.heads * T; ++r) {
-    float* __restrict row = probs + r * T;
-    const int64_t visible = a_.causal ? r % T + 1 : T;
-    float mx = row[0];
-    for (int64_t j = 1; j < visible; ++j) mx = std::max(mx, row[j]);
-    float sum = 0.f;
-    for (int64_t j = 0; j < visible; ++j) {
-      row[j] = std::exp(row[j] - mx);
-      sum += row[j];
-    }
-    const float inv = 1.f / sum;
-    for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
-    for (int64_t j = visible; j < T; ++j) row[j] = 0.f;
+  // Row softmax over the visible steps; masked entries become exact zeros
+  // (-inf before the softmax, so that they weigh nothing in its sums).
+  const int64_t rows = a_.batch * a_.heads * T;
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  if (a_.causal) {
+    s.wait();
+    for (int64_t r = 0; r < rows; ++r) std::fill(probs + r * T + r % T + 1, probs + (r + 1) * T, kMasked);
+  }
+  Bind(scores_, probs);
+  softmax_.execute(s, {{DNNL_ARG_SRC, scores_}, {DNNL_ARG_DST, scores_},
+                       {DNNL_ARG_SCRATCHPAD, softmax_scratch_}});
+  if (a_.causal) {
+    s.wait();
+    for (int64_t r = 0; r < rows; ++r) std::fill(probs + r * T + r % T + 1, probs + (r + 1) * T, 0.f);
   }
   pv_.Run(s, probs, qkv + 2 * F, ctx);  // O = P·V
 }

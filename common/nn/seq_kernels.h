@@ -6,7 +6,8 @@
 //    eltwise primitives over [rows, features], created once in Init and
 //    pointed at buffers per call (set_data_handle: no allocation).
 //  - AttentionCore: scaled dot-product attention, oneDNN batched matmuls on
-//    strided per-head views around a hand-written softmax.
+//    strided per-head views around oneDNN's softmax (forward) and a
+//    hand-written softmax gradient.
 //  - DropoutMask: counter-based inverted-dropout masks.
 //
 // See docs/design/sequence-layers.md. Thread-safety: an object is used by
@@ -78,8 +79,8 @@ class GeluOp {
 // Scaled dot-product self-attention over heads. qkv holds, for each of the
 // batch*steps rows, [q | k | v] (3*dim floats); head h uses columns
 // [h*dh, (h+1)*dh) of each. The batched products run as oneDNN matmuls on
-// strided per-head views (no copies); the softmax and its gradient are
-// hand-written. probs is [batch, heads, steps, steps] (kept for backward;
+// strided per-head views (no copies); the softmax is oneDNN's (in place on
+// the scores) and its gradient hand-written. probs is [batch, heads, steps, steps] (kept for backward;
 // entries above the diagonal are 0 when causal); ctx is [batch*steps, dim]
 // with the heads concatenated.
 struct AttentionShape {
@@ -107,6 +108,9 @@ class AttentionCore {
   };
   AttentionShape a_;
   Mm qk_, pv_, dp_, dv_, dq_, dk_;
+  // Row softmax of the scores, in place (oneDNN's vectorised kernel).
+  dnnl::softmax_forward softmax_;
+  dnnl::memory scores_, softmax_scratch_;
   std::vector<std::string> impl_;
 };
 

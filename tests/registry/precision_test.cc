@@ -241,14 +241,20 @@ TEST(PrecisionTest, ABadConfigIsLoggedAtStart) {
       << run.err;
 }
 
-// `polis-registry serve --precision` refuses what it does not know before
-// anything loads.
+// `polis-registry serve --precision` refuses what it does not know, and
+// bf16 where the CPU lacks it, before anything loads.
 TEST(PrecisionTest, ServeRefusesAnUnknownPrecision) {
   TempDir dir;
   const CtlRun run = Sh(kRegistryBin + " serve --root " + dir.path() +
                         " --listen 127.0.0.1:0 --precision fp16");
   EXPECT_NE(run.exit_code, 0);
   EXPECT_NE(run.err.find("--precision"), std::string::npos) << run.err;
+  // bf16 on a CPU without AVX512_BF16 (as the variable makes this one look).
+  const CtlRun no_bf16 = Sh("POLIS_TEST_NO_BF16=1 " + kRegistryBin + " serve --root " + dir.path() +
+                            " --listen 127.0.0.1:0 --precision bf16");
+  EXPECT_EQ(no_bf16.exit_code, 1);
+  EXPECT_NE(no_bf16.err.find("precision \"bf16\" needs a CPU with AVX512_BF16"), std::string::npos)
+      << no_bf16.err;
 }
 
 }  // namespace

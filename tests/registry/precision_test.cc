@@ -103,6 +103,8 @@ TEST(PrecisionTest, RecurrentLayersServeInBf16) {
               layer { type: "Dense" dense_param { units: 3 } })",
            R"(layer { type: "LSTM" recurrent_param { hidden_size: 32 return_sequences: true } }
               layer { type: "Flatten" }
+              layer { type: "Dense" dense_param { units: 3 } })",
+           R"(layer { type: "LSTM" recurrent_param { hidden_size: 16 num_layers: 3 } }
               layer { type: "Dense" dense_param { units: 3 } })"}) {
     SCOPED_TRACE(layers);
     const ModelArtifact a = MakeArtifact(layers, seq, 21);

@@ -82,11 +82,14 @@ cleanup() {
 }
 trap cleanup EXIT
 GRPC_FLAGS=()
+# Only when asked: a build from before --precision existed can still be timed.
+PRECISION_FLAGS=()
+[[ $PRECISION == fp32 ]] || PRECISION_FLAGS=(--precision "$PRECISION")
 [[ $PROTOCOL == grpc ]] && GRPC_FLAGS=(--grpc-listen 127.0.0.1:0 --grpc-port-file "$WORK/grpc_port")
 
 "$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
-  --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" --precision "$PRECISION" \
-  ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
+  --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
+  ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} ${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 200); do [[ -s $WORK/port ]] && break; sleep 0.05; done
 [[ -s $WORK/port ]] || { cat "$WORK/server.log" >&2; exit 1; }
@@ -95,7 +98,7 @@ URL=http://127.0.0.1:$PORT
 
 # Verify, and write the timed request.
 if [[ -n $CSV ]]; then
-  "$BIN" predict --root "$REG" "$MODEL" --csv "$CSV" --split test --limit 64 --precision "$PRECISION" --out "$WORK/pred.f32" \
+  "$BIN" predict --root "$REG" "$MODEL" --csv "$CSV" --split test --limit 64 ${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"} --out "$WORK/pred.f32" \
     --windows-out "$WORK/windows.f32" --times-out "$WORK/times.txt" > "$WORK/predict.json"
 fi
 python3 - "$URL" "$MODEL" "$ROWS" "$WORK/body.json" "${POLIS_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}" "$WORK" "$CSV" "$TS_INPUT" <<'EOF'

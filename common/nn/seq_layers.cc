@@ -332,9 +332,11 @@ class RecurrentExec : public PlainExec {
       }
       const dnnl::primitive_desc_base& fwd_pd =
           gru_ ? static_cast<const dnnl::primitive_desc_base&>(gru_fwd_pd) : lstm_fwd_pd;
-      // oneDNN names its one CPU RNN implementation "ref:any" although the
-      // cell GEMMs are JIT; it is not listed in ImplInfo so that the
-      // Network's "reference kernel" warning keeps its meaning.
+      // Some oneDNN builds name their CPU RNN implementation "ref:any"
+      // although the cell GEMMs are JIT; an fp32 one is not listed in
+      // ImplInfo so that the Network's "reference kernel" warning keeps its
+      // meaning. A bf16 one is (Bf16Available refused a "ref" one), so that
+      // the served model can say which layers compute in bf16.
       if (bf16_) impl_.push_back(fmt::format("fwd bf16: {}", fwd_pd.impl_info_str()));
       y.wl_fwd = SameOrNew(y.wl_user, fwd_pd.query_md(dnnl::query::weights_md, 0), eng_);
       y.wi_fwd = SameOrNew(y.wi_user, fwd_pd.query_md(dnnl::query::weights_md, 1), eng_);

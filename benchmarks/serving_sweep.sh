@@ -18,7 +18,7 @@
 #   benchmarks/serving_sweep.sh [--root DIR] [--model NAME] [--duration S]
 #                               [--max-batch B] [--delay-us D] [--threads N]
 #                               [--rounds R] [--forms json,binary,grpc]
-#                               [--csv FILE]
+#                               [--csv FILE] [--precision fp32|bf16]
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --duration 8
 # --max-batch 32 --delay-us 500 --threads 1 --rounds 1 (see serving.sh for
 # how to make the default root). Rows: each request carries one image.
@@ -26,12 +26,13 @@
 # bike_demand_lstm) is swept with the forms rows (REST, a window's raw CSV
 # lines as JSON strings), tensor (REST, the standardised FP32 window as JSON
 # numbers) and grpc (the raw CSV lines as BYTES raw contents); one window a
-# request.
+# request. --precision bf16 serves the model in bf16 (serve --precision)
+# and takes the limit from its bf16 forward pass.
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 REG=/tmp/reg-demo MODEL=fashion_cnn DUR=8 MAX_BATCH=32 DELAY=500 THREADS=1 ROUNDS=1
-FORMS= CSV=
+FORMS= CSV= PRECISION=fp32
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -44,7 +45,8 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --forms) FORMS=$2; shift 2 ;;
     --csv) CSV=$2; shift 2 ;;
-    -h|--help) sed -n 2,31p "$0"; exit 0 ;;
+    --precision) PRECISION=$2; shift 2 ;;
+    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
     *) echo "serving_sweep.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -53,9 +55,10 @@ if [[ -n $CSV ]]; then FORMS=${FORMS:-rows,tensor,grpc}; else FORMS=${FORMS:-jso
 OUT=$(mktemp -d /tmp/polis-sweep-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); precision $PRECISION"
 "$BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches "1,$MAX_BATCH" \
-  --threads 1 --iters 500 --json > "$OUT/limit.json"
+  --threads 1 --iters 500 --precision "$PRECISION" --json > "$OUT/limit.json"
+PFLAGS=(); [[ $PRECISION == fp32 ]] || PFLAGS=(--precision "$PRECISION")
 
 IFS=, read -ra FORM_LIST <<< "$FORMS"
 for round in $(seq "$ROUNDS"); do
@@ -78,6 +81,7 @@ for round in $(seq "$ROUNDS"); do
       esac
       "$ROOT_DIR/benchmarks/serving.sh" --root "$REG" --model "$MODEL" --connections "$conn" \
         --duration "$DUR" --threads "$THREADS" "${extra[@]}" ${fflags[@]+"${fflags[@]}"} \
+        ${PFLAGS[@]+"${PFLAGS[@]}"} \
         > "$OUT/run-$round-$form-$conn-$mode.txt" 2>&1 \
         || { cat "$OUT/run-$round-$form-$conn-$mode.txt" >&2; exit 1; }
     done

@@ -90,6 +90,8 @@ StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::st
 Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& source);
 
 // Whether this CPU multiplies bfloat16 pairs natively (AVX512_BF16).
+// POLIS_TEST_NO_BF16=1 makes it answer false, so that the tests check the
+// refusals on a CPU that has it.
 bool CpuHasBf16();
 
 struct InferOutcome {

@@ -218,8 +218,8 @@ int main(int argc, char** argv) {
   serve->add_option("--compute-threads", so.batching.compute_threads,
                     "default OpenMP threads per loaded version")->capture_default_str();
   serve->add_option("--precision", so.batching.precision,
-                    "default precision per model: fp32, or bf16 (Conv2D and Dense in bfloat16; "
-                    "needs AVX512_BF16)")
+                    "default precision per model: fp32, or bf16 (Conv2D, Dense and LSTM layers in "
+                    "bfloat16; needs AVX512_BF16)")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   serve->add_option("--max-body-bytes", so.max_body_bytes, "request body limit (413)")->capture_default_str();
   serve->add_option("--max-upload-bytes", so.max_upload_bytes, "artifact upload limit (413)")->capture_default_str();

@@ -197,8 +197,8 @@ std::vector<int64_t> Bf16Layers(const nn::Network& net) {
   std::vector<int64_t> out;
   for (const std::string& line : net.ImplInfo()) {
     long long layer = -1;
-    if (std::sscanf(line.c_str(), "layer %lld fwd bf16:", &layer) == 1 &&
-        line.find(" fwd bf16:") != std::string::npos)
+    int matched = 0;  // set only when the whole pattern matched
+    if (std::sscanf(line.c_str(), "layer %lld fwd bf16:%n", &layer, &matched) == 1 && matched > 0)
       out.push_back(layer);
   }
   return out;

@@ -110,6 +110,15 @@ class LayerExec {
   bool param_grads_wanted_ = true;
 };
 
+// A layer that can compute in bf16 (Conv2D, Dense; LSTM/GRU in inference),
+// built by `make` with its compute type: with LayerContext::bf16 the bf16
+// one, unless oneDNN has no bf16 kernel for it on this CPU or would run a
+// reference kernel ("ref" in its ImplInfo, slower than fp32), in which case
+// the layer says so in the log and is built in fp32.
+std::unique_ptr<LayerExec> CreateInPrecision(
+    const LayerContext& c,
+    const std::function<std::unique_ptr<LayerExec>(dnnl::memory::data_type)>& make);
+
 // How DP-SGD obtains a layer's per-example gradient norms.
 enum class PerExample {
   kNoParams,     // nothing to do

@@ -12,6 +12,25 @@ using dnnl::memory;
 using Tag = memory::format_tag;
 using Dt = memory::data_type;
 
+std::unique_ptr<LayerExec> CreateInPrecision(
+    const LayerContext& c,
+    const std::function<std::unique_ptr<LayerExec>(dnnl::memory::data_type)>& make) {
+  if (c.bf16) {
+    std::string why;
+    try {
+      auto e = make(dnnl::memory::data_type::bf16);
+      for (const auto& s : e->ImplInfo())
+        if (s.find("ref") != std::string::npos) why = "oneDNN would run a reference kernel (" + s + ")";
+      if (why.empty()) return e;
+    } catch (const dnnl::error& err) {
+      why = fmt::format("oneDNN has no bf16 kernel for it ({})", err.what());
+    }
+    POLIS_LOG(kInfo, kNn, "{} layer {} stays fp32: {}", c.spec->type(),
+              ShapeString(c.in_shape) + " -> " + ShapeString(c.out_shape), why);
+  }
+  return make(dnnl::memory::data_type::f32);
+}
+
 std::string ShapeString(const Shape& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
@@ -112,28 +131,6 @@ double LaneSum(const float* __restrict a, const float* __restrict b, int64_t n) 
 double SumSquares(const float* x, int64_t n) { return LaneSum<true>(x, x, n); }
 double Sum(const float* x, int64_t n) { return LaneSum<false>(x, x, n); }
 double Dot(const float* a, const float* b, int64_t n) { return LaneSum<true>(a, b, n); }
-
-// A Conv2D or Dense layer (Exec's constructor takes the compute type): with
-// LayerContext::bf16, the bf16 one unless oneDNN has no bf16 kernel for it
-// on this CPU or would run a reference kernel (slower than fp32), in which
-// case the layer says so in the log and stays fp32.
-template <class Exec>
-std::unique_ptr<LayerExec> CreateInPrecision(const LayerContext& c) {
-  if (c.bf16) {
-    std::string why;
-    try {
-      auto e = std::make_unique<Exec>(c, Dt::bf16);
-      for (const auto& s : e->ImplInfo())
-        if (s.find("ref") != std::string::npos) why = "oneDNN would run a reference kernel (" + s + ")";
-      if (why.empty()) return e;
-    } catch (const dnnl::error& err) {
-      why = fmt::format("oneDNN has no bf16 kernel for it ({})", err.what());
-    }
-    POLIS_LOG(kInfo, kNn, "{} layer {} stays fp32: {}", c.spec->type(),
-              ShapeString(c.in_shape) + " -> " + ShapeString(c.out_shape), why);
-  }
-  return std::make_unique<Exec>(c, Dt::f32);
-}
 
 // ---------------------------------------------------------------- Conv2D
 
@@ -434,9 +431,9 @@ class Conv2DType : public LayerType {
     if (c.bf16 && c.in_shape[0] == 1) {
       LayerContext fp32 = c;
       fp32.bf16 = false;
-      return CreateInPrecision<Conv2DExec>(fp32);
+      return std::make_unique<Conv2DExec>(fp32, Dt::f32);
     }
-    return CreateInPrecision<Conv2DExec>(c);
+    return CreateInPrecision(c, [&](Dt t) { return std::make_unique<Conv2DExec>(c, t); });
   }
   PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
     return PerExample::kOwn;
@@ -690,7 +687,7 @@ class DenseType : public LayerType {
     return Status::Ok();
   }
   std::unique_ptr<LayerExec> Create(const LayerContext& c) const override {
-    return CreateInPrecision<DenseExec>(c);
+    return CreateInPrecision(c, [&](Dt t) { return std::make_unique<DenseExec>(c, t); });
   }
   PerExample PerExampleMethod(const proto::LayerSpec&, std::string*) const override {
     return PerExample::kOwn;

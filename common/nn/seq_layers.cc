@@ -13,6 +13,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "common/comm/half.h"
 #include "common/log.h"
 #include "common/nn/layer.h"
 #include "common/nn/seq_kernels.h"
@@ -268,8 +269,10 @@ class EmbeddingType : public LayerType {
 // and its 4-gate bias is (b_z, b_r, b_in, b_hn) with b_z, b_r summed.
 class RecurrentExec : public PlainExec {
  public:
-  RecurrentExec(const LayerContext& c, const std::vector<ParamTensor>& params, bool gru)
-      : PlainExec(c), pv_(c, params), gru_(gru) {
+  // compute: f32, or bf16 (inference only: its inputs, outputs and weights
+  // in bf16; biases and gate arithmetic in fp32 inside oneDNN).
+  RecurrentExec(const LayerContext& c, const std::vector<ParamTensor>& params, bool gru, Dt compute)
+      : PlainExec(c), pv_(c, params), gru_(gru), bf16_(compute == Dt::bf16) {
     const auto& p = c.spec->recurrent_param();
     H_ = p.hidden_size();
     T_ = c.in_shape[0];
@@ -280,12 +283,8 @@ class RecurrentExec : public PlainExec {
         training_ ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
     const auto dir = dnnl::rnn_direction::unidirectional_left2right;
     const memory::desc none;
-    // Inference in bf16 (a model served with precision bf16): the layers'
-    // inputs, outputs and weights in bf16, biases and gate arithmetic in
-    // fp32 inside oneDNN. Training stays fp32 (docs/design/cpu-bf16.md).
-    bf16_ = c.bf16 && !training_;
-    if (bf16_) bf16_ = Bf16Available(c, L);
-    const Dt t = bf16_ ? Dt::bf16 : Dt::f32;
+    POLIS_ENFORCE(!(bf16_ && training_));  // training stays fp32 (docs/design/cpu-bf16.md)
+    const Dt t = compute;
     layers_.resize(L);
     for (int64_t l = 0; l < L; ++l) {
       Layer& y = layers_[l];
@@ -335,8 +334,8 @@ class RecurrentExec : public PlainExec {
       // Some oneDNN builds name their CPU RNN implementation "ref:any"
       // although the cell GEMMs are JIT; an fp32 one is not listed in
       // ImplInfo so that the Network's "reference kernel" warning keeps its
-      // meaning. A bf16 one is (Bf16Available refused a "ref" one), so that
-      // the served model can say which layers compute in bf16.
+      // meaning. A bf16 one is, so that CreateInPrecision refuses a "ref"
+      // one and the served model can say which layers compute in bf16.
       if (bf16_) impl_.push_back(fmt::format("fwd bf16: {}", fwd_pd.impl_info_str()));
       y.wl_fwd = SameOrNew(y.wl_user, fwd_pd.query_md(dnnl::query::weights_md, 0), eng_);
       y.wi_fwd = SameOrNew(y.wi_user, fwd_pd.query_md(dnnl::query::weights_md, 1), eng_);
@@ -452,55 +451,16 @@ class RecurrentExec : public PlainExec {
     }
     s.wait();
     if (bf16_) {
-      // bf16 is the high half of an fp32: the last step's outputs widened.
+      // The last step's outputs, widened to fp32.
       const auto* top = static_cast<const uint16_t*>(layers_.back().dst.get_data_handle());
       for (int64_t n = 0; n < batch_; ++n)
-        for (int64_t j = 0; j < H_; ++j) {
-          const uint32_t bits = static_cast<uint32_t>(top[(n * T_ + T_ - 1) * H_ + j]) << 16;
-          std::memcpy(out() + n * H_ + j, &bits, sizeof bits);
-        }
+        for (int64_t j = 0; j < H_; ++j)
+          out()[n * H_ + j] = comm::Bf16ToFloat(top[(n * T_ + T_ - 1) * H_ + j]);
       return;
     }
     const float* top = Ptr(layers_.back().dst);
     for (int64_t n = 0; n < batch_; ++n)
       std::memcpy(out() + n * H_, top + (n * T_ + T_ - 1) * H_, sizeof(float) * H_);
-  }
-
-  // Whether oneDNN builds this layer's bf16 primitives with a fast kernel
-  // (brgemm); else it stays fp32 and says so in the log.
-  bool Bf16Available(const LayerContext& c, int64_t L) {
-    try {
-      const memory::desc none;
-      const auto dir = dnnl::rnn_direction::unidirectional_left2right;
-      const auto prop = dnnl::prop_kind::forward_inference;
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t in = l == 0 ? c.in_shape[1] : H_;
-        memory::desc src({T_, batch_, in}, Dt::bf16, Tag::ntc), dst({T_, batch_, H_}, Dt::bf16, Tag::ntc);
-        memory::desc wl({1, 1, in, G_, H_}, Dt::bf16, Tag::any), wi({1, 1, H_, G_, H_}, Dt::bf16, Tag::any);
-        memory::desc bias({1, 1, 4, H_}, Dt::f32, Tag::ldgo);
-        std::string impl;
-        if (gru_)
-          impl = dnnl::lbr_gru_forward::primitive_desc(
-                     dnnl::lbr_gru_forward::desc(prop, dir, src, none, wl, wi, bias, dst, none),
-                     UserScratchpad(), eng_)
-                     .impl_info_str();
-        else
-          impl = dnnl::lstm_forward::primitive_desc(
-                     dnnl::lstm_forward::desc(prop, dir, src, none, none, wl, wi, bias, dst, none, none),
-                     UserScratchpad(), eng_)
-                     .impl_info_str();
-        if (impl.find("ref") != std::string::npos) {
-          POLIS_LOG(kInfo, kNn, "{} layer {} -> {} stays fp32: oneDNN would run a reference kernel ({})",
-                    gru_ ? "GRU" : "LSTM", ShapeString(c.in_shape), ShapeString(c.out_shape), impl);
-          return false;
-        }
-      }
-      return true;
-    } catch (const dnnl::error& e) {
-      POLIS_LOG(kInfo, kNn, "{} layer {} -> {} stays fp32: oneDNN has no bf16 kernel for it ({})",
-                gru_ ? "GRU" : "LSTM", ShapeString(c.in_shape), ShapeString(c.out_shape), e.what());
-      return false;
-    }
   }
 
   // Layer l's weights and bias as its primitive reads them, from the
@@ -562,8 +522,8 @@ class RecurrentExec : public PlainExec {
 
   ParamViews pv_;
   bool gru_, seq_out_ = false;
+  bool bf16_;            // inference in bf16: inputs, outputs and weights
   bool frozen_ = false;  // FreezeParams: the weights are prepared for good
-  bool bf16_ = false;    // inference in bf16: inputs, outputs and weights
   MaybeReorder src_to_bf16_, dst_to_f32_;
   memory in_f32_, out_f32_;  // f32 views of the layer's input and (sequences) output
   int64_t H_ = 0, T_ = 0, G_ = 4;
@@ -599,7 +559,10 @@ class RecurrentType : public LayerType {
     std::vector<ParamTensor> params;
     Shape out;
     POLIS_ENFORCE_OK(Infer(*c.spec, c.in_shape, &out, &params));
-    return std::make_unique<RecurrentExec>(c, params, gru_);
+    // bf16 in inference only (a served model); training stays fp32.
+    if (c.training) return std::make_unique<RecurrentExec>(c, params, gru_, Dt::f32);
+    return CreateInPrecision(
+        c, [&](Dt t) { return std::make_unique<RecurrentExec>(c, params, gru_, t); });
   }
   // The gate pre-activation gradients that make up an example's weight
   // gradient live inside oneDNN's RNN workspace, summed over the batch: the

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -75,6 +76,8 @@ struct ServedVersion::Core {
   std::optional<data::WindowPreprocessor> ts_preprocessor;
   Status ts_preprocessor_error;  // why ts_header does not bind, when it does not
   std::vector<int64_t> buckets;
+  std::vector<double> bucket_seconds;  // one forward pass of each bucket, measured at load
+  std::vector<int64_t> plan;           // PlanPasses(buckets, bucket_seconds, max batch)
   Clock::time_point loaded_at;
   std::vector<int64_t> bf16_layers;  // with precision bf16: the layers whose forward runs in bf16
 
@@ -208,7 +211,10 @@ std::vector<int64_t> Bf16Layers(const nn::Network& net) {
 struct Executor {
   std::shared_ptr<Core> c;
   std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by bucket size
+  std::vector<float> staged_in, staged_out;  // a batch that runs as several passes
 
+  // Builds a network per bucket, runs each once, then times it (the best
+  // of two passes; one when a pass takes over 20 ms) for the batch plan.
   Status Warm() {
     try {
       for (int64_t b : c->buckets) {
@@ -217,13 +223,55 @@ struct Executor {
         net->FreezeParams();  // the version's weights never change
         net->Forward();
         if (b == c->buckets.front()) c->bf16_layers = Bf16Layers(*net);
+        double best = 0;
+        for (int i = 0; i < 2; ++i) {
+          const auto t0 = Clock::now();
+          net->Forward();
+          const double t = Seconds(Clock::now() - t0);
+          best = i == 0 ? t : std::min(best, t);
+          if (t > 0.02) break;
+        }
+        c->bucket_seconds.push_back(best);
         nets[b] = std::move(net);
       }
     } catch (const std::exception& e) {
       return InternalError("building the networks of model '{}' version {}: {}", c->model_name,
                            c->version, e.what());
     }
+    // Tests: passes costing their rows, so that every batch size below the
+    // max that is not a bucket runs as several passes.
+    if (const char* e = std::getenv("POLIS_TEST_PASS_COST"); e && std::string(e) == "rows")
+      for (size_t i = 0; i < c->buckets.size(); ++i) c->bucket_seconds[i] = 1e-6 * c->buckets[i];
+    c->plan = PlanPasses(c->buckets, c->bucket_seconds, c->options.max_batch_size);
     return Status::Ok();
+  }
+
+  // The batch's rows (in item order) through its planned passes; returns
+  // rows x classes outputs (a network's own buffer when one pass holds them).
+  const float* Forward(const std::vector<Item>& batch, int64_t rows) {
+    const int64_t E = c->in_elems, K = c->classes;
+    if (c->plan[rows] >= rows) {
+      nn::Network& net = *nets.at(c->plan[rows]);
+      float* in = net.input();
+      for (const Item& it : batch) in = std::copy(it.input.begin(), it.input.end(), in);
+      std::fill(in, net.input() + c->plan[rows] * E, 0.f);
+      net.Forward();
+      return net.output();
+    }
+    staged_in.resize(static_cast<size_t>(rows * E));
+    float* at_in = staged_in.data();
+    for (const Item& it : batch) at_in = std::copy(it.input.begin(), it.input.end(), at_in);
+    staged_out.resize(static_cast<size_t>(rows * K));
+    for (int64_t at = 0; at < rows;) {
+      const int64_t b = c->plan[rows - at], take = std::min(b, rows - at);
+      nn::Network& net = *nets.at(b);
+      std::copy(staged_in.data() + at * E, staged_in.data() + (at + take) * E, net.input());
+      std::fill(net.input() + take * E, net.input() + b * E, 0.f);
+      net.Forward();
+      std::copy(net.output(), net.output() + take * K, staged_out.data() + at * K);
+      at += take;
+    }
+    return staged_out.data();
   }
 
   // True when the leading items fill a batch, so there is no point in
@@ -240,28 +288,17 @@ struct Executor {
 
   void RunBatch(std::vector<Item>& batch, int64_t rows) {
     const auto start = Clock::now();
-    const int64_t bucket =
-        *std::lower_bound(c->buckets.begin(), c->buckets.end(), rows);
-    nn::Network& net = *nets.at(bucket);
-    float* in = net.input();
-    int64_t at = 0;
-    for (const Item& it : batch) {
-      std::memcpy(in + at * c->in_elems, it.input.data(), sizeof(float) * it.rows * c->in_elems);
-      at += it.rows;
-    }
-    std::memset(in + rows * c->in_elems, 0, sizeof(float) * (bucket - rows) * c->in_elems);
     Status st;
     const float* out = nullptr;
     try {
-      net.Forward();
-      out = net.output();
+      out = Forward(batch, rows);
     } catch (const std::exception& e) {
       st = InternalError("forward pass of model '{}' version {} failed: {}", c->model_name,
                          c->version, e.what());
     }
     const double compute = Seconds(Clock::now() - start);
     if (c->metrics) c->metrics->ObserveBatch(c->model_name, c->version, rows, compute);
-    at = 0;
+    int64_t at = 0;
     for (Item& it : batch) {
       InferOutcome o;
       o.status = st;
@@ -395,6 +432,40 @@ Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& sour
   return Status::Ok();
 }
 
+std::vector<int64_t> PlanPasses(const std::vector<int64_t>& buckets,
+                                const std::vector<double>& pass_seconds, int64_t max_batch) {
+  // Per row count: the least time, then the fewest passes, then the fewest
+  // padded rows; among equals the larger first pass (tried first) stays.
+  struct Best {
+    double seconds = 0;
+    int64_t passes = 0, padded = 0, first = 0;
+  };
+  std::vector<Best> best(static_cast<size_t>(max_batch + 1));
+  for (int64_t n = 1; n <= max_batch; ++n) {
+    for (size_t i = buckets.size(); i-- > 0;) {
+      const int64_t b = buckets[i];
+      const Best& rest = best[std::max<int64_t>(0, n - b)];
+      const Best cand{pass_seconds[i] + rest.seconds, 1 + rest.passes,
+                      b >= n ? b - n : rest.padded, b};
+      const double tie = 1e-9 * std::max(cand.seconds, best[n].seconds);
+      const bool better =
+          best[n].first == 0 || cand.seconds < best[n].seconds - tie ||
+          (cand.seconds <= best[n].seconds + tie &&
+           std::tie(cand.passes, cand.padded) < std::tie(best[n].passes, best[n].padded));
+      if (better) best[n] = cand;
+    }
+  }
+  std::vector<int64_t> first(static_cast<size_t>(max_batch + 1), 0);
+  for (int64_t n = 1; n <= max_batch; ++n) first[n] = best[n].first;
+  return first;
+}
+
+std::vector<int64_t> PassesOf(const std::vector<int64_t>& plan, int64_t rows) {
+  std::vector<int64_t> out;
+  for (int64_t left = rows; left > 0; left -= plan[left]) out.push_back(plan[left]);
+  return out;
+}
+
 bool CpuHasBf16() {
   if (const char* e = std::getenv("POLIS_TEST_NO_BF16"); e && *e == '1') return false;
   return __builtin_cpu_supports("avx512bf16");
@@ -489,8 +560,13 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
   sv->thread_ = std::thread(ThreadMain, core, std::move(ready));
   Status st = warmed.get();
   if (!st.ok()) return st;  // the thread has exited; ~ServedVersion joins it
-  POLIS_LOG(kInfo, kRegistry, "loaded model '{}' version {} ({} parameters, buckets up to {}{})",
-            model, version, core->weights.size(), options.max_batch_size,
+  std::vector<std::string> passes;
+  for (size_t i = 0; i < core->buckets.size(); ++i)
+    passes.push_back(fmt::format("{}:{:.0f}", core->buckets[i], core->bucket_seconds[i] * 1e6));
+  POLIS_LOG(kInfo, kRegistry,
+            "loaded model '{}' version {} ({} parameters, batches up to {}; forward pass us by "
+            "batch size {}{})",
+            model, version, core->weights.size(), options.max_batch_size, fmt::join(passes, " "),
             options.precision == "bf16"
                 ? fmt::format("; bf16 in layers [{}] of {}, the others fp32",
                               fmt::join(core->bf16_layers, ","), core->model.layers().size())
@@ -533,6 +609,9 @@ float ServedVersion::input_scale() const { return core_->scale; }
 float ServedVersion::input_shift() const { return core_->shift; }
 const BatchingOptions& ServedVersion::options() const { return core_->options; }
 const std::vector<int64_t>& ServedVersion::bf16_layers() const { return core_->bf16_layers; }
+std::vector<int64_t> ServedVersion::batch_passes(int64_t rows) const {
+  return PassesOf(core_->plan, rows);
+}
 bool ServedVersion::timeseries() const { return core_->timeseries; }
 const proto::TimeSeriesSpec& ServedVersion::timeseries_spec() const {
   return core_->header.job().dataset().timeseries();

@@ -89,6 +89,17 @@ StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::st
                                           const BatchingOptions& defaults);
 Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& source);
 
+// How batches of each size run as forward passes of the networks built for
+// `buckets` (ascending sizes), each pass costing `pass_seconds[i]` (as
+// measured when the version loaded): for n = 0..max_batch, the bucket of an
+// n-row batch's first pass, chosen so that the passes' total time is least.
+// Only the last pass may be padded with zero rows (5 rows run as 4 + 1 when
+// that is faster than one pass of 8); ties go to fewer passes.
+std::vector<int64_t> PlanPasses(const std::vector<int64_t>& buckets,
+                                const std::vector<double>& pass_seconds, int64_t max_batch);
+// The passes (bucket sizes, in order) of an n-row batch under such a plan.
+std::vector<int64_t> PassesOf(const std::vector<int64_t>& plan, int64_t rows);
+
 // Whether this CPU multiplies bfloat16 pairs natively (AVX512_BF16).
 // POLIS_TEST_NO_BF16=1 makes it answer false, so that the tests check the
 // refusals on a CPU that has it.
@@ -163,6 +174,9 @@ class ServedVersion {
   const BatchingOptions& options() const;
   // With precision bf16: the layers whose forward pass computes in bf16.
   const std::vector<int64_t>& bf16_layers() const;
+  // The forward passes (bucket sizes) a batch of `rows` runs as (PlanPasses
+  // over the times measured at load).
+  std::vector<int64_t> batch_passes(int64_t rows) const;
   // A time-series forecaster (dataset format CSV with a TimeSeriesSpec and
   // TimeSeriesStats in header().preprocessing_json()): it also takes raw CSV
   // rows, preprocessed with timeseries_spec() and timeseries_stats().

@@ -83,6 +83,66 @@ TEST(BatchingTest, RequestsTooLargeOrBeyondTheQueueAreRefused) {
   EXPECT_EQ(r.batch_rows, 1);
 }
 
+TEST(PlanPassesTest, PassesCostingTheirRowsAreNeverPadded) {
+  const std::vector<int64_t> buckets = {1, 2, 4, 8, 12};
+  const std::vector<double> linear = {1, 2, 4, 8, 12};
+  const auto plan = PlanPasses(buckets, linear, 12);
+  EXPECT_EQ(PassesOf(plan, 5), (std::vector<int64_t>{4, 1}));
+  EXPECT_EQ(PassesOf(plan, 7), (std::vector<int64_t>{4, 2, 1}));
+  EXPECT_EQ(PassesOf(plan, 8), (std::vector<int64_t>{8}));
+  EXPECT_EQ(PassesOf(plan, 11), (std::vector<int64_t>{8, 2, 1}));
+  for (int64_t n = 1; n <= 12; ++n) {
+    const auto p = PassesOf(plan, n);
+    int64_t sum = 0;
+    for (int64_t b : p) sum += b;
+    EXPECT_EQ(sum, n) << n << " rows";
+  }
+}
+
+TEST(PlanPassesTest, PassesCostingTheSameRunOnePaddedPass) {
+  const std::vector<int64_t> buckets = {1, 2, 4, 8};
+  const auto plan = PlanPasses(buckets, {1, 1, 1, 1}, 8);
+  for (int64_t n = 1; n <= 8; ++n) {
+    const auto p = PassesOf(plan, n);
+    ASSERT_EQ(p.size(), 1u) << n << " rows";
+    EXPECT_EQ(p[0], *std::lower_bound(buckets.begin(), buckets.end(), n)) << n << " rows";
+  }
+}
+
+TEST(PlanPassesTest, PaddingIsChosenWhereItIsCheaperThanAnotherPass) {
+  // A pass of 4 costs little more than one of 2: 3 rows pad to 4; 5 rows
+  // run as 4 + 1 (2.1 < a pass of 8); 6 and 7 rows pad to 8 (2.12 < 4 + 2
+  // or 4 + 4).
+  const std::vector<int64_t> buckets = {1, 2, 4, 8};
+  const auto plan = PlanPasses(buckets, {1.0, 1.05, 1.1, 2.12}, 8);
+  EXPECT_EQ(PassesOf(plan, 3), (std::vector<int64_t>{4}));
+  EXPECT_EQ(PassesOf(plan, 5), (std::vector<int64_t>{4, 1}));
+  EXPECT_EQ(PassesOf(plan, 6), (std::vector<int64_t>{8}));
+  EXPECT_EQ(PassesOf(plan, 7), (std::vector<int64_t>{8}));
+}
+
+TEST(BatchingTest, EveryBatchSizeMatchesUnbatchedRowsWhenRunAsSeveralPasses) {
+  ScopedEnv cost("POLIS_TEST_PASS_COST", "rows");
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 5);
+  BatchingOptions o;
+  o.max_batch_size = 11;  // buckets 1, 2, 4, 8, 11
+  auto sv = Serve(a, o);
+  ASSERT_TRUE(sv);
+  EXPECT_EQ(sv->batch_passes(7), (std::vector<int64_t>{4, 2, 1}));
+  EXPECT_EQ(sv->batch_passes(10), (std::vector<int64_t>{8, 2}));
+  for (int64_t n = 1; n <= 11; ++n) {
+    const std::vector<float> x = Pattern(n * 64, static_cast<int>(n));
+    InferOutcome r = sv->InferSync(x, n);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    ASSERT_EQ(r.logits.size(), static_cast<size_t>(n * 5));
+    for (int64_t row = 0; row < n; ++row) {
+      auto ref = ReferenceLogits(a, std::vector<float>(x.begin() + row * 64, x.begin() + (row + 1) * 64));
+      for (int k = 0; k < 5; ++k)
+        EXPECT_NEAR(r.logits[row * 5 + k], ref[k], 1e-5) << n << " rows, row " << row;
+    }
+  }
+}
+
 TEST(BatchingTest, ConcurrentHttpRequestsAreMergedAndCorrect) {
   TempDir dir;
   const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 6);

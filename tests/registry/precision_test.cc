@@ -33,15 +33,6 @@ double RelativeL2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / den);
 }
 
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
-
- private:
-  const char* name_;
-};
-
 TEST(PrecisionTest, ConfigJsonServesInBf16WithinItsRounding) {
   TempDir dir;
   const ModelArtifact a = MakeArtifact(kTwoConvCnn, kTinyInput, 11);

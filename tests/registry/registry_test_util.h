@@ -31,6 +31,18 @@ namespace polis::registry::testing {
 
 using json = nlohmann::json;
 
+// Sets an environment variable for a scope (a test hook), then unsets it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
 // Conv -> pool -> dense on 1x8x8 inputs, 5 classes: small, but every layer
 // kind the seed network has.
 inline constexpr char kTinyCnn[] = R"(

@@ -7,6 +7,7 @@
 #                         [--max-batch B] [--delay-us D] [--compute-threads K]
 #                         [--protocol rest|grpc] [--binary]
 #                         [--csv FILE [--ts-input rows|tensor]] [--precision fp32|bf16]
+#                         [--busy-poll-us U]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
 # --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0
@@ -22,6 +23,9 @@
 # BYTES raw contents) or as the standardised FP32 window (--ts-input tensor).
 # --precision bf16 serves every model in bf16 (`serve --precision`; the
 # forecaster's reference answers then come from `predict --precision bf16`).
+# --busy-poll-us U lets the server's idle HTTP I/O threads poll U µs before
+# sleeping (`serve --busy-poll-us`; default 0, not passed, so that older
+# builds can be timed too).
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -39,7 +43,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
-MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows PRECISION=fp32
+MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows PRECISION=fp32 BUSY_POLL=0
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -58,7 +62,8 @@ while [[ $# -gt 0 ]]; do
     --csv) CSV=$2; shift 2 ;;
     --ts-input) TS_INPUT=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
-    -h|--help) sed -n 2,38p "$0"; exit 0 ;;
+    --busy-poll-us) BUSY_POLL=$2; shift 2 ;;
+    -h|--help) sed -n 2,40p "$0"; exit 0 ;;
     *) echo "serving.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -85,11 +90,14 @@ GRPC_FLAGS=()
 # Only when asked: a build from before --precision existed can still be timed.
 PRECISION_FLAGS=()
 [[ $PRECISION == fp32 ]] || PRECISION_FLAGS=(--precision "$PRECISION")
+POLL_FLAGS=()
+[[ $BUSY_POLL == 0 ]] || POLL_FLAGS=(--busy-poll-us "$BUSY_POLL")
 [[ $PROTOCOL == grpc ]] && GRPC_FLAGS=(--grpc-listen 127.0.0.1:0 --grpc-port-file "$WORK/grpc_port")
 
 "$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
   --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
-  ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} ${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
+  ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} ${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"} \
+  ${POLL_FLAGS[@]+"${POLL_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 200); do [[ -s $WORK/port ]] && break; sleep 0.05; done
 [[ -s $WORK/port ]] || { cat "$WORK/server.log" >&2; exit 1; }
@@ -278,7 +286,7 @@ if [[ $PROTOCOL == grpc ]]; then FORM="gRPC raw"; elif ((BINARY)); then FORM="RE
 [[ -n $CSV ]] && FORM="$FORM, forecaster window as $TS_INPUT"
 GRPC_INPUT=(--datatype UINT8)
 [[ -n $CSV ]] && GRPC_INPUT=(--datatype BYTES --input-name rows --output-name predictions)
-echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE"
+echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE${POLL_FLAGS[*]:+ ${POLL_FLAGS[*]}}"
 TIMEFORMAT='%U %S'
 { time if [[ $PROTOCOL == grpc ]]; then
   "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \

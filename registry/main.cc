@@ -210,6 +210,10 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8000";
   serve->add_option("--listen", listen, "HOST:PORT (port 0: any free port)")->capture_default_str();
   serve->add_option("--threads", so.threads, "HTTP I/O threads")->capture_default_str();
+  serve->add_option("--busy-poll-us", so.busy_poll_us,
+                    "an idle HTTP I/O thread polls its connections this long before it sleeps "
+                    "(lower latency, more CPU; 0: sleeps at once)")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
   serve->add_option("--tokens", so.tokens_file, "token file (JSON); without it nothing can be written");
   serve->add_option("--max-batch", so.batching.max_batch_size, "default max batch size per model")->capture_default_str();
   serve->add_option("--max-queue-delay-us", so.batching.max_queue_delay_us,

@@ -1482,6 +1482,7 @@ Status RegistryServer::Start() {
   ho.host = s.opt.host;
   ho.port = s.opt.port;
   ho.threads = s.opt.threads;
+  ho.busy_poll_us = s.opt.busy_poll_us;
   ho.max_body_bytes = s.opt.max_body_bytes;
   ho.max_upload_bytes = s.opt.max_upload_bytes;
   ho.is_upload = IsUpload;

@@ -44,6 +44,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;                       // 0: ephemeral (see RegistryServer::port)
   int threads = 2;
+  int busy_poll_us = 0;  // HTTP I/O threads poll this long before sleeping (HttpServerOptions)
   // OIP v2 over gRPC (registry/grpc_service.h) on a port of its own:
   // -1 off, 0 ephemeral (see RegistryServer::grpc_port).
   std::string grpc_host = "127.0.0.1";

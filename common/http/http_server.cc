@@ -80,6 +80,28 @@ StatusOr<std::shared_ptr<ssl::context>> LoadTlsContext(const TlsFiles& files) {
   return ctx;
 }
 
+// Runs handlers until the io_context stops. With busy_poll_us > 0, after
+// the last handler it polls for more (epoll without a timeout) for that
+// long before blocking in the kernel: a request that arrives meanwhile
+// finds the thread running instead of waiting for it to be woken.
+void RunIo(net::io_context& ioc, int busy_poll_us) {
+  if (busy_poll_us <= 0) {
+    ioc.run();
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto spin = std::chrono::microseconds(busy_poll_us);
+  auto last = Clock::now();
+  while (!ioc.stopped()) {
+    if (ioc.poll() > 0) {
+      last = Clock::now();
+    } else if (Clock::now() - last >= spin) {
+      ioc.run_one();  // blocks until a handler ran (0 when stopped)
+      last = Clock::now();
+    }
+  }
+}
+
 }  // namespace
 
 StatusOr<TlsPem> LoadTlsFiles(const TlsFiles& files) {
@@ -127,11 +149,16 @@ struct HttpServer::Impl {
   std::atomic<bool> stopped{false};
   bool started = false;
   int bound_port = 0;
-  // Declared after the counters: sessions destroyed with the io_context
-  // still update them.
-  net::io_context ioc;
+  // The I/O threads share one io_context; with busy polling each has its
+  // own (a thread polling a shared one would find the events taken by the
+  // one asleep in epoll_wait), and a connection stays on the one it was
+  // given when accepted (round robin). Declared after the counters:
+  // sessions destroyed with their io_context still update them.
+  std::vector<std::unique_ptr<net::io_context>> iocs;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> keep_running;
   std::shared_ptr<ssl::context> tls;  // set when opt.tls names a certificate
-  tcp::acceptor acceptor{net::make_strand(ioc)};
+  std::optional<tcp::acceptor> acceptor;  // on iocs[0]
+  size_t next_ioc = 0;                    // the accept handler's alone
   std::vector<std::thread> threads;
 
   void Refused(const std::string& method, int status, const std::string& why) {
@@ -451,8 +478,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 }  // namespace
 
 void HttpServer::Impl::DoAccept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-    if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
+  net::io_context& to = *iocs[next_ioc++ % iocs.size()];
+  acceptor->async_accept(net::make_strand(to), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !acceptor->is_open()) return;
     if (!ec) {
       if (connections >= opt.max_connections) {
         POLIS_LOG(kWarn, kNet, "{} connections open (max {}); closing a new one", connections.load(),
@@ -491,24 +519,37 @@ Status HttpServer::Start() {
   }
   const tcp::endpoint ep(address, static_cast<unsigned short>(s.opt.port));
   const std::string where = fmt::format("{}:{}", s.opt.host, s.opt.port);
-  s.acceptor.open(ep.protocol(), ec);
-  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) s.acceptor.bind(ep, ec);
-  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) return IoError("cannot listen on {}: {}", where, ec.message());
-  s.bound_port = s.acceptor.local_endpoint(ec).port();
+  const int n = std::max(1, s.opt.threads);
+  if (s.iocs.empty()) {
+    const bool own = s.opt.busy_poll_us > 0;
+    for (int i = 0; i < (own ? n : 1); ++i) {
+      s.iocs.push_back(own ? std::make_unique<net::io_context>(1)
+                           : std::make_unique<net::io_context>());
+      s.keep_running.push_back(net::make_work_guard(*s.iocs.back()));
+    }
+    s.acceptor.emplace(net::make_strand(*s.iocs.front()));
+  }
+  s.acceptor->open(ep.protocol(), ec);
+  if (!ec) s.acceptor->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor->bind(ep, ec);
+  if (!ec) s.acceptor->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    beast::error_code ignored;
+    s.acceptor->close(ignored);
+    return IoError("cannot listen on {}: {}", where, ec.message());
+  }
+  s.bound_port = s.acceptor->local_endpoint(ec).port();
   s.started = true;
   s.DoAccept();
-  const int n = std::max(1, s.opt.threads);
   for (int i = 0; i < n; ++i)
-    s.threads.emplace_back([&s] {
+    s.threads.emplace_back([&s, &ioc = *s.iocs[i % s.iocs.size()]] {
       // Process-directed signals go to the owner's threads, never to these.
       sigset_t set;
       sigemptyset(&set);
       for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD})
         sigaddset(&set, sig);
       pthread_sigmask(SIG_BLOCK, &set, nullptr);
-      s.ioc.run();
+      RunIo(ioc, s.opt.busy_poll_us);
     });
   return Status::Ok();
 }
@@ -521,14 +562,15 @@ int HttpServer::port() const { return impl_->bound_port; }
 void HttpServer::Stop(int grace_ms) {
   Impl& s = *impl_;
   if (!s.started || s.stopped.exchange(true)) return;
-  net::post(s.acceptor.get_executor(), [&s] {
+  net::post(s.acceptor->get_executor(), [&s] {
     beast::error_code ec;
-    s.acceptor.close(ec);
+    s.acceptor->close(ec);
   });
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
   while (s.active > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  s.ioc.stop();
+  s.keep_running.clear();
+  for (auto& ioc : s.iocs) ioc->stop();
   for (auto& t : s.threads) t.join();
   s.threads.clear();
 }

@@ -3,7 +3,9 @@
 // http_server.cc; users see plain structs. (The blocking client is
 // common/http/http_client.h.)
 //
-// N threads run one io_context; each connection runs on its own strand. A
+// N threads run one io_context (with busy_poll_us, one each: a connection is
+// then given to one when accepted, round robin, and stays there); each
+// connection runs on its own strand. A
 // request is read in two steps: the header (within read_timeout_ms), then
 // the body, whose limit depends on the request (is_upload picks
 // max_upload_bytes, else max_body_bytes): a declared Content-Length over the
@@ -97,6 +99,11 @@ struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;                              // 0: an ephemeral port (see port())
   int threads = 2;
+  // > 0: an I/O thread with nothing to do keeps polling its connections for
+  // this many microseconds before it sleeps (lower latency, paid in CPU
+  // after each burst of requests), and each thread has its own io_context.
+  // 0: it sleeps at once.
+  int busy_poll_us = 0;
   size_t max_body_bytes = 8u << 20;          // 413 beyond
   size_t max_upload_bytes = size_t{1} << 30; // for requests is_upload() accepts
   std::function<bool(std::string_view method, std::string_view target)> is_upload;

@@ -10,8 +10,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <set>
 #include <cmath>
+#include <ctime>
+#include <set>
 #include <thread>
 
 #include "registry/aliases.h"
@@ -476,6 +477,40 @@ TEST_F(ServerTest, IntegerInputsAreScaledLikeTrainingData) {
     const auto ref = ReferenceLogits(a2_, scaled);
     for (int k = 0; k < 5; ++k) EXPECT_NEAR(logits[k], ref[k], 1e-5) << dtype;
   }
+}
+
+// CPU time of this whole process (every thread), in seconds.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+TEST_F(ServerTest, BusyPollingAnswersAsUsualAndSleepsWhenIdle) {
+  ServerOptions o;
+  o.threads = 2;
+  o.busy_poll_us = 5000;  // long, so that a poll that never ended would show
+  ServerHarness h(root(), o);
+  // Two connections: one on each thread's io_context.
+  HttpClient clients[2] = {h.Client(), h.Client()};
+  for (int i = 0; i < 40; ++i) {
+    const std::vector<float> x = Pattern(64, i);
+    auto r = Call(clients[i % 2], "POST", "/v2/models/tiny/versions/1/infer",
+                  InferBody(x, 1, kTinyInput).dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const auto logits = OutputData(ParseJson(r), "logits");
+    const auto ref = ReferenceLogits(a1_, x);
+    for (int k = 0; k < 5; ++k) EXPECT_NEAR(logits[k], ref[k], 1e-5) << "request " << i;
+  }
+  // Idle: both I/O threads poll 5 ms at most, then sleep. Two threads that
+  // kept polling would use most of the 500 ms below (on any machine with a
+  // core free for them); sleeping ones, a few ms (the repository's poll).
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const double cpu0 = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_LT(ProcessCpuSeconds() - cpu0, 0.15);
+  // And both still answer after sleeping.
+  for (HttpClient& c : clients) EXPECT_EQ(Call(c, "GET", "/v2/health/ready").status, 200);
 }
 
 TEST_F(ServerTest, InferErrorsSayWhatIsWrong) {

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -187,6 +188,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // in several passes through the I/O queue. Larger bodies still grow it.
     buffer_.reserve(8 << 10);
     beast::error_code ec;
+    // ReadAvailable's reads return at once (asynchronous operations are
+    // unaffected: Asio makes every socket non-blocking underneath).
+    if constexpr (!kTls) Socket().non_blocking(true, ec);
     auto ep = Socket().remote_endpoint(ec);
     remote_ = ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
   }
@@ -204,6 +208,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
  private:
   using Ms = std::chrono::milliseconds;
+  // Body bytes read at once after the header (ReadAvailable), per request
+  // and per read: a large upload still streams through the I/O queue.
+  static constexpr size_t kEagerBodyBytes = 1 << 20;
+  static constexpr size_t kEagerReadBytes = 64 << 10;
 
   tcp::socket& Socket() { return beast::get_lowest_layer(stream_).socket(); }
   beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
@@ -276,15 +284,24 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                      upload ? "--max-upload-bytes" : "--max-body-bytes"));
     parser_->body_limit(limit);
     body_limit_ = limit;
-    // A small body usually came in the same read as its header: parse what
-    // is buffered now instead of another pass through the I/O queue (under
+    // A small body usually came in the same read as its header, and the
+    // rest of a larger one is usually in the socket already: parse what is
+    // buffered, then read what the socket holds without waiting (up to
+    // kEagerBodyBytes), instead of another pass through the I/O queue (under
     // load that pass waits behind every other connection's handlers).
-    while (!parser_->is_done() && buffer_.size() > 0) {
-      beast::error_code pec;
-      const size_t used = parser_->put(buffer_.data(), pec);
-      buffer_.consume(used);
-      if (pec == bhttp::error::need_more || (!pec && used == 0)) break;
-      if (pec) return OnBody(pec, 0);  // body_limit (413) or malformed (400)
+    size_t eager = 0;
+    for (;;) {
+      while (!parser_->is_done() && buffer_.size() > 0) {
+        beast::error_code pec;
+        const size_t used = parser_->put(buffer_.data(), pec);
+        buffer_.consume(used);
+        if (pec == bhttp::error::need_more || (!pec && used == 0)) break;
+        if (pec) return OnBody(pec, 0);  // body_limit (413) or malformed (400)
+      }
+      if (parser_->is_done() || eager >= kEagerBodyBytes) break;
+      const size_t got = ReadAvailable();
+      if (got == 0) break;
+      eager += got;
     }
     if (parser_->is_done()) return OnBody({}, 0);
     // Slow clients: the body gets the read timeout plus a second per MiB declared.
@@ -301,6 +318,25 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return;
     }
     ReadBody();
+  }
+
+  // A plain connection's bytes that have arrived, read without waiting
+  // (the socket is non-blocking); 0 when there are none, on TLS, or on an
+  // error, which the asynchronous read that follows reports.
+  size_t ReadAvailable() {
+    if constexpr (kTls) {
+      return 0;
+    } else {
+      beast::error_code ec;
+      // What the buffer has room for, at least 16 KiB: it grows no more
+      // than Beast's own reads would make it.
+      const size_t room = std::clamp<size_t>(buffer_.capacity() - buffer_.size(), 16 << 10,
+                                             kEagerReadBytes);
+      const size_t n = Socket().read_some(buffer_.prepare(room), ec);
+      if (ec) return 0;
+      buffer_.commit(n);
+      return n;
+    }
   }
 
   void ReadBody() {

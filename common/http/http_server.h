@@ -5,12 +5,14 @@
 //
 // N threads run one io_context (with busy_poll_us, one each: a connection is
 // then given to one when accepted, round robin, and stays there); each
-// connection runs on its own strand. A
-// request is read in two steps: the header (within read_timeout_ms), then
-// the body, whose limit depends on the request (is_upload picks
-// max_upload_bytes, else max_body_bytes): a declared Content-Length over the
-// limit is refused with 413 before any body byte is read, and a chunked body
-// is cut off at the limit with 413. A slow client that does not deliver a
+// connection runs on its own strand. A request is read in two steps: the
+// header (within read_timeout_ms), then the body, whose limit depends on the
+// request (is_upload picks max_upload_bytes, else max_body_bytes): a
+// declared Content-Length over the limit is refused with 413 before any
+// body byte is read, and a chunked body is cut off at the limit with 413.
+// On plain HTTP, body bytes that have already arrived when the header is
+// parsed are read at once (up to 1 MiB), without another pass through the
+// I/O queue. A slow client that does not deliver a
 // request in time is disconnected. The handler gets the request and a
 // Respond function that may be called from any thread, exactly once; the
 // response is written on the connection's strand (a HEAD request gets the

@@ -788,6 +788,45 @@ TEST_F(ServerTest, OversizedRequestsAre413) {
   EXPECT_EQ(up->status, 400) << up->body;  // within the upload limit, but not an artifact
 }
 
+// A body arrives with its header, after it in pieces, or larger than what
+// the server reads at once after a header (1 MiB): each is read whole.
+TEST_F(ServerTest, BodiesAreReadWholeHoweverTheyArrive) {
+  ServerHarness h(root());
+  const std::vector<float> x = Pattern(64, 3);
+  const auto ref = ReferenceLogits(a1_, x);
+  auto check = [&](const std::string& body, const std::string& how, int pause_ms) {
+    RawSocket s(h.port());
+    const std::string head = "POST /v2/models/tiny/versions/1/infer HTTP/1.1\r\nHost: x\r\n"
+                             "Connection: close\r\nContent-Type: application/json\r\n"
+                             "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+    if (pause_ms == 0) {
+      s.Send(head + body);
+    } else {
+      // The header and a third of the body, then the rest in two pieces.
+      const size_t third = body.size() / 3;
+      s.Send(head + body.substr(0, third));
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+      s.Send(body.substr(third, third));
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+      s.Send(body.substr(2 * third));
+    }
+    const std::string resp = s.ReadAll();
+    ASSERT_EQ(resp.rfind("HTTP/1.1 200", 0), 0u) << how << ": " << resp.substr(0, 300);
+    const json j = json::parse(resp.substr(resp.find("\r\n\r\n") + 4), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << how;
+    const auto logits = OutputData(j, "logits");
+    ASSERT_EQ(logits.size(), 5u) << how;
+    for (int k = 0; k < 5; ++k) EXPECT_NEAR(logits[k], ref[k], 1e-5) << how;
+  };
+  const std::string body = InferBody(x, 1, kTinyInput).dump();
+  check(body, "with its header", 0);
+  check(body, "in pieces", 50);
+  // JSON may carry any amount of white space: 3 MiB of it.
+  const std::string padded = body.substr(0, body.size() - 1) + std::string(3 << 20, ' ') + "}";
+  check(padded, "3 MiB at once", 0);
+  check(padded, "3 MiB in pieces", 20);
+}
+
 TEST_F(ServerTest, SlowClientsAreDisconnected) {
   ServerOptions o;
   o.read_timeout_ms = 300;

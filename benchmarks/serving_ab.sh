@@ -95,9 +95,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
       build=$A_BUILD prec=$PREC_A poll=$POLL_A
       [[ $side == B ]] && build=$B_BUILD prec=$PREC_B poll=$POLL_B
       log="$OUT/$side.$f.c$c.t$t.b$mb.r$r.log"
-      prec_flags=(); [[ $prec == fp32 ]] || prec_flags=(--precision "$prec")
-      [[ $poll == 0 ]] || prec_flags+=(--busy-poll-us "$poll")
-      POLIS_BUILD_DIR=$build "$ROOT_DIR/benchmarks/serving.sh" "${flags[@]}" ${prec_flags[@]+"${prec_flags[@]}"} \
+      side_flags=(); [[ $prec == fp32 ]] || side_flags=(--precision "$prec")
+      [[ $poll == 0 ]] || side_flags+=(--busy-poll-us "$poll")
+      POLIS_BUILD_DIR=$build "$ROOT_DIR/benchmarks/serving.sh" "${flags[@]}" ${side_flags[@]+"${side_flags[@]}"} \
         > "$log" 2>&1 ||
         { echo "serving_ab.sh: run failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }
     done

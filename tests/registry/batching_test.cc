@@ -141,6 +141,30 @@ TEST(BatchingTest, EveryBatchSizeMatchesUnbatchedRowsWhenRunAsSeveralPasses) {
         EXPECT_NEAR(r.logits[row * 5 + k], ref[k], 1e-5) << n << " rows, row " << row;
     }
   }
+  // Requests of 3, 2, 4 and 1 rows merged into one batch of 10 (passes of 8
+  // and 2): the third request straddles the passes.
+  BatchingOptions wait = o;
+  wait.max_queue_delay_us = 500'000;  // the four are queued well within it
+  auto merged = Serve(a, wait);
+  ASSERT_TRUE(merged);
+  const std::vector<int> rows = {3, 2, 4, 1};
+  std::vector<std::promise<InferOutcome>> done(rows.size());
+  std::vector<std::vector<float>> inputs;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    inputs.push_back(Pattern(rows[i] * 64, static_cast<int>(20 + i)));
+    merged->Infer(inputs[i], rows[i], [&done, i](InferOutcome r) { done[i].set_value(std::move(r)); });
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    InferOutcome r = done[i].get_future().get();
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_EQ(r.batch_rows, 10) << "request " << i;
+    for (int row = 0; row < rows[i]; ++row) {
+      auto ref = ReferenceLogits(
+          a, std::vector<float>(inputs[i].begin() + row * 64, inputs[i].begin() + (row + 1) * 64));
+      for (int k = 0; k < 5; ++k)
+        EXPECT_NEAR(r.logits[row * 5 + k], ref[k], 1e-5) << "request " << i << ", row " << row;
+    }
+  }
 }
 
 TEST(BatchingTest, ConcurrentHttpRequestsAreMergedAndCorrect) {

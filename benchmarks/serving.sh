@@ -7,7 +7,7 @@
 #                         [--max-batch B] [--delay-us D] [--compute-threads K]
 #                         [--protocol rest|grpc] [--binary]
 #                         [--csv FILE [--ts-input rows|tensor]] [--precision fp32|bf16]
-#                         [--busy-poll-us U]
+#                         [--busy-poll-us U] [--instances I]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
 # --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0
@@ -25,7 +25,8 @@
 # forecaster's reference answers then come from `predict --precision bf16`).
 # --busy-poll-us U lets the server's idle HTTP I/O threads poll U µs before
 # sleeping (`serve --busy-poll-us`; default 0, not passed, so that older
-# builds can be timed too).
+# builds can be timed too). --instances I serves each version as I
+# instances (`serve --instances`; passed only when asked, likewise).
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -43,7 +44,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
-MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows PRECISION=fp32 BUSY_POLL=0
+MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows PRECISION=fp32 BUSY_POLL=0 INSTANCES=
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -57,6 +58,7 @@ while [[ $# -gt 0 ]]; do
     --max-batch) MAX_BATCH=$2; shift 2 ;;
     --delay-us) DELAY=$2; shift 2 ;;
     --compute-threads) COMPUTE=$2; shift 2 ;;
+    --instances) INSTANCES=$2; shift 2 ;;
     --protocol) PROTOCOL=$2; shift 2 ;;
     --binary) BINARY=1; shift ;;
     --csv) CSV=$2; shift 2 ;;
@@ -90,14 +92,15 @@ GRPC_FLAGS=()
 # Only when asked: a build from before --precision existed can still be timed.
 PRECISION_FLAGS=()
 [[ $PRECISION == fp32 ]] || PRECISION_FLAGS=(--precision "$PRECISION")
-POLL_FLAGS=()
-[[ $BUSY_POLL == 0 ]] || POLL_FLAGS=(--busy-poll-us "$BUSY_POLL")
+EXTRA_FLAGS=()
+[[ $BUSY_POLL == 0 ]] || EXTRA_FLAGS=(--busy-poll-us "$BUSY_POLL")
+[[ -z $INSTANCES ]] || EXTRA_FLAGS+=(--instances "$INSTANCES")
 [[ $PROTOCOL == grpc ]] && GRPC_FLAGS=(--grpc-listen 127.0.0.1:0 --grpc-port-file "$WORK/grpc_port")
 
 "$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
   --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
   ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} ${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"} \
-  ${POLL_FLAGS[@]+"${POLL_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
+  ${EXTRA_FLAGS[@]+"${EXTRA_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 200); do [[ -s $WORK/port ]] && break; sleep 0.05; done
 [[ -s $WORK/port ]] || { cat "$WORK/server.log" >&2; exit 1; }
@@ -286,7 +289,7 @@ if [[ $PROTOCOL == grpc ]]; then FORM="gRPC raw"; elif ((BINARY)); then FORM="RE
 [[ -n $CSV ]] && FORM="$FORM, forecaster window as $TS_INPUT"
 GRPC_INPUT=(--datatype UINT8)
 [[ -n $CSV ]] && GRPC_INPUT=(--datatype BYTES --input-name rows --output-name predictions)
-echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE${POLL_FLAGS[*]:+ ${POLL_FLAGS[*]}}"
+echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE${EXTRA_FLAGS[*]:+ ${EXTRA_FLAGS[*]}}"
 TIMEFORMAT='%U %S'
 { time if [[ $PROTOCOL == grpc ]]; then
   "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \
@@ -299,8 +302,9 @@ cpu_by_name > "$WORK/cpu1.txt"
 
 read -r WAIT1 INVOL1 < <(sched)
 echo "server threads: run-queue wait $(((WAIT1 - WAIT0) / 1000000)) ms in total, $((INVOL1 - INVOL0)) involuntary context switches; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-# CPU per request: the server's threads by name (Polis' own are named
-# polis-registry; gRPC's have names of their own) and the load generator
+# CPU per request: the server's threads by name (rest/N: HTTP I/O;
+# infer/MODEL: a version's inference threads, cut to 15 characters; gRPC's
+# have names of their own; the main thread is polis-registry) and the load generator
 # (wrk or polis-grpc-load, with tee), from its user + system seconds.
 python3 - "$WORK/cpu0.txt" "$WORK/cpu1.txt" "$WORK/load_cpu.txt" "$WORK/wrk.txt" "$(getconf CLK_TCK)" <<'EOF'
 import re, sys

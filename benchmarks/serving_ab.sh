@@ -16,12 +16,15 @@
 #                            [--max-batch 1,32] [--csv FILE]
 #                            [--precision-a fp32|bf16] [--precision-b fp32|bf16]
 #                            [--busy-poll-a U] [--busy-poll-b U]
+#                            [--instances-a I] [--instances-b I]
 # A is the build in BUILD_DIR (e.g. one of the commit before a change), B
 # this checkout's build (POLIS_BUILD_DIR or build/). With --precision-a/-b
 # the two sides serve in those precisions (`serve --precision`; default
 # fp32 both), and the limit is each side's own forward pass; with
 # --busy-poll-a/-b their HTTP I/O threads poll that many µs before sleeping
-# (`serve --busy-poll-us`; default 0 both). When the sides differ in either,
+# (`serve --busy-poll-us`; default 0 both); with --instances-a/-b they
+# serve each version as that many instances (`serve --instances`; default
+# 1 both). When the sides differ in any of these,
 # --base may be left out to compare one build with itself. Defaults: --root
 # /tmp/reg-demo --model fashion_cnn --duration 5 --rounds 2 --connections 1,16
 # --threads 1,2 --forms json,binary --max-batch 1 (batching off; 32 adds
@@ -34,7 +37,7 @@ set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B_BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 A_BUILD= REG=/tmp/reg-demo MODEL=fashion_cnn DUR=5 ROUNDS=2 CONNS=1,16 THREADS=1,2
-FORMS= BATCHES=1 CSV= PREC_A=fp32 PREC_B=fp32 POLL_A=0 POLL_B=0
+FORMS= BATCHES=1 CSV= PREC_A=fp32 PREC_B=fp32 POLL_A=0 POLL_B=0 INST_A=1 INST_B=1
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -52,12 +55,15 @@ while [[ $# -gt 0 ]]; do
     --precision-b) PREC_B=$2; shift 2 ;;
     --busy-poll-a) POLL_A=$2; shift 2 ;;
     --busy-poll-b) POLL_B=$2; shift 2 ;;
-    -h|--help) sed -n 2,32p "$0"; exit 0 ;;
+    --instances-a) INST_A=$2; shift 2 ;;
+    --instances-b) INST_B=$2; shift 2 ;;
+    -h|--help) sed -n 2,36p "$0"; exit 0 ;;
     *) echo "serving_ab.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 if [[ -n $CSV ]]; then FORMS=${FORMS:-rows,grpc}; else FORMS=${FORMS:-json,binary}; fi
-[[ -z $A_BUILD && ($PREC_A != "$PREC_B" || $POLL_A != "$POLL_B") ]] && A_BUILD=$B_BUILD
+[[ -z $A_BUILD && ($PREC_A != "$PREC_B" || $POLL_A != "$POLL_B" || $INST_A != "$INST_B") ]] &&
+  A_BUILD=$B_BUILD
 [[ -n $A_BUILD ]] || { echo "serving_ab.sh: --base BUILD_DIR is required (the build to compare against)" >&2; exit 2; }
 for b in "$A_BUILD" "$B_BUILD"; do
   [[ -x $b/registry/polis-registry ]] || { echo "serving_ab.sh: no $b/registry/polis-registry" >&2; exit 2; }
@@ -65,7 +71,7 @@ done
 [[ -x $B_BUILD/benchmarks/polis-bench-infer ]] || { echo "serving_ab.sh: build polis-bench-infer first" >&2; exit 2; }
 OUT=$(mktemp -d /tmp/serving-ab.XXXXXX)
 echo "command: benchmarks/serving_ab.sh $ARGS"
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD ($PREC_A, busy poll $POLL_A us); B: $B_BUILD ($PREC_B, busy poll $POLL_B us); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD ($PREC_A, busy poll $POLL_A us, $INST_A instance(s)); B: $B_BUILD ($PREC_B, busy poll $POLL_B us, $INST_B instance(s)); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 limit() {
   for p in "$PREC_A" "$PREC_B"; do
     "$B_BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches 1 --threads 1 \
@@ -92,11 +98,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
       flags+=(--protocol grpc)
     fi
     for side in A B; do
-      build=$A_BUILD prec=$PREC_A poll=$POLL_A
-      [[ $side == B ]] && build=$B_BUILD prec=$PREC_B poll=$POLL_B
+      build=$A_BUILD prec=$PREC_A poll=$POLL_A inst=$INST_A
+      [[ $side == B ]] && build=$B_BUILD prec=$PREC_B poll=$POLL_B inst=$INST_B
       log="$OUT/$side.$f.c$c.t$t.b$mb.r$r.log"
       side_flags=(); [[ $prec == fp32 ]] || side_flags=(--precision "$prec")
       [[ $poll == 0 ]] || side_flags+=(--busy-poll-us "$poll")
+      [[ $inst == 1 ]] || side_flags+=(--instances "$inst")
       POLIS_BUILD_DIR=$build "$ROOT_DIR/benchmarks/serving.sh" "${flags[@]}" ${side_flags[@]+"${side_flags[@]}"} \
         > "$log" 2>&1 ||
         { echo "serving_ab.sh: run failed, see $log" >&2; tail -5 "$log" >&2; exit 1; }

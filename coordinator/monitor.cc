@@ -489,6 +489,7 @@ StatusOr<std::unique_ptr<Monitor>> Monitor::Start(const Options& options) {
   ho.write_timeout_ms = kWriteTimeoutMs;
   ho.max_connections = kMaxConnections;
   ho.server_name = "polis-monitor";
+  ho.thread_name = "monitor";
   if (tls) ho.tls = http::TlsFiles{options.tls_cert_file, options.tls_key_file};
   Impl* raw = impl.get();
   auto handler = [raw](http::HttpRequest req, http::Respond respond, http::Post) {

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "registry/metrics.h"
 
 namespace polis::registry {
@@ -35,7 +36,11 @@ ExplainQueue::ExplainQueue(ExplainLimits limits, Metrics* metrics)
 ExplainQueue::~ExplainQueue() { Stop(); }
 
 void ExplainQueue::Start() {
-  for (int i = 0; i < limits_.threads; ++i) workers_.emplace_back([this] { Work(); });
+  for (int i = 0; i < limits_.threads; ++i)
+    workers_.emplace_back([this, i] {
+      SetThreadName(fmt::format("explain/{}", i));
+      Work();
+    });
 }
 
 void ExplainQueue::Stop() {

@@ -220,7 +220,12 @@ int main(int argc, char** argv) {
                     "default max time a request waits for others to batch with")->capture_default_str();
   serve->add_option("--max-queue-rows", so.batching.max_queue_rows, "rows queued per version before 503")->capture_default_str();
   serve->add_option("--compute-threads", so.batching.compute_threads,
-                    "default OpenMP threads per loaded version")->capture_default_str();
+                    "default OpenMP threads per instance of a loaded version")->capture_default_str();
+  serve->add_option("--instances", so.batching.instances,
+                    "default instances per loaded version: each an inference thread with its own "
+                    "networks; with as many as --threads (2 or more), each HTTP I/O thread runs "
+                    "its own batches")
+      ->capture_default_str()->check(CLI::Range(1, 64));
   serve->add_option("--precision", so.batching.precision,
                     "default precision per model: fp32, or bf16 (Conv2D, Dense and LSTM layers in "
                     "bfloat16; needs AVX512_BF16)")

@@ -13,6 +13,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "registry/metrics.h"
 #include "registry/store.h"
 
@@ -58,7 +59,10 @@ Status Repository::Start() {
   (void)names;
   RefreshAll();
   ready_ = true;
-  if (opt_.poll_interval_ms > 0) poller_ = std::thread([this] { PollLoop(); });
+  if (opt_.poll_interval_ms > 0) poller_ = std::thread([this] {
+    SetThreadName("repo-poll");
+    PollLoop();
+  });
   return Status::Ok();
 }
 

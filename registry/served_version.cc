@@ -21,6 +21,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "registry/metrics.h"
 #include "registry/model_card.h"
 
@@ -83,21 +84,50 @@ struct ServedVersion::Core {
   std::vector<int64_t> bf16_layers;  // with precision bf16: the layers whose forward runs in bf16
 
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;       // idle inference threads wait here
+  std::condition_variable fill_cv;  // the thread forming a batch waits here for more rows
   std::deque<Item> queue;   // GUARDED_BY(mu)
   int64_t queued_rows = 0;  // GUARDED_BY(mu)
   bool stop = false;        // GUARDED_BY(mu)
-  // Who forms or runs a batch now; that one alone uses `executor`.
-  enum class Runner { kNone, kThread, kCaller };
-  Runner runner = Runner::kNone;  // GUARDED_BY(mu)
-  Executor* executor = nullptr;   // GUARDED_BY(mu): the thread's Networks, once warm
-  // Greedy batching on one compute thread: a request that finds the version
-  // idle may run on the caller's thread (a hand-off to the inference thread
-  // and back costs two thread wake-ups) when the caller allows it; what
-  // queues meanwhile goes to the thread.
+  // The instances' Networks that no one runs now; whoever forms or runs a
+  // batch takes one (any thread may run any of them).
+  std::vector<Executor*> idle;  // GUARDED_BY(mu)
+  int64_t instances = 0;        // GUARDED_BY(mu): warm ones
+  bool forming = false;         // GUARDED_BY(mu): a thread waits for a batch to fill
+  // Callers that queued a request and will call RunQueued on their own
+  // thread soon: until they have, the inference threads leave the queue to
+  // them (a wake-up saved per batch).
+  int64_t pending_callers = 0;  // GUARDED_BY(mu)
+  // Greedy batching on one compute thread an instance: a request that finds
+  // an instance idle may run on the caller's thread (a hand-off to an
+  // inference thread and back costs two thread wake-ups) when the caller
+  // allows it.
   bool MayRunOnCaller() const {
     return options.max_queue_delay_us == 0 && options.compute_threads == 1;
   }
+  // Holding mu: whether an inference thread may start a batch now.
+  bool ThreadMayStart() const {
+    return !forming && !idle.empty() && !queue.empty() && (pending_callers == 0 || stop);
+  }
+  // Holding mu: stopping, with every request answered and every instance idle.
+  bool Drained() const {
+    return stop && queue.empty() && !forming && static_cast<int64_t>(idle.size()) == instances;
+  }
+  // Holding mu, after the queue or the idle instances changed: whom to wake.
+  enum class Wake { kNone, kFiller, kThread, kAll };
+  Wake WhomToWake() const {
+    if (stop) return Wake::kAll;
+    if (forming) return Wake::kFiller;
+    return ThreadMayStart() ? Wake::kThread : Wake::kNone;
+  }
+  void Notify(Wake w) {
+    if (w == Wake::kFiller) fill_cv.notify_one();
+    if (w == Wake::kThread) cv.notify_one();
+    if (w == Wake::kAll) cv.notify_all(), fill_cv.notify_all();
+  }
+  // Holding mu (via lk) with `ex` taken from `idle`: runs the next batch on
+  // this thread, gives `ex` back and wakes whom that concerns.
+  void RunOn(Executor* ex, std::unique_lock<std::mutex>& lk);
 
   // Explanations: training Networks of their own, used by one caller at a
   // time. Declared after model and weights, which they point into.
@@ -214,29 +244,32 @@ struct Executor {
   std::map<int64_t, std::unique_ptr<nn::Network>> nets;  // by bucket size
   std::vector<float> staged_out;  // the outputs of a batch that runs as several passes
 
-  // Builds a network per bucket, runs each once, then times it (the best
-  // of two passes; one when a pass takes over 20 ms) for the batch plan.
-  Status Warm() {
+  // Builds a network per bucket and runs each once; with `measure` (the
+  // first instance) also times each (the best of two passes; one when a
+  // pass takes over 20 ms) for the batch plan.
+  Status Warm(bool measure) {
     try {
       for (int64_t b : c->buckets) {
         auto net = std::make_unique<nn::Network>(c->model, b, c->weights.data(), nullptr, false,
                                                  false, c->options.precision == "bf16");
         net->FreezeParams();  // the version's weights never change
         net->Forward();
-        if (b == c->buckets.front()) c->bf16_layers = Bf16Layers(*net);
+        nets[b] = std::move(net);
+        if (!measure) continue;
+        if (b == c->buckets.front()) c->bf16_layers = Bf16Layers(*nets[b]);
         double best = std::numeric_limits<double>::infinity();
         for (int i = 0; i < 2 && best > 0.02; ++i) {
           const auto t0 = Clock::now();
-          net->Forward();
+          nets[b]->Forward();
           best = std::min(best, Seconds(Clock::now() - t0));
         }
         c->bucket_seconds.push_back(best);
-        nets[b] = std::move(net);
       }
     } catch (const std::exception& e) {
       return InternalError("building the networks of model '{}' version {}: {}", c->model_name,
                            c->version, e.what());
     }
+    if (!measure) return Status::Ok();
     // Tests: passes costing their rows, so that every batch size below the
     // max that is not a bucket runs as several passes.
     if (const char* e = std::getenv("POLIS_TEST_PASS_COST"); e && std::string(e) == "rows")
@@ -331,47 +364,40 @@ struct Executor {
     return rows;
   }
 
-  // Runs the next batch (holding c->mu with c->runner set; returns so).
-  void RunNext(std::unique_lock<std::mutex>& lk) {
-    std::vector<Item> batch;
-    const int64_t rows = TakeBatch(batch);
-    lk.unlock();
-    RunBatch(batch, rows);
-    batch.clear();
-    lk.lock();
-  }
-
   void Loop() {
     std::unique_lock<std::mutex> lk(c->mu);
     const auto delay = std::chrono::microseconds(c->options.max_queue_delay_us);
     while (true) {
-      // While a caller runs a batch (MayRunOnCaller), it has the Networks.
-      c->cv.wait(lk, [&] { return c->runner == Core::Runner::kNone && (c->stop || !c->queue.empty()); });
-      if (c->queue.empty()) break;  // stopping, and every queued request is answered
-      c->runner = Core::Runner::kThread;
+      c->cv.wait(lk, [&] { return c->ThreadMayStart() || c->Drained(); });
+      if (c->Drained()) break;
+      Executor* ex = c->idle.back();
+      c->idle.pop_back();
+      // One batch forms at a time: the others' threads wait until it runs.
+      c->forming = true;
       const auto deadline = c->queue.front().enqueued + delay;
       const auto* more = c->options.more_may_arrive.get();
       while (!c->stop && !BatchFull() && Clock::now() < deadline && (!more || (*more)()))
-        c->cv.wait_until(lk, std::min(deadline, Clock::now() + kArrivalRecheck));
-      RunNext(lk);
-      c->runner = Core::Runner::kNone;
+        c->fill_cv.wait_until(lk, std::min(deadline, Clock::now() + kArrivalRecheck));
+      c->forming = false;
+      c->RunOn(ex, lk);
     }
-    c->executor = nullptr;
   }
 };
 
-void ThreadMain(std::shared_ptr<Core> core, std::promise<Status> ready) {
+void ThreadMain(std::shared_ptr<Core> core, int instance, std::promise<Status> ready) {
+  SetThreadName(fmt::format("infer/{}", core->model_name));
   // oneDNN (OpenMP build) sizes its parallel regions by this thread's
-  // setting: each version gets its own, so versions do not oversubscribe.
+  // setting: each instance gets its own, so versions do not oversubscribe.
   omp_set_num_threads(static_cast<int>(core->options.compute_threads));
   {
     Executor ex;
     ex.c = core;
-    Status st = ex.Warm();
+    Status st = ex.Warm(/*measure=*/instance == 0);
     const bool ok = st.ok();
     if (ok) {
       std::lock_guard<std::mutex> lock(core->mu);
-      core->executor = &ex;
+      core->idle.push_back(&ex);
+      ++core->instances;
     }
     ready.set_value(std::move(st));
     if (ok) ex.Loop();
@@ -382,6 +408,19 @@ void ThreadMain(std::shared_ptr<Core> core, std::promise<Status> ready) {
 }
 
 }  // namespace
+
+void ServedVersion::Core::RunOn(Executor* ex, std::unique_lock<std::mutex>& lk) {
+  std::vector<Item> batch;
+  const int64_t rows = ex->TakeBatch(batch);
+  // Another instance may start on what is left.
+  Notify(WhomToWake());
+  lk.unlock();
+  if (rows > 0) ex->RunBatch(batch, rows);
+  batch.clear();
+  lk.lock();
+  idle.push_back(ex);
+  Notify(WhomToWake());
+}
 
 StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::string& model,
                                           const BatchingOptions& defaults) {
@@ -401,11 +440,12 @@ StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::st
                      : key == "max_queue_delay_us" ? &o.max_queue_delay_us
                      : key == "max_queue_rows"     ? &o.max_queue_rows
                      : key == "compute_threads"    ? &o.compute_threads
+                     : key == "instances"          ? &o.instances
                                                    : nullptr;
     if (!field)
       return InvalidArgument(
           "'{}': unknown key '{}'; known keys: max_batch_size, max_queue_delay_us, max_queue_rows, "
-          "compute_threads, precision",
+          "compute_threads, instances, precision",
           path, key);
     if (!v.is_number_integer()) return InvalidArgument("'{}': '{}' must be an integer", path, key);
     *field = v.get<int64_t>();
@@ -425,6 +465,8 @@ Status ValidateBatchingOptions(const BatchingOptions& o, const std::string& sour
                            o.max_queue_rows, o.max_batch_size);
   if (o.compute_threads < 1 || o.compute_threads > 256)
     return InvalidArgument("{}: compute_threads must be in 1..256, got {}", source, o.compute_threads);
+  if (o.instances < 1 || o.instances > 64)
+    return InvalidArgument("{}: instances must be in 1..64, got {}", source, o.instances);
   if (o.precision != "fp32" && o.precision != "bf16")
     return InvalidArgument("{}: precision must be \"fp32\" or \"bf16\", got \"{}\"", source, o.precision);
   if (o.precision == "bf16" && !CpuHasBf16())
@@ -557,18 +599,23 @@ StatusOr<std::shared_ptr<ServedVersion>> ServedVersion::FromArtifact(
 
   std::shared_ptr<ServedVersion> sv(new ServedVersion());
   sv->core_ = core;
-  std::promise<Status> ready;
-  std::future<Status> warmed = ready.get_future();
-  sv->thread_ = std::thread(ThreadMain, core, std::move(ready));
-  Status st = warmed.get();
-  if (!st.ok()) return st;  // the thread has exited; ~ServedVersion joins it
+  // One instance after another: the first times the passes for the batch
+  // plan, undisturbed.
+  for (int64_t i = 0; i < options.instances; ++i) {
+    std::promise<Status> ready;
+    std::future<Status> warmed = ready.get_future();
+    sv->threads_.emplace_back(ThreadMain, core, static_cast<int>(i), std::move(ready));
+    Status st = warmed.get();
+    if (!st.ok()) return st;  // that thread has exited; ~ServedVersion joins them all
+  }
   std::vector<std::string> passes;
   for (size_t i = 0; i < core->buckets.size(); ++i)
     passes.push_back(fmt::format("{}:{:.0f}", core->buckets[i], core->bucket_seconds[i] * 1e6));
   POLIS_LOG(kInfo, kRegistry,
-            "loaded model '{}' version {} ({} parameters, batches up to {}; forward pass us by "
-            "batch size {}{})",
-            model, version, core->weights.size(), options.max_batch_size, fmt::join(passes, " "),
+            "loaded model '{}' version {} ({} parameters, {} instance{}, batches up to {}; forward "
+            "pass us by batch size {}{})",
+            model, version, core->weights.size(), options.instances,
+            options.instances == 1 ? "" : "s", options.max_batch_size, fmt::join(passes, " "),
             options.precision == "bf16"
                 ? fmt::format("; bf16 in layers [{}] of {}, the others fp32",
                               fmt::join(core->bf16_layers, ","), core->model.layers().size())
@@ -583,16 +630,21 @@ ServedVersion::~ServedVersion() {
       std::lock_guard<std::mutex> lock(core_->mu);
       core_->stop = true;
     }
-    core_->cv.notify_all();
+    core_->Notify(Core::Wake::kAll);
     if (core_->metrics) core_->metrics->AdjustLoaded(core_->model_name, core_->version, -1);
     POLIS_LOG(kInfo, kRegistry, "unloading model '{}' version {}", core_->model_name,
               core_->version);
   }
-  if (thread_.joinable()) {
-    // The last reference may be dropped by a completion callback on the
-    // inference thread itself; it then finishes on its own.
-    if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-    else thread_.join();
+  // The last reference may be dropped by a completion callback on an
+  // inference thread; the threads then finish on their own (joining the
+  // others from there would wait for this thread's instance).
+  const bool on_inference_thread =
+      std::any_of(threads_.begin(), threads_.end(),
+                  [](const std::thread& t) { return t.get_id() == std::this_thread::get_id(); });
+  for (std::thread& t : threads_) {
+    if (!t.joinable()) continue;
+    if (on_inference_thread) t.detach();
+    else t.join();
   }
   core_.reset();
   ReturnMemoryToOs();
@@ -631,7 +683,7 @@ double ServedVersion::TargetToOriginal(double standardised) const {
 std::chrono::steady_clock::time_point ServedVersion::loaded_at() const { return core_->loaded_at; }
 
 void ServedVersion::Infer(std::vector<float> input, int64_t rows,
-                          std::function<void(InferOutcome)> done, bool caller_may_run) {
+                          std::function<void(InferOutcome)> done, CallerRuns caller) {
   Core& c = *core_;
   if (rows < 1 || rows > c.options.max_batch_size ||
       static_cast<int64_t>(input.size()) != rows * c.in_elems) {
@@ -642,46 +694,57 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
     done(std::move(o));
     return;
   }
+  if (!c.MayRunOnCaller()) caller = CallerRuns::kNever;
   InferOutcome refused;
-  bool run_here = false, wake = false;
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    if (c.queued_rows + rows > c.options.max_queue_rows) {
-      refused.status = FailedPrecondition(
-          "model '{}' version {} has {} rows queued (max_queue_rows {}); try again later",
-          c.model_name, c.version, c.queued_rows, c.options.max_queue_rows);
-    } else {
-      Item it;
-      it.input = std::move(input);
-      it.rows = rows;
-      it.enqueued = Clock::now();
-      it.infer_done = std::move(done);
-      c.queue.push_back(std::move(it));
-      c.queued_rows += rows;
-      run_here = caller_may_run && c.runner == Core::Runner::kNone && c.executor != nullptr &&
-                 c.MayRunOnCaller();
-      if (run_here) c.runner = Core::Runner::kCaller;
-      // A caller running a batch wakes the thread when it is done.
-      wake = !run_here && c.runner != Core::Runner::kCaller;
-    }
-  }
-  if (!refused.status.ok()) {
+  std::unique_lock<std::mutex> lk(c.mu);
+  if (c.queued_rows + rows > c.options.max_queue_rows) {
+    refused.status = FailedPrecondition(
+        "model '{}' version {} has {} rows queued (max_queue_rows {}); try again later",
+        c.model_name, c.version, c.queued_rows, c.options.max_queue_rows);
+    lk.unlock();
     done(std::move(refused));  // outside the lock
     return;
   }
-  if (wake) c.cv.notify_one();
-  if (!run_here) return;
-  // One OpenMP thread, as on the inference thread (the Networks were built
+  Item it;
+  it.input = std::move(input);
+  it.rows = rows;
+  it.enqueued = Clock::now();
+  it.infer_done = std::move(done);
+  c.queue.push_back(std::move(it));
+  c.queued_rows += rows;
+  if (caller == CallerRuns::kLater) {
+    ++c.pending_callers;
+    return;
+  }
+  if (caller == CallerRuns::kNow && !c.forming && !c.idle.empty()) {
+    RunHere(lk);
+    return;
+  }
+  const auto wake = c.WhomToWake();
+  lk.unlock();
+  c.Notify(wake);
+}
+
+void ServedVersion::RunQueued() {
+  Core& c = *core_;
+  std::unique_lock<std::mutex> lk(c.mu);
+  if (c.pending_callers > 0) --c.pending_callers;
+  if (!c.forming && !c.idle.empty() && !c.queue.empty()) return RunHere(lk);
+  const auto wake = c.WhomToWake();
+  lk.unlock();
+  c.Notify(wake);
+}
+
+void ServedVersion::RunHere(std::unique_lock<std::mutex>& lk) {
+  Core& c = *core_;
+  Executor* ex = c.idle.back();
+  c.idle.pop_back();
+  // One OpenMP thread, as on the inference threads (the Networks were built
   // for it): without this, oneDNN would start a team for the caller.
   omp_set_num_threads(1);
   // One batch only: the caller may be an I/O thread whose other work (its
-  // connection's next events) waits while it computes.
-  std::unique_lock<std::mutex> lk(c.mu);
-  c.executor->RunNext(lk);
-  c.runner = Core::Runner::kNone;
-  const bool hand_off = !c.queue.empty() || c.stop;
-  lk.unlock();
-  if (hand_off) c.cv.notify_all();
+  // connections' next events) waits while it computes.
+  c.RunOn(ex, lk);
 }
 
 ExplainOutcome ServedVersion::Explain(const ExplainRequest& request,

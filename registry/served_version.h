@@ -1,54 +1,58 @@
 // One loaded model version, ready to answer inference and explanation
 // requests, with dynamic batching.
 //
-// Each ServedVersion owns one inference thread. That thread builds every
-// nn::Network of the version: one per batch bucket (1, 2, 4, ... up to
-// max_batch_size, and max_batch_size itself), all built and run once
-// ("warmed") before Load returns, so the first request
-// after a swap pays no setup. Requests are queued; the thread takes the
-// oldest, then waits until the queued rows reach max_batch_size or the oldest
-// has waited max_queue_delay_us, runs the merged rows through the smallest
-// bucket that holds them (padding with zeros) and hands each request its
-// slice. Rows are independent in every layer, so a row's result does not
-// depend on what it was batched with (up to float rounding of the kernels).
+// A version has one or more instances (BatchingOptions::instances, as
+// Triton's instance groups): each is an inference thread with its own
+// nn::Networks, one per batch bucket (1, 2, 4, ... up to max_batch_size, and
+// max_batch_size itself), all built and run once ("warmed") before Load
+// returns, so the first request after a swap pays no setup. Requests are
+// queued; an idle instance's thread takes the oldest, then waits until the
+// queued rows reach max_batch_size or the oldest has waited
+// max_queue_delay_us, and runs the merged rows as the passes of the batch
+// plan (PlanPasses) and hands each request its slice. One batch forms at a
+// time; with several instances, several batches run at once. Rows are
+// independent in every layer, so a row's result does not depend on what it
+// was batched with (up to float rounding of the kernels).
 //
-// With no queue delay and one compute thread (the defaults) a request that
-// finds the version idle may be run at once on the caller's thread (when
-// the caller allows it: Infer's `caller_may_run`), with whatever was
-// already queued;
-// requests that queue while it runs are run by the inference thread,
-// batched as before. One thread at a time uses the Networks; any thread
-// may, since their primitives take user-managed scratchpads
-// (common/nn/scratchpad.h). A hand-off to the inference thread and back
-// costs two thread wake-ups, which on a small machine are more than a small
-// model's forward pass.
+// With no queue delay and one compute thread (the defaults) a request may
+// instead run on the caller's thread, with whatever was already queued,
+// when an instance is idle (Infer's `caller`: at once, or when the caller
+// calls RunQueued after queuing more); what queues meanwhile goes to the
+// inference threads, batched as before. Any thread may run any instance's
+// Networks, one thread at a time, since their primitives take user-managed
+// scratchpads (common/nn/scratchpad.h). A hand-off to an inference thread
+// and back costs two thread wake-ups, which on a small machine are more
+// than a small model's forward pass.
 //
 // Explanations (gradient x input and integrated gradients) never run on the
-// inference thread: Explain runs on the caller's thread (the server's
+// inference threads: Explain runs on the caller's thread (the server's
 // explanation workers, registry/explain_queue.h), on training Networks
 // (training=true, want_input_grad=true) of their own, built on first use by
 // each calling thread for itself and used by one caller at a time, so a
 // costly explanation cannot delay a batch.
 //
-// Lifetime: the destructor lets the thread answer every queued request
-// (requests in flight finish on the version they were queued on), joins it,
-// frees the Networks and weights and returns the memory to the OS. So the
-// last reference may be dropped from any thread but the inference thread;
-// callbacks should therefore not capture the ServedVersion (if one does and
-// drops the last reference, the thread is detached and finishes alone, and
-// `metrics` must outlive it). Infer's caller holds a reference until Infer
-// returns, since a callback may run on its thread before that.
+// Lifetime: the destructor lets the threads answer every queued request
+// (requests in flight finish on the version they were queued on), joins
+// them, frees the Networks and weights and returns the memory to the OS.
+// So the last reference may be dropped from any thread but an inference
+// thread; callbacks should therefore not capture the ServedVersion (if one
+// does and drops the last reference, the threads are detached and finish
+// alone, and `metrics` must outlive them). Infer's caller holds a reference
+// until Infer (and RunQueued) returns, since a callback may run on its
+// thread before that.
 //
-// Thread-safety: Infer, Explain and the accessors may be called from any
-// thread (Explain blocks, one caller at a time); Infer's callbacks run on
-// the inference thread or, before Infer returns, on the caller's (a caller
-// must not hold a lock its callback takes) and must not block.
+// Thread-safety: Infer, RunQueued, Explain and the accessors may be called
+// from any thread (Explain blocks, one caller at a time); Infer's callbacks
+// run on an inference thread or on the caller's, before Infer or RunQueued
+// returns (a caller must not hold a lock its callback takes) and must not
+// block.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,7 +72,11 @@ struct BatchingOptions {
   int64_t max_batch_size = 32;      // rows per executed batch, and per request
   int64_t max_queue_delay_us = 0;   // how long the oldest request may wait for others
   int64_t max_queue_rows = 2048;    // beyond this, requests are refused (503)
-  int64_t compute_threads = 1;      // OpenMP threads of this version's inference thread
+  int64_t compute_threads = 1;      // OpenMP threads of each instance's inference thread
+  // Instances of the version: each an inference thread with its own
+  // Networks (memory for the activations of every batch bucket, again), so
+  // that as many batches can run at once.
+  int64_t instances = 1;
   // "fp32", or "bf16": Conv2D and Dense layers compute in bfloat16 with fp32
   // accumulation where oneDNN has a fast kernel (needs AVX512_BF16);
   // everything else, and explanations, stay fp32 (docs/registry.md).
@@ -82,7 +90,7 @@ struct BatchingOptions {
 };
 
 // <root>/<model>/config.json over `defaults`; keys: max_batch_size,
-// max_queue_delay_us, max_queue_rows, compute_threads (integers) and
+// max_queue_delay_us, max_queue_rows, compute_threads, instances (integers) and
 // precision ("fp32" or "bf16"). Unknown keys and out-of-range values are
 // InvalidArgument naming the file and key.
 StatusOr<BatchingOptions> ReadModelConfig(const std::string& root, const std::string& model,
@@ -115,6 +123,17 @@ struct InferOutcome {
 };
 
 inline constexpr int kMaxExplainSteps = 256;
+
+// Who may run the batch of a request given to ServedVersion::Infer. The
+// caller runs it only with no queue delay and one compute thread; otherwise
+// every answer is kNever.
+enum class CallerRuns {
+  kNever,  // the inference threads
+  kNow,    // the caller, before Infer returns, when an instance is idle
+  kLater,  // the caller, in its next RunQueued (which it must call soon), when
+           // an instance is idle then: the inference threads leave the queue
+           // to it until it has
+};
 
 struct ExplainRequest {
   std::vector<float> input;      // rows x input elements, model input space
@@ -195,15 +214,18 @@ class ServedVersion {
   std::chrono::steady_clock::time_point loaded_at() const;
 
   // `input` holds rows x input_elements() floats; 1 <= rows <= max_batch_size.
-  // `done` runs on the inference thread, or on the caller's before Infer
-  // returns (an immediate refusal; or, with `caller_may_run`, no queue delay
-  // and one compute thread, a request that found the version idle and ran
-  // here). A full queue is FailedPrecondition. The server passes
-  // `caller_may_run` for a REST request that is the only one it holds, so
-  // that under load its I/O threads keep reading while the inference thread
-  // computes.
+  // `done` runs on an inference thread, or on the caller's before Infer (or,
+  // with kLater, RunQueued) returns: an immediate refusal, or a batch the
+  // caller ran (`caller`). A full queue is FailedPrecondition. The server
+  // passes kNow for a REST request that is the only one it holds, and kLater
+  // when the version has an instance for each HTTP I/O thread: each thread
+  // then runs, after reading what its connections sent, one batch of it.
   void Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done,
-             bool caller_may_run = true);
+             CallerRuns caller = CallerRuns::kNow);
+  // After Infer(..., kLater): runs the next batch here when an instance is
+  // idle (the queue may have been run by others meanwhile); otherwise the
+  // instance that finishes first takes it.
+  void RunQueued();
   // Blocking convenience for tests and tools.
   InferOutcome InferSync(std::vector<float> input, int64_t rows);
 
@@ -217,8 +239,10 @@ class ServedVersion {
 
  private:
   ServedVersion() = default;
+  // Holding the core's lock (lk) with an instance idle: runs one batch here.
+  void RunHere(std::unique_lock<std::mutex>& lk);
   std::shared_ptr<Core> core_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;  // one an instance
 };
 
 // Softmax of each row of logits (rows x k), computed in double.

@@ -20,6 +20,7 @@
 #include "common/data/timeseries.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "polis_config.h"
 #include "registry/aliases.h"
 #include "common/echo.h"
@@ -82,7 +83,8 @@ class TaskRunner {
  public:
   void Start(int threads) {
     for (int i = 0; i < std::max(1, threads); ++i)
-      threads_.emplace_back([this] {
+      threads_.emplace_back([this, i] {
+        SetThreadName(fmt::format("tasks/{}", i));
         std::unique_lock<std::mutex> lock(mu_);
         while (true) {
           cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
@@ -278,6 +280,7 @@ struct RegistryServer::Impl {
           {"task", sv.classifier() ? "classification" : "regression"},
           {"max_queue_delay_us", sv.options().max_queue_delay_us},
           {"precision", sv.options().precision},
+          {"instances", sv.options().instances},
           {"bf16_layers", sv.bf16_layers()},
           {"accepted_input_datatypes", {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
                                         "UINT8", "UINT16", "UINT32", "UINT64"}},
@@ -720,14 +723,21 @@ struct RegistryServer::Impl {
     // The callback holds no reference to `sv`: the repository (or this
     // handler, until Infer returns) holds the last one, and a version's
     // destructor drains its queue, so every queued request is answered.
-    // A request runs on its HTTP I/O thread only while it is the only one
-    // here: then nothing waits for that thread, and the hand-off to the
-    // inference thread would only add two wake-ups. Under load the I/O
-    // threads keep reading and writing while the inference thread computes.
-    // gRPC requests always go to the inference thread: on its few callback
-    // threads the shortcut gained 1.1x at one connection and cost
-    // 0.80-0.88x at 16 (docs/benchmarks.md, "One request at a time").
-    const bool caller_may_run = protocol == Protocol::kRest && inferring.load() <= 1;
+    // Who runs the batch. A REST request that is the only one here runs on
+    // its HTTP I/O thread at once: nothing waits for that thread, and the
+    // hand-off to an inference thread would only add two wake-ups. Under
+    // load, with an instance for each I/O thread, each I/O thread runs the
+    // batch of what it has read (after its other ready connections' reads)
+    // itself; with fewer instances, the I/O threads keep reading and writing
+    // while the inference threads compute. gRPC requests always go to the
+    // inference threads: on its few callback threads the shortcut gained
+    // 1.1x at one connection and cost 0.80-0.88x at 16 (docs/benchmarks.md,
+    // "One request at a time").
+    const CallerRuns caller =
+        protocol != Protocol::kRest ? CallerRuns::kNever
+        : inferring.load() <= 1     ? CallerRuns::kNow
+        : opt.threads > 1 && sv->options().instances >= opt.threads ? CallerRuns::kLater
+                                                                     : CallerRuns::kNever;
     sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
                to_original, target_mean, target_std, protocol, class_names, input_seconds](InferOutcome o) {
@@ -774,7 +784,8 @@ struct RegistryServer::Impl {
                   done(std::move(res));
                 });
               },
-              caller_may_run);
+              caller);
+    if (caller == CallerRuns::kLater) post([sv] { sv->RunQueued(); });
   }
 
   // The JSON response; outputs asked for as binary append their bytes to
@@ -1483,6 +1494,7 @@ Status RegistryServer::Start() {
   ho.port = s.opt.port;
   ho.threads = s.opt.threads;
   ho.busy_poll_us = s.opt.busy_poll_us;
+  ho.thread_name = "rest";
   ho.max_body_bytes = s.opt.max_body_bytes;
   ho.max_upload_bytes = s.opt.max_upload_bytes;
   ho.is_upload = IsUpload;
@@ -1502,6 +1514,7 @@ Status RegistryServer::Start() {
   if (s.opt.plain_port >= 0) {
     HttpServerOptions po = ho;
     po.tls = {};
+    po.thread_name = "rest-plain";
     po.host = s.opt.plain_host;
     po.port = s.opt.plain_port;
     s.plain = std::make_unique<HttpServer>(po, handler);

@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "common/http/http_server.h"
 
 namespace polis::http {
@@ -578,7 +579,8 @@ Status HttpServer::Start() {
   s.started = true;
   s.DoAccept();
   for (int i = 0; i < n; ++i)
-    s.threads.emplace_back([&s, &ioc = *s.iocs[i % s.iocs.size()]] {
+    s.threads.emplace_back([&s, i, &ioc = *s.iocs[i % s.iocs.size()]] {
+      SetThreadName(fmt::format("{}/{}", s.opt.thread_name, i));
       // Process-directed signals go to the owner's threads, never to these.
       sigset_t set;
       sigemptyset(&set);

@@ -106,6 +106,8 @@ struct HttpServerOptions {
   // after each burst of requests), and each thread has its own io_context.
   // 0: it sleeps at once.
   int busy_poll_us = 0;
+  // The I/O threads are named "<thread_name>/<i>" (top -H, ps -L, perf).
+  std::string thread_name = "http";
   size_t max_body_bytes = 8u << 20;          // 413 beyond
   size_t max_upload_bytes = size_t{1} << 30; // for requests is_upload() accepts
   std::function<bool(std::string_view method, std::string_view target)> is_upload;

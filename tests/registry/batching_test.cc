@@ -4,7 +4,9 @@
 #include "registry/served_version.h"
 
 #include <cmath>
+#include <filesystem>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "tests/registry/registry_test_util.h"
@@ -18,6 +20,38 @@ std::shared_ptr<ServedVersion> Serve(const ModelArtifact& a, BatchingOptions o) 
   auto sv = ServedVersion::FromArtifact("m", 1, a, "sha", o, nullptr);
   EXPECT_TRUE(sv.ok()) << sv.status().ToString();
   return sv.ok() ? *sv : nullptr;
+}
+
+struct ClientResults {
+  int failures = 0;  // errors and answers off the reference
+  int merged = 0;    // answers from a batch of more than one row
+};
+
+// `clients` threads, each with a connection of its own, send `each` rows
+// one request at a time; every answer is checked against the reference.
+ClientResults InferFromClients(ServerHarness& h, const ModelArtifact& a, int clients, int each) {
+  std::atomic<int> failures{0}, merged{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < clients; ++t)
+    threads.emplace_back([&, t] {
+      HttpClient c = h.Client();
+      for (int i = 0; i < each; ++i) {
+        const auto x = Pattern(64, t * 100 + i);
+        auto r = c.Request("POST", "/v2/models/m/infer", InferBody(x, 1, kTinyInput).dump());
+        if (!r.ok() || r->status != 200) {
+          failures++;
+          continue;
+        }
+        json j = json::parse(r->body);
+        if (j["parameters"]["batch_rows"].get<int>() > 1) merged++;
+        const auto logits = OutputData(j, "logits");
+        const auto ref = ReferenceLogits(a, x);
+        for (int k = 0; k < 5; ++k)
+          if (std::fabs(logits[k] - ref[k]) > 1e-5) failures++;
+      }
+    });
+  for (auto& th : threads) th.join();
+  return {failures.load(), merged.load()};
 }
 
 TEST(BatchingTest, QueuedRequestsAreMergedAndMatchUnbatchedResults) {
@@ -178,30 +212,11 @@ TEST(BatchingTest, ConcurrentHttpRequestsAreMergedAndCorrect) {
   so.threads = 4;
   ServerHarness h(dir.path(), so);
   constexpr int kClients = 8, kEach = 6;
-  std::atomic<int> failures{0}, merged{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kClients; ++t)
-    threads.emplace_back([&, t] {
-      HttpClient c = h.Client();
-      for (int i = 0; i < kEach; ++i) {
-        const auto x = Pattern(64, t * 100 + i);
-        auto r = c.Request("POST", "/v2/models/m/infer", InferBody(x, 1, kTinyInput).dump());
-        if (!r.ok() || r->status != 200) {
-          failures++;
-          continue;
-        }
-        json j = json::parse(r->body);
-        if (j["parameters"]["batch_rows"].get<int>() > 1) merged++;
-        const auto logits = OutputData(j, "logits");
-        const auto ref = ReferenceLogits(a, x);
-        for (int k = 0; k < 5; ++k)
-          if (std::fabs(logits[k] - ref[k]) > 1e-5) failures++;
-      }
-    });
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(failures.load(), 0);
+  const ClientResults got = InferFromClients(h, a, kClients, kEach);
+  const int failures = got.failures, merged = got.merged;
+  EXPECT_EQ(failures, 0);
   // With 8 clients and a 50 ms window, most requests share a batch.
-  EXPECT_GT(merged.load(), kClients * kEach / 2) << merged.load();
+  EXPECT_GT(merged, kClients * kEach / 2) << merged;
   auto meta = json::parse(h.Client().Get("/v2/models/m")->body);
   EXPECT_EQ(meta["parameters"]["max_batch_size"], 8);
 }
@@ -357,6 +372,169 @@ TEST(BatchingTest, RequestsQueuedWhileACallerRunsAreBatchedByTheThread) {
   for (auto& c : callers) c.join();
   EXPECT_EQ(answered.load(), 13 + kCallers * kEach);
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// Two instances run two batches at once: a request queued while the first
+// instance's callback holds its thread is answered by the second. With one
+// instance it waits for the first (the control).
+TEST(InstancesTest, TwoInstancesRunTwoBatchesAtOnce) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 5);
+  auto second_answered_meanwhile = [&](int64_t instances) {
+    BatchingOptions o;
+    o.instances = instances;
+    auto sv = Serve(a, o);
+    std::promise<InferOutcome> second;
+    auto got = second.get_future();
+    std::promise<bool> meanwhile;
+    const auto x2 = Pattern(64, 2);
+    sv->Infer(Pattern(64, 1), 1, [&](InferOutcome first) {
+      EXPECT_TRUE(first.status.ok()) << first.status.ToString();
+      sv->Infer(x2, 1, [&](InferOutcome r) { second.set_value(std::move(r)); },
+                CallerRuns::kNever);
+      // Blocks this instance's thread: only another instance can answer.
+      meanwhile.set_value(got.wait_for(std::chrono::milliseconds(instances > 1 ? 30'000 : 300)) ==
+                          std::future_status::ready);
+    }, CallerRuns::kNever);
+    const bool answered = meanwhile.get_future().get();
+    const InferOutcome r = got.get();
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    const auto ref = ReferenceLogits(a, x2);
+    for (int k = 0; k < 5 && r.status.ok(); ++k) EXPECT_NEAR(r.logits[k], ref[k], 1e-5);
+    return answered;
+  };
+  EXPECT_TRUE(second_answered_meanwhile(2));
+  EXPECT_FALSE(second_answered_meanwhile(1));
+}
+
+// A caller that will run its request later (kLater) is left the queue: the
+// inference threads do not take it, and its RunQueued runs everything queued
+// meanwhile as one batch, on its own thread, before it returns.
+TEST(InstancesTest, ACallerThatRunsLaterRunsWhatQueuedMeanwhileAsOneBatch) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 6);
+  BatchingOptions o;
+  o.instances = 2;
+  auto sv = Serve(a, o);
+  ASSERT_TRUE(sv);
+  std::vector<std::vector<float>> x;
+  std::vector<InferOutcome> got(3);
+  std::vector<std::thread::id> on(3);
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 3; ++i) {
+    x.push_back(Pattern(64, 20 + i));
+    sv->Infer(x[i], 1, [&, i](InferOutcome r) {
+      got[i] = std::move(r);
+      on[i] = std::this_thread::get_id();
+      answered++;
+    }, CallerRuns::kLater);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(answered.load(), 0) << "the inference threads took requests left to their caller";
+  sv->RunQueued();
+  ASSERT_EQ(answered.load(), 3);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.ToString();
+    EXPECT_EQ(got[i].batch_rows, 3);
+    EXPECT_EQ(on[i], std::this_thread::get_id());
+    const auto ref = ReferenceLogits(a, x[i]);
+    for (int k = 0; k < 5; ++k) EXPECT_NEAR(got[i].logits[k], ref[k], 1e-5);
+  }
+  sv->RunQueued();  // the two other promises: nothing is left to run
+  sv->RunQueued();
+  EXPECT_EQ(answered.load(), 3);
+  // Once every caller has run, the inference threads take requests again.
+  std::promise<InferOutcome> p;
+  sv->Infer(x[0], 1, [&](InferOutcome r) { p.set_value(std::move(r)); }, CallerRuns::kNever);
+  EXPECT_TRUE(p.get_future().get().status.ok());
+}
+
+// Callers on several threads, each way of running mixed, on three
+// instances; then the version is dropped with requests still queued. Every
+// request is answered once, right.
+TEST(InstancesTest, EveryRequestIsAnsweredOnceRightHoweverItRuns) {
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 7);
+  BatchingOptions o;
+  o.instances = 3;
+  o.max_batch_size = 4;
+  auto sv = Serve(a, o);
+  ASSERT_TRUE(sv);
+  constexpr int kCallers = 6, kEach = 60;
+  std::atomic<int> wrong{0}, answered{0};
+  std::vector<std::vector<float>> inputs;
+  std::vector<std::vector<float>> refs;
+  for (int i = 0; i < kEach; ++i) {
+    inputs.push_back(Pattern(64, 500 + i));
+    refs.push_back(ReferenceLogits(a, inputs.back()));
+  }
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kCallers; ++t)
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const auto how = static_cast<CallerRuns>((t + i) % 3);
+        sv->Infer(inputs[i], 1, [&, i](InferOutcome r) {
+          answered++;
+          if (!r.status.ok()) return void(wrong++);
+          for (int k = 0; k < 5; ++k)
+            if (std::fabs(r.logits[k] - refs[i][k]) > 1e-5) wrong++;
+        }, how);
+        if (how == CallerRuns::kLater) sv->RunQueued();
+      }
+    });
+  for (auto& c : callers) c.join();
+  for (int i = 0; i < 20; ++i)
+    sv->Infer(inputs[i], 1, [&, i](InferOutcome r) {
+      answered++;
+      if (!r.status.ok() || std::fabs(r.logits[0] - refs[i][0]) > 1e-5) wrong++;
+    }, CallerRuns::kNever);
+  sv.reset();  // drains the queue, joins the three threads
+  EXPECT_EQ(answered.load(), kCallers * kEach + 20);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(InstancesTest, BadInstanceCountsAreRefusedWithOneLine) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.path() + "/m");
+  const std::string path = dir.path() + "/m/config.json";
+  for (const char* bad : {R"({"instances": 0})", R"({"instances": 65})", R"({"instances": "2"})"}) {
+    ASSERT_TRUE(WriteFileAtomic(path, bad).ok());
+    auto r = ReadModelConfig(dir.path(), "m", BatchingOptions{});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("instances"), std::string::npos) << r.status().ToString();
+  }
+  ASSERT_TRUE(WriteFileAtomic(path, R"({"instances": 4})").ok());
+  auto r = ReadModelConfig(dir.path(), "m", BatchingOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->instances, 4);
+}
+
+// Over HTTP with two I/O threads and an instance for each: each I/O thread
+// runs the batches of what it read. Answers are right, and the metrics count
+// every request.
+TEST(InstancesTest, HttpIoThreadsRunTheirOwnBatches) {
+  TempDir dir;
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 8);
+  ASSERT_EQ(Publish(dir.path(), "m", a), 1);
+  ServerOptions so;
+  so.threads = 2;
+  so.batching.instances = 2;
+  ServerHarness h(dir.path(), so);
+  constexpr int kClients = 8, kEach = 25;
+  EXPECT_EQ(InferFromClients(h, a, kClients, kEach).failures, 0);
+  const std::string metrics = h.Client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("outcome=\"success\"} " + std::to_string(kClients * kEach) + "\n"),
+            std::string::npos)
+      << metrics.substr(0, 2000);
+  auto meta = json::parse(h.Client().Get("/v2/models/m")->body);
+  EXPECT_EQ(meta["parameters"]["instances"], 2);
+  // Named threads (top -H): two I/O threads, an inference thread an instance.
+  std::map<std::string, int> names;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    auto comm = ReadFile(t.path().string() + "/comm");
+    if (comm.ok()) names[comm->substr(0, comm->find('\n'))]++;
+  }
+  EXPECT_EQ(names["infer/m"], 2);
+  EXPECT_EQ(names["rest/0"], 1);
+  EXPECT_EQ(names["rest/1"], 1);
 }
 
 TEST(ExplainTest, LinearModelHasClosedFormAttributions) {

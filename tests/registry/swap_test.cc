@@ -88,15 +88,14 @@ std::string VersionNow(HttpClient& c, const std::string& body) {
   return json::parse(r->body)["model_version"];
 }
 
-TEST(SwapTest, PromoteRollbackAndExternalMovesUnderLoadDropNothing) {
+// Swaps under load, with batches on the inference thread (a queue delay),
+// and with I/O threads that run their own batches (an instance each).
+void SwapsUnderLoadDropNothing(ServerOptions o) {
   TempDir dir;
   const std::string root = dir.path() + "/root";
   for (int v = 1; v <= 3; ++v) ASSERT_EQ(Publish(root, "tiny", MakeArtifact(kTinyCnn, kTinyInput, v)), v);
   ASSERT_TRUE(SetAlias(root, "tiny", "production", 1, Actor{"t", ""}).ok());
-  ServerOptions o;
   o.tokens_file = TokensFile(dir.path());
-  o.threads = 3;
-  o.batching.max_queue_delay_us = 200;
   ServerHarness h(root, o);
   HttpClient admin = h.Client();
   const std::string body = InferBody(Pattern(64, 1), 1, kTinyInput).dump();
@@ -128,6 +127,20 @@ TEST(SwapTest, PromoteRollbackAndExternalMovesUnderLoadDropNothing) {
   auto idx = ParseJson(Call(admin, "POST", "/v2/repository/index", "{\"ready\": true}"));
   ASSERT_EQ(idx.size(), 1u) << idx.dump();
   EXPECT_EQ(idx[0]["version"], "3");
+}
+
+TEST(SwapTest, PromoteRollbackAndExternalMovesUnderLoadDropNothing) {
+  ServerOptions o;
+  o.threads = 3;
+  o.batching.max_queue_delay_us = 200;
+  SwapsUnderLoadDropNothing(o);
+}
+
+TEST(SwapTest, SwapsUnderLoadDropNothingWhenIoThreadsRunTheirOwnBatches) {
+  ServerOptions o;
+  o.threads = 2;
+  o.batching.instances = 2;
+  SwapsUnderLoadDropNothing(o);
 }
 
 TEST(SwapTest, PromotingABrokenVersionKeepsTheOldOne) {

@@ -682,7 +682,7 @@ double ServedVersion::TargetToOriginal(double standardised) const {
 }
 std::chrono::steady_clock::time_point ServedVersion::loaded_at() const { return core_->loaded_at; }
 
-void ServedVersion::Infer(std::vector<float> input, int64_t rows,
+bool ServedVersion::Infer(std::vector<float> input, int64_t rows,
                           std::function<void(InferOutcome)> done, CallerRuns caller) {
   Core& c = *core_;
   if (rows < 1 || rows > c.options.max_batch_size ||
@@ -692,7 +692,7 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
                                rows ? static_cast<int64_t>(input.size()) / rows : 0,
                                c.options.max_batch_size, c.in_elems);
     done(std::move(o));
-    return;
+    return false;
   }
   if (!c.MayRunOnCaller()) caller = CallerRuns::kNever;
   InferOutcome refused;
@@ -703,7 +703,7 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
         c.model_name, c.version, c.queued_rows, c.options.max_queue_rows);
     lk.unlock();
     done(std::move(refused));  // outside the lock
-    return;
+    return false;
   }
   Item it;
   it.input = std::move(input);
@@ -714,21 +714,22 @@ void ServedVersion::Infer(std::vector<float> input, int64_t rows,
   c.queued_rows += rows;
   if (caller == CallerRuns::kLater) {
     ++c.pending_callers;
-    return;
+    return true;
   }
   if (caller == CallerRuns::kNow && !c.forming && !c.idle.empty()) {
     RunHere(lk);
-    return;
+    return false;
   }
   const auto wake = c.WhomToWake();
   lk.unlock();
   c.Notify(wake);
+  return false;
 }
 
 void ServedVersion::RunQueued() {
   Core& c = *core_;
   std::unique_lock<std::mutex> lk(c.mu);
-  if (c.pending_callers > 0) --c.pending_callers;
+  --c.pending_callers;
   if (!c.forming && !c.idle.empty() && !c.queue.empty()) return RunHere(lk);
   const auto wake = c.WhomToWake();
   lk.unlock();

@@ -220,11 +220,13 @@ class ServedVersion {
   // passes kNow for a REST request that is the only one it holds, and kLater
   // when the version has an instance for each HTTP I/O thread: each thread
   // then runs, after reading what its connections sent, one batch of it.
-  void Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done,
+  // Returns true when the request was queued with kLater: the caller then
+  // owes one RunQueued call.
+  bool Infer(std::vector<float> input, int64_t rows, std::function<void(InferOutcome)> done,
              CallerRuns caller = CallerRuns::kNow);
-  // After Infer(..., kLater): runs the next batch here when an instance is
-  // idle (the queue may have been run by others meanwhile); otherwise the
-  // instance that finishes first takes it.
+  // Once for each Infer that returned true: runs the next batch here when
+  // an instance is idle (the queue may have been run by others meanwhile);
+  // otherwise the instance that finishes first takes it.
   void RunQueued();
   // Blocking convenience for tests and tools.
   InferOutcome InferSync(std::vector<float> input, int64_t rows);

@@ -738,7 +738,7 @@ struct RegistryServer::Impl {
         : inferring.load() <= 1     ? CallerRuns::kNow
         : opt.threads > 1 && sv->options().instances >= opt.threads ? CallerRuns::kLater
                                                                      : CallerRuns::kNever;
-    sv->Infer(std::move(input->values), rows,
+    const bool owes_run = sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
                to_original, target_mean, target_std, protocol, class_names, input_seconds](InferOutcome o) {
                 if (to_original && o.status.ok())
@@ -785,7 +785,7 @@ struct RegistryServer::Impl {
                 });
               },
               caller);
-    if (caller == CallerRuns::kLater) post([sv] { sv->RunQueued(); });
+    if (owes_run) post([sv] { sv->RunQueued(); });
   }
 
   // The JSON response; outputs asked for as binary append their bytes to

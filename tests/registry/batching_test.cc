@@ -421,12 +421,15 @@ TEST(InstancesTest, ACallerThatRunsLaterRunsWhatQueuedMeanwhileAsOneBatch) {
   std::atomic<int> answered{0};
   for (int i = 0; i < 3; ++i) {
     x.push_back(Pattern(64, 20 + i));
-    sv->Infer(x[i], 1, [&, i](InferOutcome r) {
+    EXPECT_TRUE(sv->Infer(x[i], 1, [&, i](InferOutcome r) {
       got[i] = std::move(r);
       on[i] = std::this_thread::get_id();
       answered++;
-    }, CallerRuns::kLater);
+    }, CallerRuns::kLater));
   }
+  // A request refused at once leaves nothing to run.
+  EXPECT_FALSE(sv->Infer(x[0], 99, [](InferOutcome r) { EXPECT_FALSE(r.status.ok()); },
+                         CallerRuns::kLater));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(answered.load(), 0) << "the inference threads took requests left to their caller";
   sv->RunQueued();
@@ -470,13 +473,14 @@ TEST(InstancesTest, EveryRequestIsAnsweredOnceRightHoweverItRuns) {
     callers.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
         const auto how = static_cast<CallerRuns>((t + i) % 3);
-        sv->Infer(inputs[i], 1, [&, i](InferOutcome r) {
+        const bool owes_run = sv->Infer(inputs[i], 1, [&, i](InferOutcome r) {
           answered++;
           if (!r.status.ok()) return void(wrong++);
           for (int k = 0; k < 5; ++k)
             if (std::fabs(r.logits[k] - refs[i][k]) > 1e-5) wrong++;
         }, how);
-        if (how == CallerRuns::kLater) sv->RunQueued();
+        EXPECT_EQ(owes_run, how == CallerRuns::kLater);
+        if (owes_run) sv->RunQueued();
       }
     });
   for (auto& c : callers) c.join();

@@ -16,8 +16,9 @@
 # requests with the binary tensor extension (raw UINT8 pixels after a JSON
 # header) instead of JSON numbers. Prints p99.9 and the server's per-stage
 # histograms (polis_inference_stage_seconds: mean and p99 bucket per stage),
-# the run-queue wait of the server's threads, and the CPU time per request
-# of the server's threads by name and of the load generator.
+# the run-queue wait of the server's threads (in total, and by thread name
+# with their involuntary and voluntary context switches), and the CPU time
+# per request of the server's threads by name and of the load generator.
 # A time-series forecaster is driven with --csv FILE (its training CSV): each
 # request is one window, as raw CSV lines (`rows`, the default; over gRPC as
 # BYTES raw contents) or as the standardised FP32 window (--ts-input tensor).
@@ -272,16 +273,20 @@ sched() {
   done
   echo "$wait $invol"
 }
-# CPU time of the server's threads by thread name (utime + stime, clock
-# ticks; fields 14-15 of /proc/PID/task/TID/stat, read after the name).
-cpu_by_name() {
+# By thread name: CPU time (utime + stime, clock ticks; fields 14-15 of
+# /proc/PID/task/TID/stat, read after the name), run-queue wait (ns),
+# involuntary and voluntary context switches.
+by_name() {
   local t
   for t in /proc/"$SERVER_PID"/task/*; do
-    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
-  done 2> /dev/null | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
+    printf '%s %s %s %s %s\n' "$(tr ' ' _ < "$t/comm")" "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')" \
+      "$(cut -d' ' -f2 "$t/schedstat")" \
+      "$(awk '/^nonvoluntary_ctxt_switches/ {n=$2} /^voluntary_ctxt_switches/ {v=$2} END {print n, v}' "$t/status")"
+  done 2> /dev/null |
+    awk '{c[$1] += $2; w[$1] += $3; i[$1] += $4; v[$1] += $5} END {for (k in c) print k, c[k], w[k], i[k], v[k]}' | sort
 }
 read -r WAIT0 INVOL0 < <(sched)
-cpu_by_name > "$WORK/cpu0.txt"
+by_name > "$WORK/cpu0.txt"
 # The server's counters before the timed run: what follows reports the
 # difference, so the verification requests above are not counted.
 curl -s "$URL/metrics" > "$WORK/metrics0.txt"
@@ -298,7 +303,7 @@ TIMEFORMAT='%U %S'
 else
   wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
 fi; } 2> "$WORK/load_cpu.txt"
-cpu_by_name > "$WORK/cpu1.txt"
+by_name > "$WORK/cpu1.txt"
 
 read -r WAIT1 INVOL1 < <(sched)
 echo "server threads: run-queue wait $(((WAIT1 - WAIT0) / 1000000)) ms in total, $((INVOL1 - INVOL0)) involuntary context switches; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -308,13 +313,23 @@ echo "server threads: run-queue wait $(((WAIT1 - WAIT0) / 1000000)) ms in total,
 # (wrk or polis-grpc-load, with tee), from its user + system seconds.
 python3 - "$WORK/cpu0.txt" "$WORK/cpu1.txt" "$WORK/load_cpu.txt" "$WORK/wrk.txt" "$(getconf CLK_TCK)" <<'EOF'
 import re, sys
-ticks = lambda path: {k: int(v) for k, v in (l.split() for l in open(path) if l.strip())}
+ticks = lambda path: {l.split()[0]: int(l.split()[1]) for l in open(path) if l.strip()}
 before, after, hz = ticks(sys.argv[1]), ticks(sys.argv[2]), int(sys.argv[5])
 n = int(re.search(r"(\d+) requests in", open(sys.argv[4]).read()).group(1))
 per = {k: 1e6 * (v - before.get(k, 0)) / hz / max(n, 1) for k, v in after.items()}
 load = 1e6 * sum(float(x) for x in open(sys.argv[3]).read().split()[-2:]) / max(n, 1)
 names = ", ".join(f"{k} {v:.0f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.5)
 print(f"cpu per request: server {sum(per.values()):.0f} us ({names}); load generator {load:.0f} us")
+# Which threads waited for a core, and how often they were preempted (i) or
+# slept (v): where the tail comes from.
+rows = lambda path: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(path) if l.strip()}
+b, a = rows(sys.argv[1]), rows(sys.argv[2])
+waits = []
+for k, v in a.items():
+    d = [x - y for x, y in zip(v, b.get(k, [0, 0, 0, 0]))]
+    if d[1] >= 1e6 or d[2] > 0:
+        waits.append((d[1], f"{k} {d[1] / 1e6:.0f} ms ({d[2]} i, {d[3]} v)"))
+print("run-queue wait by thread: " + ", ".join(t for _, t in sorted(waits, reverse=True)))
 EOF
 if grep -qE "Non-2xx|Socket errors" "$WORK/wrk.txt"; then
   echo "serving.sh: FAILED: wrk saw errors or non-2xx responses" >&2

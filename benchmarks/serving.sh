@@ -261,20 +261,10 @@ done = function(summary, latency, requests)
   io.write(string.format("  p99.9 %.0f us\n  max %.0f us\n", latency:percentile(99.9), latency.max))
 end
 EOF
-# Run-queue wait of the server's threads (/proc/PID/task/*/schedstat, field
-# 2, ns) and their involuntary context switches: time the server was ready
-# to run but another process had the core -- what a stall on a shared
-# machine is made of.
-sched() {
-  local wait=0 invol=0 t
-  for t in /proc/"$SERVER_PID"/task/*; do
-    wait=$((wait + $(cut -d' ' -f2 "$t/schedstat" 2> /dev/null || echo 0)))
-    invol=$((invol + $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status" 2> /dev/null || echo 0)))
-  done
-  echo "$wait $invol"
-}
 # By thread name: CPU time (utime + stime, clock ticks; fields 14-15 of
-# /proc/PID/task/TID/stat, read after the name), run-queue wait (ns),
+# /proc/PID/task/TID/stat, read after the name), run-queue wait (ns;
+# /proc/PID/task/TID/schedstat, field 2: time the thread was ready to run
+# but another had the core -- what a stall on a shared machine is made of),
 # involuntary and voluntary context switches.
 by_name() {
   local t
@@ -285,7 +275,6 @@ by_name() {
   done 2> /dev/null |
     awk '{c[$1] += $2; w[$1] += $3; i[$1] += $4; v[$1] += $5} END {for (k in c) print k, c[k], w[k], i[k], v[k]}' | sort
 }
-read -r WAIT0 INVOL0 < <(sched)
 by_name > "$WORK/cpu0.txt"
 # The server's counters before the timed run: what follows reports the
 # difference, so the verification requests above are not counted.
@@ -305,31 +294,30 @@ else
 fi; } 2> "$WORK/load_cpu.txt"
 by_name > "$WORK/cpu1.txt"
 
-read -r WAIT1 INVOL1 < <(sched)
-echo "server threads: run-queue wait $(((WAIT1 - WAIT0) / 1000000)) ms in total, $((INVOL1 - INVOL0)) involuntary context switches; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-# CPU per request: the server's threads by name (rest/N: HTTP I/O;
+# Run-queue wait and involuntary context switches of the server's threads
+# in total, then CPU per request: the server's threads by name (rest/N: HTTP I/O;
 # infer/MODEL: a version's inference threads, cut to 15 characters; gRPC's
 # have names of their own; the main thread is polis-registry) and the load generator
 # (wrk or polis-grpc-load, with tee), from its user + system seconds.
 python3 - "$WORK/cpu0.txt" "$WORK/cpu1.txt" "$WORK/load_cpu.txt" "$WORK/wrk.txt" "$(getconf CLK_TCK)" <<'EOF'
 import re, sys
-ticks = lambda path: {l.split()[0]: int(l.split()[1]) for l in open(path) if l.strip()}
-before, after, hz = ticks(sys.argv[1]), ticks(sys.argv[2]), int(sys.argv[5])
+rows = lambda path: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(path) if l.strip()}
+before, after, hz = rows(sys.argv[1]), rows(sys.argv[2]), int(sys.argv[5])
+# Per name: CPU ticks, run-queue wait ns, involuntary and voluntary switches.
+delta = {k: [x - y for x, y in zip(v, before.get(k, [0, 0, 0, 0]))] for k, v in after.items()}
+loadavg = " ".join(open("/proc/loadavg").read().split()[:3])
+print(f"server threads: run-queue wait {sum(d[1] for d in delta.values()) // 1000000} ms in total, "
+      f"{sum(d[2] for d in delta.values())} involuntary context switches; load average {loadavg}")
 n = int(re.search(r"(\d+) requests in", open(sys.argv[4]).read()).group(1))
-per = {k: 1e6 * (v - before.get(k, 0)) / hz / max(n, 1) for k, v in after.items()}
+per = {k: 1e6 * d[0] / hz / max(n, 1) for k, d in delta.items()}
 load = 1e6 * sum(float(x) for x in open(sys.argv[3]).read().split()[-2:]) / max(n, 1)
 names = ", ".join(f"{k} {v:.0f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.5)
 print(f"cpu per request: server {sum(per.values()):.0f} us ({names}); load generator {load:.0f} us")
 # Which threads waited for a core, and how often they were preempted (i) or
 # slept (v): where the tail comes from.
-rows = lambda path: {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(path) if l.strip()}
-b, a = rows(sys.argv[1]), rows(sys.argv[2])
-waits = []
-for k, v in a.items():
-    d = [x - y for x, y in zip(v, b.get(k, [0, 0, 0, 0]))]
-    if d[1] >= 1e6 or d[2] > 0:
-        waits.append((d[1], f"{k} {d[1] / 1e6:.0f} ms ({d[2]} i, {d[3]} v)"))
-print("run-queue wait by thread: " + ", ".join(t for _, t in sorted(waits, reverse=True)))
+waits = sorted(((d[1], f"{k} {d[1] / 1e6:.0f} ms ({d[2]} i, {d[3]} v)") for k, d in delta.items()
+                if d[1] >= 1e6 or d[2] > 0), reverse=True)
+print("run-queue wait by thread: " + ", ".join(t for _, t in waits))
 EOF
 if grep -qE "Non-2xx|Socket errors" "$WORK/wrk.txt"; then
   echo "serving.sh: FAILED: wrk saw errors or non-2xx responses" >&2

@@ -8,6 +8,7 @@
 #                         [--protocol rest|grpc] [--binary]
 #                         [--csv FILE [--ts-input rows|tensor]] [--precision fp32|bf16]
 #                         [--busy-poll-us U] [--instances I]
+#                         [--server-cpus LIST] [--load-cpus LIST]
 #
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --rows 1 --connections 16
 # --duration 10 --wrk-threads 1 --threads 1 --max-batch 32 --delay-us 0
@@ -28,6 +29,9 @@
 # sleeping (`serve --busy-poll-us`; default 0, not passed, so that older
 # builds can be timed too). --instances I serves each version as I
 # instances (`serve --instances`; passed only when asked, likewise).
+# --server-cpus and --load-cpus confine the server and the load generator
+# to CPU lists (taskset -c, e.g. 0 and 1): the load generator then takes no
+# core the server runs on, as when the clients are on other machines.
 # Make the default root with (10 s):
 #   launch/polis-run --workers 2 --servers 1 --epochs 1 --registry /tmp/reg-demo \
 #       jobs/fashion_cnn.pbtxt -- --train-limit 6000
@@ -46,6 +50,7 @@ BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 BIN=$BUILD/registry/polis-registry
 REG=/tmp/reg-demo MODEL=fashion_cnn ROWS=1 CONN=16 DUR=10 WRK_THREADS=1 THREADS=1
 MAX_BATCH=32 DELAY=0 COMPUTE=1 PROTOCOL=rest BINARY=0 CSV= TS_INPUT=rows PRECISION=fp32 BUSY_POLL=0 INSTANCES=
+SERVER_CPUS= LOAD_CPUS=
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -66,6 +71,8 @@ while [[ $# -gt 0 ]]; do
     --ts-input) TS_INPUT=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
     --busy-poll-us) BUSY_POLL=$2; shift 2 ;;
+    --server-cpus) SERVER_CPUS=$2; shift 2 ;;
+    --load-cpus) LOAD_CPUS=$2; shift 2 ;;
     -h|--help) sed -n 2,40p "$0"; exit 0 ;;
     *) echo "serving.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -77,6 +84,9 @@ if [[ -n $CSV ]]; then
   ((BINARY == 0)) || { echo "serving.sh: --binary is for image models; a forecaster's rows are JSON strings" >&2; exit 2; }
   [[ $PROTOCOL == rest || $TS_INPUT == rows ]] || { echo "serving.sh: over gRPC a forecaster is driven with rows" >&2; exit 2; }
 fi
+SERVER_PIN=() LOAD_PIN=()
+[[ -z $SERVER_CPUS ]] || SERVER_PIN=(taskset -c "$SERVER_CPUS")
+[[ -z $LOAD_CPUS ]] || LOAD_PIN=(taskset -c "$LOAD_CPUS")
 command -v wrk > /dev/null || { echo "serving.sh: needs wrk (apt-get install wrk)" >&2; exit 2; }
 [[ $PROTOCOL == rest || -x $BUILD/benchmarks/polis-grpc-load ]] || { echo "serving.sh: build polis-grpc-load first" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "serving.sh: $BIN not built (launch/build.sh)" >&2; exit 2; }
@@ -98,7 +108,7 @@ EXTRA_FLAGS=()
 [[ -z $INSTANCES ]] || EXTRA_FLAGS+=(--instances "$INSTANCES")
 [[ $PROTOCOL == grpc ]] && GRPC_FLAGS=(--grpc-listen 127.0.0.1:0 --grpc-port-file "$WORK/grpc_port")
 
-"$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
+${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$BIN" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$WORK/port" --threads "$THREADS" \
   --max-batch "$MAX_BATCH" --max-queue-delay-us "$DELAY" --compute-threads "$COMPUTE" \
   ${GRPC_FLAGS[@]+"${GRPC_FLAGS[@]}"} ${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"} \
   ${EXTRA_FLAGS[@]+"${EXTRA_FLAGS[@]}"} > "$WORK/server.log" 2>&1 &
@@ -273,7 +283,8 @@ by_name() {
       "$(cut -d' ' -f2 "$t/schedstat")" \
       "$(awk '/^nonvoluntary_ctxt_switches/ {n=$2} /^voluntary_ctxt_switches/ {v=$2} END {print n, v}' "$t/status")"
   done 2> /dev/null |
-    awk '{c[$1] += $2; w[$1] += $3; i[$1] += $4; v[$1] += $5} END {for (k in c) print k, c[k], w[k], i[k], v[k]}' | sort
+    awk '{c[$1] += $2; w[$1] += $3; i[$1] += $4; v[$1] += $5}
+         END {for (k in c) printf "%s %.0f %.0f %.0f %.0f\n", k, c[k], w[k], i[k], v[k]}' | sort
 }
 by_name > "$WORK/cpu0.txt"
 # The server's counters before the timed run: what follows reports the
@@ -283,14 +294,14 @@ if [[ $PROTOCOL == grpc ]]; then FORM="gRPC raw"; elif ((BINARY)); then FORM="RE
 [[ -n $CSV ]] && FORM="$FORM, forecaster window as $TS_INPUT"
 GRPC_INPUT=(--datatype UINT8)
 [[ -n $CSV ]] && GRPC_INPUT=(--datatype BYTES --input-name rows --output-name predictions)
-echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE${EXTRA_FLAGS[*]:+ ${EXTRA_FLAGS[*]}}"
+echo "load: $FORM, $CONN connections, $DUR s, $ROWS row(s)/request; server: --threads $THREADS --max-batch $MAX_BATCH --max-queue-delay-us $DELAY --compute-threads $COMPUTE${EXTRA_FLAGS[*]:+ ${EXTRA_FLAGS[*]}}${SERVER_CPUS:+; server on CPUs $SERVER_CPUS}${LOAD_CPUS:+, load generator on CPUs $LOAD_CPUS}"
 TIMEFORMAT='%U %S'
 { time if [[ $PROTOCOL == grpc ]]; then
-  "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \
+  ${LOAD_PIN[@]+"${LOAD_PIN[@]}"} "$BUILD/benchmarks/polis-grpc-load" --port "$(cat "$WORK/grpc_port")" --model "$MODEL" \
     --input "$WORK/input.u8" "${GRPC_INPUT[@]}" --shape "$(cat "$WORK/shape")" \
     --connections "$CONN" --duration "$DUR" | tee "$WORK/wrk.txt"
 else
-  wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
+  ${LOAD_PIN[@]+"${LOAD_PIN[@]}"} wrk -t"$WRK_THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$WORK/post.lua" "$URL/v2/models/$MODEL/infer" | tee "$WORK/wrk.txt"
 fi; } 2> "$WORK/load_cpu.txt"
 by_name > "$WORK/cpu1.txt"
 

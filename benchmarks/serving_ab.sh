@@ -17,6 +17,7 @@
 #                            [--precision-a fp32|bf16] [--precision-b fp32|bf16]
 #                            [--busy-poll-a U] [--busy-poll-b U]
 #                            [--instances-a I] [--instances-b I]
+#                            [--server-cpus LIST] [--load-cpus LIST]
 # A is the build in BUILD_DIR (e.g. one of the commit before a change), B
 # this checkout's build (POLIS_BUILD_DIR or build/). With --precision-a/-b
 # the two sides serve in those precisions (`serve --precision`; default
@@ -24,7 +25,9 @@
 # --busy-poll-a/-b their HTTP I/O threads poll that many µs before sleeping
 # (`serve --busy-poll-us`; default 0 both); with --instances-a/-b they
 # serve each version as that many instances (`serve --instances`; default
-# 1 both). When the sides differ in any of these,
+# 1 both). --server-cpus and --load-cpus confine both sides' servers (and
+# the in-process limit) and the load generator to those CPUs (taskset -c;
+# serving.sh). When the sides differ in any of these,
 # --base may be left out to compare one build with itself. Defaults: --root
 # /tmp/reg-demo --model fashion_cnn --duration 5 --rounds 2 --connections 1,16
 # --threads 1,2 --forms json,binary --max-batch 1 (batching off; 32 adds
@@ -38,6 +41,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B_BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 A_BUILD= REG=/tmp/reg-demo MODEL=fashion_cnn DUR=5 ROUNDS=2 CONNS=1,16 THREADS=1,2
 FORMS= BATCHES=1 CSV= PREC_A=fp32 PREC_B=fp32 POLL_A=0 POLL_B=0 INST_A=1 INST_B=1
+SERVER_CPUS= LOAD_CPUS=
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -57,7 +61,9 @@ while [[ $# -gt 0 ]]; do
     --busy-poll-b) POLL_B=$2; shift 2 ;;
     --instances-a) INST_A=$2; shift 2 ;;
     --instances-b) INST_B=$2; shift 2 ;;
-    -h|--help) sed -n 2,36p "$0"; exit 0 ;;
+    --server-cpus) SERVER_CPUS=$2; shift 2 ;;
+    --load-cpus) LOAD_CPUS=$2; shift 2 ;;
+    -h|--help) sed -n 2,39p "$0"; exit 0 ;;
     *) echo "serving_ab.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -69,12 +75,15 @@ for b in "$A_BUILD" "$B_BUILD"; do
   [[ -x $b/registry/polis-registry ]] || { echo "serving_ab.sh: no $b/registry/polis-registry" >&2; exit 2; }
 done
 [[ -x $B_BUILD/benchmarks/polis-bench-infer ]] || { echo "serving_ab.sh: build polis-bench-infer first" >&2; exit 2; }
+SERVER_PIN=() PIN_FLAGS=()
+[[ -z $SERVER_CPUS ]] || SERVER_PIN=(taskset -c "$SERVER_CPUS") PIN_FLAGS=(--server-cpus "$SERVER_CPUS")
+[[ -z $LOAD_CPUS ]] || PIN_FLAGS+=(--load-cpus "$LOAD_CPUS")
 OUT=$(mktemp -d /tmp/serving-ab.XXXXXX)
 echo "command: benchmarks/serving_ab.sh $ARGS"
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD ($PREC_A, busy poll $POLL_A us, $INST_A instance(s)); B: $B_BUILD ($PREC_B, busy poll $POLL_B us, $INST_B instance(s)); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); A: $A_BUILD ($PREC_A, busy poll $POLL_A us, $INST_A instance(s)); B: $B_BUILD ($PREC_B, busy poll $POLL_B us, $INST_B instance(s)); servers on CPUs ${SERVER_CPUS:-any}, load generator on CPUs ${LOAD_CPUS:-any}; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 limit() {
   for p in "$PREC_A" "$PREC_B"; do
-    "$B_BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches 1 --threads 1 \
+    ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$B_BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches 1 --threads 1 \
       --iters 500 --precision "$p" --json | head -1
   done
 }
@@ -83,7 +92,8 @@ IFS=, read -ra conns <<< "$CONNS"; IFS=, read -ra threads <<< "$THREADS"
 IFS=, read -ra forms <<< "$FORMS"; IFS=, read -ra batches <<< "$BATCHES"
 for ((r = 1; r <= ROUNDS; r++)); do
   for f in "${forms[@]}"; do for c in "${conns[@]}"; do for t in "${threads[@]}"; do for mb in "${batches[@]}"; do
-    flags=(--root "$REG" --model "$MODEL" --duration "$DUR" --connections "$c" --threads "$t" --max-batch "$mb")
+    flags=(--root "$REG" --model "$MODEL" --duration "$DUR" --connections "$c" --threads "$t" --max-batch "$mb"
+           ${PIN_FLAGS[@]+"${PIN_FLAGS[@]}"})
     case $f,${CSV:+csv} in
       json,|rows,csv) ;;
       binary,) flags+=(--binary) ;;
@@ -113,7 +123,7 @@ done
 limit > "$OUT/limit1.json"
 # The floor of one connection on this machine: build B's server answering
 # GET /v2/health/live (no body, no model) to wrk, as many seconds.
-"$B_BUILD/registry/polis-registry" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$OUT/port" \
+${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$B_BUILD/registry/polis-registry" serve --root "$REG" --listen 127.0.0.1:0 --port-file "$OUT/port" \
   --threads 1 > "$OUT/floor-server.log" 2>&1 &
 FLOOR_PID=$!
 trap 'kill $FLOOR_PID 2> /dev/null || true' EXIT
@@ -124,7 +134,7 @@ done = function(summary, latency, requests)
 end
 LUA
 for ((r = 1; r <= ROUNDS; r++)); do
-  wrk -t1 -c1 -d"${DUR}s" --latency -s "$OUT/floor.lua" "http://127.0.0.1:$(cat "$OUT/port")/v2/health/live" \
+  ${LOAD_CPUS:+taskset -c "$LOAD_CPUS"} wrk -t1 -c1 -d"${DUR}s" --latency -s "$OUT/floor.lua" "http://127.0.0.1:$(cat "$OUT/port")/v2/health/live" \
     > "$OUT/floor.r$r.txt"
 done
 kill $FLOOR_PID 2> /dev/null || true

@@ -223,8 +223,8 @@ int main(int argc, char** argv) {
                     "default OpenMP threads per instance of a loaded version")->capture_default_str();
   serve->add_option("--instances", so.batching.instances,
                     "default instances per loaded version: each an inference thread with its own "
-                    "networks; with as many as --threads (2 or more), each HTTP I/O thread runs "
-                    "its own batches")
+                    "networks; with as many as --threads (2 or more, or 1 when the process may run on "
+                    "one CPU only), each HTTP I/O thread runs its own batches")
       ->capture_default_str()->check(CLI::Range(1, 64));
   serve->add_option("--precision", so.batching.precision,
                     "default precision per model: fp32, or bf16 (Conv2D, Dense and LSTM layers in "

@@ -40,6 +40,9 @@ Metrics::Metrics() {
   family("polis_inference_queue_seconds", "histogram", "Time a request waited for its batch", kSecondsBuckets);
   family("polis_inference_compute_seconds", "histogram", "Forward pass time of one executed batch", kSecondsBuckets);
   family("polis_inference_batch_rows", "histogram", "Rows per executed batch (dynamic batching)", kRowBuckets);
+  family("polis_inference_caller_batches_total", "counter",
+         "Batches run by the thread that received a request (an HTTP I/O thread) instead of an "
+         "inference thread");
   family("polis_grpc_requests_total", "counter", "gRPC calls answered, by RPC and status code");
   family("polis_model_version_loaded", "gauge", "1 for each loaded model version");
   family("polis_explain_requests_total", "counter",
@@ -114,10 +117,11 @@ void Metrics::ObserveQueue(const std::string& model, int64_t version, double sec
 }
 
 void Metrics::ObserveBatch(const std::string& model, int64_t version, int64_t rows,
-                           double compute_seconds) {
+                           double compute_seconds, bool on_caller) {
   const std::string l = ModelLabels(model, version);
   Observe("polis_inference_batch_rows", l, static_cast<double>(rows));
   Observe("polis_inference_compute_seconds", l, compute_seconds);
+  if (on_caller) Add("polis_inference_caller_batches_total", l, 1);
   std::lock_guard<std::mutex> lock(mu_);
   VersionStats& s = stats_[{model, version}];
   ++s.execution_count;

@@ -78,7 +78,10 @@ class Metrics {
   void ObserveInference(const std::string& model, int64_t version, bool ok, double seconds,
                         int64_t rows, const RequestStages* stages = nullptr);
   void ObserveQueue(const std::string& model, int64_t version, double seconds);
-  void ObserveBatch(const std::string& model, int64_t version, int64_t rows, double compute_seconds);
+  // `on_caller`: run by the thread that received a request (an HTTP I/O
+  // thread), not by one of the version's inference threads.
+  void ObserveBatch(const std::string& model, int64_t version, int64_t rows, double compute_seconds,
+                    bool on_caller = false);
   // +1 when a version is loaded, -1 when it is unloaded (a reload overlaps).
   // polis_inference_stage_seconds: atomics only (the hot path takes no lock).
   void ObserveStage(Protocol protocol, Stage stage, double seconds);

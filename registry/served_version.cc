@@ -126,8 +126,9 @@ struct ServedVersion::Core {
     if (w == Wake::kAll) cv.notify_all(), fill_cv.notify_all();
   }
   // Holding mu (via lk) with `ex` taken from `idle`: runs the next batch on
-  // this thread, gives `ex` back and wakes whom that concerns.
-  void RunOn(Executor* ex, std::unique_lock<std::mutex>& lk);
+  // this thread, gives `ex` back and wakes whom that concerns. `on_caller`:
+  // this is a caller's thread, not an inference thread (for the metrics).
+  void RunOn(Executor* ex, std::unique_lock<std::mutex>& lk, bool on_caller = false);
 
   // Explanations: training Networks of their own, used by one caller at a
   // time. Declared after model and weights, which they point into.
@@ -321,7 +322,7 @@ struct Executor {
     return false;
   }
 
-  void RunBatch(std::vector<Item>& batch, int64_t rows) {
+  void RunBatch(std::vector<Item>& batch, int64_t rows, bool on_caller) {
     const auto start = Clock::now();
     Status st;
     const float* out = nullptr;
@@ -332,7 +333,7 @@ struct Executor {
                          c->version, e.what());
     }
     const double compute = Seconds(Clock::now() - start);
-    if (c->metrics) c->metrics->ObserveBatch(c->model_name, c->version, rows, compute);
+    if (c->metrics) c->metrics->ObserveBatch(c->model_name, c->version, rows, compute, on_caller);
     int64_t at = 0;
     for (Item& it : batch) {
       InferOutcome o;
@@ -409,13 +410,13 @@ void ThreadMain(std::shared_ptr<Core> core, int instance, std::promise<Status> r
 
 }  // namespace
 
-void ServedVersion::Core::RunOn(Executor* ex, std::unique_lock<std::mutex>& lk) {
+void ServedVersion::Core::RunOn(Executor* ex, std::unique_lock<std::mutex>& lk, bool on_caller) {
   std::vector<Item> batch;
   const int64_t rows = ex->TakeBatch(batch);
   // Another instance may start on what is left.
   Notify(WhomToWake());
   lk.unlock();
-  if (rows > 0) ex->RunBatch(batch, rows);
+  if (rows > 0) ex->RunBatch(batch, rows, on_caller);
   batch.clear();
   lk.lock();
   idle.push_back(ex);
@@ -745,7 +746,7 @@ void ServedVersion::RunHere(std::unique_lock<std::mutex>& lk) {
   omp_set_num_threads(1);
   // One batch only: the caller may be an I/O thread whose other work (its
   // connections' next events) waits while it computes.
-  c.RunOn(ex, lk);
+  c.RunOn(ex, lk, /*on_caller=*/true);
 }
 
 ExplainOutcome ServedVersion::Explain(const ExplainRequest& request,

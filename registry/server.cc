@@ -1,6 +1,7 @@
 #include "registry/server.h"
 
 #include <malloc.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cmath>
@@ -158,6 +159,14 @@ StatusOr<json> ParseJsonBody(const std::string& body, bool allow_empty) {
   }
 }
 
+// The CPUs this process may run on (its affinity mask; 1 when unknown).
+int UsableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ Impl
@@ -176,7 +185,19 @@ struct RegistryServer::Impl {
   std::atomic<HttpServer*> plain_ptr{nullptr}; // plain, likewise
   std::atomic<int64_t> decoding{0};            // infer requests not yet queued
   std::atomic<int64_t> inferring{0};           // infer requests not yet answered
+  int usable_cpus = UsableCpus();              // this process may run on, at start
   bool started = false, stopped = false;
+
+  // Under load, whether each HTTP I/O thread runs the batch of what it read
+  // itself (CallerRuns::kLater) instead of handing it to an inference
+  // thread: only with an idle instance for each I/O thread, and when either
+  // there are several I/O threads (their batches compute at once) or the
+  // process may use no CPU beyond them (taskset, a cgroup's cpuset), where
+  // an inference thread could only take turns with the I/O thread on its
+  // core (docs/design/serving-threads.md).
+  bool IoThreadsRunBatches(const ServedVersion& sv) const {
+    return sv.options().instances >= opt.threads && (opt.threads > 1 || usable_cpus <= opt.threads);
+  }
 
   // ---- helpers
 
@@ -728,16 +749,18 @@ struct RegistryServer::Impl {
     // hand-off to an inference thread would only add two wake-ups. Under
     // load, with an instance for each I/O thread, each I/O thread runs the
     // batch of what it has read (after its other ready connections' reads)
-    // itself; with fewer instances, the I/O threads keep reading and writing
-    // while the inference threads compute. gRPC requests always go to the
+    // itself when there are two or more I/O threads, or when the process
+    // has no CPU beyond its I/O threads (IoThreadsRunBatches); otherwise the
+    // I/O threads keep reading and writing while the inference threads
+    // compute. gRPC requests always go to the
     // inference threads: on its few callback threads the shortcut gained
     // 1.1x at one connection and cost 0.80-0.88x at 16 (docs/benchmarks.md,
     // "One request at a time").
     const CallerRuns caller =
         protocol != Protocol::kRest ? CallerRuns::kNever
         : inferring.load() <= 1     ? CallerRuns::kNow
-        : opt.threads > 1 && sv->options().instances >= opt.threads ? CallerRuns::kLater
-                                                                     : CallerRuns::kNever;
+        : IoThreadsRunBatches(*sv)  ? CallerRuns::kLater
+                                    : CallerRuns::kNever;
     const bool owes_run = sv->Infer(std::move(input->values), rows,
               [this, model, version, id, has_id, outputs, rows, k, out_shape, start, done, post,
                to_original, target_mean, target_std, protocol, class_names, input_seconds](InferOutcome o) {
@@ -1547,7 +1570,9 @@ Status RegistryServer::Start() {
     }
   }
   s.started = true;
-  POLIS_LOG(kInfo, kRegistry, "serving '{}' on {}:{}", s.opt.root, s.opt.host, s.http->port());
+  POLIS_LOG(kInfo, kRegistry, "serving '{}' on {}:{} ({} HTTP I/O thread{}, {} usable CPU{})", s.opt.root,
+            s.opt.host, s.http->port(), s.opt.threads, s.opt.threads == 1 ? "" : "s", s.usable_cpus,
+            s.usable_cpus == 1 ? "" : "s");
   return Status::Ok();
 }
 

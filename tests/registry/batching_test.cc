@@ -3,6 +3,8 @@
 // completeness on a CNN), directly and over HTTP.
 #include "registry/served_version.h"
 
+#include <sched.h>
+
 #include <cmath>
 #include <filesystem>
 #include <future>
@@ -539,6 +541,42 @@ TEST(InstancesTest, HttpIoThreadsRunTheirOwnBatches) {
   EXPECT_EQ(names["infer/m"], 2);
   EXPECT_EQ(names["rest/0"], 1);
   EXPECT_EQ(names["rest/1"], 1);
+}
+
+// The value of a series in Prometheus text ("" labels: none), -1 when absent.
+double MetricValue(const std::string& text, const std::string& series) {
+  const std::string key = series + " ";
+  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1))
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + key.size()));
+  return -1;
+}
+
+// A process confined to one CPU (taskset, a cpuset): an inference thread
+// could only take turns with the I/O thread on that CPU, so the one I/O
+// thread runs every batch itself, also under load, and the answers are
+// still right.
+TEST(InstancesTest, OnOneCpuTheIoThreadRunsEveryBatch) {
+  cpu_set_t all, one;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);  // this thread, and those it starts
+  TempDir dir;
+  const ModelArtifact a = MakeArtifact(kTinyCnn, kTinyInput, 8);
+  ASSERT_EQ(Publish(dir.path(), "m", a), 1);
+  ServerOptions so;
+  so.threads = 1;
+  auto h = std::make_unique<ServerHarness>(dir.path(), so);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);  // the clients run anywhere
+  constexpr int kClients = 6, kEach = 30;
+  EXPECT_EQ(InferFromClients(*h, a, kClients, kEach).failures, 0);
+  const std::string metrics = h->Client().Get("/metrics")->body;
+  const std::string l = "{model=\"m\",version=\"1\"}";
+  const double batches = MetricValue(metrics, "polis_inference_batch_rows_count" + l);
+  EXPECT_GE(batches, 1);
+  EXPECT_LE(batches, kClients * kEach);
+  EXPECT_EQ(MetricValue(metrics, "polis_inference_caller_batches_total" + l), batches)
+      << metrics.substr(0, 3000);
 }
 
 TEST(ExplainTest, LinearModelHasClosedFormAttributions) {

@@ -19,6 +19,7 @@
 #                               [--max-batch B] [--delay-us D] [--threads N]
 #                               [--rounds R] [--forms json,binary,grpc]
 #                               [--csv FILE] [--precision fp32|bf16]
+#                               [--server-cpus LIST] [--load-cpus LIST]
 # Defaults: --root /tmp/reg-demo --model fashion_cnn --duration 8
 # --max-batch 32 --delay-us 500 --threads 1 --rounds 1 (see serving.sh for
 # how to make the default root). Rows: each request carries one image.
@@ -27,12 +28,14 @@
 # lines as JSON strings), tensor (REST, the standardised FP32 window as JSON
 # numbers) and grpc (the raw CSV lines as BYTES raw contents); one window a
 # request. --precision bf16 serves the model in bf16 (serve --precision)
-# and takes the limit from its bf16 forward pass.
+# and takes the limit from its bf16 forward pass. --server-cpus and
+# --load-cpus put the server (and the in-process limit) and the load
+# generator on those CPUs (taskset -c; serving.sh).
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${POLIS_BUILD_DIR:-$ROOT_DIR/build}
 REG=/tmp/reg-demo MODEL=fashion_cnn DUR=8 MAX_BATCH=32 DELAY=500 THREADS=1 ROUNDS=1
-FORMS= CSV= PRECISION=fp32
+FORMS= CSV= PRECISION=fp32 SERVER_CPUS= LOAD_CPUS=
 ARGS="$*"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -46,7 +49,9 @@ while [[ $# -gt 0 ]]; do
     --forms) FORMS=$2; shift 2 ;;
     --csv) CSV=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
-    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
+    --server-cpus) SERVER_CPUS=$2; shift 2 ;;
+    --load-cpus) LOAD_CPUS=$2; shift 2 ;;
+    -h|--help) sed -n 2,33p "$0"; exit 0 ;;
     *) echo "serving_sweep.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +61,11 @@ OUT=$(mktemp -d /tmp/polis-sweep-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); precision $PRECISION"
-"$BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches "1,$MAX_BATCH" \
+PIN=()
+[[ -z $SERVER_CPUS ]] || PIN=(--server-cpus "$SERVER_CPUS")
+[[ -z $LOAD_CPUS ]] || PIN+=(--load-cpus "$LOAD_CPUS")
+echo "# server on CPUs ${SERVER_CPUS:-any}, load generator on CPUs ${LOAD_CPUS:-any}"
+${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$BUILD/benchmarks/polis-bench-infer" --root "$REG" --model "$MODEL" --batches "1,$MAX_BATCH" \
   --threads 1 --iters 500 --precision "$PRECISION" --json > "$OUT/limit.json"
 PFLAGS=(); [[ $PRECISION == fp32 ]] || PFLAGS=(--precision "$PRECISION")
 
@@ -81,7 +90,7 @@ for round in $(seq "$ROUNDS"); do
       esac
       "$ROOT_DIR/benchmarks/serving.sh" --root "$REG" --model "$MODEL" --connections "$conn" \
         --duration "$DUR" --threads "$THREADS" "${extra[@]}" ${fflags[@]+"${fflags[@]}"} \
-        ${PFLAGS[@]+"${PFLAGS[@]}"} \
+        ${PFLAGS[@]+"${PFLAGS[@]}"} ${PIN[@]+"${PIN[@]}"} \
         > "$OUT/run-$round-$form-$conn-$mode.txt" 2>&1 \
         || { cat "$OUT/run-$round-$form-$conn-$mode.txt" >&2; exit 1; }
     done

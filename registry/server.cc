@@ -159,11 +159,13 @@ StatusOr<json> ParseJsonBody(const std::string& body, bool allow_empty) {
   }
 }
 
-// The CPUs this process may run on (its affinity mask; 1 when unknown).
+// The CPUs this process may run on: its affinity mask, or the machine's
+// count where the mask cannot be read (over 1024 CPUs).
 int UsableCpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0)
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, CPU_COUNT(&set));
 }
 

@@ -19,7 +19,8 @@
 # histograms (polis_inference_stage_seconds: mean and p99 bucket per stage),
 # the run-queue wait of the server's threads (in total, and by thread name
 # with their involuntary and voluntary context switches), and the CPU time
-# per request of the server's threads by name and of the load generator.
+# per request of the server's threads by name and of the load generator,
+# and how many batches ran on I/O threads (polis_inference_caller_batches_total).
 # A time-series forecaster is driven with --csv FILE (its training CSV): each
 # request is one window, as raw CSV lines (`rows`, the default; over gRPC as
 # BYTES raw contents) or as the standardised FP32 window (--ts-input tensor).
@@ -350,6 +351,11 @@ fails = sum(float(v) for v in re.findall(r'^polis_inference_requests_total\{[^}]
 rps = float(re.search(r"Requests/sec:\s+(\S+)", open(sys.argv[2]).read()).group(1))
 print(f"result: {rps:.0f} requests/s = {rps * int(sys.argv[3]):.0f} rows/s; mean batch {rows_batched / max(batches, 1):.2f} rows; "
       f"mean queue wait {1e6 * queue_sum / max(queue_n, 1):.0f} us; server-side failures {fails:.0f}")
+# Where the batches ran (builds that count it): on the thread that received
+# a request (an HTTP I/O thread) or on an inference thread.
+if "polis_inference_caller_batches_total" in open(sys.argv[1]).read():
+    print(f"batches: {total('polis_inference_caller_batches_total'):.0f} of {batches:.0f} run on I/O threads, "
+          f"the rest on inference threads")
 # Per-stage histograms of the protocol driven (the other has no counts).
 for proto in ("rest", "grpc"):
     stages = []

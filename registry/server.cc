@@ -754,10 +754,9 @@ struct RegistryServer::Impl {
     // itself when there are two or more I/O threads, or when the process
     // has no CPU beyond its I/O threads (IoThreadsRunBatches); otherwise the
     // I/O threads keep reading and writing while the inference threads
-    // compute. gRPC requests always go to the
-    // inference threads: on its few callback threads the shortcut gained
-    // 1.1x at one connection and cost 0.80-0.88x at 16 (docs/benchmarks.md,
-    // "One request at a time").
+    // compute. gRPC requests always go to the inference threads: on its few
+    // callback threads the shortcut gained 1.1x at one connection and cost
+    // 0.80-0.88x at 16 (docs/benchmarks.md, "One request at a time").
     const CallerRuns caller =
         protocol != Protocol::kRest ? CallerRuns::kNever
         : inferring.load() <= 1     ? CallerRuns::kNow
